@@ -75,7 +75,9 @@ def check() -> int:
             new = fresh[name].read_text().splitlines(keepends=True)
             old = committed[name].read_text().splitlines(keepends=True)
             if new != old:
-                diff = "".join(difflib.unified_diff(old, new, f"committed/{name}", f"regenerated/{name}", n=1))
+                diff = "".join(
+                    difflib.unified_diff(old, new, f"committed/{name}", f"regenerated/{name}", n=1)
+                )
                 problems.append(f"differs: {name}\n{diff[:4000]}")
     if problems:
         print("generated code is out of date; run `make proto` and commit the result:", file=sys.stderr)
@@ -99,7 +101,9 @@ def write() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     ns = parser.parse_args()
     return check() if ns.check else write()

@@ -1,0 +1,84 @@
+"""`agentmesh`: the command line of the mesh.
+
+Sub-commands live in their own modules and are mounted here. Exit codes that
+scripts can rely on: 0 success, 1 the operation failed (or a check found a
+problem), 2 bad usage, 3 the target could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+
+from agentmesh import __version__, health
+from agentmesh.cli.common import EXIT_UNREACHABLE, console
+from agentmesh.config import ConfigError, Settings, reference_markdown
+from agentmesh.protos import proto_include_dir
+
+app = typer.Typer(
+    name="agentmesh",
+    help="agentmesh: a gRPC micro-agent mesh (agents, tool registry, durable tasks on Redis).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration contract.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.command()
+def version() -> None:
+    """Print the agentmesh version."""
+    typer.echo(__version__)
+
+
+@app.command("proto-path")
+def proto_path() -> None:
+    """Print the include directory holding agentmesh/v1/*.proto (tool_options.proto) for protoc/buf."""
+    typer.echo(str(proto_include_dir()))
+
+
+@config_app.command("show")
+def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show the settings this environment resolves to (secrets hidden)."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    values = settings.model_dump(mode="json", by_alias=True)
+    for secret in ("AGENTMESH_SERVICE_TOKEN", "MODEL_API_KEY"):
+        if values.get(secret):
+            values[secret] = "***"
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    for key, value in values.items():
+        console.print(f"[cyan]{key}[/cyan]={'' if value is None else value}")
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the configuration reference (Markdown), as in docs/configuration.md."""
+    typer.echo(reference_markdown(), nl=False)
+
+
+@app.command("health")
+def health_check(
+    target: str = typer.Argument(..., help="gRPC target, e.g. localhost:50051."),
+    service: str = typer.Option("", "--service", "-s", help="Service name; empty for the whole server."),
+    timeout: float = typer.Option(2.0, help="Seconds to wait for an answer."),
+) -> None:
+    """Call grpc.health.v1.Health/Check; exit 0 when SERVING, 1 NOT_SERVING, 3 unreachable."""
+    status = asyncio.run(health.check(target, service, timeout))
+    typer.echo(status)
+    if status == health.UNKNOWN:
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if status != health.SERVING:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,256 @@
+"""The one configuration loader: typed settings from the environment.
+
+Every service in the mesh (registry, agents, tools, the scripted model) reads
+its configuration here, from the variables of the configuration contract in
+ARCHITECTURE.md; the Helm chart sets the same names. `docs/configuration.md` is
+generated from the field declarations below (`agentmesh config docs`), so the
+reference table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Role(enum.StrEnum):
+    """What a process serves; the container entrypoint dispatches on it."""
+
+    REGISTRY = "registry"
+    AGENT = "agent"
+    TOOL = "tool"
+    MODEL = "model"
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+# Default gRPC ports per role (DESIGN.md, "Local ports"); the HTTP side
+# listener is the gRPC port + 1000, plaintext health under mTLS is + 2000.
+DEFAULT_GRPC_PORTS: dict[Role, int] = {
+    Role.REGISTRY: 50051,
+    Role.AGENT: 50061,
+    Role.TOOL: 50071,
+    Role.MODEL: 50099,
+}
+HTTP_PORT_OFFSET = 1000
+HEALTH_PORT_OFFSET = 2000
+
+
+class ConfigError(ValueError):
+    """The environment holds an invalid value; the message names the variable."""
+
+
+def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
+    return Field(default, alias=name, description=description, **kwargs)
+
+
+class Settings(BaseModel):
+    """Process configuration. Field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", validate_default=True)
+
+    role: Role = _env(
+        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool or model.", Role.AGENT
+    )
+    domain_spec: Path | None = _env(
+        "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
+    )
+    grpc_port: int | None = _env(
+        "AGENTMESH_GRPC_PORT",
+        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "
+        "0 picks a free port.",
+        ge=0,
+        le=65535,
+    )
+    http_port: int | None = _env(
+        "AGENTMESH_HTTP_PORT",
+        "HTTP side listener (/metrics, /healthz, agent card, JWKS). Default: gRPC port + 1000 "
+        "(a free port when the gRPC port is 0).",
+        ge=0,
+        le=65535,
+    )
+    health_port: int | None = _env(
+        "AGENTMESH_HEALTH_PORT",
+        "Plaintext gRPC health port used when mTLS is on, so probes need no certificate. "
+        "Default: gRPC port + 2000.",
+        ge=0,
+        le=65535,
+    )
+    bind_host: str = _env(
+        "AGENTMESH_BIND_HOST", "Address to bind listeners to ('[::]' for all interfaces).", "[::]"
+    )
+    advertise_addr: str | None = _env(
+        "AGENTMESH_ADVERTISE_ADDR",
+        "host:port other services use to reach this one (in Kubernetes the Service DNS name, "
+        "never a pod IP). Default: localhost:<grpc port>.",
+    )
+    registry: str | None = _env(
+        "AGENTMESH_REGISTRY", "Tool Registry gRPC target, e.g. localhost:50051 or dns:///registry:50051."
+    )
+    redis_url: str = _env(
+        "REDIS_URL",
+        "Redis connection URL: redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://.",
+        "redis://localhost:6390/0",
+    )
+    jwks: str | None = _env("AGENTMESH_JWKS", "Trusted issuers' JWKS: a file path or an https:// URL.")
+    signing_key: Path | None = _env(
+        "AGENTMESH_SIGNING_KEY", "Path to the mesh issuer's private key (PEM, ES256 or EdDSA)."
+    )
+    service_token: str | None = _env(
+        "AGENTMESH_SERVICE_TOKEN", "Service token this process presents to the registry.", repr=False
+    )
+    tls_cert: Path | None = _env("AGENTMESH_TLS_CERT", "Server/client certificate (PEM) for mTLS.")
+    tls_key: Path | None = _env("AGENTMESH_TLS_KEY", "Private key (PEM) for AGENTMESH_TLS_CERT.")
+    tls_ca: Path | None = _env("AGENTMESH_TLS_CA", "CA bundle (PEM) that peers' certificates must chain to.")
+    model_base_url: str | None = _env(
+        "MODEL_BASE_URL", "OpenAI-compatible API base URL, e.g. http://localhost:50099/v1."
+    )
+    model_name: str | None = _env("MODEL_NAME", "Model name sent to the model API.")
+    model_api_key: str | None = _env("MODEL_API_KEY", "API key for the model API.", repr=False)
+    insecure_no_auth: bool = _env(
+        "AGENTMESH_INSECURE_NO_AUTH", "Disable caller authentication (local development only; warns).", False
+    )
+    service_name: str | None = _env(
+        "AGENTMESH_SERVICE_NAME", "Name in logs, metrics and traces. Default: the role (agents: the domain)."
+    )
+    log_level: str = _env("AGENTMESH_LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    log_format: LogFormat = _env(
+        "AGENTMESH_LOG_FORMAT", "Log format: json (one object per line) or text.", "json"
+    )
+    drain_delay_s: float = _env(
+        "AGENTMESH_DRAIN_DELAY",
+        "Seconds between turning health NOT_SERVING and refusing new calls on shutdown, so load "
+        "balancers notice first.",
+        0.0,
+        ge=0,
+    )
+    drain_grace_s: float = _env(
+        "AGENTMESH_DRAIN_GRACE",
+        "Seconds in-flight calls get to finish on shutdown before they are canceled.",
+        10.0,
+        ge=0,
+    )
+    max_message_bytes: int = _env(
+        "AGENTMESH_MAX_MESSAGE_BYTES",
+        "Largest gRPC message accepted or sent (bytes). Bigger messages get RESOURCE_EXHAUSTED.",
+        8 * 1024 * 1024,
+        ge=1024,
+    )
+    max_in_flight: int = _env(
+        "AGENTMESH_MAX_IN_FLIGHT",
+        "Concurrent calls one replica accepts for its main service; beyond it callers get "
+        "RESOURCE_EXHAUSTED with RetryInfo. 0 = unbounded.",
+        64,
+        ge=0,
+    )
+    worker_concurrency: int = _env(
+        "AGENTMESH_WORKER_CONCURRENCY", "Durable tasks one agent replica runs at once.", 4, ge=1
+    )
+    max_connection_age_s: float = _env(
+        "AGENTMESH_MAX_CONNECTION_AGE",
+        "Seconds after which the server asks clients to reconnect, so new replicas get traffic. 0 = never.",
+        300.0,
+        ge=0,
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("AGENTMESH_TLS_CERT and AGENTMESH_TLS_KEY must be set together")
+        return self
+
+    # Derived values ---------------------------------------------------------
+
+    @property
+    def effective_grpc_port(self) -> int:
+        return DEFAULT_GRPC_PORTS[self.role] if self.grpc_port is None else self.grpc_port
+
+    @property
+    def effective_http_port(self) -> int:
+        if self.http_port is not None:
+            return self.http_port
+        grpc_port = self.effective_grpc_port
+        return 0 if grpc_port == 0 else grpc_port + HTTP_PORT_OFFSET
+
+    @property
+    def effective_health_port(self) -> int:
+        if self.health_port is not None:
+            return self.health_port
+        grpc_port = self.effective_grpc_port
+        return 0 if grpc_port == 0 else grpc_port + HEALTH_PORT_OFFSET
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Load settings from `environ` (default: os.environ); keyword overrides win.
+
+        Empty variables count as unset. Raises ConfigError naming each bad variable.
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            alias = field.alias or name
+            value = env.get(alias)
+            if value is not None and value.strip() != "":
+                data[alias] = value.strip()
+        for name, value in overrides.items():
+            alias = cls.model_fields[name].alias or name
+            data[alias] = value
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        lines.append(f"  {where}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def reference_markdown() -> str:
+    """The configuration reference table (docs/configuration.md)."""
+    rows = [
+        "# Configuration reference",
+        "",
+        "Generated from `agentmesh/config.py` by `agentmesh config docs`; do not edit by hand.",
+        "Every service reads these environment variables through one loader; the Helm chart sets the",
+        "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
+        "(see ARCHITECTURE.md, Observability).",
+        "",
+        "| Variable | Default | Description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if default is None:
+            shown = "—"
+        elif isinstance(default, enum.Enum):
+            shown = f"`{default.value}`"
+        else:
+            shown = f"`{default}`"
+        rows.append(f"| `{field.alias or name}` | {shown} | {field.description} |")
+    return "\n".join(rows) + "\n"

