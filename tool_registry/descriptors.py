@@ -1,0 +1,360 @@
+"""A tool's schema: a FileDescriptorSet, checked and loaded into its own descriptor pool.
+
+Every tool version gets a private `DescriptorPool` (two versions of one tool
+define the same message names differently). `load_tool_schema` checks what
+registration needs — the bytes parse, the set is self-contained, the method
+exists and is unary — and raises INVALID_ARGUMENT with field violations a
+developer can act on.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
+
+from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.v1 import errors_pb2, tool_options_pb2
+
+# Larger sets are refused at registration (INVALID_ARGUMENT, never a crash).
+MAX_DESCRIPTOR_SET_BYTES = 4 * 1024 * 1024
+DESCRIPTOR_SET_FIELD = "tool.file_descriptor_set"
+METHOD_FIELD = "tool.method"
+
+# SourceCodeInfo path components (descriptor.proto field numbers).
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MSG_FIELD, _MSG_NESTED, _MSG_ENUM, _MSG_ONEOF = 2, 3, 4, 8
+_ENUM_VALUE, _SERVICE_METHOD = 2, 2
+
+
+def _invalid(message: str, violations: Iterable[FieldViolation]) -> InvalidArgument:
+    return InvalidArgument(
+        message, reason=errors_pb2.ERROR_REASON_INVALID_SCHEMA, violations=list(violations)
+    )
+
+
+def parse_descriptor_set(data: bytes) -> descriptor_pb2.FileDescriptorSet:
+    if not data:
+        raise _invalid(
+            "file_descriptor_set is empty",
+            [
+                FieldViolation(
+                    DESCRIPTOR_SET_FIELD, "is required: a serialized google.protobuf.FileDescriptorSet"
+                )
+            ],
+        )
+    if len(data) > MAX_DESCRIPTOR_SET_BYTES:
+        raise _invalid(
+            "file_descriptor_set is too large",
+            [
+                FieldViolation(
+                    DESCRIPTOR_SET_FIELD,
+                    f"is {len(data)} bytes; at most {MAX_DESCRIPTOR_SET_BYTES} allowed. Register only the "
+                    "tool's file and its imports (protoc --include_imports on that one file).",
+                )
+            ],
+        )
+    try:
+        fds = descriptor_pb2.FileDescriptorSet.FromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise _invalid(
+            "file_descriptor_set does not parse",
+            [
+                FieldViolation(
+                    DESCRIPTOR_SET_FIELD,
+                    f"is not a serialized google.protobuf.FileDescriptorSet ({exc}); produce one with "
+                    "`protoc --include_imports --descriptor_set_out=...` or `buf build -o set.binpb`",
+                )
+            ],
+        ) from None
+    if not fds.file or any(not f.name for f in fds.file):
+        raise _invalid(
+            "file_descriptor_set holds no files",
+            [
+                FieldViolation(
+                    DESCRIPTOR_SET_FIELD,
+                    "parsed, but holds no named .proto files: is it really a descriptor set?",
+                )
+            ],
+        )
+    return fds
+
+
+def ordered_files(fds: descriptor_pb2.FileDescriptorSet) -> list[descriptor_pb2.FileDescriptorProto]:
+    """Files with dependencies first; INVALID_ARGUMENT when an import is missing or names repeat."""
+    by_name: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+    violations = []
+    for file in fds.file:
+        if file.name in by_name and by_name[file.name] != file:
+            violations.append(
+                FieldViolation(DESCRIPTOR_SET_FIELD, f"holds two different files named {file.name!r}")
+            )
+        by_name[file.name] = file
+    missing = sorted({(f.name, dep) for f in by_name.values() for dep in f.dependency if dep not in by_name})
+    violations += [
+        FieldViolation(
+            DESCRIPTOR_SET_FIELD,
+            f"is not self-contained: {name!r} imports {dep!r}, which is not in the set "
+            "(compile with --include_imports)",
+        )
+        for name, dep in missing
+    ]
+    if violations:
+        raise _invalid("file_descriptor_set is not usable", violations)
+    ordered: list[descriptor_pb2.FileDescriptorProto] = []
+    seen: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name in path:
+            raise _invalid(
+                "file_descriptor_set has an import cycle",
+                [FieldViolation(DESCRIPTOR_SET_FIELD, f"import cycle: {' -> '.join((*path, name))}")],
+            )
+        for dep in by_name[name].dependency:
+            visit(dep, (*path, name))
+        seen.add(name)
+        ordered.append(by_name[name])
+
+    for name in by_name:
+        visit(name, ())
+    return ordered
+
+
+def build_pool(fds: descriptor_pb2.FileDescriptorSet) -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    for file in ordered_files(fds):
+        try:
+            pool.Add(file)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _invalid(
+                f"file {file.name!r} does not load",
+                [FieldViolation(DESCRIPTOR_SET_FIELD, f"{file.name}: {exc}")],
+            ) from None
+    return pool
+
+
+def split_method_name(name: str) -> tuple[str, str]:
+    """`pkg.Svc/Method`, `/pkg.Svc/Method` or `pkg.Svc.Method` -> (`pkg.Svc`, `Method`)."""
+    cleaned = name.strip().lstrip("/")
+    if "/" in cleaned:
+        service, _, method = cleaned.rpartition("/")
+    else:
+        service, _, method = cleaned.rpartition(".")
+    if not service or not method:
+        raise _invalid(
+            "method name is malformed",
+            [
+                FieldViolation(
+                    METHOD_FIELD, f"{name!r} is not a full method name like `payments.v1.Payments/Refund`"
+                )
+            ],
+        )
+    return service, method
+
+
+@dataclass(frozen=True)
+class ToolSchema:
+    """One unary method of a loaded descriptor set, with its private pool."""
+
+    file_set: descriptor_pb2.FileDescriptorSet
+    pool: descriptor_pool.DescriptorPool
+    method: descriptor.MethodDescriptor
+    file_proto: descriptor_pb2.FileDescriptorProto
+    method_proto: descriptor_pb2.MethodDescriptorProto
+    _classes: dict[str, type[Message]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def method_name(self) -> str:
+        """`package.Service/Method`."""
+        return f"{self.method.containing_service.full_name}/{self.method.name}"
+
+    @property
+    def grpc_path(self) -> str:
+        """`/package.Service/Method`, as on the wire."""
+        return f"/{self.method_name}"
+
+    @property
+    def input_type(self) -> descriptor.Descriptor:
+        return self.method.input_type
+
+    @property
+    def output_type(self) -> descriptor.Descriptor:
+        return self.method.output_type
+
+    def options(self) -> tool_options_pb2.ToolOptions | None:
+        """The method's `agentmesh.v1.tool` option, if it carries one."""
+        opts = self.method_proto.options
+        if opts.HasExtension(tool_options_pb2.tool):
+            return opts.Extensions[tool_options_pb2.tool]
+        return None
+
+    @functools.cached_property
+    def comments(self) -> dict[str, str]:
+        """Full name -> leading comment, for every element of every file in the set."""
+        merged: dict[str, str] = {}
+        for file in self.file_set.file:
+            merged.update(comments_by_name(file))
+        return merged
+
+    def description(self) -> str:
+        """The method's leading comment (what the model reads when the option has no description)."""
+        return self.comments.get(f"{self.method.containing_service.full_name}.{self.method.name}", "")
+
+    def message_class(self, message_descriptor: descriptor.Descriptor) -> type[Message]:
+        cls = self._classes.get(message_descriptor.full_name)
+        if cls is None:
+            cls = message_factory.GetMessageClass(message_descriptor)
+            self._classes[message_descriptor.full_name] = cls
+        return cls
+
+    @property
+    def request_class(self) -> type[Message]:
+        return self.message_class(self.input_type)
+
+    @property
+    def response_class(self) -> type[Message]:
+        return self.message_class(self.output_type)
+
+
+def load_tool_schema(data: bytes | descriptor_pb2.FileDescriptorSet, method_name: str) -> ToolSchema:
+    """Check and load the method `method_name` of a descriptor set (bytes or parsed)."""
+    fds = parse_descriptor_set(data) if isinstance(data, bytes) else data
+    service_name, method_short = split_method_name(method_name)
+    pool = build_pool(fds)
+    try:
+        service = pool.FindServiceByName(service_name)
+    except KeyError:
+        known = ", ".join(sorted(all_service_names(fds))) or "no services"
+        raise _invalid(
+            f"service {service_name!r} is not in the descriptor set",
+            [
+                FieldViolation(
+                    METHOD_FIELD,
+                    f"service {service_name!r} not found; the set defines: {known}",
+                )
+            ],
+        ) from None
+    method = service.methods_by_name.get(method_short)
+    if method is None:
+        methods = ", ".join(sorted(m.name for m in service.methods))
+        raise _invalid(
+            f"method {method_short!r} is not in service {service_name!r}",
+            [
+                FieldViolation(
+                    METHOD_FIELD, f"{service_name} has no method {method_short!r}; it has: {methods}"
+                )
+            ],
+        )
+    if method.client_streaming or method.server_streaming:
+        kind = "client-streaming" if method.client_streaming else "server-streaming"
+        if method.client_streaming and method.server_streaming:
+            kind = "bidirectional-streaming"
+        raise _invalid(
+            f"{service_name}/{method_short} is {kind}",
+            [
+                FieldViolation(
+                    METHOD_FIELD,
+                    f"{service_name}/{method_short} is {kind}; a tool must be a unary method "
+                    "(one request, one response)",
+                )
+            ],
+        )
+    file_proto = next(f for f in fds.file if f.name == service.file.name)
+    service_proto = next(s for s in file_proto.service if s.name == service.name)
+    method_proto = next(m for m in service_proto.method if m.name == method_short)
+    return ToolSchema(fds, pool, method, file_proto, method_proto)
+
+
+def all_service_names(fds: descriptor_pb2.FileDescriptorSet) -> Iterator[str]:
+    for file in fds.file:
+        prefix = f"{file.package}." if file.package else ""
+        for service in file.service:
+            yield f"{prefix}{service.name}"
+
+
+def tool_methods(fds: descriptor_pb2.FileDescriptorSet) -> list[str]:
+    """`pkg.Svc/Method` of every method in the set that carries the `agentmesh.v1.tool` option."""
+    found = []
+    for file in fds.file:
+        prefix = f"{file.package}." if file.package else ""
+        for service in file.service:
+            for method in service.method:
+                if method.options.HasExtension(tool_options_pb2.tool):
+                    found.append(f"{prefix}{service.name}/{method.name}")
+    return found
+
+
+def file_descriptor_set_of(*files: descriptor.FileDescriptor) -> descriptor_pb2.FileDescriptorSet:
+    """The transitive closure of `files` (dependencies first), e.g. from generated `*_pb2.DESCRIPTOR`."""
+    ordered: list[descriptor_pb2.FileDescriptorProto] = []
+    seen: set[str] = set()
+
+    def visit(file: descriptor.FileDescriptor) -> None:
+        if file.name in seen:
+            return
+        seen.add(file.name)
+        for dep in file.dependencies:
+            visit(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        ordered.append(proto)
+
+    for file in files:
+        visit(file)
+    return descriptor_pb2.FileDescriptorSet(file=ordered)
+
+
+def _clean(comment: str) -> str:
+    lines = [line.strip() for line in comment.strip().splitlines()]
+    return "\n".join(lines).strip()
+
+
+def comments_by_name(file: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:
+    """Map full names (messages, fields, oneofs, enums, values, services, methods) to their comments."""
+    by_path = {}
+    for location in file.source_code_info.location:
+        text = location.leading_comments or location.trailing_comments
+        if text.strip():
+            by_path[tuple(location.path)] = _clean(text)
+    names: dict[str, str] = {}
+    prefix = f"{file.package}." if file.package else ""
+
+    def note(path: tuple[int, ...], name: str) -> None:
+        if path in by_path:
+            names[name] = by_path[path]
+
+    def message(msg: descriptor_pb2.DescriptorProto, path: tuple[int, ...], scope: str) -> None:
+        name = f"{scope}{msg.name}"
+        note(path, name)
+        for i, f in enumerate(msg.field):
+            note((*path, _MSG_FIELD, i), f"{name}.{f.name}")
+        for i, o in enumerate(msg.oneof_decl):
+            note((*path, _MSG_ONEOF, i), f"{name}.{o.name}")
+        for i, nested in enumerate(msg.nested_type):
+            message(nested, (*path, _MSG_NESTED, i), f"{name}.")
+        for i, e in enumerate(msg.enum_type):
+            enum(e, (*path, _MSG_ENUM, i), f"{name}.")
+
+    def enum(e: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], scope: str) -> None:
+        name = f"{scope}{e.name}"
+        note(path, name)
+        for i, v in enumerate(e.value):
+            # Enum values are scoped like their enum's siblings in protobuf, but
+            # keyed under the enum here so they cannot collide.
+            note((*path, _ENUM_VALUE, i), f"{name}.{v.name}")
+
+    for i, msg in enumerate(file.message_type):
+        message(msg, (_FILE_MESSAGE, i), prefix)
+    for i, e in enumerate(file.enum_type):
+        enum(e, (_FILE_ENUM, i), prefix)
+    for i, service in enumerate(file.service):
+        service_name = f"{prefix}{service.name}"
+        note((_FILE_SERVICE, i), service_name)
+        for j, method in enumerate(service.method):
+            note((_FILE_SERVICE, i, _SERVICE_METHOD, j), f"{service_name}.{method.name}")
+    return names
