@@ -63,6 +63,19 @@ class Settings(BaseModel):
     domain_spec: Path | None = _env(
         "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
     )
+    tool: str | None = _env(
+        "AGENTMESH_TOOL",
+        "For role=tool: which tool service to serve, e.g. `payments` (an example service) or a "
+        "`module:function` entrypoint.",
+    )
+    model_script: Path | None = _env(
+        "AGENTMESH_MODEL_SCRIPT", "For role=model: the script (YAML) the scripted model server follows."
+    )
+    price_table: Path | None = _env(
+        "AGENTMESH_PRICE_TABLE",
+        "YAML price table for cost attribution (USD per 1M prompt/completion tokens per model). "
+        "Default: built-in table, unknown models cost 0.",
+    )
     grpc_port: int | None = _env(
         "AGENTMESH_GRPC_PORT",
         "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "

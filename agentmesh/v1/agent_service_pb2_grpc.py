@@ -82,6 +82,11 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/agentmesh.v1.AgentService/GetUsage',
+                request_serializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -160,6 +165,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Reports what the caller consumed in this domain (tokens, tool calls,
+        cost): for one session, or over all of the caller's sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +220,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +471,33 @@ class AgentService:
             '/agentmesh.v1.AgentService/DeleteSession',
             agentmesh_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AgentService/GetUsage',
+            agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
+            agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,10 @@ class AgentServiceStub:
     """Describes the agent: domain, skills, tools, caps. Needs no task access."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteSessionRequest, _empty_pb2.Empty]
     """Forgets one session's conversation memory."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.GetUsageRequest, _agent_service_pb2.GetUsageResponse]
+    """Reports what the caller consumed in this domain (tokens, tool calls,
+    cost): for one session, or over all of the caller's sessions.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -117,6 +121,10 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Describes the agent: domain, skills, tools, caps. Needs no task access."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteSessionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Forgets one session's conversation memory."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GetUsageRequest, _agent_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Reports what the caller consumed in this domain (tokens, tool calls,
+    cost): for one session, or over all of the caller's sessions.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """An agent for one reasoning domain."""
@@ -206,5 +214,15 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Forgets one session's conversation memory."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _agent_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.GetUsageResponse, _abc.Awaitable[_agent_service_pb2.GetUsageResponse]]:
+        """Reports what the caller consumed in this domain (tokens, tool calls,
+        cost): for one session, or over all of the caller's sessions.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

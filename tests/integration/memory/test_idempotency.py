@@ -1,0 +1,153 @@
+"""IdempotencyStore against a real server (and a real cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from agentmesh.errors import Aborted, InvalidArgument
+from memory.connection import create_redis
+from memory.idempotency import Claimed, IdempotencyStore, Replay
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def store(redis_url: str):  # type: ignore[no-untyped-def]
+    client = create_redis(redis_url)
+    yield IdempotencyStore(client, scope="tool:payments_refund", lease_s=2, window_s=60)
+    await client.aclose()
+
+
+async def test_first_caller_claims_then_repeat_replays(store: IdempotencyStore) -> None:
+    claim = await store.begin("k1", b"refund 10 EUR")
+    assert isinstance(claim, Claimed)
+    assert await store.complete(claim, b"refund-id-7")
+    replay = await store.begin("k1", b"refund 10 EUR")
+    assert replay == Replay(b"refund-id-7")
+
+
+async def test_same_key_other_payload_is_a_conflict(store: IdempotencyStore) -> None:
+    claim = await store.begin("k1", b"refund 10 EUR")
+    assert isinstance(claim, Claimed)
+    with pytest.raises(InvalidArgument) as caught:
+        await store.begin("k1", b"refund 5000 EUR")
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    await store.complete(claim, b"ok")
+    with pytest.raises(InvalidArgument):
+        await store.begin("k1", b"refund 5000 EUR")
+
+
+async def test_in_flight_is_aborted_with_retry_info(store: IdempotencyStore) -> None:
+    await store.begin("k1", b"p")
+    with pytest.raises(Aborted) as caught:
+        await store.begin("k1", b"p")
+    assert caught.value.reason == "IN_FLIGHT"
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 1.0
+
+
+async def test_release_lets_a_retry_run(store: IdempotencyStore) -> None:
+    claim = await store.begin("k1", b"p")
+    assert isinstance(claim, Claimed)
+    await store.release(claim)
+    again = await store.begin("k1", b"p")
+    assert isinstance(again, Claimed) and again.token != claim.token
+
+
+async def test_dead_first_caller_lease_expires(redis_url: str) -> None:
+    client = create_redis(redis_url)
+    store = IdempotencyStore(client, scope="s", lease_s=0.2)
+    dead = await store.begin("k1", b"p")
+    await asyncio.sleep(0.35)
+    successor = await store.begin("k1", b"p")
+    assert isinstance(successor, Claimed)
+    assert isinstance(dead, Claimed)
+    assert not await store.complete(dead, b"late")  # the dead caller's claim is gone
+    assert await store.complete(successor, b"fresh")
+    assert await store.begin("k1", b"p") == Replay(b"fresh")
+    await client.aclose()
+
+
+async def test_completed_keys_expire_after_the_window(redis_url: str, redis_client: aioredis.Redis) -> None:
+    client = create_redis(redis_url)
+    store = IdempotencyStore(client, scope="s", window_s=30)
+    claim = await store.begin("k1", b"p")
+    assert isinstance(claim, Claimed)
+    await store.complete(claim, b"r")
+    ttl = await redis_client.pttl(claim.key)
+    assert 25_000 < ttl <= 30_000
+    await client.aclose()
+
+
+async def test_run_releases_on_failure_and_retries(store: IdempotencyStore) -> None:
+    calls = 0
+
+    async def flaky() -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("gateway timeout")
+        return b"done"
+
+    with pytest.raises(ConnectionError):
+        await store.run("k1", b"p", flaky)
+    assert await store.run("k1", b"p", flaky) == b"done"
+    assert await store.run("k1", b"p", flaky) == b"done"
+    assert calls == 2
+
+
+async def test_many_coroutines_one_execution(store: IdempotencyStore, redis_client: aioredis.Redis) -> None:
+    async def side_effect() -> bytes:
+        count = await redis_client.incr("executions")
+        await asyncio.sleep(0.05)
+        return f"#{count}".encode()
+
+    async def caller() -> bytes:
+        while True:
+            try:
+                return await store.run("k1", b"p", side_effect)
+            except Aborted as exc:
+                await asyncio.sleep(exc.retry_after or 0.05)
+
+    results = await asyncio.gather(*(caller() for _ in range(50)))
+    assert set(results) == {b"#1"}
+    assert int(await redis_client.get("executions")) == 1
+
+
+def test_two_processes_race_and_exactly_one_executes(redis_url: str) -> None:
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.idempotency_racer", redis_url, "order-42", "20"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [racer.communicate(timeout=60)[0].split() for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers)
+    results = {line for output in outputs for line in output}
+    assert len(outputs[0]) == len(outputs[1]) == 20
+    assert len(results) == 1 and results.pop().endswith("#1")
+
+
+async def test_works_on_a_cluster() -> None:
+    from agentmesh.embedded_redis import start_cluster
+
+    with start_cluster(3) as cluster:
+        client = create_redis(cluster.url)
+        store = IdempotencyStore(client, scope="tool:x")
+        for index in range(20):  # keys spread over all nodes
+            assert await store.run(f"k{index}", b"p", lambda i=index: _value(i)) == f"v{index}".encode()
+            assert await store.run(f"k{index}", b"p", lambda: _value(-1)) == f"v{index}".encode()
+        await client.aclose()
+
+
+async def _value(index: int) -> bytes:
+    return f"v{index}".encode()
