@@ -70,7 +70,7 @@ class ScriptedModelServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()

@@ -14,6 +14,7 @@ import typer
 
 from agentmesh import __version__, health
 from agentmesh.cli import profile as profile_cli
+from agentmesh.cli import run as run_cli
 from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
@@ -33,6 +34,8 @@ app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
+app.command("run")(run_cli.run)
+app.add_typer(run_cli.agent_app, name="agent")
 
 
 @app.command()
