@@ -150,14 +150,14 @@ def over_spend(budget: Budget, tally: Tally) -> Exhausted | None:
     return None
 
 
+def deadline_exhausted(budget: Budget) -> Exhausted:
+    return Exhausted(
+        task_pb2.STOP_REASON_DEADLINE, "deadline", f"the task's deadline of {budget.deadline_s:g}s passed"
+    )
+
+
 def deadline_passed(budget: Budget, started_at: float, now: float) -> Exhausted | None:
-    if now >= started_at + budget.deadline_s:
-        return Exhausted(
-            task_pb2.STOP_REASON_DEADLINE,
-            "deadline",
-            f"the task's deadline of {budget.deadline_s:g}s passed",
-        )
-    return None
+    return deadline_exhausted(budget) if now >= started_at + budget.deadline_s else None
 
 
 def effective_budget(spec: DomainSpec, requested: task_pb2.Limits, prefix: str = "limits") -> Budget:

@@ -257,6 +257,17 @@ class RunMachine:
             return self._finish(_budget_stop(exhausted, self.tally))
         return self._issue(ModelCall(self._act_request(), len(self.steps)))
 
+    def interrupted(self, now: float) -> None:
+        """The outstanding call was cut off by the task's deadline: stop with DEADLINE, not an error."""
+        self._expect = None
+        late = budgets.deadline_passed(self.budget, self.task.created_at, now)
+        self._finish(_budget_stop(late or budgets.deadline_exhausted(self.budget), self.tally))
+
+    @property
+    def deadline(self) -> float:
+        """When the task's deadline passes (epoch seconds)."""
+        return self.task.created_at + self.budget.deadline_s
+
     def cancel(self, reason: str = "canceled by its owner") -> None:
         """Stop at the next step boundary."""
         self._cancel_reason = reason

@@ -1,0 +1,166 @@
+"""The runner: performs the state machine's actions (model calls, tool calls, checkpoints).
+
+    outcome = await drive(machine, model=model, tools=gateway, journal=journal, caller=caller)
+
+`agents.machine.RunMachine` decides; this loop does the I/O: each model call
+with the smaller of the model timeout and the time left before the task's
+deadline, each tool call through the `ToolGateway` (resolution, validation,
+retries by side-effect class, idempotency key = task id + step index), and
+after every step a checkpoint through the `StepJournal`, whose answer says
+whether the task was canceled meanwhile (checked between steps). Metrics and
+spans follow the GenAI conventions (`invoke_agent`, `chat`, `execute_tool`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from opentelemetry import trace
+
+from agentmesh import metrics
+from agentmesh.v1 import task_pb2
+from agents.caller import Caller
+from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation
+from agents.model.types import ChatModel, ModelError
+from agents.observations import ToolResult
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("agentmesh.agents")
+
+_KIND = {
+    task_pb2.STEP_KIND_MODEL_CALL: "model",
+    task_pb2.STEP_KIND_TOOL_CALL: "tool",
+    task_pb2.STEP_KIND_SANITIZE: "sanitize",
+    task_pb2.STEP_KIND_COMPACTION: "compaction",
+    task_pb2.STEP_KIND_DELEGATION: "delegation",
+}
+
+
+class ToolGateway(Protocol):
+    """Calls one tool for the runner: validation, retries, idempotency key, compact result."""
+
+    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult: ...
+
+
+class StepJournal(Protocol):
+    """Where steps are checkpointed (the task layer)."""
+
+    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> bool:
+        """Store a finished step and the usage so far; True when the task was canceled meanwhile."""
+        ...
+
+
+async def drive(
+    machine: RunMachine,
+    *,
+    model: ChatModel,
+    tools: ToolGateway,
+    journal: StepJournal,
+    caller: Caller,
+    clock: Callable[[], float] = time.time,
+) -> Outcome:
+    domain = machine.spec.slug
+    started = clock()
+    recorded = len(machine.steps)
+    with tracer.start_as_current_span(
+        f"invoke_agent {domain}",
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": domain},
+    ) as span:
+        while True:
+            now = clock()
+            action = machine.next_action(now)
+            if isinstance(action, Finished):
+                outcome = action.outcome
+                break
+            if isinstance(action, ModelCall):
+                await _model_call(machine, action, model, clock)
+            else:
+                await _tool_call(machine, action, tools, caller, clock)
+            machine.tally.wall_time_s = clock() - started
+            canceled = False
+            for step in machine.steps[recorded:]:
+                _count(machine, step)
+                canceled = await journal.checkpoint(step, machine.tally.to_proto()) or canceled
+            recorded = len(machine.steps)
+            if canceled:
+                machine.cancel()
+        machine.tally.wall_time_s = clock() - started
+        state = task_pb2.TaskState.Name(outcome.state).removeprefix("TASK_STATE_")
+        reason = task_pb2.StopReason.Name(outcome.stop_reason).removeprefix("STOP_REASON_")
+        span.set_attribute("agentmesh.task.state", state)
+        span.set_attribute("agentmesh.task.stop_reason", reason)
+        metrics.AGENT_TASKS.labels(domain, state, reason).inc()
+        return outcome
+
+
+def _count(machine: RunMachine, step: task_pb2.Step) -> None:
+    domain = machine.spec.slug
+    metrics.AGENT_STEPS.labels(domain, _KIND.get(step.kind, "other")).inc()
+    if step.kind in (task_pb2.STEP_KIND_TOOL_CALL, task_pb2.STEP_KIND_DELEGATION):
+        # Label by allowed tool only: a model inventing names must not grow the label set.
+        tool = step.tool_name if step.tool_name in machine.offers else "unknown"
+        outcome = task_pb2.ToolOutcome.Name(step.outcome).removeprefix("TOOL_OUTCOME_")
+        metrics.AGENT_TOOL_CALLS.labels(domain, tool, outcome).inc()
+
+
+async def _model_call(
+    machine: RunMachine, action: ModelCall, model: ChatModel, clock: Callable[[], float]
+) -> None:
+    domain = machine.spec.slug
+    started = clock()
+    timeout = min(machine.spec.model.timeout.total_seconds(), machine.deadline - started)
+    with tracer.start_as_current_span(
+        f"chat {model.model_name}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": model.model_name},
+    ) as span:
+        try:
+            turn = await model.complete(action.request, timeout=timeout)
+        except ModelError as exc:
+            finished = clock()
+            metrics.AGENT_MODEL_LATENCY.labels(domain).observe(finished - started)
+            span.set_attribute("error.type", exc.reason)
+            if finished >= machine.deadline:
+                machine.interrupted(finished)
+            else:
+                log.warning("model call failed: %s", exc.message, extra={"reason": exc.reason})
+                machine.model_failed(exc, started=started, duration=finished - started)
+            return
+        finished = clock()
+        metrics.AGENT_MODEL_LATENCY.labels(domain).observe(finished - started)
+        metrics.AGENT_MODEL_TOKENS.labels(domain, "prompt").inc(turn.usage.prompt_tokens)
+        metrics.AGENT_MODEL_TOKENS.labels(domain, "completion").inc(turn.usage.completion_tokens)
+        span.set_attribute("gen_ai.response.model", turn.model)
+        span.set_attribute("gen_ai.usage.input_tokens", turn.usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", turn.usage.completion_tokens)
+        cost_before = machine.tally.cost_usd
+        machine.model_answered(turn, started=started, duration=finished - started)
+        if machine.tally.cost_usd > cost_before:
+            metrics.AGENT_MODEL_COST.labels(domain).inc(machine.tally.cost_usd - cost_before)
+
+
+async def _tool_call(
+    machine: RunMachine,
+    action: ToolInvocation,
+    tools: ToolGateway,
+    caller: Caller,
+    clock: Callable[[], float],
+) -> None:
+    started = clock()
+    with tracer.start_as_current_span(
+        f"execute_tool {action.call.name}",
+        kind=trace.SpanKind.INTERNAL,
+        attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": action.call.name,
+            "gen_ai.tool.call.id": action.call.call_id,
+        },
+    ) as span:
+        result = await tools.invoke(action, caller=caller, timeout=max(0.0, machine.deadline - started))
+        span.set_attribute(
+            "agentmesh.tool.outcome", task_pb2.ToolOutcome.Name(result.outcome).removeprefix("TOOL_OUTCOME_")
+        )
+        machine.tool_finished(result, started=started, duration=clock() - started)
