@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ SCRIPT: dict[str, Any] = {
         {
             "when": {"last_user": r"reserve (?P<n>\d+)", "tools_offered": ["inventory_reserve"]},
             "then": {
-                "tool_calls": [{"name": "inventory_reserve", "arguments": {"quantity": "{{ match.n | int }}"}}],
+                "tool_calls": [
+                    {"name": "inventory_reserve", "arguments": {"quantity": "{{ match.n | int }}"}}
+                ],
                 "usage": {"prompt_tokens": 42, "completion_tokens": 7},
             },
         },
@@ -142,7 +144,8 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-async def test_serve_model_role_as_a_process(tmp_path: Path) -> None:
+@pytest.fixture
+def model_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     script = tmp_path / "demo.yaml"
     script.write_text(yaml.safe_dump({"rules": [{"then": {"answer": "from a process"}}]}))
     port = free_port()
@@ -157,35 +160,42 @@ async def test_serve_model_role_as_a_process(tmp_path: Path) -> None:
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+async def test_serve_model_role_as_a_process(model_process: tuple[subprocess.Popen[bytes], int]) -> None:
+    process, port = model_process
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the scripted model exited"
+            assert time.monotonic() < deadline, "the scripted model did not come up"
+            await asyncio.sleep(0.05)
+    client = OpenAICompatibleModel(f"http://127.0.0.1:{port}/v1", "any")
     try:
-        client = OpenAICompatibleModel(f"http://127.0.0.1:{port}/v1", "any")
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "scripted model did not come up"
-                await asyncio.sleep(0.05)
         turn = await client.complete(ask("hi"), timeout=10)
-        await client.aclose()
-        assert turn.content == "from a process" and turn.model == "scripted:demo" and turn.scripted
     finally:
-        process.terminate()
-        assert process.wait(15) == 0
+        await client.aclose()
+    assert turn.content == "from a process" and turn.model == "scripted:demo" and turn.scripted
+    process.terminate()
+    assert await asyncio.to_thread(process.wait, 15) == 0
 
 
 def test_bad_script_fails_the_process_with_a_clear_message(tmp_path: Path) -> None:
     script = tmp_path / "bad.yaml"
     script.write_text("rules: [{then: {}}]\n")
     env = {**os.environ, "AGENTMESH_MODEL_SCRIPT": str(script), "AGENTMESH_GRPC_PORT": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "agentmesh", "serve", "model"], env=env, cwd=ROOT, capture_output=True, timeout=60
-    )
+    argv = [sys.executable, "-m", "agentmesh", "serve", "model"]
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, timeout=60)
     assert done.returncode == 2
     assert b"invalid model script" in done.stderr and b"exactly one" in done.stderr
