@@ -114,7 +114,7 @@ def container_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
-def _custom_registry() -> Registry:  # type: ignore[type-arg]
+def _custom_registry() -> Registry:
     common = json.loads((SCHEMAS_DIR / "_common.json").read_text())
     return Registry().with_resource(common["$id"], Resource.from_contents(common))
 

@@ -85,7 +85,21 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "PDB minAvailable at the replica floor",
         agent(pdb={"minAvailable": 2}),
-        ["agents.refunds.pdb.minAvailable (2)", "minimum replica count (2)"],
+        ["agents.refunds.pdb.minAvailable (2)", "minimum 2 replica(s)", "maxUnavailable"],
+    ),
+    (
+        "PDB percentage that rounds up to every replica",
+        agent(autoscaling={"enabled": False}, replicaCount=1, pdb={"minAvailable": "50%"}),
+        ["agents.refunds.pdb.minAvailable (50%)", "keeps 1 of the minimum 1 replica(s)"],
+    ),
+    (
+        "PDB on a domain KEDA scales to zero",
+        agent(
+            autoscaling={"enabled": False},
+            keda={"enabled": True, "minReplicaCount": 0},
+            pdb={"minAvailable": 1},
+        ),
+        ["agents.refunds.pdb.minAvailable (1)"],
     ),
     ("PDB maxUnavailable 0%", agent(pdb={"maxUnavailable": "0%"}), ["agents.refunds.pdb.maxUnavailable"]),
     ("HPA without a metric", agent(autoscaling={"targetCPUUtilizationPercentage": None}), ["no metric"]),
@@ -131,3 +145,8 @@ def test_disabling_autoscaling_per_domain_overrides_the_default() -> None:
     assert "refunds" not in rendered["agentmesh/templates/hpa.yaml"]
     assert "replicas: 0" in rendered["agentmesh/templates/deployment.yaml"]
     assert "refunds" not in rendered["agentmesh/templates/pdb.yaml"]
+
+
+def test_a_pdb_percentage_below_the_replica_floor_is_accepted() -> None:
+    rendered = render_values(agent(autoscaling={"minReplicas": 4}, pdb={"minAvailable": "50%"}))
+    assert 'minAvailable: "50%"' in rendered["agentmesh/templates/pdb.yaml"]

@@ -319,12 +319,16 @@ a message naming the value to change.
 {{- fail (printf "%s.pdb: set minAvailable or maxUnavailable." $p) -}}
 {{- end -}}
 {{- if $hasMin -}}
+{{- /* Kubernetes rounds a percentage up: at n replicas the PDB keeps ceil(p*n/100). */ -}}
+{{- $floor := max (int .minReplicas) 1 -}}
+{{- $keep := 0 -}}
 {{- if kindIs "string" $pdb.minAvailable -}}
-{{- if eq (trimSuffix "%" $pdb.minAvailable) "100" -}}
-{{- fail (printf "%s.pdb.minAvailable=100%% would block every voluntary eviction (node drains, upgrades)." $p) -}}
+{{- $keep = int (ceil (divf (mulf (atoi (trimSuffix "%" $pdb.minAvailable)) $floor) 100)) -}}
+{{- else -}}
+{{- $keep = int $pdb.minAvailable -}}
 {{- end -}}
-{{- else if ge (int $pdb.minAvailable) (int .minReplicas) -}}
-{{- fail (printf "%s.pdb.minAvailable (%d) must be lower than the minimum replica count (%d), or the PDB blocks every voluntary eviction." $p (int $pdb.minAvailable) (int .minReplicas)) -}}
+{{- if ge $keep $floor -}}
+{{- fail (printf "%s.pdb.minAvailable (%v) keeps %d of the minimum %d replica(s) running, so the PDB would block every voluntary eviction; lower it or use maxUnavailable." $p $pdb.minAvailable $keep $floor) -}}
 {{- end -}}
 {{- else -}}
 {{- if or (and (kindIs "string" $pdb.maxUnavailable) (eq (trimSuffix "%" $pdb.maxUnavailable) "0")) (and (not (kindIs "string" $pdb.maxUnavailable)) (lt (int $pdb.maxUnavailable) 1)) -}}
