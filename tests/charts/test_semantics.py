@@ -369,12 +369,9 @@ def test_every_agent_gets_the_contract_variables(value_set: str) -> None:
         if kind in ("agent", "tool"):
             required |= {"AGENTMESH_REGISTRY"}
         if kind == "agent":
-            required |= {
-                "AGENTMESH_DOMAIN_SPEC",
-                "MODEL_BASE_URL",
-                "MODEL_NAME",
-                "AGENTMESH_WORKER_CONCURRENCY",
-            }
+            required |= {"AGENTMESH_DOMAIN_SPEC", "MODEL_BASE_URL", "AGENTMESH_WORKER_CONCURRENCY"}
+            if values["model"]["name"] or values["model"]["scripted"]["enabled"]:
+                required |= {"MODEL_NAME"}  # otherwise the domain spec names the model
         if values["auth"]["insecureNoAuth"]:
             assert env["AGENTMESH_INSECURE_NO_AUTH"] == "true"
         else:
