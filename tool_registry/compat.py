@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -66,8 +67,8 @@ _WIRE_JSON_GROUP: dict[int, int] = {
     FD.TYPE_MESSAGE: 13,
     FD.TYPE_ENUM: 14,
 }
-_TYPE_NAMES = {
-    value: name.removeprefix("TYPE_").lower()
+_TYPE_NAMES: dict[int, str] = {
+    int(value): name.removeprefix("TYPE_").lower()
     for name, value in descriptor_pb2.FieldDescriptorProto.Type.items()
 }
 
@@ -468,12 +469,18 @@ def _covers(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
 
 
 @functools.cache
-def _validate_classes() -> tuple[type[Message], type[Message], descriptor.FieldDescriptor, descriptor.FieldDescriptor]:
+def _validate_classes() -> tuple[
+    type[Message], type[Message], descriptor.FieldDescriptor, descriptor.FieldDescriptor
+]:
     pool = descriptor_pool.DescriptorPool()
     for file in validate_descriptor_set().file:
         pool.Add(file)
-    field_options = message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.FieldOptions"))
-    oneof_options = message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.OneofOptions"))
+    field_options = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("google.protobuf.FieldOptions")
+    )
+    oneof_options = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("google.protobuf.OneofOptions")
+    )
     message_factory.GetMessageClassesForFiles(["buf/validate/validate.proto"], pool)
     return (
         field_options,
@@ -489,12 +496,12 @@ def _field_rules(field: descriptor.FieldDescriptor) -> Message | None:
         return None
     options_class, _, extension, _ = _validate_classes()
     try:
-        options = options_class.FromString(raw)
+        options: Any = options_class.FromString(raw)
     except DecodeError:
         return None
-    if not options.HasExtension(extension):  # type: ignore[attr-defined]
+    if not options.HasExtension(extension):
         return None
-    rules: Message = options.Extensions[extension]  # type: ignore[attr-defined]
+    rules: Message = options.Extensions[extension]
     return rules
 
 
@@ -504,12 +511,12 @@ def _oneof_is_required(oneof: descriptor.OneofDescriptor) -> bool:
         return False
     _, options_class, _, extension = _validate_classes()
     try:
-        options = options_class.FromString(raw)
+        options: Any = options_class.FromString(raw)
     except DecodeError:
         return False
-    if not options.HasExtension(extension):  # type: ignore[attr-defined]
+    if not options.HasExtension(extension):
         return False
-    return bool(options.Extensions[extension].required)  # type: ignore[attr-defined]
+    return bool(options.Extensions[extension].required)
 
 
 def required_by_rules(field: descriptor.FieldDescriptor) -> bool:

@@ -45,7 +45,15 @@ def _buf_breaks(case: Path, tmp_path: Path) -> tuple[bool, str]:
             timeout=120,
         )
     result = subprocess.run(
-        [str(BUF), "breaking", str(images["after"]), "--against", str(images["before"]), "--config", WIRE_JSON],
+        [
+            str(BUF),
+            "breaking",
+            str(images["after"]),
+            "--against",
+            str(images["before"]),
+            "--config",
+            WIRE_JSON,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -104,16 +104,29 @@ def _compatible_edit(fds: descriptor_pb2.FileDescriptorSet, data: st.DataObject)
     file = _file(fds)
     kind = data.draw(
         st.sampled_from(
-            ["add_field", "add_enum_value", "add_message", "reserve_removed", "comment", "swap_type",
-             "add_reserved", "add_oneof_field", "optional_keyword"]
+            [
+                "add_field",
+                "add_enum_value",
+                "add_message",
+                "reserve_removed",
+                "comment",
+                "swap_type",
+                "add_reserved",
+                "add_oneof_field",
+                "optional_keyword",
+            ]
         )
     )
     message = data.draw(st.sampled_from(list(file.message_type)))
     if kind == "add_field":
         number = _free_number(message)
-        message.field.add(name=f"added_{number}", number=number, type=data.draw(st.sampled_from(SCALARS)),
-                          label=data.draw(st.sampled_from([FDP.LABEL_OPTIONAL, FDP.LABEL_REPEATED])),
-                          json_name=f"added{number}")
+        message.field.add(
+            name=f"added_{number}",
+            number=number,
+            type=data.draw(st.sampled_from(SCALARS)),
+            label=data.draw(st.sampled_from([FDP.LABEL_OPTIONAL, FDP.LABEL_REPEATED])),
+            json_name=f"added{number}",
+        )
     elif kind == "add_enum_value":
         enum = data.draw(st.sampled_from(list(file.enum_type)))
         number = max(v.number for v in enum.value) + data.draw(st.integers(1, 50))
@@ -122,8 +135,14 @@ def _compatible_edit(fds: descriptor_pb2.FileDescriptorSet, data: st.DataObject)
         new = file.message_type.add(name=f"Added{len(file.message_type)}")
         new.field.add(name="v", number=1, type=FDP.TYPE_STRING, label=FDP.LABEL_OPTIONAL, json_name="v")
         number = _free_number(message)
-        message.field.add(name=f"msg_{number}", number=number, type=FDP.TYPE_MESSAGE,
-                          type_name=f".compat.v1.{new.name}", label=FDP.LABEL_OPTIONAL, json_name=f"msg{number}")
+        message.field.add(
+            name=f"msg_{number}",
+            number=number,
+            type=FDP.TYPE_MESSAGE,
+            type_name=f".compat.v1.{new.name}",
+            label=FDP.LABEL_OPTIONAL,
+            json_name=f"msg{number}",
+        )
     elif kind == "reserve_removed":
         plain = [f for f in message.field if not f.HasField("oneof_index")]
         if plain:
@@ -145,11 +164,20 @@ def _compatible_edit(fds: descriptor_pb2.FileDescriptorSet, data: st.DataObject)
     elif kind == "add_oneof_field":
         if message.oneof_decl and not any(f.proto3_optional for f in message.field):
             number = _free_number(message)
-            message.field.add(name=f"alt_{number}", number=number, type=FDP.TYPE_STRING,
-                              label=FDP.LABEL_OPTIONAL, oneof_index=0, json_name=f"alt{number}")
+            message.field.add(
+                name=f"alt_{number}",
+                number=number,
+                type=FDP.TYPE_STRING,
+                label=FDP.LABEL_OPTIONAL,
+                oneof_index=0,
+                json_name=f"alt{number}",
+            )
     elif kind == "optional_keyword":
-        plain = [f for f in message.field
-                 if not f.HasField("oneof_index") and f.label == FDP.LABEL_OPTIONAL and f.type in SCALARS]
+        plain = [
+            f
+            for f in message.field
+            if not f.HasField("oneof_index") and f.label == FDP.LABEL_OPTIONAL and f.type in SCALARS
+        ]
         if plain:
             field = data.draw(st.sampled_from(plain))
             field.proto3_optional = True

@@ -6,7 +6,14 @@ from hypothesis import strategies as st
 
 from tool_registry import names, semver
 
-VERSIONS = {"1.0.0": False, "1.2.0": False, "1.2.5": False, "1.3.0": True, "1.10.0": False, "2.0.0-rc.1": False}
+VERSIONS = {
+    "1.0.0": False,
+    "1.2.0": False,
+    "1.2.5": False,
+    "1.3.0": True,
+    "1.10.0": False,
+    "2.0.0-rc.1": False,
+}
 
 
 @pytest.mark.parametrize(
