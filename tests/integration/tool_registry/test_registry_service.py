@@ -226,7 +226,7 @@ BAD_INPUTS = {
     "too_many_retries": (
         lambda data: spec(data, retry={"max_attempts": 11}),
         "tool.retry.max_attempts",
-        "at most",
+        "between 0 and 10",
     ),
     "negative_timeout": (lambda data: spec(data, timeout={"seconds": -1}), "tool.timeout", "negative"),
     "bad_tag": (lambda data: spec(data, tags=["Not A Tag"]), "tool.tags[0]", "not a valid tag"),
