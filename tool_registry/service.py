@@ -148,8 +148,12 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
 
     # -- cached reads ------------------------------------------------------------
 
-    async def _versions(self, name: str) -> dict[str, bool]:
+    async def _versions(
+        self, name: str, prefetched: dict[str, dict[str, bool]] | None = None
+    ) -> dict[str, bool]:
         await self.feed.start()
+        if prefetched is not None and name in prefetched:
+            return dict(prefetched[name])
         cached = self.cache.get((name, "versions"))
         if cached is not None:
             return dict(cached)
@@ -157,6 +161,14 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         versions = await self.store.versions(name)
         self.cache.put((name, "versions"), versions, began)
         return versions
+
+    async def _prefetch_versions(self, tool_names: Sequence[str], into: dict[str, dict[str, bool]]) -> None:
+        """Read the versions of several tools in one round trip (ListTools), for this request only."""
+        missing = [n for n in tool_names if self.cache.get((n, "versions")) is None]
+        began = self.cache.position
+        for name, versions in zip(missing, await self.store.versions_many(missing), strict=True):
+            into[name] = versions
+            self.cache.put((name, "versions"), versions, began)
 
     async def _spec(self, name: str, version: str) -> tool_pb2.ToolSpec | None:
         cached = self.cache.get((name, "spec", version))
@@ -412,11 +424,15 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
 
         out: list[tool_pb2.ToolSpec] = []
         next_token = ""
-        for name in ordered:
+        prefetched: dict[str, dict[str, bool]] = {}
+        for index, name in enumerate(ordered):
+            if index % page_size == 0:
+                chunk = [n for n in ordered[index : index + page_size] if n not in agent_names]
+                await self._prefetch_versions(chunk, prefetched)
             if name in agent_names:
                 candidates = await self._list_agent(agent_names[name], mode)
             else:
-                candidates = await self._list_versions(name, mode, request.all_versions)
+                candidates = await self._list_versions(name, mode, request.all_versions, prefetched)
             for spec in candidates:
                 if after is not None and (spec.name, semver.sort_key(spec.version)) <= (
                     after[0],
@@ -436,8 +452,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                 break
         return rs.ListToolsResponse(tools=out, next_page_token=next_token, revision=revision)
 
-    async def _list_versions(self, name: str, mode: int, all_versions: bool) -> list[tool_pb2.ToolSpec]:
-        versions = await self._versions(name)
+    async def _list_versions(
+        self, name: str, mode: int, all_versions: bool, prefetched: dict[str, dict[str, bool]]
+    ) -> list[tool_pb2.ToolSpec]:
+        versions = await self._versions(name, prefetched)
         if mode == rs.DEPRECATION_FILTER_EXCLUDE:
             versions = {v: d for v, d in versions.items() if not d}
         elif mode == rs.DEPRECATION_FILTER_ONLY:

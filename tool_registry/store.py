@@ -23,6 +23,8 @@ revision still in the log and knows when one is not (RESYNC_REQUIRED).
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ CARD_VERSION = 1
 CHANGE_VERSION = 1
 READS = frozenset({1})
 DEFAULT_CHANGE_LOG_LENGTH = 10_000
-_MAX_WRITE_ATTEMPTS = 50
+_MAX_WRITE_ATTEMPTS = 200  # with jittered backoff: several seconds of contention before UNAVAILABLE
 
 ToolKey = tuple[str, str]
 
@@ -158,6 +160,17 @@ class RegistryStore:
             raw = await self.redis.hgetall(versions_key(name))
         return {(k.decode() if isinstance(k, bytes) else k): (v in (b"1", "1")) for k, v in raw.items()}
 
+    async def versions_many(self, names: Sequence[str]) -> list[dict[str, bool]]:
+        """`versions` of several tools in one round trip."""
+        if not names:
+            return []
+        with redis_errors("reading tool versions"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(versions_key(name))
+                replies = await pipe.execute()
+        return [{_text(k): _text(v) == "1" for k, v in raw.items()} for raw in replies]
+
     async def get_tool(self, name: str, version: str) -> tool_pb2.ToolSpec | None:
         """The stored spec without its descriptor set, or None."""
         with redis_errors(f"reading tool {name} {version}"):
@@ -243,7 +256,7 @@ class RegistryStore:
         `body` is a coroutine function; it may raise to refuse (nothing is written)
         and returns the value to hand back. Retried when another writer won the race.
         """
-        for _ in range(_MAX_WRITE_ATTEMPTS):
+        for attempt in range(_MAX_WRITE_ATTEMPTS):
             with redis_errors(what):
                 pipeline: Any = self.redis.pipeline(transaction=True)
                 async with pipeline as pipe:
@@ -257,7 +270,9 @@ class RegistryStore:
                             await pipe.unwatch()
                         return result
                     except rexc.WatchError:
-                        continue
+                        pass
+            # Another writer won: back off with full jitter so concurrent writers spread out.
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
         raise Unavailable(f"registry write contention while {what}; retry", retry_after=0.5)
 
     def _log(self, pipe: Any, revision: int, change: tool_pb2.ToolChange) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: each module has `main()`; `python -m bench` runs them all (make bench)."""
