@@ -584,3 +584,14 @@ def test_notes_tell_how_to_call_an_agent_and_where_metrics_are(value_set: str) -
         ("-servername " + dns(service)) in r.notes if r.values["tls"]["enabled"] else "-plaintext" in r.notes
     )
     assert "/.well-known/agent-card.json" in r.notes
+
+
+def test_probe_health_names_are_the_services_full_names() -> None:
+    from agentmesh.v1 import agent_service_pb2
+    from tool_registry.service import SERVICE
+
+    served = {
+        "agent": agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+        "registry": SERVICE.full_name,
+    }
+    assert served == HEALTH_SERVICES
