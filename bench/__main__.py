@@ -1,4 +1,4 @@
-"""`python -m bench [NAME...]`: run every benchmark module's main() (or the named ones)."""
+"""Run every bench module's `main()` (or the ones named: `python -m bench registry kit`)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import pkgutil
 import sys
 from pathlib import Path
 
-SKIP = {"common"}
+HELPERS = {"common"}
 
 
 def main() -> None:
-    wanted = sys.argv[1:]
-    names = sorted(
-        m.name
-        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-        if m.name not in SKIP and not m.name.startswith("_")
-    )
-    for name in wanted or names:
-        module = importlib.import_module(f"bench.{name}")
-        if hasattr(module, "main"):
-            print(f"\n=== bench.{name} ===", flush=True)
-            module.main()
+    wanted = set(sys.argv[1:])
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name.startswith("_") or module.name in HELPERS or (wanted and module.name not in wanted):
+            continue
+        entry = getattr(importlib.import_module(f"bench.{module.name}"), "main", None)
+        if callable(entry):
+            print(f"== bench.{module.name}", flush=True)
+            entry()
 
 
-main()
+if __name__ == "__main__":
+    main()
