@@ -60,7 +60,7 @@ async def keep_registered(
     try:
         async for attempt_state in AsyncRetrying(
             retry=retry_if_exception(_transient),
-            wait=wait_exponential_jitter(initial=0.1, max=MAX_BACKOFF_S),
+            wait=wait_exponential_jitter(multiplier=0.1, max=MAX_BACKOFF_S),
             reraise=True,
         ):
             attempt = attempt_state.retry_state.attempt_number
