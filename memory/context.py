@@ -369,6 +369,14 @@ def _pack_system(
     return system, _system_tokens(system, counter), summary_truncated
 
 
+def summary_limit(
+    budget: int, counter: TokenCounter = estimate_tokens, policy: ContextPolicy = DEFAULT_POLICY
+) -> int:
+    """The most tokens a stored running summary may have so that packets of `budget` carry it whole."""
+    framing = message_tokens({"content": SUMMARY_HEADER + "\n"}, counter) + 8  # header, separators, rounding
+    return max(0, int(budget * policy.summary_share) - framing)
+
+
 def build_packet(
     turns: Sequence[Turn],
     *,
@@ -439,10 +447,7 @@ def build_packet(
         summary_included=bool(system.summary),
         summary_truncated=summary_truncated,
         latest_user_truncated=truncated_user,
-        needs_compaction=omitted > 0
-        or truncated_user
-        or summary_truncated
-        or stored_tokens > policy.compact_at * budget,
+        needs_compaction=omitted > 0 or stored_tokens > policy.compact_at * budget,
         stored_tokens=stored_tokens,
     )
 

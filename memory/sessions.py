@@ -52,6 +52,7 @@ from memory.context import (
     estimate_tokens,
     fit_suffix,
     plan_compaction,
+    summary_limit,
 )
 from memory.facts import live_facts, packet_facts
 from memory.identity import check_owner
@@ -423,7 +424,7 @@ class SessionStore:
         previous = decode_summary(summary_record, f"session {session_id!r} summary")
         inputs = [Turn.summary(previous), *plan.fold] if previous else list(plan.fold)
         text = (await summarizer(inputs)).strip()
-        text = fit_suffix(text, int(budget * self.policy.summary_share), self.count, "…")
+        text = fit_suffix(text, summary_limit(budget, self.count, self.policy), self.count, "…")
         summary_tokens = self.count(text)
         folded = len(turns) - len(plan.keep)
         now = time.time()

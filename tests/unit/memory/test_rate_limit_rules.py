@@ -40,7 +40,7 @@ def test_admission_limits_follow_settings() -> None:
         }
     )
     limits = admission_limits(settings, tenant="t", user="u", domain="refunds")
-    assert [(l.scope, l.per_second, l.burst) for l in limits] == [
+    assert [(lim.scope, lim.per_second, lim.burst) for lim in limits] == [
         (LimitScope.TENANT, 50, 100),
         (LimitScope.USER, 0.5, 1),
         (LimitScope.DOMAIN, 20, 20),
@@ -66,8 +66,9 @@ def test_bad_limits_are_refused() -> None:
 
 
 def test_refusal_carries_retry_info() -> None:
-    from agentmesh.errors import to_status_proto
     from google.rpc import error_details_pb2
+
+    from agentmesh.errors import to_status_proto
 
     limit = Limit.user("t", "u", RateSpec(1, 1))
     error = Decision(False, 0.25, limit, 0.0).error()
