@@ -19,7 +19,7 @@ Layout rules (ARCHITECTURE.md, "Redis keys"):
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 PREFIX = "am"
 
@@ -236,6 +236,22 @@ def usage_task(tenant: str, user: str, task_id: str) -> str:
 def usage_session(tenant: str, user: str, session_id: str, domain: str) -> str:
     """Hash: one session's usage in one domain (GetUsage with a session id)."""
     return f"{PREFIX}:{user_tag(tenant, user)}:usage:session:{part(session_id)}:{part(domain)}"
+
+
+def usage_session_pattern(session_id: str, domain: str, tenant: str | None = None) -> str:
+    """SCAN pattern for one session's usage in a domain, whoever's it is (operators' `agentmesh usage`)."""
+    owner = f"{part(tenant)}:*" if tenant is not None else "*"
+    return f"{PREFIX}:{{u:{owner}}}:usage:session:{part(session_id)}:{part(domain)}"
+
+
+def parse_user_tag(key: str) -> tuple[str, str] | None:
+    """(tenant, user) from a `{u:<tenant>:<user>}` key, unescaped; None for other keys."""
+    start = key.find("{u:")
+    end = key.find("}", start)
+    if start < 0 or end < 0:
+        return None
+    tenant, _, user = key[start + 3 : end].partition(":")
+    return unquote(tenant), unquote(user)
 
 
 def usage_user(tenant: str, user: str, domain: str | None = None) -> str:

@@ -13,6 +13,7 @@ import json
 import typer
 
 from agentmesh import __version__, health
+from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import serve as serve_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
 from agentmesh.config import ConfigError, Settings, reference_markdown
@@ -28,6 +29,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration contract.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.command("serve")(serve_cli.serve)
+app.add_typer(memory_cli.memory_app, name="memory")
+app.command("usage")(memory_cli.usage)
 
 
 @app.command()
