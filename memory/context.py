@@ -209,6 +209,7 @@ class ContextPacket:
     summary_truncated: bool = False
     latest_user_truncated: bool = False
     needs_compaction: bool = False
+    # Tokens of the stored turns looked at (all of them, unless older ones could not fit anyway).
     stored_tokens: int = 0
 
     def as_messages(self) -> list[dict[str, Any]]:

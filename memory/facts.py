@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentmesh.config import Settings
 from agentmesh.errors import DataLoss, ResourceExhausted
 from agentmesh.v1 import errors_pb2
 from agentmesh.validation import Violations
@@ -134,6 +135,11 @@ class FactStore:
         self.default_ttl_s = default_ttl_s
         self.max_facts = max_facts
         self._put = redis.register_script(_PUT)
+
+    @classmethod
+    def from_settings(cls, redis: AnyRedis, settings: Settings) -> FactStore:
+        """AGENTMESH_FACT_TTL as the default lifetime."""
+        return cls(redis, default_ttl_s=settings.fact_ttl_s)
 
     async def put(
         self,

@@ -30,9 +30,11 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agentmesh.config import Settings
 from agentmesh.errors import DataLoss
 from agentmesh.validation import Violations
 from memory import codec, keys
@@ -204,6 +206,32 @@ class CompactionResult:
     summary_tokens: int
 
 
+def _newest_that_can_fit(
+    raw_turns: Sequence[Any], budget: int, recount: TokenCounter | None, session_id: str
+) -> list[Turn]:
+    """Decode turns newest first, only as far back as a packet of `budget` can reach.
+
+    Packing is newest-first and contiguous after the latest user turn, so once
+    that turn is seen and the turns decoded so far already exceed the budget,
+    older turns cannot be in the packet: decoding them would be wasted work.
+    `recount`: a token counter other than the one the turns were counted with.
+    """
+    turns: list[Turn] = []
+    used = 0
+    seen_user = False
+    for item in reversed(raw_turns):
+        turn = decode_turn(item, f"session {session_id!r} turn")
+        if recount is not None:
+            turn = count_turn(replace(turn, tokens=0), recount)
+        turns.append(turn)
+        used += turn.tokens
+        seen_user = seen_user or turn.role is Role.USER
+        if seen_user and used > budget:
+            break
+    turns.reverse()
+    return turns
+
+
 def _ms(value: bytes | None) -> float:
     return int(value) / 1000 if value else 0.0
 
@@ -232,6 +260,18 @@ class SessionStore:
         self._append = redis.register_script(_APPEND)
         self._apply = redis.register_script(_APPLY_COMPACTION)
         self._release = redis.register_script(_RELEASE_LEASE)
+
+    @classmethod
+    def from_settings(
+        cls, redis: AnyRedis, settings: Settings, *, token_counter: TokenCounter = estimate_tokens
+    ) -> SessionStore:
+        """AGENTMESH_SESSION_IDLE_TTL and AGENTMESH_SESSION_MAX_TURNS applied."""
+        return cls(
+            redis,
+            idle_ttl_s=settings.session_idle_ttl_s,
+            max_turns=settings.session_max_turns,
+            token_counter=token_counter,
+        )
 
     # --- writes ----------------------------------------------------------------
 
@@ -362,15 +402,14 @@ class SessionStore:
                 pipe.hget(keys.session_meta(tenant, user, session_id), "summary")
                 pipe.hgetall(keys.user_facts(tenant, user))
                 raw_turns, length, summary_record, raw_facts = await pipe.execute()
-        turns = [decode_turn(item, f"session {session_id!r} turn") for item in raw_turns]
-        if counter is not None and counter is not self.count:
-            turns = [replace(t, tokens=0) for t in turns]  # counted with another counter when appended
+        count = counter or self.count
+        turns = _newest_that_can_fit(raw_turns, budget, None if count is self.count else count, session_id)
         packet = build_packet(
             turns,
             budget=budget,
             summary=decode_summary(summary_record, f"session {session_id!r} summary"),
             facts=packet_facts(live_facts(raw_facts, time.time(), "fact")),
-            counter=counter or self.count,
+            counter=count,
             policy=self.policy,
         )
         unread = int(length) - len(turns)

@@ -49,6 +49,7 @@ FORMAT_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
 DEFAULT_RETENTION_S = 90 * 24 * 3600.0
 DAY_RETENTION_S = 2 * 24 * 3600.0
+DAY_RETENTION_MS = int(DAY_RETENTION_S * 1000)
 FIELDS = (
     "iterations",
     "prompt_tokens",
@@ -76,6 +77,21 @@ for i = 1, #KEYS do
   if i == 2 then redis.call('PEXPIRE', KEYS[i], ARGV[4]) else redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 end
 return {new_task, redis.call('HMGET', KEYS[1], unpack(fields)), redis.call('HMGET', KEYS[2], unpack(fields))}
+"""
+
+
+# KEYS[1]: the tenant's domain total. ARGV: retention ms, new task (0/1), one increment per FIELDS entry.
+_RECORD_DOMAIN = """
+local fields = {'iterations', 'prompt_tokens', 'completion_tokens', 'tool_calls', 'cost_nusd',
+                'unpriced_tokens', 'wall_ms'}
+redis.call('HSETNX', KEYS[1], 'v', '1')
+for f = 1, #fields do
+  local delta = tonumber(ARGV[2 + f])
+  if delta ~= 0 then redis.call('HINCRBY', KEYS[1], fields[f], delta) end
+end
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'tasks', 1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -346,6 +362,7 @@ class UsageStore:
         self.prices = prices or builtin_prices()
         self.retention_ms = int(retention_s * 1000)
         self._record = redis.register_script(_RECORD)
+        self._record_domain = redis.register_script(_RECORD_DOMAIN)
 
     @classmethod
     def from_settings(cls, redis: AnyRedis, settings: Settings) -> UsageStore:
@@ -397,28 +414,16 @@ class UsageStore:
             record_keys.append(keys.usage_session(tenant, user, who.session_id, who.domain))
         domain_key = keys.usage_domain(tenant, who.domain)
         with redis_errors("recording usage"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hsetnx(domain_key, "v", FORMAT_VERSION)
-                for name, delta in zip(FIELDS, deltas, strict=True):
-                    if delta:
-                        pipe.hincrby(domain_key, name, delta)
-                pipe.pexpire(domain_key, self.retention_ms)
-                answer, _ = await asyncio.gather(
-                    self._record(
-                        keys=record_keys,
-                        args=[
-                            who.domain,
-                            who.session_id,
-                            self.retention_ms,
-                            int(DAY_RETENTION_S * 1000),
-                            *deltas,
-                        ],
-                    ),
-                    pipe.execute(),
-                )
+            answer, _ = await asyncio.gather(
+                self._record(
+                    keys=record_keys,
+                    args=[who.domain, who.session_id, self.retention_ms, DAY_RETENTION_MS, *deltas],
+                ),
+                self._record_domain(keys=[domain_key], args=[self.retention_ms, 0, *deltas]),
+            )
             new_task, task_fields, day_fields = answer
-            if int(new_task):
-                await self._redis.hincrby(domain_key, "tasks", 1)
+            if int(new_task):  # the task's first record: count it in the domain total too
+                await self._record_domain(keys=[domain_key], args=[self.retention_ms, 1, *[0] * len(FIELDS)])
         self._observe(who.domain, step, cost.usd, unpriced)
         task, today = _from_fields(task_fields), _from_fields(day_fields)
         status = check_budgets(task, today, budgets or Budgets(), now)

@@ -206,3 +206,12 @@ async def test_model_tokenizer_can_count_the_packet(store: SessionStore) -> None
     packet = await store.packet(T, U, S, budget=200, counter=words)
     assert packet.tokens <= 200
     assert packet.tokens != (await store.packet(T, U, S, budget=200)).tokens or estimate_tokens("x") == 1
+
+
+async def test_stores_follow_settings(client: aioredis.Redis) -> None:
+    from agentmesh.config import Settings
+
+    settings = Settings.from_env({"AGENTMESH_SESSION_IDLE_TTL": "60", "AGENTMESH_SESSION_MAX_TURNS": "20"})
+    store = SessionStore.from_settings(client, settings)
+    assert (store.idle_ttl_ms, store.max_turns) == (60_000, 20)
+    assert FactStore.from_settings(client, Settings.from_env({"AGENTMESH_FACT_TTL": "0"})).default_ttl_s == 0
