@@ -226,19 +226,19 @@ class RateLimiter:
         for limit in unique:
             groups.setdefault(hash_slot_tag(limit.key), []).append(limit)
         taken: list[list[Limit]] = []
-        decision = ALLOWED
+        tightest = ALLOWED
         for group in groups.values():
             decision = await self._run(group, cost)
             if not decision.allowed:
                 for done in taken:  # all-or-nothing across slots: give back what earlier slots gave
                     await self._run(done, -cost)
-                metrics.RATE_LIMITED.labels(
-                    decision.limit.scope.value if decision.limit else "",
-                    decision.limit.tool if decision.limit else "",
-                ).inc()
+                bit = decision.limit
+                metrics.RATE_LIMITED.labels(bit.scope.value if bit else "", bit.tool if bit else "").inc()
                 return decision
             taken.append(group)
-        return decision
+            if decision.remaining < tightest.remaining:
+                tightest = decision
+        return tightest
 
     async def _run(self, group: list[Limit], cost: float) -> Decision:
         args: list[float | int] = [cost]

@@ -39,7 +39,7 @@ from agentmesh import metrics
 from agentmesh.config import Settings
 from agentmesh.errors import DataLoss, ResourceExhausted
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from agentmesh.validation import Violations
+from agentmesh.validation import DOMAIN_SLUG, Violations
 from memory import keys
 from memory.connection import AnyRedis, redis_errors
 from memory.identity import check_owner
@@ -486,12 +486,15 @@ class UsageStore:
 
     async def for_domain(self, domain: str, tenant: str | None = None) -> UsageReport:
         """A domain's usage for one tenant, or summed over all tenants (None: a SCAN, for operators)."""
+        violations = Violations()
+        if violations.required(domain, "domain"):
+            violations.matches(domain, DOMAIN_SLUG, "domain", "domain slug")
         if tenant is not None:
-            _require(tenant=tenant, user="-", domain=domain)
-            return UsageReport(
-                await self._read(keys.usage_domain(tenant, domain), f"usage of domain {domain!r}")
-            )
-        _require(tenant="-", user="-", domain=domain)
+            violations.required(tenant, "tenant")
+        violations.raise_if_any("invalid usage query")
+        if tenant is not None:
+            key = keys.usage_domain(tenant, domain)
+            return UsageReport(await self._read(key, f"usage of domain {domain!r}"))
         total = Counters()
         with redis_errors(f"reading usage of domain {domain!r}"):
             async for key in self._redis.scan_iter(match=keys.usage_domain_pattern(domain), count=1000):
