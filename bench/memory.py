@@ -24,13 +24,13 @@ import itertools
 import json
 import random
 import statistics
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentmesh.config import RateSpec
 from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import tool_options_pb2 as opts
+from bench.common import closed_loop
 from memory.connection import AnyRedis, create_redis
 from memory.context import ToolCall, Turn, build_packet
 from memory.facts import FactStore
@@ -40,39 +40,52 @@ from memory.sessions import SessionStore
 from memory.usage import Attribution, StepUsage, UsageStore
 
 Op = Callable[[int], Awaitable[Any]]
-WARMUP_S = 0.3
+ROUNDS = 4
+WARMUP_S = 0.1
 
 
-async def throughput(op: Op, seconds: float, in_flight: int) -> float:
-    """Operations per second with `in_flight` concurrent loops; `op` gets a unique counter."""
-    counter = itertools.count()
-    deadline = time.perf_counter() + WARMUP_S
-    while time.perf_counter() < deadline:
-        await op(next(counter))
-    done = 0
+async def compare(baseline: Op, ops: dict[str, Op], seconds: float, in_flight: int) -> dict[str, Any]:
+    """Throughput of `ops` against `baseline`, interleaved in ROUNDS rounds so drift hits all alike.
 
-    async def loop(stop: float) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            await op(next(counter))
-            done += 1
+    Each op gets a unique counter (for fresh keys). Returns per op the median
+    rate and the median of its per-round ratios to the baseline.
+    """
+    named: dict[str, Op] = {"baseline": baseline, **ops}
+    counters = {name: itertools.count() for name in named}
+    rates: dict[str, list[float]] = {name: [] for name in named}
+    for _ in range(ROUNDS):
+        for name, op in named.items():
+            counter = counters[name]
+            result = await closed_loop(
+                name,
+                lambda op=op, counter=counter: op(next(counter)),
+                in_flight=in_flight,
+                duration_s=seconds / ROUNDS,
+                warmup_s=WARMUP_S,
+            )
+            rates[name].append(result.rate)
+    summary: dict[str, Any] = {"baseline": statistics.median(rates["baseline"])}
+    for name in ops:
+        ratios = [rate / base for rate, base in zip(rates[name], rates["baseline"], strict=True)]
+        summary[name] = {"rate": statistics.median(rates[name]), "ratio": statistics.median(ratios)}
+    return summary
 
-    started = time.perf_counter()
-    await asyncio.gather(*(loop(started + seconds) for _ in range(in_flight)))
-    return done / (time.perf_counter() - started)
+
+async def latency(
+    ops: dict[str, Callable[[], Awaitable[Any]]], seconds: float
+) -> dict[str, tuple[float, float]]:
+    """(p50, p99) in ms of each op, one call at a time, interleaved in ROUNDS rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(ROUNDS):
+        for name, op in ops.items():
+            result = await closed_loop(name, op, in_flight=1, duration_s=seconds / ROUNDS, warmup_s=WARMUP_S)
+            samples[name].extend(result.latencies_ms)
+    return {name: _percentiles(values) for name, values in samples.items()}
 
 
-async def latencies(op: Callable[[], Awaitable[Any]], count: int) -> tuple[float, float]:
-    """(p50, p99) in milliseconds over `count` sequential calls (after a short warm-up)."""
-    for _ in range(20):
-        await op()
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        await op()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def session_turns(count: int) -> list[Turn]:
@@ -107,23 +120,18 @@ async def measure(url: str, seconds: float) -> dict[str, Any]:
     claim = await store.begin("replayed", b"payload")
     assert isinstance(claim, Claimed)
     await store.complete(claim, b"result")
-    idem: dict[str, Any] = {}
-    for in_flight in (1, 32):
-        raw = await throughput(
-            lambda i, n=in_flight: redis.set(f"raw:{n}:{i}", b"1", nx=True, px=600_000), seconds, in_flight
+    results["idempotency"] = {
+        str(n): await compare(
+            lambda i, n=n: redis.set(f"raw:{n}:{i}", b"1", nx=True, px=600_000),
+            {
+                "begin (claim)": lambda i, n=n: store.begin(f"k{n}:{i}", b"payload"),
+                "begin (replay)": lambda i: store.begin("replayed", b"payload"),
+            },
+            seconds,
+            n,
         )
-        claim_rate = await throughput(
-            lambda i, n=in_flight: store.begin(f"k{n}:{i}", b"payload"), seconds, in_flight
-        )
-        replay_rate = await throughput(lambda i: store.begin("replayed", b"payload"), seconds, in_flight)
-        idem[str(in_flight)] = {
-            "set_nx": raw,
-            "begin_claim": claim_rate,
-            "begin_replay": replay_rate,
-            "claim_ratio": claim_rate / raw,
-            "replay_ratio": replay_rate / raw,
-        }
-    results["idempotency"] = idem
+        for n in (1, 32)
+    }
     await redis.flushall()
 
     # --- rate limits vs INCR ---
@@ -138,39 +146,38 @@ async def measure(url: str, seconds: float) -> dict[str, Any]:
         Limit.user("acme", "u1", huge),
         Limit.tool_calls("payments_refund", huge, scope=opts.RATE_LIMIT_SCOPE_GLOBAL),
     ]
-    limits: dict[str, Any] = {}
-    for in_flight in (1, 32):
-        raw = await throughput(lambda i: redis.incr("raw:counter"), seconds, in_flight)
-        single = await throughput(lambda i: limiter.check(one_slot[1:2]), seconds, in_flight)
-        three = await throughput(lambda i: limiter.check(one_slot), seconds, in_flight)
-        cross = await throughput(lambda i: limiter.check(two_slots), seconds, in_flight)
-        limits[str(in_flight)] = {
-            "incr": raw,
-            "check_1_bucket": single,
-            "check_3_buckets": three,
-            "check_2_slots": cross,
-            "ratio_3_buckets": three / raw,
-            "ratio_2_slots": cross / raw,
-        }
-    results["rate_limits"] = limits
+    results["rate_limits"] = {
+        str(n): await compare(
+            lambda i: redis.incr("raw:counter"),
+            {
+                "check, 1 bucket": lambda i: limiter.check(one_slot[1:2]),
+                "check, 3 buckets in 1 slot": lambda i: limiter.check(one_slot),
+                "check, 2 slots": lambda i: limiter.check(two_slots),
+            },
+            seconds,
+            n,
+        )
+        for n in (1, 32)
+    }
     await redis.flushall()
 
     # --- usage record vs HINCRBY ---
     usage = UsageStore(redis)
-    usage_rates: dict[str, Any] = {}
-    for in_flight in (1, 32):
-        raw = await throughput(lambda i: redis.hincrby("raw:hash", "n", 1), seconds, in_flight)
-        record = await throughput(
-            lambda i, n=in_flight: usage.record(
-                # a task of 10 steps: every 10th record starts a task (one more round trip)
-                Attribution("acme", f"u{i // 10 % 50}", "refunds", f"t{n}:{i // 10}", "s-1"),
-                StepUsage.model_call("gpt-4o", 800, 120),
-            ),
+    results["usage"] = {
+        str(n): await compare(
+            lambda i: redis.hincrby("raw:hash", "n", 1),
+            {
+                # tasks of 10 steps: every 10th record starts a task (one more round trip)
+                "record (5 scopes + domain)": lambda i, n=n: usage.record(
+                    Attribution("acme", f"u{i // 10 % 50}", "refunds", f"t{n}:{i // 10}", "s-1"),
+                    StepUsage.model_call("gpt-4o", 800, 120),
+                ),
+            },
             seconds,
-            in_flight,
+            n,
         )
-        usage_rates[str(in_flight)] = {"hincrby": raw, "record": record, "ratio": record / raw}
-    results["usage"] = usage_rates
+        for n in (1, 32)
+    }
     await redis.flushall()
 
     # --- context packet, 200-turn session ---
@@ -183,70 +190,77 @@ async def measure(url: str, seconds: float) -> dict[str, Any]:
         await facts.put("acme", "u1", f"fact_{n}", f"value number {n} for the customer")
     stored = await sessions.turns("acme", "u1", "s-200")
     packets: dict[str, Any] = {"turns": len(stored), "stored_tokens": sum(t.tokens for t in stored)}
+
+    async def pure(budget: int) -> None:
+        build_packet(stored, budget=budget)
+
+    timed = await latency(
+        {
+            "raw GET": lambda: redis.get("raw:absent"),
+            "packet 4096": lambda: sessions.packet("acme", "u1", "s-200", budget=4096),
+            "packet 16384": lambda: sessions.packet("acme", "u1", "s-200", budget=16384),
+            "pack only 4096": lambda: pure(4096),
+            "pack only 16384": lambda: pure(16384),
+        },
+        seconds * 2,
+    )
+    packets["raw_get_ms"] = timed["raw GET"]
     for budget in (4096, 16384):
-        p50, p99 = await latencies(lambda b=budget: sessions.packet("acme", "u1", "s-200", budget=b), 300)
-
-        async def pure(b: int = budget) -> None:
-            build_packet(stored, budget=b)
-
-        pure50, pure99 = await latencies(pure, 300)
         sample = await sessions.packet("acme", "u1", "s-200", budget=budget)
         packets[str(budget)] = {
-            "packet_p50_ms": p50,
-            "packet_p99_ms": p99,
-            "pack_only_p50_ms": pure50,
-            "pack_only_p99_ms": pure99,
+            "packet_ms": timed[f"packet {budget}"],
+            "pack_only_ms": timed[f"pack only {budget}"],
             "turns_included": sample.turns_included,
             "packet_tokens": sample.tokens,
         }
-    get_p50, get_p99 = await latencies(lambda: redis.get("raw:absent"), 300)
-    packets["raw_get_p50_ms"], packets["raw_get_p99_ms"] = get_p50, get_p99
     results["context_packet"] = packets
     await redis.flushall()
     await redis.aclose()
     return results
 
 
-def _row(name: str, in_flight: str, rate: float, baseline: str, base_rate: float) -> str:
-    return f"| {name} | {in_flight} | {rate:,.0f} | {baseline} {base_rate:,.0f} | {rate / base_rate:.2f} |"
-
-
 def report(results: dict[str, Any]) -> str:
-    lines = [f"(each point {results['seconds_per_point']:g} s; ops/s; ratio = operation / baseline)", ""]
-    lines += ["| operation | in flight | ops/s | baseline ops/s | ratio |", "|---|---|---|---|---|"]
-    for n, row in results["idempotency"].items():
-        lines.append(_row("idempotency begin (claim)", n, row["begin_claim"], "SET NX", row["set_nx"]))
-        lines.append(_row("idempotency begin (replay)", n, row["begin_replay"], "SET NX", row["set_nx"]))
-    for n, row in results["rate_limits"].items():
-        lines.append(_row("limiter check, 1 bucket", n, row["check_1_bucket"], "INCR", row["incr"]))
-        lines.append(
-            _row("limiter check, 3 buckets (1 slot)", n, row["check_3_buckets"], "INCR", row["incr"])
-        )
-        lines.append(_row("limiter check, 2 slots", n, row["check_2_slots"], "INCR", row["incr"]))
-    for n, row in results["usage"].items():
-        lines.append(_row("usage record (5 scopes + domain)", n, row["record"], "HINCRBY", row["hincrby"]))
+    lines = [
+        f"({results['seconds_per_point']:g} s per point in {ROUNDS} interleaved rounds; ops/s are medians; "
+        "ratio = median of the per-round ratios to the baseline)",
+        "",
+        "| operation | in flight | ops/s | baseline | baseline ops/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for section, baseline in (("idempotency", "SET NX"), ("rate_limits", "INCR"), ("usage", "HINCRBY")):
+        for in_flight, rows in results[section].items():
+            for name, row in rows.items():
+                if name == "baseline":
+                    continue
+                lines.append(
+                    f"| {section.replace('_', ' ')}: {name} | {in_flight} | {row['rate']:,.0f} | {baseline} "
+                    f"| {rows['baseline']:,.0f} | {row['ratio']:.2f} |"
+                )
     packets = results["context_packet"]
+    get50, get99 = packets["raw_get_ms"]
     lines += [
         "",
-        f"Context packet, {packets['turns']}-turn session ({packets['stored_tokens']:,} stored tokens), "
-        f"10 facts; raw GET p50 {packets['raw_get_p50_ms']:.3f} ms / p99 {packets['raw_get_p99_ms']:.3f} ms:",
+        f"Context packet of a {packets['turns']}-turn session ({packets['stored_tokens']:,} stored tokens, "
+        f"10 facts), one at a time; raw GET p50 {get50:.3f} ms, p99 {get99:.3f} ms:",
         "",
         "| budget | turns in packet | packet() p50 | p99 | packing only p50 | p99 |",
         "|---|---|---|---|---|---|",
     ]
     for budget in ("4096", "16384"):
         row = packets[budget]
+        (p50, p99), (pure50, pure99) = row["packet_ms"], row["pack_only_ms"]
         lines.append(
-            f"| {budget} | {row['turns_included']} | {row['packet_p50_ms']:.2f} ms "
-            f"| {row['packet_p99_ms']:.2f} ms | {row['pack_only_p50_ms']:.2f} ms "
-            f"| {row['pack_only_p99_ms']:.2f} ms |"
+            f"| {budget} | {row['turns_included']} | {p50:.2f} ms | {p99:.2f} ms "
+            f"| {pure50:.2f} ms | {pure99:.2f} ms |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per point")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="measuring time per point (split in rounds)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv if argv is not None else [])
     with EmbeddedRedis() as server:

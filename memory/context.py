@@ -18,7 +18,8 @@ Priorities inside the budget, highest first:
 
 Whatever did not fit is reported (`turns_omitted`, `needs_compaction`): the
 runner then calls compaction, which folds old turns and verbose tool errors
-into the running summary through a summarizer (memory/summarizer.py).
+into the running summary through a summarizer (memory/summarizer.py);
+`summary_limit` bounds the stored summary so later packets carry it whole.
 
 Token counts come from a `TokenCounter` (callable str -> int). Use the model's
 tokenizer when the runtime has one; otherwise `estimate_tokens`: one token per
