@@ -131,15 +131,10 @@ async def _model_call(
             return
         finished = clock()
         metrics.AGENT_MODEL_LATENCY.labels(domain).observe(finished - started)
-        metrics.AGENT_MODEL_TOKENS.labels(domain, "prompt").inc(turn.usage.prompt_tokens)
-        metrics.AGENT_MODEL_TOKENS.labels(domain, "completion").inc(turn.usage.completion_tokens)
         span.set_attribute("gen_ai.response.model", turn.model)
         span.set_attribute("gen_ai.usage.input_tokens", turn.usage.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", turn.usage.completion_tokens)
-        cost_before = machine.tally.cost_usd
         machine.model_answered(turn, started=started, duration=finished - started)
-        if machine.tally.cost_usd > cost_before:
-            metrics.AGENT_MODEL_COST.labels(domain).inc(machine.tally.cost_usd - cost_before)
 
 
 async def _tool_call(
