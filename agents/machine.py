@@ -226,6 +226,17 @@ class RunMachine:
         """What the session remembers as the user's turn: the instruction, or the sanitized intent."""
         return self._intent
 
+    def session_turns(self) -> list[ChatMessage]:
+        """What the session keeps of this task: the user's turn, the tool calls with their
+        (already compact) observations, and the answer; corrections to the model are left out."""
+        if self._intent is None:
+            return []
+        kept = [ChatMessage(Role.USER, self._intent)]
+        kept += [
+            m for m in self._turns if not (m.role is Role.USER and m.content.startswith(CORRECTION_PREFIX))
+        ]
+        return kept
+
     def tool_definitions(self) -> list[Mapping[str, Any]]:
         return [offer.definition for offer in self.offers.values()]
 
@@ -297,6 +308,10 @@ class RunMachine:
         if self._parked is not None:  # a parked task is canceled at once
             self._parked = None
             self._outcome = None
+
+    def stop(self, exhausted: Exhausted) -> None:
+        """A budget outside the task's own limits ran out (e.g. the user's daily tokens): stop now."""
+        self._finish(_budget_stop(exhausted, self.tally))
 
     @property
     def parked_action(self) -> str | None:

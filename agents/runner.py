@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import trace
@@ -23,6 +24,7 @@ from opentelemetry import trace
 from agentmesh import metrics
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
+from agents.limits import Exhausted
 from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation
 from agents.model.types import ChatModel, ModelError
 from agents.observations import ToolResult
@@ -45,11 +47,22 @@ class ToolGateway(Protocol):
     async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult: ...
 
 
-class StepJournal(Protocol):
-    """Where steps are checkpointed (the task layer)."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the journal learned while storing a step: stop the task?"""
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> bool:
-        """Store a finished step and the usage so far; True when the task was canceled meanwhile."""
+    canceled: str | None = None  # the cancel reason when the owner canceled the task
+    exhausted: Exhausted | None = None  # a budget beyond the task's own (e.g. the user's daily tokens)
+
+
+CONTINUE = Verdict()
+
+
+class StepJournal(Protocol):
+    """Where steps are checkpointed and their usage recorded."""
+
+    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
+        """Store a finished step with the task's usage so far; the verdict says whether to stop."""
         ...
 
 
@@ -80,13 +93,14 @@ async def drive(
             else:
                 await _tool_call(machine, action, tools, caller, clock)
             machine.tally.wall_time_s = clock() - started
-            canceled = False
             for step in machine.steps[recorded:]:
                 _count(machine, step)
-                canceled = await journal.checkpoint(step, machine.tally.to_proto()) or canceled
+                verdict = await journal.checkpoint(step, machine.tally.to_proto())
+                if verdict.canceled is not None:
+                    machine.cancel(verdict.canceled or "canceled by its owner")
+                if verdict.exhausted is not None:
+                    machine.stop(verdict.exhausted)
             recorded = len(machine.steps)
-            if canceled:
-                machine.cancel()
         machine.tally.wall_time_s = clock() - started
         state = task_pb2.TaskState.Name(outcome.state).removeprefix("TASK_STATE_")
         reason = task_pb2.StopReason.Name(outcome.stop_reason).removeprefix("STOP_REASON_")
