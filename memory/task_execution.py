@@ -528,7 +528,7 @@ async def _with_retries(budget_s: float, call: Callable[[], Awaitable[CommitResu
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
         stop=stop_after_delay(budget_s),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
         reraise=True,
     ):
         with attempt:

@@ -166,13 +166,16 @@ def encode_entry(payload: dict[str, Any]) -> bytes:
     return codec.encode(Kind.QUEUE_ENTRY, ENTRY_FORMAT, json.dumps(payload, separators=(",", ":")).encode())
 
 
-def decode_entry_payload(data: bytes | None, what: str) -> dict[str, Any]:
+def decode_entry_payload(data: bytes | None, what: str, *, needs_task: bool = True) -> dict[str, Any]:
+    """A queue entry's (or dead letter's) payload; DataLoss for foreign or corrupt data."""
     _, payload = codec.decode(data, Kind.QUEUE_ENTRY, {ENTRY_FORMAT}, what)
     try:
         decoded = json.loads(payload)
     except ValueError:
         raise DataLoss(f"{what}: queue entry is not JSON") from None
-    if not isinstance(decoded, dict) or not isinstance(decoded.get("t"), str) or not decoded["t"]:
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("t", ""), str):
+        raise DataLoss(f"{what}: queue entry is malformed")
+    if needs_task and not decoded.get("t"):
         raise DataLoss(f"{what}: queue entry names no task")
     return decoded
 
@@ -363,7 +366,7 @@ class TaskQueue:
             patch.lease, patch.lease_value, patch.lease_ms = "set", f"1:{start_id}", self.config.lease_ms
         result = await self.store.commit(task_id, patch)
         if result.status == "exists":
-            await self.drop_ticket(shard, ticket)
+            await self._undo_index(shard, ticket, owner_index, task_pages.index_member(now, task_id))
             if result.detail and result.detail[0] != fingerprint:
                 raise InvalidArgument(
                     f"request_id {request.request_id!r} was already used for a different request",
@@ -498,6 +501,18 @@ class TaskQueue:
                 args=[ticket, entry, drop_dead_letter],
             )
         return None if entry_id is None else _s(entry_id)
+
+    async def _undo_index(self, shard: int, ticket: str, owner_index: str, member: str) -> None:
+        """A replayed creation: drop the ticket and index entry it added (best effort; readers
+        skip leftovers)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(keys.outbox(self.domain, shard), ticket)
+        pipe.zrem(owner_index, member)
+        try:
+            with redis_errors("undoing a replayed creation"):
+                await pipe.execute()
+        except Exception:
+            log.warning("could not undo a replayed creation's index entries", exc_info=True)
 
     async def drop_ticket(self, shard: int, ticket: str) -> None:
         try:
@@ -709,7 +724,9 @@ class TaskQueue:
             for entry_id, fields in items:
                 entry_id = _s(entry_id)
                 try:
-                    payload = decode_entry_payload(fields.get(b"e"), f"dead letter {entry_id}")
+                    payload = decode_entry_payload(
+                        fields.get(b"e"), f"dead letter {entry_id}", needs_task=False
+                    )
                 except DataLoss as exc:
                     payload = {"t": "", "reason": str(exc)}
                 found.append(

@@ -559,8 +559,10 @@ class TaskStore:
             for member, snapshot in zip(members, snapshots, strict=True):
                 cursor = _s(member)
                 scanned += 1
-                if snapshot is None:
-                    gone.append(cursor)
+                if snapshot is None or cursor != task_pages.index_member(
+                    millis_of(snapshot.task.create_time), snapshot.task.task_id
+                ):
+                    gone.append(cursor)  # expired, or left behind by a replayed creation
                 elif keep(snapshot.task):
                     found.append(snapshot.task)
                     if len(found) == size:

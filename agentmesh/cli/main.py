@@ -14,6 +14,7 @@ import typer
 
 from agentmesh import __version__, health
 from agentmesh.cli import serve as serve_cli
+from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
 from agentmesh.config import ConfigError, Settings, reference_markdown
 from agentmesh.protos import proto_include_dir
@@ -28,6 +29,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration contract.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.command("serve")(serve_cli.serve)
+app.add_typer(tasks_cli.app, name="tasks")
 
 
 @app.command()
