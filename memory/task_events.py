@@ -153,8 +153,13 @@ class TaskEvents:
             events = await self._range(task_id, last, _BATCH)
             if not events:
                 if await self._finished(task_id, None):
-                    return
-                events = await self._block(stream, task_id, last, stop)
+                    # It ended after the read above: its last events were written with the
+                    # terminal state, so one more read delivers them.
+                    events = await self._range(task_id, last, _BATCH)
+                    if not events:
+                        return
+                else:
+                    events = await self._block(stream, task_id, last, stop)
             for event in events:
                 yield event
                 last = event.event_id

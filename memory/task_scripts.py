@@ -16,6 +16,15 @@ lost reply is applied once), `run` ("1" while an attempt is in progress),
 
 from __future__ import annotations
 
+# Scripts are not rolled back when a command fails half-way, so each script first checks that
+# every key it writes holds the expected type (or nothing): foreign data is refused up front.
+_FOREIGN = """
+local function foreign(key, want)
+  local found = redis.call('TYPE', key)['ok']
+  return found ~= 'none' and found ~= want
+end
+"""
+
 # KEYS: task, steps, events, lease
 # ARGV[1] commit id       ARGV[2] guard: new | rev | fence      ARGV[3] guard value (rev / attempt)
 # ARGV[4] lease op: '' | set | release                          ARGV[5] lease value  ARGV[6] lease ms
@@ -24,15 +33,21 @@ from __future__ import annotations
 # ARGV[11] n fields to set, then name/value pairs; then n fields to delete, then names;
 #          then n events, then event records.
 # Returns {'ok', rev, last event id, cancel} or {refusal, ...}.
-COMMIT = """
+COMMIT = (
+    _FOREIGN
+    + """
 local task = KEYS[1]
+if foreign(task, 'hash') then return {'corrupt', 'record'} end
+if foreign(KEYS[2], 'hash') then return {'corrupt', 'steps'} end
+if foreign(KEYS[3], 'stream') then return {'corrupt', 'events'} end
+if foreign(KEYS[4], 'string') then return {'corrupt', 'lease'} end
 local exists = redis.call('EXISTS', task) == 1
 if exists then
   if redis.call('HGET', task, 'cid') == ARGV[1] then
     return {'ok', redis.call('HGET', task, 'rev'), redis.call('HGET', task, 'last') or '',
             redis.call('HGET', task, 'cancel') or ''}
   end
-  if redis.call('HGET', task, 'v') ~= '1' then return {'corrupt'} end
+  if redis.call('HGET', task, 'v') ~= '1' then return {'corrupt', 'record'} end
 end
 local guard = ARGV[2]
 if guard == 'new' then
@@ -86,6 +101,7 @@ end
 return {'ok', tostring(rev), last or redis.call('HGET', task, 'last') or '',
         redis.call('HGET', task, 'cancel') or ''}
 """
+)
 
 # Begin an attempt on a task (a worker took its queue entry).
 # KEYS: task, steps, events, lease
@@ -95,8 +111,14 @@ return {'ok', tostring(rev), last or redis.call('HGET', task, 'last') or '',
 # Returns {'started', task fields, steps} | {'busy'} (a live attempt holds the lease)
 #   | {'idle', state, stop} (nothing to run: finished, paused) | {'poison', task fields} | {'missing'}
 #   | {'corrupt'}
-START = """
+START = (
+    _FOREIGN
+    + """
 local task = KEYS[1]
+if foreign(task, 'hash') or foreign(KEYS[2], 'hash') or foreign(KEYS[3], 'stream')
+   or foreign(KEYS[4], 'string') then
+  return {'corrupt'}
+end
 if redis.call('EXISTS', task) == 0 then return {'missing'} end
 if redis.call('HGET', task, 'v') ~= '1' then return {'corrupt'} end
 local lease = redis.call('GET', KEYS[4])
@@ -135,6 +157,7 @@ redis.call('HSET', task, 'state', '2', 'stop', '0', 'msg', message, 'attempt', a
 redis.call('SET', KEYS[4], attempt .. ':' .. ARGV[1], 'PX', ARGV[3])
 return {'started', redis.call('HGETALL', task), redis.call('HGETALL', KEYS[2])}
 """
+)
 
 # One consistent read of a task. KEYS: task, steps, lease. ARGV[1] '1' to include the steps.
 READ = """
@@ -146,12 +169,18 @@ return {redis.call('HGETALL', KEYS[1]), steps, redis.call('PTTL', KEYS[3])}
 # Queue: remove the ticket from the outbox and add the entry, atomically; nothing if the ticket is
 # gone (someone else enqueued it). KEYS: outbox, stream, dead letters.
 # ARGV[1] ticket  ARGV[2] entry record  ARGV[3] dead-letter entry to drop ('' none)
-ENQUEUE = """
+ENQUEUE = (
+    _FOREIGN
+    + """
+if foreign(KEYS[1], 'zset') or foreign(KEYS[2], 'stream') or foreign(KEYS[3], 'stream') then
+  return redis.error_reply('WRONGTYPE foreign data under a queue key')
+end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return false end
 local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
 if ARGV[3] ~= '' then redis.call('XDEL', KEYS[3], ARGV[3]) end
 return id
 """
+)
 
 # Queue: acknowledge and delete an entry. KEYS: stream. ARGV[1] group  ARGV[2] entry id.
 ACK = """
@@ -170,8 +199,12 @@ return redis.call('XADD', KEYS[1], '*', 'e', ARGV[3])
 
 # Queue: move a pending entry to the shard's dead letters. KEYS: stream, dead letters.
 # ARGV[1] group  ARGV[2] entry id  ARGV[3] dead-letter record  ARGV[4] maxlen.
-DEAD_LETTER = """
+DEAD_LETTER = (
+    _FOREIGN
+    + """
+if foreign(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE foreign data under a queue key') end
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 redis.call('XDEL', KEYS[1], ARGV[2])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[3])
 """
+)

@@ -433,7 +433,11 @@ class TaskStore:
             reply = await self._commit(keys=_task_keys(task_id), args=args)
         status = _s(reply[0])
         if status == "corrupt":
-            raise DataLoss(f"task {task_id}: the record hash is not in a layout this release reads")
+            which = _s(reply[1]) if len(reply) > 1 else "record"
+            raise DataLoss(
+                f"task {task_id}: its {which} key holds data this release cannot read (foreign or corrupt); "
+                "nothing was written"
+            )
         if status != "ok":
             return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
         return CommitResult("ok", rev=int(reply[1]), last_event_id=_s(reply[2]), cancel=_s(reply[3]))
