@@ -11,8 +11,8 @@ What the agent runtime calls (tenant/owner come from the caller's token):
     worker = TaskWorker(queue, execute, concurrency=settings.worker_concurrency) # memory/task_worker.py
 
 Layout: N shards per domain (`AGENTMESH_QUEUE_SHARDS`), each a stream with
-the consumer group `workers` and, in the same slot, an outbox (sorted set of
-tickets) and a dead-letter stream. A task always uses shard crc32(id) mod N.
+a consumer group named after the domain and, in the same slot, an outbox
+(sorted set of tickets) and a dead-letter stream. A task always uses shard crc32(id) mod N.
 
 Getting a task into the queue crosses slots (task record, then stream), so it
 is ordered and idempotent, with an outbox:
@@ -88,7 +88,6 @@ from memory.tasks import (
 
 log = logging.getLogger(__name__)
 
-GROUP = "workers"
 ENTRY_FORMAT = 1
 _TASK_ID_NAMESPACE = uuid.UUID("8f0e4a4e-6a43-4c1c-9a53-3f6f3d0c2b71")
 _CAS_RETRIES = 16
@@ -190,6 +189,8 @@ class TaskQueue:
     def __init__(self, redis: AnyRedis, *, domain: str, config: TaskConfig | None = None) -> None:
         self.redis = redis
         self.domain = domain
+        # The consumer group is named after the domain (the Helm chart's KEDA trigger reads its lag).
+        self.group = domain
         self.config = config or TaskConfig()
         self.store = TaskStore(redis, domain=domain, config=self.config)
         self.events = TaskEvents(self.store, block_s=self.config.read_block_s)
@@ -529,7 +530,9 @@ class TaskQueue:
     async def _ensure_group(self, shard: int) -> None:
         try:
             with redis_errors("creating the queue's consumer group"):
-                await self.redis.xgroup_create(keys.queue(self.domain, shard), GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(
+                    keys.queue(self.domain, shard), self.group, id="0", mkstream=True
+                )
         except rexc.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -542,7 +545,7 @@ class TaskQueue:
         try:
             with redis_errors("reading the task queue"):
                 reply: Any = await self.redis.xreadgroup(
-                    GROUP, consumer, {stream: ">"}, count=count, block=block_ms
+                    self.group, consumer, {stream: ">"}, count=count, block=block_ms
                 )
         except rexc.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -560,7 +563,12 @@ class TaskQueue:
         try:
             with redis_errors("reclaiming idle queue entries"):
                 reply: Any = await self.redis.xautoclaim(
-                    stream, GROUP, consumer, min_idle_time=self.config.lease_ms, start_id="0-0", count=count
+                    stream,
+                    self.group,
+                    consumer,
+                    min_idle_time=self.config.lease_ms,
+                    start_id="0-0",
+                    count=count,
                 )
         except rexc.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -681,7 +689,7 @@ class TaskQueue:
         with redis_errors("moving an entry to the dead letters"):
             await self._dead_letter(
                 keys=[keys.queue(self.domain, entry.shard), keys.dead_letters(self.domain, entry.shard)],
-                args=[GROUP, entry.entry_id, record, self.config.dead_letters_maxlen],
+                args=[self.group, entry.entry_id, record, self.config.dead_letters_maxlen],
             )
 
     async def ack(self, entry: QueueEntry) -> None:
@@ -690,7 +698,9 @@ class TaskQueue:
             await asyncio.sleep(delay)
             try:
                 with redis_errors("acknowledging a queue entry"):
-                    await self._ack(keys=[keys.queue(self.domain, entry.shard)], args=[GROUP, entry.entry_id])
+                    await self._ack(
+                        keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id]
+                    )
                 return
             except Exception:
                 log.warning(
@@ -701,14 +711,14 @@ class TaskQueue:
         """Hand an entry back: a fresh copy other workers read at once."""
         with redis_errors("handing a queue entry back"):
             await self._requeue(
-                keys=[keys.queue(self.domain, entry.shard)], args=[GROUP, entry.entry_id, entry.raw]
+                keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id, entry.raw]
             )
 
     async def touch(self, entry: QueueEntry, consumer: str) -> None:
         """Reset the entry's idle time (heartbeat), so it is not reclaimed while its attempt lives."""
         with redis_errors("renewing a queue entry"):
             await self.redis.xclaim(
-                keys.queue(self.domain, entry.shard), GROUP, consumer, 0, [entry.entry_id], justid=True
+                keys.queue(self.domain, entry.shard), self.group, consumer, 0, [entry.entry_id], justid=True
             )
 
     # -- dead letters -----------------------------------------------------------------------
@@ -847,7 +857,7 @@ class TaskQueue:
             dead += int(dead_n)
             outbox += int(outbox_n)
             for group in groups:
-                if _s(group.get("name", b"")) != GROUP:
+                if _s(group.get("name", b"")) != self.group:
                     continue
                 pending += int(group.get("pending") or 0)
                 shard_lag = group.get("lag")

@@ -34,7 +34,7 @@ from agentmesh import metrics
 from agentmesh.errors import Unavailable
 from memory import keys
 from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
-from memory.task_queue import GROUP, QueueEntry, TaskQueue
+from memory.task_queue import QueueEntry, TaskQueue
 from memory.task_sweeper import TaskSweeper
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,10 @@ class TaskWorker:
         for shard in self.queue.shards():
             stream = keys.queue(self.queue.domain, shard)
             pending = await self.queue.redis.xpending_range(
-                stream, GROUP, "-", "+", 1, consumername=self.consumer
+                stream, self.queue.group, "-", "+", 1, consumername=self.consumer
             )
             if not pending:
-                await self.queue.redis.xgroup_delconsumer(stream, GROUP, self.consumer)
+                await self.queue.redis.xgroup_delconsumer(stream, self.queue.group, self.consumer)
 
 
 class _Backoff:

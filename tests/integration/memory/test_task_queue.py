@@ -13,7 +13,7 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.task_execution import Canceled, Checkpointer, Completed, LeaseLost, Outcome, run_attempt
-from memory.task_queue import GROUP, TaskQueue
+from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
 from memory.tasks import Field
 from tests.support.task_helpers import (
@@ -37,7 +37,7 @@ async def _stream_state(client: AnyRedis, queue: TaskQueue) -> tuple[int, int]:
     entries = pending = 0
     for shard in queue.shards():
         entries += await client.xlen(keys.queue(queue.domain, shard))
-        pending += (await client.xpending(keys.queue(queue.domain, shard), GROUP))["pending"]
+        pending += (await client.xpending(keys.queue(queue.domain, shard), queue.group))["pending"]
     return entries, pending
 
 
