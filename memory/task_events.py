@@ -38,12 +38,14 @@ _BATCH = 200
 
 
 def encode_event(event: task_pb2.TaskEvent) -> bytes:
-    stored = task_pb2.TaskEvent()
-    stored.CopyFrom(event)
-    stored.ClearField("event_id")
-    stored.ClearField("task_id")
-    stored.ClearField("create_time")
-    return codec.encode_message(Kind.TASK_EVENT, EVENT_FORMAT, stored)
+    if event.event_id or event.task_id or event.HasField("create_time"):
+        stored = task_pb2.TaskEvent()
+        stored.CopyFrom(event)
+        stored.ClearField("event_id")
+        stored.ClearField("task_id")
+        stored.ClearField("create_time")
+        event = stored
+    return codec.encode_message(Kind.TASK_EVENT, EVENT_FORMAT, event)
 
 
 def decode_event(task_id: str, event_id: str | bytes, fields: dict[Any, Any]) -> task_pb2.TaskEvent:

@@ -206,7 +206,8 @@ class Attempt:
         self.trace_context = propagate.extract(self.carrier)
         self.checkpointer = Checkpointer(self)
         self.finished = False
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._beat: asyncio.Task[None] | None = None
 
     @property
     def lease_value(self) -> str:
@@ -292,27 +293,38 @@ class Attempt:
         return bool(self.cancel)
 
     def start_heartbeats(self) -> None:
-        if self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.task_id}")
+        """Renew the lease every third of the idle timeout until the attempt ends.
+
+        A timer, not a task per attempt: most attempts end before the first beat is due.
+        """
+        if self._timer is None and not self.finished:
+            interval = self.queue.config.claim_idle_timeout_s / 3
+            self._timer = asyncio.get_running_loop().call_later(interval, self._beat_due)
+
+    def _beat_due(self) -> None:
+        self._timer = None
+        if not self.finished:
+            self._beat = asyncio.create_task(self._beat_once(), name=f"heartbeat {self.task_id}")
+
+    async def _beat_once(self) -> None:
+        try:
+            await self.heartbeat()
+        except LeaseLost:
+            log.warning("lease lost during a heartbeat", extra={"task_id": self.task_id})
+            return
+        except Exception:  # one failed beat is not fatal: the next beat or save renews the lease
+            log.warning("heartbeat failed", exc_info=True, extra={"task_id": self.task_id})
+        self.start_heartbeats()
 
     async def stop_heartbeats(self) -> None:
-        beat, self._heartbeat = self._heartbeat, None
-        if beat is not None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        beat, self._beat = self._beat, None
+        if beat is not None and beat is not asyncio.current_task():
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await beat
-
-    async def _beat(self) -> None:
-        interval = self.queue.config.claim_idle_timeout_s / 3
-        while not self.finished:
-            await asyncio.sleep(interval)
-            try:
-                await self.heartbeat()
-            except LeaseLost:
-                log.warning("lease lost during a heartbeat", extra={"task_id": self.task_id})
-                return
-            except Exception:  # a heartbeat failing once is not fatal: the next save renews too
-                log.warning("heartbeat failed", exc_info=True, extra={"task_id": self.task_id})
 
     # -- endings ---------------------------------------------------------------------------
 
@@ -525,6 +537,10 @@ def _new_id() -> str:
 
 async def _with_retries(budget_s: float, call: Callable[[], Awaitable[CommitResult]]) -> CommitResult:
     """Retry a commit while Redis is unavailable, up to `budget_s` (commits are idempotent)."""
+    try:
+        return await call()  # the common case, without setting up a retry loop
+    except Unavailable:
+        pass
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
         stop=stop_after_delay(budget_s),

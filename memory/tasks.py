@@ -234,11 +234,14 @@ def millis_of(ts: Timestamp) -> int:
 
 
 def encode_task(task: task_pb2.Task) -> bytes:
-    stored = task_pb2.Task()
-    stored.CopyFrom(task)
-    stored.ClearField("steps")
-    stored.ClearField("last_event_id")
-    return codec.encode_message(Kind.TASK, TASK_FORMAT, stored)
+    """The stored record: everything but the steps (kept beside it) and the last event id (hot field)."""
+    if task.steps or task.last_event_id:
+        stored = task_pb2.Task()
+        stored.CopyFrom(task)
+        stored.ClearField("steps")
+        stored.ClearField("last_event_id")
+        task = stored
+    return codec.encode_message(Kind.TASK, TASK_FORMAT, task)
 
 
 def encode_step(step: task_pb2.Step) -> bytes:
