@@ -100,7 +100,10 @@ def list_dead_letters(
     if not letters:
         console.print(f"no dead letters in {domain}")
         return
-    table = Table("entry", "task", "attempts", "dead since", "reason", title=f"dead letters of {domain}")
+    table = Table(title=f"dead letters of {domain}")
+    for column in ("entry", "task", "attempts", "dead since"):
+        table.add_column(column, no_wrap=True)  # ids must stay copyable
+    table.add_column("reason")
     for letter in letters:
         table.add_row(
             letter.entry_id, letter.task_id, str(letter.failed_attempts), _when(letter.dead_ms), letter.reason
@@ -129,7 +132,10 @@ def redrive_dead_letters(
     elif not results:
         console.print(f"no dead letters in {domain}")
     else:
-        table = Table("entry", "task", "outcome", "detail", title=f"redrive in {domain}")
+        table = Table(title=f"redrive in {domain}")
+        for column in ("entry", "task", "outcome"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("detail")
         for result in results:
             style = "green" if result.outcome == "redriven" else "yellow"
             table.add_row(

@@ -8,6 +8,7 @@ import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from agentmesh import metrics
 from agentmesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
@@ -39,6 +40,10 @@ async def _stream_state(client: AnyRedis, queue: TaskQueue) -> tuple[int, int]:
         entries += await client.xlen(keys.queue(queue.domain, shard))
         pending += (await client.xpending(keys.queue(queue.domain, shard), queue.group))["pending"]
     return entries, pending
+
+
+def _metric(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # -- submission -----------------------------------------------------------------------------
@@ -146,6 +151,7 @@ async def test_started_steps_are_announced(queue: TaskQueue) -> None:
 async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     queue: TaskQueue, client: AnyRedis
 ) -> None:
+    recoveries = _metric("agentmesh_task_recoveries_total", domain="refunds")
     task = await submit(queue)
     stale = await claim(queue, "worker-a")
     await stale.checkpointer.save(task_pb2.Step(index=0, summary="by a"))
@@ -154,6 +160,7 @@ async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     assert entry.task_id == task.task_id
     fresh = await queue.start(entry, "worker-b")
     assert fresh is not None and fresh.number == 2
+    assert _metric("agentmesh_task_recoveries_total", domain="refunds") == recoveries + 1
     assert [s.summary for s in fresh.checkpointer.steps] == ["by a"]  # resumes after the checkpoint
     snapshot = await queue.store.snapshot(task.task_id)
     assert snapshot is not None and snapshot.fails == 1 and "worker was lost" in snapshot.error
@@ -194,6 +201,7 @@ async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
 
 
 async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue, client: AnyRedis) -> None:
+    dead_before = _metric("agentmesh_task_dead_letters_total", domain="refunds")
     task = await submit(queue)
 
     async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
@@ -211,6 +219,9 @@ async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue
     assert "RuntimeError: tool schema mismatch" in failed.error.message
     letters = await queue.dead_letters()
     assert [(d.task_id, d.failed_attempts) for d in letters] == [(task.task_id, 2)]
+    assert _metric("agentmesh_task_dead_letters_total", domain="refunds") == dead_before + 1
+    assert (await queue.stats()).dead_letters == 1
+    assert _metric("agentmesh_task_dead_letter_depth", domain="refunds") == 1
     assert "tool schema mismatch" in letters[0].reason
     assert await _stream_state(client, queue) == (0, 0)
 
@@ -332,6 +343,8 @@ async def test_stats_report_depth_pending_and_lag(queue: TaskQueue) -> None:
     await asyncio.sleep(0.05)
     stats = await queue.stats()
     assert stats.depth == 3 and stats.pending == 0 and stats.lag_s > 0
+    assert _metric("agentmesh_task_queue_depth", domain="refunds") == 3
+    assert _metric("agentmesh_task_queue_lag_seconds", domain="refunds") == stats.lag_s
     attempt = await claim(queue)
     stats = await queue.stats()
     assert stats.depth == 2 and stats.pending == 1

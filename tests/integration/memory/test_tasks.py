@@ -107,6 +107,10 @@ async def test_list_filters_by_state_and_session(queue: TaskQueue) -> None:
     )
     assert [t.task_id for t in both.tasks] == [done.task_id]
     assert all(not t.steps for t in by_session.tasks)  # BASIC by default
+    full = await queue.store.list_tasks(
+        tenant=TENANT, owner=OWNER, session_id="s1", view=task_pb2.TASK_VIEW_FULL
+    )
+    assert [len(t.steps) for t in full.tasks] == [0, 1]
 
 
 async def test_page_tokens_are_checked(queue: TaskQueue) -> None:
