@@ -467,10 +467,11 @@ class Attempt:
         await self._commit(Patch(guard="fence", fields=fields, delete=(Field.RUNNING,), lease="release"))
         self.finished = True
         await self.stop_heartbeats()
-        if self.entry is not None:
-            await self.queue.requeue(self.entry)
-        elif self.ticket is not None:
-            await self.queue.enqueue_ticket(self.task_id, *self.ticket, self.carrier)
+        if self.entry is not None and await self.queue.requeue(self.entry):
+            return
+        # An inline Run, or an entry that is somehow no longer pending: queue it afresh.
+        shard, ticket = self.ticket if self.ticket is not None else await self.queue.add_ticket(self.task_id)
+        await self.queue.enqueue_ticket(self.task_id, shard, ticket, self.carrier)
 
     async def abandon(self) -> None:
         """Stop heartbeating without writing (the lease was lost)."""

@@ -628,8 +628,13 @@ class TaskQueue:
             )
         status = _s(reply[0])
         if status == "started":
-            snapshot = decode_snapshot(task_id, pairs(reply[1]), pairs(reply[2]), self.config.lease_ms)
-            if snapshot.task.attempt > 1 and snapshot.task.status_message == _RESUMED_MESSAGE:
+            try:
+                snapshot = decode_snapshot(task_id, pairs(reply[1]), pairs(reply[2]), self.config.lease_ms)
+            except DataLoss as exc:  # unreadable: park the entry where an operator sees it
+                log.error("task record unreadable; entry dead-lettered", extra={"task_id": task_id})
+                await self._move_to_dead_letters(entry, task_id, str(exc), 0)
+                return None
+            if _s(reply[3]) == "1":
                 metrics.TASK_RECOVERIES.labels(domain=self.domain).inc()
             return Attempt(self, snapshot, start_id=start_id, entry=entry, consumer=consumer)
         if status == "busy":
@@ -707,11 +712,14 @@ class TaskQueue:
                     "acknowledging a queue entry failed", exc_info=True, extra={"entry_id": entry.entry_id}
                 )
 
-    async def requeue(self, entry: QueueEntry) -> None:
-        """Hand an entry back: a fresh copy other workers read at once."""
+    async def requeue(self, entry: QueueEntry) -> bool:
+        """Hand an entry back: a fresh copy other workers read at once. False if the entry was
+        no longer pending (nothing was added)."""
         with redis_errors("handing a queue entry back"):
-            await self._requeue(
-                keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id, entry.raw]
+            return bool(
+                await self._requeue(
+                    keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id, entry.raw]
+                )
             )
 
     async def touch(self, entry: QueueEntry, consumer: str) -> None:

@@ -108,9 +108,10 @@ return {'ok', tostring(rev), last or redis.call('HGET', task, 'last') or '',
 # ARGV[1] start id  ARGV[2] now ms  ARGV[3] lease ms  ARGV[4] failed attempts allowed  ARGV[5] events maxlen
 # ARGV[6] event: started   ARGV[7] event: resumed after a lost attempt
 # ARGV[8] status message: started   ARGV[9] status message: resumed
-# Returns {'started', task fields, steps} | {'busy'} (a live attempt holds the lease)
-#   | {'idle', state, stop} (nothing to run: finished, paused) | {'poison', task fields} | {'missing'}
-#   | {'corrupt'}
+# Returns {'started', task fields, steps, '1' if the previous attempt was lost}
+#   | {'busy'} (a live attempt holds the lease)
+#   | {'idle', state, stop} (nothing to run: finished, paused)
+#   | {'poison', task fields} | {'missing'} | {'corrupt'}
 START = (
     _FOREIGN
     + """
@@ -125,7 +126,7 @@ local lease = redis.call('GET', KEYS[4])
 if lease then
   local sep = string.find(lease, ':', 1, true)
   if sep and string.sub(lease, sep + 1) == ARGV[1] then
-    return {'started', redis.call('HGETALL', task), redis.call('HGETALL', KEYS[2])}
+    return {'started', redis.call('HGETALL', task), redis.call('HGETALL', KEYS[2]), '0'}
   end
   return {'busy'}
 end
@@ -155,7 +156,7 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'e', event)
 redis.call('HSET', task, 'state', '2', 'stop', '0', 'msg', message, 'attempt', attempt, 'run', '1',
   'upd', ARGV[2], 'rev', rev, 'last', id)
 redis.call('SET', KEYS[4], attempt .. ':' .. ARGV[1], 'PX', ARGV[3])
-return {'started', redis.call('HGETALL', task), redis.call('HGETALL', KEYS[2])}
+return {'started', redis.call('HGETALL', task), redis.call('HGETALL', KEYS[2]), lost and '1' or '0'}
 """
 )
 

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from agentmesh import metrics
+from agentmesh.errors import DataLoss
 from memory import keys, task_states
 from memory.connection import redis_errors
 from memory.task_queue import TaskQueue
@@ -63,7 +64,11 @@ class TaskSweeper:
         for raw in tickets:
             ticket = raw.decode() if isinstance(raw, bytes) else str(raw)
             task_id = ticket.rpartition("/")[0]
-            snapshot = await self.store.snapshot(task_id) if task_id else None
+            try:
+                snapshot = await self.store.snapshot(task_id) if task_id else None
+            except DataLoss:  # one unreadable task must not stop the sweep of the others
+                log.error("outbox ticket names an unreadable task; dropped", extra={"ticket": ticket})
+                snapshot = None
             if (
                 snapshot is None
                 or snapshot.ticket != ticket
@@ -89,10 +94,14 @@ class TaskSweeper:
             due = await self.queue.redis.zrangebyscore(index, "-inf", now, start=0, num=_BATCH)
         for raw in due:
             task_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if await self.store.expire_pending(task_id, now) is not None:
-                report.expired += 1
-                continue
-            snapshot = await self.store.snapshot(task_id)
+            try:
+                if await self.store.expire_pending(task_id, now) is not None:
+                    report.expired += 1
+                    continue
+                snapshot = await self.store.snapshot(task_id)
+            except DataLoss:
+                log.error("paused task unreadable; dropped from the expiry index", extra={"task_id": task_id})
+                snapshot = None
             if snapshot is None or snapshot.task.state != task_states.INPUT_REQUIRED:
                 with redis_errors("cleaning pending expiries"):
                     await self.queue.redis.zrem(index, task_id)

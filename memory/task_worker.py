@@ -67,8 +67,9 @@ class TaskWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._running: dict[asyncio.Task[None], Attempt | None] = {}
+        self._running: set[asyncio.Task[None]] = set()
         self._grace_s = 10.0
+        self._started = False
         # Readers block while holding a slot; with fewer slots than shards they take turns,
         # so they block for less to keep every shard's latency bounded.
         share = min(1.0, concurrency / queue.config.shards)
@@ -80,6 +81,7 @@ class TaskWorker:
 
     async def run(self) -> None:
         """Work until `drain()` is called and the drain has finished."""
+        self._started = True
         await self._until_ready()
         readers = [
             asyncio.create_task(self._reader(shard), name=f"reader {shard}") for shard in self.queue.shards()
@@ -105,7 +107,8 @@ class TaskWorker:
         """Stop taking tasks; give running ones `grace_s` to finish, then hand them back."""
         self._grace_s = grace_s
         self._stopping.set()
-        await self._stopped.wait()
+        if self._started:
+            await self._stopped.wait()
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -178,12 +181,12 @@ class TaskWorker:
 
     def _spawn(self, entry: QueueEntry) -> None:
         handler = asyncio.create_task(self._handle(entry), name=f"task {entry.task_id}")
-        self._running[handler] = None
+        self._running.add(handler)
         metrics.TASK_WORKERS_BUSY.labels(domain=self.queue.domain).set(self.busy)
         handler.add_done_callback(self._done)
 
     def _done(self, handler: asyncio.Task[None]) -> None:
-        self._running.pop(handler, None)
+        self._running.discard(handler)
         self._slots.release()
         metrics.TASK_WORKERS_BUSY.labels(domain=self.queue.domain).set(self.busy)
         if not handler.cancelled() and handler.exception() is not None:
@@ -199,7 +202,6 @@ class TaskWorker:
         )
         if attempt is None:
             return
-        self._running[asyncio.current_task()] = attempt  # type: ignore[index]
         attributes: dict[str, str | int] = {
             "agentmesh.task_id": attempt.task_id,
             "agentmesh.domain": self.queue.domain,

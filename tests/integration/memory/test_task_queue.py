@@ -245,6 +245,17 @@ async def test_a_corrupt_queue_entry_goes_to_the_dead_letters(queue: TaskQueue, 
     assert (await queue.redrive())[0].outcome == "skipped"
 
 
+async def test_an_unreadable_task_record_parks_its_entry(queue: TaskQueue, client: AnyRedis) -> None:
+    task = await submit(queue)
+    await client.hset(keys.task(task.task_id), "rec", b"\x00 not a record")
+    assert await queue.start(await read_one(queue), "c1") is None
+    letters = await queue.dead_letters()
+    assert [d.task_id for d in letters] == [task.task_id] and "not an agentmesh record" in letters[0].reason
+    assert await _stream_state(client, queue) == (0, 0)
+    await client.zadd(keys.outbox("refunds", queue.shard_of(task.task_id)), {f"{task.task_id}/x": 1})
+    assert (await TaskSweeper(queue, grace_s=0).sweep()).dropped == 1  # the sweep goes on
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 
