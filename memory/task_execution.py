@@ -50,7 +50,6 @@ from memory.tasks import (
     Resumption,
     TaskSnapshot,
     finish,
-    millis_of,
     now_ms,
     record_finished,
     timestamp,
@@ -563,6 +562,5 @@ __all__ = [
     "InputRequired",
     "LeaseLost",
     "Outcome",
-    "millis_of",
     "run_attempt",
 ]
