@@ -15,11 +15,16 @@ from dataclasses import dataclass
 
 from agentmesh import metadata as md
 from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.v1 import task_pb2
 from agentmesh.validation import OPAQUE_ID
 
 DEFAULT_TENANT = "default"
 DEFAULT_USER = "anonymous"
 MAX_DEPTH_VALUE = 64
+# Task label carrying the delegation depth a task was created at, so a worker that resumes
+# it delegates onwards at the right depth. Labels under `agentmesh.` are reserved.
+RESERVED_LABEL_PREFIX = "agentmesh."
+DEPTH_LABEL = "agentmesh.delegation_depth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,13 @@ class Caller:
             (md.USER, self.user),
             (md.DELEGATION_DEPTH, str(self.delegation_depth + 1)),
         ]
+
+
+def caller_of_task(task: task_pb2.Task) -> Caller:
+    """The caller a task runs for: its owner, and the delegation depth it was created at."""
+    depth_text = task.labels.get(DEPTH_LABEL, "0")
+    depth = int(depth_text) if depth_text.isdigit() else 0
+    return Caller(tenant=task.tenant, user=task.owner, delegation_depth=depth)
 
 
 def resolve_caller(metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller:

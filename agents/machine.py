@@ -73,6 +73,7 @@ class ToolOffer:
     definition: Mapping[str, Any]  # OpenAI function definition
     requires_approval: bool = False
     is_agent: bool = False
+    side_effect: int = 0  # agentmesh.v1.SideEffect
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agentmesh.validation import OPAQUE_ID, Violations
+from agents.caller import RESERVED_LABEL_PREFIX
 from agents.limits import Budget, effective_budget
 from agents.spec import DomainSpec
 
@@ -27,6 +28,7 @@ MAX_URI_CHARS = 2048
 MAX_LABELS = 16
 MAX_PART_METADATA = 16
 MAX_LABEL_VALUE_CHARS = 256
+MAX_PAGE_SIZE = 500
 LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 URI_SCHEMES = ("https://", "http://", "s3://", "gs://")
 
@@ -74,23 +76,50 @@ def check_labels(labels: Mapping[str, str], violations: Violations) -> None:
         return
     for key, value in labels.items():
         where = f"labels[{key[:40]!r}]"
-        violations.matches(key, LABEL_KEY, where, "label key")
+        if violations.matches(key, LABEL_KEY, where, "label key") and key.startswith(RESERVED_LABEL_PREFIX):
+            violations.add(where, f"labels starting with {RESERVED_LABEL_PREFIX!r} are reserved", "RESERVED")
         violations.max_length(value, MAX_LABEL_VALUE_CHARS, where)
 
 
-def check_run_request(spec: DomainSpec, request: agent_service_pb2.RunRequest) -> Budget:
-    """The budget for a valid request; raises InvalidArgument naming every problem."""
+def _check_task_input(
+    spec: DomainSpec,
+    request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest,
+    *,
+    request_id_required: bool,
+    what: str,
+) -> Budget:
     violations = Violations()
     if violations.required(request.instruction.strip(), "instruction"):
         violations.max_length(request.instruction, MAX_INSTRUCTION_BYTES, "instruction")
     check_parts(request.parts, violations)
     if request.session_id:
         violations.matches(request.session_id, OPAQUE_ID, "session_id", "session id")
-    if request.request_id:
+    wants_id = bool(request.request_id) or request_id_required
+    if wants_id and violations.required(request.request_id, "request_id"):
         violations.matches(request.request_id, OPAQUE_ID, "request_id", "request id")
     check_labels(request.labels, violations)
-    violations.raise_if_any("invalid Run request")
+    violations.raise_if_any(f"invalid {what} request")
     return effective_budget(spec, request.limits)
+
+
+def check_run_request(spec: DomainSpec, request: agent_service_pb2.RunRequest) -> Budget:
+    """The budget for a valid request; raises InvalidArgument naming every problem."""
+    return _check_task_input(spec, request, request_id_required=False, what="Run")
+
+
+def check_submit_request(spec: DomainSpec, request: agent_service_pb2.SubmitTaskRequest) -> Budget:
+    """As Run, with `request_id` required (SubmitTask is idempotent on it)."""
+    return _check_task_input(spec, request, request_id_required=True, what="SubmitTask")
+
+
+def check_list_request(request: agent_service_pb2.ListTasksRequest) -> None:
+    violations = Violations()
+    violations.in_range(request.page_size, "page_size", low=0, high=MAX_PAGE_SIZE)
+    violations.max_length(request.page_token, 4096, "page_token")
+    if request.session_id:
+        violations.matches(request.session_id, OPAQUE_ID, "session_id", "session id")
+    violations.max_items(request.states, 8, "states")
+    violations.raise_if_any("invalid ListTasks request")
 
 
 def check_session_id(session_id: str, field: str = "session_id", *, required: bool = True) -> None:

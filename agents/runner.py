@@ -25,9 +25,10 @@ from agentmesh import metrics
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
 from agents.limits import Exhausted
-from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation
+from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation, ToolOffer
 from agents.model.types import ChatModel, ModelError
 from agents.observations import ToolResult
+from agents.spec import DomainSpec
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("agentmesh.agents")
@@ -58,6 +59,12 @@ class Verdict:
 CONTINUE = Verdict()
 
 
+class ToolBox(ToolGateway, Protocol):
+    async def offers(self, spec: DomainSpec, caller: Caller) -> list[ToolOffer]:
+        """The domain's tools the model may see: resolved from the registry; unresolvable ones left out."""
+        ...
+
+
 class StepJournal(Protocol):
     """Where steps are checkpointed and their usage recorded."""
 
@@ -77,6 +84,7 @@ async def drive(
 ) -> Outcome:
     domain = machine.spec.slug
     started = clock()
+    earlier = machine.tally.wall_time_s  # wall time of earlier attempts of a resumed task
     recorded = len(machine.steps)
     with tracer.start_as_current_span(
         f"invoke_agent {domain}",
@@ -92,7 +100,7 @@ async def drive(
                 await _model_call(machine, action, model, clock)
             else:
                 await _tool_call(machine, action, tools, caller, clock)
-            machine.tally.wall_time_s = clock() - started
+            machine.tally.wall_time_s = earlier + clock() - started
             for step in machine.steps[recorded:]:
                 _count(machine, step)
                 verdict = await journal.checkpoint(step, machine.tally.to_proto())
@@ -101,7 +109,7 @@ async def drive(
                 if verdict.exhausted is not None:
                     machine.stop(verdict.exhausted)
             recorded = len(machine.steps)
-        machine.tally.wall_time_s = clock() - started
+        machine.tally.wall_time_s = earlier + clock() - started
         state = task_pb2.TaskState.Name(outcome.state).removeprefix("TASK_STATE_")
         reason = task_pb2.StopReason.Name(outcome.stop_reason).removeprefix("STOP_REASON_")
         span.set_attribute("agentmesh.task.state", state)

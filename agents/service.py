@@ -1,82 +1,74 @@
-"""`AgentService` for one domain: thin handlers over the runner and the ports.
+"""`AgentService` for one domain: thin handlers over the task layer and the runner.
 
 Run: resolve the caller, check the request (sizes, ids, limits against the
 caps), refuse a delegation chain deeper than the spec allows, admit it under
-the rate limits, open a task record (idempotent on `request_id`), then run
-the plan → act → observe loop inline. The loop runs in its own asyncio task:
-if the caller's deadline comes first, Run answers with the task as it is
-(WORKING, stop reason HANDED_OFF) and the loop carries on to the task's own
-deadline, checkpointing every step, so GetTask/WatchTask see it finish.
-When the loop ends the task record gets the outcome, the session the turn,
-and the usage counters the usage.
+the rate limits, then run it inline through `TaskQueue.run`: the same task
+record, checkpoints and idempotency keys as a submitted task ("Run and tasks
+are one model"). If the caller's deadline comes first, the queue takes the
+task over (STOP_REASON_HANDED_OFF) and a worker resumes it from its last
+checkpoint; if it pauses for an approval, it is returned in INPUT_REQUIRED.
+
+The durable path is served by the same task layer: SubmitTask queues,
+GetTask/ListTasks/WatchTask read, CancelTask cancels within one step,
+ResumeTask answers a paused task; the agent process's TaskWorker executes
+them with the same `TaskExecutor` as Run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf import empty_pb2
 
-from agentmesh import metrics
-from agentmesh.errors import FailedPrecondition, NotFound, Unimplemented
+from agentmesh.errors import FailedPrecondition, NotFound, PermissionDenied
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, errors_pb2, task_pb2
 from agentmesh.validation import OPAQUE_ID, Violations
-from agents.caller import Caller, resolve_caller
-from agents.limits import Budget
-from agents.machine import Outcome, Pricing, RunMachine, TaskInput, free, render_input
-from agents.model.types import ChatModel
-from agents.ports import Admission, NewTask, SessionMemory, TaskLedger, ToolBox, UsageLedger
-from agents.requests import check_run_request, check_session_id
-from agents.runner import drive
+from agents.admission import RunAdmission
+from agents.caller import DEPTH_LABEL, Caller, resolve_caller
+from agents.executor import TaskExecutor
+from agents.requests import check_list_request, check_run_request, check_session_id, check_submit_request
+from agents.sessions import SessionContext
 from agents.spec import DomainSpec
+from memory.task_queue import TaskQueue
+from memory.usage import UsageStore
 
 log = logging.getLogger(__name__)
 
 SERVICE = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"]
-# Time kept back from the caller's deadline to store and send the answer.
-RESPONSE_MARGIN_S = 0.25
+# Time kept back from the caller's deadline to hand the task off and send the answer.
+RESPONSE_MARGIN_S = 0.3
+# Without a caller deadline, Run waits for the task's own deadline plus this.
+NO_DEADLINE_SLACK_S = 5.0
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
         spec: DomainSpec,
-        card: agent_service_pb2.AgentCard,
+        card: Callable[[], agent_service_pb2.AgentCard],
         *,
-        model: ChatModel,
-        tasks: TaskLedger,
-        sessions: SessionMemory,
-        usage: UsageLedger,
-        admission: Admission,
-        tools: ToolBox,
-        pricing: Pricing = free,
-        clock: Callable[[], float] = time.time,
+        queue: TaskQueue,
+        executor: TaskExecutor,
+        admission: RunAdmission,
+        sessions: SessionContext,
+        usage: UsageStore,
+        draining: asyncio.Event | None = None,
     ) -> None:
         self.spec = spec
         self.card = card
-        self.model = model
-        self.tasks = tasks
+        self.queue = queue
+        self.executor = executor
+        self.admission = admission
         self.sessions = sessions
         self.usage = usage
-        self.admission = admission
-        self.tools = tools
-        self.pricing = pricing
-        self.clock = clock
-        self._running: set[asyncio.Task[task_pb2.Task]] = set()
-        self._in_flight = metrics.AGENT_RUNS_IN_FLIGHT.labels(spec.slug)
+        self.draining = draining or asyncio.Event()
 
-    # -- Run ------------------------------------------------------------------
+    # -- running --------------------------------------------------------------------------
 
-    async def Run(
-        self, request: agent_service_pb2.RunRequest, context: grpc.aio.ServicerContext
-    ) -> agent_service_pb2.RunResponse:
-        caller = resolve_caller(context.invocation_metadata())
-        budget = check_run_request(self.spec, request)
+    def _check_depth(self, caller: Caller) -> None:
         if caller.delegation_depth > self.spec.max_delegation_depth:
             raise FailedPrecondition(
                 f"delegation depth {caller.delegation_depth} exceeds the {self.spec.slug} agent's limit of "
@@ -84,88 +76,116 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                 reason=errors_pb2.ERROR_REASON_DELEGATION_TOO_DEEP,
                 metadata={"depth": str(caller.delegation_depth), "max": str(self.spec.max_delegation_depth)},
             )
-        await self.admission.admit(caller, self.spec.slug)
-        task, created = await self.tasks.open(NewTask(self.spec.slug, caller, request, budget.to_proto()))
-        if created:
-            handle = asyncio.create_task(self._execute(task, caller, request), name=f"task {task.task_id}")
-            self._running.add(handle)
-            self._in_flight.inc()
-            handle.add_done_callback(self._done)
-            wait = _wait_budget(context, budget.deadline_s)
-            try:
-                task = await asyncio.wait_for(asyncio.shield(handle), wait)
-            except TimeoutError:
-                task = await self.tasks.get(task.task_id, caller)
-                if task.state in (task_pb2.TASK_STATE_WORKING, task_pb2.TASK_STATE_SUBMITTED):
-                    task.stop_reason = task_pb2.STOP_REASON_HANDED_OFF
-                    task.status_message = "still running; follow it with GetTask or WatchTask"
+
+    async def Run(
+        self, request: agent_service_pb2.RunRequest, context: grpc.aio.ServicerContext
+    ) -> agent_service_pb2.RunResponse:
+        caller = resolve_caller(context.invocation_metadata())
+        budget = check_run_request(self.spec, request)
+        self._check_depth(caller)
+        await self.admission.admit(caller)
+        if caller.delegation_depth:
+            request.labels[DEPTH_LABEL] = str(caller.delegation_depth)
+        task = await self.queue.run(
+            request,
+            self.executor,
+            tenant=caller.tenant,
+            owner=caller.user,
+            timeout_s=_wait_budget(context, budget.deadline_s),
+            limits=budget.to_proto(),
+        )
         return agent_service_pb2.RunResponse(task=_view(task, request.view))
 
-    def _done(self, handle: asyncio.Task[task_pb2.Task]) -> None:
-        self._running.discard(handle)
-        self._in_flight.dec()
-        if not handle.cancelled() and handle.exception() is not None:
-            log.error("task ended with an unexpected error", exc_info=handle.exception())
-
-    async def _execute(
-        self, task: task_pb2.Task, caller: Caller, request: agent_service_pb2.RunRequest
+    async def SubmitTask(
+        self, request: agent_service_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.Task:
-        """The whole loop of one task, to its outcome (survives the Run call's end)."""
-        session_id = request.session_id
-        context = await self.sessions.context(caller, self.spec.slug, session_id) if session_id else ()
-        offers = await self.tools.offers(self.spec.tools, caller)
-        created_at = task.create_time.ToNanoseconds() / 1e9 if task.HasField("create_time") else self.clock()
-        machine = RunMachine(
-            self.spec,
-            budget=Budget.from_proto(task.limits),
-            task=TaskInput(
-                task.task_id, render_input(request.instruction, request.parts), context, created_at
-            ),
-            offers=offers,
-            model_name=self.model.model_name,
-            pricing=self.pricing,
-            headers={"x-agentmesh-domain": self.spec.slug},
+        caller = resolve_caller(context.invocation_metadata())
+        budget = check_submit_request(self.spec, request)
+        self._check_depth(caller)
+        await self.admission.admit(caller)
+        if caller.delegation_depth:
+            request.labels[DEPTH_LABEL] = str(caller.delegation_depth)
+        return await self.queue.submit(
+            request, tenant=caller.tenant, owner=caller.user, limits=budget.to_proto()
         )
-        outcome = await drive(
-            machine,
-            model=self.model,
-            tools=self.tools,
-            journal=self.tasks.journal(task),
-            caller=caller,
-            clock=self.clock,
-        )
-        usage = machine.tally.to_proto()
-        final = await self.tasks.close(task, outcome, usage)
-        await self._remember(caller, session_id, machine, outcome, final, usage)
-        return final
 
-    async def _remember(
-        self,
-        caller: Caller,
-        session_id: str,
-        machine: RunMachine,
-        outcome: Outcome,
-        final: task_pb2.Task,
-        usage: task_pb2.Usage,
-    ) -> None:
-        # Bookkeeping after the outcome is stored: a failure here must not lose the task's result.
-        with contextlib.suppress(Exception):
-            await self.usage.record(caller, self.spec.slug, session_id, usage)
-        if session_id and machine.user_turn is not None:
-            answer = outcome.final_answer or outcome.message
-            try:
-                await self.sessions.remember(
-                    caller, self.spec.slug, session_id, machine.user_turn, answer, final
+    async def ResumeTask(
+        self, request: agent_service_pb2.ResumeTaskRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.Task:
+        caller = resolve_caller(context.invocation_metadata())
+        return await self.queue.resume(request, tenant=caller.tenant, owner=caller.user)
+
+    async def CancelTask(
+        self, request: agent_service_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.Task:
+        caller = resolve_caller(context.invocation_metadata())
+        _check_task_id(request.task_id)
+        violations = Violations()
+        violations.max_length(request.reason, 1024, "reason")
+        violations.raise_if_any("invalid CancelTask request")
+        return await self.queue.store.cancel(
+            request.task_id, tenant=caller.tenant, owner=caller.user, reason=request.reason
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def GetTask(
+        self, request: agent_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> task_pb2.Task:
+        caller = resolve_caller(context.invocation_metadata())
+        _check_task_id(request.task_id)
+        view = request.view or task_pb2.TASK_VIEW_FULL
+        return await self.queue.store.get(request.task_id, tenant=caller.tenant, owner=caller.user, view=view)
+
+    async def ListTasks(
+        self, request: agent_service_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> agent_service_pb2.ListTasksResponse:
+        caller = resolve_caller(context.invocation_metadata())
+        check_list_request(request)
+        view = request.view or task_pb2.TASK_VIEW_BASIC
+        if request.filter == agent_service_pb2.TASK_FILTER_AWAITING_APPROVAL:
+            scope = f"{self.spec.slug}:approve"
+            if scope not in caller.scopes:
+                raise PermissionDenied(
+                    f"listing tasks that await approval needs the {scope!r} scope",
+                    reason=errors_pb2.ERROR_REASON_MISSING_SCOPE,
+                    metadata={"scope": scope},
                 )
-            except Exception:
-                log.exception("could not append the task to its session", extra={"task_id": final.task_id})
+            page = await self.queue.store.list_awaiting_approval(
+                tenant=caller.tenant, page_size=request.page_size, page_token=request.page_token, view=view
+            )
+        else:
+            page = await self.queue.store.list_tasks(
+                tenant=caller.tenant,
+                owner=caller.user,
+                states=list(request.states),
+                session_id=request.session_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                view=view,
+            )
+        return agent_service_pb2.ListTasksResponse(tasks=page.tasks, next_page_token=page.next_page_token)
 
-    # -- the rest ----------------------------------------------------------------
+    async def WatchTask(
+        self, request: agent_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[task_pb2.TaskEvent]:
+        caller = resolve_caller(context.invocation_metadata())
+        _check_task_id(request.task_id)
+        async for event in self.queue.events.watch(
+            request.task_id,
+            tenant=caller.tenant,
+            owner=caller.user,
+            after_event_id=request.after_event_id,
+            stop=self.draining,
+        ):
+            yield event
+
+    # -- the agent and its memory --------------------------------------------------------
 
     async def GetAgentCard(
         self, request: agent_service_pb2.GetAgentCardRequest, context: grpc.aio.ServicerContext
     ) -> agent_service_pb2.AgentCard:
-        return self.card
+        return self.card()
 
     async def DeleteSession(
         self, request: agent_service_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext
@@ -185,67 +205,21 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> agent_service_pb2.GetUsageResponse:
         caller = resolve_caller(context.invocation_metadata())
         check_session_id(request.session_id, required=False)
-        usage, tasks = await self.usage.read(caller, self.spec.slug, request.session_id)
-        return agent_service_pb2.GetUsageResponse(usage=usage, tasks=tasks)
-
-    async def GetTask(
-        self, request: agent_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
-    ) -> task_pb2.Task:
-        caller = resolve_caller(context.invocation_metadata())
-        violations = Violations()
-        if violations.required(request.task_id, "task_id"):
-            violations.matches(request.task_id, OPAQUE_ID, "task_id", "task id")
-        violations.raise_if_any("invalid GetTask request")
-        return _view(await self.tasks.get(request.task_id, caller), request.view)
-
-    async def SubmitTask(
-        self, request: agent_service_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext
-    ) -> task_pb2.Task:
-        raise _later("SubmitTask")
-
-    async def ListTasks(
-        self, request: agent_service_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
-    ) -> agent_service_pb2.ListTasksResponse:
-        raise _later("ListTasks")
-
-    async def WatchTask(
-        self, request: agent_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[task_pb2.TaskEvent]:
-        raise _later("WatchTask")
-        yield task_pb2.TaskEvent()  # pragma: no cover - makes this an async generator
-
-    async def CancelTask(
-        self, request: agent_service_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
-    ) -> task_pb2.Task:
-        raise _later("CancelTask")
-
-    async def ResumeTask(
-        self, request: agent_service_pb2.ResumeTaskRequest, context: grpc.aio.ServicerContext
-    ) -> task_pb2.Task:
-        raise _later("ResumeTask")
-
-    # -- lifecycle -------------------------------------------------------------
-
-    async def drain(self, grace: float) -> None:
-        """Give running tasks `grace` seconds to finish; the rest stay WORKING at their last checkpoint."""
-        if not self._running:
-            return
-        _, pending = await asyncio.wait(set(self._running), timeout=grace)
-        for handle in pending:
-            handle.cancel()
-        if pending:
-            log.warning("stopped with tasks still running", extra={"tasks": len(pending)})
+        return await self.usage.get_usage(caller.tenant, caller.user, self.spec.slug, request.session_id)
 
 
-def _later(method: str) -> Unimplemented:
-    return Unimplemented(f"{method} is not served by this agent yet (durable agent tasks)")
+def _check_task_id(task_id: str) -> None:
+    violations = Violations()
+    if violations.required(task_id, "task_id"):
+        violations.matches(task_id, OPAQUE_ID, "task_id", "task id")
+    violations.raise_if_any("invalid task id")
 
 
 def _wait_budget(context: grpc.aio.ServicerContext, task_deadline_s: float) -> float:
     remaining: float | None = context.time_remaining()
     if remaining is None:
-        return task_deadline_s + 5.0
-    return max(0.0, remaining - RESPONSE_MARGIN_S)
+        return task_deadline_s + NO_DEADLINE_SLACK_S
+    return max(0.05, remaining - RESPONSE_MARGIN_S)
 
 
 def _view(task: task_pb2.Task, view: int) -> task_pb2.Task:

@@ -37,8 +37,12 @@ fires (the server counts).
 Templates: `{{ path | filter }}` with paths `match.<group>`,
 `result.<tool>.<field>...` (the latest successful observation's `result`),
 `last_result.<field>`, `header.<name>`, `step`; filters `int`, `float`,
-`json`, `upper`, `lower`. A string that is exactly one template keeps the
-value's type.
+`cents` (a decimal amount to integer cents), `json`, `upper`, `lower`. A
+string that is exactly one template keeps the value's type.
+
+`include: [other.yaml, {path: b.yaml, when: {...}}]` appends the rules of
+other scripts (paths relative to the including file), optionally under extra
+conditions, so one server can follow several domains' scripts.
 """
 
 from __future__ import annotations
@@ -166,8 +170,32 @@ class Script(_Strict):
         return f"{SCRIPTED_PREFIX}{self.name}"
 
 
-def load_script(path: Path | str) -> Script:
-    path = Path(path)
+def _included(item: Any, path: Path) -> tuple[Path, dict[str, Any]]:
+    if isinstance(item, str):
+        return path.parent / item, {}
+    if (
+        isinstance(item, dict)
+        and isinstance(item.get("path"), str)
+        and isinstance(item.get("when", {}), dict)
+    ):
+        return path.parent / item["path"], dict(item.get("when", {}))
+    raise ScriptError(f"{path}: include entries are paths or {{path: ..., when: {{...}}}} mappings")
+
+
+def _with_condition(rule: Any, extra: dict[str, Any]) -> Any:
+    """An included rule under the include's extra `when` (headers merged, the rule's own keys win)."""
+    if not extra or not isinstance(rule, dict):
+        return rule
+    own = dict(rule.get("when") or {})
+    merged = {**extra, **own}
+    if isinstance(extra.get("header"), dict) or isinstance(own.get("header"), dict):
+        merged["header"] = {**dict(extra.get("header") or {}), **dict(own.get("header") or {})}
+    return {**rule, "when": merged}
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ScriptError(f"{path}: included in a loop ({' -> '.join(str(p) for p in seen)})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -176,6 +204,24 @@ def load_script(path: Path | str) -> Script:
         raise ScriptError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ScriptError(f"{path}: a model script must be a mapping")
+    includes = data.pop("include", [])
+    if not isinstance(includes, list):
+        raise ScriptError(f"{path}: include must be a list (paths relative to this file)")
+    rules = list(data.get("rules") or [])
+    for item in includes:
+        # Included scripts' rules come after this file's own, in the order listed.
+        included, extra = _included(item, path)
+        rules += [
+            _with_condition(r, extra) for r in _read(included, (*seen, path.resolve())).get("rules") or []
+        ]
+    data["rules"] = rules
+    return data
+
+
+def load_script(path: Path | str) -> Script:
+    """Read a script; `include: [other.yaml, ...]` appends the rules of other scripts."""
+    path = Path(path)
+    data = _read(path, ())
     data.setdefault("name", path.stem)
     try:
         return Script.model_validate(data)
@@ -332,6 +378,8 @@ def _apply(value: Any, flt: str | None) -> Any:
             return int(float(value))
         if flt == "float":
             return float(value)
+        if flt == "cents":  # "12.5" -> 1250
+            return round(float(value) * 100)
     except (TypeError, ValueError):
         return value
     if flt == "json":
@@ -356,8 +404,9 @@ def render(value: Any, scope: Mapping[str, Any]) -> Any:
             return rendered if isinstance(rendered, str) else json.dumps(rendered)
 
         return _TEMPLATE.sub(substitute, value)
-    if isinstance(value, Mapping):
-        return {key: render(item, scope) for key, item in value.items()}
+    if isinstance(value, Mapping):  # a key whose template found nothing is left out
+        rendered = {key: render(item, scope) for key, item in value.items()}
+        return {key: item for key, item in rendered.items() if item is not None}
     if isinstance(value, list | tuple):
         return [render(item, scope) for item in value]
     return value
