@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
 
-.PHONY: help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts hadolint clean
+.PHONY: help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts chart-readme hadolint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ soak: $(STAMP) ## Long soak runs
 
 charts: $(STAMP) ## Chart tests: render, strict lint, schema-validate every manifest
 	$(BIN)/pytest tests/charts
+
+chart-readme: $(STAMP) ## Regenerate the values table of charts/agentmesh/README.md from values.yaml
+	$(PY) scripts/chart_readme.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

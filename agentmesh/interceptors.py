@@ -52,12 +52,19 @@ def _split(full_method: str) -> tuple[str, str]:
 class _Call:
     """Per-method bookkeeping, resolved once and reused for every call."""
 
-    __slots__ = ("bounded", "duration", "method", "service")
+    __slots__ = ("bounded", "duration", "handled", "method", "service")
 
     def __init__(self, full_method: str, bounded: bool) -> None:
         self.service, self.method = _split(full_method)
         self.duration = metrics.RPC_DURATION.labels(self.service, self.method)
+        self.handled: dict[grpc.StatusCode, Any] = {}
         self.bounded = bounded
+
+    def count(self, code: grpc.StatusCode) -> None:
+        counter = self.handled.get(code)
+        if counter is None:
+            counter = self.handled[code] = metrics.RPC_HANDLED.labels(self.service, self.method, code.name)
+        counter.inc()
 
 
 class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -236,4 +243,4 @@ def _map_exception(
 
 def _record(call: _Call, code: grpc.StatusCode, started: float) -> None:
     call.duration.observe(time.perf_counter() - started)
-    metrics.RPC_HANDLED.labels(call.service, call.method, code.name).inc()
+    call.count(code)

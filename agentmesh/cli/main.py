@@ -13,10 +13,13 @@ import json
 import typer
 
 from agentmesh import __version__, health
+from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import serve as serve_cli
+from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
 from agentmesh.config import ConfigError, Settings, reference_markdown
 from agentmesh.protos import proto_include_dir
+from tool_registry import cli as tools_cli
 
 app = typer.Typer(
     name="agentmesh",
@@ -27,7 +30,11 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration contract.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(tools_cli.app, name="tools")
 app.command("serve")(serve_cli.serve)
+app.add_typer(profile_cli.app, name="profile")
+app.command("up")(up_cli.up)
+app.command("status")(up_cli.status)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""The local mesh: every service of agentmesh as processes on one machine (`agentmesh up`)."""

@@ -1,0 +1,160 @@
+"""What the local mesh runs: services, ports, environment (pure data, no I/O).
+
+DESIGN.md's local ports: registry 50051, agents from 50061, example tools from
+50071, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
+listener is gRPC port + 1000.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentmesh.config import HTTP_PORT_OFFSET
+
+REGISTRY_PORT = 50051
+AGENT_BASE_PORT = 50061
+TOOL_BASE_PORT = 50071
+MODEL_PORT = 50099
+REDIS_PORT = 6390
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Kind(enum.StrEnum):
+    REGISTRY = "registry"
+    AGENT = "agent"
+    TOOL = "tool"
+    MODEL = "model"
+    REDIS = "redis"
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    """One child process of the local mesh."""
+
+    name: str
+    kind: Kind
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    grpc_port: int | None
+    http_port: int | None
+    health_service: str = ""
+    # Started after every service of a lower tier is SERVING.
+    tier: int = 0
+
+    @property
+    def grpc_target(self) -> str | None:
+        return None if self.grpc_port is None else f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_target(self) -> str | None:
+        return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    redis_url: str
+    model_base_url: str | None = None  # None: run the scripted model
+    model_name: str = "scripted"
+    model_script: Path | None = None
+    agents: Sequence[tuple[str, Path]] = ()  # (domain slug, spec path)
+    tools: Sequence[str] = ()  # example tool names: crm, payments, ...
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _serve(role: str) -> list[str]:
+    return [sys.executable, "-m", "agentmesh", "serve", role]
+
+
+def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": options.redis_url,
+        "AGENTMESH_REGISTRY": f"127.0.0.1:{REGISTRY_PORT}",
+        "AGENTMESH_BIND_HOST": "127.0.0.1",
+        "AGENTMESH_SERVICE_NAME": name,
+        "AGENTMESH_LOG_FORMAT": "json",
+        **options.extra_env,
+    }
+
+
+def build_plan(options: MeshOptions) -> list[PlannedService]:
+    """The services of the local mesh, in start order (tiers)."""
+    services = [
+        PlannedService(
+            name="registry",
+            kind=Kind.REGISTRY,
+            argv=_serve("registry"),
+            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(REGISTRY_PORT)},
+            grpc_port=REGISTRY_PORT,
+            http_port=REGISTRY_PORT + HTTP_PORT_OFFSET,
+            health_service="agentmesh.v1.ToolRegistryService",
+            tier=0,
+        )
+    ]
+    for index, tool in enumerate(options.tools):
+        port = TOOL_BASE_PORT + index
+        services.append(
+            PlannedService(
+                name=f"tool-{tool}",
+                kind=Kind.TOOL,
+                argv=_serve("tool"),
+                env={
+                    **_base_env(options, tool),
+                    "AGENTMESH_TOOL": tool,
+                    "AGENTMESH_GRPC_PORT": str(port),
+                    "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",
+                },
+                grpc_port=port,
+                http_port=port + HTTP_PORT_OFFSET,
+                tier=1,
+            )
+        )
+    if options.model_base_url is None:
+        env = {**_base_env(options, "model"), "AGENTMESH_GRPC_PORT": str(MODEL_PORT)}
+        if options.model_script is not None:
+            env["AGENTMESH_MODEL_SCRIPT"] = str(options.model_script)
+        services.append(
+            PlannedService(
+                name="model",
+                kind=Kind.MODEL,
+                argv=_serve("model"),
+                env=env,
+                grpc_port=None,
+                http_port=MODEL_PORT,
+                tier=1,
+            )
+        )
+    model_url = options.model_base_url or f"http://127.0.0.1:{MODEL_PORT}/v1"
+    for index, (domain, spec) in enumerate(options.agents):
+        port = AGENT_BASE_PORT + index
+        services.append(
+            PlannedService(
+                name=f"agent-{domain}",
+                kind=Kind.AGENT,
+                argv=_serve("agent"),
+                env={
+                    **_base_env(options, domain),
+                    "AGENTMESH_DOMAIN_SPEC": str(spec),
+                    "AGENTMESH_GRPC_PORT": str(port),
+                    "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",
+                    "MODEL_BASE_URL": model_url,
+                    "MODEL_NAME": options.model_name,
+                },
+                grpc_port=port,
+                http_port=port + HTTP_PORT_OFFSET,
+                health_service="agentmesh.v1.AgentService",
+                tier=2,
+            )
+        )
+    return services
+
+
+def ports_in_use(plan: Sequence[PlannedService]) -> list[int]:
+    ports = []
+    for service in plan:
+        ports += [p for p in (service.grpc_port, service.http_port) if p is not None]
+    return ports

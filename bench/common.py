@@ -1,0 +1,104 @@
+"""Shared benchmark helpers: latency statistics, closed-loop load, server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentmesh.net import free_port
+from agentmesh.proc import ServiceProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    label: str
+    in_flight: int
+    calls: int
+    seconds: float
+    latencies_ms: Sequence[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(0.99)
+
+    def line(self) -> str:
+        return (
+            f"{self.label:<34} in_flight={self.in_flight:<3} {self.rate:>9.0f}/s  "
+            f"p50={self.p50:.3f} ms  p99={self.p99:.3f} ms"
+        )
+
+
+async def closed_loop(
+    label: str,
+    call: Callable[[], Awaitable[object]],
+    *,
+    in_flight: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+) -> LoadResult:
+    """`in_flight` workers each calling `call` back to back for `duration_s` (after a warm-up)."""
+    latencies: list[float] = []
+    measuring = False
+    stop_at = 0.0
+
+    async def worker() -> None:
+        while True:
+            started = time.perf_counter()
+            if measuring and started >= stop_at:
+                return
+            await call()
+            if measuring:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    warm_end = time.perf_counter() + warmup_s
+    warm = [asyncio.create_task(_until(call, warm_end)) for _ in range(in_flight)]
+    await asyncio.gather(*warm)
+    measuring = True
+    begin = time.perf_counter()
+    stop_at = begin + duration_s
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return LoadResult(label, in_flight, len(latencies), time.perf_counter() - begin, latencies)
+
+
+async def _until(call: Callable[[], Awaitable[object]], deadline: float) -> None:
+    while time.perf_counter() < deadline:
+        await call()
+
+
+def start_server(name: str, module: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+    """A benchmark server in its own process (client and server never share a process)."""
+    port = free_port()
+    process = ServiceProcess(
+        name=name,
+        argv=[sys.executable, "-m", module, "--port", str(port), *args],
+        grpc_port=port,
+        env={"AGENTMESH_LOG_LEVEL": "WARNING", **(env or {})},
+        cwd=ROOT,
+        log_path=ROOT / "bench" / "out" / f"{name}.log",
+    )
+    process.start()
+    process.wait_serving_sync(timeout=60)
+    return process
+
+
+def ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}x" if baseline else "n/a"

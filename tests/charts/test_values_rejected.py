@@ -1,0 +1,152 @@
+"""Values the chart must refuse at `helm install/template` time, with a message
+that names the value and what to do, never as a broken Deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python
+import pytest
+
+from tests.charts.chart import render_values
+
+MODEL = {"model": {"baseUrl": "https://llm.example.com/v1", "name": "m"}}
+
+
+def agent(**overrides: Any) -> dict[str, Any]:
+    return {**MODEL, "agents": {"refunds": {"spec": {"description": "Refunds."}, **overrides}}}
+
+
+EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "external": {"existingSecret": "redis-url"}}}
+
+# (id, values, fragments the message must contain)
+REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("unknown top-level key", {"replicas": 3}, ["additional properties 'replicas' not allowed"]),
+    (
+        "unknown key inside an agent",
+        agent(autoscaling={"maxReplica": 3}),
+        ["/agents/refunds/autoscaling", "'maxReplica' not allowed"],
+    ),
+    (
+        "domain spec in agentDefaults",
+        {"agentDefaults": {"spec": {}}},
+        ["/agentDefaults", "'spec' not allowed"],
+    ),
+    ("wrong type", {"registry": {"replicaCount": "two"}}, ["/registry/replicaCount", "want integer"]),
+    ("negative number", {"agentDefaults": {"maxInFlight": -1}}, ["/agentDefaults/maxInFlight", "minimum"]),
+    ("negative drain", agent(drain={"graceSeconds": -5}), ["/agents/refunds/drain/graceSeconds", "minimum"]),
+    ("port beyond the +2000 range", {"registry": {"grpcPort": 64000}}, ["/registry/grpcPort", "maximum"]),
+    (
+        "domain slug not DNS-safe",
+        {**MODEL, "agents": {"Refunds": {"spec": {"d": 1}}}},
+        ["'Refunds'", "pattern"],
+    ),
+    ("zero shards", {"queue": {"shards": 0}}, ["/queue/shards", "minimum"]),
+    ("unknown fsync policy", {"redis": {"bundled": {"appendfsync": "no"}}}, ["/redis/bundled/appendfsync"]),
+    ("PDB that blocks eviction", agent(pdb={"maxUnavailable": 0}), ["/agents/refunds/pdb/maxUnavailable"]),
+    (
+        "HPA min > max",
+        agent(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        ["agents.refunds.autoscaling", "minReplicas (5) is greater than maxReplicas (2)"],
+    ),
+    (
+        "HPA and KEDA both on",
+        agent(keda={"enabled": True}),
+        ["agents.refunds", "autoscaling.enabled and keda.enabled are both true", "autoscaling.enabled=false"],
+    ),
+    (
+        "KEDA min > max",
+        agent(
+            autoscaling={"enabled": False}, keda={"enabled": True, "minReplicaCount": 9, "maxReplicaCount": 3}
+        ),
+        ["agents.refunds.keda", "minReplicaCount (9) is greater than maxReplicaCount (3)"],
+    ),
+    (
+        "no Redis configured",
+        {"redis": {"bundled": {"enabled": False}}},
+        ["no Redis configured", "redis.external.existingSecret", "redis.bundled.enabled=true"],
+    ),
+    (
+        "both Redis configured",
+        {"redis": {"external": {"existingSecret": "redis-url"}}},
+        ["redis.bundled.enabled=false"],
+    ),
+    (
+        "KEDA on an external Redis without its address",
+        {**agent(autoscaling={"enabled": False}, keda={"enabled": True}), **EXTERNAL_REDIS},
+        ["agents.refunds.keda", "keda.redis.address"],
+    ),
+    ("mTLS without certificates", {"tls": {"enabled": True}}, ["tls.existingSecret", "tls.crt"]),
+    (
+        "termination grace shorter than the drain",
+        agent(terminationGracePeriodSeconds=20),
+        ["agents.refunds.terminationGracePeriodSeconds (20)", "drain.delaySeconds + drain.graceSeconds (35)"],
+    ),
+    (
+        "PDB minAvailable at the replica floor",
+        agent(pdb={"minAvailable": 2}),
+        ["agents.refunds.pdb.minAvailable (2)", "minimum 2 replica(s)", "maxUnavailable"],
+    ),
+    (
+        "PDB percentage that rounds up to every replica",
+        agent(autoscaling={"enabled": False}, replicaCount=1, pdb={"minAvailable": "50%"}),
+        ["agents.refunds.pdb.minAvailable (50%)", "keeps 1 of the minimum 1 replica(s)"],
+    ),
+    (
+        "PDB on a domain KEDA scales to zero",
+        agent(
+            autoscaling={"enabled": False},
+            keda={"enabled": True, "minReplicaCount": 0},
+            pdb={"minAvailable": 1},
+        ),
+        ["agents.refunds.pdb.minAvailable (1)"],
+    ),
+    ("PDB maxUnavailable 0%", agent(pdb={"maxUnavailable": "0%"}), ["agents.refunds.pdb.maxUnavailable"]),
+    ("HPA without a metric", agent(autoscaling={"targetCPUUtilizationPercentage": None}), ["no metric"]),
+    ("empty domain spec", {**MODEL, "agents": {"refunds": {"spec": {}}}}, ["agents.refunds.spec is empty"]),
+    (
+        "domain spec text that is not YAML",
+        {**MODEL, "agents": {"refunds": {"spec": "description: [unclosed"}}},
+        ["agents.refunds.spec is not valid YAML"],
+    ),
+    (
+        "agents without a model",
+        {"agents": {"refunds": {"spec": {"d": 1}}}},
+        ["model.baseUrl", "model.scripted"],
+    ),
+    (
+        "scripted model without a script",
+        {"model": {"scripted": {"enabled": True}}},
+        ["model.scripted.script"],
+    ),
+    ("tracing without an endpoint", {"tracing": {"enabled": True}}, ["tracing.endpoint"]),
+    ("image digest that is a tag", {"image": {"digest": "latest"}}, ["/image/digest"]),
+    (
+        "names too long for a Service",
+        {**MODEL, "fullnameOverride": "a-rather-long-release-name", "agents": {"a" * 31: {"spec": {"d": 1}}}},
+        ["longer than 63 characters", "fullnameOverride"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "fragments"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED])
+def test_bad_values_fail_with_a_readable_message(values: dict[str, Any], fragments: list[str]) -> None:
+    with pytest.raises(helm_python.HelmError) as caught:
+        render_values(values)
+    assert isinstance(caught.value, helm_python.HelmValuesError | helm_python.HelmRenderError)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in: {message}"
+
+
+def test_disabling_autoscaling_per_domain_overrides_the_default() -> None:
+    """false/0 in a domain must win over agentDefaults (sprig's merge would drop them)."""
+    rendered = render_values(agent(autoscaling={"enabled": False}, replicaCount=0, pdb={"enabled": False}))
+    assert "refunds" not in rendered["agentmesh/templates/hpa.yaml"]
+    assert "replicas: 0" in rendered["agentmesh/templates/deployment.yaml"]
+    assert "refunds" not in rendered["agentmesh/templates/pdb.yaml"]
+
+
+def test_a_pdb_percentage_below_the_replica_floor_is_accepted() -> None:
+    rendered = render_values(agent(autoscaling={"minReplicas": 4}, pdb={"minAvailable": "50%"}))
+    assert 'minAvailable: "50%"' in rendered["agentmesh/templates/pdb.yaml"]

@@ -1,0 +1,51 @@
+"""Test helpers for the Tool Registry: a real servicer + store on a test Redis, served over gRPC."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+
+from agentmesh.channels import create_channel
+from agentmesh.testing import local_settings, running_host
+from agentmesh.v1 import tool_registry_service_pb2_grpc
+from tool_registry.server import registry_settings
+from tool_registry.service import SERVICE, ToolRegistryServicer, register
+from tool_registry.store import RegistryStore
+
+
+@dataclass
+class Registry:
+    stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub
+    servicer: ToolRegistryServicer
+    store: RegistryStore
+    redis: redis_asyncio.Redis
+    host: Any
+
+
+@contextlib.asynccontextmanager
+async def registry_at(url: str, **servicer_options: Any) -> AsyncIterator[Registry]:
+    client = redis_asyncio.Redis.from_url(url)
+    store = RegistryStore(client)
+    servicer = ToolRegistryServicer(store, **servicer_options)
+    settings = registry_settings(local_settings())
+    async with (
+        running_host([(SERVICE, register(servicer))], settings=settings, name="registry") as (host, _),
+        create_channel(f"127.0.0.1:{host.grpc_port}", settings=settings) as channel,  # 64 MiB, as the CLI
+    ):
+        servicer.draining = host.draining
+        try:
+            yield Registry(
+                tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel), servicer, store, client, host
+            )
+        finally:
+            await servicer.close()
+            await client.aclose()
+
+
+async def snapshot(client: redis_asyncio.Redis) -> dict[bytes, bytes | None]:
+    """Every key and its serialized value: equal snapshots mean an unchanged store."""
+    return {key: await client.dump(key) for key in sorted(await client.keys("*"))}

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentmesh.localmesh.plan import Kind, MeshOptions, build_plan, ports_in_use
+
+
+def _options(**kwargs) -> MeshOptions:  # type: ignore[no-untyped-def]
+    defaults = {
+        "redis_url": "redis://127.0.0.1:6390/0",
+        "agents": [("refunds", Path("refunds.yaml")), ("fulfillment", Path("fulfillment.yaml"))],
+        "tools": ["crm", "payments", "inventory"],
+    }
+    return MeshOptions(**(defaults | kwargs))
+
+
+def test_ports_follow_the_local_port_rules() -> None:
+    plan = {s.name: s for s in build_plan(_options())}
+    assert plan["registry"].grpc_port == 50051 and plan["registry"].http_port == 51051
+    assert plan["agent-refunds"].grpc_port == 50061 and plan["agent-fulfillment"].grpc_port == 50062
+    assert [plan[f"tool-{t}"].grpc_port for t in ("crm", "payments", "inventory")] == [50071, 50072, 50073]
+    assert plan["model"].http_port == 50099 and plan["model"].grpc_port is None
+    ports = ports_in_use(list(plan.values()))
+    assert len(ports) == len(set(ports))
+
+
+def test_agents_get_the_configuration_contract() -> None:
+    agent = next(s for s in build_plan(_options()) if s.kind is Kind.AGENT)
+    env = agent.env
+    assert env["AGENTMESH_DOMAIN_SPEC"] == "refunds.yaml"
+    assert env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
+    assert env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:50061"
+    assert env["MODEL_BASE_URL"] == "http://127.0.0.1:50099/v1"
+    assert env["REDIS_URL"] == "redis://127.0.0.1:6390/0"
+    assert agent.health_service == "agentmesh.v1.AgentService"
+
+
+def test_external_model_means_no_scripted_model() -> None:
+    plan = build_plan(_options(model_base_url="http://vllm:8000/v1", model_name="llama"))
+    assert all(s.kind is not Kind.MODEL for s in plan)
+    agent = next(s for s in plan if s.kind is Kind.AGENT)
+    assert agent.env["MODEL_BASE_URL"] == "http://vllm:8000/v1" and agent.env["MODEL_NAME"] == "llama"
+
+
+def test_tiers_start_registry_then_tools_and_model_then_agents() -> None:
+    tiers = {s.kind: s.tier for s in build_plan(_options())}
+    assert tiers[Kind.REGISTRY] < tiers[Kind.TOOL] == tiers[Kind.MODEL] < tiers[Kind.AGENT]

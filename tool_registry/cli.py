@@ -1,0 +1,508 @@
+"""`agentmesh tools …`: register, list, inspect, diff, deprecate and bind tools; browse agents.
+
+The registry address comes from `--registry`, else AGENTMESH_REGISTRY, else the
+CLI profile (`agentmesh profile`), else localhost:50051. Human tables by default,
+`--json` for scripts. Exit codes: 0 ok, 1 refused or incompatible, 2 bad usage, 3 registry unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import typer
+from google.protobuf import descriptor_pb2, duration_pb2, json_format
+from google.protobuf.message import Message
+from rich.table import Table
+
+from agentmesh.channels import create_channel
+from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.errors import AgentmeshError, DeadlineExceeded, Unavailable, from_rpc_error
+from agentmesh.profile import resolve_registry
+from agentmesh.v1 import tool_options_pb2, tool_pb2, tool_registry_service_pb2_grpc
+from agentmesh.v1 import tool_registry_service_pb2 as rs
+from tool_registry.compat import check_compatibility
+from tool_registry.descriptors import load_tool_schema, tool_methods
+from tool_registry.protoc import compile_protos
+from tool_registry.reflection_client import fetch_descriptor_set
+from tool_registry.server import REGISTRY_MAX_MESSAGE_BYTES
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Tools in the registry: register, list, get, diff, deprecate, bind.", no_args_is_help=True
+)
+agents_app = typer.Typer(help="The agent directory.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+
+RegistryOption = typer.Option(None, "--registry", "-r", help="Registry target (default $AGENTMESH_REGISTRY).")
+JsonOption = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+_SIDE_EFFECTS = {
+    name.removeprefix("SIDE_EFFECT_").lower().replace("_", "-"): value
+    for name, value in tool_options_pb2.SideEffect.items()
+    if value
+}
+
+
+class Usage(Exception):
+    """Bad command-line input: exit 2."""
+
+
+def registry_target(option: str | None) -> str:
+    """--registry, then AGENTMESH_REGISTRY, then the CLI profile, then localhost:50051."""
+    return resolve_registry(option)
+
+
+def _run(
+    target: str | None, body: Callable[[tool_registry_service_pb2_grpc.ToolRegistryServiceStub], Awaitable[T]]
+) -> T:
+    async def main() -> T:
+        options = [
+            ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
+        ]
+        async with create_channel(
+            registry_target(target), control_plane=True, extra_options=options
+        ) as channel:
+            return await body(tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel))
+
+    try:
+        return asyncio.run(main())
+    except Usage as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
+    except AgentmeshError as exc:
+        _fail(exc, target)
+    except grpc.aio.AioRpcError as exc:
+        _fail(from_rpc_error(exc), target)
+    raise AssertionError("unreachable")
+
+
+def _fail(error: AgentmeshError, target: str | None) -> NoReturn:
+    if isinstance(error, Unavailable | DeadlineExceeded):
+        err_console.print(f"[red]registry {registry_target(target)} unreachable:[/red] {error.message}")
+        raise typer.Exit(EXIT_UNREACHABLE)
+    err_console.print(f"[red]{error.code.name}[/red] ({error.reason}): {error.message}")
+    for violation in error.violations:
+        rule = f" [{violation.reason}]" if violation.reason else ""
+        err_console.print(f"  - {violation.field}{rule}: {violation.description}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _dict(message: Message, *, schema: bool = False) -> dict[str, Any]:
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    if not schema:
+        _strip_schema(data)
+    return data
+
+
+def _strip_schema(data: Any) -> None:
+    if isinstance(data, dict):
+        data.pop("file_descriptor_set", None)
+        for value in data.values():
+            _strip_schema(value)
+    elif isinstance(data, list):
+        for item in data:
+            _strip_schema(item)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _side_effect_name(value: int) -> str:
+    return tool_options_pb2.SideEffect.Name(value).removeprefix("SIDE_EFFECT_")  # type: ignore[arg-type]
+
+
+def _tools_table(tools: list[tool_pb2.ToolSpec]) -> Table:
+    table = Table()
+    for column in ("name", "version", "side effect", "endpoint", "method", "tags", "status"):
+        table.add_column(column, overflow="fold")
+    for tool in tools:
+        status = (
+            "deprecated" if tool.deprecated else ("agent" if tool.kind == tool_pb2.TOOL_KIND_AGENT else "")
+        )
+        table.add_row(
+            tool.name,
+            tool.version,
+            _side_effect_name(tool.side_effect),
+            tool.endpoint or "-",
+            tool.method,
+            ",".join(tool.tags),
+            status,
+        )
+    return table
+
+
+# -- register ----------------------------------------------------------------------
+
+
+def _compile(file: Path, include: list[Path]) -> descriptor_pb2.FileDescriptorSet:
+    if not file.is_file():
+        raise Usage(f"{file}: no such file")
+    return compile_protos([file], include)
+
+
+def _overrides(
+    name: str | None,
+    version: str | None,
+    description: str | None,
+    side_effect: str | None,
+    requires_approval: bool | None,
+    scopes: list[str],
+    tags: list[str],
+    timeout: float | None,
+    endpoint: str | None,
+) -> tool_pb2.ToolSpec:
+    spec = tool_pb2.ToolSpec(
+        name=name or "",
+        version=version or "",
+        description=description or "",
+        required_scopes=scopes,
+        tags=tags,
+        endpoint=endpoint or "",
+    )
+    if side_effect:
+        if side_effect not in _SIDE_EFFECTS:
+            raise Usage(f"--side-effect must be one of {', '.join(_SIDE_EFFECTS)}")
+        spec.side_effect = _SIDE_EFFECTS[side_effect]
+    if requires_approval:
+        spec.requires_approval = True
+    if timeout is not None:
+        if timeout < 0:
+            raise Usage("--timeout must not be negative")
+        spec.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
+    return spec
+
+
+@app.command()
+def register(
+    file: Path | None = typer.Argument(None, help="The .proto file holding the tool method(s)."),
+    from_reflection: str | None = typer.Option(
+        None, "--from-reflection", help="Fetch descriptors from a live server (HOST:PORT) instead of a file."
+    ),
+    method: list[str] = typer.Option(
+        [], "--method", "-m", help="pkg.Svc/Method; default: every tool method."
+    ),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", "-e", help="Where the tool is served (HOST:PORT)."
+    ),
+    include: list[Path] = typer.Option([], "--include", "-I", help="Extra include directories."),
+    name: str | None = typer.Option(None, "--name", help="Override the tool name."),
+    version: str | None = typer.Option(None, "--version", help="Override the version."),
+    description: str | None = typer.Option(None, "--description", help="Override the description."),
+    side_effect: str | None = typer.Option(
+        None, "--side-effect", help="read-only|idempotent|keyed|non-idempotent"
+    ),
+    requires_approval: bool | None = typer.Option(
+        None, "--requires-approval", help="Every call needs approval."
+    ),
+    scope: list[str] = typer.Option([], "--scope", help="Required scope (repeatable)."),
+    tag: list[str] = typer.Option([], "--tag", help="Tag (repeatable)."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Per-attempt timeout in seconds."),
+    validate_only: bool = typer.Option(False, "--validate-only", help="Check everything, store nothing."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Register the tool method(s) of a .proto file, or of a live server through reflection."""
+    if (file is None) == (from_reflection is None):
+        err_console.print("[red]give a FILE.proto or --from-reflection HOST:PORT (one of them)[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        overrides = _overrides(
+            name,
+            version,
+            description,
+            side_effect,
+            requires_approval,
+            scope,
+            tag,
+            timeout,
+            endpoint or from_reflection,
+        )
+    except Usage as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
+
+    async def body(
+        stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub,
+    ) -> list[rs.RegisterToolResponse]:
+        if from_reflection is not None:
+            async with create_channel(from_reflection) as channel:
+                fds, _ = await fetch_descriptor_set(channel)
+        else:
+            assert file is not None
+            fds = _compile(file, include)
+        methods = list(method) or tool_methods(fds)
+        if not methods:
+            raise Usage(
+                "no method carries the agentmesh.v1.tool option: name one with --method pkg.Svc/Method"
+            )
+        if len(methods) > 1 and (name or version):
+            raise Usage("--name/--version apply to one method: pick it with --method")
+        data = fds.SerializeToString()
+        responses = []
+        for full_name in methods:
+            tool = tool_pb2.ToolSpec()
+            tool.CopyFrom(overrides)
+            tool.file_descriptor_set = data
+            tool.method = full_name
+            responses.append(
+                await stub.RegisterTool(rs.RegisterToolRequest(tool=tool, validate_only=validate_only))
+            )
+        return responses
+
+    responses = _run(registry, body)
+    if as_json:
+        _print_json([_dict(r) for r in responses])
+        return
+    for response in responses:
+        outcome = rs.RegistrationOutcome.Name(response.outcome).removeprefix("REGISTRATION_OUTCOME_").lower()
+        tool = response.tool
+        console.print(
+            f"[green]{outcome}[/green] {tool.name} {tool.version} ({tool.method}) -> {tool.endpoint or '-'}"
+        )
+        for warning in response.warnings:
+            console.print(f"  [yellow]warning:[/yellow] {warning}")
+
+
+# -- list / get ----------------------------------------------------------------------
+
+
+@app.command("list")
+def list_tools(
+    prefix: str = typer.Option("", "--prefix", help="Only names starting with this."),
+    tag: str = typer.Option("", "--tag", help="Only tools with this tag."),
+    all_versions: bool = typer.Option(False, "--all-versions", help="Every version, not only the latest."),
+    deprecated: bool = typer.Option(False, "--deprecated", help="Include deprecated versions."),
+    agents: bool = typer.Option(False, "--agents", help="Include the virtual agent tools."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List tools (latest version of each by default)."""
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> list[tool_pb2.ToolSpec]:
+        tools: list[tool_pb2.ToolSpec] = []
+        token = ""
+        while True:
+            page = await stub.ListTools(
+                rs.ListToolsRequest(
+                    page_size=500,
+                    page_token=token,
+                    name_prefix=prefix,
+                    tag=tag,
+                    all_versions=all_versions,
+                    deprecated=rs.DEPRECATION_FILTER_INCLUDE if deprecated else rs.DEPRECATION_FILTER_EXCLUDE,
+                    include_agents=agents,
+                )
+            )
+            tools.extend(page.tools)
+            token = page.next_page_token
+            if not token:
+                return tools
+
+    tools = _run(registry, body)
+    if as_json:
+        _print_json([_dict(t) for t in tools])
+    else:
+        console.print(_tools_table(tools))
+
+
+@app.command()
+def get(
+    name: str = typer.Argument(..., help="Tool name."),
+    version: str = typer.Argument("latest", help="Exact version, `latest`, or a range like ^1.2."),
+    schema: bool = typer.Option(
+        False, "--schema", help="Include the descriptor set (base64) and JSON schemas."
+    ),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one tool version."""
+    view = tool_pb2.TOOL_VIEW_FULL if schema else tool_pb2.TOOL_VIEW_BASIC
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> tool_pb2.ToolSpec:
+        return await stub.GetTool(rs.GetToolRequest(name=name, version=version, view=view))  # type: ignore[no-any-return]
+
+    tool = _run(registry, body)
+    if as_json:
+        _print_json(_dict(tool, schema=schema))
+        return
+    data = _dict(tool, schema=False)
+    for key in ("input_schema_json", "output_schema_json"):
+        data.pop(key, None)
+    for key, value in data.items():
+        console.print(f"[cyan]{key}[/cyan]: {value}")
+    if schema:
+        for key in ("input_schema_json", "output_schema_json"):
+            if getattr(tool, key):
+                console.print(f"[cyan]{key}[/cyan]:")
+                console.print_json(getattr(tool, key))
+
+
+# -- diff ----------------------------------------------------------------------------
+
+
+def _violations_out(violations: list[dict[str, str]], compared: str, as_json: bool) -> None:
+    if as_json:
+        _print_json({"compatible": not violations, "compared_version": compared, "violations": violations})
+    elif not violations:
+        console.print(f"[green]compatible[/green] with {compared or 'nothing registered'}")
+    else:
+        console.print(f"[red]{len(violations)} breaking change(s)[/red] against {compared}:")
+        for v in violations:
+            console.print(f"  - {v['path']} [{v['rule']}]: {v['message']}")
+    if violations:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def diff(
+    first: str = typer.Argument(..., help="A tool NAME, or a FILE.proto."),
+    versions: list[str] = typer.Argument(None, help="VERSION_A VERSION_B (with a tool NAME)."),
+    against: str | None = typer.Option(None, "--against", help="NAME[@VERSION] to compare FILE.proto with."),
+    method: str | None = typer.Option(None, "--method", "-m", help="pkg.Svc/Method in FILE.proto."),
+    include: list[Path] = typer.Option([], "--include", "-I", help="Extra include directories."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """What would break: between two registered versions, or a .proto file and a registered version."""
+    is_file = first.endswith(".proto") or Path(first).is_file()
+    if is_file and not against:
+        err_console.print("[red]diff FILE.proto needs --against NAME[@VERSION][/red]")
+        raise typer.Exit(EXIT_USAGE)
+    if not is_file and len(versions or []) != 2:
+        err_console.print("[red]diff NAME VERSION_A VERSION_B (two versions)[/red]")
+        raise typer.Exit(EXIT_USAGE)
+
+    async def body(
+        stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub,
+    ) -> tuple[list[dict[str, str]], str]:
+        if not is_file:
+            old = await stub.GetTool(
+                rs.GetToolRequest(name=first, version=versions[0], view=tool_pb2.TOOL_VIEW_FULL)
+            )
+            new = await stub.GetTool(
+                rs.GetToolRequest(name=first, version=versions[1], view=tool_pb2.TOOL_VIEW_FULL)
+            )
+            found = check_compatibility(
+                load_tool_schema(old.file_descriptor_set, old.method),
+                load_tool_schema(new.file_descriptor_set, new.method),
+            )
+            return [{"path": v.path, "rule": v.rule, "message": v.message} for v in found], old.version
+        assert against is not None
+        tool_name, _, against_version = against.partition("@")
+        fds = _compile(Path(first), include)
+        methods = [method] if method else tool_methods(fds)
+        if len(methods) != 1:
+            raise Usage(f"{first} has {len(methods)} tool methods: pick one with --method")
+        candidate = tool_pb2.ToolSpec(
+            file_descriptor_set=fds.SerializeToString(), method=methods[0], name=tool_name
+        )
+        response = await stub.CheckCompatibility(
+            rs.CheckCompatibilityRequest(tool=candidate, against_version=against_version)
+        )
+        listed = [{"path": v.path, "rule": v.rule, "message": v.message} for v in response.violations]
+        return listed, response.compared_version
+
+    found, compared = _run(registry, body)
+    _violations_out(found, compared, as_json)
+
+
+# -- deprecate / bind --------------------------------------------------------------------
+
+
+@app.command()
+def deprecate(
+    name: str = typer.Argument(..., help="Tool name."),
+    version: str = typer.Argument("", help="Exact version; empty deprecates every version."),
+    message: str = typer.Option(..., "--message", help="Why, and what to use instead."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Mark a version (or every version) deprecated."""
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> tool_pb2.ToolSpec:
+        request = rs.DeprecateToolRequest(name=name, version=version, message=message)
+        return await stub.DeprecateTool(request)  # type: ignore[no-any-return]
+
+    tool = _run(registry, body)
+    if as_json:
+        _print_json(_dict(tool))
+    else:
+        console.print(f"[yellow]deprecated[/yellow] {name} {version or '(every version)'}: {message}")
+
+
+@app.command()
+def bind(
+    name: str = typer.Argument(..., help="Tool name."),
+    version: str = typer.Argument(..., help="Exact version."),
+    endpoint: str = typer.Argument("", help="HOST:PORT or a gRPC target; empty clears the binding."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Set or clear the endpoint of a tool version."""
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> tool_pb2.ToolSpec:
+        request = rs.BindToolEndpointRequest(name=name, version=version, endpoint=endpoint)
+        return await stub.BindToolEndpoint(request)  # type: ignore[no-any-return]
+
+    tool = _run(registry, body)
+    if as_json:
+        _print_json(_dict(tool))
+    else:
+        console.print(f"bound {tool.name} {tool.version} -> {tool.endpoint or '(none)'}")
+
+
+# -- agents --------------------------------------------------------------------------------
+
+
+@agents_app.command("list")
+def agents_list(registry: str | None = RegistryOption, as_json: bool = JsonOption) -> None:
+    """List the agents in the directory."""
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> list[Any]:
+        cards: list[Any] = []
+        token = ""
+        while True:
+            page = await stub.ListAgents(rs.ListAgentsRequest(page_size=500, page_token=token))
+            cards.extend(page.agents)
+            token = page.next_page_token
+            if not token:
+                return cards
+
+    cards = _run(registry, body)
+    if as_json:
+        _print_json([_dict(c) for c in cards])
+        return
+    table = Table("domain", "name", "endpoint", "revision", "description")
+    for card in cards:
+        table.add_row(
+            card.domain, card.display_name, card.endpoint, str(card.revision), card.description[:60]
+        )
+    console.print(table)
+
+
+@agents_app.command("get")
+def agents_get(
+    domain: str = typer.Argument(..., help="Domain slug."),
+    registry: str | None = RegistryOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one agent card."""
+
+    async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> Any:
+        return await stub.GetAgent(rs.GetAgentRequest(domain=domain))
+
+    card = _run(registry, body)
+    data = _dict(card)
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        console.print(f"[cyan]{key}[/cyan]: {value}")

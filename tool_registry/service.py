@@ -1,0 +1,701 @@
+"""ToolRegistryService: the thin gRPC layer over RegistryStore.
+
+Handlers validate with `Violations`, call pure logic (registration, semver,
+compat) and the store, and raise typed errors. Writes pass through
+`_authorize_write`, the one place the `registry:write` check will go.
+
+Per replica the servicer keeps one ChangeFeed (a tail of the change log) that
+serves every WatchTools stream and invalidates the read cache (`cache=True`):
+GetTool and ListTools answer from memory for versions already read, and a
+change written by any replica evicts its tool within one XREAD round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from agentmesh.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from agentmesh.v1 import (
+    agent_service_pb2,
+    errors_pb2,
+    tool_pb2,
+    tool_registry_service_pb2,
+    tool_registry_service_pb2_grpc,
+)
+from agentmesh.validation import DOMAIN_SLUG, TOOL_NAME, Violations
+from tool_registry import names, semver
+from tool_registry.agent_tool import AGENT_TOOL_VERSION, agent_tool
+from tool_registry.compat import Violation, check_compatibility
+from tool_registry.content import differences
+from tool_registry.descriptors import ToolSchema, load_tool_schema, parse_descriptor_set
+from tool_registry.feed import ChangeFeed, SpecCache
+from tool_registry.registration import Candidate, prepare
+from tool_registry.store import RegistryStore, VersionTaken
+
+log = logging.getLogger(__name__)
+
+SchemaExporter = Callable[[ToolSchema], tuple[str, str]]
+# (context, action, tool names or domains) -> raises PermissionDenied. Added with the security issue.
+WriteAuthorizer = Callable[[grpc.aio.ServicerContext, str, Sequence[str]], Awaitable[None]]
+
+rs = tool_registry_service_pb2
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_WATCH_NAMES = 1000
+CATCH_UP_BATCH = 500
+MAX_MESSAGE_BYTES = 1024
+
+
+def _not_found(name: str, detail: str = "") -> NotFound:
+    return NotFound(
+        f"tool {name!r} not found{detail}",
+        reason=errors_pb2.ERROR_REASON_TOOL_NOT_FOUND,
+        metadata={"tool": name},
+    )
+
+
+def _basic(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
+    view = tool_pb2.ToolSpec()
+    view.CopyFrom(spec)
+    for name in ("file_descriptor_set", "input_schema_json", "output_schema_json"):
+        view.ClearField(name)
+    return view
+
+
+def _breaking(violations: Sequence[Violation], name: str, compared: str) -> FailedPrecondition:
+    listed = "; ".join(f"{v.path}: {v.rule}" for v in violations[:5])
+    more = "" if len(violations) <= 5 else f" and {len(violations) - 5} more"
+    return FailedPrecondition(
+        f"{name}: not compatible with {compared} ({listed}{more}); fix these or bump the major version",
+        reason=errors_pb2.ERROR_REASON_BREAKING_CHANGE,
+        metadata={"tool": name, "compared_version": compared},
+        violations=[FieldViolation(v.path, v.message, v.rule) for v in violations],
+    )
+
+
+def _tool_required() -> InvalidArgument:
+    return InvalidArgument("tool is required", violations=[FieldViolation("tool", "is required", "REQUIRED")])
+
+
+def to_proto(violations: Sequence[Violation]) -> list[tool_pb2.CompatibilityViolation]:
+    return [tool_pb2.CompatibilityViolation(path=v.path, rule=v.rule, message=v.message) for v in violations]
+
+
+def _encode_token(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(payload, dict) or payload.get("f") != fingerprint:
+            raise ValueError("filters changed")
+        return payload
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "invalid page_token",
+            violations=[
+                FieldViolation(
+                    "page_token", "is not a token from the previous page with the same filters", "INVALID"
+                )
+            ],
+        ) from None
+
+
+class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceServicer):
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        schema_exporter: SchemaExporter | None = None,
+        draining: asyncio.Event | None = None,
+        cache: bool = True,
+        authorize_write: WriteAuthorizer | None = None,
+    ) -> None:
+        self.store = store
+        self.schema_exporter = schema_exporter
+        self.draining = draining or asyncio.Event()
+        self.cache: SpecCache[Any] = SpecCache()
+        self.feed = ChangeFeed(store, self.cache if cache else None)
+        self._authorize = authorize_write
+        self._exported: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+    async def close(self) -> None:
+        await self.feed.close()
+
+    async def _authorize_write(
+        self, context: grpc.aio.ServicerContext, action: str, targets: Sequence[str]
+    ) -> None:
+        """The one place writes are authorized (`registry:write`, own tool names only)."""
+        if self._authorize is not None:
+            await self._authorize(context, action, targets)
+
+    # -- cached reads ------------------------------------------------------------
+
+    async def _versions(
+        self, name: str, prefetched: dict[str, dict[str, bool]] | None = None
+    ) -> dict[str, bool]:
+        await self.feed.start()
+        if prefetched is not None and name in prefetched:
+            return dict(prefetched[name])
+        cached = self.cache.get((name, "versions"))
+        if cached is not None:
+            return dict(cached)
+        began = self.cache.position
+        versions = await self.store.versions(name)
+        self.cache.put((name, "versions"), versions, began)
+        return versions
+
+    async def _prefetch_versions(self, tool_names: Sequence[str], into: dict[str, dict[str, bool]]) -> None:
+        """Read the versions of several tools in one round trip (ListTools), for this request only."""
+        missing = [n for n in tool_names if self.cache.get((n, "versions")) is None]
+        began = self.cache.position
+        for name, versions in zip(missing, await self.store.versions_many(missing), strict=True):
+            into[name] = versions
+            self.cache.put((name, "versions"), versions, began)
+
+    async def _spec(self, name: str, version: str) -> tool_pb2.ToolSpec | None:
+        cached = self.cache.get((name, "spec", version))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        began = self.cache.position
+        spec = await self.store.get_tool(name, version)
+        if spec is not None:
+            self.cache.put((name, "spec", version), spec, began)
+        return spec
+
+    async def _specs(self, pairs: Sequence[tuple[str, str]]) -> list[tool_pb2.ToolSpec | None]:
+        found: dict[tuple[str, str], tool_pb2.ToolSpec | None] = {}
+        missing = []
+        for pair in pairs:
+            cached = self.cache.get((pair[0], "spec", pair[1]))
+            if cached is None:
+                missing.append(pair)
+            else:
+                found[pair] = cached
+        if missing:
+            began = self.cache.position
+            for pair, spec in zip(missing, await self.store.get_tools(missing), strict=True):
+                found[pair] = spec
+                if spec is not None:
+                    self.cache.put((pair[0], "spec", pair[1]), spec, began)
+        return [found[pair] for pair in pairs]
+
+    async def _schema_bytes(self, name: str, version: str) -> bytes:
+        # Schemas are immutable per version: cache without invalidation concerns.
+        cached = self.cache.get((name, "schema", version))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        began = self.cache.position
+        data = await self.store.get_schema(name, version)
+        if data is None:
+            raise _not_found(name, f" (version {version} has no stored schema)")
+        self.cache.put((name, "schema", version), data, began)
+        return data
+
+    async def _full(self, spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
+        full = tool_pb2.ToolSpec()
+        full.CopyFrom(spec)
+        if spec.kind != tool_pb2.TOOL_KIND_AGENT:
+            full.file_descriptor_set = await self._schema_bytes(spec.name, spec.version)
+        if self.schema_exporter is not None:
+            key = (spec.name, spec.version, spec.content_digest)
+            exported = self._exported.get(key)
+            if exported is None:
+                exported = self.schema_exporter(load_tool_schema(full.file_descriptor_set, full.method))
+                if len(self._exported) > 10_000:
+                    self._exported.clear()
+                self._exported[key] = exported
+            full.input_schema_json, full.output_schema_json = exported
+        return full
+
+    async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
+        await self.feed.start()
+        tool_name = names.agent_tool_name(domain)
+        cached = self.cache.get((tool_name, "card"))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        began = self.cache.position
+        card = await self.store.get_agent(domain)
+        if card is not None:
+            self.cache.put((tool_name, "card"), card, began)
+        return card
+
+    # -- RegisterTool ------------------------------------------------------------
+
+    async def RegisterTool(
+        self, request: rs.RegisterToolRequest, context: grpc.aio.ServicerContext
+    ) -> rs.RegisterToolResponse:
+        if not request.HasField("tool"):
+            raise InvalidArgument(
+                "tool is required", violations=[FieldViolation("tool", "is required", "REQUIRED")]
+            )
+        candidate = prepare(request.tool)
+        spec = candidate.spec
+        await self._authorize_write(context, "RegisterTool", [spec.name])
+        for _ in range(3):  # a concurrent registration of the same version: decide again
+            existing = await self.store.get_tool(spec.name, spec.version)
+            if existing is not None:
+                return await self._register_existing(existing, candidate, request.validate_only)
+            await self._check_neighbours(candidate)
+            if request.validate_only:
+                return rs.RegisterToolResponse(
+                    tool=spec, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
+                )
+            try:
+                stored = await self.store.create_tool(spec, candidate.schema_bytes)
+            except VersionTaken:
+                continue
+            log.info("tool registered", extra={"tool": spec.name, "version": spec.version})
+            return rs.RegisterToolResponse(
+                tool=stored, outcome=rs.REGISTRATION_OUTCOME_CREATED, warnings=candidate.warnings
+            )
+        raise AlreadyExists(f"{spec.name} {spec.version} is being registered concurrently; retry")
+
+    async def _register_existing(
+        self, existing: tool_pb2.ToolSpec, candidate: Candidate, validate_only: bool
+    ) -> rs.RegisterToolResponse:
+        spec = candidate.spec
+        if existing.content_digest != spec.content_digest:
+            existing_fds = parse_descriptor_set(await self._schema_bytes(spec.name, spec.version))
+            differing = differences(existing, existing_fds, spec, candidate.schema.file_set) or ["content"]
+            raise AlreadyExists(
+                f"{spec.name} {spec.version} is already registered with a different "
+                f"{', '.join(differing)}; versions are immutable: publish a new version",
+                reason=errors_pb2.ERROR_REASON_TOOL_VERSION_EXISTS,
+                metadata={"tool": spec.name, "version": spec.version, "differs": ",".join(differing)},
+            )
+        if not spec.endpoint or spec.endpoint == existing.endpoint:
+            outcome = (
+                rs.REGISTRATION_OUTCOME_VALIDATED if validate_only else rs.REGISTRATION_OUTCOME_UNCHANGED
+            )
+            return rs.RegisterToolResponse(tool=existing, outcome=outcome, warnings=candidate.warnings)
+        if validate_only:
+            rebound = _basic(existing)
+            rebound.endpoint = spec.endpoint
+            return rs.RegisterToolResponse(
+                tool=rebound, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
+            )
+        (stored,) = await self._set_endpoint(spec.name, spec.version, spec.endpoint)
+        return rs.RegisterToolResponse(
+            tool=stored, outcome=rs.REGISTRATION_OUTCOME_REBOUND, warnings=candidate.warnings
+        )
+
+    async def _check_neighbours(self, candidate: Candidate) -> None:
+        """Compatibility with the nearest versions of the same major, below and above."""
+        spec = candidate.spec
+        mine = semver.parse_version(spec.version)
+        same_major = [
+            v
+            for v in await self.store.versions(spec.name)
+            if semver.is_valid_version(v) and semver.parse_version(v).major == mine.major
+        ]
+        lower = [v for v in same_major if semver.parse_version(v) < mine]
+        higher = [v for v in same_major if semver.parse_version(v) > mine]
+        if lower:
+            previous = max(lower, key=semver.sort_key)
+            violations = check_compatibility(await self._load(spec.name, previous), candidate.schema)
+            if violations:
+                raise _breaking(violations, spec.name, previous)
+        if higher:
+            following = min(higher, key=semver.sort_key)
+            violations = check_compatibility(candidate.schema, await self._load(spec.name, following))
+            if violations:
+                raise _breaking(violations, spec.name, following)
+
+    async def _load(self, name: str, version: str) -> ToolSchema:
+        spec = await self._spec(name, version)
+        if spec is None:
+            raise _not_found(name, f" (version {version})")
+        return load_tool_schema(await self._schema_bytes(name, version), spec.method)
+
+    async def _set_endpoint(self, name: str, version: str, endpoint: str) -> list[tool_pb2.ToolSpec]:
+        def mutate(spec: tool_pb2.ToolSpec) -> tool_pb2.ChangeKind.ValueType | None:
+            if spec.endpoint == endpoint:
+                return None
+            spec.endpoint = endpoint
+            return tool_pb2.CHANGE_KIND_ENDPOINT_CHANGED
+
+        return await self.store.update_tools(name, [version], mutate)
+
+    # -- GetTool -------------------------------------------------------------------
+
+    async def GetTool(
+        self, request: rs.GetToolRequest, context: grpc.aio.ServicerContext
+    ) -> tool_pb2.ToolSpec:
+        violations = Violations()
+        if violations.required(request.name, "name"):
+            violations.matches(request.name, TOOL_NAME, "name", "tool name")
+        query = None
+        try:
+            query = semver.parse_query(request.version)
+        except semver.VersionError as exc:
+            violations.add("version", str(exc), "PATTERN")
+        violations.raise_if_any("invalid GetTool request")
+        assert query is not None
+        full = request.view != tool_pb2.TOOL_VIEW_BASIC
+        if names.is_agent_tool(request.name):
+            return await self._get_agent_tool(request.name, query, full)
+        versions = await self._versions(request.name)
+        if not versions:
+            raise _not_found(request.name)
+        version = semver.select(query, versions)
+        if version is None:
+            shown = ", ".join(semver.sorted_versions(versions)[-10:])
+            raise _not_found(
+                request.name, f" in a version matching {request.version!r} (registered: {shown})"
+            )
+        spec = await self._spec(request.name, version)
+        if spec is None:  # deleted between the two reads is impossible: versions are never removed
+            raise _not_found(request.name, f" (version {version})")
+        return await self._full(spec) if full else spec
+
+    async def _get_agent_tool(self, name: str, query: semver.VersionQuery, full: bool) -> tool_pb2.ToolSpec:
+        domain = names.agent_domain(name)
+        card = await self._agent(domain) if DOMAIN_SLUG.fullmatch(domain) else None
+        if card is None:
+            raise _not_found(name, f" (no agent {domain!r} in the directory)")
+        if semver.select(query, {AGENT_TOOL_VERSION: False}) is None:
+            raise _not_found(
+                name, f" in a version matching {query.text!r} (agent tools are {AGENT_TOOL_VERSION})"
+            )
+        spec = agent_tool(card, with_schema=full)
+        return await self._full(spec) if full else spec
+
+    # -- ListTools -----------------------------------------------------------------
+
+    async def ListTools(
+        self, request: rs.ListToolsRequest, context: grpc.aio.ServicerContext
+    ) -> rs.ListToolsResponse:
+        violations = Violations()
+        violations.in_range(request.page_size, "page_size", low=0, high=MAX_PAGE_SIZE)
+        violations.max_length(request.name_prefix, 64, "name_prefix")
+        if request.tag:
+            violations.matches(request.tag, names.TAG, "tag", "tag")
+        violations.raise_if_any("invalid ListTools request")
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                [
+                    request.name_prefix,
+                    request.tag,
+                    request.side_effect,
+                    request.deprecated,
+                    request.all_versions,
+                    request.include_agents,
+                ]
+            ).encode()
+        ).hexdigest()[:16]
+        after: tuple[str, str] | None = None
+        if request.page_token:
+            payload = _decode_token(request.page_token, fingerprint)
+            after = (str(payload["n"]), str(payload["v"]))
+        await self.feed.start()
+        revision = max(self.feed.position, await self.store.head())
+        full = request.view == tool_pb2.TOOL_VIEW_FULL
+        mode = request.deprecated or rs.DEPRECATION_FILTER_EXCLUDE
+
+        tool_names = await self.store.tool_names(request.name_prefix)
+        agent_names: dict[str, str] = {}
+        if request.include_agents:
+            for domain in await self.store.agent_domains():
+                tool_name = names.agent_tool_name(domain)
+                if tool_name.startswith(request.name_prefix):
+                    agent_names[tool_name] = domain
+        ordered = sorted(set(tool_names) | set(agent_names))
+        if after is not None:
+            ordered = [n for n in ordered if n >= after[0]]
+
+        out: list[tool_pb2.ToolSpec] = []
+        next_token = ""
+        prefetched: dict[str, dict[str, bool]] = {}
+        for index, name in enumerate(ordered):
+            if index % page_size == 0:
+                chunk = [n for n in ordered[index : index + page_size] if n not in agent_names]
+                await self._prefetch_versions(chunk, prefetched)
+            if name in agent_names:
+                candidates = await self._list_agent(agent_names[name], mode)
+            else:
+                candidates = await self._list_versions(name, mode, request.all_versions, prefetched)
+            for spec in candidates:
+                if after is not None and (spec.name, semver.sort_key(spec.version)) <= (
+                    after[0],
+                    semver.sort_key(after[1]),
+                ):
+                    continue
+                if request.tag and request.tag not in spec.tags:
+                    continue
+                if request.side_effect and spec.side_effect != request.side_effect:
+                    continue
+                if len(out) == page_size:
+                    last = out[-1]
+                    next_token = _encode_token({"n": last.name, "v": last.version, "f": fingerprint})
+                    break
+                out.append(await self._full(spec) if full else _basic(spec))
+            if next_token:
+                break
+        return rs.ListToolsResponse(tools=out, next_page_token=next_token, revision=revision)
+
+    async def _list_versions(
+        self, name: str, mode: int, all_versions: bool, prefetched: dict[str, dict[str, bool]]
+    ) -> list[tool_pb2.ToolSpec]:
+        versions = await self._versions(name, prefetched)
+        if mode == rs.DEPRECATION_FILTER_EXCLUDE:
+            versions = {v: d for v, d in versions.items() if not d}
+        elif mode == rs.DEPRECATION_FILTER_ONLY:
+            versions = {v: d for v, d in versions.items() if d}
+        if not versions:
+            return []
+        chosen = semver.sorted_versions(versions) if all_versions else [semver.select("latest", versions)]
+        pairs = [(name, v) for v in chosen if v is not None]
+        return [spec for spec in await self._specs(pairs) if spec is not None]
+
+    async def _list_agent(self, domain: str, mode: int) -> list[tool_pb2.ToolSpec]:
+        if mode == rs.DEPRECATION_FILTER_ONLY:
+            return []  # agent tools are never deprecated
+        card = await self._agent(domain)
+        return [] if card is None else [agent_tool(card)]
+
+    # -- WatchTools ------------------------------------------------------------------
+
+    async def WatchTools(
+        self, request: rs.WatchToolsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tool_pb2.ToolChange]:
+        violations = Violations()
+        violations.in_range(request.after_revision, "after_revision", low=0)
+        violations.max_items(request.names, MAX_WATCH_NAMES, "names")
+        for index, name in enumerate(request.names):
+            violations.matches(name, TOOL_NAME, f"names[{index}]", "tool name")
+        violations.raise_if_any("invalid WatchTools request")
+        wanted = set(request.names)
+        await self.feed.start()
+        position = request.after_revision
+        draining = asyncio.ensure_future(self.draining.wait())
+        try:
+            while not self.draining.is_set():
+                subscription = self.feed.subscribe()
+                try:
+                    # Catch up from the log (the subscription buffers what arrives meanwhile).
+                    while True:
+                        batch = await self.store.changes_after(position, CATCH_UP_BATCH)
+                        if position > batch.head or (
+                            batch.head > position
+                            and (batch.first_retained == 0 or batch.first_retained > position + 1)
+                        ):
+                            position = batch.head
+                            yield tool_pb2.ToolChange(
+                                revision=batch.head, kind=tool_pb2.CHANGE_KIND_RESYNC_REQUIRED
+                            )
+                            continue
+                        for change in batch.changes:
+                            position = change.revision
+                            if not wanted or change.tool_name in wanted:
+                                yield change
+                        if len(batch.changes) < CATCH_UP_BATCH:
+                            break
+                    # Live.
+                    while not subscription.overflowed:
+                        getter = asyncio.ensure_future(subscription.queue.get())
+                        done, _ = await asyncio.wait({getter, draining}, return_when=asyncio.FIRST_COMPLETED)
+                        if getter not in done:
+                            getter.cancel()
+                            return  # draining: the client resumes on another replica
+                        change = getter.result()
+                        if change.revision <= position:
+                            continue
+                        position = change.revision
+                        if not wanted or change.tool_name in wanted:
+                            yield change
+                finally:
+                    self.feed.unsubscribe(subscription)
+        finally:
+            draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await draining
+
+    # -- DeprecateTool ---------------------------------------------------------------
+
+    async def DeprecateTool(
+        self, request: rs.DeprecateToolRequest, context: grpc.aio.ServicerContext
+    ) -> tool_pb2.ToolSpec:
+        violations = Violations()
+        if violations.required(request.name, "name"):
+            violations.matches(request.name, TOOL_NAME, "name", "tool name")
+        if request.version and not semver.is_valid_version(request.version):
+            violations.add(
+                "version", f"{request.version[:80]!r} is not an exact version like 1.2.0", "PATTERN"
+            )
+        if violations.required(request.message.strip(), "message"):
+            violations.max_length(request.message, MAX_MESSAGE_BYTES, "message")
+        violations.raise_if_any("invalid DeprecateTool request")
+        if names.is_agent_tool(request.name):
+            raise FailedPrecondition(
+                f"{request.name} is an agent's virtual tool; it follows its agent card and cannot be "
+                "deprecated",
+                reason=errors_pb2.ERROR_REASON_INVALID_STATE,
+            )
+        await self._authorize_write(context, "DeprecateTool", [request.name])
+        versions = await self.store.versions(request.name)
+        if not versions:
+            raise _not_found(request.name)
+        if request.version:
+            target = semver.select(request.version, versions)
+            if target is None:
+                raise _not_found(request.name, f" in version {request.version}")
+            targets = [target]
+        else:
+            targets = semver.sorted_versions(versions)
+
+        def mutate(spec: tool_pb2.ToolSpec) -> tool_pb2.ChangeKind.ValueType | None:
+            if spec.deprecated and spec.deprecation_message == request.message:
+                return None
+            spec.deprecated = True
+            spec.deprecation_message = request.message
+            return tool_pb2.CHANGE_KIND_TOOL_DEPRECATED
+
+        updated = await self.store.update_tools(request.name, targets, mutate)
+        return max(updated, key=lambda s: semver.sort_key(s.version))
+
+    # -- CheckCompatibility ------------------------------------------------------------
+
+    async def CheckCompatibility(
+        self, request: rs.CheckCompatibilityRequest, context: grpc.aio.ServicerContext
+    ) -> rs.CheckCompatibilityResponse:
+        if not request.HasField("tool"):
+            raise InvalidArgument(
+                "tool is required", violations=[FieldViolation("tool", "is required", "REQUIRED")]
+            )
+        if request.against_version and not semver.is_valid_version(request.against_version):
+            raise InvalidArgument(
+                "invalid against_version",
+                violations=[
+                    FieldViolation(
+                        "against_version", f"{request.against_version[:80]!r} is not a version like 1.2.0"
+                    )
+                ],
+            )
+        candidate = prepare(request.tool)
+        versions = await self.store.versions(candidate.spec.name)
+        if request.against_version:
+            against = semver.select(request.against_version, versions)
+            if against is None:
+                raise _not_found(candidate.spec.name, f" in version {request.against_version}")
+        else:
+            major = semver.major(candidate.spec.version)
+            same_major = {
+                v: d for v, d in versions.items() if semver.is_valid_version(v) and semver.major(v) == major
+            }
+            against = max(same_major, key=semver.sort_key) if same_major else None
+        if against is None:
+            return rs.CheckCompatibilityResponse(compatible=True)
+        violations = check_compatibility(await self._load(candidate.spec.name, against), candidate.schema)
+        return rs.CheckCompatibilityResponse(
+            compatible=not violations, violations=to_proto(violations), compared_version=against
+        )
+
+    # -- BindToolEndpoint ----------------------------------------------------------------
+
+    async def BindToolEndpoint(
+        self, request: rs.BindToolEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> tool_pb2.ToolSpec:
+        violations = Violations()
+        if violations.required(request.name, "name"):
+            violations.matches(request.name, TOOL_NAME, "name", "tool name")
+        if violations.required(request.version, "version") and not semver.is_valid_version(request.version):
+            violations.add(
+                "version", f"{request.version[:80]!r} is not an exact version like 1.2.0", "PATTERN"
+            )
+        if request.endpoint:
+            violations.matches(request.endpoint, names.ENDPOINT, "endpoint", "gRPC target")
+        violations.raise_if_any("invalid BindToolEndpoint request")
+        if names.is_agent_tool(request.name):
+            raise FailedPrecondition(
+                f"{request.name} is an agent's virtual tool; its endpoint comes from RegisterAgent",
+                reason=errors_pb2.ERROR_REASON_INVALID_STATE,
+            )
+        await self._authorize_write(context, "BindToolEndpoint", [request.name])
+        version = str(semver.parse_version(request.version))
+        if version not in await self.store.versions(request.name):
+            raise _not_found(request.name, f" in version {version}")
+        (spec,) = await self._set_endpoint(request.name, version, request.endpoint)
+        return spec
+
+    # -- agents ---------------------------------------------------------------------
+
+    async def RegisterAgent(
+        self, request: rs.RegisterAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agent_service_pb2.AgentCard:
+        card = request.card
+        violations = Violations()
+        if violations.required(card.domain, "card.domain"):
+            violations.matches(card.domain, DOMAIN_SLUG, "card.domain", "domain slug")
+        if violations.required(card.description, "card.description"):
+            violations.max_length(card.description, 16 * 1024, "card.description")
+        if violations.required(card.endpoint, "card.endpoint"):
+            violations.matches(card.endpoint, names.ENDPOINT, "card.endpoint", "gRPC target")
+        for index, scope in enumerate(card.required_scopes):
+            violations.matches(scope, names.SCOPE, f"card.required_scopes[{index}]", "scope")
+        violations.max_length(card.SerializeToString(), 256 * 1024, "card")
+        violations.raise_if_any("invalid agent card")
+        await self._authorize_write(context, "RegisterAgent", [card.domain])
+        stored = await self.store.put_agent(card, agent_tool)
+        log.info("agent registered", extra={"domain": card.domain, "revision": stored.revision})
+        return stored
+
+    async def GetAgent(
+        self, request: rs.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agent_service_pb2.AgentCard:
+        violations = Violations()
+        if violations.required(request.domain, "domain"):
+            violations.matches(request.domain, DOMAIN_SLUG, "domain", "domain slug")
+        violations.raise_if_any("invalid GetAgent request")
+        card = await self._agent(request.domain)
+        if card is None:
+            raise NotFound(
+                f"agent {request.domain!r} not found",
+                reason=errors_pb2.ERROR_REASON_AGENT_NOT_FOUND,
+                metadata={"domain": request.domain},
+            )
+        return card
+
+    async def ListAgents(
+        self, request: rs.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> rs.ListAgentsResponse:
+        violations = Violations()
+        violations.in_range(request.page_size, "page_size", low=0, high=MAX_PAGE_SIZE)
+        violations.raise_if_any("invalid ListAgents request")
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        domains = await self.store.agent_domains()
+        if request.page_token:
+            after = str(_decode_token(request.page_token, "agents")["n"])
+            domains = [d for d in domains if d > after]
+        page, rest = domains[:page_size], domains[page_size:]
+        cards = [c for c in await self.store.get_agents(page) if c is not None]
+        token = _encode_token({"n": page[-1], "f": "agents"}) if rest and page else ""
+        return rs.ListAgentsResponse(agents=cards, next_page_token=token)
+
+
+def register(servicer: ToolRegistryServicer) -> Callable[[grpc.aio.Server], None]:
+    """For ServiceHost.add_service."""
+    return lambda server: tool_registry_service_pb2_grpc.add_ToolRegistryServiceServicer_to_server(
+        servicer, server
+    )
+
+
+SERVICE = tool_registry_service_pb2.DESCRIPTOR.services_by_name["ToolRegistryService"]
