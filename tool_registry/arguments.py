@@ -138,7 +138,7 @@ class ArgumentConverter:
             raise _invalid(
                 [FieldViolation("", f"does not convert: {str(exc)[:200]}", "INVALID_JSON")]
             ) from None
-        violations = validate_message(request)
+        violations = validate_message(request, self.schema.validator)
         if violations:
             raise _invalid(violations)
         return request
@@ -477,10 +477,10 @@ def protovalidate_violations(violations: list[protovalidate.Violation]) -> list[
     return out
 
 
-def validate_message(message: Message) -> list[FieldViolation]:
+def validate_message(message: Message, validator: protovalidate.Validator) -> list[FieldViolation]:
     """protovalidate a message; violations (or one violation when its rules cannot be evaluated)."""
     try:
-        return protovalidate_violations(protovalidate.collect_violations(message))
+        return protovalidate_violations(validator.collect_violations(message))
     except (protovalidate.CompilationError, protovalidate.EvaluationError) as exc:
         return [FieldViolation("", f"its validation rules could not be evaluated: {exc}", "RULES")]
 

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
@@ -200,6 +201,12 @@ class ToolSchema:
         for file in self.file_set.file:
             merged.update(comments_by_name(file))
         return merged
+
+    @functools.cached_property
+    def validator(self) -> protovalidate.Validator:
+        """protovalidate for this version's messages: a validator keeps the descriptors it saw by
+        full name, so two versions of one message in the same validator collide."""
+        return protovalidate.Validator()
 
     def description(self) -> str:
         """The method's leading comment (what the model reads when the option has no description)."""

@@ -998,7 +998,7 @@ def zero_value_violations(schema: ToolSchema, message: descriptor.Descriptor) ->
     """
     instance = schema.message_class(message)()
     try:
-        violations = protovalidate.collect_violations(instance)
+        violations = schema.validator.collect_violations(instance)
     except (protovalidate.CompilationError, protovalidate.EvaluationError) as exc:
         raise InvalidArgument(
             f"protovalidate rules of {message.full_name} do not compile",
@@ -1031,7 +1031,7 @@ def tool_json_schemas(schema: ToolSchema) -> tuple[dict[str, Any], dict[str, Any
     )
 
 
-def export_json_schemas(schema: ToolSchema) -> tuple[str, str]:
+def export_tool_schemas(schema: ToolSchema) -> tuple[str, str]:
     """The schemas as compact JSON text: the registry's `schema_exporter`."""
     inputs, outputs = tool_json_schemas(schema)
     return _dumps(inputs), _dumps(outputs)

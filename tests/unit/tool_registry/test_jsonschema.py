@@ -12,7 +12,7 @@ from tests.support.schema_check import validator_for
 from tool_registry.descriptors import load_tool_schema
 from tool_registry.jsonschema import (
     DIALECT,
-    export_json_schemas,
+    export_tool_schemas,
     function_definition,
     tool_json_schemas,
 )
@@ -61,7 +61,7 @@ def test_schemas_are_valid_2020_12_json_with_defs_only_at_the_root(method: str, 
         keywords = _keywords({k: v for k, v in exported.items() if k != "$defs"})
         assert "$defs" not in keywords  # only at the root
         assert not keywords & REFUSED_KEYWORDS
-    text_in, _ = export_json_schemas(schema)
+    text_in, _ = export_tool_schemas(schema)
     assert json.loads(text_in) == tool_json_schemas(schema)[0]
     json.loads(text_in, parse_constant=lambda name: pytest.fail(f"{name} in the schema"))
 
