@@ -231,7 +231,8 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if self.schema_exporter is None:
             return
         spec = candidate.spec
-        self._exported[(spec.name, spec.version, spec.content_digest)] = self.schema_exporter(candidate.schema)
+        exported = self.schema_exporter(candidate.schema)
+        self._exported[(spec.name, spec.version, spec.content_digest)] = exported
 
     async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
         await self.feed.start()
