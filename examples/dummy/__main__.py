@@ -1,0 +1,5 @@
+"""`python -m examples.dummy`."""
+
+from examples.dummy import main
+
+main()

@@ -1,0 +1,5 @@
+"""`python -m examples.payments`."""
+
+from examples.payments import main
+
+main()
