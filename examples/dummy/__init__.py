@@ -43,6 +43,9 @@ class Dummy:
         self.effects = 0
         self.injected = 0
         self.rng = random.Random()
+        # What the last call carried (for tests and demos: deadline propagation, metadata).
+        self.last_remaining: float | None = None
+        self.last_metadata: dict[str, str] = {}
         self.configure(behaviour or {})
 
     def configure(self, behaviour: dict[str, Any]) -> None:
@@ -75,6 +78,8 @@ class Dummy:
 
     async def call(self, context: ToolContext, effect: bool) -> int:
         self.calls += 1
+        self.last_remaining = context.time_remaining()
+        self.last_metadata = dict(context.metadata)
         latency = self._seconds("latency")
         if latency:
             await asyncio.sleep(latency)
