@@ -324,6 +324,7 @@ class ToolService:
         )
         generic = self._generic_handler()
         host.add_service(self.service_name, lambda server: server.add_generic_rpc_handlers((generic,)))
+        host.add_http_route("/registration", self._registration_report)
         await host.start()
         self.host = host
         if register and settings.registry:
@@ -337,10 +338,14 @@ class ToolService:
                 metadata=self.registry_metadata or _service_token(settings),
             )
             self.registration.start()
-            host.add_http_route("/registration", self.registration.report)
         elif register:
             log.info("AGENTMESH_REGISTRY is not set: the tools are served but not registered")
         return host
+
+    async def _registration_report(self) -> dict[str, Any]:
+        if self.registration is None:
+            return {"registry": None, "tools": {}}
+        return await self.registration.report()
 
     async def stop(self, grace: float | None = None) -> None:
         if self.registration is not None:
