@@ -100,10 +100,12 @@ class ResolvedTool:
     schema: ToolSchema
     channel: grpc.aio.Channel | None
     converter: ArgumentConverter = field(init=False, repr=False)
+    backoff: Backoff = field(init=False, repr=False)
     _call: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.converter = ArgumentConverter(self.schema)
+        self.backoff = Backoff.of(self.spec)
 
     @property
     def name(self) -> str:
@@ -252,11 +254,17 @@ class ToolInvoker:
         self.max_observation_bytes = max_observation_bytes
         self._sleep = sleep
         self._rng = rng
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def invoke(
         self, tool: ResolvedTool, arguments: str | bytes | Mapping[str, Any] | None, call: CallContext
     ) -> ToolResult:
         started = time.perf_counter()
+        if not tracing.enabled():  # no span to record: skip the no-op span's cost
+            result = await self._invoke(tool, arguments, call, started)
+            self._record(tool.name, result)
+            return result
         with tracer.start_as_current_span(
             f"execute_tool {tool.name}",
             kind=trace.SpanKind.INTERNAL,
@@ -273,9 +281,19 @@ class ToolInvoker:
             span.set_attribute("agentmesh.tool.attempts", result.attempts)
             if result.status_code:
                 span.set_attribute("rpc.grpc.status_code", result.status_code)
-        metrics.TOOL_CALLS.labels(tool.name, result.outcome.name, result.status_code or "OK").inc()
-        metrics.TOOL_CALL_DURATION.labels(tool.name).observe(result.duration_s)
+        self._record(tool.name, result)
         return result
+
+    def _record(self, name: str, result: ToolResult) -> None:
+        key = (name, result.outcome.name, result.status_code or "OK")
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.TOOL_CALLS.labels(*key)
+        counter.inc()
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = self._histograms[name] = metrics.TOOL_CALL_DURATION.labels(name)
+        histogram.observe(result.duration_s)
 
     async def _invoke(
         self,
@@ -356,23 +374,53 @@ class ToolInvoker:
         breaker: CircuitBreaker,
         ending: Callable[..., ToolResult],
     ) -> ToolResult:
-        spec = tool.spec
-        backoff = Backoff.of(spec)
-        attempts = 0
+        backoff = tool.backoff
+        # The first attempt runs outside tenacity: most calls need no retry, and setting up the
+        # retry machinery costs more than the rest of the client side of a call.
+        try:
+            response, replayed = await self._attempt(tool, request, call, breaker, 1, backoff)
+        except _RetryAttempt as first:
+            return await self._retries(tool, request, call, breaker, ending, backoff, first)
+        except _Attempt as failure:
+            return self._failed(failure, 1, ending)
+        return self._answered(tool, response, replayed, 1, ending)
+
+    async def _retries(
+        self,
+        tool: ResolvedTool,
+        request: Message,
+        call: CallContext,
+        breaker: CircuitBreaker,
+        ending: Callable[..., ToolResult],
+        backoff: Backoff,
+        first: _Attempt,
+    ) -> ToolResult:
+        """Attempts 2..max_attempts, with backoff (tenacity), within the deadline."""
         deadline = call.deadline
+        delay = backoff.delay(1, retry_after=first.error.retry_after, rng=self._rng)
+        if deadline is not None and time.time() + delay >= deadline:
+            return self._failed(first, 1, ending)
+        _count_retry(tool.name, first, 1)
+        await self._sleep(delay)
+        attempts = 1
 
         def wait(state: RetryCallState) -> float:
             failure = state.outcome.exception() if state.outcome else None
             retry_after = failure.error.retry_after if isinstance(failure, _Attempt) else None
-            return backoff.delay(state.attempt_number, retry_after=retry_after, rng=self._rng)
+            return backoff.delay(state.attempt_number + 1, retry_after=retry_after, rng=self._rng)
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            if isinstance(failure, _Attempt):
+                _count_retry(tool.name, failure, state.attempt_number + 1)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(backoff.max_attempts) | _StopBeforeDeadline(deadline),
+            stop=stop_after_attempt(backoff.max_attempts - 1) | _StopBeforeDeadline(deadline),
             wait=wait,
             retry=retry_if_exception_type(_RetryAttempt),
             sleep=self._sleep,
             reraise=True,
-            before_sleep=lambda state: _count_retry(tool.name, state),
+            before_sleep=before_sleep,
         )
         try:
             async for attempt in retrying:
@@ -432,15 +480,12 @@ class ToolInvoker:
         remaining = call.remaining()
         if remaining is not None:
             timeout = min(timeout, remaining)
-        unary_call = tool.unary()(
-            request,
-            timeout=max(timeout, 0.001),
-            metadata=self._metadata(spec, call),
-            wait_for_ready=False,
-        )
+        pairs = self._metadata(spec, call)
+        unary_call = tool.unary()(request, timeout=max(timeout, 0.001), metadata=pairs, wait_for_ready=False)
         try:
             response = await unary_call
-            trailing = await unary_call.trailing_metadata()
+            # Only a keyed call can be a replay (the SDK says so in trailing metadata).
+            trailing = await unary_call.trailing_metadata() if self._key(spec, call) else None
         except grpc.aio.AioRpcError as exc:
             error = from_rpc_error(exc)
             breaker.record(error.code)
@@ -551,11 +596,10 @@ class _StopBeforeDeadline(stop_base):
         return time.time() + (state.upcoming_sleep or 0.0) >= self.deadline
 
 
-def _count_retry(tool: str, state: RetryCallState) -> None:
-    failure = state.outcome.exception() if state.outcome else None
-    code = failure.error.code.name if isinstance(failure, _Attempt) else "UNKNOWN"
+def _count_retry(tool: str, failure: _Attempt, attempt: int) -> None:
+    code = failure.error.code.name
     metrics.TOOL_RETRIES.labels(tool, code).inc()
-    log.info("retrying tool call", extra={"tool": tool, "code": code, "attempt": state.attempt_number})
+    log.info("retrying tool call", extra={"tool": tool, "code": code, "attempt": attempt})
 
 
 async def _ready(channel: grpc.aio.Channel, timeout: float) -> bool:

@@ -170,8 +170,7 @@ async def test_metadata_reaches_the_tool(redis_url: str) -> None:
 
 async def test_succeed_then_time_out_is_replayed_not_repeated(redis_url: str) -> None:
     async with served(dummy.build({"succeed_then_hang_next": 1}), redis_url) as tools:
-        act = tools.tool("Act", timeout_s=0.5)
-        act.spec.retry.max_attempts = 5
+        act = tools.tool("Act", timeout_s=0.5, max_attempts=5)
         result = await ToolInvoker().invoke(act, {"action": "ship"}, step(10))
         assert result.outcome is Outcome.DEDUPLICATED, result
         assert result.attempts >= 2 and tools.state.effects == 1
@@ -199,8 +198,7 @@ async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
     async with served(dummy.build({"unavailable_rate": 1.0}), redis_url) as tools:
         board = BreakerBoard(failure_threshold=3, reset_after_s=0.5)
         invoker = ToolInvoker(breakers=board)
-        echo = tools.tool("Echo")
-        echo.spec.retry.max_attempts = 1
+        echo = tools.tool("Echo", max_attempts=1)
         for _ in range(3):
             assert (await invoker.invoke(echo, {}, step(13))).status_code == "UNAVAILABLE"
         calls = tools.state.calls

@@ -38,6 +38,8 @@ class Served:
         for name, value in overrides.items():
             if name == "timeout_s":
                 spec.timeout.FromNanoseconds(int(value * 1e9))
+            elif name == "max_attempts":
+                spec.retry.max_attempts = value
             else:
                 setattr(spec, name, value)
         return ResolvedTool(spec, schema, self.channel)
