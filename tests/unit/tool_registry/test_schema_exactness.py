@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +25,22 @@ from tests.support.schema_strategies import instances
 from tool_registry.arguments import ArgumentConverter
 from tool_registry.descriptors import load_tool_schema
 from tool_registry.jsonschema import tool_json_schemas
+from tool_registry.protoc import compile_protos
 
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+PROTOS = Path(__file__).resolve().parents[2] / "fixtures" / "protos"
 CASES = [
     ("rich", "rich.v1.Rich/Scalars", 60),
     ("rich", "rich.v1.Rich/Shapes", 60),
-    ("rich", "rich.v1.Rich/Rules", 25),
+    ("rich", "rich.v1.Rich/Rules", 10),
     ("rich", "rich.v1.Rich/Tree", 60),
     ("shop", "shop.v1.Inventory/Reserve", 60),
+    ("payments", "payments.v1.Payments/Refund", 30),
+    ("shipping", "shipping.v1.Shipping/CreateShipment", 30),
+    ("shipping", "shipping.v1.Shipping/GetShipments", 30),
 ]
+# The same with many more examples (make test runs the CI subset; pytest -m slow runs these).
+SLOW_CASES = [pytest.param(kind, method, 500, marks=pytest.mark.slow) for kind, method, _ in CASES]
 
 AWKWARD: list[Any] = [
     None,
@@ -127,19 +135,21 @@ AWKWARD: list[Any] = [
 
 
 @functools.cache
-def _case(
-    kind: str, method: str, rich: bytes, shop: bytes
-) -> tuple[Any, Any, ArgumentConverter, dict[str, Any]]:
-    data = rich if kind == "rich" else shop
-    schema = load_tool_schema(descriptor_pb2.FileDescriptorSet.FromString(data), method)
+def _set(kind: str) -> bytes:
+    if kind in ("rich", "shop"):
+        path = {
+            "rich": PROTOS / "rich" / "v1" / "rich.proto",
+            "shop": PROTOS / "shop" / "v1" / "inventory.proto",
+        }
+        return compile_protos([path[kind]], [PROTOS]).SerializeToString()
+    return compile_protos([EXAMPLES / kind / f"{kind}.proto"]).SerializeToString()
+
+
+@functools.cache
+def _case(kind: str, method: str) -> tuple[Any, Any, ArgumentConverter, dict[str, Any]]:
+    schema = load_tool_schema(_set(kind), method)
     input_schema, _ = tool_json_schemas(schema)
     return schema, validator_for(input_schema), ArgumentConverter(schema), input_schema
-
-
-@pytest.fixture
-def case(request: pytest.FixtureRequest, rich_set: Any, shop_set: Any) -> Any:
-    kind, method = request.param
-    return _case(kind, method, rich_set.SerializeToString(), shop_set.SerializeToString())
 
 
 def _accepts(converter: ArgumentConverter, value: Any) -> tuple[bool, Any]:
@@ -154,13 +164,9 @@ def _settings(examples: int) -> Any:
     return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@pytest.mark.parametrize(("kind", "method", "examples"), CASES)
-def test_every_schema_instance_converts_and_validates(
-    kind: str, method: str, examples: int, rich_set: Any, shop_set: Any
-) -> None:
-    _, validator, converter, input_schema = _case(
-        kind, method, rich_set.SerializeToString(), shop_set.SerializeToString()
-    )
+@pytest.mark.parametrize(("kind", "method", "examples"), [*CASES, *SLOW_CASES])
+def test_every_schema_instance_converts_and_validates(kind: str, method: str, examples: int) -> None:
+    _, validator, converter, input_schema = _case(kind, method)
 
     @_settings(examples)
     @given(instances(input_schema))
@@ -190,13 +196,9 @@ def _mutate(value: dict[str, Any], data: st.DataObject, input_schema: dict[str, 
     return mutated
 
 
-@pytest.mark.parametrize(("kind", "method", "examples"), CASES)
-def test_schema_and_converter_agree_on_near_misses(
-    kind: str, method: str, examples: int, rich_set: Any, shop_set: Any
-) -> None:
-    _, validator, converter, input_schema = _case(
-        kind, method, rich_set.SerializeToString(), shop_set.SerializeToString()
-    )
+@pytest.mark.parametrize(("kind", "method", "examples"), [*CASES, *SLOW_CASES])
+def test_schema_and_converter_agree_on_near_misses(kind: str, method: str, examples: int) -> None:
+    _, validator, converter, input_schema = _case(kind, method)
 
     @_settings(examples * 2)
     @given(instances(input_schema), st.data())
