@@ -10,12 +10,24 @@ reference table cannot drift from the code.
 from __future__ import annotations
 
 import enum
+import math
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class Role(enum.StrEnum):
@@ -46,6 +58,49 @@ HEALTH_PORT_OFFSET = 2000
 
 class ConfigError(ValueError):
     """The environment holds an invalid value; the message names the variable."""
+
+
+_RATE = re.compile(
+    r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?:/\s*(?P<unit>s|sec|m|min|h|hour))?\s*(?::\s*(?P<burst>\d+))?\s*$"
+)
+_PER_SECOND = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """A token-bucket rate: `per_second` sustained, `burst` at once after a quiet period.
+
+    Written `RATE[/UNIT][:BURST]`: `5` (5 per second), `600/min`, `100/h:20`.
+    Without a burst: max(1, ceil(rate per second)).
+    """
+
+    per_second: float
+    burst: int
+
+    @classmethod
+    def parse(cls, text: str) -> RateSpec:
+        match = _RATE.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a rate: write RATE[/s, /min or /h][:BURST], e.g. 600/min:20")
+        per_second = float(match["n"]) / _PER_SECOND[match["unit"]]
+        if per_second <= 0:
+            raise ValueError("a rate must be positive (leave the variable unset for no limit)")
+        burst = int(match["burst"]) if match["burst"] else max(1, math.ceil(per_second))
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        return cls(per_second, burst)
+
+    def __str__(self) -> str:
+        return f"{self.per_second:g}/s:{self.burst}"
+
+
+def _rate(value: Any) -> Any:
+    return RateSpec.parse(value) if isinstance(value, str) else value
+
+
+Rate = Annotated[RateSpec, BeforeValidator(_rate), PlainSerializer(str, return_type=str)]
+
+DAY_S = 24 * 3600.0
 
 
 def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
@@ -166,6 +221,65 @@ class Settings(BaseModel):
     )
     worker_concurrency: int = _env(
         "AGENTMESH_WORKER_CONCURRENCY", "Durable tasks one agent replica runs at once.", 4, ge=1
+    )
+    session_idle_ttl_s: float = _env(
+        "AGENTMESH_SESSION_IDLE_TTL",
+        "Seconds a conversation session is kept after its last turn; every append renews it.",
+        7 * DAY_S,
+        gt=0,
+    )
+    session_max_turns: int = _env(
+        "AGENTMESH_SESSION_MAX_TURNS",
+        "Hard cap on stored turns per session (compaction normally keeps far fewer); beyond it the "
+        "oldest turns are dropped and counted.",
+        1000,
+        ge=10,
+    )
+    fact_ttl_s: float = _env(
+        "AGENTMESH_FACT_TTL",
+        "Default lifetime in seconds of a user's long-term fact (a writer may choose another). "
+        "0 = facts never expire.",
+        90 * DAY_S,
+        ge=0,
+    )
+    usage_retention_s: float = _env(
+        "AGENTMESH_USAGE_RETENTION",
+        "Seconds usage counters (per task, session, user, domain) are kept after their last update.",
+        90 * DAY_S,
+        gt=0,
+    )
+    idempotency_window_s: float = _env(
+        "AGENTMESH_IDEMPOTENCY_WINDOW",
+        "Seconds a completed idempotency key (SubmitTask request_id, tool idempotency-key) replays its "
+        "result; afterwards the key may run again.",
+        DAY_S,
+        gt=0,
+    )
+    rate_limit_tenant: Rate | None = _env(
+        "AGENTMESH_RATE_LIMIT_TENANT",
+        "Admission rate per tenant, shared by all replicas: `RATE[/UNIT][:BURST]` with UNIT s, min "
+        "or h, e.g. `50/s:100`. Unset = unlimited.",
+    )
+    rate_limit_user: Rate | None = _env(
+        "AGENTMESH_RATE_LIMIT_USER",
+        "Admission rate per (tenant, user), e.g. `30/min:10`. Unset = unlimited.",
+    )
+    rate_limit_domain: Rate | None = _env(
+        "AGENTMESH_RATE_LIMIT_DOMAIN",
+        "Admission rate of this agent domain over all tenants (its total capacity), e.g. `20/s`. "
+        "Unset = unlimited.",
+    )
+    user_daily_token_budget: int = _env(
+        "AGENTMESH_USER_DAILY_TOKENS",
+        "Model tokens one user may use per UTC day over all domains. 0 = unlimited.",
+        0,
+        ge=0,
+    )
+    user_daily_cost_budget_usd: float = _env(
+        "AGENTMESH_USER_DAILY_COST_USD",
+        "Model cost (USD, from the price table) one user may incur per UTC day. 0 = unlimited.",
+        0.0,
+        ge=0,
     )
     max_connection_age_s: float = _env(
         "AGENTMESH_MAX_CONNECTION_AGE",

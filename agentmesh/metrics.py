@@ -106,3 +106,42 @@ TOOL_REGISTERED = Gauge(
     ["tool"],
     registry=REGISTRY,
 )
+
+# --- memory: usage, budgets, rate limits (per-session/user figures stay in Redis) ---
+
+MODEL_TOKENS = Counter(
+    "agentmesh_model_tokens",
+    "Model tokens recorded against budgets, by agent domain and type (prompt | completion).",
+    ["domain", "type"],
+    registry=REGISTRY,
+)
+MODEL_COST_USD = Counter(
+    "agentmesh_model_cost_usd",
+    "Model cost in US dollars from the configured price table, by agent domain.",
+    ["domain"],
+    registry=REGISTRY,
+)
+UNPRICED_TOKENS = Counter(
+    "agentmesh_unpriced_tokens",
+    "Tokens of models missing from the price table (counted at cost 0), by agent domain.",
+    ["domain"],
+    registry=REGISTRY,
+)
+TOOL_CALLS_COUNTED = Counter(
+    "agentmesh_usage_tool_calls",
+    "Tool calls recorded against budgets (retries included), by agent domain and tool.",
+    ["domain", "tool"],
+    registry=REGISTRY,
+)
+BUDGET_EXHAUSTED = Counter(
+    "agentmesh_budget_exhausted",
+    "Usage records that found a budget exhausted, by domain and budget (e.g. task.tokens).",
+    ["domain", "budget"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "agentmesh_rate_limited",
+    "Rate-limit checks refused, by the limit's scope (tenant | user | domain | tool) and tool.",
+    ["scope", "tool"],
+    registry=REGISTRY,
+)

@@ -106,7 +106,9 @@ async def _measure(registry: str, dummy: str, in_flight: int) -> tuple[LoadResul
             return result
 
         try:
-            bare = await closed_loop("bare stub-style call", direct, in_flight=in_flight, duration_s=DURATION_S)
+            bare = await closed_loop(
+                "bare stub-style call", direct, in_flight=in_flight, duration_s=DURATION_S
+            )
             tools = await closed_loop(
                 "resolve + validate + invoke", through_tools, in_flight=in_flight, duration_s=DURATION_S
             )

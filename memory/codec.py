@@ -42,6 +42,13 @@ def encode(kind: Kind, version: int, payload: bytes) -> bytes:
     return MAGIC + bytes((kind, version)) + payload
 
 
+def as_bytes(value: object) -> bytes | None:
+    """A Redis reply as bytes (clients here never decode responses; typing says they might)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
 def decode(data: bytes | None, kind: Kind, accepted: Collection[int], what: str) -> tuple[int, bytes]:
     """(version, payload); DataLoss if `data` is not a record of `kind` in an accepted version."""
     if data is None:

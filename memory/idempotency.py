@@ -14,7 +14,10 @@ Semantics (one Lua script per step, so they hold across replicas):
   (nothing ran; retry shortly);
 - if the first caller fails with a retryable error it `release`s the key so a
   retry can run; if it dies, the lease expires and the next caller claims it;
-- completed keys expire after the window (24 h by default).
+- completed keys expire after the window (24 h by default;
+  AGENTMESH_IDEMPOTENCY_WINDOW through `from_settings`);
+- a record in a format this release cannot read (or foreign data under the
+  key) is DATA_LOSS, never silently overwritten.
 
 The record is one hash under `memory.keys.idempotency(scope, key)`.
 """
@@ -29,7 +32,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agentmesh.errors import Aborted, InvalidArgument
+from agentmesh.config import Settings
+from agentmesh.errors import Aborted, DataLoss, InvalidArgument
 from agentmesh.v1 import errors_pb2
 from memory import keys
 from memory.connection import AnyRedis, redis_errors
@@ -37,23 +41,27 @@ from memory.connection import AnyRedis, redis_errors
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = b"1"
+# Record formats this release reads (DESIGN.md, "Upgrades": current and previous).
+READABLE_VERSIONS = frozenset({b"1"})
 DEFAULT_WINDOW_S = 24 * 3600.0
 DEFAULT_LEASE_S = 30.0
 
 _BEGIN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return {'foreign', ''} end
   redis.call('HSET', KEYS[1], 'v', ARGV[4], 'state', 'pending', 'fp', ARGV[1], 'token', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'claimed'}
 end
+local version = redis.call('HGET', KEYS[1], 'v') or ''
 if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
-  return {'conflict'}
+  return {'conflict', version}
 end
 if state == 'pending' then
-  return {'in_flight', tostring(redis.call('PTTL', KEYS[1]))}
+  return {'in_flight', version, tostring(redis.call('PTTL', KEYS[1]))}
 end
-return {'done', redis.call('HGET', KEYS[1], 'result')}
+return {'done', version, redis.call('HGET', KEYS[1], 'result') or ''}
 """
 
 _COMPLETE = """
@@ -114,6 +122,13 @@ class IdempotencyStore:
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
 
+    @classmethod
+    def from_settings(
+        cls, redis: AnyRedis, settings: Settings, *, scope: str, lease_s: float = DEFAULT_LEASE_S
+    ) -> IdempotencyStore:
+        """A store whose window is AGENTMESH_IDEMPOTENCY_WINDOW."""
+        return cls(redis, scope=scope, window_s=settings.idempotency_window_s, lease_s=lease_s)
+
     def _key(self, key: str) -> str:
         return keys.idempotency(self.scope, key)
 
@@ -128,15 +143,23 @@ class IdempotencyStore:
         outcome = _text(answer[0])
         if outcome == "claimed":
             return Claimed(redis_key, token)
+        version = bytes(answer[1]) if not isinstance(answer[1], str) else answer[1].encode()
+        if outcome == "foreign" or version not in READABLE_VERSIONS:
+            raise DataLoss(
+                f"idempotency key {key!r}: the stored record is not readable by this release "
+                f"(format {version.decode(errors='replace') or 'unknown'}; reads "
+                f"{sorted(v.decode() for v in READABLE_VERSIONS)})",
+                metadata={"idempotency_key": key, "scope": self.scope},
+            )
         if outcome == "done":
-            return Replay(bytes(answer[1]))
+            return Replay(bytes(answer[2]))
         if outcome == "conflict":
             raise InvalidArgument(
                 f"idempotency key {key!r} was already used for a different request",
                 reason=errors_pb2.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
                 metadata={"idempotency_key": key, "scope": self.scope},
             )
-        remaining_ms = int(_text(answer[1]))
+        remaining_ms = int(_text(answer[2]))
         raise Aborted(
             f"a request with idempotency key {key!r} is still in flight; retry shortly",
             reason=errors_pb2.ERROR_REASON_IN_FLIGHT,

@@ -7,8 +7,9 @@ Layout rules (ARCHITECTURE.md, "Redis keys"):
 - Keys that must be updated atomically together share a hash tag, so MULTI/EXEC
   and Lua work on Redis Cluster: a task's keys share `{t:<task_id>}`; each queue
   shard is `{q:<domain>:<shard>}`; a session's keys share
-  `{s:<tenant>:<user>:<session>}`; a user's facts share `{u:<tenant>:<user>}`;
-  the registry lives in one slot, `{reg}` (its data is small and its writes
+  `{s:<tenant>:<user>:<session>}`; a user's facts, session index and usage
+  counters share `{u:<tenant>:<user>}`; a tenant's rate-limit buckets share
+  `{r:<tenant>}`; the registry lives in one slot, `{reg}` (its data is small and its writes
   must be atomic with the change log).
 - Caller-chosen parts (tenant, user, session id, request id, idempotency key,
   domain) are escaped so they can never forge a separator or a hash tag.
@@ -18,7 +19,7 @@ Layout rules (ARCHITECTURE.md, "Redis keys"):
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 PREFIX = "am"
 
@@ -113,6 +114,14 @@ def dead_letters(domain: str) -> str:
 
 
 # --- sessions and user memory -----------------------------------------------
+#
+# A session's keys share `{s:<tenant>:<user>:<session>}` (append, compaction and
+# delete are single-slot scripts). Everything else of a user shares
+# `{u:<tenant>:<user>}`: the session index, facts and usage counters, so that
+# recording one step's usage (task + session + user + day counters) together
+# with its budget check is one atomic script. `forget` finds a user's data by
+# these tag prefixes: escaped components never contain ':' or glob characters,
+# so `am:{s:<tenant>:<user>:*` matches that user's sessions and nobody else's.
 
 
 def session_tag(tenant: str, user: str, session_id: str) -> str:
@@ -120,45 +129,150 @@ def session_tag(tenant: str, user: str, session_id: str) -> str:
 
 
 def session_turns(tenant: str, user: str, session_id: str) -> str:
-    """List: the session's turns (newest last)."""
+    """List: the session's turns (versioned records, oldest first)."""
     return f"{PREFIX}:{session_tag(tenant, user, session_id)}:turns"
 
 
 def session_meta(tenant: str, user: str, session_id: str) -> str:
-    """Hash: running summary, pinned facts, counters."""
+    """Hash: running summary (versioned record) and counters (generation, folded, dropped)."""
     return f"{PREFIX}:{session_tag(tenant, user, session_id)}:meta"
+
+
+def session_compaction_lease(tenant: str, user: str, session_id: str) -> str:
+    """String: held while one replica compacts the session (the others skip)."""
+    return f"{PREFIX}:{session_tag(tenant, user, session_id)}:compacting"
+
+
+def session_pattern(tenant: str, user: str) -> str:
+    """SCAN pattern for every session key of one user."""
+    return f"{PREFIX}:{{s:{part(tenant)}:{part(user)}:*"
 
 
 def user_tag(tenant: str, user: str) -> str:
     return tag("u", part(tenant), part(user))
 
 
+def user_pattern(tenant: str, user: str) -> str:
+    """SCAN pattern for every `{u:<tenant>:<user>}` key (facts, session index, usage)."""
+    return f"{PREFIX}:{user_tag(tenant, user)}*"
+
+
 def user_sessions(tenant: str, user: str) -> str:
-    """Set: the user's session ids (for `memory forget`)."""
+    """Sorted set: the user's session ids scored by last activity (ms), for listing and `forget`."""
     return f"{PREFIX}:{user_tag(tenant, user)}:sessions"
 
 
 def user_facts(tenant: str, user: str) -> str:
-    """Hash: long-term facts of a user."""
+    """Hash: fact key -> versioned FACT record (a user's long-term memory)."""
     return f"{PREFIX}:{user_tag(tenant, user)}:facts"
 
 
-# --- idempotency, limits, usage ---------------------------------------------
+def user_fact_expiry(tenant: str, user: str) -> str:
+    """Sorted set: fact key scored by its expiry (ms; +inf = never), for pruning."""
+    return f"{PREFIX}:{user_tag(tenant, user)}:facts:exp"
+
+
+# --- idempotency -------------------------------------------------------------
 
 
 def idempotency(scope: str, key: str) -> str:
-    """String/hash: the stored outcome of the first call with this key in `scope`."""
+    """Hash: the state and stored outcome of the first call with this key in `scope`."""
     return f"{PREFIX}:{tag('i', part(scope), part(key))}"
 
 
-def rate_bucket(kind: str, *parts: str) -> str:
-    """Hash: a token bucket, e.g. rate_bucket('tool', tenant, 'payments_refund')."""
-    return f"{PREFIX}:{tag('r', part(kind), *(part(p) for p in parts))}"
+# --- rate limits ---------------------------------------------------------------
+#
+# Every bucket of one tenant lives under `{r:<tenant>}`, so the admission check
+# (tenant + user + tenant-domain buckets, tenant- or user-scoped tool buckets)
+# is ONE atomic script on one slot. Buckets shared by all tenants (a tool's
+# RATE_LIMIT_SCOPE_GLOBAL, a domain's global capacity) each get their own slot
+# `{rg:<kind>:<name>}`; a check mixing both is consumed slot by slot and
+# refunded when a later slot refuses (memory/rate_limits.py).
 
 
-def usage(kind: str, *parts: str) -> str:
-    """Hash: usage counters (tokens, calls, cost) for a task/session/user/domain."""
-    return f"{PREFIX}:{tag('c', part(kind), *(part(p) for p in parts))}"
+def rate_tag(tenant: str) -> str:
+    return tag("r", part(tenant))
+
+
+def rate_tenant(tenant: str) -> str:
+    """Hash (token bucket): everything one tenant does."""
+    return f"{PREFIX}:{rate_tag(tenant)}:tenant"
+
+
+def rate_user(tenant: str, user: str) -> str:
+    """Hash (token bucket): one user of a tenant."""
+    return f"{PREFIX}:{rate_tag(tenant)}:user:{part(user)}"
+
+
+def rate_domain(tenant: str, domain: str) -> str:
+    """Hash (token bucket): one tenant's calls to one agent domain."""
+    return f"{PREFIX}:{rate_tag(tenant)}:domain:{part(domain)}"
+
+
+def rate_tool(tenant: str, tool: str, user: str | None = None) -> str:
+    """Hash (token bucket): a tool's calls by one tenant (scope TENANT) or one user (scope USER)."""
+    base = f"{PREFIX}:{rate_tag(tenant)}:tool:{part(tool)}"
+    return base if user is None else f"{base}:user:{part(user)}"
+
+
+def rate_tool_user_pattern(tenant: str, user: str) -> str:
+    """SCAN pattern for one user's tool buckets (tool names never contain ':')."""
+    return f"{PREFIX}:{rate_tag(tenant)}:tool:*:user:{part(user)}"
+
+
+def rate_global(kind: str, name: str) -> str:
+    """Hash (token bucket) shared by all tenants, e.g. rate_global('tool', 'payments_refund')."""
+    return f"{PREFIX}:{tag('rg', part(kind), part(name))}"
+
+
+# --- usage and cost ------------------------------------------------------------
+
+
+def usage_task(tenant: str, user: str, task_id: str) -> str:
+    """Hash: one task's usage counters (budgets per task)."""
+    return f"{PREFIX}:{user_tag(tenant, user)}:usage:task:{part(task_id)}"
+
+
+def usage_session(tenant: str, user: str, session_id: str, domain: str) -> str:
+    """Hash: one session's usage in one domain (GetUsage with a session id)."""
+    return f"{PREFIX}:{user_tag(tenant, user)}:usage:session:{part(session_id)}:{part(domain)}"
+
+
+def usage_session_pattern(session_id: str, domain: str, tenant: str | None = None) -> str:
+    """SCAN pattern for one session's usage in a domain, whoever's it is (operators' `agentmesh usage`)."""
+    owner = f"{part(tenant)}:*" if tenant is not None else "*"
+    return f"{PREFIX}:{{u:{owner}}}:usage:session:{part(session_id)}:{part(domain)}"
+
+
+def parse_user_tag(key: str) -> tuple[str, str] | None:
+    """(tenant, user) from a `{u:<tenant>:<user>}` key, unescaped; None for other keys."""
+    start = key.find("{u:")
+    end = key.find("}", start)
+    if start < 0 or end < 0:
+        return None
+    tenant, _, user = key[start + 3 : end].partition(":")
+    return unquote(tenant), unquote(user)
+
+
+def usage_user(tenant: str, user: str, domain: str | None = None) -> str:
+    """Hash: a user's usage in one domain (GetUsage without a session id), or over all domains."""
+    base = f"{PREFIX}:{user_tag(tenant, user)}:usage"
+    return base if domain is None else f"{base}:domain:{part(domain)}"
+
+
+def usage_user_day(tenant: str, user: str, day: str) -> str:
+    """Hash: a user's usage on one UTC day (`YYYYMMDD`), for daily budgets."""
+    return f"{PREFIX}:{user_tag(tenant, user)}:usage:day:{part(day)}"
+
+
+def usage_domain(tenant: str, domain: str) -> str:
+    """Hash: a tenant's usage of one domain over all its users (kept when a user is forgotten)."""
+    return f"{PREFIX}:{tag('c', part(tenant), part(domain))}:usage"
+
+
+def usage_domain_pattern(domain: str) -> str:
+    """SCAN pattern for one domain's per-tenant usage hashes."""
+    return f"{PREFIX}:{{c:*:{part(domain)}}}:usage"
 
 
 # --- registry ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import typer
 
 from agentmesh import __version__, health
+from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import up as up_cli
@@ -35,6 +36,8 @@ app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
+app.add_typer(memory_cli.memory_app, name="memory")
+app.command("usage")(memory_cli.usage)
 
 
 @app.command()

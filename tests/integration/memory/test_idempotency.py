@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.errors import Aborted, InvalidArgument
+from agentmesh.config import Settings
+from agentmesh.errors import Aborted, DataLoss, InvalidArgument
 from memory.connection import create_redis
 from memory.idempotency import Claimed, IdempotencyStore, Replay
 
@@ -151,3 +152,26 @@ async def test_works_on_a_cluster() -> None:
 
 async def _value(index: int) -> bytes:
     return f"v{index}".encode()
+
+
+async def test_unreadable_or_foreign_records_are_data_loss(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    claim = await store.begin("k1", b"p")
+    assert isinstance(claim, Claimed)
+    await store.complete(claim, b"r")
+    await redis_client.hset(claim.key, "v", "9")  # written by a newer release
+    with pytest.raises(DataLoss, match="not readable by this release"):
+        await store.begin("k1", b"p")
+    await redis_client.hset(store._key("k2"), "something", "else")  # foreign hash: never overwritten
+    with pytest.raises(DataLoss):
+        await store.begin("k2", b"p")
+    assert await redis_client.hgetall(store._key("k2")) == {b"something": b"else"}
+
+
+async def test_window_comes_from_settings(redis_url: str) -> None:
+    client = create_redis(redis_url)
+    settings = Settings.from_env({"AGENTMESH_IDEMPOTENCY_WINDOW": "120"})
+    store = IdempotencyStore.from_settings(client, settings, scope="submit:refunds")
+    assert store.window_ms == 120_000 and store.scope == "submit:refunds"
+    await client.aclose()

@@ -93,3 +93,37 @@ def test_reference_lists_the_contract_variables() -> None:
         "MODEL_API_KEY",
     ):
         assert f"`{name}`" in table
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second", "burst"),
+    [
+        ("5", 5, 5),
+        ("0.5", 0.5, 1),
+        ("600/min", 10, 10),
+        ("600/min:20", 10, 20),
+        ("36/h:2", 0.01, 2),
+        (" 3 /s : 7 ", 3, 7),
+    ],
+)
+def test_rate_specs(text: str, per_second: float, burst: int) -> None:
+    from agentmesh.config import RateSpec
+
+    spec = RateSpec.parse(text)
+    assert spec.per_second == pytest.approx(per_second) and spec.burst == burst
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "5/day", "-1", "5:0"])
+def test_bad_rates_name_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match="AGENTMESH_RATE_LIMIT_USER"):
+        Settings.from_env({"AGENTMESH_RATE_LIMIT_USER": text})
+
+
+def test_memory_settings_have_documented_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.session_idle_ttl_s == 7 * 86400 and settings.fact_ttl_s == 90 * 86400
+    assert settings.idempotency_window_s == 86400 and settings.rate_limit_user is None
+    shown = settings.model_dump(mode="json", by_alias=True)
+    assert shown["AGENTMESH_RATE_LIMIT_USER"] is None
+    limited = Settings.from_env({"AGENTMESH_RATE_LIMIT_USER": "30/min:10"})
+    assert limited.model_dump(mode="json", by_alias=True)["AGENTMESH_RATE_LIMIT_USER"] == "0.5/s:10"

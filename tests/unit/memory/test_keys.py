@@ -55,3 +55,49 @@ def test_empty_components_are_refused() -> None:
 def test_is_ours() -> None:
     assert keys.is_ours(keys.task("x")) and keys.is_ours(b"am:{reg}:tools")
     assert not keys.is_ours("session:123")
+
+
+def test_user_keys_share_one_slot() -> None:
+    user_keys = [
+        keys.user_sessions("acme", "u1"),
+        keys.user_facts("acme", "u1"),
+        keys.user_fact_expiry("acme", "u1"),
+        keys.usage_task("acme", "u1", "t-1"),
+        keys.usage_session("acme", "u1", "s-1", "refunds"),
+        keys.usage_user("acme", "u1", "refunds"),
+        keys.usage_user("acme", "u1"),
+        keys.usage_user_day("acme", "u1", "20260301"),
+    ]
+    assert len({key_slot(k.encode()) for k in user_keys}) == 1
+    assert len(set(user_keys)) == len(user_keys)
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))
+def test_user_patterns_match_only_that_user(user: str, other: str) -> None:
+    """SCAN patterns (Redis glob) written with fnmatch's equivalent syntax for the test."""
+    from fnmatch import fnmatchcase
+
+    if user == other:
+        return
+    mine = [
+        keys.session_turns("t", user, "s1"),
+        keys.session_meta("t", user, "x:y"),
+        keys.user_facts("t", user),
+        keys.usage_session("t", user, "s1", "refunds"),
+    ]
+    theirs = [
+        keys.session_turns("t", other, "s1"),
+        keys.user_facts("t", other),
+        keys.usage_user("t", other),
+        keys.session_turns("t2", user, "s1"),
+    ]
+    patterns = [keys.session_pattern("t", user), keys.user_pattern("t", user)]
+    # escaped components contain no glob characters, so fnmatch agrees with Redis here
+    assert not set("*?[]\\") & set(keys.part(user))
+    assert all(any(fnmatchcase(k, p) for p in patterns) for k in mine)
+    assert not any(fnmatchcase(k, p) for k in theirs for p in patterns)
+    tool_bucket = keys.rate_tool("t", "payments_refund", user)
+    assert fnmatchcase(tool_bucket, keys.rate_tool_user_pattern("t", user))
+    assert not fnmatchcase(
+        keys.rate_tool("t", "payments_refund", other), keys.rate_tool_user_pattern("t", user)
+    )

@@ -1,0 +1,143 @@
+"""UsageStore against a real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from agentmesh import metrics
+from agentmesh.errors import DataLoss, InvalidArgument
+from agentmesh.v1 import agent_service_pb2, task_pb2
+from memory import keys
+from memory.connection import create_redis
+from memory.prices import builtin_prices
+from memory.usage import Attribution, Budgets, StepUsage, UsageStore, utc_day
+
+pytestmark = pytest.mark.integration
+T, U = "acme", "u-1"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = create_redis(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+def usage(client: aioredis.Redis) -> UsageStore:
+    return UsageStore(client, prices=builtin_prices(), retention_s=3600)
+
+
+def who(task: str = "t-1", session: str = "s-1", domain: str = "refunds", user: str = U) -> Attribution:
+    return Attribution(T, user, domain, task_id=task, session_id=session)
+
+
+async def test_a_step_is_counted_everywhere_it_belongs(usage: UsageStore, client: aioredis.Redis) -> None:
+    await usage.record(who(), StepUsage.model_call("gpt-4o-mini", 1_000_000, 100_000, wall_s=1.5))
+    await usage.record(who(), StepUsage.tool_call("payments_refund", attempts=2))
+    await usage.record(who("t-2"), StepUsage.model_call("gpt-4o-mini", 10, 5))
+    await usage.record(who("t-3", session="s-2"), StepUsage.model_call("gpt-4o-mini", 1, 1))
+    await usage.record(who("t-4", domain="fulfillment"), StepUsage.model_call("gpt-4o-mini", 1, 1))
+
+    task = await usage.for_task(T, U, "t-1")
+    assert (task.usage.iterations, task.usage.prompt_tokens, task.usage.completion_tokens) == (
+        1,
+        1_000_000,
+        100_000,
+    )
+    assert task.usage.tool_calls == 2 and task.usage.cost_usd == pytest.approx(0.21)
+    assert task.usage.wall_time.seconds == 1 and task.usage.wall_time.nanos == 500_000_000
+
+    session = await usage.for_session(T, U, "s-1", "refunds")
+    assert session.tasks == 2 and session.usage.iterations == 2 and session.usage.total_tokens == 1_100_015
+    in_domain = await usage.for_user(T, U, "refunds")
+    assert in_domain.tasks == 3 and in_domain.usage.iterations == 3
+    everywhere = await usage.for_user(T, U)
+    assert everywhere.tasks == 4 and everywhere.usage.iterations == 4
+    assert (await usage.for_user_today(T, U)).usage.iterations == 4
+    domain = await usage.for_domain("refunds", T)
+    assert domain.tasks == 3 and domain.usage.tool_calls == 2
+    for key in (keys.usage_task(T, U, "t-1"), keys.usage_user(T, U), keys.usage_domain(T, "refunds")):
+        assert 3_500_000 < await client.pttl(key) <= 3_600_000
+    assert await client.pttl(keys.usage_user_day(T, U, utc_day(time.time()))) <= 2 * 86_400_000
+
+
+async def test_get_usage_answers_the_api(usage: UsageStore) -> None:
+    await usage.record(who(), StepUsage.model_call("gpt-4o", 100, 50))
+    await usage.record(who("t-2", session="s-2"), StepUsage.model_call("gpt-4o", 1, 1))
+    response = await usage.get_usage(T, U, "refunds", "s-1")
+    assert isinstance(response, agent_service_pb2.GetUsageResponse)
+    assert response.tasks == 1 and response.usage.total_tokens == 150
+    assert (await usage.get_usage(T, U, "refunds")).tasks == 2
+    # someone else's session, or an unknown one, reads as zero
+    assert (await usage.get_usage(T, "u-2", "refunds", "s-1")).usage.total_tokens == 0
+
+
+async def test_unpriced_models_are_counted_and_visible(usage: UsageStore) -> None:
+    before = metrics.UNPRICED_TOKENS.labels("refunds")._value.get()
+    await usage.record(who(), StepUsage.model_call("scripted", 70, 30))
+    report = await usage.for_user(T, U, "refunds")
+    assert report.usage.cost_usd == 0 and report.unpriced_tokens == 100
+    assert metrics.UNPRICED_TOKENS.labels("refunds")._value.get() == before + 100
+
+
+async def test_metrics_get_only_domain_and_tool(usage: UsageStore) -> None:
+    tokens = metrics.MODEL_TOKENS.labels("billing", "prompt")._value.get()
+    calls = metrics.TOOL_CALLS_COUNTED.labels("billing", "crm_get")._value.get()
+    await usage.record(who(domain="billing"), StepUsage.model_call("gpt-4o", 40, 2))
+    await usage.record(who(domain="billing"), StepUsage.tool_call("crm_get"))
+    assert metrics.MODEL_TOKENS.labels("billing", "prompt")._value.get() == tokens + 40
+    assert metrics.TOOL_CALLS_COUNTED.labels("billing", "crm_get")._value.get() == calls + 1
+    label_names = {
+        name
+        for metric in (metrics.MODEL_TOKENS, metrics.MODEL_COST_USD, metrics.TOOL_CALLS_COUNTED)
+        for name in metric._labelnames
+    }
+    assert label_names == {"domain", "type", "tool"}
+
+
+async def test_budgets_say_which_one_ran_out(usage: UsageStore) -> None:
+    limits = task_pb2.Limits(max_iterations=12, token_cap=1000, max_tool_calls=2)
+    status = await usage.record(who(), StepUsage.model_call("gpt-4o", 600, 100), budgets=Budgets(limits))
+    assert status.exhausted is None and status.remaining_tokens == 300
+    status = await usage.record(who(), StepUsage.model_call("gpt-4o", 250, 60), budgets=Budgets(limits))
+    assert status.exhausted is not None
+    assert (status.exhausted.scope, status.exhausted.budget) == ("task", "tokens")
+    assert status.exhausted.stop_reason == task_pb2.STOP_REASON_TOKEN_CAP
+    assert status.task.total_tokens == 1010
+    # the read-only check agrees, and another task of the same user is not affected
+    assert (await usage.status(who(), Budgets(limits))).exhausted is not None
+    assert (await usage.status(who("t-2"), Budgets(limits))).exhausted is None
+
+
+async def test_daily_budget_spans_tasks_and_domains(usage: UsageStore) -> None:
+    daily = Budgets(user_daily_tokens=500)
+    await usage.record(who("t-1"), StepUsage.model_call("gpt-4o", 300, 0), budgets=daily)
+    status = await usage.record(
+        who("t-2", domain="fulfillment"), StepUsage.model_call("gpt-4o", 250, 0), budgets=daily
+    )
+    assert status.exhausted is not None and status.exhausted.scope == "user_daily"
+    error = status.exhausted.error()
+    assert error.reason == "BUDGET_EXHAUSTED" and error.retry_after is not None and error.retry_after <= 86400
+    assert (await usage.status(who("t-3", user="u-2"), daily)).exhausted is None
+
+
+async def test_domain_totals_over_all_tenants(usage: UsageStore) -> None:
+    await usage.record(who(), StepUsage.model_call("gpt-4o", 10, 0))
+    await usage.record(Attribution("globex", "u-9", "refunds", "t-9"), StepUsage.model_call("gpt-4o", 5, 0))
+    await usage.record(Attribution("globex", "u-9", "billing", "t-8"), StepUsage.model_call("gpt-4o", 7, 0))
+    total = await usage.for_domain("refunds")
+    assert total.tasks == 2 and total.usage.prompt_tokens == 15
+
+
+async def test_bad_records_and_foreign_counters(usage: UsageStore, client: aioredis.Redis) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await usage.record(Attribution(T, U, "Not A Slug", task_id=""), StepUsage(prompt_tokens=-1))
+    assert {v.field for v in caught.value.violations} == {"domain", "task_id", "prompt_tokens"}
+    await client.hset(keys.usage_user(T, U), mapping={"v": "99", "iterations": "1"})
+    with pytest.raises(DataLoss):
+        await usage.for_user(T, U)
