@@ -60,6 +60,7 @@ from agentmesh.errors import (
     reason_name,
 )
 from agentmesh.v1 import errors_pb2, task_pb2, tool_options_pb2, tool_pb2
+from memory.rate_limits import RateLimiter, tool_limits
 from tool_registry.arguments import ArgumentConverter, violations_observation
 from tool_registry.breaker import BreakerBoard, CircuitBreaker
 from tool_registry.descriptors import ToolSchema
@@ -164,9 +165,22 @@ class CallContext:
 
 
 # (spec, call) -> returns when the call may go, or raises ResourceExhausted (retry_after).
-# memory.rate_limits: lambda spec, call: limiter.acquire(tool_limits(spec.name, spec.rate_limit,
-#     tenant=call.tenant, user=call.user), deadline=call.deadline or time.time() + 10)
 RateLimitGate = Callable[[tool_pb2.ToolSpec, CallContext], Awaitable[object]]
+
+
+def limiter_gate(limiter: RateLimiter, *, default_wait_s: float = DEFAULT_TIMEOUT_S) -> RateLimitGate:
+    """The gate for memory.rate_limits: wait for the tool's bucket (RateLimitPolicy from its schema)
+    within the task's deadline, or RESOURCE_EXHAUSTED (RATE_LIMITED) once the wait would pass it."""
+
+    async def gate(spec: tool_pb2.ToolSpec, call: CallContext) -> object:
+        policy = spec.rate_limit if spec.HasField("rate_limit") else None
+        limits = tool_limits(spec.name, policy, tenant=call.tenant, user=call.user)
+        if not limits:
+            return None
+        deadline = call.deadline if call.deadline is not None else time.time() + default_wait_s
+        return await limiter.acquire(limits, deadline=deadline)
+
+    return gate
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,21 @@ async def test_side_effect_class_unspecified_is_treated_as_non_idempotent(redis_
         act = tools.tool("Act", side_effect=tool_options_pb2.SIDE_EFFECT_UNSPECIFIED)
         result = await ToolInvoker().invoke(act, {"action": "x"}, step(16))
         assert result.outcome is Outcome.UNKNOWN
+
+
+async def test_the_tools_rate_limit_waits_within_the_deadline(redis_url: str, redis_client: Any) -> None:
+    from memory.rate_limits import RateLimiter
+    from tool_registry.invoke import limiter_gate
+
+    async with served(dummy.build(), redis_url) as tools:
+        echo = tools.tool("Echo")
+        echo.spec.rate_limit.requests_per_second = 2
+        echo.spec.rate_limit.burst = 1
+        invoker = ToolInvoker(rate_limit=limiter_gate(RateLimiter(redis_client)))
+        call = CallContext(tenant="t", user="u", deadline=time.time() + 10)
+        started = time.monotonic()
+        results = [await invoker.invoke(echo, {}, call) for _ in range(3)]
+        assert all(r.outcome is Outcome.OK for r in results)
+        assert time.monotonic() - started >= 0.5  # two waits of ~0.5 s for a 2/s bucket of 1
+        short = await invoker.invoke(echo, {}, CallContext(tenant="t", user="u", deadline=time.time() + 0.05))
+        assert short.outcome is Outcome.ERROR and short.reason == "RATE_LIMITED" and short.retry_after
