@@ -171,5 +171,5 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--retry-after-ms", type=float, default=float(env("DUMMY_RETRY_AFTER_MS", "0")))
     parser.add_argument("--seed", type=int, default=int(env("DUMMY_SEED", "0")))
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
     build(behaviour_from(args)).run(settings_for("dummy"))

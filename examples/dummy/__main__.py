@@ -1,5 +1,7 @@
-"""`python -m examples.dummy`."""
+"""`python -m examples.dummy [flags]`."""
+
+import sys
 
 from examples.dummy import main
 
-main()
+main(sys.argv[1:])

@@ -101,5 +101,5 @@ def build(approval_limit_cents: int | None = None) -> ToolService:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="examples.payments")
     parser.add_argument("--approval-limit-cents", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
     build(args.approval_limit_cents).run(settings_for("payments"))

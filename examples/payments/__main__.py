@@ -1,5 +1,7 @@
-"""`python -m examples.payments`."""
+"""`python -m examples.payments [flags]`."""
+
+import sys
 
 from examples.payments import main
 
-main()
+main(sys.argv[1:])
