@@ -316,8 +316,10 @@ def file_descriptor_set_of(*files: descriptor.FileDescriptor) -> descriptor_pb2.
     return descriptor_pb2.FileDescriptorSet(file=ordered)
 
 
-def _clean(comment: str) -> str:
-    lines = [line.strip() for line in comment.strip().splitlines()]
+def _clean(comment: str | bytes) -> str:
+    # descriptor.proto's strings are proto2 (no UTF-8 check): a crafted set can carry raw bytes.
+    text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+    lines = [line.strip() for line in text.strip().splitlines()]
     return "\n".join(lines).strip()
 
 
