@@ -222,6 +222,41 @@ class Settings(BaseModel):
     worker_concurrency: int = _env(
         "AGENTMESH_WORKER_CONCURRENCY", "Durable tasks one agent replica runs at once.", 4, ge=1
     )
+    queue_shards: int = _env(
+        "AGENTMESH_QUEUE_SHARDS",
+        "Redis streams per agent domain for its task queue (spread over Redis Cluster slots). "
+        "Raise it freely; before lowering it, drain the queue (entries in removed shards are not read).",
+        4,
+        ge=1,
+        le=256,
+    )
+    task_retention_s: float = _env(
+        "AGENTMESH_TASK_RETENTION",
+        "Seconds a finished task (record, steps, events) is kept after it ends; also how long its "
+        "request_id replays it.",
+        7 * DAY_S,
+        gt=0,
+    )
+    run_retention_s: float = _env(
+        "AGENTMESH_RUN_RETENTION",
+        "Seconds a finished Run task is kept (a Run that pauses or outlives its deadline gets "
+        "AGENTMESH_TASK_RETENTION).",
+        3600.0,
+        gt=0,
+    )
+    claim_idle_timeout_s: float = _env(
+        "AGENTMESH_CLAIM_IDLE_TIMEOUT",
+        "Seconds without a heartbeat after which a task's worker counts as lost and another worker "
+        "resumes the task from its last checkpoint (also the lease and the outbox sweep period).",
+        30.0,
+        ge=1,
+    )
+    max_attempts: int = _env(
+        "AGENTMESH_MAX_ATTEMPTS",
+        "Failed attempts (executor errors, lost workers) after which a task is dead-lettered.",
+        3,
+        ge=1,
+    )
     session_idle_ttl_s: float = _env(
         "AGENTMESH_SESSION_IDLE_TTL",
         "Seconds a conversation session is kept after its last turn; every append renews it.",
@@ -250,8 +285,8 @@ class Settings(BaseModel):
     )
     idempotency_window_s: float = _env(
         "AGENTMESH_IDEMPOTENCY_WINDOW",
-        "Seconds a completed idempotency key (SubmitTask request_id, tool idempotency-key) replays its "
-        "result; afterwards the key may run again.",
+        "Seconds a completed idempotency key (a tool call's idempotency-key) replays its result; "
+        "afterwards the key may run again. (A task's request_id replays as long as the task is kept.)",
         DAY_S,
         gt=0,
     )

@@ -107,6 +107,69 @@ TOOL_REGISTERED = Gauge(
     registry=REGISTRY,
 )
 
+# -- durable tasks (memory/task_queue.py, memory/task_worker.py) ---------------------------------
+
+TASK_QUEUE_DEPTH = Gauge(
+    "agentmesh_task_queue_depth",
+    "Queued tasks not yet picked up by any worker (summed over the domain's shards).",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_QUEUE_PENDING = Gauge(
+    "agentmesh_task_queue_pending",
+    "Queue entries delivered to a worker and not yet acknowledged (running, or held by a lost worker).",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_QUEUE_LAG = Gauge(
+    "agentmesh_task_queue_lag_seconds",
+    "Age of the oldest queued task no worker has picked up yet (the KEDA/HPA scaling signal).",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_DEAD_LETTER_DEPTH = Gauge(
+    "agentmesh_task_dead_letter_depth",
+    "Entries waiting in the domain's dead letters (inspect with `agentmesh tasks dead-letters list`).",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASKS_FINISHED = Counter(
+    "agentmesh_tasks_finished",
+    "Tasks that reached a terminal state, by state.",
+    ["domain", "state"],
+    registry=REGISTRY,
+)
+TASK_RECOVERIES = Counter(
+    "agentmesh_task_recoveries",
+    "Tasks resumed from their last checkpoint after their worker was lost.",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_ATTEMPTS_FAILED = Counter(
+    "agentmesh_task_attempts_failed",
+    "Attempts that ended with an executor error (retried until the attempt limit).",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_DEAD_LETTERS = Counter(
+    "agentmesh_task_dead_letters",
+    "Tasks moved to the dead letters after too many failed attempts.",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_OUTBOX_REPAIRS = Counter(
+    "agentmesh_task_outbox_repairs",
+    "Tasks the sweeper queued because their creator (or inline Run) stopped before queueing them.",
+    ["domain"],
+    registry=REGISTRY,
+)
+TASK_WORKERS_BUSY = Gauge(
+    "agentmesh_task_workers_busy",
+    "Durable tasks this replica is running now (bounded by AGENTMESH_WORKER_CONCURRENCY).",
+    ["domain"],
+    registry=REGISTRY,
+)
+
 # --- memory: usage, budgets, rate limits (per-session/user figures stay in Redis) ---
 
 MODEL_TOKENS = Counter(

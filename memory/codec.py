@@ -34,6 +34,10 @@ class Kind(enum.IntEnum):
     AGENT_CARD = 8
     QUEUE_ENTRY = 9
     REGISTRY_CHANGE = 10
+    # 20-29: the task layer (memory/tasks.py and friends).
+    TASK_EVENT = 20
+    RESUMPTION = 21
+    PENDING_ACTION = 22
 
 
 def encode(kind: Kind, version: int, payload: bytes) -> bytes:

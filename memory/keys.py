@@ -68,7 +68,7 @@ def task_events(task_id: str) -> str:
 
 
 def task_lease(task_id: str) -> str:
-    """String: the worker currently running the task (fencing token)."""
+    """String `<attempt>:<start id>` with a TTL: an attempt is alive while this exists."""
     return f"{PREFIX}:{task_tag(task_id)}:lease"
 
 
@@ -77,13 +77,8 @@ def owner_tag(tenant: str, owner: str) -> str:
 
 
 def owner_tasks(tenant: str, owner: str, domain: str) -> str:
-    """Sorted set: the owner's task ids in one domain, scored by creation time (ListTasks)."""
+    """Sorted set: the owner's tasks in one domain, members `<created ms>:<task id>` (ListTasks)."""
     return f"{PREFIX}:{owner_tag(tenant, owner)}:tasks:{part(domain)}"
-
-
-def request_index(tenant: str, owner: str, domain: str, request_id: str) -> str:
-    """String: request id -> task id (SubmitTask/Run idempotency)."""
-    return f"{PREFIX}:{owner_tag(tenant, owner)}:req:{part(domain)}:{part(request_id)}"
 
 
 def awaiting_approval(tenant: str, domain: str) -> str:
@@ -91,9 +86,9 @@ def awaiting_approval(tenant: str, domain: str) -> str:
     return f"{PREFIX}:{tag('a', part(tenant), part(domain))}:awaiting"
 
 
-def submitted_index(domain: str) -> str:
-    """Sorted set: tasks created but not yet confirmed enqueued (the outbox the sweeper scans)."""
-    return f"{PREFIX}:{tag('x', part(domain))}:outbox"
+def pending_expiry(domain: str) -> str:
+    """Sorted set: paused tasks of a domain by the expiry of their pending action (the sweeper fails them)."""
+    return f"{PREFIX}:{tag('x', part(domain))}:expiry"
 
 
 # --- queues ------------------------------------------------------------------
@@ -108,9 +103,18 @@ def queue(domain: str, shard: int) -> str:
     return f"{PREFIX}:{queue_tag(domain, shard)}:stream"
 
 
-def dead_letters(domain: str) -> str:
-    """Stream: tasks that failed too often, with the reason."""
-    return f"{PREFIX}:{tag('q', part(domain), 'dlq')}:stream"
+def outbox(domain: str, shard: int) -> str:
+    """Sorted set: tickets of tasks that must get an entry in this shard (the outbox the sweeper scans).
+
+    It shares the shard's slot, so "remove the ticket and add the entry" is one atomic script.
+    """
+    return f"{PREFIX}:{queue_tag(domain, shard)}:outbox"
+
+
+def dead_letters(domain: str, shard: int) -> str:
+    """Stream: entries of this shard that failed too often, with the reason (same slot as the shard,
+    so moving an entry there is atomic)."""
+    return f"{PREFIX}:{queue_tag(domain, shard)}:dead"
 
 
 # --- sessions and user memory -----------------------------------------------

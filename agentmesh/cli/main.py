@@ -16,6 +16,7 @@ from agentmesh import __version__, health
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import serve as serve_cli
+from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
 from agentmesh.config import ConfigError, Settings, reference_markdown
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(tools_cli.app, name="tools")
 app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
+app.add_typer(tasks_cli.app, name="tasks")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
 app.add_typer(memory_cli.memory_app, name="memory")

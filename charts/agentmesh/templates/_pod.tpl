@@ -116,6 +116,8 @@ Environment: the configuration contract of docs/configuration.md.
   value: /etc/agentmesh/domain/spec.yaml
 - name: AGENTMESH_WORKER_CONCURRENCY
   value: {{ $v.workerConcurrency | int | quote }}
+- name: AGENTMESH_QUEUE_SHARDS
+  value: {{ $values.queue.shards | int | quote }}
 - name: MODEL_BASE_URL
   value: {{ include "agentmesh.modelBaseUrl" $ctx | quote }}
 {{- with ($values.model.name | default (ternary "scripted" "" $values.model.scripted.enabled)) }}

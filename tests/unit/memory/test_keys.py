@@ -57,6 +57,39 @@ def test_is_ours() -> None:
     assert not keys.is_ours("session:123")
 
 
+def test_queue_shard_keys_share_one_slot() -> None:
+    for shard in range(8):
+        shard_keys = [
+            keys.queue("refunds", shard),
+            keys.outbox("refunds", shard),
+            keys.dead_letters("refunds", shard),
+        ]
+        assert len({key_slot(k.encode()) for k in shard_keys}) == 1
+
+
+def test_task_layer_keys_are_distinct_and_ours() -> None:
+    made = [
+        keys.task("t"),
+        keys.task_steps("t"),
+        keys.task_events("t"),
+        keys.task_lease("t"),
+        keys.owner_tasks("acme", "u1", "refunds"),
+        keys.awaiting_approval("acme", "refunds"),
+        keys.pending_expiry("refunds"),
+        keys.queue("refunds", 0),
+        keys.outbox("refunds", 0),
+        keys.dead_letters("refunds", 0),
+    ]
+    assert len(set(made)) == len(made)
+    assert all(keys.is_ours(k) for k in made)
+
+
+def test_owner_index_is_per_tenant_owner_and_domain() -> None:
+    assert keys.owner_tasks("acme", "u1", "refunds") != keys.owner_tasks("acme", "u1", "fulfillment")
+    assert keys.owner_tasks("acme", "u1", "refunds") != keys.owner_tasks("other", "u1", "refunds")
+    assert keys.owner_tasks("a:b", "c", "refunds") != keys.owner_tasks("a", "b:c", "refunds")
+
+
 def test_user_keys_share_one_slot() -> None:
     user_keys = [
         keys.user_sessions("acme", "u1"),

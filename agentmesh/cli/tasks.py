@@ -1,0 +1,146 @@
+"""`agentmesh tasks`: operate the durable task queue.
+
+    agentmesh tasks dead-letters list    --domain refunds [--limit 50] [--json]
+    agentmesh tasks dead-letters redrive --domain refunds ENTRY_ID... | --all [--json]
+
+Redis comes from `--redis` or REDIS_URL, the shard count from `--shards` or
+AGENTMESH_QUEUE_SHARDS (it must match the agents'). Exit codes: 0 done, 1 some
+dead letter could not be redriven (or stored data is unreadable), 2 bad usage,
+3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.config import ConfigError, Settings
+from agentmesh.errors import AgentmeshError, Unavailable
+from agentmesh.validation import DOMAIN_SLUG
+from memory.connection import create_redis, describe
+from memory.task_queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks import TaskConfig
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Operate the durable task queue.", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Inspect and redrive dead-lettered tasks.", no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+RedisOption = typer.Option(None, "--redis", envvar="REDIS_URL", help="Redis URL (default: REDIS_URL).")
+DomainOption = typer.Option(..., "--domain", "-d", help="Agent domain, e.g. refunds.")
+ShardsOption = typer.Option(
+    None,
+    "--shards",
+    min=1,
+    max=256,
+    help="Queue shards (default: AGENTMESH_QUEUE_SHARDS, as the agents use).",
+)
+JsonOption = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _queue_call(
+    redis_url: str | None, domain: str, shards: int | None, action: Callable[[TaskQueue], Awaitable[T]]
+) -> T:
+    if not DOMAIN_SLUG.fullmatch(domain):
+        err_console.print(f"[red]--domain {domain!r} is not a domain slug ({DOMAIN_SLUG.pattern})[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
+    url = redis_url or settings.redis_url
+    config = TaskConfig.from_settings(settings, **({"shards": shards} if shards else {}))
+
+    async def run() -> T:
+        redis = create_redis(url, client_name="agentmesh-cli")
+        try:
+            return await action(TaskQueue(redis, domain=domain, config=config))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except Unavailable:
+        err_console.print(f"[red]Redis at {describe(url)} is unreachable[/red]")
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    except (AgentmeshError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _when(millis: int) -> str:
+    if not millis:
+        return "-"
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@dead_letters_app.command("list")
+def list_dead_letters(
+    domain: str = DomainOption,
+    redis_url: str | None = RedisOption,
+    shards: int | None = ShardsOption,
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="Newest N dead letters."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List the newest dead letters of a domain: entry, task, failed attempts, reason."""
+    letters: list[DeadLetter] = _queue_call(redis_url, domain, shards, lambda q: q.dead_letters(limit=limit))
+    if as_json:
+        typer.echo(json.dumps([asdict(letter) for letter in letters], indent=2))
+        return
+    if not letters:
+        console.print(f"no dead letters in {domain}")
+        return
+    table = Table(title=f"dead letters of {domain}")
+    for column in ("entry", "task", "attempts", "dead since"):
+        table.add_column(column, no_wrap=True)  # ids must stay copyable
+    table.add_column("reason")
+    for letter in letters:
+        table.add_row(
+            letter.entry_id, letter.task_id, str(letter.failed_attempts), _when(letter.dead_ms), letter.reason
+        )
+    console.print(table)
+
+
+@dead_letters_app.command("redrive")
+def redrive_dead_letters(
+    entry_ids: list[str] = typer.Argument(None, help="Dead-letter entry ids (from `list`)."),
+    domain: str = DomainOption,
+    redis_url: str | None = RedisOption,
+    shards: int | None = ShardsOption,
+    everything: bool = typer.Option(False, "--all", help="Redrive every dead letter of the domain."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-open dead-lettered tasks (attempts reset) and queue them again."""
+    if bool(entry_ids) == everything:
+        err_console.print("[red]name dead-letter entry ids, or pass --all (not both)[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    wanted = None if everything else list(entry_ids)
+    results: list[RedriveResult] = _queue_call(redis_url, domain, shards, lambda q: q.redrive(wanted))
+    failed = [r for r in results if r.outcome != "redriven"]
+    if as_json:
+        typer.echo(json.dumps([asdict(result) for result in results], indent=2))
+    elif not results:
+        console.print(f"no dead letters in {domain}")
+    else:
+        table = Table(title=f"redrive in {domain}")
+        for column in ("entry", "task", "outcome"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("detail")
+        for result in results:
+            style = "green" if result.outcome == "redriven" else "yellow"
+            table.add_row(
+                result.entry_id, result.task_id, f"[{style}]{result.outcome}[/{style}]", result.detail
+            )
+        console.print(table)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,974 @@
+"""TaskQueue: durable tasks of one domain on sharded Redis Streams, with crash recovery.
+
+What the agent runtime calls (tenant/owner come from the caller's token):
+
+    queue = TaskQueue(redis, domain="refunds", config=TaskConfig.from_settings(settings))
+    task = await queue.submit(request, tenant=t, owner=o, limits=in_force)      # SubmitTask
+    task = await queue.run(request, execute, tenant=t, owner=o, timeout_s=9.5)  # Run (inline)
+    task = await queue.resume(request, tenant=t, owner=o)                       # ResumeTask
+    queue.store.get / list / cancel / list_awaiting_approval                    # memory/tasks.py
+    queue.events.watch(task_id, tenant=t, owner=o, after_event_id=...)          # WatchTask
+    worker = TaskWorker(queue, execute, concurrency=settings.worker_concurrency) # memory/task_worker.py
+
+Layout: N shards per domain (`AGENTMESH_QUEUE_SHARDS`), each a stream with
+a consumer group named after the domain and, in the same slot, an outbox
+(sorted set of tickets) and a dead-letter stream. A task always uses shard crc32(id) mod N.
+
+Getting a task into the queue crosses slots (task record, then stream), so it
+is ordered and idempotent, with an outbox:
+
+1. add a ticket `<task id>/<nonce>` to the shard's outbox (and the task to its
+   owner's index);
+2. write the task record, naming the ticket (one script: creation is
+   idempotent on the task id, which is derived from the request id);
+3. one script in the shard's slot removes the ticket and adds the stream entry;
+   whoever removes the ticket enqueues, so the task is enqueued exactly once.
+
+If the process dies between the steps, the sweeper (memory/task_sweeper.py)
+finds the ticket after the claim idle timeout and finishes step 3, or drops a
+ticket whose task never got written. Run tasks keep their ticket while they
+execute inline, so a crashed Run is recovered the same way.
+
+Workers read entries with XREADGROUP and start an attempt (memory/task_execution.py):
+the attempt number is bumped and becomes the fencing token of every later write.
+A worker that dies leaves its entry pending; after the idle timeout another
+worker XAUTOCLAIMs it, the start script sees the dead attempt, counts a
+failure and resumes from the last checkpoint. After `AGENTMESH_MAX_ATTEMPTS`
+failed attempts the task is FAILED (STOP_REASON_DEAD_LETTERED) and its entry
+moves to the dead letters, where an operator can `redrive` it
+(`agentmesh tasks dead-letters list|redrive`).
+
+Trace context: the W3C `traceparent` of the submitting call is stored with the
+task and carried in each queue entry; attempts run in that trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions as rexc
+from opentelemetry import propagate, trace
+
+from agentmesh import metrics
+from agentmesh.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
+from memory import codec, keys, task_pages, task_scripts, task_states
+from memory.codec import Kind
+from memory.connection import AnyRedis, redis_errors
+from memory.task_events import TaskEvents, approval_event, encode_event, status_event
+from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
+from memory.tasks import (
+    APPROVAL_KINDS,
+    Field,
+    Patch,
+    Resumption,
+    TaskConfig,
+    TaskSnapshot,
+    TaskStore,
+    decode_snapshot,
+    finish,
+    millis_of,
+    not_found,
+    now_ms,
+    pairs,
+    record_finished,
+    refuse_state,
+    resumption_fields,
+    timestamp,
+)
+
+log = logging.getLogger(__name__)
+
+ENTRY_FORMAT = 1
+_TASK_ID_NAMESPACE = uuid.UUID("8f0e4a4e-6a43-4c1c-9a53-3f6f3d0c2b71")
+_CAS_RETRIES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A stream entry that names a task."""
+
+    shard: int
+    entry_id: str
+    task_id: str
+    carrier: dict[str, str]
+    enqueued_ms: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Created:
+    task: task_pb2.Task
+    shard: int
+    ticket: str
+    new: bool
+    start_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    shard: int
+    entry_id: str
+    task_id: str
+    reason: str
+    failed_attempts: int
+    dead_ms: int
+    original_entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveResult:
+    entry_id: str
+    task_id: str
+    outcome: str  # redriven | gone (the task expired) | skipped (not dead-lettered any more)
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int  # entries not yet delivered to any worker
+    pending: int  # delivered, not yet acknowledged (running, or held by a dead worker)
+    lag_s: float  # age of the oldest undelivered entry
+    dead_letters: int
+    outbox: int
+
+
+def task_id_for(tenant: str, owner: str, domain: str, request_id: str) -> str:
+    """The task id a request id names: the same (tenant, owner, domain, request id) -> the same id."""
+    name = "".join(f"{len(p)}:{p}" for p in (tenant, owner, domain, request_id))
+    return str(uuid.uuid5(_TASK_ID_NAMESPACE, name))
+
+
+def request_fingerprint(
+    mode: str, request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest
+) -> str:
+    """What must match for a repeated request id to be a replay (not the requested view)."""
+    body = request.SerializeToString(deterministic=True)
+    if isinstance(request, agent_service_pb2.RunRequest) and request.view:
+        copy = agent_service_pb2.RunRequest()
+        copy.CopyFrom(request)
+        copy.ClearField("view")
+        body = copy.SerializeToString(deterministic=True)
+    return hashlib.sha256(mode.encode() + b"\0" + body).hexdigest()
+
+
+def encode_entry(payload: dict[str, Any]) -> bytes:
+    return codec.encode(Kind.QUEUE_ENTRY, ENTRY_FORMAT, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def decode_entry_payload(data: bytes | None, what: str, *, needs_task: bool = True) -> dict[str, Any]:
+    """A queue entry's (or dead letter's) payload; DataLoss for foreign or corrupt data."""
+    _, payload = codec.decode(data, Kind.QUEUE_ENTRY, {ENTRY_FORMAT}, what)
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        raise DataLoss(f"{what}: queue entry is not JSON") from None
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("t", ""), str):
+        raise DataLoss(f"{what}: queue entry is malformed")
+    if needs_task and not decoded.get("t"):
+        raise DataLoss(f"{what}: queue entry names no task")
+    return decoded
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class TaskQueue:
+    """Durable tasks of one domain; see the module docstring."""
+
+    def __init__(self, redis: AnyRedis, *, domain: str, config: TaskConfig | None = None) -> None:
+        self.redis = redis
+        self.domain = domain
+        # The consumer group is named after the domain (the Helm chart's KEDA trigger reads its lag).
+        self.group = domain
+        self.config = config or TaskConfig()
+        self.store = TaskStore(redis, domain=domain, config=self.config)
+        self.events = TaskEvents(self.store, block_s=self.config.read_block_s)
+        self._start = redis.register_script(task_scripts.START)
+        self._enqueue = redis.register_script(task_scripts.ENQUEUE)
+        self._ack = redis.register_script(task_scripts.ACK)
+        self._requeue = redis.register_script(task_scripts.REQUEUE)
+        self._dead_letter = redis.register_script(task_scripts.DEAD_LETTER)
+        working = task_pb2.TASK_STATE_WORKING
+        self._started_event = encode_event(
+            task_pb2.TaskEvent(status_update=task_pb2.TaskStatusUpdate(state=working, message="running"))
+        )
+        self._resumed_event = encode_event(
+            task_pb2.TaskEvent(
+                status_update=task_pb2.TaskStatusUpdate(state=working, message=_RESUMED_MESSAGE)
+            )
+        )
+
+    def shard_of(self, task_id: str) -> int:
+        return zlib.crc32(task_id.encode()) % self.config.shards
+
+    def shards(self) -> range:
+        return range(self.config.shards)
+
+    # -- creating tasks -------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: agent_service_pb2.SubmitTaskRequest,
+        *,
+        tenant: str,
+        owner: str,
+        limits: task_pb2.Limits | None = None,
+    ) -> task_pb2.Task:
+        """Create the task (state SUBMITTED) and queue it; idempotent on `request.request_id`.
+
+        The same request id with the same request returns the same task; with a different
+        request it is INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED). `limits` are the limits in
+        force (the request's merged with the domain's caps) stored on the task.
+        """
+        if not request.request_id:
+            raise InvalidArgument(
+                "request_id is required",
+                violations=[FieldViolation("request_id", "is required", "REQUIRED")],
+            )
+        created = await self._create("submit", request, tenant, owner, limits, inline=False)
+        if created.new or created.task.state == task_states.SUBMITTED:
+            # A replay repairs a creation whose enqueue did not happen yet (a no-op otherwise).
+            await self.enqueue_ticket(created.task.task_id, created.shard, created.ticket, _carrier_now())
+        return created.task
+
+    async def run(
+        self,
+        request: agent_service_pb2.RunRequest,
+        execute: Executor,
+        *,
+        tenant: str,
+        owner: str,
+        timeout_s: float,
+        limits: task_pb2.Limits | None = None,
+    ) -> task_pb2.Task:
+        """Run a task inline (Run): same task record, checkpoints and ids as a submitted task.
+
+        Returns the task when it ends, pauses (INPUT_REQUIRED), or when `timeout_s` runs out:
+        then it is handed to the queue (state WORKING, STOP_REASON_HANDED_OFF) and a worker
+        resumes it from the last checkpoint. A repeated request id returns the existing task
+        without running it again. If this process dies, the outbox sweeper hands the task to
+        the queue once its lease expires.
+        """
+        created = await self._create("run", request, tenant, owner, limits, inline=True)
+        if not created.new:
+            return created.task
+        snapshot = await self.store.snapshot(created.task.task_id, steps=True)
+        if snapshot is None:
+            raise not_found(created.task.task_id)
+        attempt = Attempt(
+            self, snapshot, start_id=created.start_id, entry=None, ticket=(created.shard, created.ticket)
+        )
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                return await run_attempt(attempt, execute)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return await asyncio.shield(self._hand_off(attempt, tenant, owner))
+        except LeaseLost:
+            return await self.store.get(created.task.task_id, tenant=tenant, owner=owner)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._hand_off(attempt, tenant, owner))
+            raise
+
+    async def _hand_off(self, attempt: Attempt, tenant: str, owner: str) -> task_pb2.Task:
+        """The Run's deadline passed (or its call was canceled): the queue takes over the task."""
+        if attempt.finished:
+            return attempt.task
+        try:
+            await attempt.hand_back(
+                "the Run deadline passed; the task continues on the durable path",
+                stop_reason=task_pb2.STOP_REASON_HANDED_OFF,
+            )
+        except LeaseLost:  # it ended (or was taken over) just before: report what is stored
+            return await self.store.get(attempt.task_id, tenant=tenant, owner=owner)
+        return attempt.task
+
+    async def _create(
+        self,
+        mode: str,
+        request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest,
+        tenant: str,
+        owner: str,
+        limits: task_pb2.Limits | None,
+        *,
+        inline: bool,
+    ) -> _Created:
+        if not tenant or not owner:
+            raise ValueError("tasks need a tenant and an owner")
+        task_id = (
+            task_id_for(tenant, owner, self.domain, request.request_id)
+            if request.request_id
+            else str(uuid.uuid4())
+        )
+        fingerprint = request_fingerprint(mode, request)
+        now = now_ms()
+        shard = self.shard_of(task_id)
+        ticket = f"{task_id}/{uuid.uuid4().hex[:16]}"
+        carrier = _carrier_now()
+        task = task_pb2.Task(
+            task_id=task_id,
+            domain=self.domain,
+            tenant=tenant,
+            owner=owner,
+            session_id=request.session_id,
+            state=task_states.SUBMITTED,
+            status_message="submitted",
+            instruction=request.instruction,
+            input_parts=request.parts,
+            request_id=request.request_id,
+            labels=request.labels,
+            trace_id=_trace_id(),
+        )
+        task.limits.CopyFrom(limits if limits is not None else request.limits)
+        task.create_time.CopyFrom(timestamp(now))
+        task.update_time.CopyFrom(timestamp(now))
+        retention = self.config.run_retention_ms if inline else self.config.retention_ms
+        # 1. The ticket (and the owner's index) first: whatever happens next, the sweeper can finish it.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.outbox(self.domain, shard), {ticket: now})
+        owner_index = keys.owner_tasks(tenant, owner, self.domain)
+        pipe.zadd(owner_index, {task_pages.index_member(now, task_id): 0})
+        pipe.pexpire(owner_index, int(self.config.index_ttl_s * 1000))
+        with redis_errors(f"creating task {task_id}"):
+            await pipe.execute()
+        # 2. The record, created only if absent.
+        events = [status_event(task)]
+        fields: dict[str, str | bytes | int] = {
+            Field.LAYOUT: "1",
+            Field.FINGERPRINT: fingerprint,
+            Field.TICKET: ticket,
+            Field.TRACE: json.dumps(carrier),
+            Field.RETENTION: retention,
+            Field.MODE: mode,
+            Field.FAILS: 0,
+        }
+        patch = Patch(guard="new", task=task, fields=fields, events=events)
+        start_id = uuid.uuid4().hex
+        if inline:
+            task.state = task_states.WORKING
+            task.status_message = "running"
+            task.attempt = 1
+            patch.events = [*events, status_event(task)]
+            patch.fields[Field.RUNNING] = "1"
+            patch.lease, patch.lease_value, patch.lease_ms = "set", f"1:{start_id}", self.config.lease_ms
+        result = await self.store.commit(task_id, patch)
+        if result.status == "exists":
+            await self._undo_index(shard, ticket, owner_index, task_pages.index_member(now, task_id))
+            if result.detail and result.detail[0] != fingerprint:
+                raise InvalidArgument(
+                    f"request_id {request.request_id!r} was already used for a different request",
+                    reason=errors_pb2.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
+                    metadata={"request_id": request.request_id, "task_id": task_id},
+                    violations=[
+                        FieldViolation("request_id", "was already used for a different request", "REUSED")
+                    ],
+                )
+            snapshot = await self.store.snapshot(task_id, steps=True)
+            if snapshot is None or not self.store.visible(snapshot.task, tenant, owner):
+                raise not_found(task_id)  # expired between the two reads; the caller may retry
+            return _Created(snapshot.task, shard, snapshot.ticket, new=False)
+        if not result.ok:
+            raise DataLoss(f"task {task_id}: creation refused ({result.status})")
+        task.last_event_id = result.last_event_id
+        return _Created(task, shard, ticket, new=True, start_id=start_id)
+
+    # -- resuming paused tasks --------------------------------------------------------------
+
+    async def resume(
+        self, request: agent_service_pb2.ResumeTaskRequest, *, tenant: str, owner: str
+    ) -> task_pb2.Task:
+        """Answer the owner's paused task (INPUT_REQUIRED -> WORKING, queued again)."""
+        return await self._resume(
+            request, approver="", visible=lambda t: self.store.visible(t, tenant, owner)
+        )
+
+    async def resume_as_approver(
+        self, request: agent_service_pb2.ResumeTaskRequest, *, tenant: str, approver: str
+    ) -> task_pb2.Task:
+        """Answer a task awaiting approval in this domain and tenant (the caller checked the
+        approver's `<domain>:approve` scope); the approver is recorded with the decision."""
+
+        def visible(task: task_pb2.Task) -> bool:
+            return task.tenant == tenant and task.domain == self.domain
+
+        return await self._resume(request, approver=approver, visible=visible)
+
+    async def _resume(
+        self, request: agent_service_pb2.ResumeTaskRequest, *, approver: str, visible: Any
+    ) -> task_pb2.Task:
+        _check_resume_request(request)
+        task_id = request.task_id
+        ticket: tuple[int, str] | None = None
+        try:
+            for _ in range(_CAS_RETRIES):
+                snapshot = await self.store.snapshot(task_id)
+                if snapshot is None or not visible(snapshot.task):
+                    raise not_found(task_id)
+                task = snapshot.task
+                replay = _replayed_resume(snapshot, request, approver)
+                if replay:
+                    return task
+                if approver and not (
+                    task.state == task_states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
+                ):
+                    raise not_found(task_id)  # approvers see only tasks that await an approval
+                if task.state != task_states.INPUT_REQUIRED:
+                    raise refuse_state(task, "only a task waiting for input or approval can be resumed")
+                pending = task.pending_action
+                _check_answer(task, request)
+                if pending.HasField("expire_time") and millis_of(pending.expire_time) <= now_ms():
+                    await self.store.expire_pending(task_id)
+                    raise _stale(task, f"pending action {pending.action_id} expired")
+                if ticket is None:
+                    ticket = await self.add_ticket(task_id)
+                resumed = _resumed(task, request, approver or task.owner)
+                events: list[task_pb2.TaskEvent] = []
+                if request.HasField("decision"):
+                    events.append(
+                        approval_event(
+                            task_pb2.ApprovalRecord(
+                                action_id=pending.action_id,
+                                approved=request.decision.approve,
+                                approver=approver or task.owner,
+                                reason=request.decision.reason,
+                            )
+                        )
+                    )
+                events.append(status_event(resumed))
+                fields = {
+                    Field.TICKET: ticket[1],
+                    Field.RETENTION: max(snapshot.retention_ms, self.config.retention_ms),
+                    **resumption_fields(Resumption(action=pending, request=request, approver=approver)),
+                }
+                result = await self.store.commit(
+                    task_id,
+                    Patch(
+                        guard="rev", guard_value=str(snapshot.rev), task=resumed, fields=fields, events=events
+                    ),
+                )
+                if result.status == "stale":
+                    continue
+                if not result.ok:
+                    raise not_found(task_id)
+                resumed.last_event_id = result.last_event_id
+                enqueue, ticket = ticket, None
+                await self.enqueue_ticket(task_id, *enqueue, _carrier_now() or snapshot.carrier)
+                await self.store.forget_pause(task)
+                return resumed
+            raise FailedPrecondition(
+                f"task {task_id} changed concurrently too often; retry",
+                reason=errors_pb2.ERROR_REASON_INVALID_STATE,
+                metadata={"task_id": task_id},
+            )
+        finally:
+            if ticket is not None:
+                await self.drop_ticket(*ticket)
+
+    # -- queue plumbing ---------------------------------------------------------------------
+
+    async def add_ticket(self, task_id: str) -> tuple[int, str]:
+        shard = self.shard_of(task_id)
+        ticket = f"{task_id}/{uuid.uuid4().hex[:16]}"
+        with redis_errors(f"queueing task {task_id}"):
+            await self.redis.zadd(keys.outbox(self.domain, shard), {ticket: now_ms()})
+        return shard, ticket
+
+    async def enqueue_ticket(
+        self, task_id: str, shard: int, ticket: str, carrier: dict[str, str], *, drop_dead_letter: str = ""
+    ) -> str | None:
+        """Turn the ticket into a stream entry (atomic, once); None if someone else already did."""
+        entry = encode_entry({"t": task_id, "tp": carrier, "at": now_ms()})
+        with redis_errors(f"queueing task {task_id}"):
+            entry_id = await self._enqueue(
+                keys=[
+                    keys.outbox(self.domain, shard),
+                    keys.queue(self.domain, shard),
+                    keys.dead_letters(self.domain, shard),
+                ],
+                args=[ticket, entry, drop_dead_letter],
+            )
+        return None if entry_id is None else _s(entry_id)
+
+    async def _undo_index(self, shard: int, ticket: str, owner_index: str, member: str) -> None:
+        """A replayed creation: drop the ticket and index entry it added (best effort; readers
+        skip leftovers)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(keys.outbox(self.domain, shard), ticket)
+        pipe.zrem(owner_index, member)
+        try:
+            with redis_errors("undoing a replayed creation"):
+                await pipe.execute()
+        except Exception:
+            log.warning("could not undo a replayed creation's index entries", exc_info=True)
+
+    async def drop_ticket(self, shard: int, ticket: str) -> None:
+        try:
+            with redis_errors("dropping an outbox ticket"):
+                await self.redis.zrem(keys.outbox(self.domain, shard), ticket)
+        except Exception:  # the sweeper drops stale tickets anyway
+            log.warning("could not drop an outbox ticket", extra={"ticket": ticket})
+
+    async def ensure_groups(self) -> None:
+        """Create the consumer group of every shard (idempotent; from the start of the stream)."""
+        for shard in self.shards():
+            await self._ensure_group(shard)
+
+    async def _ensure_group(self, shard: int) -> None:
+        try:
+            with redis_errors("creating the queue's consumer group"):
+                await self.redis.xgroup_create(
+                    keys.queue(self.domain, shard), self.group, id="0", mkstream=True
+                )
+        except rexc.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(
+        self, consumer: str, shard: int, *, count: int = 1, block_ms: int | None = None
+    ) -> list[QueueEntry]:
+        """New entries of one shard for `consumer` (XREADGROUP; blocks up to `block_ms`)."""
+        stream = keys.queue(self.domain, shard)
+        try:
+            with redis_errors("reading the task queue"):
+                reply: Any = await self.redis.xreadgroup(
+                    self.group, consumer, {stream: ">"}, count=count, block=block_ms
+                )
+        except rexc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
+        entries: list[QueueEntry] = []
+        for _stream, items in reply or []:
+            entries.extend(await self._entries(shard, items))
+        return entries
+
+    async def reclaim(self, consumer: str, shard: int, *, count: int) -> list[QueueEntry]:
+        """Entries of dead (or stalled) workers: pending longer than the claim idle timeout."""
+        stream = keys.queue(self.domain, shard)
+        try:
+            with redis_errors("reclaiming idle queue entries"):
+                reply: Any = await self.redis.xautoclaim(
+                    stream,
+                    self.group,
+                    consumer,
+                    min_idle_time=self.config.lease_ms,
+                    start_id="0-0",
+                    count=count,
+                )
+        except rexc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
+        return await self._entries(shard, reply[1] if len(reply) > 1 else [])
+
+    async def _entries(self, shard: int, items: Iterable[Any]) -> list[QueueEntry]:
+        entries = []
+        for entry_id, fields in items:
+            entry_id = _s(entry_id)
+            if not fields:  # deleted after it was delivered (XAUTOCLAIM reports it); nothing to run
+                continue
+            raw = fields.get(b"e")
+            try:
+                payload = decode_entry_payload(raw, f"queue entry {entry_id}")
+            except DataLoss as exc:
+                log.error("unreadable queue entry moved to the dead letters", extra={"entry_id": entry_id})
+                await self._move_to_dead_letters(
+                    QueueEntry(shard, entry_id, "", {}, 0, raw or b""), "", str(exc), 0
+                )
+                continue
+            carrier: dict[str, str] = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
+            entries.append(QueueEntry(shard, entry_id, payload["t"], carrier, int(payload.get("at", 0)), raw))
+        return entries
+
+    async def start(self, entry: QueueEntry, consumer: str) -> Attempt | None:
+        """Begin an attempt on the entry's task, or settle the entry (None) when there is nothing to run.
+
+        A task another live attempt holds is left alone (None; that attempt acknowledges the
+        entry); a finished, paused or vanished task's entry is acknowledged; a task that
+        failed too often is dead-lettered.
+        """
+        task_id = entry.task_id
+        start_id = uuid.uuid4().hex
+        task_keys = [
+            keys.task(task_id),
+            keys.task_steps(task_id),
+            keys.task_events(task_id),
+            keys.task_lease(task_id),
+        ]
+        with redis_errors(f"starting task {task_id}"):
+            reply = await self._start(
+                keys=task_keys,
+                args=[
+                    start_id,
+                    now_ms(),
+                    self.config.lease_ms,
+                    self.config.max_attempts,
+                    self.config.events_maxlen,
+                    self._started_event,
+                    self._resumed_event,
+                    "running",
+                    _RESUMED_MESSAGE,
+                ],
+            )
+        status = _s(reply[0])
+        if status == "started":
+            try:
+                snapshot = decode_snapshot(task_id, pairs(reply[1]), pairs(reply[2]), self.config.lease_ms)
+            except DataLoss as exc:  # unreadable: park the entry where an operator sees it
+                log.error("task record unreadable; entry dead-lettered", extra={"task_id": task_id})
+                await self._move_to_dead_letters(entry, task_id, str(exc), 0)
+                return None
+            if _s(reply[3]) == "1":
+                metrics.TASK_RECOVERIES.labels(domain=self.domain).inc()
+            return Attempt(self, snapshot, start_id=start_id, entry=entry, consumer=consumer)
+        if status == "busy":
+            return None
+        if status == "missing":
+            await self.ack(entry)
+            return None
+        if status == "corrupt":
+            await self._move_to_dead_letters(entry, task_id, f"task {task_id}: the record is corrupt", 0)
+            return None
+        if status == "idle":
+            state, stop = int(reply[1] or 0), int(reply[2] or 0)
+            if task_states.can_redrive(state, stop):  # dead-lettered, but the move did not happen yet
+                stored = await self.store.snapshot(task_id)
+                reason = stored.error if stored else "dead-lettered"
+                await self._move_to_dead_letters(entry, task_id, reason, stored.fails if stored else 0)
+            else:
+                await self.ack(entry)
+            return None
+        if status == "poison":
+            await self._dead_letter_task(entry, decode_snapshot(task_id, pairs(reply[1])))
+            return None
+        raise DataLoss(f"task {task_id}: unexpected start answer {status!r}")
+
+    async def _dead_letter_task(self, entry: QueueEntry, snapshot: TaskSnapshot) -> None:
+        task = snapshot.task
+        reason = snapshot.error or "failed too many attempts"
+        message = f"dead-lettered after {snapshot.fails} failed attempts: {reason}"
+        done = finish(
+            task,
+            task_states.FAILED,
+            stop_reason=task_pb2.STOP_REASON_DEAD_LETTERED,
+            message=message[:1000],
+            now=now_ms(),
+            retention_ms=max(snapshot.retention_ms, self.config.retention_ms),
+        )
+        done.error.CopyFrom(
+            task_pb2.TaskError(
+                reason="DEAD_LETTERED",
+                message=reason[:1000],
+                metadata={"failed_attempts": str(snapshot.fails), "domain": self.domain},
+            )
+        )
+        result = await self.store.commit(task.task_id, self.store.terminal_patch(done, snapshot, guard="rev"))
+        if not result.ok:  # changed meanwhile (canceled?): the entry comes back and is settled then
+            log.info("dead-lettering raced with another change", extra={"task_id": task.task_id})
+            return
+        record_finished(self.domain, done.state)
+        metrics.TASK_DEAD_LETTERS.labels(domain=self.domain).inc()
+        log.warning("task dead-lettered", extra={"task_id": task.task_id, "reason": reason})
+        await self._move_to_dead_letters(entry, task.task_id, reason, snapshot.fails)
+
+    async def _move_to_dead_letters(self, entry: QueueEntry, task_id: str, reason: str, fails: int) -> None:
+        record = encode_entry(
+            {"t": task_id, "reason": reason[:1000], "fails": fails, "entry": entry.entry_id, "at": now_ms()}
+        )
+        with redis_errors("moving an entry to the dead letters"):
+            await self._dead_letter(
+                keys=[keys.queue(self.domain, entry.shard), keys.dead_letters(self.domain, entry.shard)],
+                args=[self.group, entry.entry_id, record, self.config.dead_letters_maxlen],
+            )
+
+    async def ack(self, entry: QueueEntry) -> None:
+        """Acknowledge and delete an entry (retried briefly; an entry left behind is settled on reclaim)."""
+        for delay in (0.0, 0.1, 0.5, 1.0):
+            await asyncio.sleep(delay)
+            try:
+                with redis_errors("acknowledging a queue entry"):
+                    await self._ack(
+                        keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id]
+                    )
+                return
+            except Exception:
+                log.warning(
+                    "acknowledging a queue entry failed", exc_info=True, extra={"entry_id": entry.entry_id}
+                )
+
+    async def requeue(self, entry: QueueEntry) -> bool:
+        """Hand an entry back: a fresh copy other workers read at once. False if the entry was
+        no longer pending (nothing was added)."""
+        with redis_errors("handing a queue entry back"):
+            return bool(
+                await self._requeue(
+                    keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id, entry.raw]
+                )
+            )
+
+    async def touch(self, entry: QueueEntry, consumer: str) -> None:
+        """Reset the entry's idle time (heartbeat), so it is not reclaimed while its attempt lives."""
+        with redis_errors("renewing a queue entry"):
+            await self.redis.xclaim(
+                keys.queue(self.domain, entry.shard), self.group, consumer, 0, [entry.entry_id], justid=True
+            )
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters over all shards."""
+        found: list[DeadLetter] = []
+        for shard in self.shards():
+            with redis_errors("reading the dead letters"):
+                items: Any = await self.redis.xrevrange(
+                    keys.dead_letters(self.domain, shard), "+", "-", count=limit
+                )
+            for entry_id, fields in items:
+                entry_id = _s(entry_id)
+                try:
+                    payload = decode_entry_payload(
+                        fields.get(b"e"), f"dead letter {entry_id}", needs_task=False
+                    )
+                except DataLoss as exc:
+                    payload = {"t": "", "reason": str(exc)}
+                found.append(
+                    DeadLetter(
+                        shard=shard,
+                        entry_id=entry_id,
+                        task_id=str(payload.get("t", "")),
+                        reason=str(payload.get("reason", "")),
+                        failed_attempts=int(payload.get("fails", 0) or 0),
+                        dead_ms=int(payload.get("at", 0) or 0),
+                        original_entry_id=str(payload.get("entry", "")),
+                    )
+                )
+        found.sort(key=lambda d: _id_key(d.entry_id), reverse=True)
+        return found[:limit]
+
+    async def redrive(
+        self, entry_ids: Sequence[str] | None = None, *, limit: int = 1000
+    ) -> list[RedriveResult]:
+        """Re-open dead-lettered tasks (FAILED -> SUBMITTED, attempts reset) and queue them again.
+
+        `entry_ids=None` redrives every dead letter (up to `limit`).
+        """
+        letters = await self.dead_letters(limit=limit)
+        if entry_ids is not None:
+            wanted = set(entry_ids)
+            letters = [d for d in letters if d.entry_id in wanted]
+            missing = wanted - {d.entry_id for d in letters}
+        else:
+            missing = set()
+        results = [RedriveResult(e, "", "gone", "no such dead letter") for e in sorted(missing)]
+        for letter in letters:
+            results.append(await self._redrive_one(letter))
+        return results
+
+    async def _redrive_one(self, letter: DeadLetter) -> RedriveResult:
+        if not letter.task_id:
+            return RedriveResult(
+                letter.entry_id, "", "skipped", "the dead letter names no task (corrupt entry)"
+            )
+        for _ in range(_CAS_RETRIES):
+            snapshot = await self.store.snapshot(letter.task_id)
+            if snapshot is None:
+                return RedriveResult(letter.entry_id, letter.task_id, "gone", "the task expired")
+            task = snapshot.task
+            if not task_states.can_redrive(task.state, task.stop_reason):
+                with redis_errors("dropping a dead letter"):
+                    await self.redis.xdel(keys.dead_letters(self.domain, letter.shard), letter.entry_id)
+                return RedriveResult(
+                    letter.entry_id,
+                    letter.task_id,
+                    "skipped",
+                    f"task is {task_states.state_name(task.state)}",
+                )
+            shard = self.shard_of(task.task_id)
+            ticket = f"{task.task_id}/{uuid.uuid4().hex[:16]}"
+            with redis_errors("redriving a task"):
+                await self.redis.zadd(keys.outbox(self.domain, shard), {ticket: now_ms()})
+            reopened = task_pb2.Task()
+            reopened.CopyFrom(task)
+            now = now_ms()
+            reopened.state = task_states.SUBMITTED
+            reopened.stop_reason = task_pb2.STOP_REASON_UNSPECIFIED
+            reopened.status_message = "redriven from the dead letters"
+            for name in ("end_time", "expire_time", "error"):
+                reopened.ClearField(name)
+            reopened.update_time.CopyFrom(timestamp(now))
+            result = await self.store.commit(
+                task.task_id,
+                Patch(
+                    guard="rev",
+                    guard_value=str(snapshot.rev),
+                    task=reopened,
+                    fields={Field.FAILS: 0, Field.ERROR: "", Field.TICKET: ticket},
+                    delete=(Field.RUNNING, Field.CANCEL),
+                    events=[status_event(reopened)],
+                    ttl_ms=0,
+                ),
+            )
+            if result.status == "stale":
+                await self.drop_ticket(shard, ticket)
+                continue
+            if not result.ok:
+                await self.drop_ticket(shard, ticket)
+                return RedriveResult(letter.entry_id, letter.task_id, "gone", result.status)
+            same_slot = shard == letter.shard
+            await self.enqueue_ticket(
+                task.task_id,
+                shard,
+                ticket,
+                snapshot.carrier,
+                drop_dead_letter=letter.entry_id if same_slot else "",
+            )
+            if not same_slot:
+                with redis_errors("dropping a dead letter"):
+                    await self.redis.xdel(keys.dead_letters(self.domain, letter.shard), letter.entry_id)
+            return RedriveResult(letter.entry_id, letter.task_id, "redriven")
+        return RedriveResult(letter.entry_id, letter.task_id, "skipped", "the task kept changing; try again")
+
+    # -- statistics -----------------------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        """Depth, pending, lag and dead letters over all shards; also exported as metrics."""
+        depth = pending = dead = outbox = 0
+        lag_s = 0.0
+        now = now_ms()
+        for shard in self.shards():
+            stream = keys.queue(self.domain, shard)
+            with redis_errors("reading queue statistics"):
+                try:
+                    groups = await self.redis.xinfo_groups(stream)
+                except rexc.ResponseError:  # no stream yet
+                    groups = []
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xlen(keys.dead_letters(self.domain, shard))
+                pipe.zcard(keys.outbox(self.domain, shard))
+                dead_n, outbox_n = await pipe.execute()
+            dead += int(dead_n)
+            outbox += int(outbox_n)
+            for group in groups:
+                if _s(group.get("name", b"")) != self.group:
+                    continue
+                pending += int(group.get("pending") or 0)
+                shard_lag = group.get("lag")
+                last = _s(group.get("last-delivered-id") or "0-0")
+                with redis_errors("reading queue statistics"):
+                    oldest: Any = await self.redis.xrange(stream, f"({last}", "+", count=1)
+                    if shard_lag is None:
+                        backlog: Any = await self.redis.xrange(stream, f"({last}", "+", count=10_000)
+                        shard_lag = len(backlog)
+                depth += int(shard_lag)
+                if oldest:
+                    lag_s = max(lag_s, (now - _id_key(_s(oldest[0][0]))[0]) / 1000)
+        metrics.TASK_QUEUE_DEPTH.labels(domain=self.domain).set(depth)
+        metrics.TASK_QUEUE_PENDING.labels(domain=self.domain).set(pending)
+        metrics.TASK_QUEUE_LAG.labels(domain=self.domain).set(lag_s)
+        metrics.TASK_DEAD_LETTER_DEPTH.labels(domain=self.domain).set(dead)
+        return QueueStats(depth=depth, pending=pending, lag_s=lag_s, dead_letters=dead, outbox=outbox)
+
+
+_RESUMED_MESSAGE = "resumed from the last checkpoint after its worker was lost"
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition("-")
+    return int(millis or 0), int(seq or 0)
+
+
+def _carrier_now() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def _trace_id() -> str:
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else ""
+
+
+def _check_resume_request(request: agent_service_pb2.ResumeTaskRequest) -> None:
+    violations = []
+    if not request.task_id:
+        violations.append(FieldViolation("task_id", "is required", "REQUIRED"))
+    if not request.action_id:
+        violations.append(FieldViolation("action_id", "is required", "REQUIRED"))
+    if request.WhichOneof("answer") is None:
+        violations.append(FieldViolation("decision", "an answer (decision or input) is required", "REQUIRED"))
+    if violations:
+        raise InvalidArgument("invalid ResumeTask request", violations=violations)
+
+
+def _check_answer(task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest) -> None:
+    pending = task.pending_action
+    if request.action_id != pending.action_id:
+        raise _stale(task, f"action {request.action_id!r} is not the pending action")
+    if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
+        if not request.HasField("input") or not request.input.parts:
+            raise InvalidArgument(
+                "this task waits for input: send `input` with at least one part",
+                violations=[FieldViolation("input", "required for a pending input request", "REQUIRED")],
+            )
+    elif not request.HasField("decision"):
+        raise InvalidArgument(
+            "this task waits for a decision: send `decision`",
+            violations=[FieldViolation("decision", "required for a pending approval", "REQUIRED")],
+        )
+
+
+def _stale(task: task_pb2.Task, why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"task {task.task_id}: {why}",
+        reason=errors_pb2.ERROR_REASON_STALE_ACTION,
+        metadata={"task_id": task.task_id, "pending_action_id": task.pending_action.action_id},
+    )
+
+
+def _replayed_resume(
+    snapshot: TaskSnapshot, request: agent_service_pb2.ResumeTaskRequest, approver: str
+) -> bool:
+    """A repeated ResumeTask (same request id, same answer) after it was applied."""
+    done = snapshot.resumption
+    return bool(
+        request.request_id
+        and done is not None
+        and done.approver == approver
+        and done.request.SerializeToString(deterministic=True)
+        == request.SerializeToString(deterministic=True)
+    )
+
+
+def _resumed(
+    task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest, answered_by: str
+) -> task_pb2.Task:
+    task_states.check_transition(task.task_id, task.state, task_states.WORKING)
+    resumed = task_pb2.Task()
+    resumed.CopyFrom(task)
+    resumed.ClearField("steps")
+    resumed.ClearField("pending_action")
+    resumed.state = task_states.WORKING
+    resumed.stop_reason = task_pb2.STOP_REASON_UNSPECIFIED
+    if request.HasField("decision"):
+        verdict = "approved" if request.decision.approve else "rejected"
+        resumed.status_message = f"{verdict} by {answered_by}; queued to continue"
+    else:
+        resumed.status_message = "input received; queued to continue"
+    resumed.update_time.CopyFrom(timestamp(now_ms()))
+    return resumed

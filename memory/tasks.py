@@ -1,0 +1,777 @@
+"""TaskStore: task records in Redis, checked transitions, owner-only visibility, listings.
+
+    store = TaskStore(redis, domain="refunds", config=TaskConfig.from_settings(settings))
+    task = await store.get(task_id, tenant=t, owner=o)               # NOT_FOUND unless o owns it
+    page = await store.list_tasks(tenant=t, owner=o, states=[...], page_token=token)
+    task = await store.cancel(task_id, tenant=t, owner=o, reason="changed my mind")
+    page = await store.list_awaiting_approval(tenant=t)              # approvers (scope checked by caller)
+
+A task's keys share the hash tag `{t:<id>}` (record hash, checkpointed steps,
+event stream, lease). Every change goes through one script (`task_scripts.COMMIT`)
+that checks a guard first and then writes the record, the step, the events,
+the lease and the retention TTL together: a task is never half-written, and
+the record never disagrees with its events. Guards:
+
+- `new`: create only if absent (idempotent creation; the request fingerprint is
+  returned when the task exists);
+- `rev`: compare-and-set on the record revision (API-side read-modify-write:
+  cancel, resume, expiry, dead-lettering);
+- `fence`: the caller's attempt number must still be the task's current attempt
+  and the attempt still in progress — a worker whose task was taken over can
+  no longer write anything (see memory/task_queue.py).
+
+Records are `agentmesh.v1.Task` (memory.codec, versioned); a few hot fields
+(state, stop reason, status message, attempt, update time, last event id) live
+beside the record in the hash so scripts can change them without decoding
+protobuf, and readers overlay them on the record. Terminal tasks expire after
+the retention (`TaskConfig.retention_s`, Run tasks `run_retention_s`).
+
+Visibility: every read takes (tenant, owner); a task of someone else, of
+another domain, or that does not exist is NOT_FOUND (TASK_NOT_FOUND) — the
+answers are identical, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agentmesh import metrics
+from agentmesh.config import Settings
+from agentmesh.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
+from memory import codec, keys, task_pages, task_scripts
+from memory.codec import Kind
+from memory.connection import AnyRedis, redis_errors
+from memory.task_events import encode_event, status_event
+from memory.task_states import (
+    CANCELED,
+    FAILED,
+    INPUT_REQUIRED,
+    check_transition,
+    state_name,
+)
+
+log = logging.getLogger(__name__)
+
+TASK_FORMAT = 1
+STEP_FORMAT = 1
+RESUMPTION_FORMAT = 1
+LAYOUT = b"1"  # the task hash layout (field names below)
+
+# Pending actions an approver answers (the awaiting-approval index).
+APPROVAL_KINDS = frozenset(
+    {task_pb2.PENDING_ACTION_KIND_APPROVAL, task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN}
+)
+_CAS_RETRIES = 16
+
+
+class Field:
+    """Names of the task hash fields (see memory/task_scripts.py)."""
+
+    LAYOUT = "v"
+    RECORD = "rec"
+    STATE = "state"
+    STOP = "stop"
+    MESSAGE = "msg"
+    ATTEMPT = "attempt"
+    UPDATED = "upd"
+    LAST_EVENT = "last"
+    REV = "rev"
+    RUNNING = "run"
+    FAILS = "fails"
+    ERROR = "err"
+    CANCEL = "cancel"
+    FINGERPRINT = "fp"
+    TICKET = "ticket"
+    TRACE = "tp"
+    RETENTION = "ret"
+    MODE = "mode"
+    RESUME = "res"
+    RESUME_ACTION = "res_action"
+    RESUME_BY = "res_by"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """Tuning of the task layer; `from_settings` reads the AGENTMESH_* variables."""
+
+    shards: int = 4
+    retention_s: float = 7 * 86400.0
+    run_retention_s: float = 3600.0
+    claim_idle_timeout_s: float = 30.0
+    max_attempts: int = 3
+    read_block_s: float = 2.0
+    events_maxlen: int = 10_000
+    dead_letters_maxlen: int = 10_000
+    index_ttl_s: float = 30 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.shards < 1 or self.max_attempts < 1:
+            raise ValueError("shards and max_attempts must be at least 1")
+        if min(self.retention_s, self.run_retention_s, self.claim_idle_timeout_s, self.read_block_s) <= 0:
+            raise ValueError("retention, idle timeout and read block must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TaskConfig:
+        values: dict[str, Any] = {
+            "shards": settings.queue_shards,
+            "retention_s": settings.task_retention_s,
+            "run_retention_s": settings.run_retention_s,
+            "claim_idle_timeout_s": settings.claim_idle_timeout_s,
+            "max_attempts": settings.max_attempts,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.claim_idle_timeout_s * 1000)
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_s * 1000)
+
+    @property
+    def run_retention_ms(self) -> int:
+        return int(self.run_retention_s * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """The answer ResumeTask gave to a paused task, for the executor of the next attempt.
+
+    Present from the resume until the next checkpoint: `action` is what the task
+    waited for, `request` carries the decision or the input, `approver` is who
+    answered (empty when the owner did).
+    """
+
+    action: task_pb2.PendingAction
+    request: agent_service_pb2.ResumeTaskRequest
+    approver: str = ""
+
+
+@dataclass(slots=True)
+class TaskSnapshot:
+    """A task as stored: the record (hot fields overlaid, steps if asked) and the bookkeeping."""
+
+    task: task_pb2.Task
+    rev: int
+    running: bool
+    lease_ttl_ms: int
+    cancel: str
+    fingerprint: str
+    ticket: str
+    fails: int
+    error: str
+    retention_ms: int
+    carrier: dict[str, str]
+    mode: str
+    resumption: Resumption | None
+
+    @property
+    def lease_alive(self) -> bool:
+        return self.lease_ttl_ms > 0
+
+
+@dataclass(slots=True)
+class Patch:
+    """One guarded change of a task (see task_scripts.COMMIT)."""
+
+    guard: Literal["new", "rev", "fence"]
+    guard_value: str = ""
+    task: task_pb2.Task | None = None
+    fields: dict[str, str | bytes | int] = field(default_factory=dict)
+    delete: Sequence[str] = ()
+    step: task_pb2.Step | None = None
+    events: Sequence[task_pb2.TaskEvent] = ()
+    lease: Literal["", "set", "release"] = ""
+    lease_value: str = ""
+    lease_ms: int = 0
+    ttl_ms: int | None = None  # None: keep; 0: persist; n: expire every key of the task after n ms
+    commit_id: str = ""  # fixed across retries of one change, so a re-sent change applies once
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    status: str  # "ok", or why it was refused: exists, missing, stale, fenced, step_conflict, corrupt
+    rev: int = 0
+    last_event_id: str = ""
+    cancel: str = ""
+    detail: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: list[task_pb2.Task]
+    next_page_token: str
+
+
+# -- time and encoding ------------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def timestamp(millis: int) -> Timestamp:
+    return Timestamp(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
+
+
+def millis_of(ts: Timestamp) -> int:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def encode_task(task: task_pb2.Task) -> bytes:
+    """The stored record: everything but the steps (kept beside it) and the last event id (hot field)."""
+    if task.steps or task.last_event_id:
+        stored = task_pb2.Task()
+        stored.CopyFrom(task)
+        stored.ClearField("steps")
+        stored.ClearField("last_event_id")
+        task = stored
+    return codec.encode_message(Kind.TASK, TASK_FORMAT, task)
+
+
+def encode_step(step: task_pb2.Step) -> bytes:
+    return codec.encode_message(Kind.STEP, STEP_FORMAT, step)
+
+
+def record_fields(task: task_pb2.Task) -> dict[str, str | bytes | int]:
+    """The hash fields that describe `task`: the record and the hot fields scripts read."""
+    return {
+        Field.RECORD: encode_task(task),
+        Field.STATE: int(task.state),
+        Field.STOP: int(task.stop_reason),
+        Field.MESSAGE: task.status_message,
+        Field.ATTEMPT: task.attempt,
+        Field.UPDATED: millis_of(task.update_time),
+    }
+
+
+def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+    """A Lua HGETALL reply (flat list) as a dict."""
+    return {bytes(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def not_found(task_id: str) -> NotFound:
+    return NotFound(
+        f"task {task_id} not found",
+        reason=errors_pb2.ERROR_REASON_TASK_NOT_FOUND,
+        metadata={"task_id": task_id},
+    )
+
+
+def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 0) -> int:
+    raw = fields.get(name.encode())
+    if raw is None or raw == b"":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DataLoss(f"task {task_id}: field {name!r} holds {raw[:20]!r}, not a number") from None
+
+
+def _text(fields: Mapping[bytes, bytes], name: str) -> str:
+    raw = fields.get(name.encode())
+    return "" if raw is None else raw.decode(errors="replace")
+
+
+def decode_snapshot(
+    task_id: str,
+    fields: Mapping[bytes, bytes],
+    steps: Mapping[bytes, bytes] | None = None,
+    lease_ttl_ms: int = -2,
+) -> TaskSnapshot:
+    """Build a snapshot from the task hash; DataLoss if the hash is not a task of ours."""
+    what = f"task {task_id}"
+    if fields.get(Field.LAYOUT.encode()) != LAYOUT:
+        found = fields.get(Field.LAYOUT.encode())
+        raise DataLoss(
+            f"{what}: the record hash has layout {found!r}, this release reads {LAYOUT!r} "
+            "(foreign or corrupt data under an agentmesh key)"
+        )
+    task = codec.decode_message(
+        fields.get(Field.RECORD.encode()), Kind.TASK, {TASK_FORMAT}, task_pb2.Task, what
+    )
+    if task.task_id != task_id:
+        raise DataLoss(f"{what}: the record belongs to task {task.task_id!r}")
+    task.state = _int(fields, Field.STATE, task_id)  # type: ignore[assignment]
+    task.stop_reason = _int(fields, Field.STOP, task_id)  # type: ignore[assignment]
+    task.status_message = _text(fields, Field.MESSAGE)
+    task.attempt = _int(fields, Field.ATTEMPT, task_id)
+    task.last_event_id = _text(fields, Field.LAST_EVENT)
+    updated = _int(fields, Field.UPDATED, task_id)
+    if updated:
+        task.update_time.CopyFrom(timestamp(updated))
+    if steps:
+        decoded = [
+            codec.decode_message(data, Kind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} step {index!r}")
+            for index, data in steps.items()
+        ]
+        task.steps.extend(sorted(decoded, key=lambda s: s.index))
+    carrier_raw = fields.get(Field.TRACE.encode())
+    try:
+        carrier = json.loads(carrier_raw) if carrier_raw else {}
+    except ValueError:
+        raise DataLoss(f"{what}: trace context is not JSON") from None
+    return TaskSnapshot(
+        task=task,
+        rev=_int(fields, Field.REV, task_id),
+        running=fields.get(Field.RUNNING.encode()) == b"1",
+        lease_ttl_ms=lease_ttl_ms,
+        cancel=_text(fields, Field.CANCEL),
+        fingerprint=_text(fields, Field.FINGERPRINT),
+        ticket=_text(fields, Field.TICKET),
+        fails=_int(fields, Field.FAILS, task_id),
+        error=_text(fields, Field.ERROR),
+        retention_ms=_int(fields, Field.RETENTION, task_id),
+        carrier=carrier if isinstance(carrier, dict) else {},
+        mode=_text(fields, Field.MODE),
+        resumption=_decode_resumption(task_id, fields),
+    )
+
+
+def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumption | None:
+    raw = fields.get(Field.RESUME.encode())
+    if not raw:
+        return None
+    what = f"task {task_id} resumption"
+    request = codec.decode_message(
+        raw, Kind.RESUMPTION, {RESUMPTION_FORMAT}, agent_service_pb2.ResumeTaskRequest, what
+    )
+    action = codec.decode_message(
+        fields.get(Field.RESUME_ACTION.encode()),
+        Kind.PENDING_ACTION,
+        {RESUMPTION_FORMAT},
+        task_pb2.PendingAction,
+        what,
+    )
+    return Resumption(action=action, request=request, approver=_text(fields, Field.RESUME_BY))
+
+
+def resumption_fields(resumption: Resumption) -> dict[str, str | bytes | int]:
+    return {
+        Field.RESUME: codec.encode_message(Kind.RESUMPTION, RESUMPTION_FORMAT, resumption.request),
+        Field.RESUME_ACTION: codec.encode_message(Kind.PENDING_ACTION, RESUMPTION_FORMAT, resumption.action),
+        Field.RESUME_BY: resumption.approver,
+    }
+
+
+RESUMPTION_FIELDS = (Field.RESUME, Field.RESUME_ACTION, Field.RESUME_BY)
+
+
+def finish(
+    task: task_pb2.Task,
+    state: int,
+    *,
+    stop_reason: int,
+    message: str,
+    now: int,
+    retention_ms: int,
+) -> task_pb2.Task:
+    """A copy of `task` in a terminal state, with end and expiry times."""
+    check_transition(task.task_id, task.state, state)
+    done = task_pb2.Task()
+    done.CopyFrom(task)
+    done.ClearField("steps")
+    done.state = state  # type: ignore[assignment]
+    done.stop_reason = stop_reason  # type: ignore[assignment]
+    done.status_message = message
+    done.ClearField("pending_action")
+    done.update_time.CopyFrom(timestamp(now))
+    done.end_time.CopyFrom(timestamp(now))
+    done.expire_time.CopyFrom(timestamp(now + retention_ms))
+    return done
+
+
+class TaskStore:
+    """Task records of one domain. See the module docstring."""
+
+    def __init__(self, redis: AnyRedis, *, domain: str, config: TaskConfig | None = None) -> None:
+        self.redis = redis
+        self.domain = domain
+        self.config = config or TaskConfig()
+        self._commit = redis.register_script(task_scripts.COMMIT)
+        self._read = redis.register_script(task_scripts.READ)
+
+    # -- low level: one guarded change, one consistent read ------------------------------------
+
+    async def commit(self, task_id: str, patch: Patch) -> CommitResult:
+        sets: dict[str, str | bytes | int] = {}
+        if patch.task is not None:
+            sets.update(record_fields(patch.task))
+        sets.update(patch.fields)
+        args: list[str | bytes | int] = [
+            patch.commit_id or uuid.uuid4().hex,
+            patch.guard,
+            patch.guard_value,
+            patch.lease,
+            patch.lease_value,
+            patch.lease_ms,
+            "" if patch.ttl_ms is None else patch.ttl_ms,
+            self.config.events_maxlen,
+            "" if patch.step is None else patch.step.index,
+            b"" if patch.step is None else encode_step(patch.step),
+            len(sets),
+        ]
+        for name, value in sets.items():
+            args += [name, value]
+        args.append(len(patch.delete))
+        args.extend(patch.delete)
+        args.append(len(patch.events))
+        args.extend(encode_event(event) for event in patch.events)
+        with redis_errors(f"writing task {task_id}"):
+            reply = await self._commit(keys=_task_keys(task_id), args=args)
+        status = _s(reply[0])
+        if status == "corrupt":
+            which = _s(reply[1]) if len(reply) > 1 else "record"
+            raise DataLoss(
+                f"task {task_id}: its {which} key holds data this release cannot read (foreign or corrupt); "
+                "nothing was written"
+            )
+        if status != "ok":
+            return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
+        return CommitResult("ok", rev=int(reply[1]), last_event_id=_s(reply[2]), cancel=_s(reply[3]))
+
+    async def snapshot(self, task_id: str, *, steps: bool = False) -> TaskSnapshot | None:
+        """The stored task (None if absent), regardless of who may see it."""
+        task_keys = _task_keys(task_id)
+        with redis_errors(f"reading task {task_id}"):
+            fields, step_fields, lease_ttl = await self._read(
+                keys=[task_keys[0], task_keys[1], task_keys[3]], args=["1" if steps else "0"]
+            )
+        if not fields:
+            return None
+        return decode_snapshot(task_id, pairs(fields), pairs(step_fields), int(lease_ttl))
+
+    # -- reads for callers -------------------------------------------------------------------
+
+    def visible(self, task: task_pb2.Task, tenant: str, owner: str) -> bool:
+        return task.tenant == tenant and task.owner == owner and task.domain == self.domain
+
+    async def get(
+        self, task_id: str, *, tenant: str, owner: str, view: int = task_pb2.TASK_VIEW_FULL
+    ) -> task_pb2.Task:
+        """The caller's task; NOT_FOUND if it does not exist or belongs to someone else."""
+        snapshot = await self.snapshot(task_id, steps=view != task_pb2.TASK_VIEW_BASIC)
+        if snapshot is None or not self.visible(snapshot.task, tenant, owner):
+            raise not_found(task_id)
+        return snapshot.task
+
+    async def get_awaiting_approval(
+        self, task_id: str, *, tenant: str, view: int = task_pb2.TASK_VIEW_FULL
+    ) -> task_pb2.Task:
+        """For an approver of this domain (scope checked by the caller): a task of the tenant that
+        waits for an approval; anything else is NOT_FOUND."""
+        snapshot = await self.snapshot(task_id, steps=view != task_pb2.TASK_VIEW_BASIC)
+        if snapshot is None or not self._awaits_approval(snapshot.task, tenant):
+            raise not_found(task_id)
+        return snapshot.task
+
+    def _awaits_approval(self, task: task_pb2.Task, tenant: str) -> bool:
+        return (
+            task.tenant == tenant
+            and task.domain == self.domain
+            and task.state == INPUT_REQUIRED
+            and task.pending_action.kind in APPROVAL_KINDS
+        )
+
+    async def list_tasks(
+        self,
+        *,
+        tenant: str,
+        owner: str,
+        states: Iterable[int] = (),
+        session_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        view: int = task_pb2.TASK_VIEW_BASIC,
+    ) -> TaskPage:
+        """The owner's tasks in this domain, newest first, optionally only some states / one session."""
+        wanted = frozenset(states)
+        filters = task_pages.filter_fingerprint(sorted(wanted), session_id)
+
+        def keep(task: task_pb2.Task) -> bool:
+            return (
+                self.visible(task, tenant, owner)
+                and (not wanted or task.state in wanted)
+                and (not session_id or task.session_id == session_id)
+            )
+
+        return await self._page(
+            keys.owner_tasks(tenant, owner, self.domain), "owner", filters, keep, page_size, page_token, view
+        )
+
+    async def list_awaiting_approval(
+        self, *, tenant: str, page_size: int = 0, page_token: str = "", view: int = task_pb2.TASK_VIEW_BASIC
+    ) -> TaskPage:
+        """For approvers (scope checked by the caller): the tenant's tasks of this domain waiting for
+        an approval, newest first."""
+        return await self._page(
+            keys.awaiting_approval(tenant, self.domain),
+            "approval",
+            task_pages.filter_fingerprint(tenant),
+            lambda task: self._awaits_approval(task, tenant),
+            page_size,
+            page_token,
+            view,
+        )
+
+    async def _page(
+        self,
+        index: str,
+        listing: str,
+        filters: str,
+        keep: Any,
+        requested_size: int,
+        page_token: str,
+        view: int,
+    ) -> TaskPage:
+        size = task_pages.page_size(requested_size)
+        cursor = task_pages.decode_page_token(page_token, listing, filters) if page_token else ""
+        found: list[task_pb2.Task] = []
+        gone: list[str] = []
+        budget = max(4 * size, 200)  # members examined per call: a sparse filter returns short pages
+        scanned = 0
+        exhausted = False
+        with_steps = view == task_pb2.TASK_VIEW_FULL
+        while len(found) < size and scanned < budget:
+            batch_size = min(max(size - len(found), 16) * 2, 256)
+            with redis_errors("listing tasks"):
+                members: Any = await self.redis.zrange(
+                    index,
+                    f"({cursor}" if cursor else "+",
+                    "-",
+                    desc=True,
+                    bylex=True,
+                    offset=0,
+                    num=batch_size,
+                )
+            if not members:
+                exhausted = True
+                break
+            snapshots = await self._load([task_pages.member_task_id(_s(m)) for m in members], with_steps)
+            for member, snapshot in zip(members, snapshots, strict=True):
+                cursor = _s(member)
+                scanned += 1
+                if snapshot is None or cursor != task_pages.index_member(
+                    millis_of(snapshot.task.create_time), snapshot.task.task_id
+                ):
+                    gone.append(cursor)  # expired, or left behind by a replayed creation
+                elif keep(snapshot.task):
+                    found.append(snapshot.task)
+                    if len(found) == size:
+                        break
+            if len(members) < batch_size and cursor == _s(members[-1]):
+                exhausted = True
+                break
+        if gone:
+            with redis_errors("cleaning a task index"):
+                await self.redis.zrem(index, *gone)
+        token = "" if exhausted else task_pages.encode_page_token(listing, filters, cursor)
+        return TaskPage(found, token)
+
+    async def _load(self, task_ids: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(keys.task(task_id))
+            if with_steps:
+                pipe.hgetall(keys.task_steps(task_id))
+        with redis_errors("reading tasks"):
+            replies = await pipe.execute()
+        stride = 2 if with_steps else 1
+        loaded: list[TaskSnapshot | None] = []
+        for i, task_id in enumerate(task_ids):
+            fields = replies[i * stride]
+            if not fields:
+                loaded.append(None)
+                continue
+            steps = replies[i * stride + 1] if with_steps else None
+            loaded.append(decode_snapshot(task_id, fields, steps))
+        return loaded
+
+    # -- changes for callers -----------------------------------------------------------------
+
+    async def cancel(self, task_id: str, *, tenant: str, owner: str, reason: str = "") -> task_pb2.Task:
+        """Cancel the caller's unfinished task.
+
+        A task with a live attempt gets a cancel request that its worker notices at its next
+        checkpoint (within one step); a queued, paused or orphaned task is CANCELED at once.
+        A finished task is FAILED_PRECONDITION (INVALID_STATE).
+        """
+        why = reason or "canceled by its owner"
+        for _ in range(_CAS_RETRIES):
+            snapshot = await self.snapshot(task_id)
+            if snapshot is None or not self.visible(snapshot.task, tenant, owner):
+                raise not_found(task_id)
+            task = snapshot.task
+            check_transition(task_id, task.state, CANCELED)
+            now = now_ms()
+            if snapshot.running and snapshot.lease_alive:
+                if snapshot.cancel:
+                    return task
+                task.status_message = f"cancel requested: {why}"
+                task.update_time.CopyFrom(timestamp(now))
+                result = await self.commit(
+                    task_id,
+                    Patch(
+                        guard="rev",
+                        guard_value=str(snapshot.rev),
+                        fields={Field.CANCEL: why, Field.MESSAGE: task.status_message, Field.UPDATED: now},
+                        events=[status_event(task)],
+                    ),
+                )
+                if result.ok:
+                    task.last_event_id = result.last_event_id
+                    return task
+                continue
+            done = finish(
+                task,
+                CANCELED,
+                stop_reason=task_pb2.STOP_REASON_CANCELED,
+                message=why,
+                now=now,
+                retention_ms=snapshot.retention_ms or self.config.retention_ms,
+            )
+            result = await self.commit(task_id, self.terminal_patch(done, snapshot, guard="rev"))
+            if result.ok:
+                done.last_event_id = result.last_event_id
+                await self.forget_pause(task)
+                record_finished(self.domain, done.state)
+                return done
+        raise _contention(task_id)
+
+    def terminal_patch(
+        self, done: task_pb2.Task, snapshot: TaskSnapshot, *, guard: Literal["rev", "fence"], value: str = ""
+    ) -> Patch:
+        """The change that ends a task: record, status event, lease released, retention TTL."""
+        return Patch(
+            guard=guard,
+            guard_value=value or str(snapshot.rev),
+            task=done,
+            delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
+            events=[status_event(done)],
+            lease="release",
+            ttl_ms=millis_of(done.expire_time) - millis_of(done.end_time),
+        )
+
+    # -- the indexes of paused tasks (approvers, expiry) --------------------------------------
+
+    async def remember_pause(self, task: task_pb2.Task) -> None:
+        """Index a task about to pause: in the approvers' view and/or by expiry. Written BEFORE the
+        record changes, so a crash in between leaves at most an entry readers skip."""
+        pending = task.pending_action
+        pipe = self.redis.pipeline(transaction=False)
+        if pending.kind in APPROVAL_KINDS:
+            index = keys.awaiting_approval(task.tenant, self.domain)
+            pipe.zadd(index, {task_pages.index_member(millis_of(task.create_time), task.task_id): 0})
+            pipe.pexpire(index, int(self.config.index_ttl_s * 1000))
+        if pending.HasField("expire_time"):
+            pipe.zadd(keys.pending_expiry(self.domain), {task.task_id: millis_of(pending.expire_time)})
+        if len(pipe):
+            with redis_errors(f"indexing paused task {task.task_id}"):
+                await pipe.execute()
+
+    async def forget_pause(self, task: task_pb2.Task) -> None:
+        """Drop a task that no longer waits from the pause indexes (best effort: readers re-check)."""
+        if task.state != INPUT_REQUIRED:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(
+            keys.awaiting_approval(task.tenant, self.domain),
+            task_pages.index_member(millis_of(task.create_time), task.task_id),
+        )
+        pipe.zrem(keys.pending_expiry(self.domain), task.task_id)
+        try:
+            with redis_errors(f"unindexing task {task.task_id}"):
+                await pipe.execute()
+        except Exception:  # the record is already right; a stale index entry is skipped on read
+            log.warning("could not drop task from the pause indexes", extra={"task_id": task.task_id})
+
+    async def expire_pending(self, task_id: str, now: int | None = None) -> task_pb2.Task | None:
+        """Fail a paused task whose pending action expired (STOP_REASON_EXPIRED); None if it is not
+        (or no longer) such a task."""
+        for _ in range(_CAS_RETRIES):
+            snapshot = await self.snapshot(task_id)
+            if snapshot is None:
+                return None
+            task = snapshot.task
+            at = now_ms() if now is None else now
+            if task.state != INPUT_REQUIRED or not task.pending_action.HasField("expire_time"):
+                return None
+            if millis_of(task.pending_action.expire_time) > at:
+                return None
+            done = finish(
+                task,
+                FAILED,
+                stop_reason=task_pb2.STOP_REASON_EXPIRED,
+                message=f"{_pending_what(task.pending_action)} expired before anyone answered",
+                now=at,
+                retention_ms=snapshot.retention_ms or self.config.retention_ms,
+            )
+            done.error.CopyFrom(
+                task_pb2.TaskError(
+                    reason="EXPIRED",
+                    message=done.status_message,
+                    metadata={"action_id": task.pending_action.action_id},
+                )
+            )
+            result = await self.commit(task_id, self.terminal_patch(done, snapshot, guard="rev"))
+            if result.ok:
+                done.last_event_id = result.last_event_id
+                await self.forget_pause(task)
+                record_finished(self.domain, done.state)
+                return done
+        raise _contention(task_id)
+
+
+def record_finished(domain: str, state: int) -> None:
+    metrics.TASKS_FINISHED.labels(domain=domain, state=state_name(state)).inc()
+
+
+def _pending_what(pending: task_pb2.PendingAction) -> str:
+    if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
+        return "the request for input"
+    if pending.tool_name:
+        return f"the approval of {pending.tool_name}"
+    return "the pending approval"
+
+
+def _contention(task_id: str) -> Aborted:
+    return Aborted(
+        f"task {task_id} changed concurrently too often; retry",
+        reason=errors_pb2.ERROR_REASON_IN_FLIGHT,
+        metadata={"task_id": task_id},
+        retry_after=0.1,
+    )
+
+
+def _task_keys(task_id: str) -> list[str]:
+    return [keys.task(task_id), keys.task_steps(task_id), keys.task_events(task_id), keys.task_lease(task_id)]
+
+
+def _s(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def refuse_state(task: task_pb2.Task, what: str) -> FailedPrecondition:
+    """FAILED_PRECONDITION (INVALID_STATE) for an operation the task's state does not allow."""
+    return FailedPrecondition(
+        f"task {task.task_id} is {state_name(task.state)}; {what}",
+        reason=errors_pb2.ERROR_REASON_INVALID_STATE,
+        metadata={"task_id": task.task_id, "state": state_name(task.state)},
+    )
