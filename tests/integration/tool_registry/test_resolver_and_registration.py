@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -57,7 +58,14 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
         await asyncio.sleep(0.05)
 
 
-async def test_self_registration_resolution_watch_and_registry_outage(redis_url: str) -> None:
+async def test_self_registration_resolution_watch_and_registry_outage(tmp_redis: Any) -> None:
+    # A private valkey: this test flushes it, and must not depend on what other tests do to the shared one.
+    redis_url = tmp_redis().url
+    async with asyncio.timeout(120):  # fail with a traceback rather than hang the suite
+        await _outage_story(redis_url)
+
+
+async def _outage_story(redis_url: str) -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"
     tools_redis = redis_asyncio.Redis.from_url(redis_url)
