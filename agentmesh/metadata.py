@@ -18,3 +18,6 @@ STEP = "x-agentmesh-step"
 # Set by the server on every response: the error id of an INTERNAL failure is
 # in ErrorInfo metadata instead.
 REQUEST_ID = "x-request-id"
+# Set by the tool SDK on a response replayed from its idempotency store (the side
+# effect did not run again); the invoker reports TOOL_OUTCOME_DEDUPLICATED.
+REPLAYED = "x-agentmesh-replayed"
