@@ -25,3 +25,6 @@ USER = "x-agentmesh-user"
 DELEGATION_DEPTH = "x-agentmesh-delegation-depth"
 # Sent to the model API with each chat completion (the scripted model can match on it).
 DOMAIN = "x-agentmesh-domain"
+# Set by the tool SDK on a response replayed from its idempotency store (the side
+# effect did not run again); the invoker reports TOOL_OUTCOME_DEDUPLICATED.
+REPLAYED = "x-agentmesh-replayed"
