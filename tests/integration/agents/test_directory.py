@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,13 @@ from agentmesh.v1 import agent_service_pb2, tool_pb2, tool_registry_service_pb2
 from agents.card import build_card
 from agents.directory import keep_registered, register_card
 from agents.spec import load_spec
-from tests.support.registry import Registry, registry_at
+from tests.support.registry import Registry
 from tool_registry.service import SERVICE, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_spec(ROOT / "agents" / "domains" / "fulfillment.yaml")
-
-
-@pytest.fixture
-async def registry(redis_url: str) -> AsyncIterator[Registry]:
-    async with registry_at(redis_url) as reg:
-        yield reg
 
 
 def card(endpoint: str = "127.0.0.1:50062") -> agent_service_pb2.AgentCard:
