@@ -47,8 +47,32 @@ def step_usage(step: task_pb2.Step, model: str) -> StepUsage:
     return StepUsage(tool_calls=step.usage.tool_calls, tool=step.tool_name, wall_s=wall)
 
 
+def merge_usage(first: StepUsage, second: StepUsage) -> StepUsage | None:
+    """One record for two steps' usage, when the tool attribution stays right (None: it would not)."""
+    if first.tool and second.tool and first.tool != second.tool:
+        return None
+    return StepUsage(
+        model=first.model or second.model,
+        prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+        completion_tokens=first.completion_tokens + second.completion_tokens,
+        iterations=first.iterations + second.iterations,
+        tool_calls=first.tool_calls + second.tool_calls,
+        tool=first.tool or second.tool,
+        wall_s=first.wall_s + second.wall_s,
+    )
+
+
 class CheckpointJournal:
-    """The runner's journal on the task layer: checkpoint and record usage, concurrently."""
+    """The runner's journal on the task layer.
+
+    A step's checkpoint is awaited (what a resumed task rebuilds from). Its usage
+    (task, session, user, day, domain counters) is recorded by one background
+    recorder per task: steps that finish while a record is in flight are merged
+    into the next record, so accounting stays off the loop's critical path and
+    costs at most one record at a time; its budget verdict (the user's daily
+    tokens or cost) is applied at a later checkpoint. `settle` waits for it.
+    A failed usage record is logged, not fatal: the task's own Usage stays exact.
+    """
 
     def __init__(
         self,
@@ -63,23 +87,48 @@ class CheckpointJournal:
         self.who = who
         self.budgets = budgets
         self.model = model
+        self._queue: list[StepUsage] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._exhausted: Exhausted | None = None
 
     async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
-        canceled, status = await asyncio.gather(
-            self.checkpoint_.save(step, usage=usage),
-            self.usage.record(self.who, step_usage(step, self.model), budgets=self.budgets),
-        )
-        exhausted = None
-        if status.exhausted is not None:
-            found = status.exhausted
-            exhausted = Exhausted(
-                found.stop_reason,  # type: ignore[arg-type]
-                f"{found.scope}.{found.budget}",
-                found.message,
-            )
+        self._enqueue(step_usage(step, self.model))
+        canceled = await self.checkpoint_.save(step, usage=usage)
+        exhausted, self._exhausted = self._exhausted, None
         if not canceled and exhausted is None:
             return CONTINUE
         return Verdict(canceled=self.checkpoint_.cancel_reason if canceled else None, exhausted=exhausted)
+
+    async def settle(self) -> Verdict:
+        if self._recorder is not None:
+            await self._recorder
+        exhausted, self._exhausted = self._exhausted, None
+        return CONTINUE if exhausted is None else Verdict(exhausted=exhausted)
+
+    def _enqueue(self, step: StepUsage) -> None:
+        merged = merge_usage(self._queue[-1], step) if self._queue else None
+        if merged is not None:
+            self._queue[-1] = merged
+        else:
+            self._queue.append(step)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record(), name=f"usage {self.who.task_id}")
+
+    async def _record(self) -> None:
+        while self._queue:
+            step = self._queue.pop(0)
+            try:
+                status = await self.usage.record(self.who, step, budgets=self.budgets)
+            except Exception as exc:
+                log.warning("could not record usage: %s", exc, extra={"task_id": self.who.task_id})
+                continue
+            if status.exhausted is not None and self._exhausted is None:
+                budget = status.exhausted
+                self._exhausted = Exhausted(
+                    budget.stop_reason,  # type: ignore[arg-type]
+                    f"{budget.scope}.{budget.budget}",
+                    budget.message,
+                )
 
 
 def task_outcome(outcome: Outcome, usage: task_pb2.Usage) -> TaskOutcome:

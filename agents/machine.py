@@ -310,6 +310,10 @@ class RunMachine:
             self._parked = None
             self._outcome = None
 
+    def withdraw(self) -> None:
+        """Take back the outstanding action without an answer (it was never performed)."""
+        self._expect = None
+
     def stop(self, exhausted: Exhausted) -> None:
         """A budget outside the task's own limits ran out (e.g. the user's daily tokens): stop now."""
         self._finish(_budget_stop(exhausted, self.tally))

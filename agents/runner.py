@@ -13,6 +13,7 @@ spans follow the GenAI conventions (`invoke_agent`, `chat`, `execute_tool`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from agentmesh import metrics
-from agentmesh.v1 import task_pb2
+from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents.caller import Caller
 from agents.limits import Exhausted
 from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation, ToolOffer
@@ -72,6 +73,10 @@ class StepJournal(Protocol):
         """Store a finished step with the task's usage so far; the verdict says whether to stop."""
         ...
 
+    async def settle(self) -> Verdict:
+        """Wait for bookkeeping still in flight (the task is ending)."""
+        ...
+
 
 async def drive(
     machine: RunMachine,
@@ -85,30 +90,60 @@ async def drive(
     domain = machine.spec.slug
     started = clock()
     earlier = machine.tally.wall_time_s  # wall time of earlier attempts of a resumed task
-    recorded = len(machine.steps)
+    saved = len(machine.steps)
+
+    async def flush() -> Verdict:
+        """Checkpoint the steps not saved yet, in order; the combined verdict."""
+        nonlocal saved
+        machine.tally.wall_time_s = earlier + clock() - started
+        usage = machine.tally.to_proto()
+        canceled: str | None = None
+        exhausted: Exhausted | None = None
+        while saved < len(machine.steps):
+            step = machine.steps[saved]
+            _count(machine, step)
+            verdict = await journal.checkpoint(step, usage)
+            saved += 1
+            canceled = verdict.canceled if verdict.canceled is not None else canceled
+            exhausted = verdict.exhausted or exhausted
+        return Verdict(canceled, exhausted) if canceled is not None or exhausted else CONTINUE
+
+    def apply(verdict: Verdict) -> bool:
+        if verdict.canceled is not None:
+            machine.cancel(verdict.canceled or "canceled by its owner")
+        if verdict.exhausted is not None:
+            machine.stop(verdict.exhausted)
+        return verdict is not CONTINUE
+
+    async def perform(action: ModelCall | ToolInvocation) -> None:
+        if isinstance(action, ModelCall):
+            await _model_call(machine, action, model, clock)
+        else:
+            await _tool_call(machine, action, tools, caller, clock)
+
     with tracer.start_as_current_span(
         f"invoke_agent {domain}",
         attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": domain},
     ) as span:
         while True:
-            now = clock()
-            action = machine.next_action(now)
+            action = machine.next_action(clock())
             if isinstance(action, Finished):
+                await flush()
+                await journal.settle()
                 outcome = action.outcome
                 break
-            if isinstance(action, ModelCall):
-                await _model_call(machine, action, model, clock)
+            if _has_effects(action):
+                # The steps that led to a side effect are durable before it happens, so a
+                # resumed task makes the same decision with the same idempotency key.
+                if apply(await flush()):
+                    machine.withdraw()
+                    continue
+                await perform(action)
             else:
-                await _tool_call(machine, action, tools, caller, clock)
-            machine.tally.wall_time_s = earlier + clock() - started
-            for step in machine.steps[recorded:]:
-                _count(machine, step)
-                verdict = await journal.checkpoint(step, machine.tally.to_proto())
-                if verdict.canceled is not None:
-                    machine.cancel(verdict.canceled or "canceled by its owner")
-                if verdict.exhausted is not None:
-                    machine.stop(verdict.exhausted)
-            recorded = len(machine.steps)
+                # Model calls and read-only tools overlap the previous step's checkpoint: the
+                # request goes out first, the checkpoint is written while the answer is awaited.
+                _, verdict = await asyncio.gather(perform(action), flush())
+                apply(verdict)
         machine.tally.wall_time_s = earlier + clock() - started
         state = task_pb2.TaskState.Name(outcome.state).removeprefix("TASK_STATE_")
         reason = task_pb2.StopReason.Name(outcome.stop_reason).removeprefix("STOP_REASON_")
@@ -116,6 +151,13 @@ async def drive(
         span.set_attribute("agentmesh.task.stop_reason", reason)
         metrics.AGENT_TASKS.labels(domain, state, reason).inc()
         return outcome
+
+
+def _has_effects(action: ModelCall | ToolInvocation) -> bool:
+    return (
+        isinstance(action, ToolInvocation)
+        and action.offer.side_effect != tool_options_pb2.SIDE_EFFECT_READ_ONLY
+    )
 
 
 def _count(machine: RunMachine, step: task_pb2.Step) -> None:
