@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from agentmesh.v1 import task_pb2
+from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents import limits as budgets
 from agents.limits import Budget, Exhausted, Tally
 from agents.model.types import (
@@ -58,6 +58,10 @@ Pricing = Callable[[str, int, int], float]
 
 def free(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     return 0.0
+
+
+# Side-effect classes whose repeat the tool cannot deduplicate (agentmesh.v1.SideEffect).
+UNGUARDED = frozenset({tool_options_pb2.SIDE_EFFECT_UNSPECIFIED, tool_options_pb2.SIDE_EFFECT_NON_IDEMPOTENT})
 
 
 class StaleAction(ValueError):
@@ -214,6 +218,8 @@ class RunMachine:
         self._cancel_reason: str | None = None
         self._outcome: Outcome | None = None
         self._parked: _Parked | None = None
+        # The call an earlier attempt had issued (or was about to) when it stopped.
+        self._inherited_call: str | None = None
         self._expect: ModelCall | ToolInvocation | None = None
 
     # -- queries ------------------------------------------------------------
@@ -279,6 +285,22 @@ class RunMachine:
             if exhausted is not None:
                 return self._finish(_budget_stop(exhausted, self.tally))
             approval = self._approved.get(call.call_id, "")
+            inherited = call.call_id == self._inherited_call
+            self._inherited_call = None
+            if inherited and offer.side_effect in UNGUARDED and not approval:
+                # An earlier attempt stopped with this call issued or about to be: it may have
+                # happened, and the tool cannot deduplicate a repeat. A human decides.
+                self._pending.popleft()
+                why = "the task was interrupted while this call may have been in flight"
+                result = ToolResult(outcome=task_pb2.TOOL_OUTCOME_UNKNOWN, message=why, attempts=0)
+                self._record_tool_step(call, offer, result, now, 0.0)
+                return self._park(
+                    call,
+                    task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN,
+                    task_pb2.STOP_REASON_OUTCOME_UNKNOWN,
+                    why,
+                    now,
+                )
             if offer.requires_approval and not approval:
                 return self._park_for_approval(
                     call, offer, now, "this tool needs a human approval for every call"
@@ -391,6 +413,8 @@ class RunMachine:
             self._outcome = parked_outcome(pending, task_pb2.StopReason.ValueType(reason))
         elif self._parked is not None:
             self._parked = None  # the task was resumed already; the call runs again
+        elif self._pending:
+            self._inherited_call = self._pending[0].call_id
 
     def _replay(self, step: task_pb2.Step) -> None:
         usage = step.usage

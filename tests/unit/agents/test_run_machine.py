@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agentmesh.v1 import task_pb2
+from agents.executor import merge_usage
 from agents.limits import Budget
 from agents.machine import (
     Finished,
@@ -53,7 +54,7 @@ def offer(name: str, **kwargs: Any) -> ToolOffer:
     return ToolOffer(name=name, version="1.0.0", definition=definition, **kwargs)
 
 
-OFFERS = [offer("inventory_check"), offer("inventory_reserve")]
+OFFERS = [offer("inventory_check", side_effect=1), offer("inventory_reserve", side_effect=3)]
 
 
 def machine(
@@ -455,7 +456,9 @@ def test_render_input_shows_parts_but_never_file_bytes() -> None:
 
 
 def parked_on_approval() -> tuple[RunMachine, str]:
-    m = machine(offers=[offer("inventory_check"), offer("inventory_reserve", requires_approval=True)])
+    m = machine(
+        offers=[offer("inventory_check"), offer("inventory_reserve", requires_approval=True, side_effect=3)]
+    )
     expect_model(m)
     answer(m, turn(call("inventory_reserve", {"qty": 2})))
     done = expect_finished(m)
@@ -528,9 +531,27 @@ def test_resumed_task_reissues_an_unfinished_call_with_the_same_key() -> None:
     assert [msg.tool_call_id for msg in request.messages if msg.role is Role.TOOL] == ["a", "b"]
 
 
+def test_resumed_task_does_not_repeat_an_unguarded_call_blindly() -> None:
+    offers = [offer("dummy_act_once", side_effect=4)]
+    first = machine(offers=offers)
+    expect_model(first)
+    answer(first, turn(call("dummy_act_once", {"action": "x"})))
+    expect_tool(first)  # the worker dies with the call in flight
+    second = machine(offers=offers)
+    second.replay(first.steps)
+    done = expect_finished(second)
+    assert done.outcome.stop_reason == task_pb2.STOP_REASON_OUTCOME_UNKNOWN
+    assert done.outcome.pending is not None
+    assert second.steps[-1].outcome == task_pb2.TOOL_OUTCOME_UNKNOWN
+    second.decide(done.outcome.pending.action_id, approve=True, now=NOW)  # a human says: retry it
+    assert expect_tool(second).call.call_id == "c1"
+
+
 def test_resumed_parked_task_waits_then_continues_on_approval() -> None:
     m, action_id = parked_on_approval()
-    restored = machine(offers=[offer("inventory_check"), offer("inventory_reserve", requires_approval=True)])
+    restored = machine(
+        offers=[offer("inventory_check"), offer("inventory_reserve", requires_approval=True, side_effect=3)]
+    )
     outcome = m.outcome
     assert outcome is not None
     restored.replay(m.steps, pending=outcome.pending, stop_reason=outcome.stop_reason)
@@ -569,3 +590,23 @@ def test_replay_of_malformed_answers_keeps_the_streak_and_the_correction() -> No
     assert "no choices" in retry.messages[-1].content
     second.model_failed(MalformedResponse("no choices"), started=NOW, duration=0.0)
     assert expect_finished(second).outcome.stop_reason == task_pb2.STOP_REASON_MODEL_ERROR
+
+
+def test_usage_of_consecutive_steps_merges_without_mixing_tools() -> None:
+    from memory.usage import StepUsage
+
+    model_step = StepUsage.model_call("m", 10, 5)
+    tool_step = StepUsage.tool_call("inventory_check", attempts=2)
+    merged = merge_usage(model_step, tool_step)
+    assert merged is not None and (
+        merged.prompt_tokens,
+        merged.iterations,
+        merged.tool_calls,
+        merged.tool,
+    ) == (
+        10,
+        1,
+        2,
+        "inventory_check",
+    )
+    assert merge_usage(tool_step, StepUsage.tool_call("email_send")) is None
