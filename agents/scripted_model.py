@@ -10,6 +10,9 @@ Every answer says it is scripted: the model is `scripted:<script name>`, the
 `system_fingerprint` is `scripted`, the body carries `agentmesh_scripted`
 (script and rule) and the response the header `x-agentmesh-scripted`.
 
+Script: AGENTMESH_MODEL_SCRIPT, or the packaged demo script
+(agents/scripts/demo.yaml: the refund, fulfillment and delegation stories).
+
 Port: it serves HTTP only, on AGENTMESH_HTTP_PORT when set, else on
 AGENTMESH_GRPC_PORT, else on the role's default 50099 (the DESIGN.md local
 port of the scripted model); 0 picks a free port (logged as `http_port`).
@@ -23,6 +26,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -155,10 +159,11 @@ class ScriptedModelServer:
         )
 
 
+DEMO_SCRIPT = Path(__file__).resolve().parent / "scripts" / "demo.yaml"
+
+
 async def serve(settings: Settings) -> None:
-    if settings.model_script is None:
-        raise SystemExit("AGENTMESH_MODEL_SCRIPT is required for AGENTMESH_ROLE=model (a script YAML file)")
-    script = load_script(settings.model_script)
+    script = load_script(settings.model_script or DEMO_SCRIPT)
     server = ScriptedModelServer(script, settings.bind_host, listen_port(settings))
     await server.start()
     log.info(
