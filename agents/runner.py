@@ -6,8 +6,12 @@
 with the smaller of the model timeout and the time left before the task's
 deadline, each tool call through the `ToolGateway` (resolution, validation,
 retries by side-effect class, idempotency key = task id + step index), and
-after every step a checkpoint through the `StepJournal`, whose answer says
-whether the task was canceled meanwhile (checked between steps). Metrics and
+every step checkpointed through the `StepJournal`, whose answer says whether
+the task was canceled meanwhile or a budget beyond its own ran out (checked
+between steps). Checkpoints are written in order in the background while the
+next model call or read-only tool call runs; before a call with a side effect
+(and at the end) the loop waits until every earlier step is durable, so a
+resumed task repeats the same decision under the same idempotency key. Metrics and
 spans follow the GenAI conventions (`invoke_agent`, `chat`, `execute_tool`).
 """
 
@@ -78,6 +82,68 @@ class StepJournal(Protocol):
         ...
 
 
+class _Checkpoints:
+    """Saves the machine's steps in order in the background; `drain` waits until all are saved.
+
+    The loop only waits for it before a side effect and at the end (see the module
+    docstring); otherwise steps are saved while the next model or tool call runs.
+    A failure to save (Redis gone, the attempt fenced off) surfaces at the next check.
+    """
+
+    def __init__(
+        self, machine: RunMachine, journal: StepJournal, usage: Callable[[], task_pb2.Usage]
+    ) -> None:
+        self.machine = machine
+        self.journal = journal
+        self.usage = usage
+        self.saved = len(machine.steps)
+        self._task: asyncio.Task[None] | None = None
+        self._canceled: str | None = None
+        self._exhausted: Exhausted | None = None
+
+    def kick(self) -> None:
+        if (self._task is None or self._task.done()) and self.saved < len(self.machine.steps):
+            self._check()
+            self._task = asyncio.create_task(self._save(), name="checkpoints")
+
+    async def _save(self) -> None:
+        while self.saved < len(self.machine.steps):
+            step = self.machine.steps[self.saved]
+            _count(self.machine, step)
+            verdict = await self.journal.checkpoint(step, self.usage())
+            self.saved += 1
+            if verdict.canceled is not None:
+                self._canceled = verdict.canceled
+            self._exhausted = self._exhausted or verdict.exhausted
+
+    def _check(self) -> None:
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            error = self._task.exception()
+            if error is not None:
+                raise error
+
+    async def drain(self) -> None:
+        while True:
+            if self._task is not None:
+                await self._task
+            if self.saved >= len(self.machine.steps):
+                return
+            self.kick()
+
+    def verdict(self) -> Verdict:
+        """What the saved steps learned (cancel, budget), once; raises if saving failed."""
+        self._check()
+        if self._canceled is None and self._exhausted is None:
+            return CONTINUE
+        verdict = Verdict(self._canceled, self._exhausted)
+        self._canceled, self._exhausted = None, None
+        return verdict
+
+    def abandon(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
 async def drive(
     machine: RunMachine,
     *,
@@ -90,23 +156,12 @@ async def drive(
     domain = machine.spec.slug
     started = clock()
     earlier = machine.tally.wall_time_s  # wall time of earlier attempts of a resumed task
-    saved = len(machine.steps)
 
-    async def flush() -> Verdict:
-        """Checkpoint the steps not saved yet, in order; the combined verdict."""
-        nonlocal saved
+    def usage() -> task_pb2.Usage:
         machine.tally.wall_time_s = earlier + clock() - started
-        usage = machine.tally.to_proto()
-        canceled: str | None = None
-        exhausted: Exhausted | None = None
-        while saved < len(machine.steps):
-            step = machine.steps[saved]
-            _count(machine, step)
-            verdict = await journal.checkpoint(step, usage)
-            saved += 1
-            canceled = verdict.canceled if verdict.canceled is not None else canceled
-            exhausted = verdict.exhausted or exhausted
-        return Verdict(canceled, exhausted) if canceled is not None or exhausted else CONTINUE
+        return machine.tally.to_proto()
+
+    checkpoints = _Checkpoints(machine, journal, usage)
 
     def apply(verdict: Verdict) -> bool:
         if verdict.canceled is not None:
@@ -115,35 +170,37 @@ async def drive(
             machine.stop(verdict.exhausted)
         return verdict is not CONTINUE
 
-    async def perform(action: ModelCall | ToolInvocation) -> None:
-        if isinstance(action, ModelCall):
-            await _model_call(machine, action, model, clock)
-        else:
-            await _tool_call(machine, action, tools, caller, clock)
-
     with tracer.start_as_current_span(
         f"invoke_agent {domain}",
         attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": domain},
     ) as span:
-        while True:
-            action = machine.next_action(clock())
-            if isinstance(action, Finished):
-                await flush()
-                await journal.settle()
-                outcome = action.outcome
-                break
-            if _has_effects(action):
-                # The steps that led to a side effect are durable before it happens, so a
-                # resumed task makes the same decision with the same idempotency key.
-                if apply(await flush()):
-                    machine.withdraw()
-                    continue
-                await perform(action)
-            else:
-                # Model calls and read-only tools overlap the previous step's checkpoint: the
-                # request goes out first, the checkpoint is written while the answer is awaited.
-                _, verdict = await asyncio.gather(perform(action), flush())
-                apply(verdict)
+        try:
+            while True:
+                apply(checkpoints.verdict())
+                action = machine.next_action(clock())
+                if isinstance(action, Finished):
+                    await checkpoints.drain()
+                    await journal.settle()
+                    outcome = action.outcome
+                    break
+                if _has_effects(action):
+                    # Everything that led to a side effect is durable before it happens, so a
+                    # resumed task makes the same decision with the same idempotency key.
+                    await checkpoints.drain()
+                    if apply(checkpoints.verdict()):
+                        machine.withdraw()
+                        continue
+                else:
+                    # Model calls and read-only tools need no such guarantee: the previous
+                    # steps are saved while they run.
+                    checkpoints.kick()
+                if isinstance(action, ModelCall):
+                    await _model_call(machine, action, model, clock)
+                else:
+                    await _tool_call(machine, action, tools, caller, clock)
+                checkpoints.kick()
+        finally:
+            checkpoints.abandon()
         machine.tally.wall_time_s = earlier + clock() - started
         state = task_pb2.TaskState.Name(outcome.state).removeprefix("TASK_STATE_")
         reason = task_pb2.StopReason.Name(outcome.stop_reason).removeprefix("STOP_REASON_")
