@@ -145,6 +145,32 @@ class AgentClient:
         )
         return response.task
 
+    async def submit(
+        self,
+        instruction: str,
+        *,
+        request_id: str,
+        session_id: str = "",
+        parts: Sequence[task_pb2.Part] = (),
+        limits: task_pb2.Limits | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> task_pb2.Task:
+        """Queue a durable task (idempotent on `request_id`); it starts SUBMITTED."""
+        request = agent_service_pb2.SubmitTaskRequest(
+            instruction=instruction,
+            parts=list(parts),
+            session_id=session_id,
+            request_id=request_id,
+            labels=dict(labels or {}),
+        )
+        if limits is not None:
+            request.limits.CopyFrom(limits)
+        task: task_pb2.Task = await _call(
+            lambda: self._stub.SubmitTask(request, metadata=self.metadata, timeout=timeout)
+        )
+        return task
+
     async def card(self, timeout: float = 10.0) -> agent_service_pb2.AgentCard:
         request = agent_service_pb2.GetAgentCardRequest()
         return await _call(lambda: self._stub.GetAgentCard(request, metadata=self.metadata, timeout=timeout))

@@ -1,8 +1,9 @@
 """`agentmesh run DOMAIN "instruction"` and `agentmesh agent card|validate|spec-schema`.
 
-`run` finds the domain's agent through the registry (or `--target`), calls
-Run and prints the task's steps, its outcome and usage; output from the
-scripted model is labelled as such. Exit codes: 0 the task completed (or waits
+`run` finds the domain's agent through the registry (or `--target`), submits
+the task and prints its steps as they happen (WatchTask), then its outcome and
+usage (`--json`: one Run call, the task as JSON); output from the scripted
+model is labelled as such. Exit codes: 0 the task completed (or waits
 for input / continues on the durable path, printed), 1 it failed or was
 rejected, 2 bad usage or a request the agent refused as invalid, 3 the
 registry or the agent could not be reached.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ _STEP_KINDS = {
 }
 _DONE = {task_pb2.TASK_STATE_COMPLETED}
 _FAILED = {task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_REJECTED, task_pb2.TASK_STATE_CANCELED}
+_STOPPED = {task_pb2.TASK_STATE_INPUT_REQUIRED, task_pb2.TASK_STATE_COMPLETED, *_FAILED}
 
 
 def _fail(error: AgentmeshError, what: str) -> typer.Exit:
@@ -80,14 +83,9 @@ async def _client(
 def model_of(task: task_pb2.Task) -> tuple[str, bool]:
     """The model that answered (from the model-call steps) and whether it was the scripted model."""
     for step in task.steps:
-        if step.kind in (task_pb2.STEP_KIND_MODEL_CALL, task_pb2.STEP_KIND_SANITIZE) and step.result_json:
-            try:
-                record = json.loads(step.result_json)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("model"):
-                model = str(record["model"])
-                return model, bool(record.get("scripted")) or model.startswith("scripted:")
+        model, scripted = model_of_step(step)
+        if model:
+            return model, scripted
     return "", False
 
 
@@ -95,22 +93,38 @@ def _ms(duration: Any) -> str:
     return f"{duration.seconds * 1000 + duration.nanos / 1e6:.0f} ms"
 
 
-def print_task(task: task_pb2.Task, where: str) -> None:
-    model, scripted = model_of(task)
+def _label(model: str, scripted: bool) -> str:
     label = f" · model {escape(model)}" if model else ""
     if scripted:
         label += " [bold yellow](SCRIPTED MODEL — canned answers, not a language model)[/bold yellow]"
-    console.print(f"[bold]{escape(task.domain)}[/bold] at {escape(where)} · task {task.task_id}{label}")
-    for step in task.steps:
-        kind = _STEP_KINDS.get(step.kind, "step")
-        extra = ""
-        if step.usage.total_tokens:
-            extra = f"  {step.usage.total_tokens} tok"
-        if step.attempts > 1:
-            extra += f"  {step.attempts} attempts"
-        console.print(
-            f"  #{step.index:<3} {kind:<9} {escape(step.summary)}  [dim]{_ms(step.duration)}{extra}[/dim]"
-        )
+    return label
+
+
+def model_of_step(step: task_pb2.Step) -> tuple[str, bool]:
+    if step.kind in (task_pb2.STEP_KIND_MODEL_CALL, task_pb2.STEP_KIND_SANITIZE) and step.result_json:
+        try:
+            record = json.loads(step.result_json)
+        except json.JSONDecodeError:
+            return "", False
+        if isinstance(record, dict) and record.get("model"):
+            model = str(record["model"])
+            return model, bool(record.get("scripted")) or model.startswith("scripted:")
+    return "", False
+
+
+def print_step(step: task_pb2.Step) -> None:
+    kind = _STEP_KINDS.get(step.kind, "step")
+    extra = ""
+    if step.usage.total_tokens:
+        extra = f"  {step.usage.total_tokens} tok"
+    if step.attempts > 1:
+        extra += f"  {step.attempts} attempts"
+    console.print(
+        f"  #{step.index:<3} {kind:<9} {escape(step.summary)}  [dim]{_ms(step.duration)}{extra}[/dim]"
+    )
+
+
+def print_outcome(task: task_pb2.Task) -> None:
     state = task_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_")
     reason = task_pb2.StopReason.Name(task.stop_reason).removeprefix("STOP_REASON_")
     usage = task.usage
@@ -130,6 +144,33 @@ def print_task(task: task_pb2.Task, where: str) -> None:
         )
     if task.final_answer:
         console.print(task.final_answer, markup=False, highlight=False)
+
+
+async def follow(client: Any, task: task_pb2.Task, where: str, timeout: float) -> task_pb2.Task:
+    """Print the task's steps as they finish (WatchTask) until it ends or waits; the task then."""
+    console.print(f"[bold]{escape(task.domain)}[/bold] at {escape(where)} · task {task.task_id}")
+    labelled = False
+
+    async def watch() -> None:
+        nonlocal labelled
+        async for event in client.watch_task(task.task_id):
+            if event.HasField("step_update") and event.step_update.finished:
+                step = event.step_update.step
+                model, scripted = model_of_step(step)
+                if model and not labelled:
+                    console.print(f" {_label(model, scripted).removeprefix(' · ')}")
+                    labelled = True
+                print_step(step)
+            elif event.HasField("status_update") and event.status_update.state in _STOPPED:
+                return
+
+    try:
+        await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        console.print(f"[yellow]still running after {timeout:g}s[/yellow]; follow it with its task id")
+    final: task_pb2.Task = await client.get_task(task.task_id, view=task_pb2.TASK_VIEW_BASIC)
+    print_outcome(final)
+    return final
 
 
 def run(
@@ -161,21 +202,34 @@ def run(
     _check_domain(domain)
     metadata = caller_metadata(token=resolve_token(None), tenant=tenant, user=user)
 
+    where = target or "registry " + (registry or "default")
+    task_limits = limits(
+        max_iterations=max_iterations,
+        token_cap=token_cap,
+        max_tool_calls=max_tool_calls,
+        deadline=deadline or None,
+    )
+
     async def go() -> task_pb2.Task:
         client = await _client(domain, target, registry, metadata)
         try:
-            return await client.run(  # type: ignore[no-any-return]
+            if as_json:  # one document: Run, within --timeout
+                task: task_pb2.Task = await client.run(
+                    instruction,
+                    session_id=session,
+                    request_id=request_id,
+                    limits=task_limits,
+                    timeout=timeout,
+                )
+                return task
+            # Steps as they happen: the durable path (SubmitTask) followed with WatchTask.
+            submitted = await client.submit(
                 instruction,
                 session_id=session,
-                request_id=request_id,
-                limits=limits(
-                    max_iterations=max_iterations,
-                    token_cap=token_cap,
-                    max_tool_calls=max_tool_calls,
-                    deadline=deadline or None,
-                ),
-                timeout=timeout,
+                request_id=request_id or str(uuid.uuid4()),
+                limits=task_limits,
             )
+            return await follow(client, submitted, where, timeout)
         except AgentmeshError as exc:
             raise _fail(exc, f"the {domain} agent at {client.target}") from None
         finally:
@@ -188,8 +242,6 @@ def run(
         document["model"] = model
         document["scripted"] = scripted
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
-    else:
-        print_task(task, target or "registry " + (registry or "default"))
     if task.state in _FAILED:
         raise typer.Exit(EXIT_FAILED)
 

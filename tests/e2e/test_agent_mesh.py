@@ -262,3 +262,21 @@ async def test_cli_run_prints_steps_and_labels_the_scripted_model(mesh: Mesh) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SCRIPTED MODEL" in result.stdout and "inventory_reserve: OK" in result.stdout
     assert "COMPLETED" in result.stdout and "ORD-33333 fulfilled" in result.stdout
+
+
+async def test_cli_json_runs_once(mesh: Mesh) -> None:
+    argv = [sys.executable, "-m", "agentmesh", "run", "fulfillment", order("ORD-44444", qty=1)]
+    argv += ["--registry", mesh.registry, "--json"]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        env={"AGENTMESH_LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["state"] == "TASK_STATE_COMPLETED" and document["scripted"] is True
+    assert document["model"] == "scripted:e2e" and len(document["steps"]) == 9
