@@ -202,8 +202,8 @@ async def run() -> None:
                 print(
                     f"per tool step (median of {ROUNDS} rounds): {median['step']:.3f} ms wall, "
                     f"of which model {median['model']:.3f} ms (bare model POST p50 {model_p50:.3f} ms), "
-                    f"bare tool p50 {median['bare']:.3f} ms -> agent overhead {median['overhead']:.3f} ms/step "
-                    "(target <= 1 ms)"
+                    f"bare tool p50 {median['bare']:.3f} ms -> agent overhead "
+                    f"{median['overhead']:.3f} ms/step (target <= 1 ms)"
                 )
                 for in_flight in (1, 16):
                     result = await closed_loop(

@@ -280,3 +280,12 @@ async def test_cli_json_runs_once(mesh: Mesh) -> None:
     document = json.loads(result.stdout)
     assert document["state"] == "TASK_STATE_COMPLETED" and document["scripted"] is True
     assert document["model"] == "scripted:e2e" and len(document["steps"]) == 9
+
+
+async def test_cli_unknown_domain(mesh: Mesh) -> None:
+    argv = [sys.executable, "-m", "agentmesh", "run", "no-such-domain", "hello", "--registry", mesh.registry]
+    result = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 1
+    assert "no agent for domain 'no-such-domain'" in result.stdout + result.stderr

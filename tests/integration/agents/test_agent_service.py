@@ -320,3 +320,34 @@ async def test_refund_above_the_limit_waits_for_approval_then_completes(
     refunds = example_tools["payments"].state["ch_ORD-12346"]["refunds"]
     assert [r["amount_cents"] for r in refunds] == [20000] and refunds[0]["approved"] is True
     assert "Refunded $200" in done.final_answer
+
+
+SLOW_LOOP = {
+    "name": "slow-loop",
+    "rules": [
+        {"then": {"tool_calls": [{"name": "inventory_check", "arguments": {"sku": "ABC-001"}}], "delay": 0.3}}
+    ],
+}
+
+
+async def test_cancel_a_running_task(agent: AgentFactory, example_tools: Any) -> None:
+    async with (
+        ScriptedModelServer(Script.model_validate(SLOW_LOOP)) as slow,
+        agent(FIXTURE_DOMAINS / "trainee.yaml", model_url=slow.base_url) as (_, stub),
+    ):
+        task = await stub.SubmitTask(pb.SubmitTaskRequest(instruction="check", request_id="slow-1"))
+
+        async def started() -> bool:
+            current = await stub.GetTask(pb.GetTaskRequest(task_id=task.task_id))
+            return len(current.steps) >= 2
+
+        await until(started)
+        await stub.CancelTask(pb.CancelTaskRequest(task_id=task.task_id, reason="changed my mind"))
+
+        async def canceled() -> task_pb2.Task | None:
+            current = await stub.GetTask(pb.GetTaskRequest(task_id=task.task_id))
+            return current if current.state == task_pb2.TASK_STATE_CANCELED else None
+
+        done = await until(canceled)
+    assert done.stop_reason == task_pb2.STOP_REASON_CANCELED and "changed my mind" in done.status_message
+    assert done.usage.iterations < 6  # stopped within a step, long before its budget
