@@ -208,3 +208,37 @@ RATE_LIMITED = Counter(
     ["scope", "tool"],
     registry=REGISTRY,
 )
+
+# --- agent runtime (agents/) -------------------------------------------------
+
+AGENT_TASKS = Counter(
+    "agentmesh_agent_tasks",
+    "Tasks an agent finished or paused, by domain, state and stop reason.",
+    ["domain", "state", "stop_reason"],
+    registry=REGISTRY,
+)
+AGENT_STEPS = Counter(
+    "agentmesh_agent_steps",
+    "Steps of the plan -> act -> observe loop, by domain and kind (model, tool, sanitize, delegate).",
+    ["domain", "kind"],
+    registry=REGISTRY,
+)
+AGENT_TOOL_CALLS = Counter(
+    "agentmesh_agent_tool_calls",
+    "Tool calls the model asked for, by domain, tool (the domain's allowed tools) and outcome.",
+    ["domain", "tool", "outcome"],
+    registry=REGISTRY,
+)
+AGENT_MODEL_LATENCY = Histogram(
+    "agentmesh_agent_model_call_seconds",
+    "Latency of one chat completion (retries included), by domain.",
+    ["domain"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+AGENT_RUNS_IN_FLIGHT = Gauge(
+    "agentmesh_agent_runs_in_flight",
+    "Tasks this replica is running (Run calls and tasks that continue after a hand-off).",
+    ["domain"],
+    registry=REGISTRY,
+)

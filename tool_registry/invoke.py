@@ -155,6 +155,9 @@ class CallContext:
     granted_scopes: frozenset[str] | None = None
     # The model's tool-call id (for spans and logs).
     call_id: str = ""
+    # Extra request metadata, e.g. the caller and the next delegation depth on a call to
+    # another agent (`agent_<domain>`), until delegation tokens carry them.
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def idempotency_key(self) -> str:
@@ -582,6 +585,7 @@ class ToolInvoker:
             pairs.append((md.AUTHORIZATION, f"Bearer {call.token}"))
         if call.approval:
             pairs.append((md.APPROVAL, call.approval))
+        pairs.extend(call.metadata)
         if not tracing.client_interceptors():  # the OTel interceptor injects when it is installed
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
