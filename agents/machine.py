@@ -207,6 +207,9 @@ class RunMachine:
         self.headers = dict(headers or {})
         self.tally = Tally()
         self.steps: list[task_pb2.Step] = []
+        # Steps that came from checkpoints (replay): saved already. Anything after them, even a
+        # step recorded before the loop starts (a human's rejection), still has to be saved.
+        self.replayed = 0
         self._turns: list[ChatMessage] = []
         self._observations: list[_ObservationSlot] = []
         self._pending: deque[ToolCall] = deque()
@@ -404,6 +407,7 @@ class RunMachine:
             step.CopyFrom(original)
             self.steps.append(step)
             self._replay(step)
+        self.replayed = len(self.steps)
         if pending is not None and pending.action_id:
             if self._parked is None or self._parked.action_id != pending.action_id:
                 raise ValueError(

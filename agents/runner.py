@@ -96,7 +96,7 @@ class _Checkpoints:
         self.machine = machine
         self.journal = journal
         self.usage = usage
-        self.saved = len(machine.steps)
+        self.saved = machine.replayed
         self._task: asyncio.Task[None] | None = None
         self._canceled: str | None = None
         self._exhausted: Exhausted | None = None

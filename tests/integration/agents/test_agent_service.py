@@ -351,3 +351,35 @@ async def test_cancel_a_running_task(agent: AgentFactory, example_tools: Any) ->
         done = await until(canceled)
     assert done.stop_reason == task_pb2.STOP_REASON_CANCELED and "changed my mind" in done.status_message
     assert done.usage.iterations < 6  # stopped within a step, long before its budget
+
+
+FINISHED = (task_pb2.TASK_STATE_COMPLETED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_REJECTED)
+
+
+async def test_a_rejected_refund_is_saved_and_the_task_completes(
+    agent: AgentFactory, example_tools: dict[str, Any]
+) -> None:
+    # The rejection is a step recorded before the resumed loop runs: it must be checkpointed
+    # like any other (a lost one would leave a gap and fail every later checkpoint).
+    text = "Customer C-1001 wants a refund of $200.00 on order ORD-12346: it never arrived"
+    async with agent(DOMAINS / "refunds.yaml") as (_, stub):
+        task = (await stub.Run(pb.RunRequest(instruction=text), timeout=60)).task
+        assert task.state == task_pb2.TASK_STATE_INPUT_REQUIRED, task
+        await stub.ResumeTask(
+            pb.ResumeTaskRequest(
+                task_id=task.task_id,
+                action_id=task.pending_action.action_id,
+                decision=pb.ApprovalDecision(approve=False, reason="not without a receipt"),
+            )
+        )
+
+        async def finished() -> task_pb2.Task | None:
+            current = await stub.GetTask(pb.GetTaskRequest(task_id=task.task_id))
+            return current if current.state in FINISHED else None
+
+        done = await until(finished)
+    assert done.state == task_pb2.TASK_STATE_COMPLETED, done
+    assert [s.index for s in done.steps] == list(range(len(done.steps)))
+    outcomes = [s.outcome for s in done.steps if s.tool_name == "payments_refund"]
+    assert outcomes == [task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL, task_pb2.TOOL_OUTCOME_REJECTED]
+    assert example_tools["payments"].state["ch_ORD-12346"]["refunds"] == []
