@@ -193,6 +193,28 @@ class AgentClient:
         request = agent_service_pb2.GetTaskRequest(task_id=task_id, view=view)
         return await _call(lambda: self._stub.GetTask(request, metadata=self.metadata, timeout=timeout))
 
+    async def resume(
+        self,
+        task_id: str,
+        action_id: str,
+        *,
+        approve: bool,
+        reason: str = "",
+        request_id: str = "",
+        timeout: float = 10.0,
+    ) -> task_pb2.Task:
+        """Answer a pending approval or "outcome unknown" decision (ResumeTask); the task then continues."""
+        request = agent_service_pb2.ResumeTaskRequest(
+            task_id=task_id,
+            action_id=action_id,
+            decision=agent_service_pb2.ApprovalDecision(approve=approve, reason=reason),
+            request_id=request_id,
+        )
+        task: task_pb2.Task = await _call(
+            lambda: self._stub.ResumeTask(request, metadata=self.metadata, timeout=timeout)
+        )
+        return task
+
     async def watch_task(self, task_id: str, after_event_id: str = "") -> AsyncIterator[task_pb2.TaskEvent]:
         request = agent_service_pb2.WatchTaskRequest(task_id=task_id, after_event_id=after_event_id)
         stream: Any = self._stub.WatchTask(request, metadata=self.metadata)

@@ -146,14 +146,21 @@ def print_outcome(task: task_pb2.Task) -> None:
         console.print(task.final_answer, markup=False, highlight=False)
 
 
-async def follow(client: Any, task: task_pb2.Task, where: str, timeout: float) -> task_pb2.Task:
-    """Print the task's steps as they finish (WatchTask) until it ends or waits; the task then."""
-    console.print(f"[bold]{escape(task.domain)}[/bold] at {escape(where)} · task {task.task_id}")
-    labelled = False
+async def follow(
+    client: Any, task: task_pb2.Task, where: str, timeout: float, *, after_event_id: str = ""
+) -> task_pb2.Task:
+    """Print the task's steps as they finish (WatchTask) until it ends or waits; the task then.
+
+    `after_event_id` continues a task already followed (e.g. after ResumeTask) without
+    printing its earlier steps again.
+    """
+    if not after_event_id:
+        console.print(f"[bold]{escape(task.domain)}[/bold] at {escape(where)} · task {task.task_id}")
+    labelled = bool(after_event_id)
 
     async def watch() -> None:
         nonlocal labelled
-        async for event in client.watch_task(task.task_id):
+        async for event in client.watch_task(task.task_id, after_event_id):
             if event.HasField("step_update") and event.step_update.finished:
                 step = event.step_update.step
                 model, scripted = model_of_step(step)

@@ -11,9 +11,19 @@ from pathlib import Path
 import typer
 
 from agentmesh import health
-from agentmesh.cli.common import EXIT_FAILED, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
 from agentmesh.embedded_redis import EmbeddedRedis
-from agentmesh.localmesh.plan import REDIS_PORT, MeshOptions, build_plan, ports_in_use
+from agentmesh.localmesh.plan import (
+    DEFAULT_TOOLS,
+    DEMO_SCRIPT,
+    REDIS_PORT,
+    REGISTRY_PORT,
+    REPO_ROOT,
+    MeshOptions,
+    build_plan,
+    default_agents,
+    ports_in_use,
+)
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
 from agentmesh.net import port_open
 
@@ -28,18 +38,41 @@ def busy_ports(ports: list[int]) -> list[int]:
     return [p for p in ports if port_open("127.0.0.1", p)]
 
 
-async def _run(mesh: LocalMesh) -> None:
+async def _run(mesh: LocalMesh, *, demo: bool) -> bool:
+    """Start the mesh, play the demo once it is healthy, serve until a signal; False if the demo failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    ok = True
     try:
         await mesh.start()
-        console.print("[green]mesh is up[/green] — `agentmesh status` in another shell; Ctrl-C to stop")
-        await mesh.supervise(stop)
+        console.print("[green]mesh is up[/green]")
+        if demo:
+            # The supervisor restarts crashed services while the stories play.
+            supervising = asyncio.ensure_future(mesh.supervise(stop))
+            ok = await _play_demo(f"127.0.0.1:{REGISTRY_PORT}", ())
+            if not stop.is_set():
+                console.print(
+                    'the mesh keeps serving: `agentmesh status`, `agentmesh run fulfillment "…"`, '
+                    "`agentmesh demo` in another shell; Ctrl-C to stop"
+                )
+            await supervising
+        else:
+            console.print("`agentmesh status` or `agentmesh demo` in another shell; Ctrl-C to stop")
+            await mesh.supervise(stop)
     finally:
         console.print("stopping the mesh…")
         await mesh.stop()
+    return ok
+
+
+async def _play_demo(registry: str, stories: tuple[str, ...]) -> bool:
+    from agentmesh.localmesh.demo import play, print_summary
+
+    outcomes, scripted = await play(registry, stories)
+    print_summary(outcomes, scripted)
+    return all(o.status != "failed" for o in outcomes)
 
 
 def up(
@@ -51,12 +84,46 @@ def up(
         None, envvar="MODEL_BASE_URL", help="OpenAI-compatible model API; default: the scripted model server."
     ),
     model_name: str = typer.Option("scripted", envvar="MODEL_NAME", help="Model name sent to the model API."),
+    model_script: Path = typer.Option(
+        DEMO_SCRIPT, "--model-script", help="Script of the scripted model server (ignored with a model URL)."
+    ),
+    agent_specs: list[Path] = typer.Option(
+        None, "--agent", help="Domain spec to serve (repeatable; default: refunds, fulfillment, training)."
+    ),
+    tools: list[str] = typer.Option(
+        None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
+    ),
+    demo: bool = typer.Option(False, "--demo", help="Play the demo stories once the mesh is healthy."),
 ) -> None:
     """Start the local mesh in the foreground (Redis, registry, example tools, scripted model, agents)."""
+    from agents.spec import SpecError, load_spec
+
+    try:
+        agents = (
+            [(load_spec(path).slug, path.resolve()) for path in agent_specs]
+            if agent_specs
+            else default_agents()
+        )
+    except SpecError as exc:
+        err_console.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    unknown = sorted(set(tools or ()) - set(DEFAULT_TOOLS))
+    if unknown:
+        err_console.print(
+            f"[red]unknown example tool(s): {', '.join(unknown)}[/red] (known: {', '.join(DEFAULT_TOOLS)})"
+        )
+        raise typer.Exit(EXIT_USAGE)
     state = _state_dir(state_dir)
     redis = None if redis_url else EmbeddedRedis(port=REDIS_PORT, data_dir=state / "redis", appendonly=True)
     url = redis_url or redis.url  # type: ignore[union-attr]
-    options = MeshOptions(redis_url=url, model_base_url=model_url, model_name=model_name)
+    options = MeshOptions(
+        redis_url=url,
+        model_base_url=model_url,
+        model_name=model_name,
+        model_script=model_script.resolve(),
+        agents=agents,
+        tools=tuple(tools or DEFAULT_TOOLS),
+    )
     plan = build_plan(options)
     busy = busy_ports(ports_in_use(plan) + ([] if redis_url else [REDIS_PORT]))
     if busy:
@@ -65,12 +132,43 @@ def up(
             "(`agentmesh status`)"
         )
         raise typer.Exit(EXIT_FAILED)
-    mesh = LocalMesh(plan, state, redis=redis, redis_url=url, report=console.print)
+    mesh = LocalMesh(plan, state, redis=redis, redis_url=url, report=console.print, cwd=REPO_ROOT)
     try:
-        asyncio.run(_run(mesh))
+        ok = asyncio.run(_run(mesh, demo=demo))
     except MeshStartError as exc:
         err_console.print(f"[red]the mesh did not start:[/red] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
+    if not ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def demo(
+    registry: str = typer.Option(
+        None, "--registry", help="Registry of the mesh (default: env, profile, :50051)."
+    ),
+    stories: list[str] = typer.Option(
+        None,
+        "--story",
+        help="Play only this story (repeatable): refund, refund-approval, fulfillment, training-dummy.",
+    ),
+) -> None:
+    """Play the seeds' stories against a running mesh (`agentmesh up` elsewhere); exit 1 if one fails."""
+    from agentmesh.localmesh.demo import STORIES
+    from agentmesh.profile import resolve_registry
+
+    known = [s.name for s in STORIES]
+    unknown = sorted(set(stories or ()) - set(known))
+    if unknown:
+        err_console.print(f"[red]unknown story: {', '.join(unknown)}[/red] (stories: {', '.join(known)})")
+        raise typer.Exit(EXIT_USAGE)
+    address = resolve_registry(registry)
+    if asyncio.run(health.check(address, "agentmesh.v1.ToolRegistryService", 2.0)) != health.SERVING:
+        err_console.print(
+            f"[red]no registry is serving at {address}[/red]; start the mesh with `agentmesh up`"
+        )
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if not asyncio.run(_play_demo(address, tuple(stories or ()))):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def status(

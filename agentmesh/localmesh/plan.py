@@ -16,12 +16,36 @@ from pathlib import Path
 from agentmesh.config import HTTP_PORT_OFFSET
 
 REGISTRY_PORT = 50051
-AGENT_BASE_PORT = 50061
 TOOL_BASE_PORT = 50071
 MODEL_PORT = 50099
 REDIS_PORT = 6390
+# Fixed ports of the named domains; any other domain takes the next free one after them.
+AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "training": 50064}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
+DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
+# What `agentmesh up` runs by default: the seeds' example tools (the training
+# dummy last) and the demo domains.
+DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
+DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
+
+
+def default_agents() -> list[tuple[str, Path]]:
+    return [(slug, DOMAINS_DIR / f"{slug}.yaml") for slug in DEFAULT_AGENTS]
+
+
+def agent_ports(slugs: Sequence[str]) -> dict[str, int]:
+    """Each domain's gRPC port: its fixed one, else the next one after every fixed port."""
+    ports: dict[str, int] = {}
+    spare = max(AGENT_PORTS.values()) + 1
+    for slug in slugs:
+        if slug in AGENT_PORTS:
+            ports[slug] = AGENT_PORTS[slug]
+        else:
+            ports[slug] = spare
+            spare += 1
+    return ports
 
 
 class Kind(enum.StrEnum):
@@ -129,8 +153,9 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             )
         )
     model_url = options.model_base_url or f"http://127.0.0.1:{MODEL_PORT}/v1"
-    for index, (domain, spec) in enumerate(options.agents):
-        port = AGENT_BASE_PORT + index
+    ports = agent_ports([domain for domain, _ in options.agents])
+    for domain, spec in options.agents:
+        port = ports[domain]
         services.append(
             PlannedService(
                 name=f"agent-{domain}",

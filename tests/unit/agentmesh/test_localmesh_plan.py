@@ -2,7 +2,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentmesh.localmesh.plan import Kind, MeshOptions, build_plan, ports_in_use
+from agentmesh.localmesh.plan import (
+    DEFAULT_TOOLS,
+    DEMO_SCRIPT,
+    Kind,
+    MeshOptions,
+    agent_ports,
+    build_plan,
+    default_agents,
+    ports_in_use,
+)
+from examples._common import DEFAULT_PORTS
 
 
 def _options(**kwargs) -> MeshOptions:  # type: ignore[no-untyped-def]
@@ -45,3 +55,27 @@ def test_external_model_means_no_scripted_model() -> None:
 def test_tiers_start_registry_then_tools_and_model_then_agents() -> None:
     tiers = {s.kind: s.tier for s in build_plan(_options())}
     assert tiers[Kind.REGISTRY] < tiers[Kind.TOOL] == tiers[Kind.MODEL] < tiers[Kind.AGENT]
+
+
+def test_named_domains_keep_their_ports_and_others_follow_them() -> None:
+    assert agent_ports(["training", "refunds", "support", "fulfillment", "billing"]) == {
+        "training": 50064,
+        "refunds": 50061,
+        "support": 50065,
+        "fulfillment": 50062,
+        "billing": 50066,
+    }
+
+
+def test_the_default_mesh_serves_the_demo_domains_and_every_example_tool() -> None:
+    plan = {s.name: s for s in build_plan(_options(agents=default_agents(), tools=DEFAULT_TOOLS))}
+    assert {n for n in plan if n.startswith("agent-")} == {
+        "agent-refunds",
+        "agent-fulfillment",
+        "agent-training",
+    }
+    for slug in ("refunds", "fulfillment", "training"):
+        assert Path(plan[f"agent-{slug}"].env["AGENTMESH_DOMAIN_SPEC"]).is_file()
+    # The example tools' standalone ports (examples/_common.py) are the mesh's ports.
+    assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == DEFAULT_PORTS
+    assert DEMO_SCRIPT.is_file()
