@@ -1,9 +1,11 @@
 """Durable task cycles vs raw Redis Streams cycles, in one run against the same server.
 
 Raw baseline: redis-py XADD + XREADGROUP + XACK per cycle.
-Full cycle through the task layer: submit (record + outbox ticket + owner index + enqueue)
--> read -> start an attempt (claim: fencing token, lease, event) -> one checkpoint -> complete
-(record, event, retention TTL) -> acknowledge. 1 and 8 concurrent workers, p50/p99 per cycle.
+Full cycle through the task layer, as TaskWorker runs it: submit (record, event, owner index
+and queue entry: one script) -> claim (read the entry and begin the attempt: fencing token,
+lease, event: one script; a blocking read + start only if another worker took the entry) ->
+one checkpoint (one script) -> complete (record, event, retention TTL and the acknowledgement:
+one script). 1 and 8 concurrent workers, p50/p99 per cycle.
 valkey runs in its own process; the client is this process (one event loop).
 """
 
@@ -52,11 +54,13 @@ async def run(duration_s: float = DURATION_S) -> list[tuple[LoadResult, LoadResu
                 instruction="bench", request_id=f"b-{next(numbers)}"
             )
             task = await queue.submit(request, tenant="bench", owner="bench")
-            entries = await queue.read("bench", queue.shard_of(task.task_id), count=1, block_ms=100)
-            for entry in entries:
-                attempt = await queue.start(entry, "bench")
-                if attempt is not None:
-                    await run_attempt(attempt, _one_step)
+            shard = queue.shard_of(task.task_id)
+            attempt = await queue.claim("bench", shard)
+            if attempt is None:  # another worker took this shard's entry: wait for the next one
+                for entry in await queue.read("bench", shard, count=1, block_ms=100):
+                    attempt = await queue.start(entry, "bench")
+            if attempt is not None:
+                await run_attempt(attempt, _one_step)
 
         results = []
         for in_flight in (1, 8):
