@@ -20,8 +20,6 @@ holds something we did not write: DATA_LOSS, never a crash.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
@@ -157,27 +155,39 @@ def describe(url: str) -> str:
     return parsed._replace(netloc=netloc).geturl()
 
 
-@contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
+class redis_errors:  # a context manager named like the function it replaced (`with redis_errors(...)`)
     """Map Redis failures inside the block to our typed errors.
 
-    `what` says what was being done ("reading task t-1"), for the message.
+    `what` says what was being done ("reading task t-1"), for the message. A class rather
+    than a generator-based context manager: it wraps every Redis call on the hot paths.
     """
-    try:
-        yield
-    except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.TryAgainError) as exc:
-        raise Unavailable(
-            f"Redis unavailable while {what}; retry later",
-            reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-            metadata={"dependency": "redis"},
-            retry_after=1.0,
-        ) from exc
-    except rexc.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            raise DataLoss(
-                f"unexpected data type under an agentmesh key while {what}; the key holds foreign data",
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            return
+        what = self.what
+        if isinstance(
+            exc, rexc.ConnectionError | rexc.TimeoutError | rexc.BusyLoadingError | rexc.TryAgainError
+        ):
+            raise Unavailable(
+                f"Redis unavailable while {what}; retry later",
+                reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
                 metadata={"dependency": "redis"},
+                retry_after=1.0,
             ) from exc
-        if "READONLY" in str(exc) or "MASTERDOWN" in str(exc) or "CLUSTERDOWN" in str(exc):
-            raise Unavailable(f"Redis not writable while {what}; retry later", retry_after=1.0) from exc
-        raise
+        if isinstance(exc, rexc.ResponseError):
+            if str(exc).startswith("WRONGTYPE"):
+                raise DataLoss(
+                    f"unexpected data type under an agentmesh key while {what}; the key holds foreign data",
+                    metadata={"dependency": "redis"},
+                ) from exc
+            if "READONLY" in str(exc) or "MASTERDOWN" in str(exc) or "CLUSTERDOWN" in str(exc):
+                raise Unavailable(f"Redis not writable while {what}; retry later", retry_after=1.0) from exc

@@ -125,6 +125,7 @@ def dead_letters(domain: str, shard: int) -> str:
     return f"{PREFIX}:{queue_tag(domain, shard)}:dead"
 
 
+@functools.lru_cache(maxsize=4096)
 def claim_memo(domain: str, shard: int, consumer: str) -> str:
     """String: the last claim of one consumer in this shard (`<start id> <entry id> <task id>`,
     with a TTL), so a claim re-sent after a lost reply returns the same task."""

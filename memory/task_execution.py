@@ -203,7 +203,7 @@ class Attempt:
         self.cancel = snapshot.cancel
         self.resumption = snapshot.resumption
         self.carrier = dict(snapshot.carrier)
-        self.trace_context = propagate.extract(self.carrier)
+        self.trace_context = propagate.extract(self.carrier) if self.carrier else Context()
         self.checkpointer = Checkpointer(self)
         self.finished = False
         self._timer: asyncio.TimerHandle | None = None

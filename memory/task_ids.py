@@ -18,6 +18,7 @@ count).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -48,6 +49,7 @@ def random_id(*, shards: int) -> str:
     return _placed(raw, shards)
 
 
+@functools.lru_cache(maxsize=8192)  # looked up several times per operation on a task
 def shard_of(task_id: str) -> int | None:
     """The shard a task id names; None if it is not a task id (no task can have it)."""
     if len(task_id) != 36 or not _ID.fullmatch(task_id):

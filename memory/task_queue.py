@@ -181,6 +181,9 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_PLAIN_ENTRY = encode_entry({"tp": {}})  # the record of an entry without trace context
+
+
 class TaskQueue:
     """Durable tasks of one domain; see the module docstring."""
 
@@ -206,6 +209,16 @@ class TaskQueue:
                 status_update=task_pb2.TaskStatusUpdate(state=working, message=_RESUMED_MESSAGE)
             )
         )
+        # What beginning an attempt needs besides the start id (task_scripts `begin`).
+        self._begin_args: tuple[str | bytes | int, ...] = (
+            self.config.lease_ms,
+            self.config.max_attempts,
+            self.config.events_maxlen,
+            self._started_event,
+            self._resumed_event,
+            "running",
+            _RESUMED_MESSAGE,
+        )
 
     def shard_of(self, task_id: str) -> int:
         """The shard a task lives in (written in its id); NOT_FOUND for an id no task can have."""
@@ -218,8 +231,9 @@ class TaskQueue:
         return range(self.config.shards)
 
     def entry_record(self, task_id: str, carrier: dict[str, str]) -> bytes:
-        """The record of a new queue entry for `task_id` (trace context, enqueue time)."""
-        return encode_entry({"t": task_id, "tp": carrier, "at": now_ms()})
+        """The record of a new queue entry for `task_id`: its trace context. (The entry's `t` field
+        names the task, its id tells when it was added.)"""
+        return encode_entry({"tp": carrier}) if carrier else _PLAIN_ENTRY
 
     # -- creating tasks -------------------------------------------------------------------
 
@@ -507,7 +521,7 @@ class TaskQueue:
                         self.group,
                         consumer,
                         start_id,
-                        *self._begin_args(),
+                        *self._begin_args,
                         keys.task_prefix(domain, shard),
                         f"{shard:02x}",
                     ],
@@ -598,20 +612,9 @@ class TaskQueue:
         with redis_errors(f"starting task {entry.task_id}"):
             reply = await self._start(
                 keys=[task_keys[0], task_keys[1], keys.queue(self.domain, entry.shard)],
-                args=[start_id, *self._begin_args(), self.group, entry.entry_id],
+                args=[start_id, *self._begin_args, self.group, entry.entry_id],
             )
         return await self._begun(entry, consumer, start_id, _s(reply[0]), reply[1:])
-
-    def _begin_args(self) -> list[str | bytes | int]:
-        return [
-            self.config.lease_ms,
-            self.config.max_attempts,
-            self.config.events_maxlen,
-            self._started_event,
-            self._resumed_event,
-            "running",
-            _RESUMED_MESSAGE,
-        ]
 
     async def _begun(
         self, entry: QueueEntry, consumer: str, start_id: str, status: str, reply: Sequence[Any]
@@ -882,16 +885,15 @@ def _entry(shard: int, entry_id: str, task_id: str, record: bytes) -> QueueEntry
     """A queue entry of a task. Its record only adds the trace context and the enqueue time, so an
     unreadable record does not stop the task (scripts find the task from the entry's `t`)."""
     carrier: dict[str, str] = {}
-    enqueued = 0
-    try:
-        payload = decode_entry_payload(record, f"queue entry {entry_id}", needs_task=False)
-        carrier = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
-        enqueued = int(payload.get("at", 0) or 0)
-    except (DataLoss, ValueError, TypeError):
-        log.warning(
-            "queue entry record unreadable; running its task without it", extra={"entry_id": entry_id}
-        )
-    return QueueEntry(shard, entry_id, task_id, carrier, enqueued, record)
+    if record != _PLAIN_ENTRY:
+        try:
+            payload = decode_entry_payload(record, f"queue entry {entry_id}", needs_task=False)
+            carrier = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
+        except (DataLoss, ValueError, TypeError):
+            log.warning(
+                "queue entry record unreadable; its task runs without it", extra={"entry_id": entry_id}
+            )
+    return QueueEntry(shard, entry_id, task_id, carrier, _id_key(entry_id)[0], record)
 
 
 def _written(reply: Sequence[Any]) -> dict[bytes, bytes]:

@@ -326,8 +326,11 @@ def step_field(index: int) -> str:
     return f"{Field.STEP_PREFIX}{index}"
 
 
+_ENCODED: dict[str, bytes] = {}
+
+
 def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 0) -> int:
-    raw = fields.get(name.encode())
+    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
     if not raw:
         return default
     try:
@@ -337,7 +340,7 @@ def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 
 
 
 def _text(fields: Mapping[bytes, bytes], name: str) -> str:
-    raw = fields.get(name.encode())
+    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
     return "" if raw is None else raw.decode(errors="replace")
 
 
@@ -457,6 +460,7 @@ class TaskStore:
         self.redis = redis
         self.domain = domain
         self.config = config or TaskConfig()
+        self._index_ttl_ms = int(self.config.index_ttl_s * 1000)
         self._commit = redis.register_script(task_scripts.COMMIT)
         self._read = redis.register_script(task_scripts.READ)
 
@@ -523,9 +527,18 @@ class TaskStore:
             shard = task_ids.shard_of(task_id)
             assert shard is not None  # task_keys exist
             task_keys = [*task_keys, keys.owner_tasks(self.domain, shard, tenant, owner)]
-            args += ("index", member, int(self.config.index_ttl_s * 1000))
+            args += ("index", member, self._index_ttl_ms)
         with redis_errors(f"writing task {task_id}"):
             reply = await self._commit(keys=task_keys, args=args)
+        if reply[0] == b"ok":
+            last, cancel, entry = reply[2], reply[3], reply[4]
+            return CommitResult(
+                "ok",
+                rev=int(reply[1]),
+                last_event_id=last.decode() if last else "",
+                cancel=cancel.decode() if cancel else "",
+                entry_id=entry.decode() if entry else "",
+            )
         status = _s(reply[0])
         if status == "corrupt":
             which = _s(reply[1]) if len(reply) > 1 else "record"
@@ -533,11 +546,7 @@ class TaskStore:
                 f"task {task_id}: its {which} key holds data this release cannot read (foreign or corrupt); "
                 "nothing was written"
             )
-        if status != "ok":
-            return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
-        return CommitResult(
-            "ok", rev=int(reply[1]), last_event_id=_s(reply[2]), cancel=_s(reply[3]), entry_id=_s(reply[4])
-        )
+        return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
 
     async def snapshot(self, task_id: str, *, steps: bool = False) -> TaskSnapshot | None:
         """The stored task (None if absent), regardless of who may see it."""
