@@ -6,9 +6,9 @@
     task = await store.cancel(task_id, tenant=t, owner=o, reason="changed my mind")
     page = await store.list_awaiting_approval(tenant=t)              # approvers (scope checked by caller)
 
-A task's keys (record hash, checkpointed steps, event stream, lease) live in
-the slot of its queue shard `{q:<domain>:<shard>}`; the shard is written in the
-task id (memory/task_ids.py). Every change goes through one script
+A task's keys (its hash — record, checkpointed steps, lease — and its event
+stream) live in the slot of its queue shard `{q:<domain>:<shard>}`; the shard
+is written in the task id (memory/task_ids.py). Every change goes through one script
 (`task_scripts.COMMIT`) that checks a guard first and then writes the record,
 the step, the events, the lease, the retention TTL and what the change means
 for the queue (enqueue, acknowledge, dead-letter, owner index) together: a
