@@ -124,7 +124,10 @@ class Settings(BaseModel):
         "`module:function` entrypoint.",
     )
     model_script: Path | None = _env(
-        "AGENTMESH_MODEL_SCRIPT", "For role=model: the script (YAML) the scripted model server follows."
+        "AGENTMESH_MODEL_SCRIPT",
+        "For role=model: the script (YAML) the scripted model server follows. Default: the packaged demo "
+        "script (agents/scripts/demo.yaml). The model serves HTTP on AGENTMESH_HTTP_PORT, else "
+        "AGENTMESH_GRPC_PORT, else 50099.",
     )
     price_table: Path | None = _env(
         "AGENTMESH_PRICE_TABLE",

@@ -18,3 +18,13 @@ STEP = "x-agentmesh-step"
 # Set by the server on every response: the error id of an INTERNAL failure is
 # in ErrorInfo metadata instead.
 REQUEST_ID = "x-request-id"
+# Caller identity until JWT verification lands (agents.caller reads them in one place).
+TENANT = "x-agentmesh-tenant"
+USER = "x-agentmesh-user"
+# How many agents deep a delegation chain is (0 for a direct caller).
+DELEGATION_DEPTH = "x-agentmesh-delegation-depth"
+# Sent to the model API with each chat completion (the scripted model can match on it).
+DOMAIN = "x-agentmesh-domain"
+# Set by the tool SDK on a response replayed from its idempotency store (the side
+# effect did not run again); the invoker reports TOOL_OUTCOME_DEDUPLICATED.
+REPLAYED = "x-agentmesh-replayed"

@@ -51,6 +51,62 @@ SERVING = Gauge(
     registry=REGISTRY,
 )
 
+# -- tools at run time (tool_registry.invoke, .resolver, .sdk) -------------------------
+
+TOOL_CALLS = Counter(
+    "agentmesh_tool_calls",
+    "Tool invocations by the runtime, by tool, outcome (ToolOutcome name) and final status code.",
+    ["tool", "outcome", "code"],
+    registry=REGISTRY,
+)
+TOOL_RETRIES = Counter(
+    "agentmesh_tool_retries",
+    "Tool call attempts retried, by tool and the status code that caused the retry.",
+    ["tool", "code"],
+    registry=REGISTRY,
+)
+TOOL_CALL_DURATION = Histogram(
+    "agentmesh_tool_call_duration_seconds",
+    "Tool invocation latency (validation, every attempt and backoff), by tool.",
+    ["tool"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+TOOL_BREAKER_STATE = Gauge(
+    "agentmesh_tool_breaker_state",
+    "Circuit breaker of the tool's endpoint: 0 closed, 1 half-open, 2 open.",
+    ["tool"],
+    registry=REGISTRY,
+)
+TOOL_BREAKER_TRANSITIONS = Counter(
+    "agentmesh_tool_breaker_transitions",
+    "Circuit breaker state changes of the tool's endpoint, by the state entered.",
+    ["tool", "state"],
+    registry=REGISTRY,
+)
+REGISTRY_REACHABLE = Gauge(
+    "agentmesh_registry_reachable",
+    "1 while the tool resolver's watch on the registry is connected; 0 while it serves from cache.",
+    registry=REGISTRY,
+)
+RESOLVER_CACHED_TOOLS = Gauge(
+    "agentmesh_resolver_cached_tools",
+    "Tool versions the resolver holds in its cache.",
+    registry=REGISTRY,
+)
+TOOL_REPLAYS = Counter(
+    "agentmesh_tool_idempotent_replays",
+    "Calls a tool served by the SDK answered from its idempotency store (the side effect did not run again).",
+    ["tool"],
+    registry=REGISTRY,
+)
+TOOL_REGISTERED = Gauge(
+    "agentmesh_tool_registered",
+    "1 once the tool SDK registered the tool with the registry; 0 while it retries.",
+    ["tool"],
+    registry=REGISTRY,
+)
+
 # -- durable tasks (memory/task_queue.py, memory/task_worker.py) ---------------------------------
 
 TASK_QUEUE_DEPTH = Gauge(
@@ -150,5 +206,39 @@ RATE_LIMITED = Counter(
     "agentmesh_rate_limited",
     "Rate-limit checks refused, by the limit's scope (tenant | user | domain | tool) and tool.",
     ["scope", "tool"],
+    registry=REGISTRY,
+)
+
+# --- agent runtime (agents/) -------------------------------------------------
+
+AGENT_TASKS = Counter(
+    "agentmesh_agent_tasks",
+    "Tasks an agent finished or paused, by domain, state and stop reason.",
+    ["domain", "state", "stop_reason"],
+    registry=REGISTRY,
+)
+AGENT_STEPS = Counter(
+    "agentmesh_agent_steps",
+    "Steps of the plan -> act -> observe loop, by domain and kind (model, tool, sanitize, delegate).",
+    ["domain", "kind"],
+    registry=REGISTRY,
+)
+AGENT_TOOL_CALLS = Counter(
+    "agentmesh_agent_tool_calls",
+    "Tool calls the model asked for, by domain, tool (the domain's allowed tools) and outcome.",
+    ["domain", "tool", "outcome"],
+    registry=REGISTRY,
+)
+AGENT_MODEL_LATENCY = Histogram(
+    "agentmesh_agent_model_call_seconds",
+    "Latency of one chat completion (retries included), by domain.",
+    ["domain"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+AGENT_RUNS_IN_FLIGHT = Gauge(
+    "agentmesh_agent_runs_in_flight",
+    "Tasks this replica is running (Run calls and tasks that continue after a hand-off).",
+    ["domain"],
     registry=REGISTRY,
 )

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -85,6 +86,7 @@ class ServiceHost:
         name: str | None = None,
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
         bounded: bool = True,
+        reflection_pool: DescriptorPool | None = None,
     ) -> None:
         self.settings = settings
         self.name = name or settings.service_name or settings.role.value
@@ -95,6 +97,9 @@ class ServiceHost:
         self._stop_hooks: list[Hook] = []
         self._bounded = bounded
         self._extra_interceptors = interceptors
+        # Services defined in a private descriptor pool (the tool SDK's dynamic services) are
+        # reflected from it; everything else from the default pool.
+        self._reflection_pool = reflection_pool
         self.edge: ServerEdgeInterceptor | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -159,6 +164,7 @@ class ServiceHost:
                 reflection.SERVICE_NAME,
             ),
             server,
+            pool=self._reflection_pool,
         )
         address = f"{settings.bind_host}:{settings.effective_grpc_port}"
         credentials = _server_credentials(settings)

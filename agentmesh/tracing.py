@@ -58,6 +58,11 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
     return True
 
 
+def enabled() -> bool:
+    """Whether configure_tracing installed a provider (spans are recorded and exported)."""
+    return _configured
+
+
 def server_interceptors() -> Sequence[Any]:
     """The OTel gRPC server interceptor, or nothing when tracing is off."""
     if not _configured:

@@ -62,6 +62,11 @@ def _canonical_message(message: descriptor_pb2.DescriptorProto) -> None:
         _canonical_message(nested)
 
 
+def _text(value: str | bytes) -> str:
+    """descriptor.proto strings are proto2 (not checked as UTF-8): a crafted set can hold raw bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def canonical_schema(fds: descriptor_pb2.FileDescriptorSet) -> descriptor_pb2.FileDescriptorSet:
     """A copy of `fds` in canonical form (see module doc)."""
     files = []
@@ -77,9 +82,9 @@ def canonical_schema(fds: descriptor_pb2.FileDescriptorSet) -> descriptor_pb2.Fi
             kept = [
                 descriptor_pb2.SourceCodeInfo.Location(
                     path=location.path,
-                    leading_comments=location.leading_comments.strip(),
-                    trailing_comments=location.trailing_comments.strip(),
-                    leading_detached_comments=[c.strip() for c in location.leading_detached_comments],
+                    leading_comments=_text(location.leading_comments).strip(),
+                    trailing_comments=_text(location.trailing_comments).strip(),
+                    leading_detached_comments=[_text(c).strip() for c in location.leading_detached_comments],
                 )
                 for location in original.source_code_info.location
                 if location.leading_comments.strip()

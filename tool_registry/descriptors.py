@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
@@ -201,6 +202,12 @@ class ToolSchema:
             merged.update(comments_by_name(file))
         return merged
 
+    @functools.cached_property
+    def validator(self) -> protovalidate.Validator:
+        """protovalidate for this version's messages: a validator keeps the descriptors it saw by
+        full name, so two versions of one message in the same validator collide."""
+        return protovalidate.Validator()
+
     def description(self) -> str:
         """The method's leading comment (what the model reads when the option has no description)."""
         return self.comments.get(f"{self.method.containing_service.full_name}.{self.method.name}", "")
@@ -309,8 +316,10 @@ def file_descriptor_set_of(*files: descriptor.FileDescriptor) -> descriptor_pb2.
     return descriptor_pb2.FileDescriptorSet(file=ordered)
 
 
-def _clean(comment: str) -> str:
-    lines = [line.strip() for line in comment.strip().splitlines()]
+def _clean(comment: str | bytes) -> str:
+    # descriptor.proto's strings are proto2 (no UTF-8 check): a crafted set can carry raw bytes.
+    text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+    lines = [line.strip() for line in text.strip().splitlines()]
     return "\n".join(lines).strip()
 
 

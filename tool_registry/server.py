@@ -32,14 +32,11 @@ def registry_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_message_bytes": REGISTRY_MAX_MESSAGE_BYTES})
 
 
-def default_schema_exporter() -> SchemaExporter | None:
-    """The JSON Schema exporter when tool_registry.jsonschema is present, else None."""
-    try:
-        from tool_registry import jsonschema  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    exporter = getattr(jsonschema, "export_tool_schemas", None)
-    return exporter if callable(exporter) else None
+def default_schema_exporter() -> SchemaExporter:
+    """The JSON Schema (2020-12) exporter of tool_registry.jsonschema."""
+    from tool_registry.jsonschema import export_tool_schemas
+
+    return export_tool_schemas
 
 
 async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = None) -> None:

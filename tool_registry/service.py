@@ -225,6 +225,15 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             full.input_schema_json, full.output_schema_json = exported
         return full
 
+    def _export(self, candidate: Candidate) -> None:
+        """Refuse at registration a schema the model cannot be given (google.protobuf.Any in the
+        request, protovalidate rules that do not compile) instead of failing every later read."""
+        if self.schema_exporter is None:
+            return
+        spec = candidate.spec
+        exported = self.schema_exporter(candidate.schema)
+        self._exported[(spec.name, spec.version, spec.content_digest)] = exported
+
     async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
         await self.feed.start()
         tool_name = names.agent_tool_name(domain)
@@ -254,6 +263,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             if existing is not None:
                 return await self._register_existing(existing, candidate, request.validate_only)
             await self._check_neighbours(candidate)
+            self._export(candidate)
             if request.validate_only:
                 return rs.RegisterToolResponse(
                     tool=spec, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings

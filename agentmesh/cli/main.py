@@ -15,6 +15,7 @@ import typer
 from agentmesh import __version__, health
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
+from agentmesh.cli import run as run_cli
 from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli import up as up_cli
@@ -40,6 +41,8 @@ app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
 app.add_typer(memory_cli.memory_app, name="memory")
 app.command("usage")(memory_cli.usage)
+app.command("run")(run_cli.run)
+app.add_typer(run_cli.agent_app, name="agent")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agentmesh.cli.serve import entrypoint_for, load
 from agentmesh.config import ConfigError, Role, Settings
 from memory import keys
 from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, render
@@ -346,6 +347,8 @@ def test_the_config_loader_reads_each_services_env_with_the_declared_ports(value
         else:
             assert "health" not in named
         assert settings.service_name, "each workload names itself in logs, metrics and traces"
+        # The container entrypoint must find what the role names (a tool's module).
+        load(entrypoint_for(settings))
 
 
 @pytest.mark.parametrize("value_set", SETS)

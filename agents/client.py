@@ -1,0 +1,203 @@
+"""`AgentClient`: a small typed client for AgentService over the generated stubs.
+
+    async with await AgentClient.for_domain("fulfillment", registry="localhost:50051") as agent:
+        task = await agent.run("Ship ORD-1 to 1 Main St", session_id="s-1", timeout=60)
+
+Finds an agent by domain through the registry's directory (GetAgent → the
+card's endpoint) or talks to a direct target. Failed calls raise the typed
+`AgentmeshError` of their status (`agentmesh.errors.from_rpc_error`), so
+callers branch on codes and reasons, never on message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+
+from agentmesh import metadata as md
+from agentmesh.channels import create_channel
+from agentmesh.config import Settings
+from agentmesh.errors import from_rpc_error
+from agentmesh.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    task_pb2,
+    tool_registry_service_pb2,
+    tool_registry_service_pb2_grpc,
+)
+from agents.limits import duration
+
+T = TypeVar("T")
+Metadata = Sequence[tuple[str, str]]
+
+
+async def _call(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+async def find_agent(
+    domain: str,
+    *,
+    registry: str,
+    settings: Settings | None = None,
+    metadata: Metadata = (),
+    timeout: float = 10,
+) -> agent_service_pb2.AgentCard:
+    """The domain's card from the registry's agent directory (NOT_FOUND when unknown)."""
+    async with create_channel(registry, settings=settings, control_plane=True) as channel:
+        stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+        request = tool_registry_service_pb2.GetAgentRequest(domain=domain)
+        return await _call(lambda: stub.GetAgent(request, metadata=list(metadata), timeout=timeout))
+
+
+def caller_metadata(
+    *, token: str | None = None, tenant: str | None = None, user: str | None = None
+) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    if token:
+        pairs.append((md.AUTHORIZATION, f"Bearer {token}"))
+    if tenant:
+        pairs.append((md.TENANT, tenant))
+    if user:
+        pairs.append((md.USER, user))
+    return pairs
+
+
+def limits(
+    *,
+    max_iterations: int = 0,
+    token_cap: int = 0,
+    max_tool_calls: int = 0,
+    deadline: float | timedelta | None = None,
+    max_cost_usd: float = 0.0,
+) -> task_pb2.Limits:
+    result = task_pb2.Limits(
+        max_iterations=max_iterations,
+        token_cap=token_cap,
+        max_tool_calls=max_tool_calls,
+        max_cost_usd=max_cost_usd,
+    )
+    if deadline:
+        result.deadline.CopyFrom(duration(deadline))
+    return result
+
+
+class AgentClient:
+    def __init__(self, channel: grpc.aio.Channel, *, target: str = "", metadata: Metadata = ()) -> None:
+        self._channel = channel
+        self._stub = agent_service_pb2_grpc.AgentServiceStub(channel)
+        self.target = target
+        self.metadata = list(metadata)
+
+    @classmethod
+    def connect(
+        cls, target: str, *, settings: Settings | None = None, metadata: Metadata = ()
+    ) -> AgentClient:
+        return cls(create_channel(target, settings=settings), target=target, metadata=metadata)
+
+    @classmethod
+    async def for_domain(
+        cls, domain: str, *, registry: str, settings: Settings | None = None, metadata: Metadata = ()
+    ) -> AgentClient:
+        card = await find_agent(domain, registry=registry, settings=settings, metadata=metadata)
+        return cls.connect(card.endpoint, settings=settings, metadata=metadata)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(
+        self,
+        instruction: str,
+        *,
+        session_id: str = "",
+        parts: Sequence[task_pb2.Part] = (),
+        limits: task_pb2.Limits | None = None,
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        view: task_pb2.TaskView.ValueType = task_pb2.TASK_VIEW_FULL,
+        timeout: float | None = 120.0,
+    ) -> task_pb2.Task:
+        """Run the agent; the task is COMPLETED, FAILED, or waiting (INPUT_REQUIRED / handed off)."""
+        request = agent_service_pb2.RunRequest(
+            instruction=instruction,
+            parts=list(parts),
+            session_id=session_id,
+            request_id=request_id,
+            labels=dict(labels or {}),
+            view=view,
+        )
+        if limits is not None:
+            request.limits.CopyFrom(limits)
+        response: agent_service_pb2.RunResponse = await _call(
+            lambda: self._stub.Run(request, metadata=self.metadata, timeout=timeout)
+        )
+        return response.task
+
+    async def submit(
+        self,
+        instruction: str,
+        *,
+        request_id: str,
+        session_id: str = "",
+        parts: Sequence[task_pb2.Part] = (),
+        limits: task_pb2.Limits | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> task_pb2.Task:
+        """Queue a durable task (idempotent on `request_id`); it starts SUBMITTED."""
+        request = agent_service_pb2.SubmitTaskRequest(
+            instruction=instruction,
+            parts=list(parts),
+            session_id=session_id,
+            request_id=request_id,
+            labels=dict(labels or {}),
+        )
+        if limits is not None:
+            request.limits.CopyFrom(limits)
+        task: task_pb2.Task = await _call(
+            lambda: self._stub.SubmitTask(request, metadata=self.metadata, timeout=timeout)
+        )
+        return task
+
+    async def card(self, timeout: float = 10.0) -> agent_service_pb2.AgentCard:
+        request = agent_service_pb2.GetAgentCardRequest()
+        return await _call(lambda: self._stub.GetAgentCard(request, metadata=self.metadata, timeout=timeout))
+
+    async def delete_session(self, session_id: str, timeout: float = 10.0) -> None:
+        request = agent_service_pb2.DeleteSessionRequest(session_id=session_id)
+        await _call(lambda: self._stub.DeleteSession(request, metadata=self.metadata, timeout=timeout))
+
+    async def usage(self, session_id: str = "", timeout: float = 10.0) -> agent_service_pb2.GetUsageResponse:
+        request = agent_service_pb2.GetUsageRequest(session_id=session_id)
+        return await _call(lambda: self._stub.GetUsage(request, metadata=self.metadata, timeout=timeout))
+
+    async def get_task(
+        self,
+        task_id: str,
+        *,
+        view: task_pb2.TaskView.ValueType = task_pb2.TASK_VIEW_FULL,
+        timeout: float = 10.0,
+    ) -> task_pb2.Task:
+        request = agent_service_pb2.GetTaskRequest(task_id=task_id, view=view)
+        return await _call(lambda: self._stub.GetTask(request, metadata=self.metadata, timeout=timeout))
+
+    async def watch_task(self, task_id: str, after_event_id: str = "") -> AsyncIterator[task_pb2.TaskEvent]:
+        request = agent_service_pb2.WatchTaskRequest(task_id=task_id, after_event_id=after_event_id)
+        stream: Any = self._stub.WatchTask(request, metadata=self.metadata)
+        try:
+            async for event in stream:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None

@@ -1,0 +1,155 @@
+"""The runner's tools: the domain's allowed tools, resolved from the registry and invoked.
+
+`RegistryToolBox` adapts the tool layer (tool_registry.resolver.ToolResolver,
+tool_registry.invoke.ToolInvoker) to the runner:
+
+- `offers`: each tool of the spec resolved by name and version range (cached by
+  the resolver, kept current by WatchTools); its function definition is the
+  registry's JSON Schema of the request. A tool that cannot be resolved right
+  now is left out (the model cannot call what it does not see; a call to it
+  is DENIED). Agents (`agent_<slug>`) are offered with one parameter,
+  `instruction`: the runtime fills the rest of the RunRequest (its request_id
+  is the step's idempotency key, so a retried delegation returns the same task).
+- `invoke`: arguments → validated request → generic unary call with the
+  remaining deadline, retries by side-effect class, idempotency key
+  `<task id>:<step>`, the approval id after a human approved; delegations also
+  carry the caller and the next delegation depth. The invoker's structured
+  result becomes the runner's `ToolResult` (the observation the model sees is
+  rendered by agents.observations); a delegation's answer is cut down to what
+  the calling model needs (state, final answer, stop reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from agentmesh.errors import AgentmeshError
+from agentmesh.v1 import task_pb2, tool_pb2
+from agents.caller import Caller
+from agents.machine import ToolInvocation, ToolOffer
+from agents.observations import ToolResult, Violation, delegation_result
+from agents.spec import DomainSpec
+from memory.rate_limits import RateLimiter
+from tool_registry.invoke import CallContext, ResolvedTool, ToolInvoker, limiter_gate
+from tool_registry.invoke import ToolResult as InvokerResult
+from tool_registry.jsonschema import function_definition
+from tool_registry.resolver import ToolResolver
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"})
+AGENT_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "instruction": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 32768,
+            "description": "What the other agent should do, in natural language, with every detail it needs.",
+        }
+    },
+    "required": ["instruction"],
+    "additionalProperties": False,
+}
+
+
+def offer_of(tool: ResolvedTool) -> ToolOffer:
+    spec = tool.spec
+    is_agent = spec.kind == tool_pb2.TOOL_KIND_AGENT
+    if is_agent:
+        definition = function_definition(spec.name, spec.description, AGENT_PARAMETERS)
+    else:
+        schema = json.loads(spec.input_schema_json) if spec.input_schema_json else {"type": "object"}
+        definition = function_definition(spec.name, spec.description, schema)
+    return ToolOffer(
+        name=spec.name,
+        version=spec.version,
+        definition=definition,
+        requires_approval=spec.requires_approval,
+        is_agent=is_agent,
+        side_effect=spec.side_effect,
+    )
+
+
+def runner_result(result: InvokerResult, *, is_agent: bool) -> ToolResult:
+    error = result.error
+    response: Any = result.response
+    if is_agent and isinstance(response, Mapping):
+        response = delegation_result(response)
+    return ToolResult(
+        outcome=int(result.outcome),  # type: ignore[arg-type]
+        result=response,
+        status_code=result.status_code,
+        reason=result.reason,
+        message=error.message if error is not None else "",
+        violations=tuple(Violation(v.field, v.description) for v in result.violations),
+        attempts=result.attempts,
+        version=result.version,
+        retryable=result.status_code in RETRYABLE_CODES,
+        metadata=dict(error.metadata) if error is not None else {},
+    )
+
+
+class RegistryToolBox:
+    def __init__(self, resolver: ToolResolver, invoker: ToolInvoker, spec: DomainSpec) -> None:
+        self.resolver = resolver
+        self.invoker = invoker
+        self.versions = {tool.name: tool.version for tool in spec.tools}
+
+    @classmethod
+    def create(
+        cls, resolver: ToolResolver, spec: DomainSpec, limiter: RateLimiter | None = None
+    ) -> RegistryToolBox:
+        """With the tools' own rate limits applied through memory's limiter (waiting within the deadline)."""
+        gate = limiter_gate(limiter) if limiter is not None else None
+        return cls(resolver, ToolInvoker(rate_limit=gate), spec)
+
+    async def offers(self, spec: DomainSpec, caller: Caller) -> list[ToolOffer]:
+        async def one(name: str, version: str) -> ToolOffer | None:
+            try:
+                return offer_of(await self.resolver.resolve(name, version))
+            except AgentmeshError as exc:
+                log.warning(
+                    "tool %s (%s) is not available: %s",
+                    name,
+                    version,
+                    exc.message,
+                    extra={"reason": exc.reason},
+                )
+                return None
+
+        found = await asyncio.gather(*(one(tool.name, tool.version) for tool in spec.tools))
+        return [offer for offer in found if offer is not None]
+
+    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult:
+        name = invocation.call.name
+        try:
+            tool = await self.resolver.resolve(name, self.versions.get(name, "latest"))
+        except AgentmeshError as exc:
+            return ToolResult(
+                outcome=task_pb2.TOOL_OUTCOME_ERROR,
+                status_code=exc.code.name,
+                reason=exc.reason,
+                message=f"the tool could not be resolved: {exc.message}",
+                attempts=0,
+                retryable=exc.code.name in RETRYABLE_CODES,
+            )
+        is_agent = tool.spec.kind == tool_pb2.TOOL_KIND_AGENT
+        task_id, _, step = invocation.idempotency_key.rpartition(":")
+        call = CallContext(
+            task_id=task_id,
+            step=int(step),
+            deadline=time.time() + timeout,
+            approval=invocation.approval or None,
+            tenant=caller.tenant,
+            user=caller.user,
+            call_id=invocation.call.call_id,
+            metadata=tuple(caller.delegation_metadata()) if is_agent else (),
+        )
+        result = await self.invoker.invoke(tool, invocation.call.arguments, call)
+        return runner_result(result, is_agent=is_agent)

@@ -1,0 +1,232 @@
+"""Agent runtime overhead: per tool step vs a bare call, Run throughput, time to SERVING.
+
+Everything runs as separate processes on loopback (valkey, registry, the
+`dummy` example tool, the scripted model answering instantly, one agent) and
+every figure is compared with a baseline measured in the same run:
+
+- per-step overhead: Runs whose scripted model makes N no-op tool calls
+  (`dummy_echo`) before answering, against Runs that answer at once. Per step,
+  the agent's extra time is (T_N - T_0)/N minus the model's own round trips
+  (the model-call step durations the agent records, (M_N - M_0)/N) minus a
+  bare grpc.aio call to the same tool (generic unary call on a plain channel,
+  same request). Target: <= 1 ms p50.
+- Run requests/s with one tool step, at 1 and 16 in flight.
+- time from `agentmesh serve agent` to SERVING (gRPC health), 5 starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import yaml
+
+from agentmesh import health
+from agentmesh.channels import create_channel
+from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.net import free_port_with_partner
+from agentmesh.proc import ServiceProcess
+from agentmesh.v1 import task_pb2
+from agents.client import AgentClient
+from bench.common import ROOT, closed_loop
+from tests.support.agent_mesh import SERVE, Mesh
+from tool_registry.resolver import ToolResolver
+
+STEPS = 10
+ROUNDS = 7
+RUNS_PER_ROUND = 8
+THROUGHPUT_S = 5.0
+STARTS = 5
+
+SPEC = {
+    "slug": "bench",
+    "display_name": "Bench",
+    "description": "Calls a no-op tool as often as asked.",
+    "system_prompt": "Echo.",
+    "tools": [{"name": "dummy_echo"}],
+    "caps": {"max_iterations": 100, "token_cap": 10_000_000, "max_tool_calls": 100, "deadline": "120s"},
+    "rate_limits": {},
+}
+
+
+def script() -> dict[str, object]:
+    rules: list[dict[str, object]] = []
+    for n in (0, 1, STEPS):
+        if n:
+            rules.append(
+                {
+                    "when": {"last_user": f"^steps={n}$", "step": {"min": 0, "max": n - 1}},
+                    "then": {
+                        "tool_calls": [{"name": "dummy_echo", "arguments": {"message": "ping"}}],
+                        "usage": {"prompt_tokens": 50, "completion_tokens": 5},
+                    },
+                }
+            )
+        rules.append(
+            {
+                "when": {"last_user": f"^steps={n}$"},
+                "then": {"answer": "done", "usage": {"prompt_tokens": 50, "completion_tokens": 5}},
+            }
+        )
+    return {"name": "bench", "rules": rules}
+
+
+def seconds(duration: object) -> float:
+    return duration.seconds + duration.nanos / 1e9  # type: ignore[attr-defined]
+
+
+async def per_step(agent: AgentClient, bare_call: Callable[[], Awaitable[object]]) -> list[dict[str, float]]:
+    """Rounds of: bare tool calls, then Runs with STEPS tool steps and with none, interleaved,
+    so load drift on the shared machine hits the baseline and the agent alike."""
+    for _ in range(3):  # warm-up
+        await agent.run(f"steps={STEPS}")
+    rounds = []
+    for _ in range(ROUNDS):
+        bare = await closed_loop("bare", bare_call, in_flight=1, duration_s=1.0, warmup_s=0.1)
+        walls: dict[int, list[float]] = {0: [], STEPS: []}
+        models: dict[int, list[float]] = {0: [], STEPS: []}
+        for _ in range(RUNS_PER_ROUND):
+            for n in (0, STEPS):
+                started = time.perf_counter()
+                task = await agent.run(f"steps={n}")
+                walls[n].append(time.perf_counter() - started)
+                assert task.final_answer == "done", task
+                models[n].append(
+                    sum(seconds(s.duration) for s in task.steps if s.kind == task_pb2.STEP_KIND_MODEL_CALL)
+                )
+        step = (statistics.median(walls[STEPS]) - statistics.median(walls[0])) / STEPS * 1000
+        model = (statistics.median(models[STEPS]) - statistics.median(models[0])) / STEPS * 1000
+        rounds.append({"step": step, "model": model, "bare": bare.p50, "overhead": step - model - bare.p50})
+        print(
+            f"  round: per step {step:.3f} ms, model {model:.3f} ms, bare tool p50 {bare.p50:.3f} ms "
+            f"-> overhead {step - model - bare.p50:.3f} ms"
+        )
+    return rounds
+
+
+async def bare_tool(registry: str) -> tuple[float, Callable[[], Awaitable[object]], Any]:
+    """A generic unary call to dummy Echo on a plain channel (no invoker, no agent), and the invoker's."""
+    async with create_channel(registry, control_plane=True) as registry_channel:
+        resolver = ToolResolver(registry_channel)
+        tool = await resolver.resolve("dummy_echo")
+        await resolver.close()
+    request = tool.schema.request_class(message="ping")
+    channel = grpc.aio.insecure_channel(tool.endpoint)
+    call = channel.unary_unary(
+        tool.schema.grpc_path,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=tool.schema.response_class.FromString,
+    )
+
+    def bare() -> Awaitable[object]:
+        return call(request, timeout=5)  # type: ignore[no-any-return]
+
+    result = await closed_loop("bare dummy_echo", bare, in_flight=1, duration_s=3)
+    print(result.line())
+    return result.p50, bare, channel
+
+
+async def bare_model(url: str) -> float:
+    body = {"model": "scripted", "messages": [{"role": "user", "content": "steps=0"}]}
+    async with httpx.AsyncClient() as http:
+        result = await closed_loop(
+            "bare model POST",
+            lambda: http.post(f"{url}/chat/completions", json=body),
+            in_flight=1,
+            duration_s=3,
+        )
+    print(result.line())
+    return result.p50
+
+
+async def start_to_serving(mesh: Mesh, spec_path: Path) -> list[float]:
+    times = []
+    for index in range(STARTS):
+        port = free_port_with_partner(1000)
+        process = ServiceProcess(
+            name=f"start-{index}",
+            argv=[*SERVE, "agent"],
+            grpc_port=port,
+            env={
+                **mesh.env,
+                "AGENTMESH_DOMAIN_SPEC": str(spec_path),
+                "AGENTMESH_GRPC_PORT": str(port),
+                "MODEL_BASE_URL": mesh.model_url,
+                "MODEL_NAME": "scripted",
+            },
+            log_path=mesh.logs / f"start-{index}.log",
+            cwd=ROOT,
+        )
+        started = time.perf_counter()
+        process.start()
+        while await health.check(process.target, "agentmesh.v1.AgentService", timeout=0.2) != health.SERVING:
+            if not process.running():
+                raise RuntimeError(process.log_tail())
+            await asyncio.sleep(0.01)
+        times.append(time.perf_counter() - started)
+        process.stop()
+    return times
+
+
+async def run() -> None:
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = EmbeddedRedis(data_dir=Path(tmp) / "valkey")
+        redis.start()
+        spec_path = Path(tmp) / "bench.yaml"
+        spec_path.write_text(yaml.safe_dump(SPEC))
+        script_path = Path(tmp) / "script.yaml"
+        script_path.write_text(yaml.safe_dump(script()))
+        env = {"REDIS_URL": redis.url, "AGENTMESH_LOG_LEVEL": "WARNING", "AGENTMESH_BIND_HOST": "127.0.0.1"}
+        mesh = Mesh(logs=out, redis_url=redis.url, env=env)
+        try:
+            await mesh.start_registry()
+            await mesh.start_tools(["dummy"])
+            await mesh.start_model(script_path)
+            await mesh.start_agents([spec_path])
+            await mesh.wait_registered(tools=["dummy_echo"], agents=["bench"])
+            _, bare_call, bare_channel = await bare_tool(mesh.registry)
+            model_p50 = await bare_model(mesh.model_url)
+            async with AgentClient.connect(mesh.agents["bench"]) as agent:
+                rounds = await per_step(agent, bare_call)
+                await bare_channel.close()
+                median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+                print(
+                    f"per tool step (median of {ROUNDS} rounds): {median['step']:.3f} ms wall, "
+                    f"of which model {median['model']:.3f} ms (bare model POST p50 {model_p50:.3f} ms), "
+                    f"bare tool p50 {median['bare']:.3f} ms -> agent overhead "
+                    f"{median['overhead']:.3f} ms/step (target <= 1 ms)"
+                )
+                for in_flight in (1, 16):
+                    result = await closed_loop(
+                        "Run (1 tool step)",
+                        lambda: agent.run("steps=1"),
+                        in_flight=in_flight,
+                        duration_s=THROUGHPUT_S,
+                    )
+                    print(result.line())
+            times = await start_to_serving(mesh, spec_path)
+            print(
+                "start -> SERVING: "
+                + ", ".join(f"{t:.2f}s" for t in times)
+                + f" (median {statistics.median(times):.2f}s, target < 1.5 s)"
+            )
+        finally:
+            mesh.stop()
+            redis.cleanup()
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""What every example tool shares: where its .proto is, and its default port.
+
+State in the examples lives in process memory by design: each is a stand-in
+for a real backend, and restarting one resets it (examples/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentmesh.config import Role, Settings
+from tool_registry.sdk import ToolService
+
+EXAMPLES = Path(__file__).resolve().parent
+# Standalone default ports (the local mesh and the chart set AGENTMESH_GRPC_PORT explicitly).
+DEFAULT_PORTS = {
+    "crm": 50071,
+    "payments": 50072,
+    "email": 50073,
+    "inventory": 50074,
+    "shipping": 50075,
+    "dummy": 50076,
+}
+
+
+def load(name: str) -> ToolService:
+    return ToolService.from_proto(EXAMPLES / name / f"{name}.proto")
+
+
+def settings_for(name: str) -> Settings:
+    overrides = {} if os.environ.get("AGENTMESH_GRPC_PORT") else {"grpc_port": DEFAULT_PORTS[name]}
+    return Settings.from_env(role=Role.TOOL, **overrides)

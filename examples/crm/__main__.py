@@ -1,0 +1,5 @@
+"""`python -m examples.crm`."""
+
+from examples.crm import main
+
+main()

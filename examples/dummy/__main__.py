@@ -1,0 +1,7 @@
+"""`python -m examples.dummy [flags]`."""
+
+import sys
+
+from examples.dummy import main
+
+main(sys.argv[1:])

@@ -1,0 +1,5 @@
+"""`python -m examples.email`."""
+
+from examples.email import main
+
+main()

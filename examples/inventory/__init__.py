@@ -1,0 +1,55 @@
+"""Inventory example tool: stock levels and reservations (Reserve is KEYED)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentmesh.errors import FailedPrecondition, NotFound
+from agentmesh.v1 import errors_pb2
+from examples._common import load, settings_for
+from tool_registry.sdk import ToolContext, ToolService
+
+
+def build() -> ToolService:
+    stock = {"ABC-001": 10, "DEF-002": 3, "XYZ-900": 0}
+    reservations: list[dict[str, Any]] = []
+    app = load("inventory")
+    app.state = {"stock": stock, "reservations": reservations}  # type: ignore[attr-defined]
+
+    def reserved(sku: str) -> int:
+        return sum(r["qty"] for r in reservations if r["sku"] == sku)
+
+    @app.method("CheckStock")
+    async def check(request: Any, context: ToolContext) -> dict[str, Any]:
+        if request.sku not in stock:
+            raise NotFound(f"unknown SKU {request.sku!r}", reason=errors_pb2.ERROR_REASON_UNSPECIFIED)
+        return {"sku": request.sku, "available": stock[request.sku], "reserved": reserved(request.sku)}
+
+    @app.method("Reserve")
+    async def reserve(request: Any, context: ToolContext) -> dict[str, Any]:
+        if request.sku not in stock:
+            raise NotFound(f"unknown SKU {request.sku!r}", reason=errors_pb2.ERROR_REASON_UNSPECIFIED)
+        if stock[request.sku] < request.qty:
+            raise FailedPrecondition(
+                f"only {stock[request.sku]} of {request.sku} available",
+                metadata={"available": str(stock[request.sku])},
+            )
+        stock[request.sku] -= request.qty
+        entry = {
+            "reservation_id": f"res_{len(reservations) + 1}",
+            "order_id": request.order_id,
+            "sku": request.sku,
+            "qty": request.qty,
+        }
+        reservations.append(entry)
+        return entry
+
+    @app.method("ListReservations")
+    async def list_reservations(request: Any, context: ToolContext) -> dict[str, Any]:
+        return {"reservations": [r for r in reservations if r["order_id"] == request.order_id]}
+
+    return app
+
+
+def main() -> None:
+    build().run(settings_for("inventory"))

@@ -1,0 +1,5 @@
+"""`python -m examples.inventory`."""
+
+from examples.inventory import main
+
+main()

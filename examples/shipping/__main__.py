@@ -1,0 +1,5 @@
+"""`python -m examples.shipping`."""
+
+from examples.shipping import main
+
+main()

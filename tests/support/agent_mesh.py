@@ -1,0 +1,173 @@
+"""A whole mesh as real processes for end-to-end tests and benchmarks.
+
+valkey (the harness's), `agentmesh serve registry`, example tools
+(`agentmesh serve tool`), the scripted model (`agentmesh serve model`) and
+agents (`agentmesh serve agent`), each on free loopback ports, started tier by
+tier and waited on by health (HTTP for the model), then until the registry
+lists every tool and agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+
+from agentmesh.channels import create_channel
+from agentmesh.net import free_port_with_partner
+from agentmesh.proc import ServiceProcess
+from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
+from agents.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE = [sys.executable, "-m", "agentmesh", "serve"]
+TOOL_SERVICES = {
+    "crm": "crm.v1.Crm",
+    "payments": "payments.v1.Payments",
+    "email": "email.v1.Email",
+    "inventory": "inventory.v1.Inventory",
+    "shipping": "shipping.v1.Shipping",
+    "dummy": "dummy.v1.Dummy",
+}
+
+
+@dataclass
+class Mesh:
+    logs: Path
+    redis_url: str
+    env: dict[str, str]
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    registry: str = ""
+    model_url: str = ""
+    agents: dict[str, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+
+    def _process(
+        self, name: str, role: str, port: int | None, env: Mapping[str, str], health: str = ""
+    ) -> ServiceProcess:
+        process = ServiceProcess(
+            name=name,
+            argv=[*SERVE, role],
+            grpc_port=port,
+            env={**self.env, **env},
+            log_path=self.logs / f"{name}.log",
+            health_service=health,
+            cwd=ROOT,
+        )
+        self.processes[name] = process.start()
+        return process
+
+    async def start_registry(self) -> None:
+        port = free_port_with_partner(1000)
+        process = self._process(
+            "registry",
+            "registry",
+            port,
+            {"AGENTMESH_GRPC_PORT": str(port)},
+            "agentmesh.v1.ToolRegistryService",
+        )
+        self.registry = process.target
+        self.env["AGENTMESH_REGISTRY"] = self.registry
+        await process.wait_serving(60)
+
+    async def start_tools(
+        self, names: Sequence[str], extra_env: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        started = []
+        for name in names:
+            port = free_port_with_partner(1000)
+            env = {
+                "AGENTMESH_TOOL": name,
+                "AGENTMESH_GRPC_PORT": str(port),
+                "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",
+                **(extra_env or {}).get(name, {}),
+            }
+            started.append(self._process(f"tool-{name}", "tool", port, env, TOOL_SERVICES[name]))
+            self.tools[name] = f"127.0.0.1:{port}"
+        await asyncio.gather(*(p.wait_serving(60) for p in started))
+
+    async def start_model(self, script: Path) -> None:
+        port = free_port_with_partner(1000)
+        self._process(
+            "model", "model", None, {"AGENTMESH_MODEL_SCRIPT": str(script), "AGENTMESH_GRPC_PORT": str(port)}
+        )
+        self.model_url = f"http://127.0.0.1:{port}/v1"
+        await wait_http(f"http://127.0.0.1:{port}/healthz", self.processes["model"])
+
+    async def start_agents(
+        self,
+        specs: Sequence[Path],
+        *,
+        model_url: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        started = []
+        for path in specs:
+            slug = load_spec(path).slug
+            port = free_port_with_partner(1000)
+            env = {
+                "AGENTMESH_DOMAIN_SPEC": str(path),
+                "AGENTMESH_GRPC_PORT": str(port),
+                "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",
+                "MODEL_BASE_URL": model_url or self.model_url,
+                "MODEL_NAME": "scripted",
+                **(extra_env or {}),
+            }
+            started.append(self._process(f"agent-{slug}", "agent", port, env, "agentmesh.v1.AgentService"))
+            self.agents[slug] = f"127.0.0.1:{port}"
+        await asyncio.gather(*(p.wait_serving(60) for p in started))
+
+    async def wait_registered(
+        self, tools: Sequence[str] = (), agents: Sequence[str] = (), timeout: float = 60
+    ) -> None:
+        """Until the registry resolves every named tool and agent (self-registration is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        async with create_channel(self.registry, control_plane=True) as channel:
+            stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+            missing = [*tools, *(f"agent:{slug}" for slug in agents)]
+            while missing:
+                still = []
+                for name in missing:
+                    try:
+                        if name.startswith("agent:"):
+                            await stub.GetAgent(
+                                tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
+                            )
+                        else:
+                            await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
+                    except grpc.aio.AioRpcError:
+                        still.append(name)
+                missing = still
+                if missing:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"not registered after {timeout:.0f}s: {missing}")
+                    await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop(timeout=10)
+
+    def log(self, name: str, lines: int = 60) -> str:
+        return self.processes[name].log_tail(lines)
+
+
+async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            if not process.running():
+                raise RuntimeError(f"{process.name} exited\n{process.log_tail()}")
+            try:
+                if (await http.get(url, timeout=1)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer after {timeout:.0f}s\n{process.log_tail()}")
+            await asyncio.sleep(0.05)

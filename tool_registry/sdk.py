@@ -1,0 +1,574 @@
+"""The tool SDK: a developer writes the `.proto` (with `agentmesh.v1.tool` options) and the bodies.
+
+    app = ToolService.from_proto("examples/payments/payments.proto")
+
+    @app.method("Refund")
+    async def refund(request, context):          # request: a payments.v1.RefundRequest
+        ...
+        return {"refund_id": "rf_1"}              # or app.message("payments.v1.RefundResponse")(...)
+
+    app.run()                                     # serve until SIGTERM, then drain
+
+What it does for every method:
+
+- serves it with generic handlers and dynamic message classes from the
+  compiled descriptor set (no generated code), behind the kit's ServiceHost:
+  error map, health, reflection from the same descriptors, metrics, drain;
+- validates each request with protovalidate before the body runs
+  (INVALID_ARGUMENT with BadRequest field violations);
+- deduplicates calls that carry `idempotency-key` metadata through
+  memory.idempotency.IdempotencyStore (scope: tool name + version; payload:
+  the deterministic serialized request): the first call runs, repeats replay
+  the stored status and response (with `x-agentmesh-replayed` trailing
+  metadata), a concurrent duplicate gets ABORTED + RetryInfo. Final outcomes
+  are stored (OK and the errors that would repeat: INVALID_ARGUMENT, NOT_FOUND,
+  ALREADY_EXISTS, FAILED_PRECONDITION other than APPROVAL_REQUIRED,
+  OUT_OF_RANGE, UNIMPLEMENTED); anything else releases the key so a retry can
+  run. The body of a keyed call runs to its end even when the caller's deadline
+  cancels the RPC, so "succeeded, then timed out" is stored and replayed rather
+  than run twice — every SDK tool is KEYED for free;
+- registers itself with the registry (AGENTMESH_REGISTRY) with the advertised
+  address (AGENTMESH_ADVERTISE_ADDR, else localhost:<port>), in the
+  background: retried with backoff while the registry is unreachable, renewed
+  when the WatchTools stream breaks (a registry restart) and periodically.
+  Never a crash; the state is in logs, /registration on the HTTP listener and
+  the agentmesh_tool_registered metric.
+
+Two hooks for the security issue: `registry_metadata` (credentials sent to the
+registry; default: AGENTMESH_SERVICE_TOKEN as a Bearer token) and `authorize`
+(checks the caller's token before validation; default: none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from agentmesh import metadata as md
+from agentmesh import metrics
+from agentmesh.channels import create_channel
+from agentmesh.config import Role, Settings
+from agentmesh.errors import (
+    AgentmeshError,
+    InvalidArgument,
+    from_rpc_error,
+    from_status_proto,
+    reason_name,
+    to_status_proto,
+)
+from agentmesh.logs import configure_logging
+from agentmesh.server import ServiceHost
+from agentmesh.tracing import configure_tracing, shutdown_tracing
+from agentmesh.v1 import (
+    errors_pb2,
+    tool_options_pb2,
+    tool_pb2,
+    tool_registry_service_pb2,
+    tool_registry_service_pb2_grpc,
+)
+from memory import codec
+from memory.connection import AnyRedis, create_redis
+from memory.idempotency import Claimed, IdempotencyStore, Replay
+from tool_registry.arguments import validate_message
+from tool_registry.descriptors import ToolSchema, build_pool, load_tool_schema
+from tool_registry.protoc import compile_protos
+
+log = logging.getLogger(__name__)
+
+RESULT_FORMAT = 1
+# Outcomes worth storing under an idempotency key: a retry would get the same answer.
+FINAL_CODES = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+APPROVAL_REQUIRED = reason_name(errors_pb2.ERROR_REASON_APPROVAL_REQUIRED)
+REFRESH_INTERVAL_S = 60.0
+
+
+@dataclass
+class ToolContext:
+    """What a method body gets besides the request."""
+
+    tool: ToolSchema
+    grpc: grpc.aio.ServicerContext
+    metadata: dict[str, str]
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.metadata.get(md.IDEMPOTENCY_KEY, "")
+
+    @property
+    def approval(self) -> str:
+        """The pending action id that approved this call (x-agentmesh-approval), or ""."""
+        return self.metadata.get(md.APPROVAL, "")
+
+    @property
+    def task_id(self) -> str:
+        return self.metadata.get(md.TASK_ID, "")
+
+    @property
+    def step(self) -> str:
+        return self.metadata.get(md.STEP, "")
+
+    def time_remaining(self) -> float | None:
+        remaining = self.grpc.time_remaining()
+        return None if remaining is None else float(remaining)
+
+
+Handler = Callable[[Any, ToolContext], Awaitable[Message | Mapping[str, Any]]]
+Authorizer = Callable[[ToolContext], Awaitable[None]]
+MetadataProvider = Callable[[], Sequence[tuple[str, str]]]
+
+
+@dataclass
+class _Method:
+    schema: ToolSchema
+    handler: Handler | None = None
+    store: IdempotencyStore | None = None
+
+    @property
+    def tool_name(self) -> str:
+        options = self.schema.options()
+        return options.name if options is not None and options.name else self.schema.method_name
+
+    @property
+    def scope(self) -> str:
+        options = self.schema.options()
+        version = options.version if options is not None else ""
+        return f"tool:{self.tool_name}:{version}"
+
+
+class ToolService:
+    """One gRPC service of a compiled descriptor set, served by the SDK."""
+
+    def __init__(self, file_set: Any, *, service: str | None = None) -> None:
+        self.file_set = file_set
+        self.file_set_bytes: bytes = file_set.SerializeToString(deterministic=True)
+        services = [
+            (f"{f.package}.{s.name}" if f.package else s.name, s)
+            for f in file_set.file
+            for s in f.service
+            if service is not None or any(m.options.HasExtension(tool_options_pb2.tool) for m in s.method)
+        ]
+        if service is not None:
+            services = [item for item in services if item[0] == service]
+        if len(services) != 1:
+            found = ", ".join(name for name, _ in services) or "none"
+            raise ValueError(f"expected exactly one service (pass service=...); found: {found}")
+        self.service_name, service_proto = services[0]
+        self.pool = build_pool(file_set)
+        self.methods: dict[str, _Method] = {
+            m.name: _Method(load_tool_schema(file_set, f"{self.service_name}/{m.name}"))
+            for m in service_proto.method
+        }
+        self.authorize: Authorizer | None = None
+        self.registry_metadata: MetadataProvider | None = None
+        self.registration: Registration | None = None
+        self.host: ServiceHost | None = None
+        self._redis: AnyRedis | None = None
+        self._owns_redis = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def from_proto(
+        cls, path: str | Path, *, include_dirs: Sequence[str | Path] = (), service: str | None = None
+    ) -> ToolService:
+        """Compile `path` in-process (agentmesh and buf/validate protos on the include path)."""
+        return cls(compile_protos([path], include_dirs), service=service)
+
+    # -- composition --------------------------------------------------------------------
+
+    def method(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator: the body of method `name`."""
+        if name not in self.methods:
+            raise ValueError(f"{self.service_name} has no method {name!r}; it has {sorted(self.methods)}")
+
+        def register(handler: Handler) -> Handler:
+            self.methods[name].handler = handler
+            return handler
+
+        return register
+
+    def message(self, full_name: str) -> type[Message]:
+        """The dynamic class of any message in the set, e.g. `payments.v1.RefundResponse`."""
+        for method in self.methods.values():
+            try:
+                return method.schema.message_class(method.schema.pool.FindMessageTypeByName(full_name))
+            except KeyError:
+                continue
+        raise KeyError(f"no message {full_name!r} in the descriptor set")
+
+    def tools(self) -> list[ToolSchema]:
+        """The methods carrying an `agentmesh.v1.tool` option."""
+        return [m.schema for m in self.methods.values() if m.schema.options() is not None]
+
+    # -- serving --------------------------------------------------------------------------
+
+    def _generic_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {}
+        for name, method in self.methods.items():
+            if method.handler is None:
+                continue
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                self._behaviour(method),
+                request_deserializer=method.schema.request_class.FromString,
+                response_serializer=_serialize,
+            )
+        missing = [name for name, m in self.methods.items() if m.handler is None]
+        if missing:
+            log.warning("methods without a body answer UNIMPLEMENTED", extra={"methods": missing})
+        return grpc.method_handlers_generic_handler(self.service_name, handlers)
+
+    def _behaviour(
+        self, method: _Method
+    ) -> Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]:
+        async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
+            ctx = ToolContext(method.schema, context, dict(context.invocation_metadata() or ()))
+            if self.authorize is not None:
+                await self.authorize(ctx)
+            violations = validate_message(request, method.schema.validator)
+            if violations:
+                fields = ", ".join(v.field or "(request)" for v in violations[:5])
+                raise InvalidArgument(f"invalid request: {fields}", violations=violations)
+            if ctx.idempotency_key and method.store is not None:
+                return await self._deduplicated(method, request, ctx, method.store)
+            return await _run(method, request, ctx)
+
+        return handle
+
+    async def _deduplicated(
+        self, method: _Method, request: Message, ctx: ToolContext, store: IdempotencyStore
+    ) -> Message:
+        claim = await store.begin(ctx.idempotency_key, request.SerializeToString(deterministic=True))
+        if isinstance(claim, Replay):
+            metrics.TOOL_REPLAYS.labels(method.tool_name).inc()
+            ctx.grpc.set_trailing_metadata(((md.REPLAYED, "1"),))
+            return _replayed(method.schema, claim.result)
+        # The body runs to its end even if the caller goes away: its outcome is what a retry
+        # with the same key must get.
+        work = asyncio.ensure_future(self._run_and_store(method, request, ctx, store, claim))
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
+        return await asyncio.shield(work)
+
+    async def _run_and_store(
+        self, method: _Method, request: Message, ctx: ToolContext, store: IdempotencyStore, claim: Claimed
+    ) -> Message:
+        keeper = asyncio.ensure_future(_keep_alive(store, claim))
+        try:
+            response = await _run(method, request, ctx)
+        except AgentmeshError as exc:
+            keeper.cancel()
+            if exc.code in FINAL_CODES and exc.reason != APPROVAL_REQUIRED:
+                await store.complete(claim, _encode(to_status_proto(exc)))
+            else:
+                await _release(store, claim)
+            raise
+        except BaseException:
+            keeper.cancel()
+            await _release(store, claim)
+            raise
+        keeper.cancel()
+        packed = any_pb2.Any()
+        packed.Pack(response)
+        await store.complete(claim, _encode(status_pb2.Status(code=0, details=[packed])))
+        return response
+
+    @contextlib.asynccontextmanager
+    async def serving(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis: AnyRedis | None = None,
+        register: bool = True,
+    ) -> AsyncIterator[ServiceHost]:
+        """Start serving (tests and embedding); stops on exit. `redis`: the idempotency store's client."""
+        host = await self.start(settings, redis=redis, register=register)
+        try:
+            yield host
+        finally:
+            await self.stop(grace=0)
+
+    async def start(
+        self, settings: Settings | None = None, *, redis: AnyRedis | None = None, register: bool = True
+    ) -> ServiceHost:
+        settings = settings or Settings.from_env(role=Role.TOOL)
+        self._redis = (
+            redis if redis is not None else create_redis(settings.redis_url, client_name="agentmesh-tool")
+        )
+        self._owns_redis = redis is None
+        for method in self.methods.values():
+            method.store = IdempotencyStore(self._redis, scope=method.scope)
+        host = ServiceHost(
+            settings, name=settings.service_name or self.service_name, reflection_pool=self.pool
+        )
+        generic = self._generic_handler()
+        host.add_service(self.service_name, lambda server: server.add_generic_rpc_handlers((generic,)))
+        host.add_http_route("/registration", self._registration_report)
+        await host.start()
+        self.host = host
+        if register and settings.registry:
+            advertised = settings.advertise_addr or f"localhost:{host.grpc_port}"
+            self.registration = Registration(
+                self.tools(),
+                self.file_set_bytes,
+                registry=settings.registry,
+                endpoint=advertised,
+                settings=settings,
+                metadata=self.registry_metadata or _service_token(settings),
+            )
+            self.registration.start()
+        elif register:
+            log.info("AGENTMESH_REGISTRY is not set: the tools are served but not registered")
+        return host
+
+    async def _registration_report(self) -> dict[str, Any]:
+        if self.registration is None:
+            return {"registry": None, "tools": {}}
+        return await self.registration.report()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.host is not None:
+            await self.host.stop(grace)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
+
+    async def serve(self, settings: Settings | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain (what `run` does inside asyncio.run)."""
+        await self.start(settings)
+        assert self.host is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def run(self, settings: Settings | None = None) -> None:
+        """The process entrypoint: logging, tracing, serve until a signal."""
+        settings = settings or Settings.from_env(role=Role.TOOL)
+        name = settings.service_name or self.service_name
+        configure_logging(name, settings.log_level, settings.log_format)
+        configure_tracing(name)
+        try:
+            asyncio.run(self.serve(settings))
+        finally:
+            shutdown_tracing()
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _run(method: _Method, request: Message, ctx: ToolContext) -> Message:
+    handler = method.handler
+    assert handler is not None
+    result = await handler(request, ctx)
+    if isinstance(result, Message):
+        return result
+    response = method.schema.response_class()
+    try:
+        json_format.ParseDict(dict(result), response, descriptor_pool=method.schema.pool)
+    except json_format.ParseError as exc:
+        raise TypeError(f"{method.schema.method_name} returned a dict that is not a response: {exc}") from exc
+    return response
+
+
+def _encode(status: status_pb2.Status) -> bytes:
+    return codec.encode_message(codec.Kind.IDEMPOTENT_RESULT, RESULT_FORMAT, status)
+
+
+def _replayed(schema: ToolSchema, stored: bytes) -> Message:
+    status = codec.decode_message(
+        stored, codec.Kind.IDEMPOTENT_RESULT, {RESULT_FORMAT}, status_pb2.Status, "idempotent tool result"
+    )
+    if status.code != 0:
+        raise from_status_proto(status)
+    response = schema.response_class()
+    if status.details:
+        response.ParseFromString(status.details[0].value)
+    return response
+
+
+async def _release(store: IdempotencyStore, claim: Claimed) -> None:
+    with contextlib.suppress(Exception):  # the lease expires anyway; the original error matters more
+        await asyncio.shield(store.release(claim))
+
+
+async def _keep_alive(store: IdempotencyStore, claim: Claimed) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            await asyncio.sleep(store.lease_ms / 3000)
+            if not await store.extend(claim):
+                return
+
+
+def _service_token(settings: Settings) -> MetadataProvider:
+    token = settings.service_token
+
+    def provide() -> Sequence[tuple[str, str]]:
+        return [(md.AUTHORIZATION, f"Bearer {token}")] if token else []
+
+    return provide
+
+
+# -- self-registration ---------------------------------------------------------------------
+
+
+@dataclass
+class Registration:
+    """Keeps this process's tools registered, with its endpoint, for as long as it serves."""
+
+    tools: list[ToolSchema]
+    file_set: bytes
+    registry: str
+    endpoint: str
+    settings: Settings | None = None
+    metadata: MetadataProvider | None = None
+    refresh_s: float = REFRESH_INTERVAL_S
+    state: dict[str, str] = field(default_factory=dict)
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
+    rounds: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        for schema in self.tools:
+            self.state[self._name(schema)] = "pending"
+            metrics.TOOL_REGISTERED.labels(self._name(schema)).set(0)
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def report(self) -> dict[str, Any]:
+        return {"registry": self.registry, "endpoint": self.endpoint, "tools": dict(self.state)}
+
+    @staticmethod
+    def _name(schema: ToolSchema) -> str:
+        options = schema.options()
+        return options.name if options is not None and options.name else schema.method_name
+
+    async def _run(self) -> None:
+        delay = 0.2
+        channel = create_channel(self.registry, settings=self.settings, control_plane=True)
+        stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+        try:
+            while True:
+                try:
+                    revision = await self.register_all(stub)
+                    delay = 0.2
+                    await self._watch(stub, revision)
+                except grpc.aio.AioRpcError as exc:
+                    error = from_rpc_error(exc)
+                    log.warning(
+                        "registry unreachable; tools not (re)registered yet",
+                        extra={"registry": self.registry, "code": error.code.name, "retry_in_s": delay},
+                    )
+                    for name in self.state:
+                        if self.state[name] != "registered":
+                            self.state[name] = f"pending: registry {error.code.name}"
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+        finally:
+            await channel.close()
+
+    async def register_all(self, stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> int:
+        """Register every tool (idempotent: UNCHANGED, or REBOUND to this endpoint); the registry revision."""
+        self.rounds += 1
+        for schema in self.tools:
+            name = self._name(schema)
+            request = tool_registry_service_pb2.RegisterToolRequest(
+                tool=tool_pb2.ToolSpec(
+                    file_descriptor_set=self.file_set, method=schema.method_name, endpoint=self.endpoint
+                )
+            )
+            try:
+                response = await stub.RegisterTool(request, metadata=self._metadata(), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                error = from_rpc_error(exc)
+                # A refusal (version taken with other content, breaking change, bad schema) will not
+                # change by retrying soon: report it loudly and keep serving.
+                self.state[name] = f"refused: {error.code.name} {error.message}"[:500]
+                log.error(
+                    "the registry refused a tool",
+                    extra={"tool": name, "code": error.code.name, "error": error.message},
+                )
+                metrics.TOOL_REGISTERED.labels(name).set(0)
+                continue
+            outcome = tool_registry_service_pb2.RegistrationOutcome.Name(response.outcome)
+            self.state[name] = "registered"
+            metrics.TOOL_REGISTERED.labels(name).set(1)
+            log.info(
+                "tool registered",
+                extra={
+                    "tool": name,
+                    "version": response.tool.version,
+                    "endpoint": self.endpoint,
+                    "outcome": outcome,
+                },
+            )
+        if all(state == "registered" for state in self.state.values()):
+            self.registered.set()
+        listing = await stub.ListTools(
+            tool_registry_service_pb2.ListToolsRequest(page_size=1), metadata=self._metadata(), timeout=10
+        )
+        return int(listing.revision)
+
+    async def _watch(
+        self, stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub, revision: int
+    ) -> None:
+        """Follow the change stream until it breaks (a registry restart: register again) or refresh is due."""
+        names = [self._name(schema) for schema in self.tools]
+        stream = stub.WatchTools(
+            tool_registry_service_pb2.WatchToolsRequest(after_revision=revision, names=names),
+            metadata=self._metadata(),
+        )
+        refresh_at = time.monotonic() + self.refresh_s
+        try:
+            while True:
+                left = refresh_at - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    change = await asyncio.wait_for(stream.read(), left)
+                except TimeoutError:
+                    return
+                if change is grpc.aio.EOF:
+                    log.info("registry watch ended; registering again", extra={"registry": self.registry})
+                    return
+        finally:
+            stream.cancel()
+
+    def _metadata(self) -> Sequence[tuple[str, str]]:
+        return list(self.metadata()) if self.metadata is not None else []
