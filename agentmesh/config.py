@@ -227,8 +227,10 @@ class Settings(BaseModel):
     )
     queue_shards: int = _env(
         "AGENTMESH_QUEUE_SHARDS",
-        "Redis streams per agent domain for its task queue (spread over Redis Cluster slots). "
-        "Raise it freely; before lowering it, drain the queue (entries in removed shards are not read).",
+        "Redis streams per agent domain for its task queue; each task lives in its shard's Redis Cluster "
+        "slot, chosen at creation and written in its id. Raising it is safe for stored tasks; before "
+        "lowering it, drain the queue (entries in removed shards are not read). A SubmitTask retried "
+        "across a change with the same request_id may create a second task.",
         4,
         ge=1,
         le=256,

@@ -1,27 +1,61 @@
 """Durable task cycles vs raw Redis Streams cycles, in one run against the same server.
 
 Raw baseline: redis-py XADD + XREADGROUP + XACK per cycle.
-Full cycle through the task layer: submit (record + outbox ticket + owner index + enqueue)
--> read -> start an attempt (claim: fencing token, lease, event) -> one checkpoint -> complete
-(record, event, retention TTL) -> acknowledge. 1 and 8 concurrent workers, p50/p99 per cycle.
-valkey runs in its own process; the client is this process (one event loop).
+Full cycle through the task layer, as TaskWorker runs it: submit (record, event, owner index
+and queue entry: one script) -> claim (read the entry and begin the attempt: fencing token,
+lease, event: one script; a blocking read + start only if another worker took the entry) ->
+one checkpoint (one script) -> complete (record, event, retention TTL and the acknowledgement:
+one script). 1 and 8 concurrent workers (closed loop), p50/p99 per cycle.
+
+Raw and task rounds alternate (ROUNDS of ROUND_S each) so drift on a shared machine hits both
+sides; rates are summed over the rounds, the ratio is the median of the per-round ratios.
+Per cycle the run also reports the client's CPU (this process) and the server's CPU (valkey's
+used_cpu_user + used_cpu_sys): where the time goes. valkey runs in its own process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from bench.common import LoadResult, closed_loop, ratio
-from memory.connection import create_redis
+from bench.common import LoadResult, closed_loop
+from memory.connection import AnyRedis, create_redis
 from memory.task_execution import Checkpointer, Completed, Outcome, run_attempt
 from memory.task_queue import TaskQueue
 from memory.tasks import TaskConfig
 
-DURATION_S = 3.0
+ROUNDS = 6
+ROUND_S = 0.75
 PAYLOAD = b"x" * 96  # about the size of a queue entry
+
+
+@dataclass
+class Side:
+    label: str
+    rounds: list[LoadResult]
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return sum(r.calls for r in self.rounds)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / sum(r.seconds for r in self.rounds)
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(x for r in self.rounds for x in r.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def per_cycle_us(self, seconds: float) -> float:
+        return seconds / self.calls * 1e6
 
 
 async def _one_step(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
@@ -29,7 +63,21 @@ async def _one_step(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
     return Completed("done")
 
 
-async def run(duration_s: float = DURATION_S) -> list[tuple[LoadResult, LoadResult]]:
+async def _server_cpu_s(redis: AnyRedis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _round(redis: AnyRedis, side: Side, call: Callable[[], Awaitable[object]], in_flight: int) -> None:
+    client, server = time.process_time(), await _server_cpu_s(redis)
+    side.rounds.append(
+        await closed_loop(side.label, call, in_flight=in_flight, duration_s=ROUND_S, warmup_s=0.1)
+    )
+    side.client_cpu_s += time.process_time() - client
+    side.server_cpu_s += await _server_cpu_s(redis) - server
+
+
+async def run(rounds: int = ROUNDS) -> list[tuple[Side, Side, float]]:
     server = EmbeddedRedis().start()
     redis = create_redis(server.url)
     try:
@@ -52,21 +100,26 @@ async def run(duration_s: float = DURATION_S) -> list[tuple[LoadResult, LoadResu
                 instruction="bench", request_id=f"b-{next(numbers)}"
             )
             task = await queue.submit(request, tenant="bench", owner="bench")
-            entries = await queue.read("bench", queue.shard_of(task.task_id), count=1, block_ms=100)
-            for entry in entries:
-                attempt = await queue.start(entry, "bench")
-                if attempt is not None:
-                    await run_attempt(attempt, _one_step)
+            shard = queue.shard_of(task.task_id)
+            attempt = await queue.claim("bench", shard)
+            if attempt is None:  # another worker took this shard's entry: wait for the next one
+                for entry in await queue.read("bench", shard, count=1, block_ms=100):
+                    attempt = await queue.start(entry, "bench")
+            if attempt is not None:
+                await run_attempt(attempt, _one_step)
 
         results = []
         for in_flight in (1, 8):
-            raw = await closed_loop(
-                "raw XADD+XREADGROUP+XACK", raw_cycle, in_flight=in_flight, duration_s=duration_s
+            raw = Side("raw XADD+XREADGROUP+XACK", [])
+            full = Side("task cycle (TaskQueue)", [])
+            for _ in range(rounds):
+                await _round(redis, raw, raw_cycle, in_flight)
+                await _round(redis, full, task_cycle, in_flight)
+            ratio = statistics.median(
+                t.calls / t.seconds / (r.calls / r.seconds)
+                for r, t in zip(raw.rounds, full.rounds, strict=True)
             )
-            full = await closed_loop(
-                "task cycle (TaskQueue)", task_cycle, in_flight=in_flight, duration_s=duration_s
-            )
-            results.append((raw, full))
+            results.append((raw, full, ratio))
         return results
     finally:
         await redis.aclose()
@@ -75,15 +128,19 @@ async def run(duration_s: float = DURATION_S) -> list[tuple[LoadResult, LoadResu
 
 def main() -> None:
     results = asyncio.run(run())
-    print("| workers | raw cycles/s (p50 / p99 ms) | task cycles/s (p50 / p99 ms) | task/raw |")
-    print("|---|---|---|---|")
-    for raw, full in results:
-        print(raw.line())
-        print(full.line())
-    for raw, full in results:
+    print(
+        "| workers | raw cycles/s (p50 / p99 ms) | task cycles/s (p50 / p99 ms) | task/raw | "
+        "client CPU µs/cycle raw → task | server CPU µs/cycle raw → task |"
+    )
+    print("|---|---|---|---|---|---|")
+    for raw, full, ratio in results:
+        in_flight = raw.rounds[0].in_flight
         print(
-            f"| {raw.in_flight} | {raw.rate:,.0f} ({raw.p50:.2f} / {raw.p99:.2f}) | "
-            f"{full.rate:,.0f} ({full.p50:.2f} / {full.p99:.2f}) | {ratio(full.rate, raw.rate)} |"
+            f"| {in_flight} | {raw.rate:,.0f} ({raw.percentile(0.5):.2f} / {raw.percentile(0.99):.2f}) | "
+            f"{full.rate:,.0f} ({full.percentile(0.5):.2f} / {full.percentile(0.99):.2f}) | "
+            f"{ratio:.2f}x | {raw.per_cycle_us(raw.client_cpu_s):,.0f} → "
+            f"{full.per_cycle_us(full.client_cpu_s):,.0f} | {raw.per_cycle_us(raw.server_cpu_s):,.0f} → "
+            f"{full.per_cycle_us(full.server_cpu_s):,.0f} |"
         )
 
 

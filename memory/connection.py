@@ -8,6 +8,10 @@ Supported URLs:
     redis+sentinel://host:port[,host:port]/service[/db]   Sentinel (master of `service`)
     redis+cluster://host:port[,host:port]     Redis Cluster (any seed nodes)
 
+Commands are packed by hiredis (C) as in redis-py's synchronous client; its
+asyncio connections pack in Python, which costs ~30 µs for a script call with
+30-odd arguments (bench/RESULTS.md, "Durable tasks").
+
 Lost connections are retried by redis-py with exponential backoff and jitter
 (the retry budget below); when it is exhausted, `redis_errors()` turns the
 failure into UNAVAILABLE (retry later). A WRONGTYPE answer means a key of ours
@@ -16,17 +20,18 @@ holds something we did not write: DATA_LOSS, never a crash.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from agentmesh.errors import DataLoss, Unavailable
 from agentmesh.v1 import errors_pb2
@@ -51,6 +56,29 @@ def _common() -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "health_check_interval": 15,
     }
+
+
+class _HiredisPacking:
+    """Mixed into an asyncio connection class: pack commands with hiredis, like the sync client."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+_PACKING_CLASSES: dict[type[Any], type[Any]] = {}
+C = TypeVar("C", bound=AbstractConnection)
+
+
+def _with_hiredis_packing(cls: type[C]) -> type[C]:
+    if not HIREDIS_AVAILABLE or issubclass(cls, _HiredisPacking):
+        return cls
+    if cls not in _PACKING_CLASSES:
+        _PACKING_CLASSES[cls] = type(cls.__name__, (_HiredisPacking, cls), {})
+    packing: type[C] = _PACKING_CLASSES[cls]
+    return packing
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -82,11 +110,21 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
     if client_name:
         options["client_name"] = client_name
     if scheme in {"redis", "rediss", "unix"}:
-        return aioredis.Redis.from_url(url, **options)
+        client = aioredis.Redis.from_url(url, **options)
+        pool = client.connection_pool  # connections are made lazily: swap the class before any is
+        pool.connection_class = _with_hiredis_packing(pool.connection_class)
+        return client
     if scheme == "redis+cluster":
         nodes = [ClusterNode(host, port) for host, port in _hosts(parsed.netloc, 6379)]
         options.pop("health_check_interval")
-        return RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options)
+        cluster = RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options)
+        # RedisCluster fixes its connection class; nodes (made now and discovered later) take it
+        # from these shared kwargs, and connect lazily.
+        packing = _with_hiredis_packing(cluster.connection_kwargs["connection_class"])
+        cluster.connection_kwargs["connection_class"] = packing
+        for node in cluster.startup_nodes:
+            node.connection_class = packing
+        return cluster
     if scheme == "redis+sentinel":
         path = [p for p in parsed.path.split("/") if p]
         if not path:
@@ -100,6 +138,9 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
             **_credentials(parsed.netloc),
         )
         master: aioredis.Redis = sentinel.master_for(service, db=db, **options)
+        master.connection_pool.connection_class = _with_hiredis_packing(
+            master.connection_pool.connection_class
+        )
         return master
     raise ValueError(
         f"unsupported REDIS_URL scheme {scheme!r}: use redis://, rediss://, unix://, "
@@ -114,27 +155,39 @@ def describe(url: str) -> str:
     return parsed._replace(netloc=netloc).geturl()
 
 
-@contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
+class redis_errors:  # a context manager named like the function it replaced (`with redis_errors(...)`)
     """Map Redis failures inside the block to our typed errors.
 
-    `what` says what was being done ("reading task t-1"), for the message.
+    `what` says what was being done ("reading task t-1"), for the message. A class rather
+    than a generator-based context manager: it wraps every Redis call on the hot paths.
     """
-    try:
-        yield
-    except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.TryAgainError) as exc:
-        raise Unavailable(
-            f"Redis unavailable while {what}; retry later",
-            reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-            metadata={"dependency": "redis"},
-            retry_after=1.0,
-        ) from exc
-    except rexc.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            raise DataLoss(
-                f"unexpected data type under an agentmesh key while {what}; the key holds foreign data",
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            return
+        what = self.what
+        if isinstance(
+            exc, rexc.ConnectionError | rexc.TimeoutError | rexc.BusyLoadingError | rexc.TryAgainError
+        ):
+            raise Unavailable(
+                f"Redis unavailable while {what}; retry later",
+                reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
                 metadata={"dependency": "redis"},
+                retry_after=1.0,
             ) from exc
-        if "READONLY" in str(exc) or "MASTERDOWN" in str(exc) or "CLUSTERDOWN" in str(exc):
-            raise Unavailable(f"Redis not writable while {what}; retry later", retry_after=1.0) from exc
-        raise
+        if isinstance(exc, rexc.ResponseError):
+            if str(exc).startswith("WRONGTYPE"):
+                raise DataLoss(
+                    f"unexpected data type under an agentmesh key while {what}; the key holds foreign data",
+                    metadata={"dependency": "redis"},
+                ) from exc
+            if "READONLY" in str(exc) or "MASTERDOWN" in str(exc) or "CLUSTERDOWN" in str(exc):
+                raise Unavailable(f"Redis not writable while {what}; retry later", retry_after=1.0) from exc

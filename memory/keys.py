@@ -5,8 +5,8 @@ Layout rules (ARCHITECTURE.md, "Redis keys"):
 - Every key starts with `am:`; anything else in the database is foreign and
   never touched.
 - Keys that must be updated atomically together share a hash tag, so MULTI/EXEC
-  and Lua work on Redis Cluster: a task's keys share `{t:<task_id>}`; each queue
-  shard is `{q:<domain>:<shard>}`; a session's keys share
+  and Lua work on Redis Cluster: each queue shard `{q:<domain>:<shard>}` holds
+  its stream and the keys of the tasks that live in it; a session's keys share
   `{s:<tenant>:<user>:<session>}`; a user's facts, session index and usage
   counters share `{u:<tenant>:<user>}`; a tenant's rate-limit buckets share
   `{r:<tenant>}`; the registry lives in one slot, `{reg}` (its data is small and its writes
@@ -19,6 +19,8 @@ Layout rules (ARCHITECTURE.md, "Redis keys"):
 
 from __future__ import annotations
 
+import functools
+import re
 from urllib.parse import quote, unquote
 
 PREFIX = "am"
@@ -26,12 +28,15 @@ PREFIX = "am"
 # Characters that pass through unescaped. ':' '{' '}' '%' and everything else
 # are percent-encoded, so a component can never end a hash tag or a segment.
 _SAFE = "-._~@+="
+_UNESCAPED = re.compile(r"[A-Za-z0-9._~@+=-]+")  # what quote() leaves as it is (the common case)
 
 
 def part(value: str) -> str:
     """Escape one caller-chosen component (tenant, user, id)."""
     if not value:
         raise ValueError("key components must not be empty")
+    if _UNESCAPED.fullmatch(value):
+        return value
     return quote(value, safe=_SAFE)
 
 
@@ -45,40 +50,50 @@ def is_ours(key: str | bytes) -> bool:
     return raw.startswith(f"{PREFIX}:")
 
 
-# --- tasks -------------------------------------------------------------------
+# --- tasks and their queue shards ---------------------------------------------------------
+#
+# A task lives in the slot of its queue shard: every key of task <id> is
+# `am:{q:<domain>:<shard>}:t:<id>:<kind>`, next to the shard's stream, its
+# outbox, its dead letters and the owner indexes of that shard. So creating
+# and enqueueing a task, claiming it, and finishing it together with the
+# acknowledgement of its entry are each ONE script on one slot. The shard is
+# part of the task id (memory/task_ids.py), so a task's keys never move.
+
+TASK_KEY_KINDS = ("task", "events")
 
 
-def task_tag(task_id: str) -> str:
-    return tag("t", part(task_id))
+def queue_tag(domain: str, shard: int) -> str:
+    return tag("q", part(domain), str(shard))
 
 
-def task(task_id: str) -> str:
-    """Hash: the task record (versioned, see memory.codec)."""
-    return f"{PREFIX}:{task_tag(task_id)}:task"
+@functools.lru_cache(maxsize=4096)  # (domain, shard) pairs are few; these run on every task operation
+def task_prefix(domain: str, shard: int) -> str:
+    """What every task key of a shard starts with; scripts that learn a task id from a queue
+    entry append `<id>:<kind>` (kinds: TASK_KEY_KINDS) to it."""
+    return f"{PREFIX}:{queue_tag(domain, shard)}:t:"
 
 
-def task_steps(task_id: str) -> str:
-    """Hash: step index -> checkpointed Step."""
-    return f"{PREFIX}:{task_tag(task_id)}:steps"
+def task_keys(domain: str, shard: int, task_id: str) -> list[str]:
+    """The task's keys in TASK_KEY_KINDS order: record hash (with its steps and lease), events."""
+    base = f"{task_prefix(domain, shard)}{part(task_id)}:"
+    return [base + kind for kind in TASK_KEY_KINDS]
 
 
-def task_events(task_id: str) -> str:
+def task(domain: str, shard: int, task_id: str) -> str:
+    """Hash: the task record (versioned, see memory.codec), its checkpointed steps and its lease
+    (memory/task_scripts.py describes the fields)."""
+    return f"{task_prefix(domain, shard)}{part(task_id)}:task"
+
+
+def task_events(domain: str, shard: int, task_id: str) -> str:
     """Stream: the task's events (WatchTask reads and resumes here)."""
-    return f"{PREFIX}:{task_tag(task_id)}:events"
+    return f"{task_prefix(domain, shard)}{part(task_id)}:events"
 
 
-def task_lease(task_id: str) -> str:
-    """String `<attempt>:<start id>` with a TTL: an attempt is alive while this exists."""
-    return f"{PREFIX}:{task_tag(task_id)}:lease"
-
-
-def owner_tag(tenant: str, owner: str) -> str:
-    return tag("o", part(tenant), part(owner))
-
-
-def owner_tasks(tenant: str, owner: str, domain: str) -> str:
-    """Sorted set: the owner's tasks in one domain, members `<created ms>:<task id>` (ListTasks)."""
-    return f"{PREFIX}:{owner_tag(tenant, owner)}:tasks:{part(domain)}"
+def owner_tasks(domain: str, shard: int, tenant: str, owner: str) -> str:
+    """Sorted set: the owner's tasks of one domain that live in this shard, members
+    `<created ms>:<task id>` (ListTasks merges the shards). Written by the creation script."""
+    return f"{PREFIX}:{queue_tag(domain, shard)}:o:{part(tenant)}:{part(owner)}"
 
 
 def awaiting_approval(tenant: str, domain: str) -> str:
@@ -91,30 +106,30 @@ def pending_expiry(domain: str) -> str:
     return f"{PREFIX}:{tag('x', part(domain))}:expiry"
 
 
-# --- queues ------------------------------------------------------------------
-
-
-def queue_tag(domain: str, shard: int) -> str:
-    return tag("q", part(domain), str(shard))
-
-
+@functools.lru_cache(maxsize=4096)
 def queue(domain: str, shard: int) -> str:
     """Stream: one shard of a domain's task queue (consumer group per domain)."""
     return f"{PREFIX}:{queue_tag(domain, shard)}:stream"
 
 
+@functools.lru_cache(maxsize=4096)
 def outbox(domain: str, shard: int) -> str:
-    """Sorted set: tickets of tasks that must get an entry in this shard (the outbox the sweeper scans).
-
-    It shares the shard's slot, so "remove the ticket and add the entry" is one atomic script.
-    """
+    """Sorted set: ids of tasks running inline (Run) that must be queued if their process dies,
+    scored by when the sweeper should look at them next."""
     return f"{PREFIX}:{queue_tag(domain, shard)}:outbox"
 
 
+@functools.lru_cache(maxsize=4096)
 def dead_letters(domain: str, shard: int) -> str:
-    """Stream: entries of this shard that failed too often, with the reason (same slot as the shard,
-    so moving an entry there is atomic)."""
+    """Stream: entries of this shard that failed too often, with the reason."""
     return f"{PREFIX}:{queue_tag(domain, shard)}:dead"
+
+
+@functools.lru_cache(maxsize=4096)
+def claim_memo(domain: str, shard: int, consumer: str) -> str:
+    """String: the last claim of one consumer in this shard (`<start id> <entry id> <task id>`,
+    with a TTL), so a claim re-sent after a lost reply returns the same task."""
+    return f"{PREFIX}:{queue_tag(domain, shard)}:claim:{part(consumer)}"
 
 
 # --- sessions and user memory -----------------------------------------------

@@ -1,7 +1,7 @@
 """A task's event stream: every state change, step and artifact, each with an id.
 
 The events live in one Redis stream per task (`memory.keys.task_events`, in the
-task's slot). They are appended by the same script that changes the task, so
+slot of the task's queue shard). They are appended by the same script that changes the task, so
 the record and its events never disagree; the event id is the stream id, so
 WatchTask can resume from any id on any replica. The stream expires with the
 task (retention) and is capped at `TaskConfig.events_maxlen` entries.
@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import task_pb2
-from memory import codec, keys
+from memory import codec
 from memory.codec import Kind
 from memory.connection import redis_errors
 from memory.task_states import is_terminal
@@ -124,10 +124,16 @@ class TaskEvents:
         await self._store.get(task_id, tenant=tenant, owner=owner, view=task_pb2.TASK_VIEW_BASIC)
         return await self._range(task_id, after_event_id, limit)
 
+    def _stream(self, task_id: str) -> str:
+        task_keys = self._store.task_keys(task_id)
+        if task_keys is None:  # callers checked the task exists first
+            raise ValueError(f"{task_id!r} is not a task id")
+        return task_keys[1]
+
     async def _range(self, task_id: str, after: str, limit: int) -> list[task_pb2.TaskEvent]:
         start = f"({after}" if after else "-"
         with redis_errors(f"reading the events of task {task_id}"):
-            entries: Any = await self._redis.xrange(keys.task_events(task_id), start, "+", count=limit)
+            entries: Any = await self._redis.xrange(self._stream(task_id), start, "+", count=limit)
         return [decode_event(task_id, entry_id, fields) for entry_id, fields in entries]
 
     async def watch(
@@ -150,7 +156,7 @@ class TaskEvents:
         last = after_event_id
         if is_terminal(task.state) and last and _id_key(last) >= _id_key(task.last_event_id):
             return
-        stream = keys.task_events(task_id)
+        stream = self._stream(task_id)
         while stop is None or not stop.is_set():
             events = await self._range(task_id, last, _BATCH)
             if not events:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -50,9 +49,10 @@ from memory.tasks import (
     Resumption,
     TaskSnapshot,
     finish,
+    new_id,
     now_ms,
     record_finished,
-    timestamp,
+    set_millis,
 )
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class Attempt:
         start_id: str,
         entry: QueueEntry | None,
         consumer: str = "",
-        ticket: tuple[int, str] | None = None,
+        inline: bool = False,
     ) -> None:
         self.queue = queue
         self.store = queue.store
@@ -196,13 +196,14 @@ class Attempt:
         self.start_id = start_id
         self.entry = entry
         self.consumer = consumer
-        self.ticket = ticket  # inline Run: (shard, outbox ticket) that recovers it if this process dies
+        self.inline = inline  # a Run executing in the receiving process, registered in the outbox
+        self.keys = queue.store.task_keys(self.task_id)
         self.fails = snapshot.fails
         self.retention_ms = snapshot.retention_ms or queue.config.retention_ms
         self.cancel = snapshot.cancel
         self.resumption = snapshot.resumption
         self.carrier = dict(snapshot.carrier)
-        self.trace_context = propagate.extract(self.carrier)
+        self.trace_context = propagate.extract(self.carrier) if self.carrier else Context()
         self.checkpointer = Checkpointer(self)
         self.finished = False
         self._timer: asyncio.TimerHandle | None = None
@@ -217,9 +218,10 @@ class Attempt:
     async def _commit(self, patch: Patch) -> CommitResult:
         patch.guard = "fence"
         patch.guard_value = str(self.number)
-        patch.commit_id = patch.commit_id or _new_id()
+        patch.commit_id = patch.commit_id or new_id()
         result = await _with_retries(
-            self.queue.config.claim_idle_timeout_s, lambda: self.store.commit(self.task_id, patch)
+            self.queue.config.claim_idle_timeout_s,
+            lambda: self.store.commit(self.task_id, patch, task_keys=self.keys),
         )
         if result.status in {"fenced", "missing"}:
             self.finished = True
@@ -260,7 +262,7 @@ class Attempt:
         updated.CopyFrom(self.task)
         updated.ClearField("steps")
         now = now_ms()
-        updated.update_time.CopyFrom(timestamp(now))
+        set_millis(updated.update_time, now)
         if usage is not None:
             updated.usage.CopyFrom(usage)
         updates = [_artifact_update(a) for a in artifacts]
@@ -285,10 +287,12 @@ class Attempt:
         return bool(self.cancel)
 
     async def heartbeat(self) -> bool:
-        """Renew the lease (and the queue entry's idle time); True if a cancel was requested."""
-        await self._commit(self._renew(Patch(guard="fence")))
+        """Renew the lease and the queue entry's idle time (one script); True if a cancel was
+        requested."""
+        patch = Patch(guard="fence")
         if self.entry is not None:
-            await self.queue.touch(self.entry, self.consumer)
+            patch.touch = (self.entry.entry_id, self.consumer)
+        await self._commit(self._renew(patch))
         return bool(self.cancel)
 
     def start_heartbeats(self) -> None:
@@ -328,7 +332,7 @@ class Attempt:
     # -- endings ---------------------------------------------------------------------------
 
     async def finish(self, outcome: Outcome) -> task_pb2.Task:
-        """Record the outcome (fenced), then acknowledge the queue entry. Returns the task."""
+        """Record the outcome and acknowledge the queue entry, in one fenced script. Returns the task."""
         if isinstance(outcome, InputRequired) and not self.cancel:
             return await self._pause(outcome)
         now = now_ms()
@@ -351,24 +355,21 @@ class Attempt:
             usage = outcome.usage if isinstance(outcome, InputRequired) else None
         if usage is not None:
             done.usage.CopyFrom(usage)
+        events = [status_event(done)]
+        if isinstance(outcome, Completed) and outcome.artifacts:
+            events[:0] = [artifact_event(_artifact_update(a)) for a in outcome.artifacts]
         patch = Patch(
             guard="fence",
             task=done,
             delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
-            events=[status_event(done)],
+            events=events,
             lease="release",
             ttl_ms=self.retention_ms,
         )
-        if isinstance(outcome, Completed):
-            patch.events = [
-                *(artifact_event(_artifact_update(a)) for a in outcome.artifacts),
-                status_event(done),
-            ]
-        await self._commit(patch)
+        await self._commit(self._release(patch))
         self.finished = True
         await self.stop_heartbeats()
         record_finished(self.queue.domain, done.state)
-        await self._release_queue_position()
         done.steps.extend(self.task.steps)
         done.last_event_id = self.task.last_event_id
         self.task = done
@@ -393,25 +394,26 @@ class Attempt:
         paused.stop_reason = outcome.stop_reason  # type: ignore[assignment]
         paused.status_message = outcome.message or outcome.pending_action.message or "waiting for input"
         paused.pending_action.CopyFrom(outcome.pending_action)
-        paused.update_time.CopyFrom(timestamp(now_ms()))
+        set_millis(paused.update_time, now_ms())
         if outcome.usage is not None:
             paused.usage.CopyFrom(outcome.usage)
         await self.store.remember_pause(paused)
         # A paused Run task lives on the durable path now: give it the durable retention.
         retention = max(self.retention_ms, self.queue.config.retention_ms)
         await self._commit(
-            Patch(
-                guard="fence",
-                task=paused,
-                fields={Field.RETENTION: retention},
-                delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
-                events=[status_event(paused)],
-                lease="release",
+            self._release(
+                Patch(
+                    guard="fence",
+                    task=paused,
+                    fields={Field.RETENTION: retention},
+                    delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
+                    events=[status_event(paused)],
+                    lease="release",
+                )
             )
         )
         self.finished = True
         await self.stop_heartbeats()
-        await self._release_queue_position()
         paused.steps.extend(self.task.steps)
         paused.last_event_id = self.task.last_event_id
         self.task = paused
@@ -422,30 +424,30 @@ class Attempt:
 
         After `max_attempts` failed attempts the next start dead-letters the task. A queue
         entry stays pending and is retried after the claim idle timeout (the backoff); an
-        inline Run is handed to the queue at once.
+        inline Run is handed to the queue at once (in the same script).
         """
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         reason = f"attempt {self.number} failed: {reason}"[:1000]
         now = now_ms()
         self.task.status_message = reason
-        await self._commit(
-            Patch(
-                guard="fence",
-                fields={
-                    Field.FAILS: self.fails + 1,
-                    Field.ERROR: reason,
-                    Field.MESSAGE: reason,
-                    Field.UPDATED: now,
-                },
-                delete=(Field.RUNNING,),
-                lease="release",
-            )
+        patch = Patch(
+            guard="fence",
+            fields={
+                Field.FAILS: self.fails + 1,
+                Field.ERROR: reason,
+                Field.MESSAGE: reason,
+                Field.UPDATED: now,
+            },
+            delete=(Field.RUNNING,),
+            lease="release",
         )
+        if self.inline:
+            patch.outbox = "rem"
+            patch.enqueue = self.queue.entry_record(self.task_id, self.carrier)
+        await self._commit(patch)
         self.finished = True
         await self.stop_heartbeats()
         metrics.TASK_ATTEMPTS_FAILED.labels(domain=self.queue.domain).inc()
-        if self.ticket is not None:
-            await self.queue.enqueue_ticket(self.task_id, *self.ticket, self.carrier)
 
     async def hand_back(
         self, message: str = "handed back by a stopping worker", *, stop_reason: int = 0
@@ -455,33 +457,36 @@ class Attempt:
         now = now_ms()
         self.task.status_message = message
         self.task.stop_reason = stop_reason  # type: ignore[assignment]
-        self.task.update_time.CopyFrom(timestamp(now))
+        set_millis(self.task.update_time, now)
         fields: dict[str, str | bytes | int] = {
             Field.MESSAGE: message,
             Field.UPDATED: now,
             Field.STOP: stop_reason,
         }
-        if self.ticket is not None:  # a Run going durable keeps the durable retention
+        if self.inline:  # a Run going durable keeps the durable retention
             fields[Field.RETENTION] = max(self.retention_ms, self.queue.config.retention_ms)
-        await self._commit(Patch(guard="fence", fields=fields, delete=(Field.RUNNING,), lease="release"))
+        # Released, and queued afresh (the old entry acknowledged) in the same script.
+        patch = Patch(guard="fence", fields=fields, delete=(Field.RUNNING,), lease="release")
+        patch.enqueue = self.queue.entry_record(
+            self.task_id, self.entry.carrier if self.entry is not None else self.carrier
+        )
+        await self._commit(self._release(patch))
         self.finished = True
         await self.stop_heartbeats()
-        if self.entry is not None and await self.queue.requeue(self.entry):
-            return
-        # An inline Run, or an entry that is somehow no longer pending: queue it afresh.
-        shard, ticket = self.ticket if self.ticket is not None else await self.queue.add_ticket(self.task_id)
-        await self.queue.enqueue_ticket(self.task_id, shard, ticket, self.carrier)
 
     async def abandon(self) -> None:
         """Stop heartbeating without writing (the lease was lost)."""
         self.finished = True
         await self.stop_heartbeats()
 
-    async def _release_queue_position(self) -> None:
+    def _release(self, patch: Patch) -> Patch:
+        """This attempt's hold on the queue ends with `patch`: its entry is acknowledged, or its
+        inline run leaves the outbox."""
         if self.entry is not None:
-            await self.queue.ack(self.entry)
-        if self.ticket is not None:
-            await self.queue.drop_ticket(*self.ticket)
+            patch.ack = self.entry.entry_id
+        if self.inline:
+            patch.outbox = "rem"
+        return patch
 
 
 async def run_attempt(attempt: Attempt, execute: Executor) -> task_pb2.Task:
@@ -529,10 +534,6 @@ def _merge_artifact(task: task_pb2.Task, update: task_pb2.ArtifactUpdate) -> Non
                 existing.CopyFrom(update.artifact)
             return
     task.artifacts.append(update.artifact)
-
-
-def _new_id() -> str:
-    return uuid.uuid4().hex
 
 
 async def _with_retries(budget_s: float, call: Callable[[], Awaitable[CommitResult]]) -> CommitResult:

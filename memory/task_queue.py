@@ -10,33 +10,35 @@ What the agent runtime calls (tenant/owner come from the caller's token):
     queue.events.watch(task_id, tenant=t, owner=o, after_event_id=...)          # WatchTask
     worker = TaskWorker(queue, execute, concurrency=settings.worker_concurrency) # memory/task_worker.py
 
-Layout: N shards per domain (`AGENTMESH_QUEUE_SHARDS`), each a stream with
-a consumer group named after the domain and, in the same slot, an outbox
-(sorted set of tickets) and a dead-letter stream. A task always uses shard crc32(id) mod N.
+Layout: N shards per domain (`AGENTMESH_QUEUE_SHARDS`). The slot of a shard,
+`{q:<domain>:<shard>}`, holds its stream (consumer group named after the
+domain), its dead letters, its outbox of inline runs, the owner indexes of
+its tasks, and the tasks themselves: a task lives in the shard written in its
+id (memory/task_ids.py), chosen at creation.
 
-Getting a task into the queue crosses slots (task record, then stream), so it
-is ordered and idempotent, with an outbox:
+Because a task and its stream share a slot, each step of a task's life is one
+script (memory/task_scripts.py), i.e. one round trip:
 
-1. add a ticket `<task id>/<nonce>` to the shard's outbox (and the task to its
-   owner's index);
-2. write the task record, naming the ticket (one script: creation is
-   idempotent on the task id, which is derived from the request id);
-3. one script in the shard's slot removes the ticket and adds the stream entry;
-   whoever removes the ticket enqueues, so the task is enqueued exactly once.
+- submit: the record, its first event, its owner-index entry and its queue
+  entry, all at once (idempotent on the task id, derived from the request id);
+- claim: read the shard's next entry and begin an attempt on its task
+  (attempt number = fencing token, lease, WORKING event); a worker waits on a
+  blocking read only when the shard was empty;
+- checkpoint: the step, its event, the lease renewal;
+- finish: the final record and event, the retention TTL and the
+  acknowledgement of the entry — a fenced-out worker can neither write nor
+  acknowledge anything.
 
-If the process dies between the steps, the sweeper (memory/task_sweeper.py)
-finds the ticket after the claim idle timeout and finishes step 3, or drops a
-ticket whose task never got written. Run tasks keep their ticket while they
-execute inline, so a crashed Run is recovered the same way.
-
-Workers read entries with XREADGROUP and start an attempt (memory/task_execution.py):
-the attempt number is bumped and becomes the fencing token of every later write.
 A worker that dies leaves its entry pending; after the idle timeout another
 worker XAUTOCLAIMs it, the start script sees the dead attempt, counts a
 failure and resumes from the last checkpoint. After `AGENTMESH_MAX_ATTEMPTS`
-failed attempts the task is FAILED (STOP_REASON_DEAD_LETTERED) and its entry
-moves to the dead letters, where an operator can `redrive` it
-(`agentmesh tasks dead-letters list|redrive`).
+failed attempts the task is FAILED (STOP_REASON_DEAD_LETTERED) and, in the
+same script, its entry moves to the dead letters, where an operator can
+`redrive` it (`agentmesh tasks dead-letters list|redrive`).
+
+Run executes inline: its record is created with a lease and registered in the
+shard's outbox; if its process dies, the sweeper (memory/task_sweeper.py)
+queues it once the lease has expired.
 
 Trace context: the W3C `traceparent` of the submitting call is stored with the
 task and carried in each queue entry; attempts run in that trace.
@@ -49,8 +51,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import uuid
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +61,7 @@ from opentelemetry import propagate, trace
 from agentmesh import metrics
 from agentmesh.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from memory import codec, keys, task_pages, task_scripts, task_states
+from memory import codec, keys, task_ids, task_pages, task_scripts, task_states
 from memory.codec import Kind
 from memory.connection import AnyRedis, redis_errors
 from memory.task_events import TaskEvents, approval_event, encode_event, status_event
@@ -77,19 +77,19 @@ from memory.tasks import (
     decode_snapshot,
     finish,
     millis_of,
+    new_id,
     not_found,
     now_ms,
     pairs,
     record_finished,
     refuse_state,
     resumption_fields,
-    timestamp,
+    set_millis,
 )
 
 log = logging.getLogger(__name__)
 
 ENTRY_FORMAT = 1
-_TASK_ID_NAMESPACE = uuid.UUID("8f0e4a4e-6a43-4c1c-9a53-3f6f3d0c2b71")
 _CAS_RETRIES = 16
 
 
@@ -108,8 +108,6 @@ class QueueEntry:
 @dataclass(frozen=True, slots=True)
 class _Created:
     task: task_pb2.Task
-    shard: int
-    ticket: str
     new: bool
     start_id: str = ""
 
@@ -139,13 +137,13 @@ class QueueStats:
     pending: int  # delivered, not yet acknowledged (running, or held by a dead worker)
     lag_s: float  # age of the oldest undelivered entry
     dead_letters: int
-    outbox: int
+    outbox: int  # inline runs (Run) registered for recovery
 
 
-def task_id_for(tenant: str, owner: str, domain: str, request_id: str) -> str:
-    """The task id a request id names: the same (tenant, owner, domain, request id) -> the same id."""
-    name = "".join(f"{len(p)}:{p}" for p in (tenant, owner, domain, request_id))
-    return str(uuid.uuid5(_TASK_ID_NAMESPACE, name))
+def task_id_for(tenant: str, owner: str, domain: str, request_id: str, *, shards: int) -> str:
+    """The task id a request id names: the same (tenant, owner, domain, request id) and shard count
+    give the same id (memory/task_ids.py)."""
+    return task_ids.for_request(tenant, owner, domain, request_id, shards=shards)
 
 
 def request_fingerprint(
@@ -183,6 +181,9 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_PLAIN_ENTRY = encode_entry({"tp": {}})  # the record of an entry without trace context
+
+
 class TaskQueue:
     """Durable tasks of one domain; see the module docstring."""
 
@@ -194,9 +195,9 @@ class TaskQueue:
         self.config = config or TaskConfig()
         self.store = TaskStore(redis, domain=domain, config=self.config)
         self.events = TaskEvents(self.store, block_s=self.config.read_block_s)
+        self._claim = redis.register_script(task_scripts.CLAIM)
         self._start = redis.register_script(task_scripts.START)
-        self._enqueue = redis.register_script(task_scripts.ENQUEUE)
-        self._ack = redis.register_script(task_scripts.ACK)
+        self._recover = redis.register_script(task_scripts.RECOVER)
         self._requeue = redis.register_script(task_scripts.REQUEUE)
         self._dead_letter = redis.register_script(task_scripts.DEAD_LETTER)
         working = task_pb2.TASK_STATE_WORKING
@@ -208,12 +209,31 @@ class TaskQueue:
                 status_update=task_pb2.TaskStatusUpdate(state=working, message=_RESUMED_MESSAGE)
             )
         )
+        # What beginning an attempt needs besides the start id (task_scripts `begin`).
+        self._begin_args: tuple[str | bytes | int, ...] = (
+            self.config.lease_ms,
+            self.config.max_attempts,
+            self.config.events_maxlen,
+            self._started_event,
+            self._resumed_event,
+            "running",
+            _RESUMED_MESSAGE,
+        )
 
     def shard_of(self, task_id: str) -> int:
-        return zlib.crc32(task_id.encode()) % self.config.shards
+        """The shard a task lives in (written in its id); NOT_FOUND for an id no task can have."""
+        shard = task_ids.shard_of(task_id)
+        if shard is None:
+            raise not_found(task_id)
+        return shard
 
     def shards(self) -> range:
         return range(self.config.shards)
+
+    def entry_record(self, task_id: str, carrier: dict[str, str]) -> bytes:
+        """The record of a new queue entry for `task_id`: its trace context. (The entry's `t` field
+        names the task, its id tells when it was added.)"""
+        return encode_entry({"tp": carrier}) if carrier else _PLAIN_ENTRY
 
     # -- creating tasks -------------------------------------------------------------------
 
@@ -225,7 +245,8 @@ class TaskQueue:
         owner: str,
         limits: task_pb2.Limits | None = None,
     ) -> task_pb2.Task:
-        """Create the task (state SUBMITTED) and queue it; idempotent on `request.request_id`.
+        """Create the task (state SUBMITTED) and queue it, in one step; idempotent on
+        `request.request_id`.
 
         The same request id with the same request returns the same task; with a different
         request it is INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED). `limits` are the limits in
@@ -236,11 +257,7 @@ class TaskQueue:
                 "request_id is required",
                 violations=[FieldViolation("request_id", "is required", "REQUIRED")],
             )
-        created = await self._create("submit", request, tenant, owner, limits, inline=False)
-        if created.new or created.task.state == task_states.SUBMITTED:
-            # A replay repairs a creation whose enqueue did not happen yet (a no-op otherwise).
-            await self.enqueue_ticket(created.task.task_id, created.shard, created.ticket, _carrier_now())
-        return created.task
+        return (await self._create("submit", request, tenant, owner, limits, inline=False)).task
 
     async def run(
         self,
@@ -257,8 +274,8 @@ class TaskQueue:
         Returns the task when it ends, pauses (INPUT_REQUIRED), or when `timeout_s` runs out:
         then it is handed to the queue (state WORKING, STOP_REASON_HANDED_OFF) and a worker
         resumes it from the last checkpoint. A repeated request id returns the existing task
-        without running it again. If this process dies, the outbox sweeper hands the task to
-        the queue once its lease expires.
+        without running it again. If this process dies, the sweeper hands the task to the
+        queue once its lease expires.
         """
         created = await self._create("run", request, tenant, owner, limits, inline=True)
         if not created.new:
@@ -266,9 +283,7 @@ class TaskQueue:
         snapshot = await self.store.snapshot(created.task.task_id, steps=True)
         if snapshot is None:
             raise not_found(created.task.task_id)
-        attempt = Attempt(
-            self, snapshot, start_id=created.start_id, entry=None, ticket=(created.shard, created.ticket)
-        )
+        attempt = Attempt(self, snapshot, start_id=created.start_id, entry=None, inline=True)
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
@@ -307,17 +322,18 @@ class TaskQueue:
         *,
         inline: bool,
     ) -> _Created:
+        """One script: the record (only if absent), its first events, the owner's index entry, and
+        either the queue entry (submit) or the lease and the outbox registration (inline Run)."""
         if not tenant or not owner:
             raise ValueError("tasks need a tenant and an owner")
+        shards = self.config.shards
         task_id = (
-            task_id_for(tenant, owner, self.domain, request.request_id)
+            task_ids.for_request(tenant, owner, self.domain, request.request_id, shards=shards)
             if request.request_id
-            else str(uuid.uuid4())
+            else task_ids.random_id(shards=shards)
         )
         fingerprint = request_fingerprint(mode, request)
         now = now_ms()
-        shard = self.shard_of(task_id)
-        ticket = f"{task_id}/{uuid.uuid4().hex[:16]}"
         carrier = _carrier_now()
         task = task_pb2.Task(
             task_id=task_id,
@@ -334,40 +350,38 @@ class TaskQueue:
             trace_id=_trace_id(),
         )
         task.limits.CopyFrom(limits if limits is not None else request.limits)
-        task.create_time.CopyFrom(timestamp(now))
-        task.update_time.CopyFrom(timestamp(now))
+        set_millis(task.create_time, now)
+        set_millis(task.update_time, now)
         retention = self.config.run_retention_ms if inline else self.config.retention_ms
-        # 1. The ticket (and the owner's index) first: whatever happens next, the sweeper can finish it.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.outbox(self.domain, shard), {ticket: now})
-        owner_index = keys.owner_tasks(tenant, owner, self.domain)
-        pipe.zadd(owner_index, {task_pages.index_member(now, task_id): 0})
-        pipe.pexpire(owner_index, int(self.config.index_ttl_s * 1000))
-        with redis_errors(f"creating task {task_id}"):
-            await pipe.execute()
-        # 2. The record, created only if absent.
         events = [status_event(task)]
         fields: dict[str, str | bytes | int] = {
-            Field.LAYOUT: "1",
+            Field.LAYOUT: task_scripts.LAYOUT,
             Field.FINGERPRINT: fingerprint,
-            Field.TICKET: ticket,
-            Field.TRACE: json.dumps(carrier),
+            Field.TRACE: json.dumps(carrier) if carrier else "{}",
             Field.RETENTION: retention,
             Field.MODE: mode,
-            Field.FAILS: 0,
         }
-        patch = Patch(guard="new", task=task, fields=fields, events=events)
-        start_id = uuid.uuid4().hex
+        patch = Patch(
+            guard="new",
+            task=task,
+            fields=fields,
+            events=events,
+            index=(tenant, owner, task_pages.index_member(now, task_id)),
+        )
+        start_id = ""
         if inline:
+            start_id = new_id()
             task.state = task_states.WORKING
             task.status_message = "running"
             task.attempt = 1
             patch.events = [*events, status_event(task)]
             patch.fields[Field.RUNNING] = "1"
             patch.lease, patch.lease_value, patch.lease_ms = "set", f"1:{start_id}", self.config.lease_ms
+            patch.outbox = "add"
+        else:
+            patch.enqueue = self.entry_record(task_id, carrier)
         result = await self.store.commit(task_id, patch)
         if result.status == "exists":
-            await self._undo_index(shard, ticket, owner_index, task_pages.index_member(now, task_id))
             if result.detail and result.detail[0] != fingerprint:
                 raise InvalidArgument(
                     f"request_id {request.request_id!r} was already used for a different request",
@@ -380,11 +394,11 @@ class TaskQueue:
             snapshot = await self.store.snapshot(task_id, steps=True)
             if snapshot is None or not self.store.visible(snapshot.task, tenant, owner):
                 raise not_found(task_id)  # expired between the two reads; the caller may retry
-            return _Created(snapshot.task, shard, snapshot.ticket, new=False)
+            return _Created(snapshot.task, new=False)
         if not result.ok:
             raise DataLoss(f"task {task_id}: creation refused ({result.status})")
         task.last_event_id = result.last_event_id
-        return _Created(task, shard, ticket, new=True, start_id=start_id)
+        return _Created(task, new=True, start_id=start_id)
 
     # -- resuming paused tasks --------------------------------------------------------------
 
@@ -412,115 +426,68 @@ class TaskQueue:
     ) -> task_pb2.Task:
         _check_resume_request(request)
         task_id = request.task_id
-        ticket: tuple[int, str] | None = None
-        try:
-            for _ in range(_CAS_RETRIES):
-                snapshot = await self.store.snapshot(task_id)
-                if snapshot is None or not visible(snapshot.task):
-                    raise not_found(task_id)
-                task = snapshot.task
-                replay = _replayed_resume(snapshot, request, approver)
-                if replay:
-                    return task
-                if approver and not (
-                    task.state == task_states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
-                ):
-                    raise not_found(task_id)  # approvers see only tasks that await an approval
-                if task.state != task_states.INPUT_REQUIRED:
-                    raise refuse_state(task, "only a task waiting for input or approval can be resumed")
-                pending = task.pending_action
-                _check_answer(task, request)
-                if pending.HasField("expire_time") and millis_of(pending.expire_time) <= now_ms():
-                    await self.store.expire_pending(task_id)
-                    raise _stale(task, f"pending action {pending.action_id} expired")
-                if ticket is None:
-                    ticket = await self.add_ticket(task_id)
-                resumed = _resumed(task, request, approver or task.owner)
-                events: list[task_pb2.TaskEvent] = []
-                if request.HasField("decision"):
-                    events.append(
-                        approval_event(
-                            task_pb2.ApprovalRecord(
-                                action_id=pending.action_id,
-                                approved=request.decision.approve,
-                                approver=approver or task.owner,
-                                reason=request.decision.reason,
-                            )
+        for _ in range(_CAS_RETRIES):
+            snapshot = await self.store.snapshot(task_id)
+            if snapshot is None or not visible(snapshot.task):
+                raise not_found(task_id)
+            task = snapshot.task
+            if _replayed_resume(snapshot, request, approver):
+                return task
+            if approver and not (
+                task.state == task_states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
+            ):
+                raise not_found(task_id)  # approvers see only tasks that await an approval
+            if task.state != task_states.INPUT_REQUIRED:
+                raise refuse_state(task, "only a task waiting for input or approval can be resumed")
+            pending = task.pending_action
+            _check_answer(task, request)
+            if pending.HasField("expire_time") and millis_of(pending.expire_time) <= now_ms():
+                await self.store.expire_pending(task_id)
+                raise _stale(task, f"pending action {pending.action_id} expired")
+            resumed = _resumed(task, request, approver or task.owner)
+            events: list[task_pb2.TaskEvent] = []
+            if request.HasField("decision"):
+                events.append(
+                    approval_event(
+                        task_pb2.ApprovalRecord(
+                            action_id=pending.action_id,
+                            approved=request.decision.approve,
+                            approver=approver or task.owner,
+                            reason=request.decision.reason,
                         )
                     )
-                events.append(status_event(resumed))
-                fields = {
-                    Field.TICKET: ticket[1],
-                    Field.RETENTION: max(snapshot.retention_ms, self.config.retention_ms),
-                    **resumption_fields(Resumption(action=pending, request=request, approver=approver)),
-                }
-                result = await self.store.commit(
-                    task_id,
-                    Patch(
-                        guard="rev", guard_value=str(snapshot.rev), task=resumed, fields=fields, events=events
-                    ),
                 )
-                if result.status == "stale":
-                    continue
-                if not result.ok:
-                    raise not_found(task_id)
-                resumed.last_event_id = result.last_event_id
-                enqueue, ticket = ticket, None
-                await self.enqueue_ticket(task_id, *enqueue, _carrier_now() or snapshot.carrier)
-                await self.store.forget_pause(task)
-                return resumed
-            raise FailedPrecondition(
-                f"task {task_id} changed concurrently too often; retry",
-                reason=errors_pb2.ERROR_REASON_INVALID_STATE,
-                metadata={"task_id": task_id},
+            events.append(status_event(resumed))
+            fields = {
+                Field.RETENTION: max(snapshot.retention_ms, self.config.retention_ms),
+                **resumption_fields(Resumption(action=pending, request=request, approver=approver)),
+            }
+            # The answer and the new queue entry in one script: a resumed task is always queued.
+            result = await self.store.commit(
+                task_id,
+                Patch(
+                    guard="rev",
+                    guard_value=str(snapshot.rev),
+                    task=resumed,
+                    fields=fields,
+                    events=events,
+                    enqueue=self.entry_record(task_id, _carrier_now() or snapshot.carrier),
+                ),
             )
-        finally:
-            if ticket is not None:
-                await self.drop_ticket(*ticket)
+            if result.status == "stale":
+                continue
+            if not result.ok:
+                raise not_found(task_id)
+            resumed.last_event_id = result.last_event_id
+            await self.store.forget_pause(task)
+            return resumed
+        raise FailedPrecondition(
+            f"task {task_id} changed concurrently too often; retry",
+            reason=errors_pb2.ERROR_REASON_INVALID_STATE,
+            metadata={"task_id": task_id},
+        )
 
-    # -- queue plumbing ---------------------------------------------------------------------
-
-    async def add_ticket(self, task_id: str) -> tuple[int, str]:
-        shard = self.shard_of(task_id)
-        ticket = f"{task_id}/{uuid.uuid4().hex[:16]}"
-        with redis_errors(f"queueing task {task_id}"):
-            await self.redis.zadd(keys.outbox(self.domain, shard), {ticket: now_ms()})
-        return shard, ticket
-
-    async def enqueue_ticket(
-        self, task_id: str, shard: int, ticket: str, carrier: dict[str, str], *, drop_dead_letter: str = ""
-    ) -> str | None:
-        """Turn the ticket into a stream entry (atomic, once); None if someone else already did."""
-        entry = encode_entry({"t": task_id, "tp": carrier, "at": now_ms()})
-        with redis_errors(f"queueing task {task_id}"):
-            entry_id = await self._enqueue(
-                keys=[
-                    keys.outbox(self.domain, shard),
-                    keys.queue(self.domain, shard),
-                    keys.dead_letters(self.domain, shard),
-                ],
-                args=[ticket, entry, drop_dead_letter],
-            )
-        return None if entry_id is None else _s(entry_id)
-
-    async def _undo_index(self, shard: int, ticket: str, owner_index: str, member: str) -> None:
-        """A replayed creation: drop the ticket and index entry it added (best effort; readers
-        skip leftovers)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(keys.outbox(self.domain, shard), ticket)
-        pipe.zrem(owner_index, member)
-        try:
-            with redis_errors("undoing a replayed creation"):
-                await pipe.execute()
-        except Exception:
-            log.warning("could not undo a replayed creation's index entries", exc_info=True)
-
-    async def drop_ticket(self, shard: int, ticket: str) -> None:
-        try:
-            with redis_errors("dropping an outbox ticket"):
-                await self.redis.zrem(keys.outbox(self.domain, shard), ticket)
-        except Exception:  # the sweeper drops stale tickets anyway
-            log.warning("could not drop an outbox ticket", extra={"ticket": ticket})
+    # -- reading and claiming -------------------------------------------------------------
 
     async def ensure_groups(self) -> None:
         """Create the consumer group of every shard (idempotent; from the start of the stream)."""
@@ -537,10 +504,48 @@ class TaskQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def claim(self, consumer: str, shard: int) -> Attempt | None:
+        """Take the next new entry of `shard` and begin an attempt on its task, in one script.
+
+        None when there is nothing to start now: the shard is empty (wait with `read(...,
+        block_ms=...)`), or its next entry needed other handling (a task another attempt holds,
+        an unreadable entry, a task that failed too often).
+        """
+        domain = self.domain
+        start_id = new_id()
+        try:
+            with redis_errors("claiming a task"):
+                reply = await self._claim(
+                    keys=[keys.queue(domain, shard), keys.claim_memo(domain, shard, consumer)],
+                    args=[
+                        self.group,
+                        consumer,
+                        start_id,
+                        *self._begin_args,
+                        keys.task_prefix(domain, shard),
+                        f"{shard:02x}",
+                    ],
+                )
+        except rexc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(shard)
+            return None
+        status = _s(reply[0])
+        if status in {"empty", "settled"}:
+            return None
+        entry_id = _s(reply[1])
+        if status == "unreadable":
+            await self._park_unreadable(shard, entry_id, codec.as_bytes(reply[2]) or b"")
+            return None
+        entry = _entry(shard, entry_id, _s(reply[2]), codec.as_bytes(reply[3]) or b"")
+        return await self._begun(entry, consumer, start_id, status, reply[4:])
+
     async def read(
         self, consumer: str, shard: int, *, count: int = 1, block_ms: int | None = None
     ) -> list[QueueEntry]:
-        """New entries of one shard for `consumer` (XREADGROUP; blocks up to `block_ms`)."""
+        """New entries of one shard for `consumer` (XREADGROUP; blocks up to `block_ms`); begin
+        each with `start`."""
         stream = keys.queue(self.domain, shard)
         try:
             with redis_errors("reading the task queue"):
@@ -583,83 +588,64 @@ class TaskQueue:
             entry_id = _s(entry_id)
             if not fields:  # deleted after it was delivered (XAUTOCLAIM reports it); nothing to run
                 continue
-            raw = fields.get(b"e")
-            try:
-                payload = decode_entry_payload(raw, f"queue entry {entry_id}")
-            except DataLoss as exc:
-                log.error("unreadable queue entry moved to the dead letters", extra={"entry_id": entry_id})
-                await self._move_to_dead_letters(
-                    QueueEntry(shard, entry_id, "", {}, 0, raw or b""), "", str(exc), 0
-                )
+            task_id = _s(fields.get(b"t", b""))
+            record = fields.get(b"e") or b""
+            if task_ids.shard_of(task_id) != shard:
+                await self._park_unreadable(shard, entry_id, record)
                 continue
-            carrier: dict[str, str] = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
-            entries.append(QueueEntry(shard, entry_id, payload["t"], carrier, int(payload.get("at", 0)), raw))
+            entries.append(_entry(shard, entry_id, task_id, record))
         return entries
 
     async def start(self, entry: QueueEntry, consumer: str) -> Attempt | None:
-        """Begin an attempt on the entry's task, or settle the entry (None) when there is nothing to run.
+        """Begin an attempt on the task of an entry delivered to `consumer`, or settle the entry (None)
+        when there is nothing to run.
 
         A task another live attempt holds is left alone (None; that attempt acknowledges the
         entry); a finished, paused or vanished task's entry is acknowledged; a task that
         failed too often is dead-lettered.
         """
-        task_id = entry.task_id
-        start_id = uuid.uuid4().hex
-        task_keys = [
-            keys.task(task_id),
-            keys.task_steps(task_id),
-            keys.task_events(task_id),
-            keys.task_lease(task_id),
-        ]
-        with redis_errors(f"starting task {task_id}"):
+        task_keys = self.store.task_keys(entry.task_id)
+        if task_keys is None:
+            await self._park_unreadable(entry.shard, entry.entry_id, entry.raw)
+            return None
+        start_id = new_id()
+        with redis_errors(f"starting task {entry.task_id}"):
             reply = await self._start(
-                keys=task_keys,
-                args=[
-                    start_id,
-                    now_ms(),
-                    self.config.lease_ms,
-                    self.config.max_attempts,
-                    self.config.events_maxlen,
-                    self._started_event,
-                    self._resumed_event,
-                    "running",
-                    _RESUMED_MESSAGE,
-                ],
+                keys=[task_keys[0], task_keys[1], keys.queue(self.domain, entry.shard)],
+                args=[start_id, *self._begin_args, self.group, entry.entry_id],
             )
-        status = _s(reply[0])
+        return await self._begun(entry, consumer, start_id, _s(reply[0]), reply[1:])
+
+    async def _begun(
+        self, entry: QueueEntry, consumer: str, start_id: str, status: str, reply: Sequence[Any]
+    ) -> Attempt | None:
+        """What a claim or start answered (task_scripts `begin`: the fields read and the fields it
+        wrote over them), for `entry`."""
+        task_id = entry.task_id
         if status == "started":
             try:
-                snapshot = decode_snapshot(task_id, pairs(reply[1]), pairs(reply[2]), self.config.lease_ms)
+                snapshot = decode_snapshot(task_id, _written(reply))
             except DataLoss as exc:  # unreadable: park the entry where an operator sees it
                 log.error("task record unreadable; entry dead-lettered", extra={"task_id": task_id})
-                await self._move_to_dead_letters(entry, task_id, str(exc), 0)
+                await self._move_to_dead_letters(entry.shard, entry.entry_id, task_id, str(exc), 0)
                 return None
-            if _s(reply[3]) == "1":
+            snapshot.lease_ttl_ms = self.config.lease_ms  # just taken
+            if _s(reply[2]) == "1":
                 metrics.TASK_RECOVERIES.labels(domain=self.domain).inc()
             return Attempt(self, snapshot, start_id=start_id, entry=entry, consumer=consumer)
-        if status == "busy":
-            return None
-        if status == "missing":
-            await self.ack(entry)
+        if status in {"busy", "missing", "idle"}:  # held by a live attempt, or settled by the script
             return None
         if status == "corrupt":
-            await self._move_to_dead_letters(entry, task_id, f"task {task_id}: the record is corrupt", 0)
-            return None
-        if status == "idle":
-            state, stop = int(reply[1] or 0), int(reply[2] or 0)
-            if task_states.can_redrive(state, stop):  # dead-lettered, but the move did not happen yet
-                stored = await self.store.snapshot(task_id)
-                reason = stored.error if stored else "dead-lettered"
-                await self._move_to_dead_letters(entry, task_id, reason, stored.fails if stored else 0)
-            else:
-                await self.ack(entry)
+            reason = f"task {task_id}: the record is corrupt"
+            await self._move_to_dead_letters(entry.shard, entry.entry_id, task_id, reason, 0)
             return None
         if status == "poison":
-            await self._dead_letter_task(entry, decode_snapshot(task_id, pairs(reply[1])))
+            await self._dead_letter_task(entry, decode_snapshot(task_id, _written(reply)))
             return None
         raise DataLoss(f"task {task_id}: unexpected start answer {status!r}")
 
     async def _dead_letter_task(self, entry: QueueEntry, snapshot: TaskSnapshot) -> None:
+        """FAILED (DEAD_LETTERED) and the entry moved to the dead letters, in one script."""
         task = snapshot.task
         reason = snapshot.error or "failed too many attempts"
         message = f"dead-lettered after {snapshot.fails} failed attempts: {reason}"
@@ -678,56 +664,70 @@ class TaskQueue:
                 metadata={"failed_attempts": str(snapshot.fails), "domain": self.domain},
             )
         )
-        result = await self.store.commit(task.task_id, self.store.terminal_patch(done, snapshot, guard="rev"))
+        patch = self.store.terminal_patch(done, snapshot, guard="rev")
+        patch.ack = entry.entry_id
+        patch.dead_letter = _dead_letter_record(task.task_id, reason, snapshot.fails, entry.entry_id)
+        result = await self.store.commit(task.task_id, patch)
         if not result.ok:  # changed meanwhile (canceled?): the entry comes back and is settled then
             log.info("dead-lettering raced with another change", extra={"task_id": task.task_id})
             return
         record_finished(self.domain, done.state)
         metrics.TASK_DEAD_LETTERS.labels(domain=self.domain).inc()
         log.warning("task dead-lettered", extra={"task_id": task.task_id, "reason": reason})
-        await self._move_to_dead_letters(entry, task.task_id, reason, snapshot.fails)
 
-    async def _move_to_dead_letters(self, entry: QueueEntry, task_id: str, reason: str, fails: int) -> None:
-        record = encode_entry(
-            {"t": task_id, "reason": reason[:1000], "fails": fails, "entry": entry.entry_id, "at": now_ms()}
-        )
+    async def _park_unreadable(self, shard: int, entry_id: str, record: bytes) -> None:
+        """An entry that names no task of its shard: to the dead letters, with why."""
+        try:
+            decode_entry_payload(record, f"queue entry {entry_id}")
+            reason = f"queue entry {entry_id} names no task of shard {shard}"
+        except DataLoss as exc:
+            reason = str(exc)
+        log.error("unreadable queue entry moved to the dead letters", extra={"entry_id": entry_id})
+        await self._move_to_dead_letters(shard, entry_id, "", reason, 0)
+
+    async def _move_to_dead_letters(
+        self, shard: int, entry_id: str, task_id: str, reason: str, fails: int
+    ) -> None:
+        """Move an entry whose task cannot be changed (unreadable) to the dead letters."""
         with redis_errors("moving an entry to the dead letters"):
             await self._dead_letter(
-                keys=[keys.queue(self.domain, entry.shard), keys.dead_letters(self.domain, entry.shard)],
-                args=[self.group, entry.entry_id, record, self.config.dead_letters_maxlen],
+                keys=[keys.queue(self.domain, shard), keys.dead_letters(self.domain, shard)],
+                args=[
+                    self.group,
+                    entry_id,
+                    _dead_letter_record(task_id, reason, fails, entry_id),
+                    self.config.dead_letters_maxlen,
+                ],
             )
 
-    async def ack(self, entry: QueueEntry) -> None:
-        """Acknowledge and delete an entry (retried briefly; an entry left behind is settled on reclaim)."""
-        for delay in (0.0, 0.1, 0.5, 1.0):
-            await asyncio.sleep(delay)
-            try:
-                with redis_errors("acknowledging a queue entry"):
-                    await self._ack(
-                        keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id]
-                    )
-                return
-            except Exception:
-                log.warning(
-                    "acknowledging a queue entry failed", exc_info=True, extra={"entry_id": entry.entry_id}
-                )
-
     async def requeue(self, entry: QueueEntry) -> bool:
-        """Hand an entry back: a fresh copy other workers read at once. False if the entry was
-        no longer pending (nothing was added)."""
+        """Hand an entry back untouched (read while draining): a fresh copy other workers read at
+        once. False if the entry was no longer pending (nothing was added)."""
         with redis_errors("handing a queue entry back"):
             return bool(
                 await self._requeue(
-                    keys=[keys.queue(self.domain, entry.shard)], args=[self.group, entry.entry_id, entry.raw]
+                    keys=[keys.queue(self.domain, entry.shard)],
+                    args=[self.group, entry.entry_id, entry.task_id, entry.raw],
                 )
             )
 
-    async def touch(self, entry: QueueEntry, consumer: str) -> None:
-        """Reset the entry's idle time (heartbeat), so it is not reclaimed while its attempt lives."""
-        with redis_errors("renewing a queue entry"):
-            await self.redis.xclaim(
-                keys.queue(self.domain, entry.shard), self.group, consumer, 0, [entry.entry_id], justid=True
+    async def recover_inline(self, task_id: str, carrier: dict[str, str]) -> str:
+        """The sweeper's look at an inline run in the outbox (task_scripts.RECOVER): 'enqueued' if
+        its process died before it ended; 'kept' (lease alive), 'dropped' or 'gone' otherwise."""
+        task_keys = self.store.task_keys(task_id)
+        if task_keys is None:
+            return "dropped"
+        shard = self.shard_of(task_id)
+        with redis_errors(f"recovering task {task_id}"):
+            outcome = await self._recover(
+                keys=[
+                    keys.outbox(self.domain, shard),
+                    keys.queue(self.domain, shard),
+                    task_keys[0],
+                ],
+                args=[task_id, now_ms(), self.entry_record(task_id, carrier)],
             )
+        return _s(outcome)
 
     # -- dead letters -----------------------------------------------------------------------
 
@@ -791,18 +791,13 @@ class TaskQueue:
                 return RedriveResult(letter.entry_id, letter.task_id, "gone", "the task expired")
             task = snapshot.task
             if not task_states.can_redrive(task.state, task.stop_reason):
-                with redis_errors("dropping a dead letter"):
-                    await self.redis.xdel(keys.dead_letters(self.domain, letter.shard), letter.entry_id)
+                await self._drop_dead_letter(letter)
                 return RedriveResult(
                     letter.entry_id,
                     letter.task_id,
                     "skipped",
                     f"task is {task_states.state_name(task.state)}",
                 )
-            shard = self.shard_of(task.task_id)
-            ticket = f"{task.task_id}/{uuid.uuid4().hex[:16]}"
-            with redis_errors("redriving a task"):
-                await self.redis.zadd(keys.outbox(self.domain, shard), {ticket: now_ms()})
             reopened = task_pb2.Task()
             reopened.CopyFrom(task)
             now = now_ms()
@@ -811,38 +806,36 @@ class TaskQueue:
             reopened.status_message = "redriven from the dead letters"
             for name in ("end_time", "expire_time", "error"):
                 reopened.ClearField(name)
-            reopened.update_time.CopyFrom(timestamp(now))
+            set_millis(reopened.update_time, now)
+            # The letter lives in the task's shard, so re-opening, queueing and dropping the letter
+            # are one script.
+            same_shard = task_ids.shard_of(task.task_id) == letter.shard
             result = await self.store.commit(
                 task.task_id,
                 Patch(
                     guard="rev",
                     guard_value=str(snapshot.rev),
                     task=reopened,
-                    fields={Field.FAILS: 0, Field.ERROR: "", Field.TICKET: ticket},
+                    fields={Field.FAILS: 0, Field.ERROR: ""},
                     delete=(Field.RUNNING, Field.CANCEL),
                     events=[status_event(reopened)],
                     ttl_ms=0,
+                    enqueue=self.entry_record(task.task_id, snapshot.carrier),
+                    drop_dead_letter=letter.entry_id if same_shard else "",
                 ),
             )
             if result.status == "stale":
-                await self.drop_ticket(shard, ticket)
                 continue
             if not result.ok:
-                await self.drop_ticket(shard, ticket)
                 return RedriveResult(letter.entry_id, letter.task_id, "gone", result.status)
-            same_slot = shard == letter.shard
-            await self.enqueue_ticket(
-                task.task_id,
-                shard,
-                ticket,
-                snapshot.carrier,
-                drop_dead_letter=letter.entry_id if same_slot else "",
-            )
-            if not same_slot:
-                with redis_errors("dropping a dead letter"):
-                    await self.redis.xdel(keys.dead_letters(self.domain, letter.shard), letter.entry_id)
+            if not same_shard:
+                await self._drop_dead_letter(letter)
             return RedriveResult(letter.entry_id, letter.task_id, "redriven")
         return RedriveResult(letter.entry_id, letter.task_id, "skipped", "the task kept changing; try again")
+
+    async def _drop_dead_letter(self, letter: DeadLetter) -> None:
+        with redis_errors("dropping a dead letter"):
+            await self.redis.xdel(keys.dead_letters(self.domain, letter.shard), letter.entry_id)
 
     # -- statistics -----------------------------------------------------------------------
 
@@ -886,6 +879,34 @@ class TaskQueue:
 
 
 _RESUMED_MESSAGE = "resumed from the last checkpoint after its worker was lost"
+
+
+def _entry(shard: int, entry_id: str, task_id: str, record: bytes) -> QueueEntry:
+    """A queue entry of a task. Its record only adds the trace context and the enqueue time, so an
+    unreadable record does not stop the task (scripts find the task from the entry's `t`)."""
+    carrier: dict[str, str] = {}
+    if record != _PLAIN_ENTRY:
+        try:
+            payload = decode_entry_payload(record, f"queue entry {entry_id}", needs_task=False)
+            carrier = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
+        except (DataLoss, ValueError, TypeError):
+            log.warning(
+                "queue entry record unreadable; its task runs without it", extra={"entry_id": entry_id}
+            )
+    return QueueEntry(shard, entry_id, task_id, carrier, _id_key(entry_id)[0], record)
+
+
+def _written(reply: Sequence[Any]) -> dict[bytes, bytes]:
+    """A task hash as `begin` saw it, with what it wrote on top."""
+    fields = pairs(reply[0])
+    fields.update(pairs(reply[1]))
+    return fields
+
+
+def _dead_letter_record(task_id: str, reason: str, fails: int, entry_id: str) -> bytes:
+    return encode_entry(
+        {"t": task_id, "reason": reason[:1000], "fails": fails, "entry": entry_id, "at": now_ms()}
+    )
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -970,5 +991,5 @@ def _resumed(
         resumed.status_message = f"{verdict} by {answered_by}; queued to continue"
     else:
         resumed.status_message = "input received; queued to continue"
-    resumed.update_time.CopyFrom(timestamp(now_ms()))
+    set_millis(resumed.update_time, now_ms())
     return resumed

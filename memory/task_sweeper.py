@@ -1,17 +1,17 @@
-"""TaskSweeper: finishes what a crashed process left half-done (the outbox), expires pending actions.
+"""TaskSweeper: queues inline runs whose process died, expires pending actions.
 
-Every flow that must end with a queue entry first puts a ticket in the shard's
-outbox (memory/task_queue.py). A ticket older than the claim idle timeout means
-its writer stopped (crashed) somewhere, or is an inline Run still going. For each one:
+Submitting, resuming and redriving a task queue it in the same script that
+changes it (memory/task_queue.py), so nothing is left half-done there. What
+still needs a sweeper:
 
-- the task does not exist: the creator died before writing it -> drop the ticket
-  (a retry of the request writes a new one);
-- the task names another ticket, is finished or paused -> drop it;
-- an attempt holds a live lease (an inline Run) -> keep it, look again later;
-- otherwise -> enqueue it (the same atomic ticket -> entry script the creator
-  uses, so a slow creator and the sweeper never both enqueue).
+- An inline Run registers its task in the shard's outbox when it is created
+  and leaves it (atomically) when it ends, pauses or hands the task to the
+  queue. A task still there after the claim idle timeout is either still
+  running (live lease: keep it, look again later) or its process died: then
+  the recover script queues it (one script: checked and queued at once, so
+  several sweepers never queue it twice). Gone or finished tasks are dropped.
+- Paused tasks whose pending action expired are failed (STOP_REASON_EXPIRED).
 
-It also fails paused tasks whose pending action expired (STOP_REASON_EXPIRED).
 Every worker runs it periodically (TaskWorker); running it on several replicas
 at once is safe.
 """
@@ -56,36 +56,31 @@ class TaskSweeper:
 
     async def _sweep_outbox(self, shard: int, report: SweepReport) -> None:
         outbox = keys.outbox(self.queue.domain, shard)
-        now = now_ms()
         with redis_errors("reading the task outbox"):
-            tickets = await self.queue.redis.zrangebyscore(
-                outbox, "-inf", now - self.grace_ms, start=0, num=_BATCH
+            due = await self.queue.redis.zrangebyscore(
+                outbox, "-inf", now_ms() - self.grace_ms, start=0, num=_BATCH
             )
-        for raw in tickets:
-            ticket = raw.decode() if isinstance(raw, bytes) else str(raw)
-            task_id = ticket.rpartition("/")[0]
+        for raw in due:
+            task_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             try:
-                snapshot = await self.store.snapshot(task_id) if task_id else None
+                snapshot = await self.store.snapshot(task_id)
             except DataLoss:  # one unreadable task must not stop the sweep of the others
-                log.error("outbox ticket names an unreadable task; dropped", extra={"ticket": ticket})
+                log.error("outbox names an unreadable task; dropped", extra={"task_id": task_id})
                 snapshot = None
-            if (
-                snapshot is None
-                or snapshot.ticket != ticket
-                or task_states.is_terminal(snapshot.task.state)
-                or snapshot.task.state == task_states.INPUT_REQUIRED
-            ):
+            if snapshot is None:
                 with redis_errors("cleaning the task outbox"):
-                    await self.queue.redis.zrem(outbox, ticket)
+                    await self.queue.redis.zrem(outbox, task_id)
                 report.dropped += 1
-            elif snapshot.lease_alive:
-                with redis_errors("cleaning the task outbox"):
-                    await self.queue.redis.zadd(outbox, {ticket: now}, xx=True)
-                report.kept += 1
-            elif await self.queue.enqueue_ticket(task_id, shard, ticket, snapshot.carrier) is not None:
+                continue
+            outcome = await self.queue.recover_inline(task_id, snapshot.carrier)
+            if outcome == "enqueued":
                 report.enqueued += 1
                 metrics.TASK_OUTBOX_REPAIRS.labels(domain=self.queue.domain).inc()
-                log.info("queued a task its creator left behind", extra={"task_id": task_id})
+                log.info("queued an inline run whose process was lost", extra={"task_id": task_id})
+            elif outcome == "kept":
+                report.kept += 1
+            elif outcome == "dropped":
+                report.dropped += 1
 
     async def _expire_pending(self, report: SweepReport) -> None:
         index = keys.pending_expiry(self.queue.domain)

@@ -4,9 +4,11 @@
     host.on_drain(lambda: worker.drain(settings.drain_grace_s))
     runner = asyncio.create_task(worker.run())      # returns once drained
 
-- One reader per shard (XREADGROUP, blocking briefly); a reader takes one of the
-  `concurrency` slots before it reads, so a replica never holds more entries
-  than it runs, and other replicas get the rest.
+- One reader per shard; a reader takes one of the `concurrency` slots, then
+  claims the shard's next task (one script: read the entry and begin the
+  attempt) and waits on a blocking XREADGROUP only when the shard was empty.
+  So a replica never holds more entries than it runs, and other replicas get
+  the rest.
 - A reclaimer takes over entries of lost workers (XAUTOCLAIM after the claim
   idle timeout); the start script resumes them from their last checkpoint.
 - Housekeeping every idle timeout: the outbox sweeper and the queue metrics.
@@ -26,7 +28,8 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from opentelemetry import trace
 
@@ -130,11 +133,16 @@ class TaskWorker:
             try:
                 if self._stopping.is_set():
                     break
-                entries = await self.queue.read(self.consumer, shard, count=1, block_ms=self._block_ms)
-                backoff.reset()
-                for entry in entries:
-                    self._spawn(entry)
+                attempt = await self.queue.claim(self.consumer, shard)
+                if attempt is not None:
+                    self._spawn(self._execute(attempt), attempt.task_id)
                     handed = True
+                else:  # nothing to start now: wait for the next entry
+                    entries = await self.queue.read(self.consumer, shard, count=1, block_ms=self._block_ms)
+                    for entry in entries:
+                        self._spawn(self._handle(entry), entry.task_id)
+                        handed = True
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -161,7 +169,7 @@ class TaskWorker:
                     continue
                 for entry in entries:
                     await self._slots.acquire()
-                    self._spawn(entry)
+                    self._spawn(self._handle(entry), entry.task_id)
 
     async def _housekeeper(self) -> None:
         interval = max(0.5, self.queue.config.claim_idle_timeout_s)
@@ -179,8 +187,8 @@ class TaskWorker:
     def _free_slots(self) -> int:
         return max(0, self.concurrency - len(self._running))
 
-    def _spawn(self, entry: QueueEntry) -> None:
-        handler = asyncio.create_task(self._handle(entry), name=f"task {entry.task_id}")
+    def _spawn(self, work: Coroutine[Any, Any, None], task_id: str) -> None:
+        handler = asyncio.create_task(work, name=f"task {task_id}")
         self._running.add(handler)
         metrics.TASK_WORKERS_BUSY.labels(domain=self.queue.domain).set(self.busy)
         handler.add_done_callback(self._done)
@@ -200,8 +208,10 @@ class TaskWorker:
         attempt = await _retry_while_unavailable(
             lambda: self.queue.start(entry, self.consumer), self._stopping
         )
-        if attempt is None:
-            return
+        if attempt is not None:
+            await self._execute(attempt)
+
+    async def _execute(self, attempt: Attempt) -> None:
         attributes: dict[str, str | int] = {
             "agentmesh.task_id": attempt.task_id,
             "agentmesh.domain": self.queue.domain,

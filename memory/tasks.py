@@ -6,11 +6,14 @@
     task = await store.cancel(task_id, tenant=t, owner=o, reason="changed my mind")
     page = await store.list_awaiting_approval(tenant=t)              # approvers (scope checked by caller)
 
-A task's keys share the hash tag `{t:<id>}` (record hash, checkpointed steps,
-event stream, lease). Every change goes through one script (`task_scripts.COMMIT`)
-that checks a guard first and then writes the record, the step, the events,
-the lease and the retention TTL together: a task is never half-written, and
-the record never disagrees with its events. Guards:
+A task's keys (its hash — record, checkpointed steps, lease — and its event
+stream) live in the slot of its queue shard `{q:<domain>:<shard>}`; the shard
+is written in the task id (memory/task_ids.py). Every change goes through one script
+(`task_scripts.COMMIT`) that checks a guard first and then writes the record,
+the step, the events, the lease, the retention TTL and what the change means
+for the queue (enqueue, acknowledge, dead-letter, owner index) together: a
+task is never half-written, the record never disagrees with its events, and
+its queue entry never disagrees with its state. Guards:
 
 - `new`: create only if absent (idempotent creation; the request fingerprint is
   returned when the task exists);
@@ -33,10 +36,11 @@ answers are identical, so ids cannot be probed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,7 +51,7 @@ from agentmesh import metrics
 from agentmesh.config import Settings
 from agentmesh.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from memory import codec, keys, task_pages, task_scripts
+from memory import codec, keys, task_ids, task_pages, task_scripts
 from memory.codec import Kind
 from memory.connection import AnyRedis, redis_errors
 from memory.task_events import encode_event, status_event
@@ -64,7 +68,7 @@ log = logging.getLogger(__name__)
 TASK_FORMAT = 1
 STEP_FORMAT = 1
 RESUMPTION_FORMAT = 1
-LAYOUT = b"1"  # the task hash layout (field names below)
+LAYOUT = task_scripts.LAYOUT.encode()  # the task hash layout (field names below)
 
 # Pending actions an approver answers (the awaiting-approval index).
 APPROVAL_KINDS = frozenset(
@@ -90,13 +94,23 @@ class Field:
     ERROR = "err"
     CANCEL = "cancel"
     FINGERPRINT = "fp"
-    TICKET = "ticket"
     TRACE = "tp"
     RETENTION = "ret"
     MODE = "mode"
     RESUME = "res"
     RESUME_ACTION = "res_action"
     RESUME_BY = "res_by"
+    LEASE = "lease"
+    LEASE_UNTIL = "until"
+    STEP_PREFIX = "s:"  # one field per checkpointed step: s:<index>
+
+
+# What a read without the steps asks for (every field but `cid` and the steps).
+SNAPSHOT_FIELDS = tuple(
+    value
+    for name, value in vars(Field).items()
+    if name.isupper() and value not in {Field.STEP_PREFIX} and not name.startswith("_")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +128,8 @@ class TaskConfig:
     index_ttl_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
-        if self.shards < 1 or self.max_attempts < 1:
-            raise ValueError("shards and max_attempts must be at least 1")
+        if not 1 <= self.shards <= task_ids.MAX_SHARDS or self.max_attempts < 1:
+            raise ValueError(f"shards must be 1..{task_ids.MAX_SHARDS} and max_attempts at least 1")
         if min(self.retention_s, self.run_retention_s, self.claim_idle_timeout_s, self.read_block_s) <= 0:
             raise ValueError("retention, idle timeout and read block must be positive")
 
@@ -168,7 +182,6 @@ class TaskSnapshot:
     lease_ttl_ms: int
     cancel: str
     fingerprint: str
-    ticket: str
     fails: int
     error: str
     retention_ms: int
@@ -197,6 +210,14 @@ class Patch:
     lease_ms: int = 0
     ttl_ms: int | None = None  # None: keep; 0: persist; n: expire every key of the task after n ms
     commit_id: str = ""  # fixed across retries of one change, so a re-sent change applies once
+    # What the change means for the task's queue shard, applied in the same script:
+    ack: str = ""  # acknowledge and delete this entry (the attempt's)
+    touch: tuple[str, str] | None = None  # (entry id, consumer): reset the entry's idle time
+    enqueue: bytes = b""  # add a queue entry with this record
+    dead_letter: bytes = b""  # add this dead letter (with `ack`: the entry moves there)
+    drop_dead_letter: str = ""  # delete this dead letter (redrive)
+    outbox: Literal["", "add", "rem"] = ""  # (un)register an inline run for recovery
+    index: tuple[str, str, str] | None = None  # (tenant, owner, member): the owner's index entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +227,7 @@ class CommitResult:
     last_event_id: str = ""
     cancel: str = ""
     detail: tuple[str, ...] = ()
+    entry_id: str = ""  # the queue entry `Patch.enqueue` added
 
     @property
     def ok(self) -> bool:
@@ -225,8 +247,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def new_id() -> str:
+    """A random id (commit ids, attempt start ids): 128 bits, hex."""
+    return os.urandom(16).hex()
+
+
 def timestamp(millis: int) -> Timestamp:
     return Timestamp(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
+
+
+def set_millis(ts: Timestamp, millis: int) -> None:
+    """`ts.CopyFrom(timestamp(millis))` without the intermediate message."""
+    ts.seconds = millis // 1000
+    ts.nanos = (millis % 1000) * 1_000_000
 
 
 def millis_of(ts: Timestamp) -> int:
@@ -250,19 +283,31 @@ def encode_step(step: task_pb2.Step) -> bytes:
 
 def record_fields(task: task_pb2.Task) -> dict[str, str | bytes | int]:
     """The hash fields that describe `task`: the record and the hot fields scripts read."""
-    return {
-        Field.RECORD: encode_task(task),
-        Field.STATE: int(task.state),
-        Field.STOP: int(task.stop_reason),
-        Field.MESSAGE: task.status_message,
-        Field.ATTEMPT: task.attempt,
-        Field.UPDATED: millis_of(task.update_time),
-    }
+    flat = record_args(task)
+    return {str(name): value for name, value in zip(flat[0::2], flat[1::2], strict=True)}
+
+
+def record_args(task: task_pb2.Task) -> list[str | bytes | int]:
+    """`record_fields` as the flat name/value list a script takes."""
+    return [
+        Field.RECORD,
+        encode_task(task),
+        Field.STATE,
+        int(task.state),
+        Field.STOP,
+        int(task.stop_reason),
+        Field.MESSAGE,
+        task.status_message,
+        Field.ATTEMPT,
+        task.attempt,
+        Field.UPDATED,
+        millis_of(task.update_time),
+    ]
 
 
 def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
-    """A Lua HGETALL reply (flat list) as a dict."""
-    return {bytes(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+    """A Lua HGETALL reply (flat list of bytes; this layer never decodes replies) as a dict."""
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def not_found(task_id: str) -> NotFound:
@@ -273,9 +318,20 @@ def not_found(task_id: str) -> NotFound:
     )
 
 
+_STEP_PREFIX = Field.STEP_PREFIX.encode()
+_LEASE = Field.LEASE.encode()
+
+
+def step_field(index: int) -> str:
+    return f"{Field.STEP_PREFIX}{index}"
+
+
+_ENCODED: dict[str, bytes] = {}
+
+
 def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 0) -> int:
-    raw = fields.get(name.encode())
-    if raw is None or raw == b"":
+    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
+    if not raw:
         return default
     try:
         return int(raw)
@@ -284,17 +340,14 @@ def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 
 
 
 def _text(fields: Mapping[bytes, bytes], name: str) -> str:
-    raw = fields.get(name.encode())
+    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
     return "" if raw is None else raw.decode(errors="replace")
 
 
-def decode_snapshot(
-    task_id: str,
-    fields: Mapping[bytes, bytes],
-    steps: Mapping[bytes, bytes] | None = None,
-    lease_ttl_ms: int = -2,
-) -> TaskSnapshot:
-    """Build a snapshot from the task hash; DataLoss if the hash is not a task of ours."""
+def decode_snapshot(task_id: str, fields: Mapping[bytes, bytes], clock_ms: int | None = None) -> TaskSnapshot:
+    """Build a snapshot from the task hash (its steps: the `s:<index>` fields present); DataLoss if
+    the hash is not a task of ours. `clock_ms`: the Redis clock when it was read, to tell whether
+    the lease is alive (None: unknown, taken as not alive)."""
     what = f"task {task_id}"
     if fields.get(Field.LAYOUT.encode()) != LAYOUT:
         found = fields.get(Field.LAYOUT.encode())
@@ -314,16 +367,20 @@ def decode_snapshot(
     task.last_event_id = _text(fields, Field.LAST_EVENT)
     updated = _int(fields, Field.UPDATED, task_id)
     if updated:
-        task.update_time.CopyFrom(timestamp(updated))
+        set_millis(task.update_time, updated)
+    steps = [(name, data) for name, data in fields.items() if name.startswith(_STEP_PREFIX)]
     if steps:
         decoded = [
-            codec.decode_message(data, Kind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} step {index!r}")
-            for index, data in steps.items()
+            codec.decode_message(data, Kind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} {name!r}")
+            for name, data in steps
         ]
         task.steps.extend(sorted(decoded, key=lambda s: s.index))
+    lease_ttl_ms = -2
+    if clock_ms is not None and fields.get(_LEASE):
+        lease_ttl_ms = max(_int(fields, Field.LEASE_UNTIL, task_id) - clock_ms, -1)
     carrier_raw = fields.get(Field.TRACE.encode())
     try:
-        carrier = json.loads(carrier_raw) if carrier_raw else {}
+        carrier = json.loads(carrier_raw) if carrier_raw and carrier_raw != b"{}" else {}
     except ValueError:
         raise DataLoss(f"{what}: trace context is not JSON") from None
     return TaskSnapshot(
@@ -333,7 +390,6 @@ def decode_snapshot(
         lease_ttl_ms=lease_ttl_ms,
         cancel=_text(fields, Field.CANCEL),
         fingerprint=_text(fields, Field.FINGERPRINT),
-        ticket=_text(fields, Field.TICKET),
         fails=_int(fields, Field.FAILS, task_id),
         error=_text(fields, Field.ERROR),
         retention_ms=_int(fields, Field.RETENTION, task_id),
@@ -386,13 +442,14 @@ def finish(
     done = task_pb2.Task()
     done.CopyFrom(task)
     done.ClearField("steps")
+    done.ClearField("last_event_id")  # a hot field; the caller sets the new one
     done.state = state  # type: ignore[assignment]
     done.stop_reason = stop_reason  # type: ignore[assignment]
     done.status_message = message
     done.ClearField("pending_action")
-    done.update_time.CopyFrom(timestamp(now))
-    done.end_time.CopyFrom(timestamp(now))
-    done.expire_time.CopyFrom(timestamp(now + retention_ms))
+    set_millis(done.update_time, now)
+    set_millis(done.end_time, now)
+    set_millis(done.expire_time, now + retention_ms)
     return done
 
 
@@ -403,37 +460,85 @@ class TaskStore:
         self.redis = redis
         self.domain = domain
         self.config = config or TaskConfig()
+        self._index_ttl_ms = int(self.config.index_ttl_s * 1000)
         self._commit = redis.register_script(task_scripts.COMMIT)
         self._read = redis.register_script(task_scripts.READ)
 
     # -- low level: one guarded change, one consistent read ------------------------------------
 
-    async def commit(self, task_id: str, patch: Patch) -> CommitResult:
-        sets: dict[str, str | bytes | int] = {}
-        if patch.task is not None:
-            sets.update(record_fields(patch.task))
-        sets.update(patch.fields)
+    def task_keys(self, task_id: str) -> list[str] | None:
+        """The keys a commit of `task_id` uses (task, events, and its shard's stream, outbox, dead
+        letters); None for an id no task can have."""
+        shard = task_ids.shard_of(task_id)
+        if shard is None:
+            return None
+        domain = self.domain
+        return [
+            *keys.task_keys(domain, shard, task_id),
+            keys.queue(domain, shard),
+            keys.outbox(domain, shard),
+            keys.dead_letters(domain, shard),
+        ]
+
+    async def commit(self, task_id: str, patch: Patch, *, task_keys: list[str] | None = None) -> CommitResult:
+        """Apply one guarded change (task_scripts.COMMIT). `task_keys`: `self.task_keys(task_id)`,
+        for callers that keep them."""
+        task_keys = task_keys or self.task_keys(task_id)
+        if task_keys is None:
+            return CommitResult("missing")
         args: list[str | bytes | int] = [
-            patch.commit_id or uuid.uuid4().hex,
+            patch.commit_id or new_id(),
             patch.guard,
             patch.guard_value,
-            patch.lease,
-            patch.lease_value,
-            patch.lease_ms,
-            "" if patch.ttl_ms is None else patch.ttl_ms,
             self.config.events_maxlen,
-            "" if patch.step is None else patch.step.index,
-            b"" if patch.step is None else encode_step(patch.step),
-            len(sets),
+            0,
         ]
-        for name, value in sets.items():
-            args += [name, value]
-        args.append(len(patch.delete))
-        args.extend(patch.delete)
+        if patch.task is not None:
+            args += record_args(patch.task)
+        for name, value in patch.fields.items():  # after the record: these win (HSET keeps the last)
+            args += (name, value)
+        args[4] = (len(args) - 5) // 2
+        args.append(len(patch.delete))  # cleared: written as '' in the same HSET
+        args += patch.delete
         args.append(len(patch.events))
-        args.extend(encode_event(event) for event in patch.events)
+        args += [encode_event(event) for event in patch.events]
+        if patch.lease == "set":
+            args += ("lease", patch.lease_value, patch.lease_ms)
+        elif patch.lease == "release":
+            args.append("unlease")
+        if patch.ttl_ms is not None:
+            args += ("ttl", patch.ttl_ms)
+        if patch.step is not None:
+            args += ("step", patch.step.index, encode_step(patch.step))
+        if patch.ack:
+            args += ("ack", self.domain, patch.ack)
+        if patch.touch is not None:
+            args += ("touch", self.domain, *patch.touch)
+        if patch.enqueue:
+            args += ("enqueue", task_id, patch.enqueue)
+        if patch.dead_letter:
+            args += ("dead", patch.dead_letter, self.config.dead_letters_maxlen)
+        if patch.drop_dead_letter:
+            args += ("undead", patch.drop_dead_letter)
+        if patch.outbox:
+            args += ("outbox", patch.outbox, task_id, now_ms())
+        if patch.index is not None:
+            tenant, owner, member = patch.index
+            shard = task_ids.shard_of(task_id)
+            assert shard is not None  # task_keys exist
+            task_keys = [*task_keys, keys.owner_tasks(self.domain, shard, tenant, owner)]
+            args += ("index", member, self._index_ttl_ms)
         with redis_errors(f"writing task {task_id}"):
-            reply = await self._commit(keys=_task_keys(task_id), args=args)
+            reply = await self._commit(keys=task_keys, args=args)
+        if reply[0] == b"ok":
+            last, cancel, entry = reply[2], reply[3], reply[4]
+            return CommitResult(
+                "ok",
+                rev=int(reply[1]),
+                last_event_id=last.decode() if last else "",
+                cancel=cancel.decode() if cancel else "",
+                entry_id=entry.decode() if entry else "",
+            )
         status = _s(reply[0])
         if status == "corrupt":
             which = _s(reply[1]) if len(reply) > 1 else "record"
@@ -441,20 +546,18 @@ class TaskStore:
                 f"task {task_id}: its {which} key holds data this release cannot read (foreign or corrupt); "
                 "nothing was written"
             )
-        if status != "ok":
-            return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
-        return CommitResult("ok", rev=int(reply[1]), last_event_id=_s(reply[2]), cancel=_s(reply[3]))
+        return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
 
     async def snapshot(self, task_id: str, *, steps: bool = False) -> TaskSnapshot | None:
         """The stored task (None if absent), regardless of who may see it."""
-        task_keys = _task_keys(task_id)
+        task_keys = self.task_keys(task_id)
+        if task_keys is None:
+            return None
         with redis_errors(f"reading task {task_id}"):
-            fields, step_fields, lease_ttl = await self._read(
-                keys=[task_keys[0], task_keys[1], task_keys[3]], args=["1" if steps else "0"]
-            )
+            fields, clock = await self._read(keys=[task_keys[0]], args=[] if steps else SNAPSHOT_FIELDS)
         if not fields:
             return None
-        return decode_snapshot(task_id, pairs(fields), pairs(step_fields), int(lease_ttl))
+        return decode_snapshot(task_id, pairs(fields), int(clock))
 
     # -- reads for callers -------------------------------------------------------------------
 
@@ -510,9 +613,8 @@ class TaskStore:
                 and (not session_id or task.session_id == session_id)
             )
 
-        return await self._page(
-            keys.owner_tasks(tenant, owner, self.domain), "owner", filters, keep, page_size, page_token, view
-        )
+        indexes = [keys.owner_tasks(self.domain, shard, tenant, owner) for shard in range(self.config.shards)]
+        return await self._page(indexes, "owner", filters, keep, page_size, page_token, view)
 
     async def list_awaiting_approval(
         self, *, tenant: str, page_size: int = 0, page_token: str = "", view: int = task_pb2.TASK_VIEW_BASIC
@@ -520,7 +622,7 @@ class TaskStore:
         """For approvers (scope checked by the caller): the tenant's tasks of this domain waiting for
         an approval, newest first."""
         return await self._page(
-            keys.awaiting_approval(tenant, self.domain),
+            [keys.awaiting_approval(tenant, self.domain)],
             "approval",
             task_pages.filter_fingerprint(tenant),
             lambda task: self._awaits_approval(task, tenant),
@@ -531,7 +633,7 @@ class TaskStore:
 
     async def _page(
         self,
-        index: str,
+        indexes: Sequence[str],
         listing: str,
         filters: str,
         keep: Any,
@@ -539,18 +641,21 @@ class TaskStore:
         page_token: str,
         view: int,
     ) -> TaskPage:
+        """One page over task indexes (an owner's is one sorted set per shard, merged here: members
+        sort newest first across all of them, so a member is the cursor of the merged order)."""
         size = task_pages.page_size(requested_size)
         cursor = task_pages.decode_page_token(page_token, listing, filters) if page_token else ""
         found: list[task_pb2.Task] = []
-        gone: list[str] = []
+        gone: dict[str, list[str]] = {}
         budget = max(4 * size, 200)  # members examined per call: a sparse filter returns short pages
         scanned = 0
         exhausted = False
         with_steps = view == task_pb2.TASK_VIEW_FULL
         while len(found) < size and scanned < budget:
             batch_size = min(max(size - len(found), 16) * 2, 256)
-            with redis_errors("listing tasks"):
-                members: Any = await self.redis.zrange(
+            pipe = self.redis.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zrange(
                     index,
                     f"({cursor}" if cursor else "+",
                     "-",
@@ -559,47 +664,59 @@ class TaskStore:
                     offset=0,
                     num=batch_size,
                 )
-            if not members:
+            with redis_errors("listing tasks"):
+                replies: Any = await pipe.execute()
+            # The next `batch_size` members of the merged order are among each index's next ones.
+            merged = sorted(
+                ((_s(m), index) for index, members in zip(indexes, replies, strict=True) for m in members),
+                reverse=True,
+            )[:batch_size]
+            if not merged:
                 exhausted = True
                 break
-            snapshots = await self._load([task_pages.member_task_id(_s(m)) for m in members], with_steps)
-            for member, snapshot in zip(members, snapshots, strict=True):
-                cursor = _s(member)
+            snapshots = await self._load([task_pages.member_task_id(m) for m, _ in merged], with_steps)
+            for (member, index), snapshot in zip(merged, snapshots, strict=True):
+                cursor = member
                 scanned += 1
-                if snapshot is None or cursor != task_pages.index_member(
+                if snapshot is None or member != task_pages.index_member(
                     millis_of(snapshot.task.create_time), snapshot.task.task_id
                 ):
-                    gone.append(cursor)  # expired, or left behind by a replayed creation
+                    gone.setdefault(index, []).append(member)  # expired, or not a member we wrote
                 elif keep(snapshot.task):
                     found.append(snapshot.task)
                     if len(found) == size:
                         break
-            if len(members) < batch_size and cursor == _s(members[-1]):
+            if len(merged) < batch_size and cursor == merged[-1][0]:
                 exhausted = True
                 break
         if gone:
+            pipe = self.redis.pipeline(transaction=False)
+            for index, members in gone.items():
+                pipe.zrem(index, *members)
             with redis_errors("cleaning a task index"):
-                await self.redis.zrem(index, *gone)
+                await pipe.execute()
         token = "" if exhausted else task_pages.encode_page_token(listing, filters, cursor)
         return TaskPage(found, token)
 
-    async def _load(self, task_ids: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
+    async def _load(self, task_ids_: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
         pipe = self.redis.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hgetall(keys.task(task_id))
-            if with_steps:
-                pipe.hgetall(keys.task_steps(task_id))
-        with redis_errors("reading tasks"):
-            replies = await pipe.execute()
-        stride = 2 if with_steps else 1
-        loaded: list[TaskSnapshot | None] = []
-        for i, task_id in enumerate(task_ids):
-            fields = replies[i * stride]
-            if not fields:
-                loaded.append(None)
+        readable = []
+        for task_id in task_ids_:
+            task_keys = self.task_keys(task_id)
+            readable.append(task_keys is not None)
+            if task_keys is None:
                 continue
-            steps = replies[i * stride + 1] if with_steps else None
-            loaded.append(decode_snapshot(task_id, fields, steps))
+            if with_steps:
+                pipe.hgetall(task_keys[0])
+            else:
+                pipe.hmget(task_keys[0], SNAPSHOT_FIELDS)
+        with redis_errors("reading tasks"):
+            replies = iter(await pipe.execute() if len(pipe) else [])
+        loaded: list[TaskSnapshot | None] = []
+        for task_id, ok in zip(task_ids_, readable, strict=True):
+            reply = next(replies) if ok else None
+            fields = reply if with_steps or reply is None else _named(reply)
+            loaded.append(decode_snapshot(task_id, fields) if fields else None)
         return loaded
 
     # -- changes for callers -----------------------------------------------------------------
@@ -738,7 +855,12 @@ class TaskStore:
 
 
 def record_finished(domain: str, state: int) -> None:
-    metrics.TASKS_FINISHED.labels(domain=domain, state=state_name(state)).inc()
+    _finished_counter(domain, state).inc()
+
+
+@functools.lru_cache(maxsize=1024)  # domains x states; labels() takes a lock and a dict lookup each time
+def _finished_counter(domain: str, state: int) -> Any:
+    return metrics.TASKS_FINISHED.labels(domain=domain, state=state_name(state))
 
 
 def _pending_what(pending: task_pb2.PendingAction) -> str:
@@ -758,8 +880,13 @@ def _contention(task_id: str) -> Aborted:
     )
 
 
-def _task_keys(task_id: str) -> list[str]:
-    return [keys.task(task_id), keys.task_steps(task_id), keys.task_events(task_id), keys.task_lease(task_id)]
+_SNAPSHOT_FIELD_NAMES = [name.encode() for name in SNAPSHOT_FIELDS]
+
+
+def _named(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
+    """An HMGET of SNAPSHOT_FIELDS as a hash (absent fields left out)."""
+    named = zip(_SNAPSHOT_FIELD_NAMES, values, strict=True)
+    return {name: value for name, value in named if value is not None}
 
 
 def _s(value: Any) -> str:

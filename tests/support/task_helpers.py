@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from memory import keys
 from memory.task_execution import Attempt, Checkpointer, Completed, Outcome
 from memory.task_queue import QueueEntry, TaskQueue
 
@@ -23,6 +24,15 @@ async def submit(
     queue: TaskQueue, request_id: str = "req-1", owner: str = OWNER, **kw: object
 ) -> task_pb2.Task:
     return await queue.submit(submit_request(request_id=request_id, **kw), tenant=TENANT, owner=owner)
+
+
+def task_key(queue: TaskQueue, task_id: str) -> str:
+    """The task's record hash (its steps and lease are fields of it)."""
+    return keys.task(queue.domain, queue.shard_of(task_id), task_id)
+
+
+def events_key(queue: TaskQueue, task_id: str) -> str:
+    return keys.task_events(queue.domain, queue.shard_of(task_id), task_id)
 
 
 async def read_one(queue: TaskQueue, consumer: str = "c1", timeout: float = 10.0) -> QueueEntry:

@@ -9,23 +9,25 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentmesh import metrics
-from agentmesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from agentmesh.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import keys
+from memory import keys, task_ids
 from memory.connection import AnyRedis
 from memory.task_execution import Canceled, Checkpointer, Completed, LeaseLost, Outcome, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
-from memory.tasks import Field
+from memory.tasks import Field, step_field
 from tests.support.task_helpers import (
     OWNER,
     TENANT,
     claim,
     event_kinds,
+    events_key,
     read_one,
     reclaim_one,
     steps_executor,
     submit,
+    task_key,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,6 +42,10 @@ async def _stream_state(client: AnyRedis, queue: TaskQueue) -> tuple[int, int]:
         entries += await client.xlen(keys.queue(queue.domain, shard))
         pending += (await client.xpending(keys.queue(queue.domain, shard), queue.group))["pending"]
     return entries, pending
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _metric(name: str, **labels: str) -> float:
@@ -58,7 +64,9 @@ async def test_submit_creates_a_queued_task(queue: TaskQueue, client: AnyRedis) 
     entry = await read_one(queue)
     assert entry.task_id == task.task_id and entry.shard == queue.shard_of(task.task_id)
     assert await event_kinds(queue, task.task_id) == ["SUBMITTED"]
-    assert await client.zcard(keys.outbox("refunds", entry.shard)) == 0  # the ticket became the entry
+    assert await client.zcard(keys.outbox("refunds", entry.shard)) == 0  # only inline runs use it
+    index = keys.owner_tasks("refunds", entry.shard, TENANT, OWNER)
+    assert await client.zcard(index) == 1  # indexed by the same script
 
 
 async def test_submit_is_idempotent_on_the_request_id(queue: TaskQueue, client: AnyRedis) -> None:
@@ -106,8 +114,9 @@ async def test_claim_checkpoint_complete(queue: TaskQueue, client: AnyRedis) -> 
         "COMPLETED",
     ]
     assert await _stream_state(client, queue) == (0, 0)  # acknowledged and deleted
-    assert not await client.exists(keys.task_lease(task.task_id))
-    for key in (keys.task(task.task_id), keys.task_steps(task.task_id), keys.task_events(task.task_id)):
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and not snapshot.lease_alive and not snapshot.running
+    for key in (task_key(queue, task.task_id), events_key(queue, task.task_id)):
         ttl = await client.ttl(key)
         assert 0 < ttl <= queue.config.retention_s, key
 
@@ -230,7 +239,7 @@ async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue
     assert await queue.dead_letters() == []
     reopened = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert reopened.state == task_pb2.TASK_STATE_SUBMITTED and not reopened.HasField("end_time")
-    assert await client.ttl(keys.task(task.task_id)) == -1  # no longer expiring
+    assert await client.ttl(task_key(queue, task.task_id)) == -1  # no longer expiring
     again = await claim(queue, "w4")
     done = await run_attempt(again, steps_executor(1))
     assert done.state == task_pb2.TASK_STATE_COMPLETED
@@ -247,12 +256,12 @@ async def test_a_corrupt_queue_entry_goes_to_the_dead_letters(queue: TaskQueue, 
 
 async def test_an_unreadable_task_record_parks_its_entry(queue: TaskQueue, client: AnyRedis) -> None:
     task = await submit(queue)
-    await client.hset(keys.task(task.task_id), "rec", b"\x00 not a record")
+    await client.hset(task_key(queue, task.task_id), "rec", b"\x00 not a record")
     assert await queue.start(await read_one(queue), "c1") is None
     letters = await queue.dead_letters()
     assert [d.task_id for d in letters] == [task.task_id] and "not an agentmesh record" in letters[0].reason
     assert await _stream_state(client, queue) == (0, 0)
-    await client.zadd(keys.outbox("refunds", queue.shard_of(task.task_id)), {f"{task.task_id}/x": 1})
+    await client.zadd(keys.outbox("refunds", queue.shard_of(task.task_id)), {task.task_id: 1})
     assert (await TaskSweeper(queue, grace_s=0).sweep()).dropped == 1  # the sweep goes on
 
 
@@ -312,37 +321,77 @@ async def test_hand_back_lets_another_worker_resume_at_once(queue: TaskQueue) ->
     await resumed.finish(Completed("ok"))
 
 
-# -- the outbox -------------------------------------------------------------------------------
+# -- one step each: creation + enqueue, re-sent scripts ---------------------------------------
 
 
-async def test_sweeper_queues_a_task_whose_creator_died_before_queueing(
+async def test_creation_and_its_queue_entry_are_one_step(queue: TaskQueue, client: AnyRedis) -> None:
+    """The record, its event, its owner-index entry and its queue entry are written by one script:
+    when one of them cannot be written, none is."""
+    request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="blocked")
+    task_id = task_ids.for_request(TENANT, OWNER, "refunds", "blocked", shards=queue.config.shards)
+    stream = keys.queue("refunds", queue.shard_of(task_id))
+    await client.delete(stream)
+    await client.set(stream, "foreign data where the shard's stream belongs")
+    with pytest.raises(DataLoss, match="queue key holds data"):
+        await queue.submit(request, tenant=TENANT, owner=OWNER)
+    assert await queue.store.snapshot(task_id) is None
+    assert not await client.exists(events_key(queue, task_id))
+    assert (await queue.store.list_tasks(tenant=TENANT, owner=OWNER)).tasks == []
+    await client.delete(stream)
+    await queue.ensure_groups()
+    task = await queue.submit(request, tenant=TENANT, owner=OWNER)  # the retry creates it, queued
+    assert task.task_id == task_id and (await read_one(queue)).task_id == task_id
+
+
+async def test_a_creation_re_sent_after_a_lost_reply_applies_once(queue: TaskQueue, client: AnyRedis) -> None:
+    sent: list[tuple[list[str], list[object]]] = []
+    script = queue.store._commit
+
+    async def recording(keys: list[str], args: list[object]) -> object:
+        sent.append((keys, args))
+        return await script(keys=keys, args=args)
+
+    queue.store._commit = recording  # type: ignore[method-assign]
+    task = await submit(queue)
+    again = await script(keys=sent[0][0], args=sent[0][1])  # what redis-py does after a lost reply
+    assert again[0] == b"ok"
+    assert await _stream_state(client, queue) == (1, 0)
+    assert await event_kinds(queue, task.task_id) == ["SUBMITTED"]
+
+
+async def test_a_claim_re_sent_after_a_lost_reply_returns_the_same_task(
     queue: TaskQueue, client: AnyRedis
 ) -> None:
-    request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="orphan")
-    created = await queue._create("submit", request, TENANT, OWNER, None, inline=False)  # crash after step 2
-    assert await _stream_state(client, queue) == (0, 0)
-    sweeper = TaskSweeper(queue, grace_s=0)
-    report = await sweeper.sweep()
-    assert report.enqueued == 1
-    assert (await sweeper.sweep()).enqueued == 0  # the ticket is gone: never queued twice
-    assert (await read_one(queue)).task_id == created.task.task_id
-    # A client retry after the sweep does not queue it again either.
-    await queue.submit(request, tenant=TENANT, owner=OWNER)
-    assert (await _stream_state(client, queue))[0] == 1
+    for n in range(2):
+        await submit(queue, request_id=f"r{n}")
+    sent: list[tuple[list[str], list[object]]] = []
+    script = queue._claim
+
+    async def recording(keys: list[str], args: list[object]) -> object:
+        sent.append((keys, args))
+        return await script(keys=keys, args=args)
+
+    queue._claim = recording  # type: ignore[method-assign]
+    attempt = None
+    for shard in queue.shards():
+        attempt = attempt or await queue.claim("c1", shard)
+    assert attempt is not None
+    sent = [call for call in sent if call[0][0] == keys.queue("refunds", queue.shard_of(attempt.task_id))]
+    first = await script(keys=sent[-1][0], args=sent[-1][1])
+    again = await script(keys=sent[-1][0], args=sent[-1][1])
+    assert first[0] == again[0] == b"started" and first[1] == again[1] and first[2] == again[2]
+    assert _s(first[2]) == attempt.task_id
+    assert await event_kinds(queue, attempt.task_id) == ["SUBMITTED", "WORKING"]
+    assert (await _stream_state(client, queue))[1] == 1  # one entry delivered, not two
+    await attempt.finish(Completed("ok"))
 
 
-async def test_sweeper_drops_tickets_of_tasks_never_written(queue: TaskQueue, client: AnyRedis) -> None:
-    shard = queue.shard_of("ghost")
-    await client.zadd(keys.outbox("refunds", shard), {"ghost/abc": 1})
+async def test_the_sweeper_drops_outbox_members_that_are_no_tasks(queue: TaskQueue, client: AnyRedis) -> None:
+    ghost = task_ids.random_id(shards=queue.config.shards)
+    shard = queue.shard_of(ghost)
+    await client.zadd(keys.outbox("refunds", shard), {ghost: 1})
     report = await TaskSweeper(queue, grace_s=0).sweep()
     assert report.dropped == 1 and await client.zcard(keys.outbox("refunds", shard)) == 0
-
-
-async def test_a_replay_repairs_a_missing_enqueue_at_once(queue: TaskQueue, client: AnyRedis) -> None:
-    request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="retry-me")
-    await queue._create("submit", request, TENANT, OWNER, None, inline=False)
-    await queue.submit(request, tenant=TENANT, owner=OWNER)
-    assert await _stream_state(client, queue) == (1, 0)
 
 
 # -- statistics and traces --------------------------------------------------------------------
@@ -380,6 +429,12 @@ async def test_trace_context_travels_with_the_task(queue: TaskQueue) -> None:
 async def test_field_names_are_stable(queue: TaskQueue, client: AnyRedis) -> None:
     """The hash layout is on disk: scripts and readers must agree on these names."""
     task = await submit(queue)
-    stored = await client.hgetall(keys.task(task.task_id))
-    for name in (Field.LAYOUT, Field.RECORD, Field.STATE, Field.REV, Field.FINGERPRINT, Field.TICKET):
+    stored = await client.hgetall(task_key(queue, task.task_id))
+    for name in (Field.LAYOUT, Field.RECORD, Field.STATE, Field.REV, Field.FINGERPRINT, Field.TRACE):
         assert name.encode() in stored
+    attempt = await claim(queue)
+    await attempt.checkpointer.save(task_pb2.Step(index=0))
+    stored = await client.hgetall(task_key(queue, task.task_id))
+    for name in (Field.LEASE, Field.LEASE_UNTIL, Field.RUNNING, step_field(0)):
+        assert name.encode() in stored
+    await attempt.finish(Completed("ok"))

@@ -12,7 +12,7 @@ from memory.connection import AnyRedis
 from memory.task_execution import Checkpointer, Completed, InputRequired, Outcome, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
-from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor
+from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor, task_key
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ async def test_run_completes_inline_with_a_short_lived_record(queue: TaskQueue, 
     assert task.state == task_pb2.TASK_STATE_COMPLETED and len(task.steps) == 2 and task.attempt == 1
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert stored.final_answer == task.final_answer
-    assert 0 < await client.ttl(keys.task(task.task_id)) <= queue.config.run_retention_s
+    assert 0 < await client.ttl(task_key(queue, task.task_id)) <= queue.config.run_retention_s
     assert await _outbox_size(client, queue) == 0
     assert (await queue.stats()).depth == 0  # it never touched the queue
 
@@ -64,7 +64,7 @@ async def test_run_past_its_deadline_continues_on_the_durable_path(
     task = await queue.run(_run_request(), slow, tenant=TENANT, owner=OWNER, timeout_s=0.5)
     assert task.state == task_pb2.TASK_STATE_WORKING
     assert task.stop_reason == task_pb2.STOP_REASON_HANDED_OFF and len(task.steps) == 1
-    assert await client.ttl(keys.task(task.task_id)) == -1  # a live task does not expire
+    assert await client.ttl(task_key(queue, task.task_id)) == -1  # a live task does not expire
     attempt = await claim(queue)  # queued at once, no idle timeout to wait for
     assert attempt.task_id == task.task_id and attempt.number == 2
     done = await run_attempt(attempt, slow)
@@ -72,7 +72,7 @@ async def test_run_past_its_deadline_continues_on_the_durable_path(
     assert executed == [(0, 1), (1, 1), (1, 2), (2, 2)]  # step 0 (checkpointed) never ran again
     snapshot = await queue.store.snapshot(task.task_id)
     assert snapshot is not None and snapshot.fails == 0
-    ttl = await client.ttl(keys.task(task.task_id))
+    ttl = await client.ttl(task_key(queue, task.task_id))
     assert queue.config.run_retention_s < ttl <= queue.config.retention_s  # durable retention now
 
 

@@ -11,13 +11,13 @@ import redis.asyncio as aioredis
 
 from agentmesh.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import connection, keys
+from memory import connection, keys, task_ids
 from memory.connection import AnyRedis, create_redis
 from memory.task_execution import Completed, InputRequired, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
 from memory.tasks import TaskConfig, timestamp
-from tests.support.task_helpers import OWNER, TENANT, claim, steps_executor, submit
+from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
 
 pytestmark = pytest.mark.integration
 
@@ -132,10 +132,11 @@ async def test_page_tokens_are_checked(queue: TaskQueue) -> None:
 async def test_expired_tasks_drop_out_of_the_listing(queue: TaskQueue, client: AnyRedis) -> None:
     gone = await submit(queue, request_id="gone")
     kept = await submit(queue, request_id="kept")
-    await client.delete(keys.task(gone.task_id))  # what the retention TTL does
+    await client.delete(task_key(queue, gone.task_id))  # what the retention TTL does
     page = await queue.store.list_tasks(tenant=TENANT, owner=OWNER)
     assert [t.task_id for t in page.tasks] == [kept.task_id]
-    assert await client.zcard(keys.owner_tasks(TENANT, OWNER, "refunds")) == 1  # cleaned up lazily
+    indexed = [await client.zcard(keys.owner_tasks("refunds", s, TENANT, OWNER)) for s in queue.shards()]
+    assert sum(indexed) == 1  # cleaned up lazily
 
 
 async def test_a_sparse_filter_returns_short_pages_with_a_token(single_queue: TaskQueue) -> None:
@@ -303,7 +304,7 @@ async def test_terminal_tasks_expire_after_the_retention(single_queue: TaskQueue
     await asyncio.sleep(0.5)
     with pytest.raises(NotFound):
         await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
-    for key in (keys.task(task.task_id), keys.task_steps(task.task_id), keys.task_events(task.task_id)):
+    for key in (task_key(queue, task.task_id), events_key(queue, task.task_id)):
         assert not await client.exists(key)
     await client.aclose()
 
@@ -314,14 +315,17 @@ async def test_terminal_tasks_expire_after_the_retention(single_queue: TaskQueue
 async def test_foreign_data_under_a_task_key_is_data_loss(
     single_queue: TaskQueue, redis_client: aioredis.Redis
 ) -> None:
-    await redis_client.hset(keys.task("t-foreign"), mapping={"name": "someone else's hash"})
+    foreign, string = (task_ids.random_id(shards=single_queue.config.shards) for _ in range(2))
+    await redis_client.hset(task_key(single_queue, foreign), mapping={"name": "someone else's hash"})
     with pytest.raises(DataLoss, match="layout"):
-        await single_queue.store.get("t-foreign", tenant=TENANT, owner=OWNER)
-    await redis_client.set(keys.task("t-string"), "a string")
+        await single_queue.store.get(foreign, tenant=TENANT, owner=OWNER)
+    await redis_client.set(task_key(single_queue, string), "a string")
     with pytest.raises(DataLoss, match="foreign data"):
-        await single_queue.store.get("t-string", tenant=TENANT, owner=OWNER)
+        await single_queue.store.get(string, tenant=TENANT, owner=OWNER)
+    with pytest.raises(NotFound):  # not a task id: no key is even looked at
+        await single_queue.store.get("t-foreign", tenant=TENANT, owner=OWNER)
     task = await submit(single_queue)
-    await redis_client.hset(keys.task(task.task_id), "rec", b"\x00garbage")
+    await redis_client.hset(task_key(single_queue, task.task_id), "rec", b"\x00garbage")
     with pytest.raises(DataLoss, match="not an agentmesh record"):
         await single_queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
 
@@ -332,13 +336,13 @@ async def test_no_half_written_task_when_a_write_is_refused(
     """Scripts are not rolled back on error: foreign data is refused before anything is written."""
     task = await submit(single_queue)
     attempt = await claim(single_queue)
-    before = await redis_client.hgetall(keys.task(task.task_id))
-    await redis_client.delete(keys.task_events(task.task_id))
-    await redis_client.set(keys.task_events(task.task_id), "not a stream")
+    record = task_key(single_queue, task.task_id)
+    before = await redis_client.hgetall(record)
+    await redis_client.delete(events_key(single_queue, task.task_id))
+    await redis_client.set(events_key(single_queue, task.task_id), "not a stream")
     with pytest.raises(DataLoss, match="events key holds data this release cannot read"):
         await attempt.checkpointer.save(task_pb2.Step(index=0))
-    assert await redis_client.hgetall(keys.task(task.task_id)) == before
-    assert not await redis_client.exists(keys.task_steps(task.task_id))
+    assert await redis_client.hgetall(record) == before  # no step, no lease renewal, nothing
 
 
 async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,7 +352,7 @@ async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     client = create_redis(f"redis://127.0.0.1:{free_port()}/0")
     queue = TaskQueue(client, domain="refunds")
     with pytest.raises(Unavailable) as caught:
-        await queue.store.get("t-1", tenant=TENANT, owner=OWNER)
+        await queue.store.get(task_ids.random_id(shards=4), tenant=TENANT, owner=OWNER)
     assert caught.value.reason == "DEPENDENCY_UNAVAILABLE" and caught.value.retry_after
     with pytest.raises(Unavailable):
         await submit(queue)

@@ -8,16 +8,26 @@ from redis.cluster import key_slot
 from memory import keys
 
 
-def test_task_keys_share_one_slot() -> None:
-    task_id = "0b6f4a8e-1c1e-4b8e-9d8e-2f1f3c4d5e6f"
-    all_keys = [
-        keys.task(task_id),
-        keys.task_steps(task_id),
-        keys.task_events(task_id),
-        keys.task_lease(task_id),
+def test_a_task_lives_in_its_queue_shards_slot() -> None:
+    """Creation + enqueue, claim and finish + acknowledge are single-slot scripts."""
+    task_id = "0b6f4a8e-1c1e-4b8e-9d8e-2f1f3c4d5e03"
+    for shard in range(8):
+        all_keys = [
+            *keys.task_keys("refunds", shard, task_id),
+            keys.task("refunds", shard, task_id),
+            keys.task_events("refunds", shard, task_id),
+            keys.queue("refunds", shard),
+            keys.outbox("refunds", shard),
+            keys.dead_letters("refunds", shard),
+            keys.owner_tasks("refunds", shard, "acme", "u1"),
+            keys.claim_memo("refunds", shard, "worker-1"),
+        ]
+        assert len({key_slot(k.encode()) for k in all_keys}) == 1
+        assert all(k.startswith(keys.task_prefix("refunds", shard)) for k in all_keys[:4])
+    assert keys.task_keys("refunds", 3, task_id) == [
+        keys.task("refunds", 3, task_id),
+        keys.task_events("refunds", 3, task_id),
     ]
-    assert len({key_slot(k.encode()) for k in all_keys}) == 1
-    assert all(k.startswith("am:{t:") for k in all_keys)
 
 
 def test_session_keys_share_one_slot() -> None:
@@ -49,11 +59,11 @@ def test_distinct_components_give_distinct_keys() -> None:
 
 def test_empty_components_are_refused() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
-        keys.task("")
+        keys.task("refunds", 0, "")
 
 
 def test_is_ours() -> None:
-    assert keys.is_ours(keys.task("x")) and keys.is_ours(b"am:{reg}:tools")
+    assert keys.is_ours(keys.task("refunds", 0, "x")) and keys.is_ours(b"am:{reg}:tools")
     assert not keys.is_ours("session:123")
 
 
@@ -69,25 +79,28 @@ def test_queue_shard_keys_share_one_slot() -> None:
 
 def test_task_layer_keys_are_distinct_and_ours() -> None:
     made = [
-        keys.task("t"),
-        keys.task_steps("t"),
-        keys.task_events("t"),
-        keys.task_lease("t"),
-        keys.owner_tasks("acme", "u1", "refunds"),
+        keys.task("refunds", 0, "t"),
+        keys.task_events("refunds", 0, "t"),
+        keys.task("refunds", 1, "t"),
+        keys.task("fulfillment", 0, "t"),
+        keys.owner_tasks("refunds", 0, "acme", "u1"),
+        keys.owner_tasks("refunds", 1, "acme", "u1"),
         keys.awaiting_approval("acme", "refunds"),
         keys.pending_expiry("refunds"),
         keys.queue("refunds", 0),
         keys.outbox("refunds", 0),
         keys.dead_letters("refunds", 0),
+        keys.claim_memo("refunds", 0, "w"),
     ]
     assert len(set(made)) == len(made)
     assert all(keys.is_ours(k) for k in made)
 
 
-def test_owner_index_is_per_tenant_owner_and_domain() -> None:
-    assert keys.owner_tasks("acme", "u1", "refunds") != keys.owner_tasks("acme", "u1", "fulfillment")
-    assert keys.owner_tasks("acme", "u1", "refunds") != keys.owner_tasks("other", "u1", "refunds")
-    assert keys.owner_tasks("a:b", "c", "refunds") != keys.owner_tasks("a", "b:c", "refunds")
+def test_owner_index_is_per_domain_shard_tenant_and_owner() -> None:
+    index = keys.owner_tasks
+    assert index("refunds", 0, "acme", "u1") != index("fulfillment", 0, "acme", "u1")
+    assert index("refunds", 0, "acme", "u1") != index("refunds", 0, "other", "u1")
+    assert index("refunds", 0, "a:b", "c") != index("refunds", 0, "a", "b:c")
 
 
 def test_user_keys_share_one_slot() -> None:

@@ -6,19 +6,19 @@ import pytest
 
 from agentmesh.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import codec
+from memory import codec, task_scripts
 from memory.codec import Kind
 from memory.task_events import check_event_id, decode_event, encode_event, event_time, status_event
 from memory.task_queue import decode_entry_payload, encode_entry, request_fingerprint, task_id_for
-from memory.tasks import Field, decode_snapshot, encode_task, record_fields, timestamp
+from memory.tasks import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
 
 
 def test_task_ids_follow_the_request_id_per_owner() -> None:
-    one = task_id_for("acme", "u1", "refunds", "req-1")
-    assert one == task_id_for("acme", "u1", "refunds", "req-1")
-    assert one != task_id_for("acme", "u2", "refunds", "req-1")
-    assert one != task_id_for("acme", "u1", "fulfillment", "req-1")
-    assert task_id_for("a:b", "c", "d", "e") != task_id_for("a", "b:c", "d", "e")
+    one = task_id_for("acme", "u1", "refunds", "req-1", shards=4)
+    assert one == task_id_for("acme", "u1", "refunds", "req-1", shards=4)
+    assert one != task_id_for("acme", "u2", "refunds", "req-1", shards=4)
+    assert one != task_id_for("acme", "u1", "fulfillment", "req-1", shards=4)
+    assert task_id_for("a:b", "c", "d", "e", shards=4) != task_id_for("a", "b:c", "d", "e", shards=4)
 
 
 def test_fingerprint_covers_the_request_but_not_the_view() -> None:
@@ -54,7 +54,7 @@ def _fields(task: task_pb2.Task, **extra: bytes) -> dict[bytes, bytes]:
     fields = {
         k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in record_fields(task).items()
     }
-    fields[b"v"] = b"1"
+    fields[b"v"] = task_scripts.LAYOUT.encode()
     fields.update({k.encode(): v for k, v in extra.items()})
     return fields
 
@@ -64,16 +64,21 @@ def test_snapshot_overlays_the_hot_fields_on_the_record() -> None:
     fields = _fields(
         task, state=b"2", attempt=b"3", msg=b"running", last=b"5-0", rev=b"7", run=b"1", upd=b"1500"
     )
-    step = task_pb2.Step(index=0, summary="one")
-    snapshot = decode_snapshot(
-        "t1", fields, {b"0": codec.encode_message(Kind.STEP, 1, step)}, lease_ttl_ms=1000
-    )
+    steps = [task_pb2.Step(index=i, summary=f"step {i}") for i in range(12)]
+    for step in reversed(steps):
+        fields[step_field(step.index).encode()] = codec.encode_message(Kind.STEP, 1, step)
+    fields[b"lease"], fields[b"until"] = b"3:abc", b"5000"
+    snapshot = decode_snapshot("t1", fields, clock_ms=4000)
     assert snapshot.task.state == task_pb2.TASK_STATE_WORKING
     assert snapshot.task.attempt == 3 and snapshot.task.status_message == "running"
     assert snapshot.task.last_event_id == "5-0"
     assert snapshot.task.update_time == timestamp(1500)
-    assert list(snapshot.task.steps) == [step]
-    assert snapshot.rev == 7 and snapshot.running and snapshot.lease_alive
+    assert list(snapshot.task.steps) == steps  # in index order (10 sorts after 9)
+    assert snapshot.rev == 7 and snapshot.running and snapshot.lease_alive and snapshot.lease_ttl_ms == 1000
+    assert not decode_snapshot("t1", fields, clock_ms=5000).lease_alive  # expired
+    assert not decode_snapshot("t1", fields).lease_alive  # no clock: not known to be alive
+    fields[b"lease"] = b""  # released (cleared fields are empty)
+    assert not decode_snapshot("t1", fields, clock_ms=4000).lease_alive
 
 
 @pytest.mark.parametrize(
@@ -81,6 +86,8 @@ def test_snapshot_overlays_the_hot_fields_on_the_record() -> None:
     [
         (lambda f: f.pop(b"v"), "layout"),
         (lambda f: f.update({b"v": b"9"}), "layout"),
+        (lambda f: f.update({b"v": b"1"}), "layout"),  # the layout with steps and lease in their own keys
+        (lambda f: f.update({b"s:0": b"garbage"}), "not an agentmesh record"),
         (lambda f: f.update({b"rec": b"garbage"}), "not an agentmesh record"),
         (lambda f: f.update({b"state": b"two"}), "not a number"),
         (lambda f: f.update({b"rec": encode_task(task_pb2.Task(task_id="other"))}), "belongs to task"),
