@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -166,7 +167,7 @@ def _settings(examples: int) -> Any:
 
 @pytest.mark.parametrize(("kind", "method", "examples"), [*CASES, *SLOW_CASES])
 def test_every_schema_instance_converts_and_validates(kind: str, method: str, examples: int) -> None:
-    _, validator, converter, input_schema = _case(kind, method)
+    schema, validator, converter, input_schema = _case(kind, method)
 
     @_settings(examples)
     @given(instances(input_schema))
@@ -175,6 +176,12 @@ def test_every_schema_instance_converts_and_validates(kind: str, method: str, ex
             return  # the strategy over-approximates; only schema-valid instances count
         accepted, violations = _accepts(converter, value)
         assert accepted, f"schema accepts {value!r} but the converter refuses it: {violations}"
+        # The converter's direct build (flat scalar requests) and ParseDict make the same message.
+        text = json.dumps(value)
+        expected = json_format.ParseDict(
+            json.loads(text), schema.request_class(), descriptor_pool=schema.pool
+        )
+        assert converter.convert(text) == expected
 
     check()
 
