@@ -264,7 +264,9 @@ class RegistryStore:
                         await pipe.watch(rev_key(), *watch)
                         head = int(await pipe.get(rev_key()) or 0)
                         result = await body(pipe, head + 1)
-                        if pipe.explicit_transaction:  # body queued writes
+                        # Writes queued after multi() (the single-node and the cluster pipeline
+                        # both count only queued commands; reads under WATCH ran at once).
+                        if len(pipe):
                             await pipe.execute()
                         else:
                             await pipe.unwatch()

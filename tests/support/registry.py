@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as redis_asyncio
-
 from agentmesh.channels import create_channel
 from agentmesh.testing import local_settings, running_host
 from agentmesh.v1 import tool_registry_service_pb2_grpc
+from memory.connection import AnyRedis, create_redis
 from tool_registry.server import registry_settings
 from tool_registry.service import SERVICE, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
@@ -22,13 +21,13 @@ class Registry:
     stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub
     servicer: ToolRegistryServicer
     store: RegistryStore
-    redis: redis_asyncio.Redis
+    redis: AnyRedis
     host: Any
 
 
 @contextlib.asynccontextmanager
 async def registry_at(url: str, **servicer_options: Any) -> AsyncIterator[Registry]:
-    client = redis_asyncio.Redis.from_url(url)
+    client = create_redis(url)  # as the server does: a cluster URL gives a cluster client
     store = RegistryStore(client)
     servicer = ToolRegistryServicer(store, **servicer_options)
     settings = registry_settings(local_settings())
@@ -46,6 +45,6 @@ async def registry_at(url: str, **servicer_options: Any) -> AsyncIterator[Regist
             await client.aclose()
 
 
-async def snapshot(client: redis_asyncio.Redis) -> dict[bytes, bytes | None]:
+async def snapshot(client: AnyRedis) -> dict[bytes, bytes | None]:
     """Every key and its serialized value: equal snapshots mean an unchanged store."""
     return {key: await client.dump(key) for key in sorted(await client.keys("*"))}
