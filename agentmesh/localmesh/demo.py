@@ -45,7 +45,7 @@ from rich.markup import escape
 from agentmesh.channels import create_channel
 from agentmesh.cli.common import console
 from agentmesh.cli.run import follow, model_of
-from agentmesh.errors import AgentmeshError
+from agentmesh.errors import AgentmeshError, NotFound
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, caller_metadata
 
@@ -92,7 +92,10 @@ class Demo:
     _registry_channel: Any = None
 
     async def agent(self, domain: str) -> AgentClient:
-        return await AgentClient.for_domain(domain, registry=self.registry, metadata=self.metadata)
+        try:
+            return await AgentClient.for_domain(domain, registry=self.registry, metadata=self.metadata)
+        except NotFound:
+            raise StorySkipped(f"this mesh has no {domain} agent (agents/domains/{domain}.yaml)") from None
 
     async def tools(self) -> Any:
         """The tool resolver agents use (created on first use)."""
