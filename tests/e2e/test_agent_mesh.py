@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,6 @@ def order(number: str, qty: int = 2, email: str = "ada@example.com") -> str:
         f"Ship order {number}: {qty} x ABC-001 to Ada Lovelace, 12 Analytical Street, London, SW1A 1AA, GB; "
         f"notify {email}"
     )
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("e2e-valkey"))
-    server.start()
-    yield server
-    server.cleanup()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

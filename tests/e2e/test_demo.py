@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +46,6 @@ def cli_env(**extra: str) -> dict[str, str]:
 def passed_stories(output: str) -> list[str]:
     rows = [line.split("│") for line in output.splitlines() if line.count("│") >= 4]
     return [cells[1].strip() for cells in rows if cells[2].strip() == "passed"]
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("demo-valkey"))
-    server.start()
-    yield server
-    server.cleanup()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

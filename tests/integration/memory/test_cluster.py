@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from agentmesh.config import RateSpec
-from agentmesh.embedded_redis import EmbeddedCluster, start_cluster
+from agentmesh.embedded_redis import EmbeddedCluster
 from agentmesh.v1 import task_pb2
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory.connection import create_redis
@@ -24,10 +24,9 @@ from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmbeddedCluster]:
-    with start_cluster(3) as started:
-        yield started
+@pytest.fixture
+def cluster(redis_cluster: EmbeddedCluster) -> EmbeddedCluster:
+    return redis_cluster  # the session's cluster (tests/conftest.py)
 
 
 @pytest.fixture

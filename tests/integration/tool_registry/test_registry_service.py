@@ -409,11 +409,11 @@ async def test_agent_directory_and_virtual_tool(registry: Registry, tmp_path: Pa
     )
 
 
-async def test_data_survives_a_servicer_restart(registry_redis_url: str, tmp_path: Path) -> None:
-    async with registry_at(registry_redis_url) as first:
+async def test_data_survives_a_servicer_restart(backend_url: str, tmp_path: Path) -> None:
+    async with registry_at(backend_url) as first:
         await first.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(tool_set(tmp_path))))
         await first.stub.RegisterAgent(rs.RegisterAgentRequest(card=CARD))
-    async with registry_at(registry_redis_url) as second:
+    async with registry_at(backend_url) as second:
         assert (await second.stub.GetTool(rs.GetToolRequest(name="payments_refund"))).version == "1.0.0"
         assert (await second.stub.GetAgent(rs.GetAgentRequest(domain="order-fulfillment"))).revision == 2
         again = await second.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(tool_set(tmp_path))))
@@ -421,9 +421,9 @@ async def test_data_survives_a_servicer_restart(registry_redis_url: str, tmp_pat
 
 
 async def test_two_replicas_share_registrations_watches_and_cache_invalidation(
-    registry_redis_url: str, tmp_path: Path
+    backend_url: str, tmp_path: Path
 ) -> None:
-    async with registry_at(registry_redis_url) as a, registry_at(registry_redis_url) as b:
+    async with registry_at(backend_url) as a, registry_at(backend_url) as b:
         stream = b.stub.WatchTools(rs.WatchToolsRequest())
         await a.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(tool_set(tmp_path, "1.0.0"))))
         assert (await asyncio.wait_for(stream.read(), 10)).version == "1.0.0"
@@ -443,10 +443,10 @@ async def test_two_replicas_share_registrations_watches_and_cache_invalidation(
 
 
 async def test_concurrent_registrations_of_one_version_create_it_once(
-    registry_redis_url: str, tmp_path: Path
+    backend_url: str, tmp_path: Path
 ) -> None:
     data = tool_set(tmp_path)
-    async with registry_at(registry_redis_url) as a, registry_at(registry_redis_url) as b:
+    async with registry_at(backend_url) as a, registry_at(backend_url) as b:
         results = await asyncio.gather(
             *(r.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(data))) for r in (a, b, a, b))
         )
