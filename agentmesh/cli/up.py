@@ -48,6 +48,7 @@ async def _run(mesh: LocalMesh, *, demo: bool) -> bool:
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
+        _write_profile(f"127.0.0.1:{REGISTRY_PORT}", mesh.redis_url)
         if demo:
             # The supervisor restarts crashed services while the stories play.
             supervising = asyncio.ensure_future(mesh.supervise(stop))
@@ -65,6 +66,20 @@ async def _run(mesh: LocalMesh, *, demo: bool) -> bool:
         console.print("stopping the mesh…")
         await mesh.stop()
     return ok
+
+
+def _write_profile(registry: str, redis_url: str) -> None:
+    """Point the CLI profile at this mesh (other fields, e.g. a token, are kept)."""
+    from agentmesh.profile import ProfileError, load_profile, profile_path, save_profile
+
+    try:
+        profile = load_profile()
+    except ProfileError as exc:
+        err_console.print(f"[yellow]not updating the CLI profile:[/yellow] {exc}")
+        return
+    profile.registry, profile.redis_url = registry, redis_url
+    save_profile(profile)
+    console.print(f"CLI profile {profile_path()} now points at this mesh (registry {registry})")
 
 
 async def _play_demo(registry: str, stories: tuple[str, ...]) -> bool:

@@ -114,6 +114,8 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
     if not _local_ports_free():
         pytest.skip("the local mesh ports (DESIGN.md) are in use on this machine")
     output = tmp_path / "up.log"
+    profile = tmp_path / "profile.toml"
+    env = cli_env(AGENTMESH_PROFILE=str(profile))
     with output.open("w") as sink:
         process = await asyncio.create_subprocess_exec(
             *AGENTMESH,
@@ -124,7 +126,7 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env=cli_env(),
+            env=env,
             start_new_session=True,
         )
         try:
@@ -140,7 +142,7 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
                 text=True,
                 timeout=60,
                 cwd=ROOT,
-                env=cli_env(),
+                env=env,
             )
             assert status.returncode == 0, status.stdout + status.stderr
             process.send_signal(signal.SIGINT)
@@ -151,3 +153,5 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
     log = output.read_text()
     assert passed_stories(log) == list(STORIES), log
     assert "stopping the mesh" in log and not (tmp_path / "state" / "mesh.json").exists()
+    # The CLI profile now points at the mesh (DESIGN.md: `agentmesh up` writes it).
+    assert 'registry = "127.0.0.1:50051"' in profile.read_text()
