@@ -124,6 +124,8 @@ class Demo:
             tool.schema.pool.FindMessageTypeByName("dummy.v1.Behaviour")
         )
         request = json_format.ParseDict(behaviour, behaviour_class())
+        if tool.channel is None:
+            raise StoryFailed("the training dummy has no endpoint bound in the registry")
         configure = tool.channel.unary_unary(
             "/dummy.v1.Dummy/Configure",
             request_serializer=lambda message: message.SerializeToString(),
@@ -182,7 +184,7 @@ async def approve(
         waiting.pending_action.action_id,
         approve=yes,
         reason=reason,
-        request_id=f"demo-{demo.run_id}-{waiting.pending_action.action_id}",
+        request_id=f"demo-{waiting.task_id}-{waiting.pending_action.action_id}",
     )
     followed = await follow(agent, resumed, agent.target, RUN_TIMEOUT_S, after_event_id=waiting.last_event_id)
     return await _full(demo, agent, followed)
