@@ -39,13 +39,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from rich.markup import escape
 
 from agentmesh.channels import create_channel
 from agentmesh.cli.common import console
 from agentmesh.cli.run import follow, model_of
-from agentmesh.errors import AgentmeshError, NotFound
+from agentmesh.errors import AgentmeshError, NotFound, from_rpc_error
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, caller_metadata
 
@@ -131,7 +132,10 @@ class Demo:
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=behaviour_class.FromString,
         )
-        await configure(request, timeout=5)
+        try:
+            await configure(request, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         if self._resolver is not None:
