@@ -454,6 +454,8 @@ class Registration:
     refresh_s: float = REFRESH_INTERVAL_S
     state: dict[str, str] = field(default_factory=dict)
     registered: asyncio.Event = field(default_factory=asyncio.Event)
+    # Completed registration rounds (the registry answered for every tool): a round that
+    # fails half-way does not count, so "rounds went up" means "all registered again".
     rounds: int = 0
     _task: asyncio.Task[None] | None = None
 
@@ -503,7 +505,6 @@ class Registration:
 
     async def register_all(self, stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> int:
         """Register every tool (idempotent: UNCHANGED, or REBOUND to this endpoint); the registry revision."""
-        self.rounds += 1
         for schema in self.tools:
             name = self._name(schema)
             request = tool_registry_service_pb2.RegisterToolRequest(
@@ -538,6 +539,7 @@ class Registration:
                     "outcome": outcome,
                 },
             )
+        self.rounds += 1
         if all(state == "registered" for state in self.state.values()):
             self.registered.set()
         listing = await stub.ListTools(
