@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from agentmesh import metrics, tracing
 from agentmesh.config import Settings
 from agentmesh.http import JsonProvider, SideListener
 from agentmesh.interceptors import ServerEdgeInterceptor
+from agentmesh.signals import stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -237,16 +237,11 @@ class ServiceHost:
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then shut down gracefully."""
         await self.start()
-        stop_requested = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_requested.set)
         try:
-            await stop_requested.wait()
-            log.info("signal received, shutting down")
+            async with stop_signals() as stop_requested:
+                await stop_requested.wait()
+                log.info("signal received, shutting down")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.stop()
 
     async def __aenter__(self) -> ServiceHost:

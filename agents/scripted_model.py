@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agentmesh import metrics
 from agentmesh.config import Role, Settings
 from agentmesh.logs import configure_logging
+from agentmesh.signals import stop_signals
 from agents.model.script import Conversation, Script, load_script, respond
 from agents.model.wire import SCRIPTED_HEADER, message_from_wire
 
@@ -170,15 +170,12 @@ async def serve(settings: Settings) -> None:
         "serving scripted model",
         extra={"http_port": server.port, "script": script.name, "model": script.model_id, "scripted": True},
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-        log.info("stopped")
+    async with stop_signals() as stop:
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            log.info("stopped")
 
 
 def main() -> None:

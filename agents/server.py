@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -28,6 +27,7 @@ from agentmesh.channels import create_channel
 from agentmesh.config import ConfigError, Role, Settings
 from agentmesh.logs import configure_logging
 from agentmesh.server import ServiceHost
+from agentmesh.signals import stop_signals
 from agentmesh.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
@@ -184,16 +184,11 @@ class AgentProcess:
     async def serve(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then drain and stop."""
         await self.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
-            log.info("signal received, shutting down")
+            async with stop_signals() as stop:
+                await stop.wait()
+                log.info("signal received, shutting down")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.stop()
 
 

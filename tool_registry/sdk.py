@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from agentmesh.errors import (
 )
 from agentmesh.logs import configure_logging
 from agentmesh.server import ServiceHost
+from agentmesh.signals import stop_signals
 from agentmesh.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import (
     errors_pb2,
@@ -361,14 +361,11 @@ class ToolService:
         """Serve until SIGTERM/SIGINT, then drain (what `run` does inside asyncio.run)."""
         await self.start(settings)
         assert self.host is not None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
+        async with stop_signals() as stop:  # the drain runs inside: a second signal cannot cut it
+            try:
+                await stop.wait()
+            finally:
+                await self.stop()
 
     def run(self, settings: Settings | None = None) -> None:
         """The process entrypoint: logging, tracing, serve until a signal."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from pathlib import Path
 
 import typer
@@ -26,6 +25,7 @@ from agentmesh.localmesh.plan import (
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
 from agentmesh.net import port_open
+from agentmesh.signals import stop_signals
 
 DEFAULT_STATE_DIR = Path(".agentmesh")
 
@@ -40,10 +40,12 @@ def busy_ports(ports: list[int]) -> list[int]:
 
 async def _run(mesh: LocalMesh, *, demo: bool) -> bool:
     """Start the mesh, play the demo once it is healthy, serve until a signal; False if the demo failed."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    async with stop_signals() as stop:  # stopping the mesh runs inside: a second Ctrl-C cannot cut it
+        return await _serve(mesh, stop, demo=demo)
+
+
+async def _serve(mesh: LocalMesh, stop: asyncio.Event, *, demo: bool) -> bool:
+    """The mesh's life from start to stop; `stop` is set by a signal."""
     ok = True
     try:
         await mesh.start()
