@@ -762,13 +762,22 @@ class TaskStore:
                 now=now,
                 retention_ms=snapshot.retention_ms or self.config.retention_ms,
             )
-            result = await self.commit(task_id, self.terminal_patch(done, snapshot, guard="rev"))
-            if result.ok:
-                done.last_event_id = result.last_event_id
-                await self.forget_pause(task)
-                record_finished(self.domain, done.state)
+            if await self._commit_finished(task, done, snapshot):
                 return done
         raise _contention(task_id)
+
+    async def _commit_finished(
+        self, task: task_pb2.Task, done: task_pb2.Task, snapshot: TaskSnapshot
+    ) -> bool:
+        """An API-side terminal change (cancel, expiry) guarded by the revision read, and what follows
+        it; False when the task changed meanwhile (the caller reads it again)."""
+        result = await self.commit(done.task_id, self.terminal_patch(done, snapshot, guard="rev"))
+        if not result.ok:
+            return False
+        done.last_event_id = result.last_event_id
+        await self.forget_pause(task)
+        record_finished(self.domain, done.state)
+        return True
 
     def terminal_patch(
         self, done: task_pb2.Task, snapshot: TaskSnapshot, *, guard: Literal["rev", "fence"], value: str = ""
@@ -845,11 +854,7 @@ class TaskStore:
                     metadata={"action_id": task.pending_action.action_id},
                 )
             )
-            result = await self.commit(task_id, self.terminal_patch(done, snapshot, guard="rev"))
-            if result.ok:
-                done.last_event_id = result.last_event_id
-                await self.forget_pause(task)
-                record_finished(self.domain, done.state)
+            if await self._commit_finished(task, done, snapshot):
                 return done
         raise _contention(task_id)
 
