@@ -98,7 +98,7 @@ class Demo:
         except NotFound:
             raise StorySkipped(f"this mesh has no {domain} agent (agents/domains/{domain}.yaml)") from None
 
-    async def tools(self) -> Any:
+    def resolver(self) -> Any:
         """The tool resolver agents use (created on first use)."""
         if self._resolver is None:
             from tool_registry.resolver import ToolResolver
@@ -111,7 +111,7 @@ class Demo:
         """One call through the agents' tool runtime (validation, deadline, retries by side effect)."""
         from tool_registry.invoke import CallContext, Outcome, ToolInvoker
 
-        tool = await (await self.tools()).resolve(name)
+        tool = await self.resolver().resolve(name)
         result = await ToolInvoker().invoke(tool, arguments, CallContext(deadline=time.time() + 10))
         if result.outcome is not Outcome.OK or result.response is None:
             raise StoryFailed(f"{name} failed: {result.status_code} {result.message}")
@@ -120,7 +120,7 @@ class Demo:
 
     async def configure_dummy(self, **behaviour: Any) -> None:
         """The dummy's operator control (not a tool): Configure, typed from the registry's schema."""
-        tool = await (await self.tools()).resolve("dummy_stats")
+        tool = await self.resolver().resolve("dummy_stats")
         behaviour_class = tool.schema.message_class(
             tool.schema.pool.FindMessageTypeByName("dummy.v1.Behaviour")
         )
@@ -204,6 +204,10 @@ def state_name(task: task_pb2.Task) -> str:
     return task_pb2.TaskState.Name(task.state).removeprefix("TASK_STATE_")
 
 
+def expect_completed(task: task_pb2.Task) -> None:
+    expect(task.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(task)}")
+
+
 def say(text: str) -> None:
     console.print(f"  [cyan]>[/cyan] {text}")
 
@@ -211,20 +215,19 @@ def say(text: str) -> None:
 # -- the stories ----------------------------------------------------------------------
 
 
-async def _charge_left(demo: Demo, charge_id: str) -> int:
-    charge = await demo.call_tool("payments_get_charge", {"charge_id": charge_id})
-    return int(charge.get("amount_cents", 0)) - int(charge.get("refunded_cents", 0))
+async def require_refundable(demo: Demo, order: str, cents: int) -> None:
+    """Skip the story when earlier demo runs on this mesh left less than `cents` to refund."""
+    charge = await demo.call_tool("payments_get_charge", {"charge_id": f"ch_{order}"})
+    if int(charge.get("amount_cents", 0)) - int(charge.get("refunded_cents", 0)) < cents:
+        raise StorySkipped(f"{order} was refunded by earlier demo runs; restart the mesh for a fresh one")
 
 
 async def refund(demo: Demo) -> str:
-    if await _charge_left(demo, "ch_ORD-12345") < 1250:
-        raise StorySkipped(
-            "ORD-12345 was fully refunded by earlier demo runs; restart the mesh for a fresh one"
-        )
+    await require_refundable(demo, "ORD-12345", 1250)
     say(f"customer message (untrusted): {escape(REFUND_MESSAGE)}")
     async with await demo.agent("refunds") as agent:
         task = await run_task(demo, agent, REFUND_MESSAGE)
-    expect(task.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(task)}")
+    expect_completed(task)
     expect(
         any(s.kind == task_pb2.STEP_KIND_SANITIZE for s in task.steps),
         "the untrusted message did not go through the sanitizer",
@@ -239,10 +242,7 @@ async def refund(demo: Demo) -> str:
 
 
 async def refund_approval(demo: Demo) -> str:
-    if await _charge_left(demo, "ch_ORD-12346") < 12000:
-        raise StorySkipped(
-            "ORD-12346 has been refunded by earlier demo runs; restart the mesh for a fresh one"
-        )
+    await require_refundable(demo, "ORD-12346", 12000)
     say(f"customer message (untrusted, with an injected override): {escape(INJECTED_MESSAGE)}")
     async with await demo.agent("refunds") as agent:
         waiting = await run_task(demo, agent, INJECTED_MESSAGE)
@@ -266,7 +266,7 @@ async def refund_approval(demo: Demo) -> str:
         say("the injected override never reached a tool: the refund waits for $120.00 on ch_ORD-12346 only")
         say("a human with refunds:approve approves it (ResumeTask)")
         done = await approve(demo, agent, waiting, yes=True, reason="checked with the carrier")
-    expect(done.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(done)}")
+    expect_completed(done)
     refunds = [s for s in tool_steps(done) if s.tool_name == "payments_refund"]
     expect(
         [s.outcome for s in refunds][-1:] == [task_pb2.TOOL_OUTCOME_OK], "the approved refund did not succeed"
@@ -283,7 +283,7 @@ async def fulfillment(demo: Demo) -> str:
     say(f"order: {escape(ORDER_MESSAGE)}")
     async with await demo.agent("fulfillment") as agent:
         task = await run_task(demo, agent, ORDER_MESSAGE)
-    expect(task.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(task)}")
+    expect_completed(task)
     expect(
         tool_names(task)
         == ["inventory_check", "inventory_reserve", "shipping_create_shipment", "email_send"],
@@ -304,7 +304,7 @@ async def training_dummy(demo: Demo) -> str:
         say("the dummy will answer UNAVAILABLE twice; dummy_act is KEYED (deduplicated by idempotency key)")
         before, injected = await _effects(demo)
         task = await run_task(demo, agent, f"Act on drill-{demo.run_id}-a")
-        expect(task.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(task)}")
+        expect_completed(task)
         act = step_of(task, "dummy_act")
         expect(act.attempts == 3, f"expected 3 attempts (2 injected failures), saw {act.attempts}")
         after, injected_after = await _effects(demo)
@@ -317,7 +317,7 @@ async def training_dummy(demo: Demo) -> str:
         say("the dummy will do the work, then hang past the deadline (the caller sees DEADLINE_EXCEEDED)")
         before, _ = await _effects(demo)
         task = await run_task(demo, agent, f"Act on drill-{demo.run_id}-b")
-        expect(task.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(task)}")
+        expect_completed(task)
         act = step_of(task, "dummy_act")
         expect(act.attempts >= 2, f"expected a retry after the timeout, saw {act.attempts} attempt(s)")
         after, _ = await _effects(demo)
@@ -341,7 +341,7 @@ async def training_dummy(demo: Demo) -> str:
         done = await approve(
             demo, agent, waiting, yes=False, reason="not repeating an action that may have run"
         )
-        expect(done.state == task_pb2.TASK_STATE_COMPLETED, f"the task ended {state_name(done)}")
+        expect_completed(done)
         after, _ = await _effects(demo)
         expect(after - before == 1, f"{after - before} side effects for one action")
     await demo.configure_dummy()
