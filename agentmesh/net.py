@@ -21,6 +21,22 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def port_bindable(host: str, port: int) -> bool:
+    """Whether a server could bind `port` now: nothing listens on it and no socket holds it.
+
+    Connecting is not enough: an outgoing connection's local end may sit on the
+    port (the kernel's ephemeral range is wide) and still make bind fail.
+    SO_REUSEADDR as gRPC and aiohttp set it, so TIME_WAIT leftovers do not count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port_with_partner(offset: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
     """A free port p such that p + offset is free too (Valkey Cluster's bus port is p + 10000)."""
     for _ in range(attempts):

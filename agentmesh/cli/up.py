@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -15,8 +16,6 @@ from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
-    REDIS_PORT,
-    REGISTRY_PORT,
     REPO_ROOT,
     MeshOptions,
     build_plan,
@@ -24,10 +23,11 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
-from agentmesh.net import port_open
+from agentmesh.net import port_bindable
 from agentmesh.signals import stop_signals
 
 DEFAULT_STATE_DIR = Path(".agentmesh")
+MAX_PORT = 65_535
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -35,26 +35,26 @@ def _state_dir(value: Path | None) -> Path:
 
 
 def busy_ports(ports: list[int]) -> list[int]:
-    return [p for p in ports if port_open("127.0.0.1", p)]
+    return [p for p in ports if not port_bindable("127.0.0.1", p)]
 
 
-async def _run(mesh: LocalMesh, *, demo: bool) -> bool:
+async def _run(mesh: LocalMesh, registry: str, *, demo: bool) -> bool:
     """Start the mesh, play the demo once it is healthy, serve until a signal; False if the demo failed."""
     async with stop_signals() as stop:  # stopping the mesh runs inside: a second Ctrl-C cannot cut it
-        return await _serve(mesh, stop, demo=demo)
+        return await _serve(mesh, registry, stop, demo=demo)
 
 
-async def _serve(mesh: LocalMesh, stop: asyncio.Event, *, demo: bool) -> bool:
+async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: bool) -> bool:
     """The mesh's life from start to stop; `stop` is set by a signal."""
     ok = True
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
-        _write_profile(f"127.0.0.1:{REGISTRY_PORT}", mesh.redis_url)
+        _write_profile(registry, mesh.redis_url)
         if demo:
             # The supervisor restarts crashed services while the stories play.
             supervising = asyncio.ensure_future(mesh.supervise(stop))
-            ok = await _play_demo(f"127.0.0.1:{REGISTRY_PORT}", ())
+            ok = await _play_demo(registry, ())
             if not stop.is_set():
                 console.print(
                     'the mesh keeps serving: `agentmesh status`, `agentmesh run fulfillment "…"`, '
@@ -111,6 +111,14 @@ def up(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
     ),
     demo: bool = typer.Option(False, "--demo", help="Play the demo stories once the mesh is healthy."),
+    port_offset: int = typer.Option(
+        0,
+        "--port-offset",
+        envvar="AGENTMESH_PORT_OFFSET",
+        min=0,
+        help="Add this to every port (registry 50051, agents 5006x, tools 5007x, model 50099, valkey 6390), "
+        "e.g. to run a second mesh beside the first.",
+    ),
 ) -> None:
     """Start the local mesh in the foreground (Redis, registry, example tools, scripted model, agents)."""
     from agents.spec import SpecError, load_spec
@@ -130,28 +138,37 @@ def up(
             f"[red]unknown example tool(s): {', '.join(unknown)}[/red] (known: {', '.join(DEFAULT_TOOLS)})"
         )
         raise typer.Exit(EXIT_USAGE)
-    state = _state_dir(state_dir)
-    redis = None if redis_url else EmbeddedRedis(port=REDIS_PORT, data_dir=state / "redis", appendonly=True)
-    url = redis_url or redis.url  # type: ignore[union-attr]
     options = MeshOptions(
-        redis_url=url,
+        port_offset=port_offset,
+        redis_url=redis_url or "",
         model_base_url=model_url,
         model_name=model_name,
         model_script=model_script.resolve(),
         agents=agents,
         tools=tuple(tools or DEFAULT_TOOLS),
     )
-    plan = build_plan(options)
-    busy = busy_ports(ports_in_use(plan) + ([] if redis_url else [REDIS_PORT]))
+    ports = ports_in_use(build_plan(options)) + ([] if redis_url else [options.redis_port])
+    if max(ports) > MAX_PORT:
+        err_console.print(f"[red]--port-offset {port_offset} puts ports above {MAX_PORT}[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    busy = busy_ports(ports)
     if busy:
         err_console.print(
             f"[red]ports already in use: {', '.join(map(str, busy))}[/red] — is a mesh already running? "
-            "(`agentmesh status`)"
+            "(`agentmesh status`; `--port-offset` runs another beside it)"
         )
         raise typer.Exit(EXIT_FAILED)
-    mesh = LocalMesh(plan, state, redis=redis, redis_url=url, report=console.print, cwd=REPO_ROOT)
+    state = _state_dir(state_dir)
+    redis = None
+    if not redis_url:
+        redis = EmbeddedRedis(port=options.redis_port, data_dir=state / "redis", appendonly=True)
+        options = replace(options, redis_url=redis.url)
+    plan = build_plan(options)
+    mesh = LocalMesh(
+        plan, state, redis=redis, redis_url=options.redis_url, report=console.print, cwd=REPO_ROOT
+    )
     try:
-        ok = asyncio.run(_run(mesh, demo=demo))
+        ok = asyncio.run(_run(mesh, options.registry_address, demo=demo))
     except MeshStartError as exc:
         err_console.print(f"[red]the mesh did not start:[/red] {exc}")
         raise typer.Exit(EXIT_FAILED) from None

@@ -2,7 +2,8 @@
 
 DESIGN.md's local ports: registry 50051, agents from 50061, example tools from
 50071, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
-listener is gRPC port + 1000.
+listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
+second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
 
 from __future__ import annotations
@@ -88,6 +89,23 @@ class MeshOptions:
     agents: Sequence[tuple[str, Path]] = ()  # (domain slug, spec path)
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    port_offset: int = 0  # added to every port below
+
+    @property
+    def registry_port(self) -> int:
+        return REGISTRY_PORT + self.port_offset
+
+    @property
+    def registry_address(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def model_port(self) -> int:
+        return MODEL_PORT + self.port_offset
+
+    @property
+    def redis_port(self) -> int:
+        return REDIS_PORT + self.port_offset
 
 
 def _serve(role: str) -> list[str]:
@@ -97,7 +115,7 @@ def _serve(role: str) -> list[str]:
 def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
     return {
         "REDIS_URL": options.redis_url,
-        "AGENTMESH_REGISTRY": f"127.0.0.1:{REGISTRY_PORT}",
+        "AGENTMESH_REGISTRY": options.registry_address,
         "AGENTMESH_BIND_HOST": "127.0.0.1",
         "AGENTMESH_SERVICE_NAME": name,
         "AGENTMESH_LOG_FORMAT": "json",
@@ -112,15 +130,15 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             name="registry",
             kind=Kind.REGISTRY,
             argv=_serve("registry"),
-            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(REGISTRY_PORT)},
-            grpc_port=REGISTRY_PORT,
-            http_port=REGISTRY_PORT + HTTP_PORT_OFFSET,
+            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(options.registry_port)},
+            grpc_port=options.registry_port,
+            http_port=options.registry_port + HTTP_PORT_OFFSET,
             health_service="agentmesh.v1.ToolRegistryService",
             tier=0,
         )
     ]
     for index, tool in enumerate(options.tools):
-        port = TOOL_BASE_PORT + index
+        port = TOOL_BASE_PORT + options.port_offset + index
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
@@ -138,7 +156,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             )
         )
     if options.model_base_url is None:
-        env = {**_base_env(options, "model"), "AGENTMESH_GRPC_PORT": str(MODEL_PORT)}
+        env = {**_base_env(options, "model"), "AGENTMESH_GRPC_PORT": str(options.model_port)}
         if options.model_script is not None:
             env["AGENTMESH_MODEL_SCRIPT"] = str(options.model_script)
         services.append(
@@ -148,14 +166,14 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 argv=_serve("model"),
                 env=env,
                 grpc_port=None,
-                http_port=MODEL_PORT,
+                http_port=options.model_port,
                 tier=1,
             )
         )
-    model_url = options.model_base_url or f"http://127.0.0.1:{MODEL_PORT}/v1"
+    model_url = options.model_base_url or f"http://127.0.0.1:{options.model_port}/v1"
     ports = agent_ports([domain for domain, _ in options.agents])
     for domain, spec in options.agents:
-        port = ports[domain]
+        port = ports[domain] + options.port_offset
         services.append(
             PlannedService(
                 name=f"agent-{domain}",

@@ -1,5 +1,6 @@
 """The demo, as its users run it: `agentmesh demo` against a mesh of real processes, and
-`agentmesh up --demo` (the README's first command) on the local ports when they are free.
+`agentmesh up --demo` (the README's first command), shifted by `--port-offset` above the
+kernel's ephemeral port range so that no other test's outgoing connection can hold one.
 
 Every story checks its own outcome (tools called, side effects counted by the services
 themselves); these tests check that every story passed and that the scripted model was named
@@ -22,13 +23,13 @@ import pytest_asyncio
 from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
-    REDIS_PORT,
+    REGISTRY_PORT,
     MeshOptions,
     build_plan,
     default_agents,
     ports_in_use,
 )
-from agentmesh.net import port_open
+from agentmesh.net import port_bindable
 from tests.support.agent_mesh import ROOT, Mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -105,14 +106,21 @@ async def test_unknown_story_and_missing_mesh_get_clear_errors(mesh: Mesh) -> No
     assert nowhere.returncode == 3 and "agentmesh up" in nowhere.stderr
 
 
-def _local_ports_free() -> bool:
-    plan = build_plan(MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS))
-    return not any(port_open("127.0.0.1", p) for p in [*ports_in_use(plan), REDIS_PORT])
+def _offset_above_ephemeral_ports() -> int:
+    """The smallest --port-offset that puts the registry (the lowest mesh port) above the range."""
+    try:
+        _, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        high = 60_999  # Linux's default
+    return max(0, high + 1 - REGISTRY_PORT)
 
 
 async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    if not _local_ports_free():
-        pytest.skip("the local mesh ports (DESIGN.md) are in use on this machine")
+    offset = _offset_above_ephemeral_ports()
+    options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
+    ports = [*ports_in_use(build_plan(options)), options.redis_port]
+    if max(ports) > 65_535 or not all(port_bindable("127.0.0.1", p) for p in ports):
+        pytest.skip(f"the local mesh ports shifted by {offset} are not free on this machine")
     output = tmp_path / "up.log"
     profile = tmp_path / "profile.toml"
     env = cli_env(AGENTMESH_PROFILE=str(profile))
@@ -123,6 +131,8 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
             "--demo",
             "--state-dir",
             str(tmp_path / "state"),
+            "--port-offset",
+            str(offset),
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -154,4 +164,4 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
     assert passed_stories(log) == list(STORIES), log
     assert "stopping the mesh" in log and not (tmp_path / "state" / "mesh.json").exists()
     # The CLI profile now points at the mesh (DESIGN.md: `agentmesh up` writes it).
-    assert 'registry = "127.0.0.1:50051"' in profile.read_text()
+    assert f'registry = "{options.registry_address}"' in profile.read_text()

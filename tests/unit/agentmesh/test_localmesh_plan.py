@@ -79,3 +79,15 @@ def test_the_default_mesh_serves_the_demo_domains_and_every_example_tool() -> No
     # The example tools' standalone ports (examples/_common.py) are the mesh's ports.
     assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == DEFAULT_PORTS
     assert DEMO_SCRIPT.is_file()
+
+
+def test_a_port_offset_shifts_every_port_and_every_address() -> None:
+    base = build_plan(_options())
+    shifted = build_plan(_options(port_offset=1000))
+    assert [p + 1000 for p in ports_in_use(base)] == ports_in_use(shifted)
+    agent = next(s for s in shifted if s.name == "agent-refunds")
+    assert agent.env["AGENTMESH_REGISTRY"] == "127.0.0.1:51051"
+    assert agent.env["AGENTMESH_GRPC_PORT"] == "51061"
+    assert agent.env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:51061"
+    assert agent.env["MODEL_BASE_URL"] == "http://127.0.0.1:51099/v1"
+    assert _options(port_offset=1000).redis_port == 7390
