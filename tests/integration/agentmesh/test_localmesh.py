@@ -12,24 +12,25 @@ from pathlib import Path
 import pytest
 
 from agentmesh import health
+from agentmesh.config import HTTP_PORT_OFFSET
 from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import Kind, PlannedService
 from agentmesh.localmesh.supervisor import LocalMesh, collect_status
-from agentmesh.net import free_port
+from agentmesh.net import free_port, free_port_with_partner
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _sample(name: str, tier: int) -> PlannedService:
-    port = free_port()
+    port = free_port_with_partner(HTTP_PORT_OFFSET)
     return PlannedService(
         name=name,
         kind=Kind.TOOL,
         argv=[sys.executable, "-m", "tests.support.sample_service"],
         env={"AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_BIND_HOST": "127.0.0.1"},
         grpc_port=port,
-        http_port=port + 1000,
+        http_port=port + HTTP_PORT_OFFSET,
         health_service="agentmesh.v1.AgentService",
         tier=tier,
     )

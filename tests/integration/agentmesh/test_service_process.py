@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from agentmesh import health
-from agentmesh.net import free_port
+from agentmesh.config import HTTP_PORT_OFFSET
+from agentmesh.net import free_port_with_partner
 
 pytestmark = pytest.mark.integration
 
 
 def _start(service_process, **env: str):  # type: ignore[no-untyped-def]
-    port = free_port()
+    port = free_port_with_partner(HTTP_PORT_OFFSET)
     process = service_process(
         "sample",
         [sys.executable, "-m", "tests.support.sample_service"],
