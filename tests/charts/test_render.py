@@ -100,7 +100,30 @@ def test_the_value_sets_cover_every_kind_the_chart_can_render() -> None:
     }, kinds
 
 
+def scaled_object(trigger_type: str, **metadata: str) -> dict[str, Any]:
+    """A ScaledObject with one lag-based Redis streams trigger and the given connection metadata."""
+    lag = {"stream": "s", "consumerGroup": "g", "lagCount": "5", "activationLagCount": "0"}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {
+            "scaleTargetRef": {"name": "x"},
+            "triggers": [{"type": trigger_type, "metadata": {**lag, **metadata}}],
+        },
+    }
+
+
 BAD_CUSTOM_RESOURCES: list[tuple[str, dict[str, Any]]] = [
+    # redis-cluster-streams reads `addresses`, never the single-node `address`.
+    ("ScaledObject", scaled_object("redis-cluster-streams", address="r-0:6379")),
+    # A Redis Cluster has only database 0: the cluster scaler takes no index.
+    ("ScaledObject", scaled_object("redis-cluster-streams", addresses="r-0:6379", databaseIndex="1")),
+    # The cluster docs page's activationTargetLag is not read by KEDA's parser.
+    ("ScaledObject", scaled_object("redis-cluster-streams", addresses="r-0:6379", activationTargetLag="1")),
+    ("ScaledObject", scaled_object("redis-cluster-streams", addresses="r-0:6379;r-1:6379")),
+    ("ScaledObject", scaled_object("redis-sentinel-streams", addresses="s-0:26379")),  # no sentinelMaster
+    ("ScaledObject", scaled_object("redis-streams", addresses="r-0:6379,r-1:6379")),
     (
         "ScaledObject",
         {
@@ -141,6 +164,20 @@ BAD_CUSTOM_RESOURCES: list[tuple[str, dict[str, Any]]] = [
         },
     ),
 ]
+
+
+GOOD_CUSTOM_RESOURCES = [
+    scaled_object("redis-streams", address="r:6379", databaseIndex="0"),
+    scaled_object("redis-cluster-streams", addresses="r-0:6379, r-1:6379"),
+    scaled_object("redis-cluster-streams", hostsFromEnv="REDIS_HOSTS", portsFromEnv="REDIS_PORTS"),
+    scaled_object("redis-sentinel-streams", addresses="s-0:26379,s-1:26379", sentinelMaster="m"),
+]
+
+
+@pytest.mark.parametrize("doc", GOOD_CUSTOM_RESOURCES)
+def test_the_custom_resource_schemas_accept_documented_redis_triggers(doc: dict[str, Any]) -> None:
+    errors = list(custom_resource_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc))
+    assert not errors, [e.message for e in errors]
 
 
 @pytest.mark.parametrize(("kind", "doc"), BAD_CUSTOM_RESOURCES)

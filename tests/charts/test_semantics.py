@@ -190,24 +190,86 @@ def test_the_in_flight_metric_is_the_one_the_services_export() -> None:
     assert pods_metrics == [metrics.RPC_IN_FLIGHT._name]  # the gauge's exported name
 
 
+# keda.redis.mode -> the KEDA scaler that reaches that kind of Redis
+KEDA_TRIGGERS = {
+    "standalone": "redis-streams",
+    "cluster": "redis-cluster-streams",
+    "sentinel": "redis-sentinel-streams",
+}
+
+
+def keda_secrets(values: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """TriggerAuthentication parameter -> (Secret, key) the values ask KEDA to use."""
+    redis = values["keda"]["redis"]
+    bundled = values["redis"]["bundled"]
+    secrets = {}
+    if redis["passwordSecret"]["name"]:
+        secrets["password"] = (redis["passwordSecret"]["name"], redis["passwordSecret"]["key"])
+    elif bundled["enabled"] and bundled["auth"]["existingSecret"]:
+        secrets["password"] = (bundled["auth"]["existingSecret"], bundled["auth"]["key"])
+    return secrets
+
+
 @pytest.mark.parametrize("value_set", SETS)
 def test_keda_watches_every_shard_of_the_domains_queue(value_set: str) -> None:
     r = render(value_set)
     shards = r.values["queue"]["shards"]
+    redis = r.values["keda"]["redis"]
     for scaled in r.of_kind("ScaledObject"):
         deployment = r.get("Deployment", scaled["spec"]["scaleTargetRef"]["name"])
         domain = deployment["metadata"]["labels"]["agentmesh.io/domain"]
-        streams = [t["metadata"]["stream"] for t in scaled["spec"]["triggers"]]
-        assert streams == [keys.queue(domain, shard) for shard in range(shards)]
+        triggers = scaled["spec"]["triggers"]
+        streams = [t["metadata"]["stream"] for t in triggers]
+        assert streams == [keys.queue(domain, shard) for shard in range(shards)], "one trigger per shard"
+        assert len({t["name"] for t in triggers}) == len(triggers)
+        group = r.values["agents"][domain].get("keda", {}).get("consumerGroup") or domain
+        for trigger in triggers:
+            meta = trigger["metadata"]
+            assert trigger["type"] == KEDA_TRIGGERS[redis["mode"]]
+            assert meta["consumerGroup"] == group
+            assert int(meta["lagCount"]) >= 1
+            assert meta["enableTLS"] == str(redis["enableTLS"]).lower()
+            if redis["mode"] == "standalone":
+                assert "addresses" not in meta
+                if r.values["redis"]["bundled"]["enabled"]:
+                    service = r.get("Service", "mesh-agentmesh-redis")
+                    assert meta["address"] == f"{dns(service)}:{service_port(service, 'redis')}"
+                else:
+                    assert meta["address"] == redis["address"]
+            else:
+                assert "address" not in meta
+                assert meta["addresses"].split(",") == redis["addresses"]
+            if redis["mode"] == "sentinel":
+                assert meta["sentinelMaster"] == redis["sentinelMaster"]
+            else:
+                assert "sentinelMaster" not in meta
+            # A Redis Cluster has only database 0, and KEDA's cluster client takes no index.
+            if redis["mode"] == "cluster":
+                assert "databaseIndex" not in meta
+            else:
+                assert meta["databaseIndex"] == str(redis["databaseIndex"])
+
+
+@pytest.mark.parametrize("value_set", SETS)
+def test_keda_authenticates_with_the_configured_password_secrets(value_set: str) -> None:
+    r = render(value_set)
+    expected = keda_secrets(r.values)
+    referenced = set()
+    for scaled in r.of_kind("ScaledObject"):
         for trigger in scaled["spec"]["triggers"]:
-            assert trigger["type"] == "redis-streams"
-            assert int(trigger["metadata"]["lagCount"]) >= 1
-            if r.values["redis"]["bundled"]["enabled"]:
-                redis = r.get("Service", "mesh-agentmesh-redis")
-                assert trigger["metadata"]["address"] == f"{dns(redis)}:{service_port(redis, 'redis')}"
             ref = trigger.get("authenticationRef")
-            if ref:
-                assert r.has("TriggerAuthentication", ref["name"])
+            if not expected:
+                assert ref is None, f"{scaled['metadata']['name']}: no password, no TriggerAuthentication"
+                continue
+            assert ref is not None, f"{scaled['metadata']['name']}: a password Secret is set but not used"
+            assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+            auth = r.get("TriggerAuthentication", ref["name"])
+            assert auth["metadata"]["namespace"] == scaled["metadata"]["namespace"]
+            given = {s["parameter"]: (s["name"], s["key"]) for s in auth["spec"]["secretTargetRef"]}
+            assert given == expected
+            referenced.add(ref["name"])
+    rendered = {a["metadata"]["name"] for a in r.of_kind("TriggerAuthentication")}
+    assert rendered == referenced, "every TriggerAuthentication is used by a ScaledObject"
 
 
 # --- selectors ------------------------------------------------------------------

@@ -19,6 +19,12 @@ def agent(**overrides: Any) -> dict[str, Any]:
 
 EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "external": {"existingSecret": "redis-url"}}}
 
+
+def keda_cluster(**redis: Any) -> dict[str, Any]:
+    """An external Redis Cluster KEDA reaches through one node, plus `redis` settings."""
+    return {**EXTERNAL_REDIS, "keda": {"redis": {"mode": "cluster", "addresses": ["r-0:6379"], **redis}}}
+
+
 # (id, values, fragments the message must contain)
 REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     ("unknown top-level key", {"replicas": 3}, ["additional properties 'replicas' not allowed"]),
@@ -74,7 +80,62 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "KEDA on an external Redis without its address",
         {**agent(autoscaling={"enabled": False}, keda={"enabled": True}), **EXTERNAL_REDIS},
-        ["agents.refunds.keda", "keda.redis.address"],
+        ["agents.refunds.keda", "keda.redis.address", "keda.redis.mode=cluster|sentinel"],
+    ),
+    (
+        "KEDA Redis mode that does not exist",
+        {"keda": {"redis": {"mode": "clustered"}}},
+        ["/keda/redis/mode", "'standalone', 'cluster', 'sentinel'"],
+    ),
+    (
+        "KEDA cluster mode without the cluster's nodes",
+        keda_cluster(addresses=[]),
+        ["/keda/redis/addresses", "minItems: got 0, want 1"],
+    ),
+    (
+        "KEDA cluster mode on the single-node bundled Redis",
+        {"keda": {"redis": {"mode": "cluster", "addresses": ["redis-0.data:6379"]}}},
+        ["/redis/bundled/enabled", "must be false", "/keda/redis/mode", "must be 'standalone'"],
+    ),
+    (
+        "KEDA sentinel mode on the bundled Redis",
+        {"keda": {"redis": {"mode": "sentinel", "addresses": ["s-0.data:26379"], "sentinelMaster": "m"}}},
+        ["/redis/bundled/enabled", "/keda/redis/mode"],
+    ),
+    (
+        "KEDA sentinel mode without the primary's name",
+        {**EXTERNAL_REDIS, "keda": {"redis": {"mode": "sentinel", "addresses": ["s-0.data:26379"]}}},
+        ["/keda/redis/sentinelMaster", "minLength"],
+    ),
+    (
+        "a cluster node that is not host:port",
+        keda_cluster(addresses=["redis-0.data"]),
+        ["/keda/redis/addresses/0", "does not match pattern"],
+    ),
+    (
+        "the same cluster node twice",
+        keda_cluster(addresses=["r-0:6379", "r-0:6379"]),
+        ["/keda/redis/addresses", "equal"],
+    ),
+    (
+        "a standalone address in cluster mode (ignored there)",
+        keda_cluster(address="r:6379"),
+        ["/keda/redis/address", "must be ''"],
+    ),
+    (
+        "cluster nodes in standalone mode (ignored there)",
+        {"keda": {"redis": {"addresses": ["r-0:6379"]}}},
+        ["/keda/redis/addresses", "maxItems: got 1, want 0"],
+    ),
+    (
+        "a database index on a Redis Cluster",
+        keda_cluster(databaseIndex=2),
+        ["/keda/redis/databaseIndex", "must be 0"],
+    ),
+    (
+        "a Sentinel primary name outside sentinel mode",
+        {"keda": {"redis": {"sentinelMaster": "mymaster"}}},
+        ["/keda/redis/sentinelMaster", "must be ''"],
     ),
     ("mTLS without certificates", {"tls": {"enabled": True}}, ["tls.existingSecret", "tls.crt"]),
     (

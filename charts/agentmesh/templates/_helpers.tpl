@@ -304,8 +304,9 @@ a message naming the value to change.
 {{- if gt (int $k.minReplicaCount) (int $k.maxReplicaCount) -}}
 {{- fail (printf "%s.keda: minReplicaCount (%d) is greater than maxReplicaCount (%d)." $p (int $k.minReplicaCount) (int $k.maxReplicaCount)) -}}
 {{- end -}}
-{{- if and (not $ctx.Values.redis.bundled.enabled) (not $ctx.Values.keda.redis.address) -}}
-{{- fail (printf "%s.keda: with an external Redis, KEDA needs keda.redis.address (host:port of that Redis)." $p) -}}
+{{- /* Cluster and sentinel modes need keda.redis.addresses; the schema checks those. */ -}}
+{{- if and (not $ctx.Values.redis.bundled.enabled) (eq $ctx.Values.keda.redis.mode "standalone") (not $ctx.Values.keda.redis.address) -}}
+{{- fail (printf "%s.keda: with an external Redis, KEDA needs keda.redis.address (host:port of that Redis), or keda.redis.mode=cluster|sentinel with keda.redis.addresses." $p) -}}
 {{- end -}}
 {{- end -}}
 {{- if le (float64 .terminationGracePeriodSeconds) (float64 .drainTotal) -}}
