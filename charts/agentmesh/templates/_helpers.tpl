@@ -94,6 +94,15 @@ app.kubernetes.io/component: {{ . }}
 {{- include "agentmesh.svcDNS" (dict "ctx" . "name" (include "agentmesh.redisName" .)) -}}
 {{- end -}}
 
+{{/*
+The gauge of in-flight calls every service exports at /metrics
+(agentmesh/metrics.py RPC_IN_FLIGHT): the HPA's Pods metric and the name the
+prometheus-adapter rule serves it under, so the two cannot drift apart.
+*/}}
+{{- define "agentmesh.inFlightMetric" -}}
+agentmesh_rpc_in_flight
+{{- end -}}
+
 {{- define "agentmesh.authSecret" -}}
 {{- default (printf "%s-auth" (include "agentmesh.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
