@@ -52,13 +52,14 @@ def _split(full_method: str) -> tuple[str, str]:
 class _Call:
     """Per-method bookkeeping, resolved once and reused for every call."""
 
-    __slots__ = ("bounded", "duration", "handled", "method", "service")
+    __slots__ = ("bounded", "duration", "handled", "in_flight", "method", "service")
 
     def __init__(self, full_method: str, bounded: bool) -> None:
         self.service, self.method = _split(full_method)
         self.duration = metrics.RPC_DURATION.labels(self.service, self.method)
         self.handled: dict[grpc.StatusCode, Any] = {}
         self.bounded = bounded
+        self.in_flight = metrics.RPC_IN_FLIGHT.labels(self.service) if bounded else None
 
     def count(self, code: grpc.StatusCode) -> None:
         counter = self.handled.get(code)
@@ -71,7 +72,8 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, *, max_in_flight: int = 0, bounded_services: Collection[str] = ()) -> None:
         self._max_in_flight = max_in_flight
         self._bounded_services = frozenset(bounded_services)
-        self._in_flight = 0
+        self._in_flight = 0  # over every bounded service: the replica's limit
+        self._by_service: dict[str, int] = {}  # what the gauge shows, per service
         self._cache: dict[str, tuple[Any, Any]] = {}
 
     @property
@@ -145,7 +147,7 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             finally:
                 if admitted:
-                    self._release()
+                    self._release(call)
                 _record(call, code, started)
 
         return handle
@@ -188,12 +190,18 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 metadata={"max_in_flight": str(self._max_in_flight)},
                 retry_after=OVERLOAD_RETRY_AFTER_S,
             )
-        self._in_flight += 1
-        metrics.RPC_IN_FLIGHT.labels(call.service).set(self._in_flight)
+        self._count(call, +1)
         return True
 
-    def _release(self) -> None:
-        self._in_flight -= 1
+    def _release(self, call: _Call) -> None:
+        self._count(call, -1)
+
+    def _count(self, call: _Call, change: int) -> None:
+        # The gauge goes down as well as up: an HPA on it must see a burst end.
+        self._in_flight += change
+        count = self._by_service[call.service] = self._by_service.get(call.service, 0) + change
+        assert call.in_flight is not None
+        call.in_flight.set(count)
 
 
 def _check_enums(request: Any) -> None:

@@ -11,6 +11,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from agentmesh import metrics
 from agentmesh.errors import from_rpc_error
 from agentmesh.testing import local_settings, running_host
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
@@ -125,6 +126,10 @@ async def test_streaming_error_after_items_keeps_its_status(servicer: SampleAgen
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _in_flight_gauge(service: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value("agentmesh_rpc_in_flight", {"service": service})
+
+
 async def test_in_flight_bound_answers_resource_exhausted_with_retry_info(servicer: SampleAgent) -> None:
     settings = local_settings(max_in_flight=2)
     async with running_host([registration(servicer)], settings=settings) as (host, channel):
@@ -134,6 +139,7 @@ async def test_in_flight_bound_answers_resource_exhausted_with_retry_info(servic
         ]
         while servicer.entered < 2:
             await asyncio.sleep(0.01)
+        assert _in_flight_gauge("agentmesh.v1.AgentService") == 2
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ListTasks(agent_service_pb2.ListTasksRequest())
         # Health and other services are never refused by the bound.
@@ -144,6 +150,8 @@ async def test_in_flight_bound_answers_resource_exhausted_with_retry_info(servic
         servicer.release.set()
         await asyncio.gather(*blocked)
         assert host.edge is not None and host.edge.in_flight == 0
+        # The HPA's custom metric sees the burst end (it once stayed at its peak).
+        assert _in_flight_gauge("agentmesh.v1.AgentService") == 0
     error = from_rpc_error(caught.value)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.reason == "OVERLOADED"
