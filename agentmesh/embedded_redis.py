@@ -3,7 +3,9 @@
 Used by `agentmesh up` when REDIS_URL is not set, and by the test harness
 (a fresh server on a free port, no persistence unless a test asks for it).
 `start_cluster` forms a real N-node Valkey Cluster on loopback so the memory
-layer is tested against Cluster semantics (slots, cross-slot refusals).
+layer is tested against Cluster semantics (slots, cross-slot refusals);
+`start_sentinel` puts a real Sentinel in front of a server, for
+redis+sentinel:// URLs.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ class EmbeddedRedis:
     cluster: bool = False
     extra_args: Sequence[str] = ()
     log_path: Path | None = None
+    password: str | None = None  # requirepass (the URL carries it)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _own_dir: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -76,6 +80,8 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
             args += ["--cluster-node-timeout", "5000"]
@@ -104,7 +110,13 @@ class EmbeddedRedis:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
         try:
             while time.monotonic() < deadline:
                 if self._process is not None and self._process.poll() is not None:
@@ -219,3 +231,75 @@ def start_cluster(nodes: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
 
 def _as_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+@dataclass
+class EmbeddedSentinel:
+    """One Sentinel process watching `master` under `service` (valkey-server in sentinel mode)."""
+
+    master: EmbeddedRedis
+    service: str = "mymaster"
+    password: str | None = None  # the Sentinel's own requirepass
+    port: int = 0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _dir: Path | None = field(default=None, init=False, repr=False)
+
+    def url(self, db: int = 0) -> str:
+        """redis+sentinel:// URL with the master's password and this Sentinel's."""
+        auth = f":{self.master.password}@" if self.master.password else ""
+        query = f"?sentinel_password={self.password}" if self.password else ""
+        return f"redis+sentinel://{auth}127.0.0.1:{self.port}/{self.service}/{db}{query}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedSentinel:
+        self.port = self.port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="agentmesh-sentinel-"))
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode no",
+            f"dir {self._dir}",
+            f"sentinel monitor {self.service} {self.master.host} {self.master.port} 1",
+        ]
+        if self.master.password:
+            lines.append(f"sentinel auth-pass {self.service} {self.master.password}")
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        config = self._dir / "sentinel.conf"  # Sentinel rewrites its config: it must be a file
+        config.write_text("\n".join(lines) + "\n")
+        self._process = subprocess.Popen(
+            [str(valkey_binary()), str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    raise RuntimeError(f"sentinel exited with {self._process.returncode}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service):  # type: ignore[no-untyped-call]
+                        return
+                time.sleep(0.05)
+            raise TimeoutError(f"sentinel on port {self.port} not ready after {timeout}s")
+        finally:
+            client.close()
+
+    def cleanup(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedSentinel:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -5,8 +5,12 @@ Supported URLs:
     redis://[user:pass@]host:port/db          plain TCP
     rediss://...                              TLS
     unix:///path/to/redis.sock?db=0           Unix socket
-    redis+sentinel://host:port[,host:port]/service[/db]   Sentinel (master of `service`)
-    redis+cluster://host:port[,host:port]     Redis Cluster (any seed nodes)
+    redis+sentinel://[:pass@]host:port[,host:port]/service[/db][?sentinel_password=P]
+                                              Sentinel (master of `service`; the URL's
+                                              credentials are the master's, P the Sentinels')
+    redis+cluster://[:pass@]host:port[,host:port]   Redis Cluster (any seed nodes)
+    rediss+sentinel://..., rediss+cluster://...    the same over TLS (`ssl_ca_certs`,
+                                              `ssl_cert_reqs` query parameters as for rediss://)
 
 Commands are packed by hiredis (C) as in redis-py's synchronous client; its
 asyncio connections pack in Python, which costs ~30 µs for a script call with
@@ -20,15 +24,16 @@ holds something we did not write: DATA_LOSS, never a crash.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
@@ -45,8 +50,34 @@ SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 
 
+class _Retry(Retry):
+    """redis-py's retry, except for refused credentials: those do not heal with time.
+
+    (redis-py's AuthenticationError is a ConnectionError, so it would be retried, and a
+    Sentinel client's default retry waits up to 10 s a time: a wrong password took 38 s
+    to surface.)
+    """
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, _REFUSED):
+                return False
+            return is_retryable(error) if is_retryable is not None else True
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+_REFUSED = (rexc.AuthenticationError, rexc.AuthorizationError)
+
+
 def _retry() -> Retry:
-    return Retry(BACKOFF, RETRIES, supported_errors=(rexc.ConnectionError, rexc.TimeoutError))
+    return _Retry(BACKOFF, RETRIES, supported_errors=(rexc.ConnectionError, rexc.TimeoutError))
 
 
 def _common() -> dict[str, Any]:
@@ -70,6 +101,7 @@ class _HiredisPacking:
 
 _PACKING_CLASSES: dict[type[Any], type[Any]] = {}
 C = TypeVar("C", bound=AbstractConnection)
+T = TypeVar("T")
 
 
 def _with_hiredis_packing(cls: type[C]) -> type[C]:
@@ -102,6 +134,17 @@ def _credentials(netloc: str) -> dict[str, Any]:
     return creds
 
 
+def _tls(scheme: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    """TLS options of a rediss+cluster:// or rediss+sentinel:// URL (none for the plain schemes)."""
+    if not scheme.startswith("rediss+"):
+        return {}
+    options: dict[str, Any] = {"ssl": True}
+    for name in ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile"):
+        if name in query:
+            options[name] = query[name][-1]
+    return options
+
+
 def create_redis(url: str, *, decode_responses: bool = False, client_name: str | None = None) -> AnyRedis:
     """A client for `url` (see module doc). Connections are made lazily, on first use."""
     parsed = urlparse(url)
@@ -114,10 +157,12 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
         pool = client.connection_pool  # connections are made lazily: swap the class before any is
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
         return client
-    if scheme == "redis+cluster":
+    query = parse_qs(parsed.query)
+    if scheme in {"redis+cluster", "rediss+cluster"}:
         nodes = [ClusterNode(host, port) for host, port in _hosts(parsed.netloc, 6379)]
         options.pop("health_check_interval")
-        cluster = RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options)
+        tls = _tls(scheme, query)
+        cluster = RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options, **tls)
         # RedisCluster fixes its connection class; nodes (made now and discovered later) take it
         # from these shared kwargs, and connect lazily.
         packing = _with_hiredis_packing(cluster.connection_kwargs["connection_class"])
@@ -125,17 +170,22 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
         for node in cluster.startup_nodes:
             node.connection_class = packing
         return cluster
-    if scheme == "redis+sentinel":
+    if scheme in {"redis+sentinel", "rediss+sentinel"}:
         path = [p for p in parsed.path.split("/") if p]
         if not path:
             raise ValueError(
                 "redis+sentinel:// URLs need the service name: redis+sentinel://host:26379/mymaster/0"
             )
         service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        tls = _tls(scheme, query)
+        sentinel_kwargs: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT_S, "retry": _retry(), **tls}
+        if "sentinel_password" in query:
+            sentinel_kwargs["password"] = query["sentinel_password"][-1]
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _hosts(parsed.netloc, 26379),
-            sentinel_kwargs={"socket_timeout": CONNECT_TIMEOUT_S},
+            sentinel_kwargs=sentinel_kwargs,
             **_credentials(parsed.netloc),
+            **tls,
         )
         master: aioredis.Redis = sentinel.master_for(service, db=db, **options)
         master.connection_pool.connection_class = _with_hiredis_packing(
@@ -144,7 +194,7 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
         return master
     raise ValueError(
         f"unsupported REDIS_URL scheme {scheme!r}: use redis://, rediss://, unix://, "
-        "redis+sentinel:// or redis+cluster://"
+        "redis+sentinel://, redis+cluster:// (or rediss+sentinel://, rediss+cluster:// for TLS)"
     )
 
 
@@ -152,7 +202,10 @@ def describe(url: str) -> str:
     """The URL without credentials, for logs and status output."""
     parsed = urlparse(url)
     netloc = parsed.netloc.rsplit("@", 1)[-1]
-    return parsed._replace(netloc=netloc).geturl()
+    query = "&".join(
+        part for part in parsed.query.split("&") if part and not part.startswith("sentinel_password=")
+    )
+    return parsed._replace(netloc=netloc, query=query).geturl()
 
 
 class redis_errors:  # a context manager named like the function it replaced (`with redis_errors(...)`)
@@ -174,6 +227,21 @@ class redis_errors:  # a context manager named like the function it replaced (`w
         if exc is None:
             return
         what = self.what
+        if isinstance(exc, _REFUSED):
+            raise Unavailable(
+                f"Redis refused our credentials while {what}: check the password in REDIS_URL "
+                "(and sentinel_password for Sentinels)",
+                reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                metadata={"dependency": "redis"},
+            ) from exc
+        if isinstance(exc, MasterNotFoundError):
+            raise Unavailable(
+                f"no Sentinel named the Redis master while {what} (Sentinels unreachable, or they "
+                f"refused sentinel_password); retry later: {exc}",
+                reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                metadata={"dependency": "redis"},
+                retry_after=1.0,
+            ) from exc
         if isinstance(
             exc, rexc.ConnectionError | rexc.TimeoutError | rexc.BusyLoadingError | rexc.TryAgainError
         ):

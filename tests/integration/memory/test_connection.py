@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis.asyncio as aioredis
 
 from agentmesh.errors import DataLoss, Unavailable
 from agentmesh.net import free_port
+from agentmesh.v1.agent_service_pb2 import SubmitTaskRequest
 from memory import connection
 from memory.connection import create_redis, describe, redis_errors
+from memory.task_queue import TaskQueue
+from memory.tasks import TaskConfig
 
 pytestmark = pytest.mark.integration
+# Lower bound of the reconnect budget (memory/connection.py: about 3 s).
+RETRY_BUDGET_S = 1.0
 
 
 async def test_plain_url_connects(redis_url: str) -> None:
@@ -55,3 +62,53 @@ def test_unknown_scheme_is_refused() -> None:
 def test_sentinel_needs_service_name() -> None:
     with pytest.raises(ValueError, match="service name"):
         create_redis("redis+sentinel://localhost:26379")
+
+
+async def test_sentinel_url_finds_the_master_with_both_passwords() -> None:
+    from agentmesh.embedded_redis import EmbeddedRedis, EmbeddedSentinel
+
+    with (
+        EmbeddedRedis(password="master-secret") as master,
+        EmbeddedSentinel(master, password="sentinel-secret") as sentinel,
+    ):
+        client = create_redis(sentinel.url(db=0))
+        await client.set("am:sentinel", "x")
+        assert await client.get("am:sentinel") == b"x"
+        # The scripts of the task layer run through it like through a plain URL.
+        queue = TaskQueue(client, domain="refunds", config=TaskConfig(shards=1))
+        await queue.ensure_groups()
+        task = await queue.submit(
+            SubmitTaskRequest(instruction="hi", request_id="r-1"), tenant="t", owner="u"
+        )
+        attempt = await queue.claim("w", 0)
+        assert attempt is not None and attempt.task.task_id == task.task_id
+        await client.aclose()
+
+        # Without the Sentinels' password the master is never found: UNAVAILABLE saying so.
+        no_password = create_redis(sentinel.url(db=0).split("?")[0])
+        missing = pytest.raises(Unavailable, match="no Sentinel named the Redis master")
+        with missing, redis_errors("reading task t-1"):
+            await no_password.get("am:sentinel")
+        await no_password.aclose()
+
+
+async def test_refused_credentials_fail_at_once_and_say_so() -> None:
+    from agentmesh.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(password="right") as server:
+        client = create_redis(server.url.replace(":right@", ":wrong@"))
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="refused our credentials"), redis_errors("reading task t-1"):
+            await client.get("am:x")
+        # Not retried for seconds like a lost connection: a password does not heal with time.
+        assert time.monotonic() - started < RETRY_BUDGET_S
+        await client.aclose()
+
+
+def test_tls_schemes_and_sentinel_password_stay_out_of_descriptions() -> None:
+    url = "rediss+sentinel://:m@h1:26379,h2:26379/mymaster/0?sentinel_password=s&ssl_cert_reqs=none"
+    assert describe(url) == "rediss+sentinel://h1:26379,h2:26379/mymaster/0?ssl_cert_reqs=none"
+    cluster = create_redis("rediss+cluster://:p@h1:6379?ssl_ca_certs=/etc/ca.pem")
+    node_kwargs = cluster.connection_kwargs  # type: ignore[union-attr]
+    assert issubclass(node_kwargs["connection_class"], aioredis.SSLConnection)
+    assert node_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
