@@ -171,6 +171,16 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         ["agents.refunds.spec is not valid YAML"],
     ),
     (
+        "a KEDA consumer group (the agent's is always its slug)",
+        agent(autoscaling={"enabled": False}, keda={"enabled": True, "consumerGroup": "refunds-workers"}),
+        ["/agents/refunds/keda", "'consumerGroup' not allowed"],
+    ),
+    (
+        "a default KEDA consumer group",
+        {"agentDefaults": {"keda": {"consumerGroup": "workers"}}},
+        ["/agentDefaults/keda", "'consumerGroup' not allowed"],
+    ),
+    (
         "agents without a model",
         {"agents": {"refunds": {"spec": {"d": 1}}}},
         ["model.baseUrl", "model.scripted"],
