@@ -484,10 +484,12 @@ def test_every_agent_gets_the_contract_variables(value_set: str) -> None:
 
 
 def test_spec_given_as_text_is_mounted_verbatim() -> None:
+    """A text spec is kept as given; one without a slug only gets `slug: <key>` in front."""
     r = render("03-fixed-replicas-values")
     spec = r.get("ConfigMap", "mesh-agentmesh-agent-refunds")["data"]["spec.yaml"]
     given = VALUE_SETS["03-fixed-replicas-values"]["agents"]["refunds"]["spec"]
-    assert spec.rstrip("\n") == given.rstrip("\n")
+    assert "slug:" not in given
+    assert spec.rstrip("\n") == "slug: refunds\n" + given.rstrip("\n")
 
 
 def test_tracing_resource_attributes_name_the_workload() -> None:
