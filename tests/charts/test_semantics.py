@@ -222,11 +222,10 @@ def test_keda_watches_every_shard_of_the_domains_queue(value_set: str) -> None:
         streams = [t["metadata"]["stream"] for t in triggers]
         assert streams == [keys.queue(domain, shard) for shard in range(shards)], "one trigger per shard"
         assert len({t["name"] for t in triggers}) == len(triggers)
-        group = r.values["agents"][domain].get("keda", {}).get("consumerGroup") or domain
         for trigger in triggers:
             meta = trigger["metadata"]
             assert trigger["type"] == KEDA_TRIGGERS[redis["mode"]]
-            assert meta["consumerGroup"] == group
+            assert meta["consumerGroup"] == domain, "the agent's queue names its group after the domain"
             assert int(meta["lagCount"]) >= 1
             assert meta["enableTLS"] == str(redis["enableTLS"]).lower()
             if redis["mode"] == "standalone":
@@ -485,10 +484,12 @@ def test_every_agent_gets_the_contract_variables(value_set: str) -> None:
 
 
 def test_spec_given_as_text_is_mounted_verbatim() -> None:
+    """A text spec is kept as given; one without a slug only gets `slug: <key>` in front."""
     r = render("03-fixed-replicas-values")
     spec = r.get("ConfigMap", "mesh-agentmesh-agent-refunds")["data"]["spec.yaml"]
     given = VALUE_SETS["03-fixed-replicas-values"]["agents"]["refunds"]["spec"]
-    assert spec.rstrip("\n") == given.rstrip("\n")
+    assert "slug:" not in given
+    assert spec.rstrip("\n") == "slug: refunds\n" + given.rstrip("\n")
 
 
 def test_tracing_resource_attributes_name_the_workload() -> None:

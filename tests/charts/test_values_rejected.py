@@ -11,10 +11,22 @@ import pytest
 from tests.charts.chart import render_values
 
 MODEL = {"model": {"baseUrl": "https://llm.example.com/v1", "name": "m"}}
+# The smallest domain spec the agent accepts (agents/spec.py); the chart adds the slug.
+SPEC = {"display_name": "Refunds", "description": "Refunds orders.", "system_prompt": "Refund it."}
+SPEC_TEXT = "display_name: Refunds\ndescription: Refunds orders.\nsystem_prompt: Refund it.\n"
 
 
 def agent(**overrides: Any) -> dict[str, Any]:
-    return {**MODEL, "agents": {"refunds": {"spec": {"description": "Refunds."}, **overrides}}}
+    return {**MODEL, "agents": {"refunds": {"spec": SPEC, **overrides}}}
+
+
+def spec(given: dict[str, Any] | str) -> dict[str, Any]:
+    """Values with one domain, refunds, whose spec is `given`."""
+    return {**MODEL, "agents": {"refunds": {"spec": given}}}
+
+
+def without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in SPEC.items() if k != field}
 
 
 EXTERNAL_REDIS = {"redis": {"bundled": {"enabled": False}, "external": {"existingSecret": "redis-url"}}}
@@ -44,7 +56,7 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     ("port beyond the +2000 range", {"registry": {"grpcPort": 64000}}, ["/registry/grpcPort", "maximum"]),
     (
         "domain slug not DNS-safe",
-        {**MODEL, "agents": {"Refunds": {"spec": {"d": 1}}}},
+        {**MODEL, "agents": {"Refunds": {"spec": SPEC}}},
         ["'Refunds'", "pattern"],
     ),
     ("zero shards", {"queue": {"shards": 0}}, ["/queue/shards", "minimum"]),
@@ -164,15 +176,76 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("PDB maxUnavailable 0%", agent(pdb={"maxUnavailable": "0%"}), ["agents.refunds.pdb.maxUnavailable"]),
     ("HPA without a metric", agent(autoscaling={"targetCPUUtilizationPercentage": None}), ["no metric"]),
-    ("empty domain spec", {**MODEL, "agents": {"refunds": {"spec": {}}}}, ["agents.refunds.spec is empty"]),
+    ("empty domain spec text", spec(""), ["agents.refunds.spec is empty"]),
+    ("domain spec text of comments only", spec("# nothing yet\n"), ["agents.refunds.spec is empty"]),
+    (
+        "empty domain spec mapping",
+        spec({}),
+        ["/agents/refunds/spec", "missing properties", "'display_name'", "'description'", "'system_prompt'"],
+    ),
+    (
+        "domain spec without display_name",
+        spec(without("display_name")),
+        ["/agents/refunds/spec", "missing property 'display_name'"],
+    ),
+    (
+        "domain spec with an empty system_prompt",
+        spec({**SPEC, "system_prompt": ""}),
+        ["/agents/refunds/spec/system_prompt", "minLength"],
+    ),
+    (
+        "domain spec slug not DNS-safe",
+        spec({**SPEC, "slug": "Refunds"}),
+        ["/agents/refunds/spec/slug", "does not match pattern"],
+    ),
+    (
+        "domain spec field the agent does not know",
+        spec({**SPEC, "allowed_tools": ["payments_refund"]}),
+        ["/agents/refunds/spec", "'allowed_tools' not allowed"],
+    ),
+    (
+        "domain spec slug that is not the key",
+        spec({**SPEC, "slug": "returns"}),
+        ["agents.refunds.spec", 'slug "returns" differs from its key "refunds"', "must agree"],
+    ),
+    (
+        "domain spec text whose slug is not the key",
+        spec("slug: returns\n" + SPEC_TEXT),
+        ["agents.refunds.spec", 'slug "returns" differs from its key "refunds"', "must agree"],
+    ),
     (
         "domain spec text that is not YAML",
-        {**MODEL, "agents": {"refunds": {"spec": "description: [unclosed"}}},
-        ["agents.refunds.spec is not valid YAML"],
+        spec("description: [unclosed"),
+        ["agents.refunds.spec is not a YAML mapping"],
+    ),
+    (
+        "domain spec text that is a list",
+        spec("- display_name: Refunds\n"),
+        ["agents.refunds.spec is not a YAML mapping"],
+    ),
+    (
+        "domain spec text without system_prompt",
+        spec("display_name: Refunds\ndescription: Refunds orders.\n"),
+        ["agents.refunds.spec has no system_prompt", "crash-loop"],
+    ),
+    (
+        "domain spec text no slug line can go in front of",
+        spec("{display_name: Refunds, description: Refunds orders., system_prompt: Refund it.}"),
+        ["agents.refunds.spec", "cannot put `slug: refunds` in front"],
+    ),
+    (
+        "a KEDA consumer group (the agent's is always its slug)",
+        agent(autoscaling={"enabled": False}, keda={"enabled": True, "consumerGroup": "refunds-workers"}),
+        ["/agents/refunds/keda", "'consumerGroup' not allowed"],
+    ),
+    (
+        "a default KEDA consumer group",
+        {"agentDefaults": {"keda": {"consumerGroup": "workers"}}},
+        ["/agentDefaults/keda", "'consumerGroup' not allowed"],
     ),
     (
         "agents without a model",
-        {"agents": {"refunds": {"spec": {"d": 1}}}},
+        {"agents": {"refunds": {"spec": SPEC}}},
         ["model.baseUrl", "model.scripted"],
     ),
     (
@@ -184,7 +257,7 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     ("image digest that is a tag", {"image": {"digest": "latest"}}, ["/image/digest"]),
     (
         "names too long for a Service",
-        {**MODEL, "fullnameOverride": "a-rather-long-release-name", "agents": {"a" * 31: {"spec": {"d": 1}}}},
+        {**MODEL, "fullnameOverride": "a-rather-long-release-name", "agents": {"a" * 31: {"spec": SPEC}}},
         ["longer than 63 characters", "fullnameOverride"],
     ),
 ]

@@ -351,15 +351,8 @@ a message naming the value to change.
 {{- end -}}
 {{- if eq .kind "agent" -}}
 {{- $agents = add1 $agents -}}
-{{- if empty $v.spec -}}
-{{- fail (printf "%s.spec is empty: put the domain spec there (a YAML mapping, or its text with --set-file %s.spec=refunds.yaml)." $p $p) -}}
-{{- end -}}
-{{- if kindIs "string" $v.spec -}}
-{{- $parsed := fromYaml $v.spec -}}
-{{- if hasKey $parsed "Error" -}}
-{{- fail (printf "%s.spec is not valid YAML: %s" $p (get $parsed "Error")) -}}
-{{- end -}}
-{{- end -}}
+{{- /* The domain spec's checks live in agentmesh.specText, which renders it. */ -}}
+{{- $_ := include "agentmesh.specText" $w -}}
 {{- end -}}
 {{- end -}}
 {{- if and (gt $agents 0) (not (include "agentmesh.modelBaseUrl" .)) -}}
@@ -367,5 +360,62 @@ a message naming the value to change.
 {{- end -}}
 {{- if and .Values.model.scripted.enabled (empty .Values.model.scripted.script) -}}
 {{- fail "model.scripted.enabled=true needs model.scripted.script (the YAML script the scripted model follows)." -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The domain spec of one agent workload (call with the workload) as the text
+mounted at AGENTMESH_DOMAIN_SPEC; the ConfigMap and the pod's checksum/spec
+annotation both use it. The spec is given as a mapping, or as text
+(--set-file agents.<slug>.spec=refunds.yaml), which is kept as given.
+
+The agent validates its spec at start (agents/spec.py) and exits on a bad one,
+so the pod would crash-loop: what the chart can see is refused here instead.
+values.schema.json checks a mapping spec too, but sees text as just a string.
+
+The slug must be the key under `agents:`: the chart names the Deployment,
+Services, KEDA streams and consumer group and OTEL_SERVICE_NAME after the key,
+the agent its queue, consumer group and registry entry after the slug. A spec
+without a slug gets the key (for text: a `slug:` line in front of it).
+*/}}
+{{- define "agentmesh.specText" -}}
+{{- $p := printf "%s.spec" .path -}}
+{{- $spec := .v.spec -}}
+{{- $data := $spec -}}
+{{- if kindIs "string" $spec -}}
+{{- $data = fromYaml $spec -}}
+{{- if hasKey $data "Error" -}}
+{{- fail (printf "%s is not a YAML mapping (the domain spec's fields: display_name, description, system_prompt, …): %s" $p (get $data "Error")) -}}
+{{- end -}}
+{{- end -}}
+{{- if empty $data -}}
+{{- fail (printf "%s is empty: put the domain spec there (a YAML mapping, or its text with --set-file %s=refunds.yaml)." $p $p) -}}
+{{- end -}}
+{{- if and (hasKey $data "slug") (ne (toString (get $data "slug")) .key) -}}
+{{- fail (printf "%s: slug %q differs from its key %q under agents:. The chart names the Deployment, Services and KEDA triggers after the key, the agent its queue, consumer group and registry entry after the slug, so they must agree: set slug: %s or leave slug out (the chart then uses the key)." $p (toString (get $data "slug")) .key .key) -}}
+{{- end -}}
+{{- $missing := list -}}
+{{- range list "display_name" "description" "system_prompt" -}}
+{{- if empty (get $data .) -}}
+{{- $missing = append $missing . -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "%s has no %s: the agent refuses such a domain spec at start, so its pods would crash-loop (see docs/domain-spec.md)." $p (join ", " $missing)) -}}
+{{- end -}}
+{{- $withSlug := set (deepCopy $data) "slug" .key -}}
+{{- if kindIs "string" $spec -}}
+{{- $text := regexReplaceAll "\n+$" $spec "" -}}
+{{- if not (hasKey $data "slug") -}}
+{{- /* First, or right after a leading `---`. Re-read, since a text that opens with a
+       flow mapping or an indented line would not mean the same with the line added. */ -}}
+{{- $text = regexReplaceAll "\\A(---[^\\n]*\\n)?" $text (printf "${1}slug: %s\n" .key) -}}
+{{- if ne (toJson (fromYaml $text)) (toJson $withSlug) -}}
+{{- fail (printf "%s: the chart cannot put `slug: %s` in front of this text (it does not start with a `field: value` line, a comment or `---`); add that line to the text yourself." $p .key) -}}
+{{- end -}}
+{{- end -}}
+{{- $text -}}
+{{- else -}}
+{{- toYaml $withSlug -}}
 {{- end -}}
 {{- end -}}

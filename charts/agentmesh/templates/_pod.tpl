@@ -221,7 +221,7 @@ metadata:
     {{- end }}
   {{- $annotations := dict }}
   {{- if eq $w.kind "agent" }}
-  {{- $_ := set $annotations "checksum/spec" (include "agentmesh.specText" $v.spec | sha256sum) }}
+  {{- $_ := set $annotations "checksum/spec" (include "agentmesh.specText" $w | sha256sum) }}
   {{- if $values.priceTable }}
   {{- $_ := set $annotations "checksum/price-table" (toYaml $values.priceTable | sha256sum) }}
   {{- end }}
@@ -393,13 +393,4 @@ spec:
     - {{- toYaml $c | nindent 6 }}
     {{- end }}
   {{- end }}
-{{- end -}}
-
-{{/* The domain spec as YAML text, whether given as a mapping or as text (--set-file). */}}
-{{- define "agentmesh.specText" -}}
-{{- if kindIs "string" . -}}
-{{- . -}}
-{{- else -}}
-{{- toYaml . -}}
-{{- end -}}
 {{- end -}}
