@@ -207,6 +207,9 @@ def keda_secrets(values: dict[str, Any]) -> dict[str, tuple[str, str]]:
         secrets["password"] = (redis["passwordSecret"]["name"], redis["passwordSecret"]["key"])
     elif bundled["enabled"] and bundled["auth"]["existingSecret"]:
         secrets["password"] = (bundled["auth"]["existingSecret"], bundled["auth"]["key"])
+    sentinel = redis["sentinelPasswordSecret"]
+    if redis["mode"] == "sentinel" and sentinel["name"]:
+        secrets["sentinelPassword"] = (sentinel["name"], sentinel["key"])
     return secrets
 
 

@@ -149,6 +149,11 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         {"keda": {"redis": {"sentinelMaster": "mymaster"}}},
         ["/keda/redis/sentinelMaster", "must be ''"],
     ),
+    (
+        "a Sentinel password outside sentinel mode",
+        {"keda": {"redis": {"sentinelPasswordSecret": {"name": "sentinel-auth"}}}},
+        ["/keda/redis/sentinelPasswordSecret/name", "must be ''"],
+    ),
     ("mTLS without certificates", {"tls": {"enabled": True}}, ["tls.existingSecret", "tls.crt"]),
     (
         "termination grace shorter than the drain",
