@@ -168,7 +168,11 @@ class Settings(BaseModel):
     )
     redis_url: str = _env(
         "REDIS_URL",
-        "Redis connection URL: redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://.",
+        "Redis connection URL: redis://, rediss://, unix://, redis+cluster://[:pw@]host:port[,…], "
+        "redis+sentinel://[:pw@]host:26379[,…]/<master>/<db>[?sentinel_password=…] (the URL's password "
+        "is the master's), and rediss+cluster:// / rediss+sentinel:// for TLS (`ssl_ca_certs`, "
+        "`ssl_cert_reqs` query parameters). Refused credentials fail at once, not after the reconnect "
+        "budget.",
         "redis://localhost:6390/0",
     )
     jwks: str | None = _env("AGENTMESH_JWKS", "Trusted issuers' JWKS: a file path or an https:// URL.")
