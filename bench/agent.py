@@ -36,7 +36,7 @@ from agentmesh.proc import ServiceProcess
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient
 from bench.common import ROOT, closed_loop
-from tests.support.agent_mesh import SERVE, Mesh
+from tests.support.agent_mesh import SERVE, Mesh, running_mesh
 from tool_registry.resolver import ToolResolver
 
 STEPS = 10
@@ -185,42 +185,43 @@ async def run() -> None:
         spec_path.write_text(yaml.safe_dump(SPEC))
         script_path = Path(tmp) / "script.yaml"
         script_path.write_text(yaml.safe_dump(script()))
-        env = {"REDIS_URL": redis.url, "AGENTMESH_LOG_LEVEL": "WARNING", "AGENTMESH_BIND_HOST": "127.0.0.1"}
-        mesh = Mesh(logs=out, redis_url=redis.url, env=env)
         try:
-            await mesh.start_registry()
-            await mesh.start_tools(["dummy"])
-            await mesh.start_model(script_path)
-            await mesh.start_agents([spec_path])
-            await mesh.wait_registered(tools=["dummy_echo"], agents=["bench"])
-            _, bare_call, bare_channel = await bare_tool(mesh.registry)
-            model_p50 = await bare_model(mesh.model_url)
-            async with AgentClient.connect(mesh.agents["bench"]) as agent:
-                rounds = await per_step(agent, bare_call)
-                await bare_channel.close()
-                median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-                print(
-                    f"per tool step (median of {ROUNDS} rounds): {median['step']:.3f} ms wall, "
-                    f"of which model {median['model']:.3f} ms (bare model POST p50 {model_p50:.3f} ms), "
-                    f"bare tool p50 {median['bare']:.3f} ms -> agent overhead "
-                    f"{median['overhead']:.3f} ms/step (target <= 1 ms)"
-                )
-                for in_flight in (1, 16):
-                    result = await closed_loop(
-                        "Run (1 tool step)",
-                        lambda: agent.run("steps=1"),
-                        in_flight=in_flight,
-                        duration_s=THROUGHPUT_S,
+            async with running_mesh(
+                redis.url,
+                out,
+                tools=["dummy"],
+                model_script=script_path,
+                agents=[spec_path],
+                registered_tools=["dummy_echo"],
+                env={"AGENTMESH_LOG_LEVEL": "WARNING"},
+            ) as mesh:
+                _, bare_call, bare_channel = await bare_tool(mesh.registry)
+                model_p50 = await bare_model(mesh.model_url)
+                async with AgentClient.connect(mesh.agents["bench"]) as agent:
+                    rounds = await per_step(agent, bare_call)
+                    await bare_channel.close()
+                    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+                    print(
+                        f"per tool step (median of {ROUNDS} rounds): {median['step']:.3f} ms wall, "
+                        f"of which model {median['model']:.3f} ms (bare model POST p50 {model_p50:.3f} ms), "
+                        f"bare tool p50 {median['bare']:.3f} ms -> agent overhead "
+                        f"{median['overhead']:.3f} ms/step (target <= 1 ms)"
                     )
-                    print(result.line())
-            times = await start_to_serving(mesh, spec_path)
-            print(
-                "start -> SERVING: "
-                + ", ".join(f"{t:.2f}s" for t in times)
-                + f" (median {statistics.median(times):.2f}s, target < 1.5 s)"
-            )
+                    for in_flight in (1, 16):
+                        result = await closed_loop(
+                            "Run (1 tool step)",
+                            lambda: agent.run("steps=1"),
+                            in_flight=in_flight,
+                            duration_s=THROUGHPUT_S,
+                        )
+                        print(result.line())
+                times = await start_to_serving(mesh, spec_path)
+                print(
+                    "start -> SERVING: "
+                    + ", ".join(f"{t:.2f}s" for t in times)
+                    + f" (median {statistics.median(times):.2f}s, target < 1.5 s)"
+                )
         finally:
-            mesh.stop()
             redis.cleanup()
 
 

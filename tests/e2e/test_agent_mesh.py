@@ -26,7 +26,7 @@ from agentmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, limits
-from tests.support.agent_mesh import ROOT, Mesh
+from tests.support.agent_mesh import ROOT, Mesh, running_mesh
 from tool_registry.invoke import CallContext, ToolInvoker
 from tool_registry.resolver import ToolResolver
 
@@ -54,26 +54,22 @@ def order(number: str, qty: int = 2, email: str = "ada@example.com") -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    env = {"REDIS_URL": valkey.url, "AGENTMESH_LOG_FORMAT": "text", "AGENTMESH_BIND_HOST": "127.0.0.1"}
-    running = Mesh(logs=tmp_path_factory.mktemp("e2e-logs"), redis_url=valkey.url, env=env)
-    try:
-        await running.start_registry()
-        await running.start_tools(TOOLS)
-        await running.start_model(FIXTURES / "scripts" / "e2e.yaml")
-        await running.start_agents(AGENTS)
-        await running.wait_registered(
-            tools=[
-                "inventory_check",
-                "inventory_reserve",
-                "shipping_create_shipment",
-                "email_send",
-                "payments_refund",
-            ],
-            agents=["fulfillment", "refunds", "front-desk", "ping", "pong", "trainee"],
-        )
+    async with running_mesh(
+        valkey.url,
+        tmp_path_factory.mktemp("e2e-logs"),
+        tools=TOOLS,
+        model_script=FIXTURES / "scripts" / "e2e.yaml",
+        agents=AGENTS,
+        registered_tools=[
+            "inventory_check",
+            "inventory_reserve",
+            "shipping_create_shipment",
+            "email_send",
+            "payments_refund",
+        ],
+        env={"AGENTMESH_LOG_FORMAT": "text"},
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

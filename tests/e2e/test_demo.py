@@ -30,7 +30,7 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from agentmesh.net import port_bindable
-from tests.support.agent_mesh import ROOT, Mesh
+from tests.support.agent_mesh import ROOT, Mesh, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -51,20 +51,16 @@ def passed_stories(output: str) -> list[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    env = {"REDIS_URL": valkey.url, "AGENTMESH_LOG_FORMAT": "text", "AGENTMESH_BIND_HOST": "127.0.0.1"}
-    running = Mesh(logs=tmp_path_factory.mktemp("demo-logs"), redis_url=valkey.url, env=env)
-    try:
-        await running.start_registry()
-        await running.start_tools(DEFAULT_TOOLS)
-        await running.start_model(DEMO_SCRIPT)
-        await running.start_agents([path for _, path in default_agents()])
-        await running.wait_registered(
-            tools=["payments_refund", "shipping_create_shipment", "dummy_act", "dummy_act_once"],
-            agents=["refunds", "fulfillment", "training"],
-        )
+    async with running_mesh(
+        valkey.url,
+        tmp_path_factory.mktemp("demo-logs"),
+        tools=DEFAULT_TOOLS,
+        model_script=DEMO_SCRIPT,
+        agents=[path for _, path in default_agents()],
+        registered_tools=["payments_refund", "shipping_create_shipment", "dummy_act", "dummy_act_once"],
+        env={"AGENTMESH_LOG_FORMAT": "text"},
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def demo(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,10 @@ lists every tool and agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +156,31 @@ class Mesh:
 
     def log(self, name: str, lines: int = 60) -> str:
         return self.processes[name].log_tail(lines)
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    redis_url: str,
+    logs: Path,
+    *,
+    tools: Sequence[str],
+    model_script: Path,
+    agents: Sequence[Path],
+    registered_tools: Sequence[str],
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Mesh]:
+    """The whole mesh on `redis_url`, until the registry lists `registered_tools` and every agent."""
+    base = {"REDIS_URL": redis_url, "AGENTMESH_BIND_HOST": "127.0.0.1", **(env or {})}
+    mesh = Mesh(logs=logs, redis_url=redis_url, env=base)
+    try:
+        await mesh.start_registry()
+        await mesh.start_tools(tools)
+        await mesh.start_model(model_script)
+        await mesh.start_agents(agents)
+        await mesh.wait_registered(tools=registered_tools, agents=list(mesh.agents))
+        yield mesh
+    finally:
+        mesh.stop()
 
 
 async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> None:
