@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from agentmesh.config import RateSpec, Settings
+from agentmesh.kit.config import RateSpec, Settings
 from agents.caller import Caller
 from agents.spec import DomainSpec, RateLimit
 from memory.rate_limits import Limit, RateLimiter, admission_limits

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentmesh import metadata as md
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit import metadata as md
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.validation import OPAQUE_ID
 from agentmesh.v1 import task_pb2
-from agentmesh.validation import OPAQUE_ID
 
 DEFAULT_TENANT = "default"
 DEFAULT_USER = "anonymous"

@@ -5,7 +5,7 @@
 
 Finds an agent by domain through the registry's directory (GetAgent → the
 card's endpoint) or talks to a direct target. Failed calls raise the typed
-`AgentmeshError` of their status (`agentmesh.errors.from_rpc_error`), so
+`AgentmeshError` of their status (`agentmesh.kit.errors.from_rpc_error`), so
 callers branch on codes and reasons, never on message text.
 """
 
@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from agentmesh import metadata as md
-from agentmesh.channels import create_channel
-from agentmesh.config import Settings
-from agentmesh.errors import from_rpc_error
+from agentmesh.kit import metadata as md
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import from_rpc_error
 from agentmesh.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from agentmesh.errors import AgentmeshError, from_rpc_error
+from agentmesh.kit.errors import AgentmeshError, from_rpc_error
 from agentmesh.v1 import agent_service_pb2, tool_registry_service_pb2, tool_registry_service_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agentmesh.config import Settings
+from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
 from agents.caller import caller_of_task
 from agents.limits import Budget, Exhausted

@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 from google.protobuf import duration_pb2
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2, task_pb2
 from agents.spec import DomainSpec, LimitSet
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from agentmesh.kit.validation import OPAQUE_ID, Violations
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from agentmesh.validation import OPAQUE_ID, Violations
 from agents.caller import RESERVED_LABEL_PREFIX
 from agents.limits import Budget, effective_budget
 from agents.spec import DomainSpec

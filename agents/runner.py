@@ -26,7 +26,7 @@ from typing import Protocol
 
 from opentelemetry import trace
 
-from agentmesh import metrics
+from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents.caller import Caller
 from agents.limits import Exhausted

@@ -31,10 +31,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmesh import metrics
-from agentmesh.config import Role, Settings
-from agentmesh.logs import configure_logging
-from agentmesh.signals import stop_signals
+from agentmesh.kit import metrics
+from agentmesh.kit.config import Role, Settings
+from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.signals import stop_signals
 from agents.model.script import Conversation, Script, load_script, respond
 from agents.model.wire import SCRIPTED_HEADER, message_from_wire
 

@@ -23,12 +23,12 @@ import logging
 import sys
 from typing import Any
 
-from agentmesh.channels import create_channel
-from agentmesh.config import ConfigError, Role, Settings
-from agentmesh.logs import configure_logging
-from agentmesh.server import ServiceHost
-from agentmesh.signals import stop_signals
-from agentmesh.tracing import configure_tracing, shutdown_tracing
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import ConfigError, Role, Settings
+from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from google.protobuf import empty_pb2
 
-from agentmesh.errors import FailedPrecondition, NotFound, PermissionDenied
+from agentmesh.kit.errors import FailedPrecondition, NotFound, PermissionDenied
+from agentmesh.kit.validation import OPAQUE_ID, Violations
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, errors_pb2, task_pb2
-from agentmesh.validation import OPAQUE_ID, Violations
 from agents.admission import RunAdmission
 from agents.caller import DEPTH_LABEL, Caller, resolve_caller
 from agents.executor import TaskExecutor

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentmesh.validation import DOMAIN_SLUG, TOOL_NAME
+from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME
 
 AGENT_TOOL_PREFIX = "agent_"
 # A version range as GetTool accepts it: exact (`1.2.0`), `latest`, `^1.2`,

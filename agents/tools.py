@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from agentmesh.errors import AgentmeshError
+from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
 from agents.caller import Caller
 from agents.machine import ToolInvocation, ToolOffer

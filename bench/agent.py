@@ -28,11 +28,11 @@ import grpc
 import httpx
 import yaml
 
-from agentmesh import health
-from agentmesh.channels import create_channel
-from agentmesh.embedded_redis import EmbeddedRedis
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit import health
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient
 from bench.common import ROOT, closed_loop

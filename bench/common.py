@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentmesh.net import free_port
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit.net import free_port
+from agentmesh.localmesh.proc import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 

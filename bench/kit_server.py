@@ -12,8 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from agentmesh.config import Settings
-from agentmesh.server import ServiceHost
+from agentmesh.kit.config import Settings
+from agentmesh.kit.server import ServiceHost
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 
 

@@ -27,8 +27,8 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentmesh.config import RateSpec
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit.config import RateSpec
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import tool_options_pb2 as opts
 from bench.common import closed_loop
 from memory.connection import AnyRedis, create_redis

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentmesh.channels import create_channel
-from agentmesh.config import Settings
-from agentmesh.embedded_redis import EmbeddedRedis
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
-from agentmesh.server import ServiceHost
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import Settings
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.kit.server import ServiceHost
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from memory.connection import create_redis

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from bench.common import LoadResult, closed_loop
 from memory.connection import AnyRedis, create_redis

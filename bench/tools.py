@@ -28,10 +28,10 @@ from pathlib import Path
 
 import grpc
 
-from agentmesh.channels import create_channel
-from agentmesh.embedded_redis import EmbeddedRedis
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from agentmesh.v1 import tool_registry_service_pb2_grpc
 from bench.common import LoadResult, closed_loop, ratio

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agentmesh.config import Role, Settings
+from agentmesh.kit.config import Role, Settings
 from tool_registry.sdk import ToolService
 
 EXAMPLES = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from agentmesh.errors import DataLoss
+from agentmesh.kit.errors import DataLoss
 
 MAGIC = b"AM"
 M = TypeVar("M", bound=Message)

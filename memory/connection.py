@@ -38,7 +38,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from agentmesh.errors import DataLoss, Unavailable
+from agentmesh.kit.errors import DataLoss, Unavailable
 from agentmesh.v1 import errors_pb2
 
 AnyRedis = aioredis.Redis | RedisCluster

@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentmesh.config import Settings
-from agentmesh.errors import DataLoss, ResourceExhausted
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import DataLoss, ResourceExhausted
+from agentmesh.kit.validation import Violations
 from agentmesh.v1 import errors_pb2
-from agentmesh.validation import Violations
 from memory import codec, keys
 from memory.codec import Kind
 from memory.connection import AnyRedis, redis_errors

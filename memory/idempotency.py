@@ -32,8 +32,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agentmesh.config import Settings
-from agentmesh.errors import Aborted, DataLoss, InvalidArgument
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import Aborted, DataLoss, InvalidArgument
 from agentmesh.v1 import errors_pb2
 from memory import keys
 from memory.connection import AnyRedis, redis_errors

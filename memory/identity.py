@@ -8,7 +8,7 @@ arguments here and raises one INVALID_ARGUMENT naming each bad field.
 
 from __future__ import annotations
 
-from agentmesh.validation import DOMAIN_SLUG, OPAQUE_ID, Violations
+from agentmesh.kit.validation import DOMAIN_SLUG, OPAQUE_ID, Violations
 
 MAX_ID_BYTES = 256
 

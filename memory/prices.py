@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentmesh.config import ConfigError
+from agentmesh.kit.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agentmesh import metrics
-from agentmesh.config import RateSpec, Settings
-from agentmesh.errors import ResourceExhausted
+from agentmesh.kit import metrics
+from agentmesh.kit.config import RateSpec, Settings
+from agentmesh.kit.errors import ResourceExhausted
 from agentmesh.v1 import errors_pb2, tool_options_pb2
 from memory import keys
 from memory.connection import AnyRedis, redis_errors

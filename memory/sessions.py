@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agentmesh.config import Settings
-from agentmesh.errors import DataLoss
-from agentmesh.validation import Violations
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import DataLoss
+from agentmesh.kit.validation import Violations
 from memory import codec, keys
 from memory.codec import Kind
 from memory.connection import AnyRedis, redis_errors

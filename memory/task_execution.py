@@ -36,8 +36,8 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from agentmesh import metrics
-from agentmesh.errors import Unavailable
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import Unavailable
 from agentmesh.v1 import task_pb2
 from memory import task_states
 from memory.task_events import artifact_event, status_event, step_event

@@ -58,8 +58,8 @@ from typing import Any
 import redis.exceptions as rexc
 from opentelemetry import propagate, trace
 
-from agentmesh import metrics
-from agentmesh.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys, task_ids, task_pages, task_scripts, task_states
 from memory.codec import Kind

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agentmesh.errors import FailedPrecondition
+from agentmesh.kit.errors import FailedPrecondition
 from agentmesh.v1 import errors_pb2, task_pb2
 
 SUBMITTED = task_pb2.TASK_STATE_SUBMITTED

@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agentmesh import metrics
-from agentmesh.errors import DataLoss
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import DataLoss
 from memory import keys, task_states
 from memory.connection import redis_errors
 from memory.task_queue import TaskQueue

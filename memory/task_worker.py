@@ -33,8 +33,8 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agentmesh import metrics
-from agentmesh.errors import Unavailable
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import Unavailable
 from memory import keys
 from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
 from memory.task_queue import QueueEntry, TaskQueue

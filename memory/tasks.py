@@ -47,9 +47,9 @@ from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agentmesh import metrics
-from agentmesh.config import Settings
-from agentmesh.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.kit import metrics
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys, task_ids, task_pages, task_scripts
 from memory.codec import Kind

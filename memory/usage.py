@@ -35,11 +35,11 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from agentmesh import metrics
-from agentmesh.config import Settings
-from agentmesh.errors import DataLoss, ResourceExhausted
+from agentmesh.kit import metrics
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import DataLoss, ResourceExhausted
+from agentmesh.kit.validation import DOMAIN_SLUG, Violations
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from agentmesh.validation import DOMAIN_SLUG, Violations
 from memory import keys
 from memory.connection import AnyRedis, redis_errors
 from memory.identity import check_owner

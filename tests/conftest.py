@@ -7,7 +7,7 @@
   runs a test twice, on the single server and on the cluster, each emptied.
 - `tmp_redis`: a private server for tests that restart or kill Redis, with AOF
   options of their choice.
-- `running_host` (agentmesh.testing): any servicer on port 0 with the full kit.
+- `running_host` (agentmesh.kit.testing): any servicer on port 0 with the full kit.
 - `service_process`: a real child process, stopped at the end of the test.
 """
 
@@ -22,8 +22,8 @@ import pytest
 import redis as redis_sync
 import redis.asyncio as redis_asyncio
 
-from agentmesh.embedded_redis import EmbeddedCluster, EmbeddedRedis, start_cluster
-from agentmesh.proc import ServiceProcess
+from agentmesh.localmesh.embedded_redis import EmbeddedCluster, EmbeddedRedis, start_cluster
+from agentmesh.localmesh.proc import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 

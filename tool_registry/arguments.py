@@ -34,7 +34,7 @@ import protovalidate
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2
 from tool_registry import jsonschema as js
 from tool_registry import patterns

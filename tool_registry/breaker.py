@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from agentmesh import metrics
+from agentmesh.kit import metrics
 
 UNHEALTHY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 

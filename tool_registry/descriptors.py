@@ -17,7 +17,7 @@ import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2, tool_options_pb2
 
 # Larger sets are refused at registration (INVALID_ARGUMENT, never a crash).

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from agentmesh.errors import AgentmeshError
+from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import tool_pb2
 from tool_registry.store import RegistryStore
 

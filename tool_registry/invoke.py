@@ -47,9 +47,9 @@ from opentelemetry import propagate, trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
-from agentmesh import metadata as md
-from agentmesh import metrics, tracing
-from agentmesh.errors import (
+from agentmesh.kit import metadata as md
+from agentmesh.kit import metrics, tracing
+from agentmesh.kit.errors import (
     AgentmeshError,
     DeadlineExceeded,
     FieldViolation,

@@ -48,7 +48,7 @@ import protovalidate
 from google.protobuf import descriptor, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2
 from tool_registry import patterns
 from tool_registry.descriptors import ToolSchema

@@ -1,6 +1,6 @@
 """Names in the registry: tool names, the reserved `agent_` prefix, tags, scopes.
 
-The patterns themselves live in `agentmesh.validation` (DESIGN.md, "Names");
+The patterns themselves live in `agentmesh.kit.validation` (DESIGN.md, "Names");
 this module adds what only the registry needs.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from agentmesh.validation import DOMAIN_SLUG, TOOL_NAME
+from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME
 
 AGENT_PREFIX = "agent_"
 # ToolOptions.tags: discovery labels.

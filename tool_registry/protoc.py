@@ -23,8 +23,8 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2
 from grpc_tools import protoc
 
-from agentmesh.errors import FieldViolation, InvalidArgument
-from agentmesh.protos import proto_include_dir, well_known_include_dir
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.protos import proto_include_dir, well_known_include_dir
 from agentmesh.v1 import errors_pb2
 
 VALIDATE_PROTO = "buf/validate/validate.proto"

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agentmesh.errors import FailedPrecondition, from_rpc_error
+from agentmesh.kit.errors import FailedPrecondition, from_rpc_error
 
 _SKIPPED = ("grpc.reflection.", "grpc.health.")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf import duration_pb2
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
+from agentmesh.kit.validation import Violations
 from agentmesh.v1 import errors_pb2, tool_options_pb2, tool_pb2
-from agentmesh.validation import Violations
 from tool_registry import names, semver
 from tool_registry.content import content_digest
 from tool_registry.descriptors import ToolSchema, load_tool_schema

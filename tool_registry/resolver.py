@@ -8,7 +8,7 @@
 - GetTool answers are cached per (name, version query); schemas (descriptor
   pool, message classes, protovalidate validator, argument converter) per
   (name, version, content digest), since versions are immutable.
-- One pooled channel per endpoint (agentmesh.channels.create_channel, no
+- One pooled channel per endpoint (agentmesh.kit.channels.create_channel, no
   transparent retry: the invoker decides), shared by every tool served there.
 - WatchTools keeps the cache current: any change of a tool (new version,
   deprecation, endpoint rebind) drops that tool's cached answers, so the next
@@ -30,10 +30,10 @@ from typing import Any
 
 import grpc
 
-from agentmesh import metrics
-from agentmesh.channels import create_channel
-from agentmesh.config import Settings
-from agentmesh.errors import AgentmeshError, Unavailable, from_rpc_error
+from agentmesh.kit import metrics
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import AgentmeshError, Unavailable, from_rpc_error
 from agentmesh.v1 import errors_pb2, tool_pb2, tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from tool_registry.agent_tool import agent_schema
 from tool_registry.descriptors import ToolSchema, load_tool_schema

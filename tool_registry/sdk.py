@@ -56,11 +56,11 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from agentmesh import metadata as md
-from agentmesh import metrics
-from agentmesh.channels import create_channel
-from agentmesh.config import Role, Settings
-from agentmesh.errors import (
+from agentmesh.kit import metadata as md
+from agentmesh.kit import metrics
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import Role, Settings
+from agentmesh.kit.errors import (
     AgentmeshError,
     InvalidArgument,
     from_rpc_error,
@@ -68,10 +68,10 @@ from agentmesh.errors import (
     reason_name,
     to_status_proto,
 )
-from agentmesh.logs import configure_logging
-from agentmesh.server import ServiceHost
-from agentmesh.signals import stop_signals
-from agentmesh.tracing import configure_tracing, shutdown_tracing
+from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import (
     errors_pb2,
     tool_options_pb2,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agentmesh.config import Settings
-from agentmesh.logs import configure_logging
-from agentmesh.server import ServiceHost
-from agentmesh.tracing import configure_tracing, shutdown_tracing
+from agentmesh.kit.config import Settings
+from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from memory.connection import create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore

@@ -24,13 +24,14 @@ from typing import Any
 
 import grpc
 
-from agentmesh.errors import (
+from agentmesh.kit.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
 )
+from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME, Violations
 from agentmesh.v1 import (
     agent_service_pb2,
     errors_pb2,
@@ -38,7 +39,6 @@ from agentmesh.v1 import (
     tool_registry_service_pb2,
     tool_registry_service_pb2_grpc,
 )
-from agentmesh.validation import DOMAIN_SLUG, TOOL_NAME, Violations
 from tool_registry import names, semver
 from tool_registry.agent_tool import AGENT_TOOL_VERSION, agent_tool
 from tool_registry.compat import Violation, check_compatibility

@@ -33,7 +33,7 @@ from typing import Any
 import redis.exceptions as rexc
 from google.protobuf import timestamp_pb2
 
-from agentmesh.errors import Unavailable
+from agentmesh.kit.errors import Unavailable
 from agentmesh.v1 import agent_service_pb2, tool_pb2
 from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors

@@ -12,17 +12,18 @@ import json
 
 import typer
 
-from agentmesh import __version__, health
+from agentmesh import __version__
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import run as run_cli
 from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import tasks as tasks_cli
+from agentmesh.cli import tools as tools_cli
 from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
-from agentmesh.config import ConfigError, Settings, reference_markdown
-from agentmesh.protos import proto_include_dir
-from tool_registry import cli as tools_cli
+from agentmesh.kit import health
+from agentmesh.kit.config import ConfigError, Settings, reference_markdown
+from agentmesh.kit.protos import proto_include_dir
 
 app = typer.Typer(
     name="agentmesh",

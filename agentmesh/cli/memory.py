@@ -22,8 +22,8 @@ from google.protobuf import json_format
 from rich.table import Table
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.config import ConfigError, Settings
-from agentmesh.errors import AgentmeshError, InvalidArgument, Unavailable
+from agentmesh.kit.config import ConfigError, Settings
+from agentmesh.kit.errors import AgentmeshError, InvalidArgument, Unavailable
 from memory import keys
 from memory.connection import AnyRedis, create_redis, describe
 from memory.context import ContextPacket, Turn

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import typer
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console
-from agentmesh.profile import Profile, ProfileError, load_profile, profile_path, save_profile
+from agentmesh.cli.profile_file import Profile, ProfileError, load_profile, profile_path, save_profile
 
 app = typer.Typer(help="Show or edit the CLI profile.", no_args_is_help=True)
 

@@ -22,9 +22,9 @@ from google.protobuf import json_format
 from rich.markup import escape
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.errors import AgentmeshError, InvalidArgument, NotFound, Unavailable
+from agentmesh.kit.errors import AgentmeshError, InvalidArgument, NotFound, Unavailable
+from agentmesh.kit.validation import DOMAIN_SLUG
 from agentmesh.v1 import task_pb2
-from agentmesh.validation import DOMAIN_SLUG
 
 agent_app = typer.Typer(help="Agent cards and domain specs.", no_args_is_help=True)
 
@@ -65,7 +65,7 @@ def _check_domain(domain: str) -> None:
 async def _client(
     domain: str, target: str | None, registry: str | None, metadata: list[tuple[str, str]]
 ) -> Any:
-    from agentmesh.profile import resolve_registry
+    from agentmesh.cli.profile_file import resolve_registry
     from agents.client import AgentClient
 
     if target:
@@ -203,7 +203,7 @@ def run(
     user: str = typer.Option(None, "--user", help="User to act as (until tokens carry it)."),
 ) -> None:
     """Run an agent on an instruction and print its steps, outcome and usage."""
-    from agentmesh.profile import resolve_token
+    from agentmesh.cli.profile_file import resolve_token
     from agents.client import caller_metadata, limits
 
     _check_domain(domain)
@@ -263,7 +263,7 @@ def card(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print an agent's card: skills, tools, caps (GetAgentCard on the agent)."""
-    from agentmesh.profile import resolve_token
+    from agentmesh.cli.profile_file import resolve_token
     from agents.card import card_json
     from agents.client import caller_metadata
 

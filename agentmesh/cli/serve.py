@@ -14,7 +14,7 @@ from typing import cast
 import typer
 
 from agentmesh.cli.common import EXIT_USAGE, err_console
-from agentmesh.config import ConfigError, Role, Settings
+from agentmesh.kit.config import ConfigError, Role, Settings
 
 ROLE_ENTRYPOINTS: dict[Role, str] = {
     Role.REGISTRY: "tool_registry.server:main",

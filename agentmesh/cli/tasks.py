@@ -22,9 +22,9 @@ import typer
 from rich.table import Table
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.config import ConfigError, Settings
-from agentmesh.errors import AgentmeshError, Unavailable
-from agentmesh.validation import DOMAIN_SLUG
+from agentmesh.kit.config import ConfigError, Settings
+from agentmesh.kit.errors import AgentmeshError, Unavailable
+from agentmesh.kit.validation import DOMAIN_SLUG
 from memory.connection import create_redis, describe
 from memory.task_queue import DeadLetter, RedriveResult, TaskQueue
 from memory.tasks import TaskConfig

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 
-from agentmesh import health
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit import health
+from agentmesh.kit.net import port_bindable
+from agentmesh.kit.signals import stop_signals
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
@@ -23,8 +25,6 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
-from agentmesh.net import port_bindable
-from agentmesh.signals import stop_signals
 
 DEFAULT_STATE_DIR = Path(".agentmesh")
 MAX_PORT = 65_535
@@ -72,7 +72,7 @@ async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: b
 
 def _write_profile(registry: str, redis_url: str) -> None:
     """Point the CLI profile at this mesh (other fields, e.g. a token, are kept)."""
-    from agentmesh.profile import ProfileError, load_profile, profile_path, save_profile
+    from agentmesh.cli.profile_file import ProfileError, load_profile, profile_path, save_profile
 
     try:
         profile = load_profile()
@@ -187,8 +187,8 @@ def demo(
     ),
 ) -> None:
     """Play the seeds' stories against a running mesh (`agentmesh up` elsewhere); exit 1 if one fails."""
+    from agentmesh.cli.profile_file import resolve_registry
     from agentmesh.localmesh.demo import STORIES
-    from agentmesh.profile import resolve_registry
 
     known = [s.name for s in STORIES]
     unknown = sorted(set(stories or ()) - set(known))

@@ -43,10 +43,10 @@ import grpc
 from google.protobuf import json_format
 from rich.markup import escape
 
-from agentmesh.channels import create_channel
 from agentmesh.cli.common import console
 from agentmesh.cli.run import follow, model_of
-from agentmesh.errors import AgentmeshError, NotFound, from_rpc_error
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.errors import AgentmeshError, NotFound, from_rpc_error
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, caller_metadata
 

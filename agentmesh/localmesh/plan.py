@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmesh.config import HTTP_PORT_OFFSET
+from agentmesh.kit.config import HTTP_PORT_OFFSET
 
 REGISTRY_PORT = 50051
 TOOL_BASE_PORT = 50071

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from agentmesh import health
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit import health
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import Kind, PlannedService
-from agentmesh.proc import ServiceProcess
+from agentmesh.localmesh.proc import ServiceProcess
 
 log = logging.getLogger(__name__)
 

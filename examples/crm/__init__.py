@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentmesh.errors import NotFound
+from agentmesh.kit.errors import NotFound
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
 from tool_registry.sdk import ToolContext, ToolService

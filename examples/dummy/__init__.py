@@ -26,7 +26,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from agentmesh.errors import ResourceExhausted, Unavailable
+from agentmesh.kit.errors import ResourceExhausted, Unavailable
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
 from tool_registry.sdk import ToolContext, ToolService

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agentmesh.embedded_redis import EmbeddedRedis
-from agentmesh.proc import ServiceProcess
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis, create_redis

@@ -21,7 +21,7 @@ import helm_python
 import pytest
 import yaml
 
-from agentmesh.validation import DOMAIN_SLUG
+from agentmesh.kit.validation import DOMAIN_SLUG
 from agents.spec import DomainSpec, SpecError, parse_spec
 from memory import keys
 from tests.charts.chart import CHART_DIR, RELEASE, VALUE_SETS, Render, render, render_values

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentmesh.testing import running_host
+from agentmesh.kit.testing import running_host
 from tests.charts.chart import ROOT, render
 
 AGENTMESH = str(Path(sys.executable).parent / "agentmesh")

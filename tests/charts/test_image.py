@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from agentmesh.cli.serve import entrypoint_for
-from agentmesh.config import DEFAULT_GRPC_PORTS, HEALTH_PORT_OFFSET, HTTP_PORT_OFFSET, Role, Settings
+from agentmesh.kit.config import DEFAULT_GRPC_PORTS, HEALTH_PORT_OFFSET, HTTP_PORT_OFFSET, Role, Settings
 from tests.charts.chart import ROOT, render
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

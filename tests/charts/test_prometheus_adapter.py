@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agentmesh import metrics
+from agentmesh.kit import metrics
 from tests.charts.chart import CHART_DIR, NAMESPACE, VALUE_SETS, Render, render, render_values
 
 SETS = sorted(VALUE_SETS)

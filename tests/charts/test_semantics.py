@@ -3,7 +3,7 @@
 Probes hit declared ports, autoscalers own their Deployment alone, selectors
 pick exactly the pods they should, PDBs never block eviction, no secret sits
 in a ConfigMap, and every service's environment is read back by the real
-configuration loader (agentmesh.config.Settings) with the ports the pod declares.
+configuration loader (agentmesh.kit.config.Settings) with the ports the pod declares.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agentmesh.cli.serve import entrypoint_for, load
-from agentmesh.config import ConfigError, Role, Settings
+from agentmesh.kit.config import ConfigError, Role, Settings
 from memory import keys
 from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, render
 
@@ -183,7 +183,7 @@ def test_no_replicas_in_a_deployment_an_autoscaler_owns(value_set: str) -> None:
 
 
 def test_the_in_flight_metric_is_the_one_the_services_export() -> None:
-    from agentmesh import metrics
+    from agentmesh.kit import metrics
 
     hpa = render("02-hpa-inflight-values").get("HorizontalPodAutoscaler", "mesh-agentmesh-agent-refunds")
     pods_metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]

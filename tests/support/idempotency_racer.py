@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 
-from agentmesh.errors import Aborted
+from agentmesh.kit.errors import Aborted
 from memory.connection import create_redis
 from memory.idempotency import IdempotencyStore
 

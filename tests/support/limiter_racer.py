@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from agentmesh.config import RateSpec
+from agentmesh.kit.config import RateSpec
 from memory.connection import create_redis
 from memory.rate_limits import Limit, RateLimiter
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from agentmesh.channels import create_channel
-from agentmesh.testing import local_settings, running_host
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import tool_registry_service_pb2_grpc
 from memory.connection import AnyRedis, create_redis
 from tool_registry.server import registry_settings

@@ -14,12 +14,12 @@ import logging
 
 import grpc
 
-from agentmesh.config import Settings
-from agentmesh.errors import NotFound
-from agentmesh.logs import configure_logging
-from agentmesh.server import ServiceHost
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import NotFound
+from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.validation import OPAQUE_ID, Violations
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
-from agentmesh.validation import OPAQUE_ID, Violations
 
 SECRET_TEXT = "db password is hunter2"
 SERVICE = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"]

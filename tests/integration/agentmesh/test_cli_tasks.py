@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
-from agentmesh.net import free_port
+from agentmesh.kit.net import free_port
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory.connection import create_redis
 from memory.task_execution import Checkpointer, Outcome, run_attempt

@@ -6,7 +6,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from agentmesh.embedded_redis import EmbeddedRedis, start_cluster
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis, start_cluster
 
 pytestmark = pytest.mark.integration
 

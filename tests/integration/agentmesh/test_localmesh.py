@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agentmesh import health
-from agentmesh.config import HTTP_PORT_OFFSET
-from agentmesh.embedded_redis import EmbeddedRedis
+from agentmesh.kit import health
+from agentmesh.kit.config import HTTP_PORT_OFFSET
+from agentmesh.kit.net import free_port, free_port_with_partner
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import Kind, PlannedService
 from agentmesh.localmesh.supervisor import LocalMesh, collect_status
-from agentmesh.net import free_port, free_port_with_partner
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]

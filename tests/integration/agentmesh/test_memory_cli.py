@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
-from agentmesh.net import free_port
+from agentmesh.kit.net import free_port
 from memory.connection import create_redis
 from memory.context import ToolCall, Turn
 from memory.facts import FactStore

@@ -11,9 +11,9 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agentmesh import metrics
-from agentmesh.errors import from_rpc_error
-from agentmesh.testing import local_settings, running_host
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import from_rpc_error
+from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 from tests.support.sample_service import SECRET_TEXT, SERVICE, SampleAgent, registration
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agentmesh import health
-from agentmesh.config import HTTP_PORT_OFFSET
-from agentmesh.net import free_port_with_partner
+from agentmesh.kit import health
+from agentmesh.kit.config import HTTP_PORT_OFFSET
+from agentmesh.kit.net import free_port_with_partner
 
 pytestmark = pytest.mark.integration
 

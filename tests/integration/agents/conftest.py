@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from agentmesh.channels import create_channel
-from agentmesh.testing import local_settings
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import agent_service_pb2_grpc
 from agents.model.script import load_script
 from agents.scripted_model import ScriptedModelServer

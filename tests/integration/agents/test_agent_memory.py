@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from agentmesh.config import Settings
-from agentmesh.errors import ResourceExhausted
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import ResourceExhausted
 from agents.admission import RunAdmission, run_limits
 from agents.caller import Caller
 from agents.model.openai import OpenAICompatibleModel

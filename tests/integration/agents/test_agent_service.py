@@ -12,8 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from agentmesh.errors import from_rpc_error
-from agentmesh.net import free_port
+from agentmesh.kit.errors import from_rpc_error
+from agentmesh.kit.net import free_port
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.model.script import Script

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis_asyncio
 
-from agentmesh.channels import create_channel
-from agentmesh.net import free_port
-from agentmesh.testing import local_settings, running_host
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.net import free_port
+from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import agent_service_pb2, tool_pb2, tool_registry_service_pb2
 from agents.card import build_card
 from agents.directory import keep_registered, register_card

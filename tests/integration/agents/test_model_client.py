@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from agentmesh.net import free_port
+from agentmesh.kit.net import free_port
 from agents.model.openai import OpenAICompatibleModel, parse_retry_after
 from agents.model.script import Script
 from agents.model.types import (

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from agentmesh.config import RateSpec
-from agentmesh.embedded_redis import EmbeddedCluster
+from agentmesh.kit.config import RateSpec
+from agentmesh.localmesh.embedded_redis import EmbeddedCluster
 from agentmesh.v1 import task_pb2
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory.connection import create_redis

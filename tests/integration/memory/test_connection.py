@@ -5,8 +5,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.errors import DataLoss, Unavailable
-from agentmesh.net import free_port
+from agentmesh.kit.errors import DataLoss, Unavailable
+from agentmesh.kit.net import free_port
 from agentmesh.v1.agent_service_pb2 import SubmitTaskRequest
 from memory import connection
 from memory.connection import create_redis, describe, redis_errors
@@ -25,7 +25,7 @@ async def test_plain_url_connects(redis_url: str) -> None:
 
 
 async def test_cluster_url_connects() -> None:
-    from agentmesh.embedded_redis import start_cluster
+    from agentmesh.localmesh.embedded_redis import start_cluster
 
     with start_cluster(3) as cluster:
         client = create_redis(cluster.url)
@@ -65,7 +65,7 @@ def test_sentinel_needs_service_name() -> None:
 
 
 async def test_sentinel_url_finds_the_master_with_both_passwords() -> None:
-    from agentmesh.embedded_redis import EmbeddedRedis, EmbeddedSentinel
+    from agentmesh.localmesh.embedded_redis import EmbeddedRedis, EmbeddedSentinel
 
     with (
         EmbeddedRedis(password="master-secret") as master,
@@ -93,7 +93,7 @@ async def test_sentinel_url_finds_the_master_with_both_passwords() -> None:
 
 
 async def test_refused_credentials_fail_at_once_and_say_so() -> None:
-    from agentmesh.embedded_redis import EmbeddedRedis
+    from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 
     with EmbeddedRedis(password="right") as server:
         client = create_redis(server.url.replace(":right@", ":wrong@"))

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.errors import DataLoss, InvalidArgument, ResourceExhausted
+from agentmesh.kit.errors import DataLoss, InvalidArgument, ResourceExhausted
 from memory import keys
 from memory.connection import create_redis
 from memory.context import Turn

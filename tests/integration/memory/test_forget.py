@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.config import RateSpec
+from agentmesh.kit.config import RateSpec
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory import keys
 from memory.connection import AnyRedis, create_redis

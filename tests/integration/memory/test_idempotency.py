@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.config import Settings
-from agentmesh.errors import Aborted, DataLoss, InvalidArgument
+from agentmesh.kit.config import Settings
+from agentmesh.kit.errors import Aborted, DataLoss, InvalidArgument
 from memory.connection import create_redis
 from memory.idempotency import Claimed, IdempotencyStore, Replay
 
@@ -139,7 +139,7 @@ def test_two_processes_race_and_exactly_one_executes(redis_url: str) -> None:
 
 
 async def test_works_on_a_cluster() -> None:
-    from agentmesh.embedded_redis import start_cluster
+    from agentmesh.localmesh.embedded_redis import start_cluster
 
     with start_cluster(3) as cluster:
         client = create_redis(cluster.url)

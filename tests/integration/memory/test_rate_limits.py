@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh import metrics
-from agentmesh.config import RateSpec
-from agentmesh.errors import ResourceExhausted
+from agentmesh.kit import metrics
+from agentmesh.kit.config import RateSpec
+from agentmesh.kit.errors import ResourceExhausted
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory import keys
 from memory.connection import create_redis

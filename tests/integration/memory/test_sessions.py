@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.errors import DataLoss, InvalidArgument
+from agentmesh.kit.errors import DataLoss, InvalidArgument
 from memory import keys
 from memory.connection import create_redis
 from memory.context import ERROR_STUB_SUFFIX, ToolCall, Turn, estimate_tokens
@@ -209,7 +209,7 @@ async def test_model_tokenizer_can_count_the_packet(store: SessionStore) -> None
 
 
 async def test_stores_follow_settings(client: aioredis.Redis) -> None:
-    from agentmesh.config import Settings
+    from agentmesh.kit.config import Settings
 
     settings = Settings.from_env({"AGENTMESH_SESSION_IDLE_TTL": "60", "AGENTMESH_SESSION_MAX_TURNS": "20"})
     store = SessionStore.from_settings(client, settings)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agentmesh.errors import InvalidArgument, NotFound
+from agentmesh.kit.errors import InvalidArgument, NotFound
 from agentmesh.v1 import task_pb2
 from memory.task_execution import Checkpointer, Completed, Outcome, run_attempt
 from memory.task_queue import TaskQueue

@@ -8,8 +8,8 @@ import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from agentmesh import metrics
-from agentmesh.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys, task_ids
 from memory.connection import AnyRedis

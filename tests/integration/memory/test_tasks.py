@@ -9,7 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import connection, keys, task_ids
 from memory.connection import AnyRedis, create_redis
@@ -346,7 +346,7 @@ async def test_no_half_written_task_when_a_write_is_refused(
 
 
 async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentmesh.net import free_port
+    from agentmesh.kit.net import free_port
 
     monkeypatch.setattr(connection, "RETRIES", 1)
     client = create_redis(f"redis://127.0.0.1:{free_port()}/0")

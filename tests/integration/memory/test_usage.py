@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from agentmesh import metrics
-from agentmesh.errors import DataLoss, InvalidArgument
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import create_redis

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from agentmesh.channels import create_channel
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2
 from examples._common import load
 from tool_registry.invoke import CallContext, Outcome, ResolvedTool, ToolInvoker

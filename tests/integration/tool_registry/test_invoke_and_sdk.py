@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import pytest
 
-from agentmesh import metadata as md
-from agentmesh.errors import from_rpc_error
-from agentmesh.net import free_port
+from agentmesh.kit import metadata as md
+from agentmesh.kit.errors import from_rpc_error
+from agentmesh.kit.net import free_port
 from agentmesh.v1 import tool_options_pb2
 from examples import dummy, inventory, payments
 from tests.integration.tool_registry.tools_support import served
@@ -134,7 +134,7 @@ async def test_non_idempotent_call_that_was_never_sent_is_retried(redis_url: str
         once = tools.tool("ActOnce")
         dead = ResolvedTool(once.spec, once.schema, None)
         dead.spec.endpoint = f"127.0.0.1:{free_port()}"
-        from agentmesh.channels import create_channel
+        from agentmesh.kit.channels import create_channel
 
         dead.channel = create_channel(dead.spec.endpoint)
         try:

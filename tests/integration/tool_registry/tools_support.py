@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import redis.asyncio as redis_asyncio
 
-from agentmesh.channels import create_channel
-from agentmesh.testing import local_settings
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import tool_pb2
 from tool_registry.invoke import ResolvedTool
 from tool_registry.registration import prepare

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from agentmesh.channels import channel_options, service_config
+from agentmesh.kit.channels import channel_options, service_config
 
 
 def test_dns_targets_balance_round_robin() -> None:

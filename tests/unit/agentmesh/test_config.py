@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmesh.config import ConfigError, Role, Settings, reference_markdown
+from agentmesh.kit.config import ConfigError, Role, Settings, reference_markdown
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -107,7 +107,7 @@ def test_reference_lists_the_contract_variables() -> None:
     ],
 )
 def test_rate_specs(text: str, per_second: float, burst: int) -> None:
-    from agentmesh.config import RateSpec
+    from agentmesh.kit.config import RateSpec
 
     spec = RateSpec.parse(text)
     assert spec.per_second == pytest.approx(per_second) and spec.burst == burst

@@ -4,8 +4,8 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from agentmesh import errors
-from agentmesh.errors import FieldViolation, from_status_proto, to_status_proto
+from agentmesh.kit import errors
+from agentmesh.kit.errors import FieldViolation, from_status_proto, to_status_proto
 from agentmesh.v1 import errors_pb2
 
 

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
-from agentmesh.profile import Profile, ProfileError, load_profile, resolve_registry, save_profile
+from agentmesh.cli.profile_file import Profile, ProfileError, load_profile, resolve_registry, save_profile
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
+from agentmesh.kit.validation import DOMAIN_SLUG, OPAQUE_ID, TOOL_NAME, Violations, undefined_enum_violations
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from agentmesh.validation import DOMAIN_SLUG, OPAQUE_ID, TOOL_NAME, Violations, undefined_enum_violations
 
 
 def test_collects_every_violation_then_raises_once() -> None:

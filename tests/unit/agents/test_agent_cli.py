@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
-from agentmesh.net import free_port
+from agentmesh.kit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()

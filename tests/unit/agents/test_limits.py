@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf import duration_pb2
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from agentmesh.v1 import task_pb2
 from agents.limits import (
     Budget,

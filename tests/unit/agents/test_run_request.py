@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import struct_pb2
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.caller import Caller, resolve_caller
 from agents.card import build_card, card_json

@@ -4,7 +4,7 @@ import calendar
 
 import pytest
 
-from agentmesh.config import Settings
+from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
 from memory.usage import Budgets, Counters, check_budgets, counters_from_hash, seconds_to_utc_midnight
 
@@ -68,7 +68,7 @@ def test_counters_convert_to_the_public_usage() -> None:
 
 
 def test_unknown_counter_format_is_data_loss() -> None:
-    from agentmesh.errors import DataLoss
+    from agentmesh.kit.errors import DataLoss
 
     assert counters_from_hash({b"v": b"1", b"tool_calls": b"4"}, "x").tool_calls == 4
     with pytest.raises(DataLoss, match="unreadable"):

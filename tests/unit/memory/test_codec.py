@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentmesh.errors import DataLoss
+from agentmesh.kit.errors import DataLoss
 from agentmesh.v1 import task_pb2
 from memory import codec
 from memory.codec import Kind

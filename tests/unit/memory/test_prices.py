@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmesh.config import ConfigError
+from agentmesh.kit.config import ConfigError
 from memory.prices import PriceTable, builtin_prices
 
 

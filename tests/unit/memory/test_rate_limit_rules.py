@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.cluster import key_slot
 
-from agentmesh.config import RateSpec, Settings
+from agentmesh.kit.config import RateSpec, Settings
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory.rate_limits import Decision, Limit, LimitScope, admission_limits, hash_slot_tag, tool_limits
 
@@ -68,7 +68,7 @@ def test_bad_limits_are_refused() -> None:
 def test_refusal_carries_retry_info() -> None:
     from google.rpc import error_details_pb2
 
-    from agentmesh.errors import to_status_proto
+    from agentmesh.kit.errors import to_status_proto
 
     limit = Limit.user("t", "u", RateSpec(1, 1))
     error = Decision(False, 0.25, limit, 0.0).error()

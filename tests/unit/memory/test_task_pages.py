@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from memory import task_pages
 
 

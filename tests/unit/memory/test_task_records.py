@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentmesh.errors import DataLoss, InvalidArgument
+from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import codec, task_scripts
 from memory.codec import Kind

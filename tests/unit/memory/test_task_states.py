@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from agentmesh.errors import FailedPrecondition
+from agentmesh.kit.errors import FailedPrecondition
 from agentmesh.v1 import task_pb2
 from memory import task_states
 from memory.task_states import (

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from tool_registry.arguments import ArgumentConverter, violations_observation
 from tool_registry.descriptors import load_tool_schema
 

@@ -6,7 +6,7 @@ import protovalidate
 import pytest
 from google.protobuf import descriptor_pb2
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from agentmesh.v1 import agent_service_pb2, tool_options_pb2
 from tool_registry.descriptors import (
     MAX_DESCRIPTOR_SET_BYTES,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from tests.support.schema_check import validator_for
 from tool_registry.descriptors import load_tool_schema
 from tool_registry.jsonschema import (

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmesh.errors import InvalidArgument
+from agentmesh.kit.errors import InvalidArgument
 from tests.support.schema_check import validator_for
 from tests.support.schema_strategies import instances
 from tool_registry.arguments import ArgumentConverter

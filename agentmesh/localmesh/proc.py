@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmesh import health
+from agentmesh.kit import health
 
 
 @dataclass

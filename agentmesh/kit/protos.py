@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc_tools
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the agentmesh package
 
 
 def proto_include_dir() -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from agentmesh.net import free_port, free_port_with_partner
+from agentmesh.kit.net import free_port, free_port_with_partner
 
 CLUSTER_SLOTS = 16384
 

@@ -1,7 +1,7 @@
 """The one error map: domain exceptions -> gRPC status with google.rpc details.
 
 Code anywhere in the mesh raises an `AgentmeshError` subclass; the server edge
-(`agentmesh.interceptors`) turns it into a status with an ErrorInfo (reason +
+(`agentmesh.kit.interceptors`) turns it into a status with an ErrorInfo (reason +
 domain), BadRequest field violations and RetryInfo where they apply. Anything
 else that escapes a handler becomes INTERNAL with an opaque error id: plain
 grpc.aio would answer UNKNOWN with the exception text, leaking internals.

@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agentmesh.config import LogFormat
+from agentmesh.kit.config import LogFormat
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

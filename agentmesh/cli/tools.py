@@ -19,10 +19,10 @@ from google.protobuf import descriptor_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
 from rich.table import Table
 
-from agentmesh.channels import create_channel
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.errors import AgentmeshError, DeadlineExceeded, Unavailable, from_rpc_error
-from agentmesh.profile import resolve_registry
+from agentmesh.cli.profile_file import resolve_registry
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, Unavailable, from_rpc_error
 from agentmesh.v1 import tool_options_pb2, tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tool_registry.compat import check_compatibility

@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from agentmesh.channels import create_channel
-from agentmesh.config import Settings
-from agentmesh.server import ServiceHost
+from agentmesh.kit.channels import create_channel
+from agentmesh.kit.config import Settings
+from agentmesh.kit.server import ServiceHost
 
 Registration = tuple[ServiceDescriptor | str, Callable[[grpc.aio.Server], None]]
 

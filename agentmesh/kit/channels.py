@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from agentmesh import tracing
-from agentmesh.config import Settings
+from agentmesh.kit import tracing
+from agentmesh.kit.config import Settings
 
 KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 30_000),

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sized
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 
-from agentmesh.errors import FieldViolation, InvalidArgument
+from agentmesh.kit.errors import FieldViolation, InvalidArgument
 
 DOMAIN_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

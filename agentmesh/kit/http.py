@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmesh import metrics
+from agentmesh.kit import metrics
 
 JsonProvider = Callable[[], Awaitable[Any]]
 

@@ -29,11 +29,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from agentmesh import metrics, tracing
-from agentmesh.config import Settings
-from agentmesh.http import JsonProvider, SideListener
-from agentmesh.interceptors import ServerEdgeInterceptor
-from agentmesh.signals import stop_signals
+from agentmesh.kit import metrics, tracing
+from agentmesh.kit.auth.gate import Authenticator
+from agentmesh.kit.config import Settings
+from agentmesh.kit.http import JsonProvider, SideListener
+from agentmesh.kit.interceptors import ServerEdgeInterceptor
+from agentmesh.kit.signals import stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ServiceHost:
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
         bounded: bool = True,
         reflection_pool: DescriptorPool | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.settings = settings
         self.name = name or settings.service_name or settings.role.value
@@ -96,6 +98,8 @@ class ServiceHost:
         self._drain_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
         self._bounded = bounded
+        # Verifies every caller (agentmesh.kit.auth); None only for processes that take no calls of users.
+        self.authenticator = authenticator
         self._extra_interceptors = interceptors
         # Services defined in a private descriptor pool (the tool SDK's dynamic services) are
         # reflected from it; everything else from the default pool.
@@ -151,6 +155,7 @@ class ServiceHost:
         self.edge = ServerEdgeInterceptor(
             max_in_flight=settings.max_in_flight if self._bounded else 0,
             bounded_services=self._service_names,
+            authenticator=self.authenticator,
         )
         interceptors = (*tracing.server_interceptors(), self.edge, *self._extra_interceptors)
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))

@@ -179,6 +179,12 @@ class Settings(BaseModel):
     signing_key: Path | None = _env(
         "AGENTMESH_SIGNING_KEY", "Path to the mesh issuer's private key (PEM, ES256 or EdDSA)."
     )
+    jwt_issuers: str = _env(
+        "AGENTMESH_JWT_ISSUERS",
+        "Issuers (`iss`) trusted besides the mesh issuer, comma-separated: your IdP's, whose keys are in "
+        "AGENTMESH_JWKS. Tokens of any other issuer are refused.",
+        "",
+    )
     service_token: str | None = _env(
         "AGENTMESH_SERVICE_TOKEN", "Service token this process presents to the registry.", repr=False
     )
@@ -367,6 +373,10 @@ class Settings(BaseModel):
         return 0 if grpc_port == 0 else grpc_port + HEALTH_PORT_OFFSET
 
     @property
+    def trusted_issuers(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.jwt_issuers.split(",") if part.strip())
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
@@ -407,7 +417,7 @@ def reference_markdown() -> str:
     rows = [
         "# Configuration reference",
         "",
-        "Generated from `agentmesh/config.py` by `agentmesh config docs`; do not edit by hand.",
+        "Generated from `agentmesh/kit/config.py` by `agentmesh config docs`; do not edit by hand.",
         "Every service reads these environment variables through one loader; the Helm chart sets the",
         "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
         "(see ARCHITECTURE.md, Observability).",

@@ -6,6 +6,9 @@ It is where the error map is applied, so nothing bypasses it:
 - any other exception -> INTERNAL with an opaque error id (the traceback goes
   to the log under that id, never to the caller);
 - requests holding undefined enum numbers -> INVALID_ARGUMENT naming the field;
+- the caller's identity: the `Authenticator` (agentmesh.kit.auth) verifies the
+  bearer token and the method's scopes before any handler runs, and the
+  verified `Principal` is what handlers read (`current_principal()`);
 - unary calls beyond the replica's in-flight bound -> RESOURCE_EXHAUSTED with
   RetryInfo (backpressure instead of an unbounded queue);
 - per-method counts, latency and in-flight gauge for Prometheus.
@@ -24,16 +27,18 @@ from typing import Any
 import grpc
 from grpc._cython import cygrpc
 
-from agentmesh import metrics
-from agentmesh.errors import (
+from agentmesh.kit import metrics
+from agentmesh.kit.auth.gate import Authenticator
+from agentmesh.kit.auth.principal import reset_current_principal, set_current_principal
+from agentmesh.kit.errors import (
     AgentmeshError,
     InvalidArgument,
     ResourceExhausted,
     internal_error,
     to_grpc_status,
 )
+from agentmesh.kit.validation import undefined_enum_violations
 from agentmesh.v1 import errors_pb2
-from agentmesh.validation import undefined_enum_violations
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +57,10 @@ def _split(full_method: str) -> tuple[str, str]:
 class _Call:
     """Per-method bookkeeping, resolved once and reused for every call."""
 
-    __slots__ = ("bounded", "duration", "handled", "in_flight", "method", "service")
+    __slots__ = ("bounded", "duration", "full_method", "handled", "in_flight", "method", "service")
 
     def __init__(self, full_method: str, bounded: bool) -> None:
+        self.full_method = full_method
         self.service, self.method = _split(full_method)
         self.duration = metrics.RPC_DURATION.labels(self.service, self.method)
         self.handled: dict[grpc.StatusCode, Any] = {}
@@ -69,7 +75,14 @@ class _Call:
 
 
 class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, *, max_in_flight: int = 0, bounded_services: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int = 0,
+        bounded_services: Collection[str] = (),
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self._authenticator = authenticator
         self._max_in_flight = max_in_flight
         self._bounded_services = frozenset(bounded_services)
         self._in_flight = 0  # over every bounded service: the replica's limit
@@ -131,7 +144,9 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             admitted = False
+            identity = None
             try:
+                identity = await self._authenticate(call, context)
                 admitted = self._admit(call)
                 if check_request:
                     _check_enums(request)
@@ -146,6 +161,8 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await context.abort_with_status(status)  # raises AbortError
                 raise
             finally:
+                if identity is not None:
+                    reset_current_principal(identity)
                 if admitted:
                     self._release(call)
                 _record(call, code, started)
@@ -161,6 +178,7 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
                 try:
+                    await self._authenticate(call, context)  # the generator's own context: no reset needed
                     if check_request:
                         _check_enums(request)
                     async for item in behavior(request, context):
@@ -176,6 +194,15 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             return handle_generator
         return self._unary(behavior, call, check_request=check_request)
+
+    # -- identity ---------------------------------------------------------
+
+    async def _authenticate(self, call: _Call, context: grpc.aio.ServicerContext) -> Any:
+        """Verify the caller and publish its principal; returns the context-variable token to reset."""
+        if self._authenticator is None:
+            return None
+        principal = await self._authenticator.authenticate(call.full_method, context.invocation_metadata())
+        return set_current_principal(principal)
 
     # -- backpressure -----------------------------------------------------
 

@@ -8,7 +8,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentmesh.channels import create_channel
+from agentmesh.kit.channels import create_channel
 
 SERVING = "SERVING"
 NOT_SERVING = "NOT_SERVING"
