@@ -128,11 +128,11 @@ class ServiceWatch:
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout,
                 _request_timeout=timeout + 30,
-                deserialize=False,
             ):
                 if self._stop.is_set():
                     return
-                kind, obj = event.get("type"), event.get("object") or {}
+                # raw_object: the event's object as the API sent it (a dict; `object` is a model).
+                kind, obj = event.get("type"), event.get("raw_object") or {}
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if kind == "BOOKMARK":
                     if version:
