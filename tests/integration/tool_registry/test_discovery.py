@@ -122,12 +122,12 @@ async def test_a_labelled_service_registers_its_tools_and_deletion_unbinds_them(
         assert (await get_tool(registry, "crm_get_order")).endpoint == tool.endpoint
 
         # Callable through the resolver, like any registered tool.
-        async with create_channel(f"127.0.0.1:{registry.host.grpc_port}", control_plane=True) as channel:
-            async with ToolResolver(channel) as resolver:
-                resolved = await resolver.resolve("crm_get_order", "^1")
-                result = await ToolInvoker().invoke(
-                    resolved, {"order_id": "ORD-12345"}, CallContext(deadline=time.time() + 5)
-                )
+        target = f"127.0.0.1:{registry.host.grpc_port}"
+        async with create_channel(target, control_plane=True) as channel, ToolResolver(channel) as resolver:
+            resolved = await resolver.resolve("crm_get_order", "^1")
+            result = await ToolInvoker().invoke(
+                resolved, {"order_id": "ORD-12345"}, CallContext(deadline=time.time() + 5)
+            )
         assert result.outcome is Outcome.OK and result.response["order_id"] == "ORD-12345"
 
         await asyncio.to_thread(api.delete_namespaced_service, "crm", NS)
