@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
 import pytest
 from aiohttp import web
@@ -22,10 +25,12 @@ from kubernetes import client as k8s
 
 from agentmesh.kit import metrics
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.net import free_port
+from agentmesh.kit.net import free_port, free_port_with_partner
 from agentmesh.kit.testing import local_settings
+from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2
 from agentmesh.v1 import tool_registry_service_pb2 as rs
+from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from examples import crm
 from memory.connection import create_redis
 from tests.integration.tool_registry.tools_support import served
@@ -363,3 +368,49 @@ async def test_a_refused_tool_leaves_the_whole_service_unregistered(redis_url: s
             state = discovery.status()["services"][0]
             assert state["status"] == "failed" and "crm_get_order" in state["message"], state
             assert await registry_keys(registry) == before
+
+
+async def test_the_registry_process_runs_discovery_from_its_configuration(
+    redis_url: str, service_process: Callable[..., ServiceProcess]
+) -> None:
+    async with served(crm.build(), redis_url) as tool, emulator() as (_mock, api):
+        await create(api, service("crm", annotations={"agentmesh.io/endpoint": tool.endpoint}))
+        port = free_port_with_partner(1000)
+        registry = service_process(
+            "registry",
+            [str(Path(sys.executable).parent / "agentmesh"), "serve", "registry"],
+            port,
+            env={
+                "REDIS_URL": redis_url,
+                "AGENTMESH_GRPC_PORT": str(port),
+                "AGENTMESH_LOG_FORMAT": "text",
+                "AGENTMESH_DISCOVERY_NAMESPACES": NS,
+                "AGENTMESH_DISCOVERY_KUBE_API": api.api_client.configuration.host,
+            },
+        )
+        await registry.wait_serving(60)
+        status_url = f"http://127.0.0.1:{port + 1000}/discovery"
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(status_url) as response:
+                    status = await response.json()
+                if (
+                    status.get("active")
+                    and status["services"]
+                    and status["services"][0]["status"] == "registered"
+                ):
+                    break
+                assert time.monotonic() < deadline, f"discovery never registered the Service: {status}"
+                await asyncio.sleep(0.2)
+            async with session.get(f"http://127.0.0.1:{port + 1000}/metrics") as response:
+                text = await response.text()
+        assert status["namespaces"] == [NS]
+        assert "agentmesh_discovery_active 1.0" in text
+        assert 'agentmesh_discovery_services{status="registered"} 1.0' in text
+        async with create_channel(registry.target) as channel:
+            stub = rs_grpc.ToolRegistryServiceStub(channel)
+            spec = await stub.GetTool(rs.GetToolRequest(name="crm_list_orders"))
+        assert spec.endpoint == tool.endpoint
+        # SIGTERM: the drain stops discovery (its watch thread included) and the process exits.
+        assert await asyncio.to_thread(registry.stop, 20) == 0
