@@ -1,6 +1,6 @@
 """The task executor: runs or resumes one task of the domain (inline for Run, or on a worker).
 
-The task layer (memory.task_queue / task_worker) calls it with the task and
+The task layer (memory.tasks.queue / memory.tasks.worker) calls it with the task and
 a `Checkpointer`; it rebuilds the state machine from the checkpointed steps
 (a resumed task never repeats a step), applies the answer of a ResumeTask
 (approve / reject / retry), runs the loop with the runner, and returns the
@@ -27,8 +27,8 @@ from agents.model.types import ChatModel
 from agents.runner import CONTINUE, ToolBox, Verdict, drive
 from agents.sessions import SessionContext
 from agents.spec import DomainSpec
-from memory.task_execution import Canceled, Checkpointer, Completed, Failed, InputRequired
-from memory.task_execution import Outcome as TaskOutcome
+from memory.tasks.execution import Canceled, Checkpointer, Completed, Failed, InputRequired
+from memory.tasks.execution import Outcome as TaskOutcome
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def task_outcome(outcome: Outcome, usage: task_pb2.Usage) -> TaskOutcome:
 
 
 class TaskExecutor:
-    """memory.task_execution.Executor for one domain."""
+    """memory.tasks.execution.Executor for one domain."""
 
     def __init__(
         self,

@@ -42,9 +42,9 @@ from agents.tools import RegistryToolBox
 from memory.connection import create_redis, describe
 from memory.rate_limits import RateLimiter
 from memory.sessions import SessionStore
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
+from memory.tasks.worker import TaskWorker
 from memory.usage import UsageStore
 from tool_registry.resolver import ToolResolver
 

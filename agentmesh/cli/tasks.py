@@ -26,8 +26,8 @@ from agentmesh.kit.config import ConfigError, Settings
 from agentmesh.kit.errors import AgentmeshError, Unavailable
 from agentmesh.kit.validation import DOMAIN_SLUG
 from memory.connection import create_redis, describe
-from memory.task_queue import DeadLetter, RedriveResult, TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks.store import TaskConfig
 
 T = TypeVar("T")
 

@@ -7,8 +7,9 @@ import time
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
-from memory.task_execution import Attempt, Checkpointer, Completed, Outcome
-from memory.task_queue import QueueEntry, TaskQueue
+from memory.tasks.entries import QueueEntry
+from memory.tasks.execution import Attempt, Checkpointer, Completed, Outcome
+from memory.tasks.queue import TaskQueue
 
 TENANT = "acme"
 OWNER = "alice"

@@ -23,10 +23,10 @@ import uuid
 
 from agentmesh.v1 import task_pb2
 from memory.connection import create_redis
-from memory.task_execution import Checkpointer, Completed, Outcome
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
-from memory.tasks import TaskConfig
+from memory.tasks.execution import Checkpointer, Completed, Outcome
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
+from memory.tasks.worker import TaskWorker
 
 
 def exec_log_key(task_id: str) -> str:

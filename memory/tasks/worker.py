@@ -36,9 +36,10 @@ from opentelemetry import trace
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import Unavailable
 from memory import keys
-from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
-from memory.task_queue import QueueEntry, TaskQueue
-from memory.task_sweeper import TaskSweeper
+from memory.tasks.entries import QueueEntry
+from memory.tasks.execution import Attempt, Executor, LeaseLost, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.sweeper import TaskSweeper
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("agentmesh.tasks")

@@ -9,9 +9,9 @@ import pytest
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
-from memory.task_execution import Checkpointer, Completed, InputRequired, Outcome, run_attempt
-from memory.task_queue import TaskQueue
-from memory.task_sweeper import TaskSweeper
+from memory.tasks.execution import Checkpointer, Completed, InputRequired, Outcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor, task_key
 
 pytestmark = pytest.mark.integration

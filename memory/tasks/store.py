@@ -8,8 +8,8 @@
 
 A task's keys (its hash — record, checkpointed steps, lease — and its event
 stream) live in the slot of its queue shard `{q:<domain>:<shard>}`; the shard
-is written in the task id (memory/task_ids.py). Every change goes through one script
-(`task_scripts.COMMIT`) that checks a guard first and then writes the record,
+is written in the task id (memory/tasks/ids.py). Every change goes through one script
+(`scripts.COMMIT`) that checks a guard first and then writes the record,
 the step, the events, the lease, the retention TTL and what the change means
 for the queue (enqueue, acknowledge, dead-letter, owner index) together: a
 task is never half-written, the record never disagrees with its events, and
@@ -21,7 +21,7 @@ its queue entry never disagrees with its state. Guards:
   cancel, resume, expiry, dead-lettering);
 - `fence`: the caller's attempt number must still be the task's current attempt
   and the attempt still in progress — a worker whose task was taken over can
-  no longer write anything (see memory/task_queue.py).
+  no longer write anything (see memory/tasks/queue.py).
 
 Records are `agentmesh.v1.Task` (memory.codec, versioned); a few hot fields
 (state, stop reason, status message, attempt, update time, last event id) live
@@ -51,11 +51,12 @@ from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from memory import codec, keys, task_ids, task_pages, task_scripts
+from memory import codec, keys
 from memory.codec import Kind
 from memory.connection import AnyRedis, redis_errors
-from memory.task_events import encode_event, status_event
-from memory.task_states import (
+from memory.tasks import ids, pages, scripts
+from memory.tasks.events import encode_event, status_event
+from memory.tasks.states import (
     CANCELED,
     FAILED,
     INPUT_REQUIRED,
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 TASK_FORMAT = 1
 STEP_FORMAT = 1
 RESUMPTION_FORMAT = 1
-LAYOUT = task_scripts.LAYOUT.encode()  # the task hash layout (field names below)
+LAYOUT = scripts.LAYOUT.encode()  # the task hash layout (field names below)
 
 # Pending actions an approver answers (the awaiting-approval index).
 APPROVAL_KINDS = frozenset(
@@ -78,7 +79,7 @@ _CAS_RETRIES = 16
 
 
 class Field:
-    """Names of the task hash fields (see memory/task_scripts.py)."""
+    """Names of the task hash fields (see memory/tasks/scripts.py)."""
 
     LAYOUT = "v"
     RECORD = "rec"
@@ -128,8 +129,8 @@ class TaskConfig:
     index_ttl_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.shards <= task_ids.MAX_SHARDS or self.max_attempts < 1:
-            raise ValueError(f"shards must be 1..{task_ids.MAX_SHARDS} and max_attempts at least 1")
+        if not 1 <= self.shards <= ids.MAX_SHARDS or self.max_attempts < 1:
+            raise ValueError(f"shards must be 1..{ids.MAX_SHARDS} and max_attempts at least 1")
         if min(self.retention_s, self.run_retention_s, self.claim_idle_timeout_s, self.read_block_s) <= 0:
             raise ValueError("retention, idle timeout and read block must be positive")
 
@@ -196,7 +197,7 @@ class TaskSnapshot:
 
 @dataclass(slots=True)
 class Patch:
-    """One guarded change of a task (see task_scripts.COMMIT)."""
+    """One guarded change of a task (see scripts.COMMIT)."""
 
     guard: Literal["new", "rev", "fence"]
     guard_value: str = ""
@@ -461,15 +462,15 @@ class TaskStore:
         self.domain = domain
         self.config = config or TaskConfig()
         self._index_ttl_ms = int(self.config.index_ttl_s * 1000)
-        self._commit = redis.register_script(task_scripts.COMMIT)
-        self._read = redis.register_script(task_scripts.READ)
+        self._commit = redis.register_script(scripts.COMMIT)
+        self._read = redis.register_script(scripts.READ)
 
     # -- low level: one guarded change, one consistent read ------------------------------------
 
     def task_keys(self, task_id: str) -> list[str] | None:
         """The keys a commit of `task_id` uses (task, events, and its shard's stream, outbox, dead
         letters); None for an id no task can have."""
-        shard = task_ids.shard_of(task_id)
+        shard = ids.shard_of(task_id)
         if shard is None:
             return None
         domain = self.domain
@@ -481,7 +482,7 @@ class TaskStore:
         ]
 
     async def commit(self, task_id: str, patch: Patch, *, task_keys: list[str] | None = None) -> CommitResult:
-        """Apply one guarded change (task_scripts.COMMIT). `task_keys`: `self.task_keys(task_id)`,
+        """Apply one guarded change (scripts.COMMIT). `task_keys`: `self.task_keys(task_id)`,
         for callers that keep them."""
         task_keys = task_keys or self.task_keys(task_id)
         if task_keys is None:
@@ -524,7 +525,7 @@ class TaskStore:
             args += ("outbox", patch.outbox, task_id, now_ms())
         if patch.index is not None:
             tenant, owner, member = patch.index
-            shard = task_ids.shard_of(task_id)
+            shard = ids.shard_of(task_id)
             assert shard is not None  # task_keys exist
             task_keys = [*task_keys, keys.owner_tasks(self.domain, shard, tenant, owner)]
             args += ("index", member, self._index_ttl_ms)
@@ -604,7 +605,7 @@ class TaskStore:
     ) -> TaskPage:
         """The owner's tasks in this domain, newest first, optionally only some states / one session."""
         wanted = frozenset(states)
-        filters = task_pages.filter_fingerprint(sorted(wanted), session_id)
+        filters = pages.filter_fingerprint(sorted(wanted), session_id)
 
         def keep(task: task_pb2.Task) -> bool:
             return (
@@ -624,7 +625,7 @@ class TaskStore:
         return await self._page(
             [keys.awaiting_approval(tenant, self.domain)],
             "approval",
-            task_pages.filter_fingerprint(tenant),
+            pages.filter_fingerprint(tenant),
             lambda task: self._awaits_approval(task, tenant),
             page_size,
             page_token,
@@ -643,8 +644,8 @@ class TaskStore:
     ) -> TaskPage:
         """One page over task indexes (an owner's is one sorted set per shard, merged here: members
         sort newest first across all of them, so a member is the cursor of the merged order)."""
-        size = task_pages.page_size(requested_size)
-        cursor = task_pages.decode_page_token(page_token, listing, filters) if page_token else ""
+        size = pages.page_size(requested_size)
+        cursor = pages.decode_page_token(page_token, listing, filters) if page_token else ""
         found: list[task_pb2.Task] = []
         gone: dict[str, list[str]] = {}
         budget = max(4 * size, 200)  # members examined per call: a sparse filter returns short pages
@@ -674,11 +675,11 @@ class TaskStore:
             if not merged:
                 exhausted = True
                 break
-            snapshots = await self._load([task_pages.member_task_id(m) for m, _ in merged], with_steps)
+            snapshots = await self._load([pages.member_task_id(m) for m, _ in merged], with_steps)
             for (member, index), snapshot in zip(merged, snapshots, strict=True):
                 cursor = member
                 scanned += 1
-                if snapshot is None or member != task_pages.index_member(
+                if snapshot is None or member != pages.index_member(
                     millis_of(snapshot.task.create_time), snapshot.task.task_id
                 ):
                     gone.setdefault(index, []).append(member)  # expired, or not a member we wrote
@@ -695,7 +696,7 @@ class TaskStore:
                 pipe.zrem(index, *members)
             with redis_errors("cleaning a task index"):
                 await pipe.execute()
-        token = "" if exhausted else task_pages.encode_page_token(listing, filters, cursor)
+        token = "" if exhausted else pages.encode_page_token(listing, filters, cursor)
         return TaskPage(found, token)
 
     async def _load(self, task_ids_: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
@@ -802,7 +803,7 @@ class TaskStore:
         pipe = self.redis.pipeline(transaction=False)
         if pending.kind in APPROVAL_KINDS:
             index = keys.awaiting_approval(task.tenant, self.domain)
-            pipe.zadd(index, {task_pages.index_member(millis_of(task.create_time), task.task_id): 0})
+            pipe.zadd(index, {pages.index_member(millis_of(task.create_time), task.task_id): 0})
             pipe.pexpire(index, int(self.config.index_ttl_s * 1000))
         if pending.HasField("expire_time"):
             pipe.zadd(keys.pending_expiry(self.domain), {task.task_id: millis_of(pending.expire_time)})
@@ -817,7 +818,7 @@ class TaskStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(
             keys.awaiting_approval(task.tenant, self.domain),
-            task_pages.index_member(millis_of(task.create_time), task.task_id),
+            pages.index_member(millis_of(task.create_time), task.task_id),
         )
         pipe.zrem(keys.pending_expiry(self.domain), task.task_id)
         try:

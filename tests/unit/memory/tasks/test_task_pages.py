@@ -7,62 +7,62 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentmesh.kit.errors import InvalidArgument
-from memory import task_pages
+from memory.tasks import pages
 
 
 def test_members_sort_by_creation_time_then_id() -> None:
     members = [
-        task_pages.index_member(1_700_000_000_500, "b"),
-        task_pages.index_member(999, "z"),
-        task_pages.index_member(1_700_000_000_500, "a"),
-        task_pages.index_member(1_700_000_001_000, "c"),
+        pages.index_member(1_700_000_000_500, "b"),
+        pages.index_member(999, "z"),
+        pages.index_member(1_700_000_000_500, "a"),
+        pages.index_member(1_700_000_001_000, "c"),
     ]
-    assert [task_pages.member_task_id(m) for m in sorted(members, reverse=True)] == ["c", "b", "a", "z"]
-    assert task_pages.member_task_id(b"0000000000999:id:with:colons") == "id:with:colons"
+    assert [pages.member_task_id(m) for m in sorted(members, reverse=True)] == ["c", "b", "a", "z"]
+    assert pages.member_task_id(b"0000000000999:id:with:colons") == "id:with:colons"
 
 
 @pytest.mark.parametrize(("requested", "size"), [(0, 50), (1, 1), (500, 500), (501, 500), (10_000, 500)])
 def test_page_size(requested: int, size: int) -> None:
-    assert task_pages.page_size(requested) == size
+    assert pages.page_size(requested) == size
 
 
 def test_negative_page_size_is_invalid() -> None:
     with pytest.raises(InvalidArgument) as caught:
-        task_pages.page_size(-1)
+        pages.page_size(-1)
     assert caught.value.violations[0].field == "page_size"
 
 
 @given(cursor=st.text(max_size=80), filters=st.text(max_size=20))
 def test_tokens_round_trip(cursor: str, filters: str) -> None:
-    token = task_pages.encode_page_token("owner", filters, cursor)
+    token = pages.encode_page_token("owner", filters, cursor)
     assert token.isascii() and "=" not in token
-    assert task_pages.decode_page_token(token, "owner", filters) == cursor
+    assert pages.decode_page_token(token, "owner", filters) == cursor
 
 
 @pytest.mark.parametrize("garbage", ["", "x", "not a token!", "AAAA", "a" * 200, "%%%%"])
 def test_garbage_is_invalid_argument(garbage: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        task_pages.decode_page_token(garbage, "owner", "f")
+        pages.decode_page_token(garbage, "owner", "f")
     assert caught.value.violations[0].field == "page_token"
 
 
 def test_an_edited_token_is_refused() -> None:
-    token = task_pages.encode_page_token("owner", "f", "0000000000001:task-a")
+    token = pages.encode_page_token("owner", "f", "0000000000001:task-a")
     raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     raw[5] ^= 0x01
     edited = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
     with pytest.raises(InvalidArgument, match="not a token this server issued"):
-        task_pages.decode_page_token(edited, "owner", "f")
+        pages.decode_page_token(edited, "owner", "f")
 
 
 def test_a_token_for_other_filters_or_listing_is_refused() -> None:
-    token = task_pages.encode_page_token("owner", task_pages.filter_fingerprint([2], "s1"), "c")
+    token = pages.encode_page_token("owner", pages.filter_fingerprint([2], "s1"), "c")
     with pytest.raises(InvalidArgument, match="different request"):
-        task_pages.decode_page_token(token, "owner", task_pages.filter_fingerprint([3], "s1"))
+        pages.decode_page_token(token, "owner", pages.filter_fingerprint([3], "s1"))
     with pytest.raises(InvalidArgument, match="different request"):
-        task_pages.decode_page_token(token, "approval", task_pages.filter_fingerprint([2], "s1"))
+        pages.decode_page_token(token, "approval", pages.filter_fingerprint([2], "s1"))
 
 
 def test_filter_fingerprint_ignores_order_of_states() -> None:
-    assert task_pages.filter_fingerprint([1, 3], "s") == task_pages.filter_fingerprint([3, 1], "s")
-    assert task_pages.filter_fingerprint([1], "s") != task_pages.filter_fingerprint([1], "t")
+    assert pages.filter_fingerprint([1, 3], "s") == pages.filter_fingerprint([3, 1], "s")
+    assert pages.filter_fingerprint([1], "s") != pages.filter_fingerprint([1], "t")

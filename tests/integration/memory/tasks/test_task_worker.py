@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from agentmesh.v1 import task_pb2
-from memory.task_execution import Canceled, Checkpointer, Completed, Outcome
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
+from memory.tasks.execution import Canceled, Checkpointer, Completed, Outcome
+from memory.tasks.queue import TaskQueue
+from memory.tasks.worker import TaskWorker
 from tests.support.task_helpers import OWNER, TENANT, claim, submit
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 
 from agentmesh.kit.errors import InvalidArgument, NotFound
 from agentmesh.v1 import task_pb2
-from memory.task_execution import Checkpointer, Completed, Outcome, run_attempt
-from memory.task_queue import TaskQueue
+from memory.tasks.execution import Checkpointer, Completed, Outcome, run_attempt
+from memory.tasks.queue import TaskQueue
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one, steps_executor, submit
 
 pytestmark = pytest.mark.integration
