@@ -125,17 +125,39 @@ class Turn:
 
 
 def _message(turn: Turn, calls: Sequence[ToolCall]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": _CHAT_ROLE[turn.role], "content": turn.content}
-    if turn.role is Role.ASSISTANT and calls:
-        message["content"] = turn.content or None
+    return chat_message(
+        _CHAT_ROLE[turn.role],
+        turn.content,
+        tool_calls=calls,
+        tool_call_id=turn.tool_call_id,
+        name=turn.name,
+    )
+
+
+def chat_message(
+    role: str,
+    content: str,
+    *,
+    tool_calls: Sequence[ToolCall] = (),
+    tool_call_id: str = "",
+    name: str = "",
+) -> dict[str, Any]:
+    """The one OpenAI-compatible chat message serializer (the model client's wire uses it too).
+
+    An assistant message with tool calls has `content` None when empty; a tool message names the
+    call it answers (and the tool, when known).
+    """
+    message: dict[str, Any] = {"role": role, "content": content}
+    if role == "assistant" and tool_calls:
+        message["content"] = content or None
         message["tool_calls"] = [
             {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
+            for c in tool_calls
         ]
-    elif turn.role is Role.TOOL:
-        message["tool_call_id"] = turn.tool_call_id
-        if turn.name:
-            message["name"] = turn.name
+    elif role == "tool":
+        message["tool_call_id"] = tool_call_id
+        if name:
+            message["name"] = name
     return message
 
 

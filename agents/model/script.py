@@ -58,7 +58,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.model.types import ChatMessage, Role
-from agents.model.wire import SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX, estimate_tokens
+from agents.model.wire import SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX
+from memory.context import estimate_tokens
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}|]+?)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
 

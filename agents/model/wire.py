@@ -11,7 +11,6 @@ observation for the model instead of a crash.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,8 @@ from agents.model.types import (
     TokenUsage,
     ToolCall,
 )
+from memory.context import ToolCall as ContextToolCall
+from memory.context import chat_message, estimate_tokens
 
 SCRIPTED_FINGERPRINT = "scripted"
 SCRIPTED_HEADER = "x-agentmesh-scripted"
@@ -33,30 +34,15 @@ SCRIPTED_PREFIX = "scripted:"
 MAX_RAW_ARGUMENTS = 64 * 1024
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about 4 characters per token), deterministic."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
-
-
 def message_to_wire(message: ChatMessage) -> dict[str, Any]:
-    wire: dict[str, Any] = {"role": message.role.value}
-    if message.role is Role.ASSISTANT and message.tool_calls:
-        wire["content"] = message.content or None
-        wire["tool_calls"] = [
-            {
-                "id": call.call_id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.raw_arguments},
-            }
-            for call in message.tool_calls
-        ]
-    else:
-        wire["content"] = message.content
-    if message.role is Role.TOOL:
-        wire["tool_call_id"] = message.tool_call_id
-        if message.name:
-            wire["name"] = message.name
-    return wire
+    """The OpenAI-compatible message (memory.context.chat_message, the one serializer)."""
+    return chat_message(
+        message.role.value,
+        message.content,
+        tool_calls=[ContextToolCall(c.call_id, c.name, c.raw_arguments) for c in message.tool_calls],
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+    )
 
 
 def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
