@@ -50,6 +50,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys
 from memory.codec import Kind
@@ -605,7 +606,7 @@ class TaskStore:
     ) -> TaskPage:
         """The owner's tasks in this domain, newest first, optionally only some states / one session."""
         wanted = frozenset(states)
-        filters = pages.filter_fingerprint(sorted(wanted), session_id)
+        filters = filter_fingerprint(sorted(wanted), session_id)
 
         def keep(task: task_pb2.Task) -> bool:
             return (
@@ -625,7 +626,7 @@ class TaskStore:
         return await self._page(
             [keys.awaiting_approval(tenant, self.domain)],
             "approval",
-            pages.filter_fingerprint(tenant),
+            filter_fingerprint(tenant),
             lambda task: self._awaits_approval(task, tenant),
             page_size,
             page_token,
@@ -645,7 +646,7 @@ class TaskStore:
         """One page over task indexes (an owner's is one sorted set per shard, merged here: members
         sort newest first across all of them, so a member is the cursor of the merged order)."""
         size = pages.page_size(requested_size)
-        cursor = pages.decode_page_token(page_token, listing, filters) if page_token else ""
+        cursor = decode_page_token(page_token, listing, filters) if page_token else ""
         found: list[task_pb2.Task] = []
         gone: dict[str, list[str]] = {}
         budget = max(4 * size, 200)  # members examined per call: a sparse filter returns short pages
@@ -696,7 +697,7 @@ class TaskStore:
                 pipe.zrem(index, *members)
             with redis_errors("cleaning a task index"):
                 await pipe.execute()
-        token = "" if exhausted else pages.encode_page_token(listing, filters, cursor)
+        token = "" if exhausted else encode_page_token(listing, filters, cursor)
         return TaskPage(found, token)
 
     async def _load(self, task_ids_: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
