@@ -75,13 +75,14 @@ def _basic(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
     return view
 
 
-def _breaking(violations: Sequence[Violation], name: str, compared: str) -> FailedPrecondition:
+def _breaking(violations: Sequence[Violation], name: str, compared: str, accepted: str) -> FailedPrecondition:
+    """The refusal of a breaking change; `accepted` is the version it would be accepted as."""
     listed = "; ".join(f"{v.path}: {v.rule}" for v in violations[:5])
     more = "" if len(violations) <= 5 else f" and {len(violations) - 5} more"
     return FailedPrecondition(
-        f"{name}: not compatible with {compared} ({listed}{more}); fix these or bump the major version",
+        f"{name}: not compatible with {compared} ({listed}{more}); fix these or publish it as {accepted}",
         reason=errors_pb2.ERROR_REASON_BREAKING_CHANGE,
-        metadata={"tool": name, "compared_version": compared},
+        metadata={"tool": name, "compared_version": compared, "accepted_version": accepted},
         violations=[FieldViolation(v.path, v.message, v.rule) for v in violations],
     )
 
@@ -287,23 +288,22 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         """Compatibility with the nearest versions of the same major, below and above."""
         spec = candidate.spec
         mine = semver.parse_version(spec.version)
-        same_major = [
-            v
-            for v in await self.store.versions(spec.name)
-            if semver.is_valid_version(v) and semver.parse_version(v).major == mine.major
-        ]
+        published = [v for v in await self.store.versions(spec.name) if semver.is_valid_version(v)]
+        same_major = [v for v in published if semver.parse_version(v).major == mine.major]
+        # A new major above every published one has no neighbours, so it is always accepted.
+        accepted = f"{max(semver.parse_version(v).major for v in [*published, spec.version]) + 1}.0.0"
         lower = [v for v in same_major if semver.parse_version(v) < mine]
         higher = [v for v in same_major if semver.parse_version(v) > mine]
         if lower:
             previous = max(lower, key=semver.sort_key)
             violations = check_compatibility(await self._load(spec.name, previous), candidate.schema)
             if violations:
-                raise _breaking(violations, spec.name, previous)
+                raise _breaking(violations, spec.name, previous, accepted)
         if higher:
             following = min(higher, key=semver.sort_key)
             violations = check_compatibility(candidate.schema, await self._load(spec.name, following))
             if violations:
-                raise _breaking(violations, spec.name, following)
+                raise _breaking(violations, spec.name, following, accepted)
 
     async def _load(self, name: str, version: str) -> ToolSchema:
         spec = await self._spec(name, version)
