@@ -1,9 +1,9 @@
-"""`agentmesh demo`: the seeds' stories, end to end, against a running mesh.
+"""`agentmesh demo`: the example stories, end to end, against a running mesh.
 
 Every story drives the mesh only through what its users have: agents found in
 the registry's directory (`AgentClient`: SubmitTask, WatchTask, ResumeTask),
 tools through the same resolver and invoker the agents use. Each prints the
-steps as they happen, then checks that the story ended as the seed says
+steps as they happen, then checks that the story ended as it should
 (which tools ran, what the side effects were, how often); a story that does
 not is a failure and the demo exits non-zero. A story whose precondition no
 longer holds on this mesh (e.g. a charge refunded by earlier demo runs) is
@@ -67,7 +67,7 @@ ORDER_MESSAGE = (
 
 
 class StoryFailed(Exception):
-    """The story did not end as the seed says."""
+    """The story did not end as it should."""
 
 
 class StorySkipped(Exception):

@@ -26,7 +26,7 @@ AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "tr
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
 DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
-# What `agentmesh up` runs by default: the seeds' example tools (the training
+# What `agentmesh up` runs by default: the example tools of the example stories (the training
 # dummy last) and the demo domains.
 DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
 DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
