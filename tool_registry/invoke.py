@@ -64,7 +64,7 @@ from memory.rate_limits import RateLimiter, tool_limits
 from tool_registry.arguments import ArgumentConverter, violations_observation
 from tool_registry.breaker import BreakerBoard, CircuitBreaker
 from tool_registry.descriptors import ToolSchema
-from tool_registry.retry import Backoff, Verdict, retry_decision
+from tool_registry.retry import ToolBackoff, Verdict, retry_decision
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("agentmesh.tools")
@@ -101,12 +101,12 @@ class ResolvedTool:
     schema: ToolSchema
     channel: grpc.aio.Channel | None
     converter: ArgumentConverter = field(init=False, repr=False)
-    backoff: Backoff = field(init=False, repr=False)
+    backoff: ToolBackoff = field(init=False, repr=False)
     _call: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.converter = ArgumentConverter(self.schema)
-        self.backoff = Backoff.of(self.spec)
+        self.backoff = ToolBackoff.of(self.spec)
 
     @property
     def name(self) -> str:
@@ -409,7 +409,7 @@ class ToolInvoker:
         call: CallContext,
         breaker: CircuitBreaker,
         ending: Callable[..., ToolResult],
-        backoff: Backoff,
+        backoff: ToolBackoff,
         first: _Attempt,
     ) -> ToolResult:
         """Attempts 2..max_attempts, with backoff (tenacity), within the deadline."""
@@ -455,7 +455,7 @@ class ToolInvoker:
         call: CallContext,
         breaker: CircuitBreaker,
         attempt: int,
-        backoff: Backoff,
+        backoff: ToolBackoff,
     ) -> tuple[Message, bool]:
         spec = tool.spec
 

@@ -25,20 +25,16 @@ with no hint) is final: retrying cannot help.
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 
+from agentmesh.kit.retry import DEFAULT_INITIAL_S, DEFAULT_MAX_S, DEFAULT_MULTIPLIER, Backoff
 from agentmesh.v1 import tool_options_pb2, tool_pb2
 
 Code = grpc.StatusCode
 
 DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_INITIAL_BACKOFF_S = 0.1
-DEFAULT_MAX_BACKOFF_S = 5.0
-DEFAULT_MULTIPLIER = 2.0
 MAX_ATTEMPTS_CAP = 10
 
 # Codes after which nothing is known to have run (safe to retry for retry-friendly classes).
@@ -89,31 +85,20 @@ def retry_decision(
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """A tool's RetryPolicy with its defaults applied."""
+class ToolBackoff(Backoff):
+    """A tool's RetryPolicy with its defaults applied: the kit's Backoff and a bound on attempts."""
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    initial_s: float = DEFAULT_INITIAL_BACKOFF_S
-    max_s: float = DEFAULT_MAX_BACKOFF_S
-    multiplier: float = DEFAULT_MULTIPLIER
 
     @classmethod
-    def of(cls, spec: tool_pb2.ToolSpec) -> Backoff:
+    def of(cls, spec: tool_pb2.ToolSpec) -> ToolBackoff:
         policy = spec.retry
         attempts = policy.max_attempts or DEFAULT_MAX_ATTEMPTS
         initial = policy.initial_backoff.seconds + policy.initial_backoff.nanos / 1e9
         most = policy.max_backoff.seconds + policy.max_backoff.nanos / 1e9
         return cls(
             max_attempts=max(1, min(attempts, MAX_ATTEMPTS_CAP)),
-            initial_s=initial if initial > 0 else DEFAULT_INITIAL_BACKOFF_S,
-            max_s=most if most > 0 else DEFAULT_MAX_BACKOFF_S,
+            initial_s=initial if initial > 0 else DEFAULT_INITIAL_S,
+            max_s=most if most > 0 else DEFAULT_MAX_S,
             multiplier=max(1.0, policy.backoff_multiplier or DEFAULT_MULTIPLIER),
         )
-
-    def delay(
-        self, attempt: int, *, retry_after: float | None = None, rng: Callable[[], float] = random.random
-    ) -> float:
-        """Sleep before attempt `attempt + 1`: full jitter under the exponential bound, at least RetryInfo."""
-        ceiling = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
-        jittered = ceiling * rng()
-        return max(jittered, retry_after or 0.0)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from agentmesh.kit.errors import (
     to_status_proto,
 )
 from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.retry import Backoff, Reconnect
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
 from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
@@ -477,17 +477,19 @@ class Registration:
         return options.name if options is not None and options.name else schema.method_name
 
     async def _run(self) -> None:
-        delay = 0.2
+        reconnect = Reconnect(Backoff(initial_s=0.2, max_s=10.0))
         channel = create_channel(self.registry, settings=self.settings, control_plane=True)
         stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
         try:
             while True:
                 try:
                     revision = await self.register_all(stub)
-                    delay = 0.2
+                    reconnect.reset()
                     await self._watch(stub, revision)
+                    delay = reconnect.next_delay()  # the watch ended: register again
                 except grpc.aio.AioRpcError as exc:
                     error = from_rpc_error(exc)
+                    delay = reconnect.next_delay()
                     log.warning(
                         "registry unreachable; tools not (re)registered yet",
                         extra={"registry": self.registry, "code": error.code.name, "retry_in_s": delay},
@@ -495,8 +497,7 @@ class Registration:
                     for name in self.state:
                         if self.state[name] != "registered":
                             self.state[name] = f"pending: registry {error.code.name}"
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(delay)
         finally:
             await channel.close()
 

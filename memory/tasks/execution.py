@@ -34,10 +34,11 @@ from typing import Protocol
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import Unavailable
+from agentmesh.kit.retry import Backoff
 from agentmesh.v1 import task_pb2
 from memory.tasks import states
 from memory.tasks.entries import QueueEntry, entry_record
@@ -59,6 +60,8 @@ from memory.tasks.store import (
 )
 
 log = logging.getLogger(__name__)
+# Checkpoint writes ride out a short Redis outage (within the caller's budget).
+_WRITE_RETRY = Backoff(initial_s=0.05, max_s=1.0)
 
 
 class LeaseLost(Exception):
@@ -549,7 +552,7 @@ async def _with_retries(budget_s: float, call: Callable[[], Awaitable[CommitResu
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
         stop=stop_after_delay(budget_s),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        wait=_WRITE_RETRY.wait,
         reraise=True,
     ):
         with attempt:

@@ -7,7 +7,7 @@ import pytest
 
 from agentmesh.v1 import tool_options_pb2, tool_pb2
 from tool_registry.breaker import BreakerState, CircuitBreaker
-from tool_registry.retry import Backoff, Verdict, retry_decision
+from tool_registry.retry import ToolBackoff, Verdict, retry_decision
 
 C = grpc.StatusCode
 SE = tool_options_pb2
@@ -62,12 +62,12 @@ def test_key_cases_in_words() -> None:
 
 def test_backoff_policy_defaults_and_full_jitter() -> None:
     spec = tool_pb2.ToolSpec()
-    backoff = Backoff.of(spec)
+    backoff = ToolBackoff.of(spec)
     assert (backoff.max_attempts, backoff.initial_s, backoff.max_s, backoff.multiplier) == (3, 0.1, 5.0, 2.0)
     spec.retry.max_attempts = 50
     spec.retry.initial_backoff.FromMilliseconds(200)
     spec.retry.max_backoff.FromMilliseconds(500)
-    backoff = Backoff.of(spec)
+    backoff = ToolBackoff.of(spec)
     assert backoff.max_attempts == 10
     assert [backoff.delay(n, rng=lambda: 1.0) for n in (1, 2, 3)] == [0.2, 0.4, 0.5]
     assert backoff.delay(1, rng=lambda: 0.0) == 0.0
