@@ -36,7 +36,7 @@ from agents.directory import keep_registered
 from agents.executor import TaskExecutor
 from agents.model.openai import OpenAICompatibleModel
 from agents.service import SERVICE, AgentServicer
-from agents.sessions import ModelSummarizer, SessionContext
+from agents.session_context import ModelSummarizer, SessionContext
 from agents.spec import DomainSpec, SpecError, load_spec
 from agents.tools import RegistryToolBox
 from memory.connection import create_redis, describe

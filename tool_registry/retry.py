@@ -52,7 +52,7 @@ RETRY_FRIENDLY = frozenset(
 )
 
 
-class Verdict(enum.Enum):
+class RetryDecision(enum.Enum):
     RETRY = "retry"
     FAIL = "fail"  # final: the error stands (nothing ran, or the tool answered)
     OUTCOME_UNKNOWN = "outcome_unknown"  # a non-idempotent call may have taken effect
@@ -66,13 +66,13 @@ def retry_decision(
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     retry_info: bool = False,
-) -> Verdict:
+) -> RetryDecision:
     """What to do after attempt number `attempt` (1-based) failed with `code`."""
     if code == Code.OK:
         raise ValueError("OK is not a failure")
     retry_friendly = side_effect in RETRY_FRIENDLY
     if not retry_friendly and sent and code in AMBIGUOUS:
-        return Verdict.OUTCOME_UNKNOWN
+        return RetryDecision.OUTCOME_UNKNOWN
     if not sent:
         wanted = True  # nothing ran: safe for every class
     elif code == Code.ABORTED or (retry_friendly and code == Code.RESOURCE_EXHAUSTED):
@@ -80,8 +80,8 @@ def retry_decision(
     else:
         wanted = retry_friendly and code in TRANSIENT
     if wanted and attempt < max_attempts:
-        return Verdict.RETRY
-    return Verdict.FAIL
+        return RetryDecision.RETRY
+    return RetryDecision.FAIL
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,13 @@ from typing import Any
 from agents.model.types import (
     ChatMessage,
     ChatRequest,
+    ChatRole,
     MalformedResponse,
     ModelTurn,
-    Role,
     TokenUsage,
     ToolCall,
 )
-from memory.context import ToolCall as ContextToolCall
-from memory.context import chat_message, estimate_tokens
+from memory.context import TurnToolCall, chat_message, estimate_tokens
 
 SCRIPTED_FINGERPRINT = "scripted"
 SCRIPTED_HEADER = "x-agentmesh-scripted"
@@ -39,7 +38,7 @@ def message_to_wire(message: ChatMessage) -> dict[str, Any]:
     return chat_message(
         message.role.value,
         message.content,
-        tool_calls=[ContextToolCall(c.call_id, c.name, c.raw_arguments) for c in message.tool_calls],
+        tool_calls=[TurnToolCall(c.call_id, c.name, c.raw_arguments) for c in message.tool_calls],
         tool_call_id=message.tool_call_id,
         name=message.name,
     )
@@ -203,13 +202,13 @@ def message_from_wire(raw: Any, index: int = 0) -> ChatMessage:
     if not isinstance(raw, Mapping):
         raise ValueError(f"messages[{index}] is not an object")
     try:
-        role = Role(str(raw.get("role")))
+        role = ChatRole(str(raw.get("role")))
     except ValueError:
         raise ValueError(
             f"messages[{index}].role {raw.get('role')!r} is not system/user/assistant/tool"
         ) from None
     calls: tuple[ToolCall, ...] = ()
-    if role is Role.ASSISTANT and raw.get("tool_calls"):
+    if role is ChatRole.ASSISTANT and raw.get("tool_calls"):
         try:
             calls = _tool_calls(raw)
         except MalformedResponse as exc:

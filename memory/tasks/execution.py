@@ -2,7 +2,7 @@
 
 The agent runtime implements one coroutine:
 
-    async def execute(task: Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: Task, checkpoint: Checkpointer) -> TaskOutcome:
         for step in plan(task, done=checkpoint.steps):        # resume after the last checkpoint
             ...                                               # model call / tool call
             if await checkpoint.save(step, usage=usage):      # persisted; True = cancel requested
@@ -108,11 +108,11 @@ class Canceled:
     message: str = ""
 
 
-Outcome = Completed | Failed | InputRequired | Canceled
+TaskOutcome = Completed | Failed | InputRequired | Canceled
 
 
 class Executor(Protocol):
-    async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> Outcome: ...
+    async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> TaskOutcome: ...
 
 
 # -- the checkpointer -------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class Attempt:
 
     # -- endings ---------------------------------------------------------------------------
 
-    async def finish(self, outcome: Outcome) -> task_pb2.Task:
+    async def finish(self, outcome: TaskOutcome) -> task_pb2.Task:
         """Record the outcome and acknowledge the queue entry, in one fenced script. Returns the task."""
         if isinstance(outcome, InputRequired) and not self.cancel:
             return await self._pause(outcome)
@@ -569,6 +569,6 @@ __all__ = [
     "Failed",
     "InputRequired",
     "LeaseLost",
-    "Outcome",
+    "TaskOutcome",
     "run_attempt",
 ]

@@ -21,10 +21,10 @@ from agents.model.script import Script
 from agents.model.types import (
     ChatMessage,
     ChatRequest,
+    ChatRole,
     MalformedResponse,
     ModelRejected,
     ModelUnavailable,
-    Role,
 )
 from agents.scripted_model import ScriptedModelServer
 
@@ -69,7 +69,7 @@ async def model(server: ScriptedModelServer) -> AsyncIterator[OpenAICompatibleMo
 
 
 def ask(text: str, **kwargs: Any) -> ChatRequest:
-    return ChatRequest([ChatMessage(Role.SYSTEM, "sys"), ChatMessage(Role.USER, text)], **kwargs)
+    return ChatRequest([ChatMessage(ChatRole.SYSTEM, "sys"), ChatMessage(ChatRole.USER, text)], **kwargs)
 
 
 async def test_tool_call_with_usage_and_scripted_label(model: OpenAICompatibleModel) -> None:

@@ -14,7 +14,7 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
-from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, Outcome, run_attempt
+from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
 from memory.tasks.queue import TaskQueue
 from memory.tasks.store import Field, step_field
 from memory.tasks.sweeper import TaskSweeper
@@ -214,7 +214,7 @@ async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue
     dead_before = _metric("agentmesh_task_dead_letters_total", domain="refunds")
     task = await submit(queue)
 
-    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         raise RuntimeError("tool schema mismatch")
 
     attempt = await claim(queue, "w1")
@@ -285,7 +285,7 @@ async def test_a_running_task_notices_cancel_within_one_step(queue: TaskQueue) -
     attempt = await claim(queue)
     executed: list[int] = []
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, 100):
             executed.append(index)
             if index == 1:
