@@ -43,21 +43,19 @@ from agentmesh.v1 import task_pb2
 from memory.tasks import states
 from memory.tasks.entries import QueueEntry, entry_record
 from memory.tasks.events import artifact_event, status_event, step_event
-from memory.tasks.store import (
+from memory.tasks.records import (
     RESUMPTION_FIELDS,
     CommitResult,
     Field,
     Patch,
     Resumption,
-    TaskConfig,
     TaskSnapshot,
-    TaskStore,
     finish,
     new_id,
     now_ms,
-    record_finished,
     set_millis,
 )
+from memory.tasks.store import TaskConfig, TaskStore, record_finished
 
 log = logging.getLogger(__name__)
 # Checkpoint writes ride out a short Redis outage (within the caller's budget).

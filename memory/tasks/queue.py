@@ -75,26 +75,22 @@ from memory.tasks.entries import (
 from memory.tasks.events import approval_event, encode_event, status_event
 from memory.tasks.execution import Attempt, Executor, LeaseLost, run_attempt
 from memory.tasks.reader import TaskEvents
-from memory.tasks.store import (
+from memory.tasks.records import (
     APPROVAL_KINDS,
     Field,
     Patch,
     Resumption,
-    TaskConfig,
     TaskSnapshot,
-    TaskStore,
     decode_snapshot,
     finish,
     millis_of,
     new_id,
-    not_found,
     now_ms,
     pairs,
-    record_finished,
-    refuse_state,
     resumption_fields,
     set_millis,
 )
+from memory.tasks.store import TaskConfig, TaskStore, not_found, record_finished, refuse_state
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from memory import keys
 from memory.connection import redis_errors
 from memory.tasks import states
 from memory.tasks.queue import TaskQueue
-from memory.tasks.store import now_ms
+from memory.tasks.records import now_ms
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from memory.connection import AnyRedis
 from memory.tasks import ids
 from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
 from memory.tasks.queue import TaskQueue
-from memory.tasks.store import Field, step_field
+from memory.tasks.records import Field, step_field
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import (
     OWNER,

@@ -16,7 +16,8 @@ from memory.connection import AnyRedis, create_redis
 from memory.tasks import ids
 from memory.tasks.execution import Completed, InputRequired, run_attempt
 from memory.tasks.queue import TaskQueue
-from memory.tasks.store import TaskConfig, timestamp
+from memory.tasks.records import timestamp
+from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
 

@@ -12,7 +12,7 @@ from memory.tasks import scripts
 from memory.tasks.entries import decode_entry_payload, encode_entry
 from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
 from memory.tasks.queue import request_fingerprint, task_id_for
-from memory.tasks.store import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
+from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
 
 
 def test_task_ids_follow_the_request_id_per_owner() -> None:
