@@ -6,7 +6,6 @@ for a real backend, and restarting one resets it (examples/README.md).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from agentmesh.kit.config import TOOL_PORTS, Role, Settings
@@ -20,6 +19,8 @@ def load(name: str) -> ToolService:
 
 
 def settings_for(name: str) -> Settings:
-    # Standalone, each example has its own port (the local mesh and the chart set AGENTMESH_GRPC_PORT).
-    overrides = {} if os.environ.get("AGENTMESH_GRPC_PORT") else {"grpc_port": TOOL_PORTS[name]}
-    return Settings.from_env(role=Role.TOOL, **overrides)
+    settings = Settings.from_env(role=Role.TOOL)
+    if settings.grpc_port is None:
+        # Standalone, each example has its own port (the local mesh and the chart set AGENTMESH_GRPC_PORT).
+        return settings.model_copy(update={"grpc_port": TOOL_PORTS[name]})
+    return settings
