@@ -20,15 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from typing import Any
 
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json
@@ -193,11 +192,7 @@ class AgentProcess:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(None, role=Role.AGENT.value)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = load_settings(Role.AGENT)
     configure_logging(settings.service_name or "agent", settings.log_level, settings.log_format)
     if settings.domain_spec is None:
         log.error(
@@ -209,18 +204,9 @@ def main() -> None:
     except SpecError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    configure_logging(settings.service_name or spec.slug, settings.log_level, settings.log_format)
     try:
         model_target(settings, spec)  # fail fast on a missing model setting, before anything starts
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    configure_tracing(settings.service_name or f"agent-{spec.slug}")
-    try:
-        asyncio.run(_serve(settings, spec))
-    finally:
-        shutdown_tracing()
-
-
-async def _serve(settings: Settings, spec: DomainSpec) -> None:
-    await AgentProcess(settings, spec).serve()
+    run_process(settings, f"agent-{spec.slug}", AgentProcess(settings, spec).serve)

@@ -67,11 +67,10 @@ from agentmesh.kit.errors import (
     reason_name,
     to_status_proto,
 )
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.retry import Backoff, Reconnect
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import (
     errors_pb2,
     tool_options_pb2,
@@ -369,14 +368,8 @@ class ToolService:
 
     def run(self, settings: Settings | None = None) -> None:
         """The process entrypoint: logging, tracing, serve until a signal."""
-        settings = settings or Settings.from_env(role=Role.TOOL)
-        name = settings.service_name or self.service_name
-        configure_logging(name, settings.log_level, settings.log_format)
-        configure_tracing(name)
-        try:
-            asyncio.run(self.serve(settings))
-        finally:
-            shutdown_tracing()
+        settings = settings or load_settings(Role.TOOL)
+        run_process(settings, self.service_name, lambda: self.serve(settings))
 
 
 def _serialize(message: Message) -> bytes:

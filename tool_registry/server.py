@@ -9,13 +9,11 @@ the transport could only say RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from agentmesh.kit.config import Settings
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from memory.connection import create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
@@ -57,10 +55,5 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.service_name or "registry", settings.log_level, settings.log_format)
-    configure_tracing(settings.service_name or "registry")
-    try:
-        asyncio.run(serve(settings, schema_exporter=default_schema_exporter()))
-    finally:
-        shutdown_tracing()
+    settings = load_settings()
+    run_process(settings, "registry", lambda: serve(settings, schema_exporter=default_schema_exporter()))
