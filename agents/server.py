@@ -209,4 +209,9 @@ def main() -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    run_process(settings, f"agent-{spec.slug}", AgentProcess(settings, spec).serve)
+    run_process(settings, f"agent-{spec.slug}", lambda: _serve(settings, spec))
+
+
+async def _serve(settings: Settings, spec: DomainSpec) -> None:
+    # Built inside the event loop: its gRPC channels and Redis clients belong to it.
+    await AgentProcess(settings, spec).serve()

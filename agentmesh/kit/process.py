@@ -44,7 +44,11 @@ def run_process(
     *,
     fatal: tuple[type[BaseException], ...] = (),
 ) -> None:
-    """Logging and tracing for `name` (AGENTMESH_SERVICE_NAME wins), then `serve()` to the end."""
+    """Logging and tracing for `name` (AGENTMESH_SERVICE_NAME wins), then `serve()` to the end.
+
+    `serve` is called inside the event loop's run: build gRPC channels and Redis clients in
+    the coroutine it returns, never before (they bind to the loop that exists when made).
+    """
     service = settings.service_name or name
     configure_logging(service, settings.log_level, settings.log_format)
     configure_tracing(service)
