@@ -1,6 +1,6 @@
 """The Redis key scheme: the only place key names are made.
 
-Layout rules (ARCHITECTURE.md, "Redis keys"):
+Layout rules (docs/decisions.md, "Redis keys"):
 
 - Every key starts with `am:`; anything else in the database is foreign and
   never touched.

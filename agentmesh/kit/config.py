@@ -2,7 +2,7 @@
 
 Every service in the mesh (registry, agents, tools, the scripted model) reads
 its configuration here, from the variables of the configuration contract in
-ARCHITECTURE.md; the Helm chart sets the same names. `docs/configuration.md` is
+docs/decisions.md; the Helm chart sets the same names. `docs/configuration.md` is
 generated from the field declarations below (`agentmesh config docs`), so the
 reference table cannot drift from the code.
 """
@@ -439,7 +439,7 @@ def reference_markdown() -> str:
         "Generated from `agentmesh/kit/config.py` by `agentmesh config docs`; do not edit by hand.",
         "Every service reads these environment variables through one loader; the Helm chart sets the",
         "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
-        "(see ARCHITECTURE.md, Observability).",
+        "(see ARCHITECTURE.md, \"Cross-cutting concerns\").",
         "",
         "| Variable | Default | Description |",
         "|---|---|---|",

@@ -11,7 +11,7 @@ caller's `timeout`. After the last attempt the failure is `ModelUnavailable`
 
 aiohttp rather than httpx (DESIGN.md's first idea): the same call costs about
 0.8 ms less CPU per request here (C-accelerated HTTP parsing), which is most
-of the agent's per-step budget (ARCHITECTURE.md, "Agent runtime").
+of the agent's per-step budget (docs/decisions.md, "Agent runtime").
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Durable tasks: records, events, the queue, workers (see ARCHITECTURE.md, "memory/tasks/").
+"""Durable tasks: records, events, the queue, workers.
+
+The map is ARCHITECTURE.md ("memory/", "A durable task"); the details docs/decisions.md
+("Durable tasks").
 
 Each module holds one idea and they import each other in one direction only
 (no cycle, not even for types):
