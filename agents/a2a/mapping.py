@@ -24,7 +24,7 @@ MAX_TEXT_BYTES = 32 * 1024
 MAX_PART_BYTES = 1024 * 1024
 WRAPPED_VALUE = "value"
 
-STATE_TO_A2A: dict[int, int] = {
+STATE_TO_A2A: dict[int, a2a.TaskState] = {
     task_pb2.TASK_STATE_SUBMITTED: a2a.TASK_STATE_SUBMITTED,
     task_pb2.TASK_STATE_WORKING: a2a.TASK_STATE_WORKING,
     task_pb2.TASK_STATE_INPUT_REQUIRED: a2a.TASK_STATE_INPUT_REQUIRED,
@@ -33,7 +33,7 @@ STATE_TO_A2A: dict[int, int] = {
     task_pb2.TASK_STATE_CANCELED: a2a.TASK_STATE_CANCELED,
     task_pb2.TASK_STATE_REJECTED: a2a.TASK_STATE_REJECTED,
 }
-STATE_FROM_A2A: dict[int, int] = {v: k for k, v in STATE_TO_A2A.items()}
+STATE_FROM_A2A: dict[int, int] = {int(v): k for k, v in STATE_TO_A2A.items()}
 # States after which an A2A stream ends: terminal, or interrupted (waiting for someone).
 FINAL_STATES = frozenset(
     {
@@ -228,14 +228,14 @@ def stream_responses(event: task_pb2.TaskEvent, task: task_pb2.Task) -> Iterable
             )
         )
     elif kind == "artifact_update":
-        update = event.artifact_update
+        chunk = event.artifact_update
         yield a2a.StreamResponse(
             artifact_update=a2a.TaskArtifactUpdateEvent(
                 task_id=task.task_id,
                 context_id=task.session_id,
-                artifact=artifact_to_a2a(update.artifact),
-                append=update.append,
-                last_chunk=update.last_chunk,
+                artifact=artifact_to_a2a(chunk.artifact),
+                append=chunk.append,
+                last_chunk=chunk.last_chunk,
             )
         )
 
