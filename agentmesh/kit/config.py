@@ -37,6 +37,7 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     TOOL = "tool"
     MODEL = "model"
+    CONSOLE = "console"
 
 
 class LogFormat(enum.StrEnum):
@@ -51,6 +52,7 @@ DEFAULT_GRPC_PORTS: dict[Role, int] = {
     Role.AGENT: 50061,
     Role.TOOL: 50071,
     Role.MODEL: 50099,
+    Role.CONSOLE: 50080,
 }
 HTTP_PORT_OFFSET = 1000
 HEALTH_PORT_OFFSET = 2000
@@ -113,7 +115,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", validate_default=True)
 
     role: Role = _env(
-        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool or model.", Role.AGENT
+        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool, model or console.", Role.AGENT
     )
     domain_spec: Path | None = _env(
         "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
@@ -129,6 +131,18 @@ class Settings(BaseModel):
         "script (agents/scripts/demo.yaml). The model serves HTTP on AGENTMESH_HTTP_PORT, else "
         "AGENTMESH_GRPC_PORT, else 50099.",
     )
+    console_dev_tokens: Path | None = _env(
+        "AGENTMESH_CONSOLE_DEV_TOKENS",
+        "For role=console: a JSON file `{label: token}` of dev identities the sign-in page offers "
+        "(`agentmesh up` writes it). The console serves HTTP on AGENTMESH_HTTP_PORT, else "
+        "AGENTMESH_GRPC_PORT, else 50080.",
+    )
+    console_secure_cookies: bool = _env(
+        "AGENTMESH_CONSOLE_SECURE_COOKIES",
+        "For role=console: mark the session cookie Secure even when the console itself is reached "
+        "over plain HTTP (set it behind a TLS-terminating ingress).",
+        False,
+    )
     price_table: Path | None = _env(
         "AGENTMESH_PRICE_TABLE",
         "YAML price table for cost attribution (USD per 1M prompt/completion tokens per model). "
@@ -136,7 +150,8 @@ class Settings(BaseModel):
     )
     grpc_port: int | None = _env(
         "AGENTMESH_GRPC_PORT",
-        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "
+        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099, "
+        "console 50080 (HTTP). "
         "0 picks a free port.",
         ge=0,
         le=65535,
