@@ -47,11 +47,12 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # `same-origin`, not `no-referrer`: with the latter Chromium sends `Origin: null` on form posts.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-PUBLIC_PATHS = ("/signin", "/static/", "/healthz")
+PUBLIC_PATHS = ("/signin", "/static/", "/healthz", "/favicon.ico")
 MAX_REASON_CHARS = 1024
 TASK_PAGE_SIZES = (20, 50, 100)
 TERMINAL_STATES = {
@@ -597,6 +598,10 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)
+
+
 # -- the application ---------------------------------------------------------------------------------
 
 
@@ -617,6 +622,7 @@ def create_app(mesh: MeshClient, auth: Authentication) -> web.Application:
     app.router.add_post("/signin", signin)
     app.router.add_post("/signout", signout)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/", overview)
     app.router.add_get("/agents", agents_page)
     app.router.add_get("/tools", tools_page)

@@ -1,8 +1,8 @@
 """A tool's proto source, rendered back from its FileDescriptorSet (what the registry stores).
 
 Not byte-for-byte the author's file: syntax, package, imports, messages (nested, oneofs,
-maps), enums and services, with their leading comments. Options are shown only for the
-method's `agentmesh.v1.tool` option, by name. Enough for a tool developer to read the
+maps), enums and services, with their leading comments; options are left out (the
+JSON Schema beside it shows the validation rules, the page the tool option). Enough for a tool developer to read the
 contract the model is given and compare two versions line by line.
 """
 

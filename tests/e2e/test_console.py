@@ -399,6 +399,7 @@ async def test_browser_timeline_fills_live(browser: Browser, mesh: Mesh, console
         await expect(page.locator("#timeline-status")).to_have_attribute("data-done", "yes")
         assert await timeline.locator(".event").count() > shown_before
         await expect(page.locator("#task-state")).to_have_text("COMPLETED")
+        await expect(page.locator("#pending")).to_be_hidden()
         await shot(page, "task-completed")
         await page.goto("/tasks?domain=refunds")
         await expect(page.locator("#tasks")).to_contain_text(task.task_id[:8])

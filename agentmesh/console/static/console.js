@@ -2,6 +2,7 @@
 // server rendered and escaped (WatchTask). No inline script, no eval: the CSP forbids both.
 (function () {
   "use strict";
+  var FINAL = ["COMPLETED", "FAILED", "CANCELED", "REJECTED"];
   function start() {
     var list = document.getElementById("timeline");
     if (!list || !window.EventSource) { return; }
@@ -14,6 +15,12 @@
       var state = item && item.querySelector(".what .state");
       var shown = document.getElementById("task-state");
       if (state && shown) { shown.textContent = state.textContent; shown.className = "state " + state.textContent; }
+      if (state && FINAL.indexOf(state.textContent) >= 0) {
+        ["pending", "cancel"].forEach(function (id) {
+          var form = document.getElementById(id);
+          if (form) { form.hidden = true; }
+        });
+      }
     });
     source.addEventListener("problem", function (e) {
       status.textContent = e.data;
