@@ -50,6 +50,9 @@ async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: b
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
+        for planned in mesh.plan:
+            if planned.url:
+                console.print(f"operator console: {planned.url} (sign in with a mesh token)")
         _write_profile(registry, mesh.redis_url)
         if demo:
             # The supervisor restarts crashed services while the stories play.
@@ -223,8 +226,9 @@ def status(
         table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
         for s in document["services"]:
             colour = "green" if s["health"] == health.SERVING else "red"
+            http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
             table.add_row(
-                s["name"], s["kind"], s["grpc"] or "", s["http"] or "", str(s["pid"] or ""),
+                s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
                 f"[{colour}]{s['health']}[/{colour}]",
             )  # fmt: skip
         console.print(f"redis: {document['redis']}")

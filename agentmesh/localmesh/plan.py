@@ -1,7 +1,7 @@
 """What the local mesh runs: services, ports, environment (pure data, no I/O).
 
 DESIGN.md's local ports: registry 50051, agents from 50061, example tools from
-50071, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
+50071, operator console HTTP 50080, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
 listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
 second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
@@ -19,6 +19,7 @@ from agentmesh.kit.config import HTTP_PORT_OFFSET
 REGISTRY_PORT = 50051
 TOOL_BASE_PORT = 50071
 MODEL_PORT = 50099
+CONSOLE_PORT = 50080
 REDIS_PORT = 6390
 # Fixed ports of the named domains; any other domain takes the next free one after them.
 AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "training": 50064}
@@ -55,6 +56,7 @@ class Kind(enum.StrEnum):
     TOOL = "tool"
     MODEL = "model"
     REDIS = "redis"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class PlannedService:
     def http_target(self) -> str | None:
         return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
 
+    @property
+    def url(self) -> str | None:
+        """Where a person opens it (the console), else None."""
+        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+
 
 @dataclass(frozen=True)
 class MeshOptions:
@@ -90,6 +97,7 @@ class MeshOptions:
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
+    console: bool = True  # run the operator console
 
     @property
     def registry_port(self) -> int:
@@ -102,6 +110,10 @@ class MeshOptions:
     @property
     def model_port(self) -> int:
         return MODEL_PORT + self.port_offset
+
+    @property
+    def console_port(self) -> int:
+        return CONSOLE_PORT + self.port_offset
 
     @property
     def redis_port(self) -> int:
@@ -167,6 +179,18 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 env=env,
                 grpc_port=None,
                 http_port=options.model_port,
+                tier=1,
+            )
+        )
+    if options.console:
+        services.append(
+            PlannedService(
+                name="console",
+                kind=Kind.CONSOLE,
+                argv=_serve("console"),
+                env={**_base_env(options, "console"), "AGENTMESH_HTTP_PORT": str(options.console_port)},
+                grpc_port=None,
+                http_port=options.console_port,
                 tier=1,
             )
         )
