@@ -13,6 +13,7 @@ import asyncio
 import difflib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -431,9 +432,11 @@ async def tasks_page(request: web.Request) -> web.StreamResponse:
     states = [task_pb2.TaskState.Value(f"TASK_STATE_{state}")] if state in STATE_CHOICES else []
     tasks: list[task_pb2.Task] = []
     next_token = ""
+    listed_ms = 0.0
     if domain:
         if domain not in domains:
             return unknown_domain(request, domain)
+        started = time.perf_counter()
         try:
             page = await mesh.list_tasks(
                 who, domain, states=states, session_id=session_id, page_size=page_size, page_token=page_token
@@ -441,9 +444,11 @@ async def tasks_page(request: web.Request) -> web.StreamResponse:
         except grpc.aio.AioRpcError as exc:
             return rpc_failure(request, exc, f"the tasks of {domain}")
         tasks, next_token = list(page.tasks), page.next_page_token
+        listed_ms = (time.perf_counter() - started) * 1000
     filters = {"domain": domain, "state": state, "session": session_id, "size": str(page_size)}
     next_url = "/tasks?" + urlencode({**filters, "page_token": next_token}) if next_token else ""
-    return render(
+    started = time.perf_counter()
+    response = render(
         request,
         "tasks.html",
         domains=domains,
@@ -454,6 +459,9 @@ async def tasks_page(request: web.Request) -> web.StreamResponse:
         tasks=tasks,
         next_url=next_url,
     )
+    rendered_ms = (time.perf_counter() - started) * 1000
+    response.headers["Server-Timing"] = f"list;dur={listed_ms:.2f}, render;dur={rendered_ms:.2f}"
+    return response
 
 
 async def task_page(request: web.Request) -> web.StreamResponse:

@@ -78,10 +78,12 @@ class MeshClient:
         self._directory = _Directory()
         self._directory_lock = asyncio.Lock()
 
-    def _channel(self, target: str) -> grpc.aio.Channel:
+    def _channel(self, target: str, *, control_plane: bool = False) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = create_channel(target, settings=self.settings, control_plane=True)
+            # The registry's reads take the control-plane retry policy; agent calls do not (a
+            # page answers at once with what it got, and CancelTask/ResumeTask are decisions).
+            channel = create_channel(target, settings=self.settings, control_plane=control_plane)
             self._channels[target] = channel
         return channel
 
@@ -93,7 +95,9 @@ class MeshClient:
         return self.settings.registry or DEFAULT_REGISTRY
 
     def registry(self) -> tool_registry_service_pb2_grpc.ToolRegistryServiceStub:
-        return tool_registry_service_pb2_grpc.ToolRegistryServiceStub(self._channel(self.registry_target))
+        return tool_registry_service_pb2_grpc.ToolRegistryServiceStub(
+            self._channel(self.registry_target, control_plane=True)
+        )
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -2,8 +2,9 @@
 
 Not byte-for-byte the author's file: syntax, package, imports, messages (nested, oneofs,
 maps), enums and services, with their leading comments; options are left out (the
-JSON Schema beside it shows the validation rules, the page the tool option). Enough for a tool developer to read the
-contract the model is given and compare two versions line by line.
+JSON Schema beside it shows the validation rules, the page the tool option). Enough
+for a tool developer to read the contract the model is given and compare two versions
+line by line.
 """
 
 from __future__ import annotations
