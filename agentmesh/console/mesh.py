@@ -75,6 +75,9 @@ class MeshClient:
         self.settings = settings
         self.identity_headers = identity_headers
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # A stub builds a callable per method: made once per endpoint, not per request.
+        self._agent_stubs: dict[str, agent_service_pb2_grpc.AgentServiceStub] = {}
+        self._registry_stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub | None = None
         self._directory = _Directory()
         self._directory_lock = asyncio.Lock()
 
@@ -95,12 +98,15 @@ class MeshClient:
         return self.settings.registry or DEFAULT_REGISTRY
 
     def registry(self) -> tool_registry_service_pb2_grpc.ToolRegistryServiceStub:
-        return tool_registry_service_pb2_grpc.ToolRegistryServiceStub(
-            self._channel(self.registry_target, control_plane=True)
-        )
+        if self._registry_stub is None:
+            self._registry_stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(
+                self._channel(self.registry_target, control_plane=True)
+            )
+        return self._registry_stub
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._agent_stubs, self._registry_stub = {}, None
         await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
 
     # -- the directory ------------------------------------------------------------------------
@@ -127,7 +133,11 @@ class MeshClient:
     async def agent(self, who: Identity, domain: str) -> agent_service_pb2_grpc.AgentServiceStub:
         for card in await self.agents(who):
             if card.domain == domain:
-                return agent_service_pb2_grpc.AgentServiceStub(self._channel(card.endpoint))
+                stub = self._agent_stubs.get(card.endpoint)
+                if stub is None:
+                    stub = agent_service_pb2_grpc.AgentServiceStub(self._channel(card.endpoint))
+                    self._agent_stubs[card.endpoint] = stub
+                return stub
         raise LookupError(domain)
 
     # -- tools ----------------------------------------------------------------------------------
