@@ -16,6 +16,7 @@ from agentmesh.kit.net import port_bindable
 from agentmesh.kit.signals import stop_signals
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
+    CONSOLE_DEV_TOKENS,
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
     REPO_ROOT,
@@ -162,6 +163,7 @@ def up(
         )
         raise typer.Exit(EXIT_FAILED)
     state = _state_dir(state_dir)
+    options = replace(options, console_dev_tokens=state / CONSOLE_DEV_TOKENS)
     redis = None
     if not redis_url:
         redis = EmbeddedRedis(port=options.redis_port, data_dir=state / "redis", appendonly=True)

@@ -39,7 +39,7 @@ MAX_TOKEN_CHARS = 16 * 1024
 class Authentication:
     """Verifies tokens and issues/checks the cookies and CSRF tokens of one console process."""
 
-    def __init__(self, settings: Settings, *, dev_tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, *, dev_tokens: Path | None = None) -> None:
         self.settings = settings
         self._secret = secrets.token_bytes(32)
         self.verifier: TokenVerifier | None = None
@@ -53,11 +53,25 @@ class Authentication:
                 "this console has no trusted keys to verify tokens with: set AGENTMESH_JWKS "
                 "(the mesh issuer's JWKS) or AGENTMESH_SIGNING_KEY"
             )
-        self.dev_tokens = dev_tokens or {}
+        self._dev_path = dev_tokens
+        self._dev: tuple[float, dict[str, str]] = (-1.0, {})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authentication:
-        return cls(settings, dev_tokens=load_dev_tokens(settings.console_dev_tokens))
+        return cls(settings, dev_tokens=settings.console_dev_tokens)
+
+    @property
+    def dev_tokens(self) -> dict[str, str]:
+        """The dev identities, re-read when the file changes (`agentmesh up` may write it later)."""
+        if self._dev_path is None:
+            return {}
+        try:
+            stamp = self._dev_path.stat().st_mtime
+        except OSError:
+            return {}
+        if stamp != self._dev[0]:
+            self._dev = (stamp, load_dev_tokens(self._dev_path))
+        return self._dev[1]
 
     async def verify(self, token: str) -> Identity:
         if self.verifier is None:

@@ -20,6 +20,8 @@ REGISTRY_PORT = 50051
 TOOL_BASE_PORT = 50071
 MODEL_PORT = 50099
 CONSOLE_PORT = 50080
+# Where in the state directory the console's dev identities are written (`{label: token}`).
+CONSOLE_DEV_TOKENS = "console-dev-tokens.json"
 REDIS_PORT = 6390
 # Fixed ports of the named domains; any other domain takes the next free one after them.
 AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "training": 50064}
@@ -98,6 +100,9 @@ class MeshOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
     console: bool = True  # run the operator console
+    # JSON {label: token} of the dev identities the console's sign-in page offers (written by
+    # whoever mints them; the console re-reads it when it changes).
+    console_dev_tokens: Path | None = None
 
     @property
     def registry_port(self) -> int:
@@ -188,7 +193,15 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 name="console",
                 kind=Kind.CONSOLE,
                 argv=_serve("console"),
-                env={**_base_env(options, "console"), "AGENTMESH_HTTP_PORT": str(options.console_port)},
+                env={
+                    **_base_env(options, "console"),
+                    "AGENTMESH_HTTP_PORT": str(options.console_port),
+                    **(
+                        {"AGENTMESH_CONSOLE_DEV_TOKENS": str(options.console_dev_tokens)}
+                        if options.console_dev_tokens
+                        else {}
+                    ),
+                },
                 grpc_port=None,
                 http_port=options.console_port,
                 tier=1,

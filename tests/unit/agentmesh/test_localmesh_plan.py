@@ -104,3 +104,8 @@ def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
     assert all(s.url is None for s in plan.values() if s.kind is not Kind.CONSOLE)
     assert {s.name: s.http_port for s in build_plan(_options(port_offset=1000))}["console"] == 51080
     assert "console" not in {s.name for s in build_plan(_options(console=False))}
+
+
+def test_the_console_is_told_where_the_dev_identities_are() -> None:
+    plan = {s.name: s for s in build_plan(_options(console_dev_tokens=Path("/state/dev.json")))}
+    assert plan["console"].env["AGENTMESH_CONSOLE_DEV_TOKENS"] == "/state/dev.json"
