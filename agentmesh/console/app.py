@@ -10,6 +10,7 @@ escaped HTML fragments over Server-Sent Events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import json
 import logging
@@ -505,17 +506,17 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     template = request.app[TEMPLATES].get_template("event.html")
     try:
-        async for event in mesh.watch_task(who, domain, task_id, after):
-            kind = event.WhichOneof("event") or ""
-            html = template.render(event=event, kind=kind)
-            await response.write(_sse("timeline", html, event.event_id))
+        # aclosing: a browser that goes away ends the WatchTask call now, not at garbage collection.
+        async with contextlib.aclosing(mesh.watch_task(who, domain, task_id, after)) as events:
+            async for event in events:
+                kind = event.WhichOneof("event") or ""
+                html = template.render(event=event, kind=kind)
+                await response.write(_sse("timeline", html, event.event_id))
     except LookupError:
         await response.write(_sse("problem", f"no agent for domain {domain!r}"))
     except grpc.aio.AioRpcError as exc:
         # Plain text: the page puts it in with textContent.
         await response.write(_sse("problem", f"{exc.code().name}: {exc.details()}"))
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
     await response.write(_sse("end", ""))
     return response
 

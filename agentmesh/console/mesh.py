@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -224,7 +224,7 @@ class MeshClient:
 
     async def watch_task(
         self, who: Identity, domain: str, task_id: str, after_event_id: str = ""
-    ) -> AsyncIterator[task_pb2.TaskEvent]:
+    ) -> AsyncGenerator[task_pb2.TaskEvent, None]:
         stub = await self.agent(who, domain)
         call = stub.WatchTask(
             agent_service_pb2.WatchTaskRequest(task_id=task_id, after_event_id=after_event_id),

@@ -19,6 +19,7 @@ from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.signals import stop_signals
 
 log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def console_port(settings: Settings) -> int:
@@ -32,7 +33,8 @@ async def serve(settings: Settings) -> None:
     if auth.problem:
         log.warning("%s", auth.problem)
     app = create_app(MeshClient(settings), auth)
-    runner = web.AppRunner(app, access_log=None)
+    # Open timelines (SSE) would hold a stop for aiohttp's default 60 s: they reconnect anyway.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     host = settings.bind_host.strip("[]")
     site = web.TCPSite(runner, host, console_port(settings))
