@@ -238,7 +238,11 @@ async def test_every_form_needs_its_csrf_token(mesh: Mesh, console: Console) -> 
         assert still.state == task_pb2.TASK_STATE_INPUT_REQUIRED
         done = await client.post(url, data={"csrf": csrf, "reason": "changed my mind"})
         assert done.status_code == 303, done.text
-    await wait_state(mesh, console, "ada", task.task_id, task_pb2.TASK_STATE_CANCELED)
+        await wait_state(mesh, console, "ada", task.task_id, task_pb2.TASK_STATE_CANCELED)
+        # The list's state filter goes to ListTasks.
+        canceled = await client.get("/tasks", params={"domain": "refunds", "state": "CANCELED"})
+        waiting = await client.get("/tasks", params={"domain": "refunds", "state": "INPUT_REQUIRED"})
+        assert task.task_id[:8] in canceled.text and task.task_id[:8] not in waiting.text
 
 
 async def test_a_user_never_sees_another_users_tasks(mesh: Mesh, console: Console) -> None:
