@@ -408,6 +408,17 @@ async def test_browser_timeline_fills_live(browser: Browser, mesh: Mesh, console
         await page.goto("/tasks?domain=refunds")
         await expect(page.locator("#tasks")).to_contain_text(task.task_id[:8])
         await shot(page, "tasks")
+        # The filter form swaps the list in place (htmx) and keeps the URL shareable.
+        assert str(await page.evaluate("window.htmx.version")).startswith("2.")
+        await page.locator("#task-filters select[name=state]").select_option("CANCELED")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page).to_have_url(re.compile(r"state=CANCELED"))
+        await expect(page.locator("#tasks")).not_to_contain_text(task.task_id[:8])
+        await page.locator("#task-filters select[name=state]").select_option("COMPLETED")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page).to_have_url(re.compile(r"state=COMPLETED"))
+        await expect(page.locator("#tasks")).to_contain_text(task.task_id[:8])
+        assert set(await page.locator("#tasks td.state").all_inner_texts()) == {"COMPLETED"}
     assert problems == []
 
 
