@@ -38,7 +38,7 @@ from memory.connection import create_redis
 from memory.task_queue import TaskQueue
 from memory.tasks import TaskConfig
 from tests.support.agent_mesh import running_mesh
-from tests.support.console import TENANT, start_console
+from tests.support.console import TENANT, Identities, start_console
 
 TASKS = 10_000
 PAGE = 50
@@ -98,6 +98,7 @@ async def run() -> list[tuple[float, float]]:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             workdir = Path(scratch)
+            identities = Identities.create(workdir)
             async with running_mesh(
                 server.url,
                 workdir / "logs",
@@ -105,13 +106,13 @@ async def run() -> list[tuple[float, float]]:
                 model_script=ROOT / "agents" / "scripts" / "demo.yaml",
                 agents=[ROOT / "agents" / "domains" / "refunds.yaml"],
                 registered_tools=[],
-                env={"AGENTMESH_LOG_LEVEL": "WARNING"},
+                env={"AGENTMESH_LOG_LEVEL": "WARNING", "AGENTMESH_JWKS": str(identities.jwks)},
             ) as mesh:
                 started = time.perf_counter()
                 await seed(server.url)
                 print(f"seeded {TASKS} tasks in {time.perf_counter() - started:.1f} s", flush=True)
                 await asyncio.sleep(2)  # let the workers finish any task they took
-                console = await start_console(mesh, workdir, {})
+                console = await start_console(mesh, workdir, identities, {})
                 token = console.token(USER)
                 metadata = [
                     (md.AUTHORIZATION, f"Bearer {token}"),

@@ -34,7 +34,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import agent_service_pb2_grpc, task_pb2, tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
-from tests.support.console import CHROMIUM_ARGS, TENANT, Console, chromium_path, start_console
+from tests.support.console import CHROMIUM_ARGS, TENANT, Console, Identities, chromium_path, start_console
 from tool_registry.protoc import compile_protos
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -76,8 +76,15 @@ message LookResponse {
 # -- the mesh, the console, the identities -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
+    return Identities.create(tmp_path_factory.mktemp("identities"))
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+async def mesh(
+    valkey: EmbeddedRedis, identities: Identities, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Mesh]:
     async with running_mesh(
         valkey.url,
         tmp_path_factory.mktemp("console-logs"),
@@ -85,16 +92,18 @@ async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
         model_script=FIXTURES / "scripts" / "e2e.yaml",
         agents=[ROOT / "agents" / "domains" / "refunds.yaml"],
         registered_tools=["crm_get_customer", "crm_get_order", "payments_refund", "email_send"],
-        env={"AGENTMESH_LOG_FORMAT": "text"},
+        # The same trusted keys as the console's: what the agents need once they verify tokens.
+        env={"AGENTMESH_LOG_FORMAT": "text", "AGENTMESH_JWKS": str(identities.jwks)},
     ) as running:
         yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def console(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Console:
+async def console(mesh: Mesh, identities: Identities, tmp_path_factory: pytest.TempPathFactory) -> Console:
     started = await start_console(
         mesh,
         tmp_path_factory.mktemp("console"),
+        identities,
         {"demo user": ("ada",), "approver": ("grace", "refunds:approve")},
     )
     await register_probe_versions(mesh, tmp_path_factory.mktemp("probe"))

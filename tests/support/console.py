@@ -49,33 +49,47 @@ def chromium_path() -> str:
     )
 
 
+@dataclass(frozen=True)
+class Identities:
+    """A mesh issuer key for the tests: its JWKS file (for AGENTMESH_JWKS) and a minter.
+
+    Made before the mesh starts, so every service can be given the same JWKS: the tokens the
+    console verifies are the ones the agents verify once they check tokens."""
+
+    issuer: TokenIssuer
+    jwks: Path
+
+    @classmethod
+    def create(cls, workdir: Path) -> Identities:
+        key = generate_issuer_key()
+        jwks = workdir / "jwks.json"
+        jwks.write_text(json.dumps(jwks_document([key])))
+        return cls(TokenIssuer([key]), jwks)
+
+    def token(self, user: str, *scopes: str, tenant: str = TENANT) -> str:
+        return self.issuer.user_token(user=user, tenant=tenant, scopes=scopes)
+
+
 @dataclass
 class Console:
     url: str
     process: ServiceProcess
-    issuer: TokenIssuer
+    identities: Identities
 
     def token(self, user: str, *scopes: str, tenant: str = TENANT) -> str:
-        return self.issuer.user_token(user=user, tenant=tenant, scopes=scopes)
+        return self.identities.token(user, *scopes, tenant=tenant)
 
     def log(self, lines: int = 80) -> str:
         return self.process.log_tail(lines)
 
 
-async def start_console(mesh: Mesh, workdir: Path, dev_users: dict[str, tuple[str, ...]]) -> Console:
+async def start_console(
+    mesh: Mesh, workdir: Path, identities: Identities, dev_users: dict[str, tuple[str, ...]]
+) -> Console:
     """The console for `mesh`; `dev_users` (label -> (user, scopes…)) become its dev identities."""
-    key = generate_issuer_key()
-    issuer = TokenIssuer([key])
-    jwks = workdir / "jwks.json"
-    jwks.write_text(json.dumps(jwks_document([key])))
     dev = workdir / "dev-tokens.json"
     dev.write_text(
-        json.dumps(
-            {
-                label: issuer.user_token(user=user, tenant=TENANT, scopes=scopes)
-                for label, (user, *scopes) in dev_users.items()
-            }
-        )
+        json.dumps({label: identities.token(user, *scopes) for label, (user, *scopes) in dev_users.items()})
     )
     port = free_port()
     process = ServiceProcess(
@@ -85,7 +99,7 @@ async def start_console(mesh: Mesh, workdir: Path, dev_users: dict[str, tuple[st
         env={
             **mesh.env,
             "AGENTMESH_HTTP_PORT": str(port),
-            "AGENTMESH_JWKS": str(jwks),
+            "AGENTMESH_JWKS": str(identities.jwks),
             "AGENTMESH_CONSOLE_DEV_TOKENS": str(dev),
             "AGENTMESH_REGISTRY": mesh.registry,
         },
@@ -95,4 +109,4 @@ async def start_console(mesh: Mesh, workdir: Path, dev_users: dict[str, tuple[st
     mesh.processes["console"] = process.start()
     url = f"http://127.0.0.1:{port}"
     await wait_http(f"{url}/healthz", process)
-    return Console(url=url, process=process, issuer=issuer)
+    return Console(url=url, process=process, identities=identities)
