@@ -33,6 +33,7 @@ from agentmesh.console.protosrc import proto_source
 from agentmesh.console.replicas import BREAKER_STATES, ReplicaFigures, fetch_figures
 from agentmesh.kit import health
 from agentmesh.kit.errors import Unauthenticated
+from agentmesh.kit.validation import OPAQUE_ID
 from agentmesh.v1 import agent_service_pb2, task_pb2, tool_options_pb2, tool_pb2
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,18 @@ def rpc_failure(request: web.Request, exc: grpc.aio.AioRpcError, what: str) -> w
     )
 
 
+NOTICES = {"approved": "approved", "rejected": "rejected", "canceled": "canceled"}
+
+
+def notice_of(request: web.Request) -> str:
+    """A known notice (after a redirect), never free text from the URL."""
+    notice = NOTICES.get(request.query.get("notice", ""), "")
+    task = request.query.get("task", "")
+    if notice and task and OPAQUE_ID.fullmatch(task):
+        return f"task {task} {notice}"
+    return notice
+
+
 def unknown_domain(request: web.Request, domain: str) -> web.Response:
     return render(
         request,
@@ -218,9 +231,9 @@ def who_of(request: web.Request) -> Identity:
 # -- sign-in ---------------------------------------------------------------------------------------------
 
 
-async def signin_page(request: web.Request) -> web.StreamResponse:
+async def signin_page(request: web.Request, *, error: str = "", status: int = 200) -> web.StreamResponse:
     auth = request.app[WHO]
-    response = web.Response(content_type="text/html", charset="utf-8")
+    response = web.Response(content_type="text/html", charset="utf-8", status=status)
     nonce = auth.login_nonce(request, response)
     html = render(
         request,
@@ -228,7 +241,7 @@ async def signin_page(request: web.Request) -> web.StreamResponse:
         login_csrf=nonce,
         problem=auth.problem,
         dev=sorted(auth.dev_tokens),
-        error=request.query.get("error", ""),
+        error=error,
     )
     response.text = html.text or ""
     return response
@@ -244,7 +257,9 @@ async def signin(request: web.Request) -> web.StreamResponse:
     try:
         who = await auth.verify(token)
     except Unauthenticated as exc:
-        raise web.HTTPSeeOther("/signin?" + urlencode({"error": str(exc)})) from None
+        # Answered in place (401), not by a redirect carrying the text: no URL can make the
+        # sign-in page say something of an attacker's choosing.
+        return await signin_page(request, error=str(exc), status=401)
     response = web.HTTPSeeOther("/")
     auth.start_session(request, response, who)
     raise response
@@ -337,6 +352,15 @@ async def tools_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+def source_of(tool: tool_pb2.ToolSpec) -> str:
+    if not tool.file_descriptor_set:
+        return ""
+    try:
+        return proto_source(tool.file_descriptor_set)
+    except Exception as exc:  # a stored set the renderer cannot read: say so, show the rest
+        return f"// the proto source cannot be shown: {exc}"
+
+
 def _schema_text(text: str) -> str:
     return pretty_json(text) if text else ""
 
@@ -350,12 +374,6 @@ async def tool_page(request: web.Request) -> web.StreamResponse:
         versions = [t.version for t in await mesh.list_tools(who) if t.name == name]
     except grpc.aio.AioRpcError as exc:
         return rpc_failure(request, exc, f"tool {name}")
-    source = ""
-    if tool.file_descriptor_set:
-        try:
-            source = proto_source(tool.file_descriptor_set)
-        except Exception as exc:  # a stored set the renderer cannot read: say so, show the rest
-            source = f"// the proto source cannot be shown: {exc}"
     return render(
         request,
         "tool.html",
@@ -363,7 +381,7 @@ async def tool_page(request: web.Request) -> web.StreamResponse:
         versions=versions,
         input_schema=_schema_text(tool.input_schema_json),
         output_schema=_schema_text(tool.output_schema_json),
-        source=source,
+        source=source_of(tool),
     )
 
 
@@ -401,11 +419,7 @@ async def tool_diff(request: web.Request) -> web.StreamResponse:
         output_diff=diff(
             _schema_text(old.output_schema_json), _schema_text(new.output_schema_json), "output"
         ),
-        source_diff=diff(
-            proto_source(old.file_descriptor_set) if old.file_descriptor_set else "",
-            proto_source(new.file_descriptor_set) if new.file_descriptor_set else "",
-            "proto",
-        ),
+        source_diff=diff(source_of(old), source_of(new), "proto"),
     )
 
 
@@ -483,7 +497,7 @@ async def task_page(request: web.Request) -> web.StreamResponse:
         awaiting_approval=task.pending_action.kind
         in (task_pb2.PENDING_ACTION_KIND_APPROVAL, task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN)
         and task.state == task_pb2.TASK_STATE_INPUT_REQUIRED,
-        notice=request.query.get("notice", ""),
+        notice=notice_of(request),
     )
 
 
@@ -559,7 +573,7 @@ async def decide_task(request: web.Request) -> web.StreamResponse:
     back = form.get("back", "")
     notice = "approved" if decision == "approve" else "rejected"
     if back == "approvals":
-        raise web.HTTPSeeOther(f"/approvals?{urlencode({'notice': f'{task_id} {notice}'})}")
+        raise web.HTTPSeeOther(f"/approvals?{urlencode({'notice': notice, 'task': task_id})}")
     raise web.HTTPSeeOther(f"/tasks/{domain}/{task_id}?notice={notice}")
 
 
@@ -581,7 +595,7 @@ async def approvals_page(request: web.Request) -> web.StreamResponse:
         return domain, list(page.tasks), ""
 
     boxes = await asyncio.gather(*(inbox(card.domain) for card in cards))
-    return render(request, "approvals.html", boxes=boxes, notice=request.query.get("notice", ""))
+    return render(request, "approvals.html", boxes=boxes, notice=notice_of(request))
 
 
 async def usage_page(request: web.Request) -> web.StreamResponse:

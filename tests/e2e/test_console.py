@@ -217,9 +217,16 @@ async def test_sign_in_sets_an_httponly_strict_cookie_and_refuses_bad_tokens(con
         # A token signed by another key: back to the form with the reason, no session.
         stranger = TokenIssuer([generate_issuer_key()]).user_token(user="ada", tenant=TENANT)
         forged = await client.post("/signin", data={"csrf": csrf, "token": stranger})
-        assert forged.status_code == 303 and forged.headers["location"].startswith("/signin?error=")
+        assert forged.status_code == 401 and "signed by an unknown key" in forged.text
         assert "am_session" not in forged.headers.get("set-cookie", "")
+        # The sign-in page shows no text from its URL.
+        spoof = await client.get("/signin", params={"error": "Call +1-555-0100 to unlock your account"})
+        assert "555-0100" not in spoof.text
         good = await client.post("/signin", data={"csrf": csrf, "token": console.token("ada")})
+        signed = await client.get("/approvals", params={"notice": "Call +1-555-0100", "task": "x"})
+        assert signed.status_code == 200 and "555-0100" not in signed.text
+        known = await client.get("/approvals", params={"notice": "approved", "task": "abc-1"})
+        assert "task abc-1 approved" in known.text
     assert good.status_code == 303
     cookie = next(v for v in good.headers.get_list("set-cookie") if v.startswith("am_session="))
     attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
