@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -133,7 +134,9 @@ class Authentication:
     def check_csrf(self, request: web.Request, form_value: str, who: Identity | None) -> None:
         """Refuses (403) a POST that is cross-site or lacks the form's CSRF token."""
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        # The host only: behind a TLS-terminating proxy the browser's scheme is https while
+        # this server sees http.
+        if origin is not None and urlsplit(origin).netloc != request.host:
             raise web.HTTPForbidden(text="cross-origin form posts are refused")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise web.HTTPForbidden(text="cross-site form posts are refused")
