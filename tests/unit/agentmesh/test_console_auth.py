@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from agentmesh.console.auth import Authentication
 from agentmesh.kit.auth import Principal, TokenIssuer, generate_issuer_key, jwks_document
@@ -69,3 +71,28 @@ def test_dev_identities_appear_when_their_file_is_written(
 def test_without_trusted_keys_the_console_says_what_to_set() -> None:
     auth = Authentication(Settings.from_env({}))
     assert "AGENTMESH_JWKS" in auth.problem
+
+
+async def test_form_posts_must_come_from_this_host_with_this_sessions_token(
+    issuer_and_auth: tuple[TokenIssuer, Authentication, Path],
+) -> None:
+    issuer, auth, _ = issuer_and_auth
+    who = await auth.verify(issuer.user_token(user="ada", tenant="acme"))
+    good = auth.csrf_token(who)
+
+    def post(**headers: str) -> web.Request:
+        return make_mocked_request("POST", "/x", headers={"Host": "console.example:8080", **headers})
+
+    auth.check_csrf(post(Origin="http://console.example:8080"), good, who)
+    # Behind a TLS-terminating proxy the browser's origin is https: same host, accepted.
+    auth.check_csrf(post(Origin="https://console.example:8080"), good, who)
+    auth.check_csrf(post(), good, who)
+    for refused in (
+        (post(Origin="https://evil.example"), good),
+        (post(Origin="null"), good),
+        (post(**{"Sec-Fetch-Site": "cross-site"}), good),
+        (post(), "0" * 64),
+        (post(), ""),
+    ):
+        with pytest.raises(web.HTTPForbidden):
+            auth.check_csrf(*refused, who)
