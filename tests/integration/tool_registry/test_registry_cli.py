@@ -30,7 +30,12 @@ def registry_process(redis_url: str, service_process: Callable[..., ServiceProce
         "registry",
         [str(Path(sys.executable).parent / "agentmesh"), "serve", "registry"],
         port,
-        env={"REDIS_URL": redis_url, "AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_LOG_FORMAT": "text"},
+        env={
+            "REDIS_URL": redis_url,
+            "AGENTMESH_GRPC_PORT": str(port),
+            "AGENTMESH_LOG_FORMAT": "text",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # the CLI sends no token yet
+        },
     )
     process.wait_serving_sync(60)
     return process
