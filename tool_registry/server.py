@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
-from agentmesh.kit.auth import MeshAuth, mesh_auth
+from agentmesh.kit.auth import Authenticator, MeshAuth, mesh_auth
 from agentmesh.kit.config import Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.server import ServiceHost
@@ -51,7 +51,7 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
     host = ServiceHost(
         settings,
         name=settings.service_name or "registry",
-        authenticator=auth.authenticator(audiences=AUDIENCES, rules=RULES),
+        authenticator=registry_authenticator(auth),
     )
     add_jwks_route(host, auth)
     redis = create_redis(settings.redis_url, client_name="agentmesh-registry")
@@ -69,6 +69,11 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
 
 
 JWKS_PATH = "/.well-known/jwks.json"
+
+
+def registry_authenticator(auth: MeshAuth) -> Authenticator:
+    """The registry's edge check: its audiences and RULES (development mode: no scopes checked)."""
+    return auth.authenticator(audiences=AUDIENCES, rules={} if auth.insecure else RULES)
 
 
 def add_jwks_route(host: ServiceHost, auth: MeshAuth) -> None:

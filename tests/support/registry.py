@@ -12,8 +12,8 @@ from agentmesh.kit.channels import create_channel
 from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import tool_registry_service_pb2_grpc
 from memory.connection import AnyRedis, create_redis
-from tool_registry.server import registry_settings
-from tool_registry.service import AUDIENCES, RULES, SERVICE, ToolRegistryServicer, register
+from tool_registry.server import registry_authenticator, registry_settings
+from tool_registry.service import SERVICE, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
 
@@ -35,7 +35,7 @@ async def registry_at(
     store = RegistryStore(client)
     servicer = ToolRegistryServicer(store, **servicer_options)
     settings = registry_settings(local_settings())
-    authenticator = auth.authenticator(audiences=AUDIENCES, rules=RULES) if auth is not None else None
+    authenticator = registry_authenticator(auth) if auth is not None else None
     async with (
         running_host(
             [(SERVICE, register(servicer))], settings=settings, name="registry", authenticator=authenticator

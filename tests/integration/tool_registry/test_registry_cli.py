@@ -50,7 +50,7 @@ def test_register_list_get_diff_deprecate_bind(registry_process: ServiceProcess,
     code, out = tools(
         registry_process, "register", str(INVENTORY), "--include", str(FIXTURES), "--validate-only"
     )
-    assert code == 0 and "validated inventory_reserve 1.0.0" in out
+    assert code == 0 and "validated inventory_reserve 1.0.0" in out, out
     code, out = tools(
         registry_process, "register", str(INVENTORY), "-I", str(FIXTURES), "--endpoint", "inv:50071", "--json"
     )
