@@ -532,11 +532,11 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem(value_set: str) -> Non
 
 def test_discovery_grants_only_reading_services() -> None:
     r = render("10-many-domains-values")
-    (role,) = r.of_kind("Role")
+    (role,) = [doc for doc in r.of_kind("Role") if doc["metadata"]["name"].endswith("-discovery")]
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}
     ]
-    (binding,) = r.of_kind("RoleBinding")
+    (binding,) = [doc for doc in r.of_kind("RoleBinding") if doc["metadata"]["name"].endswith("-discovery")]
     registry_sa = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]["serviceAccountName"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": registry_sa, "namespace": NAMESPACE}]
     for deployment in mesh_deployments(r, "agent"):
