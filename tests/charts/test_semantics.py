@@ -17,7 +17,7 @@ import pytest
 from agentmesh.cli.serve import entrypoint_for, load
 from agentmesh.kit.config import ConfigError, Role, Settings
 from memory import keys
-from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, render
+from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, merged, render, render_with
 
 SETS = sorted(VALUE_SETS)
 HEALTH_SERVICES = {"agent": "agentmesh.v1.AgentService", "registry": "agentmesh.v1.ToolRegistryService"}
@@ -530,17 +530,51 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem(value_set: str) -> Non
             assert "emptyDir" in volumes[tmp["name"]], f"{name}: /tmp is the only writable path"
 
 
-def test_discovery_grants_only_reading_services() -> None:
+def discovery_rbac(r: Any, kind: str) -> list[dict[str, Any]]:
+    """Roles / RoleBindings of discovery (the auth hook has its own: tests/charts/test_auth.py)."""
+    return [doc for doc in r.of_kind(kind) if not doc["metadata"]["name"].endswith("-auth-bootstrap")]
+
+
+def test_discovery_grants_only_reading_services_and_reporting_on_them() -> None:
     r = render("10-many-domains-values")
-    (role,) = [doc for doc in r.of_kind("Role") if doc["metadata"]["name"].endswith("-discovery")]
+    (role,) = discovery_rbac(r, "Role")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
-    (binding,) = [doc for doc in r.of_kind("RoleBinding") if doc["metadata"]["name"].endswith("-discovery")]
-    registry_sa = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": registry_sa, "namespace": NAMESPACE}]
+    (binding,) = discovery_rbac(r, "RoleBinding")
+    registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": registry["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    env = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
+    assert env["AGENTMESH_DISCOVERY_NAMESPACES"] == NAMESPACE
+    assert Settings.from_env({k: v for k, v in env.items() if v is not None}).discovery_namespace_list == [
+        NAMESPACE
+    ]
     for deployment in mesh_deployments(r, "agent"):
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "mesh-workloads"
+        agent_env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "AGENTMESH_DISCOVERY_NAMESPACES" not in agent_env
+
+
+def test_discovery_watches_the_namespaces_it_is_given_and_renders_nothing_when_off() -> None:
+    many = VALUE_SETS["10-many-domains-values"]
+    r = render_with(
+        "ns", merged(many, {"discovery": {"namespaces": ["tools-a", "tools-b"], "events": False}})
+    )
+    roles = discovery_rbac(r, "Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["tools-a", "tools-b"]
+    assert all(len(role["rules"]) == 1 for role in roles)
+    bindings = discovery_rbac(r, "RoleBinding")
+    assert all(b["subjects"][0]["namespace"] == NAMESPACE for b in bindings) and len(bindings) == 2
+    registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
+    assert env["AGENTMESH_DISCOVERY_NAMESPACES"] == "tools-a,tools-b"
+    off = render_with("off", merged(many, {"discovery": {"enabled": False}}))
+    assert not discovery_rbac(off, "Role") and not discovery_rbac(off, "RoleBinding")
+    off_env = off.get("Deployment", "am-registry")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "AGENTMESH_DISCOVERY_NAMESPACES" not in {e["name"] for e in off_env}
 
 
 # --- Redis ----------------------------------------------------------------------
