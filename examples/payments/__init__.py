@@ -7,7 +7,7 @@ default 10000 = 100.00) is refused with FAILED_PRECONDITION, reason
 APPROVAL_REQUIRED, unless the SDK verified an approval bound to this very
 call (`context.approval`: the tool token's `approval` claim for this task
 step and these arguments): the runtime parks the task, and after ResumeTask
-approves, calls again with a token carrying the approval (ARCHITECTURE.md,
+approves, calls again with a token carrying the approval (docs/decisions.md,
 "Dynamic approval"). The body never reads approval headers itself.
 """
 
