@@ -29,7 +29,7 @@ from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from examples._common import load
 from memory.connection import create_redis
-from tool_registry.invoke import CallContext, Outcome, ResolvedTool, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ResolvedTool, ToolInvoker
 from tool_registry.registration import prepare
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ async def test_registry_and_tool_processes_with_auth_on(
         wrong = await ToolInvoker().invoke(refund, arguments, call("payments_charge", 1))
         assert wrong.status_code == "UNAUTHENTICATED", (wrong.observation, payments.log_tail())
         right = await ToolInvoker().invoke(refund, arguments, call("payments_refund", 2))
-        assert right.outcome is Outcome.OK, right.observation
+        assert right.outcome is CallOutcome.OK, right.observation
         # A tampered token (signature cut): refused, and the error does not echo it.
         tampered = tokens[-1].rsplit(".", 1)[0] + ".AAAA"
         tokens.append(tampered)

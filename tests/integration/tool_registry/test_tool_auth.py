@@ -27,7 +27,7 @@ from agentmesh.kit.auth import (
 from agentmesh.v1 import tool_pb2
 from examples import payments
 from tests.integration.tool_registry.tools_support import Served, served
-from tool_registry.invoke import CallContext, Outcome, ToolInvoker, ToolResult
+from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker, ToolResult
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def call(step: int = 7, **fields: Any) -> CallContext:
 
 async def test_tool_tokens_must_be_for_this_tool_with_its_scope(secured: Secured) -> None:
     no_token = await secured.refund(500, call())
-    assert (no_token.outcome, no_token.status_code) == (Outcome.DENIED, "UNAUTHENTICATED")
+    assert (no_token.outcome, no_token.status_code) == (CallOutcome.DENIED, "UNAUTHENTICATED")
     # A token minted for another tool (replayed from a payments_charge call).
     other_tool = await secured.refund(500, call(token=secured.token("payments_charge")))
     assert other_tool.status_code == "UNAUTHENTICATED" and "audience" in other_tool.observation
@@ -94,14 +94,14 @@ async def test_tool_tokens_must_be_for_this_tool_with_its_scope(secured: Secured
     assert (await secured.refund(500, call(token=forged))).status_code == "UNAUTHENTICATED"
     assert secured.refunded() == 0
     ok = await secured.refund(500, call(token=secured.token("payments_refund")))
-    assert ok.outcome is Outcome.OK and ok.response is not None
+    assert ok.outcome is CallOutcome.OK and ok.response is not None
     assert not ok.response["refund"].get("approved") and secured.refunded() == 500
 
 
 async def test_an_approval_is_honoured_only_for_its_own_call(secured: Secured) -> None:
     # Above the limit without an approval: the tool asks for one, nothing is paid.
     unapproved = await secured.refund(12_000, call(mint=secured.minter(approve=False)))
-    assert unapproved.outcome is Outcome.AWAITING_APPROVAL and secured.refunded() == 0
+    assert unapproved.outcome is CallOutcome.AWAITING_APPROVAL and secured.refunded() == 0
     # An approval granted for other arguments (100 cents), replayed on a 12 000 cent refund.
     other_args = secured.minter(digest_of={"charge_id": CHARGE, "amount_cents": 100, "reason": "damaged"})
     result = await secured.refund(12_000, call(mint=other_args))
@@ -114,17 +114,17 @@ async def test_an_approval_is_honoured_only_for_its_own_call(secured: Secured) -
         12_000,
         call(mint=secured.minter(approve=False), metadata=(("x-agentmesh-approval", "act-1"),)),
     )
-    assert header.outcome is Outcome.AWAITING_APPROVAL
+    assert header.outcome is CallOutcome.AWAITING_APPROVAL
     assert secured.refunded() == 0
     # The approval bound to this call: paid, once.
     approved = await secured.refund(12_000, call(mint=secured.minter()))
-    assert approved.outcome is Outcome.OK and approved.response is not None
+    assert approved.outcome is CallOutcome.OK and approved.response is not None
     assert approved.response["refund"]["approved"] is True and secured.refunded() == 12_000
     # The same approved token replayed: under its own idempotency key it is deduplicated,
     # under any other key refused. It never pays twice.
     token = secured.minter()(secured.tools.tool("Refund").spec, _request(secured, 12_000))
     replay = await secured.refund(12_000, call(token=token))
-    assert replay.outcome is Outcome.DEDUPLICATED
+    assert replay.outcome is CallOutcome.DEDUPLICATED
     elsewhere = await secured.refund(12_000, call(step=9, token=token))
     assert elsewhere.status_code == "PERMISSION_DENIED" and "idempotency key" in elsewhere.observation
     assert secured.refunded() == 12_000
