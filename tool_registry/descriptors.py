@@ -12,13 +12,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2, tool_options_pb2
+
+if TYPE_CHECKING:
+    import protovalidate
 
 # Larger sets are refused at registration (INVALID_ARGUMENT, never a crash).
 MAX_DESCRIPTOR_SET_BYTES = 4 * 1024 * 1024
@@ -206,6 +209,8 @@ class ToolSchema:
     def validator(self) -> protovalidate.Validator:
         """protovalidate for this version's messages: a validator keeps the descriptors it saw by
         full name, so two versions of one message in the same validator collide."""
+        import protovalidate  # ~13 MB: loaded by the first process that validates, not at start
+
         return protovalidate.Validator()
 
     def description(self) -> str:
