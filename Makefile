@@ -32,10 +32,11 @@ proto-check: $(STAMP) ## Fail if the committed generated code differs from a reg
 buf-lint: $(STAMP) ## buf lint (STANDARD) on proto/
 	cd proto && ../$(BIN)/buf lint
 
-lint: $(STAMP) ## ruff check + format check + the layer contracts (import-linter)
+lint: $(STAMP) ## ruff check + format check + the layer contracts (import-linter) + dependencies (deptry)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/deptry .
 
 typecheck: $(STAMP) ## mypy (strict on agentmesh/, generated code excluded)
 	$(BIN)/mypy

@@ -63,7 +63,9 @@ def plot(samples: Mapping[str, Sequence[float]], path: Path) -> None:
     if not labels:
         return
     figure, axes = plt.subplots(figsize=(11, 0.32 * len(labels) + 1.5))
-    axes.boxplot([samples[label] for label in labels], orientation="horizontal", whis=(1, 99), showfliers=False)
+    axes.boxplot(
+        [samples[label] for label in labels], orientation="horizontal", whis=(1, 99), showfliers=False
+    )
     axes.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
     axes.set_xscale("log")
     axes.set_xlabel("latency, ms (box: p25-p75, line: p50, whiskers: p1-p99)")

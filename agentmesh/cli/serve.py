@@ -13,7 +13,7 @@ from typing import cast
 
 import typer
 
-from agentmesh.cli.common import EXIT_USAGE, err_console
+from agentmesh.cli.common import usage_error
 from agentmesh.kit.config import ConfigError, Role, Settings
 
 ROLE_ENTRYPOINTS: dict[Role, str] = {
@@ -55,8 +55,7 @@ def serve(
         settings = Settings.from_env(None, role=role) if role else Settings.from_env()
         main = load(entrypoint_for(settings))
     except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
     if role:  # the role's main() reads the environment itself
         os.environ["AGENTMESH_ROLE"] = settings.role.value
     main()

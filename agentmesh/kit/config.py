@@ -2,7 +2,7 @@
 
 Every service in the mesh (registry, agents, tools, the scripted model) reads
 its configuration here, from the variables of the configuration contract in
-ARCHITECTURE.md; the Helm chart sets the same names. `docs/configuration.md` is
+docs/decisions.md; the Helm chart sets the same names. `docs/configuration.md` is
 generated from the field declarations below (`agentmesh config docs`), so the
 reference table cannot drift from the code.
 """
@@ -44,13 +44,32 @@ class LogFormat(enum.StrEnum):
     TEXT = "text"
 
 
-# Default gRPC ports per role (DESIGN.md, "Local ports"); the HTTP side
-# listener is the gRPC port + 1000, plaintext health under mTLS is + 2000.
+# The one port table (DESIGN.md, "Local ports"): the local mesh (agentmesh/localmesh/plan.py), the
+# example tools run on their own (examples/_common.py) and each role's default all read it. The
+# HTTP side listener is the gRPC port + 1000, plaintext health under mTLS is + 2000.
+REGISTRY_PORT = 50051
+# Fixed ports of the named domains; any other domain takes the next free one after them.
+AGENT_PORTS: dict[str, int] = {
+    "refunds": 50061,
+    "fulfillment": 50062,
+    "conformance": 50063,
+    "training": 50064,
+}
+TOOL_PORTS: dict[str, int] = {
+    "crm": 50071,
+    "payments": 50072,
+    "email": 50073,
+    "inventory": 50074,
+    "shipping": 50075,
+    "dummy": 50076,
+}
+MODEL_PORT = 50099  # the scripted model's HTTP port
+REDIS_PORT = 6390  # the local mesh's embedded valkey
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
-    Role.REGISTRY: 50051,
-    Role.AGENT: 50061,
-    Role.TOOL: 50071,
-    Role.MODEL: 50099,
+    Role.REGISTRY: REGISTRY_PORT,
+    Role.AGENT: min(AGENT_PORTS.values()),
+    Role.TOOL: min(TOOL_PORTS.values()),
+    Role.MODEL: MODEL_PORT,
 }
 HTTP_PORT_OFFSET = 1000
 HEALTH_PORT_OFFSET = 2000
@@ -443,7 +462,7 @@ def reference_markdown() -> str:
         "Generated from `agentmesh/kit/config.py` by `agentmesh config docs`; do not edit by hand.",
         "Every service reads these environment variables through one loader; the Helm chart sets the",
         "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
-        "(see ARCHITECTURE.md, Observability).",
+        '(see ARCHITECTURE.md, "Cross-cutting concerns").',
         "",
         "| Variable | Default | Description |",
         "|---|---|---|",

@@ -1,8 +1,8 @@
 """What the local mesh runs: services, ports, environment (pure data, no I/O).
 
-DESIGN.md's local ports: registry 50051, agents from 50061, example tools from
-50071, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
-listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
+The ports are the one table in agentmesh/kit/config.py (DESIGN.md's local ports: registry
+50051, agents from 50061, example tools from 50071, scripted model HTTP 50099, embedded Redis
+6390); every HTTP side listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
 second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
 
@@ -14,19 +14,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmesh.kit.config import HTTP_PORT_OFFSET
-
-REGISTRY_PORT = 50051
-TOOL_BASE_PORT = 50071
-MODEL_PORT = 50099
-REDIS_PORT = 6390
-# Fixed ports of the named domains; any other domain takes the next free one after them.
-AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "training": 50064}
+from agentmesh.kit.config import (
+    AGENT_PORTS,
+    HTTP_PORT_OFFSET,
+    MODEL_PORT,
+    REDIS_PORT,
+    REGISTRY_PORT,
+    TOOL_PORTS,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
 DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
-# What `agentmesh up` runs by default: the seeds' example tools (the training
+# What `agentmesh up` runs by default: the example tools of the example stories (the training
 # dummy last) and the demo domains.
 DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
 DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
@@ -137,8 +137,8 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             tier=0,
         )
     ]
-    for index, tool in enumerate(options.tools):
-        port = TOOL_BASE_PORT + options.port_offset + index
+    for tool in options.tools:
+        port = TOOL_PORTS[tool] + options.port_offset
         services.append(
             PlannedService(
                 name=f"tool-{tool}",

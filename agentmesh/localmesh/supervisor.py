@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from agentmesh.kit import health
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
@@ -47,11 +47,13 @@ class _Running:
 
 async def http_serving(target: str, path: str = "/healthz", timeout: float = 1.0) -> bool:
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(f"http://{target}{path}")
-    except httpx.HTTPError:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as client,
+            client.get(f"http://{target}{path}") as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
         return False
-    return response.status_code == 200
 
 
 async def service_health(planned: PlannedService, timeout: float = 1.0) -> str:

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from agentmesh.kit.config import REGISTRY_PORT
 from agentmesh.kit.net import port_bindable
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
-    REGISTRY_PORT,
     MeshOptions,
     build_plan,
     default_agents,

@@ -1,111 +1,26 @@
-"""A task's event stream: every state change, step and artifact, each with an id.
-
-The events live in one Redis stream per task (`memory.keys.task_events`, in the
-slot of the task's queue shard). They are appended by the same script that changes the task, so
-the record and its events never disagree; the event id is the stream id, so
-WatchTask can resume from any id on any replica. The stream expires with the
-task (retention) and is capped at `TaskConfig.events_maxlen` entries.
+"""Reading a task's events for its owner: a page after an event id, or a live watch.
 
     async for event in events.watch(task_id, tenant=t, owner=o, after_event_id=last_seen):
         ...   # replays what came after `last_seen`, then live; ends after the terminal change
 
-Stored entries carry the TaskEvent without `event_id`, `task_id` and
-`create_time`; readers fill them in from the stream id.
+Visibility is the store's (`TaskStore.get`: NOT_FOUND for a task the caller does not own);
+the entries are decoded by memory/tasks/events.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import task_pb2
-from memory import codec
-from memory.codec import Kind
 from memory.connection import redis_errors
-from memory.task_states import is_terminal
+from memory.tasks.entries import stream_id_key
+from memory.tasks.events import check_event_id, decode_event, is_terminal_event
+from memory.tasks.states import is_terminal
+from memory.tasks.store import TaskStore
 
-if TYPE_CHECKING:
-    from memory.tasks import TaskStore
-
-EVENT_FORMAT = 1
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _BATCH = 200
-
-
-def encode_event(event: task_pb2.TaskEvent) -> bytes:
-    if event.event_id or event.task_id or event.HasField("create_time"):
-        stored = task_pb2.TaskEvent()
-        stored.CopyFrom(event)
-        stored.ClearField("event_id")
-        stored.ClearField("task_id")
-        stored.ClearField("create_time")
-        event = stored
-    return codec.encode_message(Kind.TASK_EVENT, EVENT_FORMAT, event)
-
-
-def decode_event(task_id: str, event_id: str | bytes, fields: dict[Any, Any]) -> task_pb2.TaskEvent:
-    entry_id = event_id.decode() if isinstance(event_id, bytes) else event_id
-    data = fields.get(b"e", fields.get("e"))
-    event = codec.decode_message(
-        data, Kind.TASK_EVENT, {EVENT_FORMAT}, task_pb2.TaskEvent, f"event {entry_id} of task {task_id}"
-    )
-    event.event_id = entry_id
-    event.task_id = task_id
-    event.create_time.CopyFrom(event_time(entry_id))
-    return event
-
-
-def event_time(event_id: str) -> Timestamp:
-    """A stream id starts with the milliseconds at which it was added."""
-    millis = int(event_id.partition("-")[0])
-    return Timestamp(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
-
-
-def status_event(task: task_pb2.Task) -> task_pb2.TaskEvent:
-    """The status update describing `task` as it is now."""
-    update = task_pb2.TaskStatusUpdate(
-        state=task.state,
-        stop_reason=task.stop_reason,
-        message=task.status_message,
-        final_answer=task.final_answer,
-    )
-    if task.HasField("pending_action"):
-        update.pending_action.CopyFrom(task.pending_action)
-    if task.HasField("error"):
-        update.error.CopyFrom(task.error)
-    if task.HasField("usage"):
-        update.usage.CopyFrom(task.usage)
-    return task_pb2.TaskEvent(status_update=update)
-
-
-def step_event(step: task_pb2.Step, *, finished: bool) -> task_pb2.TaskEvent:
-    return task_pb2.TaskEvent(step_update=task_pb2.StepUpdate(step=step, finished=finished))
-
-
-def artifact_event(update: task_pb2.ArtifactUpdate) -> task_pb2.TaskEvent:
-    return task_pb2.TaskEvent(artifact_update=update)
-
-
-def approval_event(record: task_pb2.ApprovalRecord) -> task_pb2.TaskEvent:
-    return task_pb2.TaskEvent(approval=record)
-
-
-def is_terminal_event(event: task_pb2.TaskEvent) -> bool:
-    return event.HasField("status_update") and is_terminal(event.status_update.state)
-
-
-def check_event_id(value: str, field: str = "after_event_id") -> str:
-    if value and not _EVENT_ID.fullmatch(value):
-        raise InvalidArgument(
-            f"{field} {value[:40]!r} is not an event id",
-            violations=[FieldViolation(field, "must be an event id like 1700000000000-0", "PATTERN")],
-        )
-    return value
 
 
 class TaskEvents:
@@ -154,7 +69,7 @@ class TaskEvents:
         check_event_id(after_event_id)
         task = await self._store.get(task_id, tenant=tenant, owner=owner, view=task_pb2.TASK_VIEW_BASIC)
         last = after_event_id
-        if is_terminal(task.state) and last and _id_key(last) >= _id_key(task.last_event_id):
+        if is_terminal(task.state) and last and stream_id_key(last) >= stream_id_key(task.last_event_id):
             return
         stream = self._stream(task_id)
         while stop is None or not stop.is_set():
@@ -211,11 +126,4 @@ class TaskEvents:
         task = snapshot.task
         if not is_terminal(task.state):
             return False
-        return last is None or _id_key(last) >= _id_key(task.last_event_id)
-
-
-def _id_key(event_id: str) -> tuple[int, int]:
-    if not event_id:
-        return (0, 0)
-    millis, _, seq = event_id.partition("-")
-    return (int(millis), int(seq or 0))
+        return last is None or stream_id_key(last) >= stream_id_key(task.last_event_id)

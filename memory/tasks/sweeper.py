@@ -1,7 +1,7 @@
 """TaskSweeper: queues inline runs whose process died, expires pending actions.
 
 Submitting, resuming and redriving a task queue it in the same script that
-changes it (memory/task_queue.py), so nothing is left half-done there. What
+changes it (memory/tasks/queue.py), so nothing is left half-done there. What
 still needs a sweeper:
 
 - An inline Run registers its task in the shard's outbox when it is created
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss
-from memory import keys, task_states
+from memory import keys
 from memory.connection import redis_errors
-from memory.task_queue import TaskQueue
-from memory.tasks import now_ms
+from memory.tasks import states
+from memory.tasks.queue import TaskQueue
+from memory.tasks.records import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,6 @@ class TaskSweeper:
             except DataLoss:
                 log.error("paused task unreadable; dropped from the expiry index", extra={"task_id": task_id})
                 snapshot = None
-            if snapshot is None or snapshot.task.state != task_states.INPUT_REQUIRED:
+            if snapshot is None or snapshot.task.state != states.INPUT_REQUIRED:
                 with redis_errors("cleaning pending expiries"):
                     await self.queue.redis.zrem(index, task_id)

@@ -35,10 +35,12 @@ from opentelemetry import trace
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import Unavailable
+from agentmesh.kit.retry import Reconnect
 from memory import keys
-from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
-from memory.task_queue import QueueEntry, TaskQueue
-from memory.task_sweeper import TaskSweeper
+from memory.tasks.entries import QueueEntry
+from memory.tasks.execution import Attempt, Executor, LeaseLost, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.sweeper import TaskSweeper
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("agentmesh.tasks")
@@ -116,17 +118,17 @@ class TaskWorker:
     # -- loops ---------------------------------------------------------------------------------
 
     async def _until_ready(self) -> None:
-        backoff = _Backoff()
+        backoff = Reconnect()
         while not self._stopping.is_set():
             try:
                 await self.queue.ensure_groups()
                 return
             except Exception:
                 log.warning("task queue not reachable yet", exc_info=True)
-                await backoff.sleep(self._stopping)
+                await backoff.wait(self._stopping)
 
     async def _reader(self, shard: int) -> None:
-        backoff = _Backoff()
+        backoff = Reconnect()
         while not self._stopping.is_set():
             await self._slots.acquire()
             handed = False
@@ -147,7 +149,7 @@ class TaskWorker:
                 raise
             except Exception:
                 log.warning("reading the task queue failed", exc_info=True, extra={"shard": shard})
-                await backoff.sleep(self._stopping)
+                await backoff.wait(self._stopping)
             finally:
                 if not handed:
                     self._slots.release()
@@ -251,18 +253,6 @@ class TaskWorker:
                 await self.queue.redis.xgroup_delconsumer(stream, self.queue.group, self.consumer)
 
 
-class _Backoff:
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    async def sleep(self, stop: asyncio.Event) -> None:
-        await _sleep_or_stop(self.delay * random.uniform(0.5, 1.0), stop)
-        self.delay = min(self.cap, self.delay * 2)
-
-
 async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
@@ -272,11 +262,11 @@ async def _retry_while_unavailable(
     start: Callable[[], Awaitable[Attempt | None]], stop: asyncio.Event
 ) -> Attempt | None:
     """Start an attempt, riding out a Redis outage (the entry stays ours meanwhile)."""
-    backoff = _Backoff()
+    backoff = Reconnect()
     while True:
         try:
             return await start()
         except Unavailable:
             if stop.is_set():
                 raise
-            await backoff.sleep(stop)
+            await backoff.wait(stop)

@@ -12,7 +12,7 @@ Ids named by a request id stay deterministic (UUIDv5 over tenant, owner,
 domain and request id, then the shard byte), which makes SubmitTask idempotent
 without a second key. The shard is a hash of that UUID modulo the shard count,
 so a retry of the same request after the count changed may name another
-shard, i.e. another id (ARCHITECTURE.md, "Durable tasks", changing the shard
+shard, i.e. another id (docs/decisions.md, "Durable tasks", changing the shard
 count).
 """
 

@@ -18,10 +18,9 @@ import logging
 from collections.abc import Sequence
 
 from agents.caller import Caller
-from agents.model.types import ChatMessage, ChatModel, ChatRequest, ModelError
-from agents.model.types import Role as ChatRole
+from agents.model.types import ChatMessage, ChatModel, ChatRequest, ChatRole, ModelError
 from agents.model.wire import message_from_wire
-from memory.context import ToolCall, Turn
+from memory.context import Turn, TurnToolCall
 from memory.sessions import SessionStore
 from memory.summarizer import DeterministicSummarizer, summary_prompt
 
@@ -45,7 +44,7 @@ def to_turns(messages: Sequence[ChatMessage], task_id: str, first_step: int = 0)
         if message.role is ChatRole.USER:
             turns.append(Turn.user(message.content, task_id=task_id, step=step))
         elif message.role is ChatRole.ASSISTANT:
-            calls = [ToolCall(c.call_id, c.name, c.raw_arguments or "{}") for c in message.tool_calls]
+            calls = [TurnToolCall(c.call_id, c.name, c.raw_arguments or "{}") for c in message.tool_calls]
             turns.append(Turn.assistant(message.content, calls, task_id=task_id, step=step))
         elif message.role is ChatRole.TOOL:
             is_error = '"status":"OK"' not in message.content[:40]

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from agentmesh.v1 import task_pb2
-from memory.task_execution import Canceled, Checkpointer, Completed, Outcome
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
+from memory.tasks.execution import Canceled, Checkpointer, Completed, TaskOutcome
+from memory.tasks.queue import TaskQueue
+from memory.tasks.worker import TaskWorker
 from tests.support.task_helpers import OWNER, TENANT, claim, submit
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def _all_done(queue: TaskQueue, ids: list[str]) -> bool:
 async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueue) -> None:
     running = peak = 0
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -62,7 +62,7 @@ async def test_a_worker_takes_over_the_task_of_a_lost_worker(queue: TaskQueue) -
     await lost.checkpointer.save(task_pb2.Step(index=0, summary="before the crash"))
     seen_steps: list[list[str]] = []
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         seen_steps.append([s.summary for s in checkpoint.steps])
         await checkpoint.save(task_pb2.Step(index=checkpoint.next_index, summary="after"))
         return Completed("recovered")
@@ -81,7 +81,7 @@ async def test_a_failing_task_ends_in_the_dead_letters(queue: TaskQueue) -> None
     task = await submit(queue)
     calls = 0
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         nonlocal calls
         calls += 1
         raise ValueError("cannot parse the order")
@@ -105,7 +105,7 @@ async def test_a_running_worker_notices_a_cancel(queue: TaskQueue) -> None:
     task = await submit(queue)
     steps: list[int] = []
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, 1000):
             steps.append(index)
             await asyncio.sleep(0.02)
@@ -137,7 +137,7 @@ async def test_drain_hands_unfinished_tasks_back(queue: TaskQueue) -> None:
     release = asyncio.Event()
     executions: list[tuple[str, int, int]] = []
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, 2):
             executions.append((task.task_id, index, checkpoint.attempt))
             if index == 1 and checkpoint.attempt == 1:

@@ -8,8 +8,8 @@
 
 A task's keys (its hash — record, checkpointed steps, lease — and its event
 stream) live in the slot of its queue shard `{q:<domain>:<shard>}`; the shard
-is written in the task id (memory/task_ids.py). Every change goes through one script
-(`task_scripts.COMMIT`) that checks a guard first and then writes the record,
+is written in the task id (memory/tasks/ids.py). Every change goes through one script
+(`scripts.COMMIT`) that checks a guard first and then writes the record,
 the step, the events, the lease, the retention TTL and what the change means
 for the queue (enqueue, acknowledge, dead-letter, owner index) together: a
 task is never half-written, the record never disagrees with its events, and
@@ -21,7 +21,7 @@ its queue entry never disagrees with its state. Guards:
   cancel, resume, expiry, dead-lettering);
 - `fence`: the caller's attempt number must still be the task's current attempt
   and the attempt still in progress — a worker whose task was taken over can
-  no longer write anything (see memory/task_queue.py).
+  no longer write anything (see memory/tasks/queue.py).
 
 Records are `agentmesh.v1.Task` (memory.codec, versioned); a few hot fields
 (state, stop reason, status message, attempt, update time, last event id) live
@@ -37,25 +37,39 @@ answers are identical, so ids cannot be probed.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
-from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from memory import codec, keys, task_ids, task_pages, task_scripts
-from memory.codec import Kind
+from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
+from agentmesh.v1 import errors_pb2, task_pb2
+from memory import keys
 from memory.connection import AnyRedis, redis_errors
-from memory.task_events import encode_event, status_event
-from memory.task_states import (
+from memory.tasks import ids, pages, scripts
+from memory.tasks.events import encode_event, status_event
+from memory.tasks.records import (
+    APPROVAL_KINDS,
+    RESUMPTION_FIELDS,
+    SNAPSHOT_FIELDS,
+    CommitResult,
+    Field,
+    Patch,
+    TaskSnapshot,
+    decode_snapshot,
+    encode_step,
+    finish,
+    millis_of,
+    new_id,
+    now_ms,
+    pairs,
+    record_args,
+    timestamp,
+)
+from memory.tasks.states import (
     CANCELED,
     FAILED,
     INPUT_REQUIRED,
@@ -65,52 +79,7 @@ from memory.task_states import (
 
 log = logging.getLogger(__name__)
 
-TASK_FORMAT = 1
-STEP_FORMAT = 1
-RESUMPTION_FORMAT = 1
-LAYOUT = task_scripts.LAYOUT.encode()  # the task hash layout (field names below)
-
-# Pending actions an approver answers (the awaiting-approval index).
-APPROVAL_KINDS = frozenset(
-    {task_pb2.PENDING_ACTION_KIND_APPROVAL, task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN}
-)
 _CAS_RETRIES = 16
-
-
-class Field:
-    """Names of the task hash fields (see memory/task_scripts.py)."""
-
-    LAYOUT = "v"
-    RECORD = "rec"
-    STATE = "state"
-    STOP = "stop"
-    MESSAGE = "msg"
-    ATTEMPT = "attempt"
-    UPDATED = "upd"
-    LAST_EVENT = "last"
-    REV = "rev"
-    RUNNING = "run"
-    FAILS = "fails"
-    ERROR = "err"
-    CANCEL = "cancel"
-    FINGERPRINT = "fp"
-    TRACE = "tp"
-    RETENTION = "ret"
-    MODE = "mode"
-    RESUME = "res"
-    RESUME_ACTION = "res_action"
-    RESUME_BY = "res_by"
-    LEASE = "lease"
-    LEASE_UNTIL = "until"
-    STEP_PREFIX = "s:"  # one field per checkpointed step: s:<index>
-
-
-# What a read without the steps asks for (every field but `cid` and the steps).
-SNAPSHOT_FIELDS = tuple(
-    value
-    for name, value in vars(Field).items()
-    if name.isupper() and value not in {Field.STEP_PREFIX} and not name.startswith("_")
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +97,8 @@ class TaskConfig:
     index_ttl_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.shards <= task_ids.MAX_SHARDS or self.max_attempts < 1:
-            raise ValueError(f"shards must be 1..{task_ids.MAX_SHARDS} and max_attempts at least 1")
+        if not 1 <= self.shards <= ids.MAX_SHARDS or self.max_attempts < 1:
+            raise ValueError(f"shards must be 1..{ids.MAX_SHARDS} and max_attempts at least 1")
         if min(self.retention_s, self.run_retention_s, self.claim_idle_timeout_s, self.read_block_s) <= 0:
             raise ValueError("retention, idle timeout and read block must be positive")
 
@@ -159,155 +128,9 @@ class TaskConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Resumption:
-    """The answer ResumeTask gave to a paused task, for the executor of the next attempt.
-
-    Present from the resume until the next checkpoint: `action` is what the task
-    waited for, `request` carries the decision or the input, `approver` is who
-    answered (empty when the owner did).
-    """
-
-    action: task_pb2.PendingAction
-    request: agent_service_pb2.ResumeTaskRequest
-    approver: str = ""
-
-
-@dataclass(slots=True)
-class TaskSnapshot:
-    """A task as stored: the record (hot fields overlaid, steps if asked) and the bookkeeping."""
-
-    task: task_pb2.Task
-    rev: int
-    running: bool
-    lease_ttl_ms: int
-    cancel: str
-    fingerprint: str
-    fails: int
-    error: str
-    retention_ms: int
-    carrier: dict[str, str]
-    mode: str
-    resumption: Resumption | None
-
-    @property
-    def lease_alive(self) -> bool:
-        return self.lease_ttl_ms > 0
-
-
-@dataclass(slots=True)
-class Patch:
-    """One guarded change of a task (see task_scripts.COMMIT)."""
-
-    guard: Literal["new", "rev", "fence"]
-    guard_value: str = ""
-    task: task_pb2.Task | None = None
-    fields: dict[str, str | bytes | int] = field(default_factory=dict)
-    delete: Sequence[str] = ()
-    step: task_pb2.Step | None = None
-    events: Sequence[task_pb2.TaskEvent] = ()
-    lease: Literal["", "set", "release"] = ""
-    lease_value: str = ""
-    lease_ms: int = 0
-    ttl_ms: int | None = None  # None: keep; 0: persist; n: expire every key of the task after n ms
-    commit_id: str = ""  # fixed across retries of one change, so a re-sent change applies once
-    # What the change means for the task's queue shard, applied in the same script:
-    ack: str = ""  # acknowledge and delete this entry (the attempt's)
-    touch: tuple[str, str] | None = None  # (entry id, consumer): reset the entry's idle time
-    enqueue: bytes = b""  # add a queue entry with this record
-    dead_letter: bytes = b""  # add this dead letter (with `ack`: the entry moves there)
-    drop_dead_letter: str = ""  # delete this dead letter (redrive)
-    outbox: Literal["", "add", "rem"] = ""  # (un)register an inline run for recovery
-    index: tuple[str, str, str] | None = None  # (tenant, owner, member): the owner's index entry
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    status: str  # "ok", or why it was refused: exists, missing, stale, fenced, step_conflict, corrupt
-    rev: int = 0
-    last_event_id: str = ""
-    cancel: str = ""
-    detail: tuple[str, ...] = ()
-    entry_id: str = ""  # the queue entry `Patch.enqueue` added
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-@dataclass(frozen=True, slots=True)
 class TaskPage:
     tasks: list[task_pb2.Task]
     next_page_token: str
-
-
-# -- time and encoding ------------------------------------------------------------------------
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def new_id() -> str:
-    """A random id (commit ids, attempt start ids): 128 bits, hex."""
-    return os.urandom(16).hex()
-
-
-def timestamp(millis: int) -> Timestamp:
-    return Timestamp(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
-
-
-def set_millis(ts: Timestamp, millis: int) -> None:
-    """`ts.CopyFrom(timestamp(millis))` without the intermediate message."""
-    ts.seconds = millis // 1000
-    ts.nanos = (millis % 1000) * 1_000_000
-
-
-def millis_of(ts: Timestamp) -> int:
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
-
-
-def encode_task(task: task_pb2.Task) -> bytes:
-    """The stored record: everything but the steps (kept beside it) and the last event id (hot field)."""
-    if task.steps or task.last_event_id:
-        stored = task_pb2.Task()
-        stored.CopyFrom(task)
-        stored.ClearField("steps")
-        stored.ClearField("last_event_id")
-        task = stored
-    return codec.encode_message(Kind.TASK, TASK_FORMAT, task)
-
-
-def encode_step(step: task_pb2.Step) -> bytes:
-    return codec.encode_message(Kind.STEP, STEP_FORMAT, step)
-
-
-def record_fields(task: task_pb2.Task) -> dict[str, str | bytes | int]:
-    """The hash fields that describe `task`: the record and the hot fields scripts read."""
-    flat = record_args(task)
-    return {str(name): value for name, value in zip(flat[0::2], flat[1::2], strict=True)}
-
-
-def record_args(task: task_pb2.Task) -> list[str | bytes | int]:
-    """`record_fields` as the flat name/value list a script takes."""
-    return [
-        Field.RECORD,
-        encode_task(task),
-        Field.STATE,
-        int(task.state),
-        Field.STOP,
-        int(task.stop_reason),
-        Field.MESSAGE,
-        task.status_message,
-        Field.ATTEMPT,
-        task.attempt,
-        Field.UPDATED,
-        millis_of(task.update_time),
-    ]
-
-
-def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
-    """A Lua HGETALL reply (flat list of bytes; this layer never decodes replies) as a dict."""
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def not_found(task_id: str) -> NotFound:
@@ -318,141 +141,6 @@ def not_found(task_id: str) -> NotFound:
     )
 
 
-_STEP_PREFIX = Field.STEP_PREFIX.encode()
-_LEASE = Field.LEASE.encode()
-
-
-def step_field(index: int) -> str:
-    return f"{Field.STEP_PREFIX}{index}"
-
-
-_ENCODED: dict[str, bytes] = {}
-
-
-def _int(fields: Mapping[bytes, bytes], name: str, task_id: str, default: int = 0) -> int:
-    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise DataLoss(f"task {task_id}: field {name!r} holds {raw[:20]!r}, not a number") from None
-
-
-def _text(fields: Mapping[bytes, bytes], name: str) -> str:
-    raw = fields.get(_ENCODED.get(name) or _ENCODED.setdefault(name, name.encode()))
-    return "" if raw is None else raw.decode(errors="replace")
-
-
-def decode_snapshot(task_id: str, fields: Mapping[bytes, bytes], clock_ms: int | None = None) -> TaskSnapshot:
-    """Build a snapshot from the task hash (its steps: the `s:<index>` fields present); DataLoss if
-    the hash is not a task of ours. `clock_ms`: the Redis clock when it was read, to tell whether
-    the lease is alive (None: unknown, taken as not alive)."""
-    what = f"task {task_id}"
-    if fields.get(Field.LAYOUT.encode()) != LAYOUT:
-        found = fields.get(Field.LAYOUT.encode())
-        raise DataLoss(
-            f"{what}: the record hash has layout {found!r}, this release reads {LAYOUT!r} "
-            "(foreign or corrupt data under an agentmesh key)"
-        )
-    task = codec.decode_message(
-        fields.get(Field.RECORD.encode()), Kind.TASK, {TASK_FORMAT}, task_pb2.Task, what
-    )
-    if task.task_id != task_id:
-        raise DataLoss(f"{what}: the record belongs to task {task.task_id!r}")
-    task.state = _int(fields, Field.STATE, task_id)  # type: ignore[assignment]
-    task.stop_reason = _int(fields, Field.STOP, task_id)  # type: ignore[assignment]
-    task.status_message = _text(fields, Field.MESSAGE)
-    task.attempt = _int(fields, Field.ATTEMPT, task_id)
-    task.last_event_id = _text(fields, Field.LAST_EVENT)
-    updated = _int(fields, Field.UPDATED, task_id)
-    if updated:
-        set_millis(task.update_time, updated)
-    steps = [(name, data) for name, data in fields.items() if name.startswith(_STEP_PREFIX)]
-    if steps:
-        decoded = [
-            codec.decode_message(data, Kind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} {name!r}")
-            for name, data in steps
-        ]
-        task.steps.extend(sorted(decoded, key=lambda s: s.index))
-    lease_ttl_ms = -2
-    if clock_ms is not None and fields.get(_LEASE):
-        lease_ttl_ms = max(_int(fields, Field.LEASE_UNTIL, task_id) - clock_ms, -1)
-    carrier_raw = fields.get(Field.TRACE.encode())
-    try:
-        carrier = json.loads(carrier_raw) if carrier_raw and carrier_raw != b"{}" else {}
-    except ValueError:
-        raise DataLoss(f"{what}: trace context is not JSON") from None
-    return TaskSnapshot(
-        task=task,
-        rev=_int(fields, Field.REV, task_id),
-        running=fields.get(Field.RUNNING.encode()) == b"1",
-        lease_ttl_ms=lease_ttl_ms,
-        cancel=_text(fields, Field.CANCEL),
-        fingerprint=_text(fields, Field.FINGERPRINT),
-        fails=_int(fields, Field.FAILS, task_id),
-        error=_text(fields, Field.ERROR),
-        retention_ms=_int(fields, Field.RETENTION, task_id),
-        carrier=carrier if isinstance(carrier, dict) else {},
-        mode=_text(fields, Field.MODE),
-        resumption=_decode_resumption(task_id, fields),
-    )
-
-
-def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumption | None:
-    raw = fields.get(Field.RESUME.encode())
-    if not raw:
-        return None
-    what = f"task {task_id} resumption"
-    request = codec.decode_message(
-        raw, Kind.RESUMPTION, {RESUMPTION_FORMAT}, agent_service_pb2.ResumeTaskRequest, what
-    )
-    action = codec.decode_message(
-        fields.get(Field.RESUME_ACTION.encode()),
-        Kind.PENDING_ACTION,
-        {RESUMPTION_FORMAT},
-        task_pb2.PendingAction,
-        what,
-    )
-    return Resumption(action=action, request=request, approver=_text(fields, Field.RESUME_BY))
-
-
-def resumption_fields(resumption: Resumption) -> dict[str, str | bytes | int]:
-    return {
-        Field.RESUME: codec.encode_message(Kind.RESUMPTION, RESUMPTION_FORMAT, resumption.request),
-        Field.RESUME_ACTION: codec.encode_message(Kind.PENDING_ACTION, RESUMPTION_FORMAT, resumption.action),
-        Field.RESUME_BY: resumption.approver,
-    }
-
-
-RESUMPTION_FIELDS = (Field.RESUME, Field.RESUME_ACTION, Field.RESUME_BY)
-
-
-def finish(
-    task: task_pb2.Task,
-    state: int,
-    *,
-    stop_reason: int,
-    message: str,
-    now: int,
-    retention_ms: int,
-) -> task_pb2.Task:
-    """A copy of `task` in a terminal state, with end and expiry times."""
-    check_transition(task.task_id, task.state, state)
-    done = task_pb2.Task()
-    done.CopyFrom(task)
-    done.ClearField("steps")
-    done.ClearField("last_event_id")  # a hot field; the caller sets the new one
-    done.state = state  # type: ignore[assignment]
-    done.stop_reason = stop_reason  # type: ignore[assignment]
-    done.status_message = message
-    done.ClearField("pending_action")
-    set_millis(done.update_time, now)
-    set_millis(done.end_time, now)
-    set_millis(done.expire_time, now + retention_ms)
-    return done
-
-
 class TaskStore:
     """Task records of one domain. See the module docstring."""
 
@@ -461,15 +149,15 @@ class TaskStore:
         self.domain = domain
         self.config = config or TaskConfig()
         self._index_ttl_ms = int(self.config.index_ttl_s * 1000)
-        self._commit = redis.register_script(task_scripts.COMMIT)
-        self._read = redis.register_script(task_scripts.READ)
+        self._commit = redis.register_script(scripts.COMMIT)
+        self._read = redis.register_script(scripts.READ)
 
     # -- low level: one guarded change, one consistent read ------------------------------------
 
     def task_keys(self, task_id: str) -> list[str] | None:
         """The keys a commit of `task_id` uses (task, events, and its shard's stream, outbox, dead
         letters); None for an id no task can have."""
-        shard = task_ids.shard_of(task_id)
+        shard = ids.shard_of(task_id)
         if shard is None:
             return None
         domain = self.domain
@@ -481,7 +169,7 @@ class TaskStore:
         ]
 
     async def commit(self, task_id: str, patch: Patch, *, task_keys: list[str] | None = None) -> CommitResult:
-        """Apply one guarded change (task_scripts.COMMIT). `task_keys`: `self.task_keys(task_id)`,
+        """Apply one guarded change (scripts.COMMIT). `task_keys`: `self.task_keys(task_id)`,
         for callers that keep them."""
         task_keys = task_keys or self.task_keys(task_id)
         if task_keys is None:
@@ -524,7 +212,7 @@ class TaskStore:
             args += ("outbox", patch.outbox, task_id, now_ms())
         if patch.index is not None:
             tenant, owner, member = patch.index
-            shard = task_ids.shard_of(task_id)
+            shard = ids.shard_of(task_id)
             assert shard is not None  # task_keys exist
             task_keys = [*task_keys, keys.owner_tasks(self.domain, shard, tenant, owner)]
             args += ("index", member, self._index_ttl_ms)
@@ -604,7 +292,7 @@ class TaskStore:
     ) -> TaskPage:
         """The owner's tasks in this domain, newest first, optionally only some states / one session."""
         wanted = frozenset(states)
-        filters = task_pages.filter_fingerprint(sorted(wanted), session_id)
+        filters = filter_fingerprint(sorted(wanted), session_id)
 
         def keep(task: task_pb2.Task) -> bool:
             return (
@@ -624,7 +312,7 @@ class TaskStore:
         return await self._page(
             [keys.awaiting_approval(tenant, self.domain)],
             "approval",
-            task_pages.filter_fingerprint(tenant),
+            filter_fingerprint(tenant),
             lambda task: self._awaits_approval(task, tenant),
             page_size,
             page_token,
@@ -643,8 +331,8 @@ class TaskStore:
     ) -> TaskPage:
         """One page over task indexes (an owner's is one sorted set per shard, merged here: members
         sort newest first across all of them, so a member is the cursor of the merged order)."""
-        size = task_pages.page_size(requested_size)
-        cursor = task_pages.decode_page_token(page_token, listing, filters) if page_token else ""
+        size = pages.page_size(requested_size)
+        cursor = decode_page_token(page_token, listing, filters) if page_token else ""
         found: list[task_pb2.Task] = []
         gone: dict[str, list[str]] = {}
         budget = max(4 * size, 200)  # members examined per call: a sparse filter returns short pages
@@ -674,11 +362,11 @@ class TaskStore:
             if not merged:
                 exhausted = True
                 break
-            snapshots = await self._load([task_pages.member_task_id(m) for m, _ in merged], with_steps)
+            snapshots = await self._load([pages.member_task_id(m) for m, _ in merged], with_steps)
             for (member, index), snapshot in zip(merged, snapshots, strict=True):
                 cursor = member
                 scanned += 1
-                if snapshot is None or member != task_pages.index_member(
+                if snapshot is None or member != pages.index_member(
                     millis_of(snapshot.task.create_time), snapshot.task.task_id
                 ):
                     gone.setdefault(index, []).append(member)  # expired, or not a member we wrote
@@ -695,7 +383,7 @@ class TaskStore:
                 pipe.zrem(index, *members)
             with redis_errors("cleaning a task index"):
                 await pipe.execute()
-        token = "" if exhausted else task_pages.encode_page_token(listing, filters, cursor)
+        token = "" if exhausted else encode_page_token(listing, filters, cursor)
         return TaskPage(found, token)
 
     async def _load(self, task_ids_: Sequence[str], with_steps: bool) -> list[TaskSnapshot | None]:
@@ -802,7 +490,7 @@ class TaskStore:
         pipe = self.redis.pipeline(transaction=False)
         if pending.kind in APPROVAL_KINDS:
             index = keys.awaiting_approval(task.tenant, self.domain)
-            pipe.zadd(index, {task_pages.index_member(millis_of(task.create_time), task.task_id): 0})
+            pipe.zadd(index, {pages.index_member(millis_of(task.create_time), task.task_id): 0})
             pipe.pexpire(index, int(self.config.index_ttl_s * 1000))
         if pending.HasField("expire_time"):
             pipe.zadd(keys.pending_expiry(self.domain), {task.task_id: millis_of(pending.expire_time)})
@@ -817,7 +505,7 @@ class TaskStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(
             keys.awaiting_approval(task.tenant, self.domain),
-            task_pages.index_member(millis_of(task.create_time), task.task_id),
+            pages.index_member(millis_of(task.create_time), task.task_id),
         )
         pipe.zrem(keys.pending_expiry(self.domain), task.task_id)
         try:

@@ -1,15 +1,16 @@
-"""Listing tasks (pure): index members, page sizes and page tokens.
+"""Page tokens (pure): the one codec for every List RPC's `page_token` (tasks, tools, agents).
 
-Task indexes (an owner's tasks, a tenant's tasks awaiting approval) are sorted
-sets whose members are `<created ms, 13 digits>:<task id>` with score 0, so a
-lexicographic range walks them newest first and a member is its own cursor.
+A page token is opaque to callers: version byte + the listing's name + a fingerprint of the
+request's filters + the cursor, sealed with a keyed BLAKE2b checksum and base64url encoded.
+The key is not a secret (a cursor grants nothing: every item on a page is still checked
+against the caller), so the seal only has to reject garbage, truncation, edits and tokens
+reused with other filters or for another listing — each is INVALID_ARGUMENT naming
+`page_token` (reason INVALID_PAGE_TOKEN).
 
-A page token is opaque to callers: version byte + the cursor + a fingerprint
-of the request's filters, sealed with a keyed BLAKE2b checksum and base64url
-encoded. The key is not a secret (the cursor grants nothing: every task on a
-page is still checked against the caller), so the seal only has to reject
-garbage, truncation, edits and tokens reused with other filters — each is
-INVALID_ARGUMENT naming `page_token`.
+    filters = filter_fingerprint(request.states, request.session_id)
+    cursor = decode_page_token(request.page_token, "owner", filters) if request.page_token else ""
+    ...
+    next_token = encode_page_token("owner", filters, last_cursor)
 """
 
 from __future__ import annotations
@@ -22,34 +23,14 @@ from collections.abc import Iterable
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 _TOKEN_VERSION = 1
 _SEAL_KEY = b"agentmesh.page-token.v1"
 _SEAL_BYTES = 12
 
 
-def index_member(create_ms: int, task_id: str) -> str:
-    return f"{create_ms:013d}:{task_id}"
-
-
-def member_task_id(member: str | bytes) -> str:
-    text = member.decode() if isinstance(member, bytes) else member
-    return text.partition(":")[2]
-
-
-def page_size(requested: int) -> int:
-    """0 -> the default (50); above 500 -> 500; negative -> INVALID_ARGUMENT."""
-    if requested < 0:
-        raise InvalidArgument(
-            "page_size must not be negative",
-            violations=[FieldViolation("page_size", f"is {requested}; must be 0 or more", "OUT_OF_RANGE")],
-        )
-    return DEFAULT_PAGE_SIZE if requested == 0 else min(requested, MAX_PAGE_SIZE)
-
-
 def filter_fingerprint(*parts: str | int | Iterable[str | int]) -> str:
-    """A short digest of the request fields that must not change between pages."""
+    """A short digest of the request fields that must not change between pages (an iterable
+    part counts as a set: its order does not matter)."""
     canon = [sorted(str(v) for v in p) if not isinstance(p, str | int) else str(p) for p in parts]
     return hashlib.blake2b(json.dumps(canon).encode(), digest_size=8).hexdigest()
 

@@ -6,18 +6,18 @@ What the agent runtime calls (tenant/owner come from the caller's token):
     task = await queue.submit(request, tenant=t, owner=o, limits=in_force)      # SubmitTask
     task = await queue.run(request, execute, tenant=t, owner=o, timeout_s=9.5)  # Run (inline)
     task = await queue.resume(request, tenant=t, owner=o)                       # ResumeTask
-    queue.store.get / list / cancel / list_awaiting_approval                    # memory/tasks.py
+    queue.store.get / list / cancel / list_awaiting_approval                    # memory/tasks/store.py
     queue.events.watch(task_id, tenant=t, owner=o, after_event_id=...)          # WatchTask
-    worker = TaskWorker(queue, execute, concurrency=settings.worker_concurrency) # memory/task_worker.py
+    worker = TaskWorker(queue, execute, concurrency=settings.worker_concurrency) # memory/tasks/worker.py
 
 Layout: N shards per domain (`AGENTMESH_QUEUE_SHARDS`). The slot of a shard,
 `{q:<domain>:<shard>}`, holds its stream (consumer group named after the
 domain), its dead letters, its outbox of inline runs, the owner indexes of
 its tasks, and the tasks themselves: a task lives in the shard written in its
-id (memory/task_ids.py), chosen at creation.
+id (memory/tasks/ids.py), chosen at creation.
 
 Because a task and its stream share a slot, each step of a task's life is one
-script (memory/task_scripts.py), i.e. one round trip:
+script (memory/tasks/scripts.py), i.e. one round trip:
 
 - submit: the record, its first event, its owner-index entry and its queue
   entry, all at once (idempotent on the task id, derived from the request id);
@@ -37,7 +37,7 @@ same script, its entry moves to the dead letters, where an operator can
 `redrive` it (`agentmesh tasks dead-letters list|redrive`).
 
 Run executes inline: its record is created with a lease and registered in the
-shard's outbox; if its process dies, the sweeper (memory/task_sweeper.py)
+shard's outbox; if its process dies, the sweeper (memory/tasks/sweeper.py)
 queues it once the lease has expired.
 
 Trace context: the W3C `traceparent` of the submitting call is stored with the
@@ -61,48 +61,40 @@ from opentelemetry import propagate, trace
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
-from memory import codec, keys, task_ids, task_pages, task_scripts, task_states
-from memory.codec import Kind
+from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
-from memory.task_events import TaskEvents, approval_event, encode_event, status_event
-from memory.task_execution import Attempt, Executor, LeaseLost, run_attempt
-from memory.tasks import (
+from memory.tasks import ids, pages, scripts, states
+from memory.tasks.entries import (
+    QueueEntry,
+    decode_entry_payload,
+    encode_entry,
+    entry_record,
+    queue_entry,
+    stream_id_key,
+)
+from memory.tasks.events import approval_event, encode_event, status_event
+from memory.tasks.execution import Attempt, Executor, LeaseLost, run_attempt
+from memory.tasks.reader import TaskEvents
+from memory.tasks.records import (
     APPROVAL_KINDS,
     Field,
     Patch,
     Resumption,
-    TaskConfig,
     TaskSnapshot,
-    TaskStore,
     decode_snapshot,
     finish,
     millis_of,
     new_id,
-    not_found,
     now_ms,
     pairs,
-    record_finished,
-    refuse_state,
     resumption_fields,
     set_millis,
 )
+from memory.tasks.store import TaskConfig, TaskStore, not_found, record_finished, refuse_state
 
 log = logging.getLogger(__name__)
 
-ENTRY_FORMAT = 1
 _CAS_RETRIES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """A stream entry that names a task."""
-
-    shard: int
-    entry_id: str
-    task_id: str
-    carrier: dict[str, str]
-    enqueued_ms: int
-    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +134,8 @@ class QueueStats:
 
 def task_id_for(tenant: str, owner: str, domain: str, request_id: str, *, shards: int) -> str:
     """The task id a request id names: the same (tenant, owner, domain, request id) and shard count
-    give the same id (memory/task_ids.py)."""
-    return task_ids.for_request(tenant, owner, domain, request_id, shards=shards)
+    give the same id (memory/tasks/ids.py)."""
+    return ids.for_request(tenant, owner, domain, request_id, shards=shards)
 
 
 def request_fingerprint(
@@ -159,29 +151,8 @@ def request_fingerprint(
     return hashlib.sha256(mode.encode() + b"\0" + body).hexdigest()
 
 
-def encode_entry(payload: dict[str, Any]) -> bytes:
-    return codec.encode(Kind.QUEUE_ENTRY, ENTRY_FORMAT, json.dumps(payload, separators=(",", ":")).encode())
-
-
-def decode_entry_payload(data: bytes | None, what: str, *, needs_task: bool = True) -> dict[str, Any]:
-    """A queue entry's (or dead letter's) payload; DataLoss for foreign or corrupt data."""
-    _, payload = codec.decode(data, Kind.QUEUE_ENTRY, {ENTRY_FORMAT}, what)
-    try:
-        decoded = json.loads(payload)
-    except ValueError:
-        raise DataLoss(f"{what}: queue entry is not JSON") from None
-    if not isinstance(decoded, dict) or not isinstance(decoded.get("t", ""), str):
-        raise DataLoss(f"{what}: queue entry is malformed")
-    if needs_task and not decoded.get("t"):
-        raise DataLoss(f"{what}: queue entry names no task")
-    return decoded
-
-
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_PLAIN_ENTRY = encode_entry({"tp": {}})  # the record of an entry without trace context
 
 
 class TaskQueue:
@@ -195,11 +166,11 @@ class TaskQueue:
         self.config = config or TaskConfig()
         self.store = TaskStore(redis, domain=domain, config=self.config)
         self.events = TaskEvents(self.store, block_s=self.config.read_block_s)
-        self._claim = redis.register_script(task_scripts.CLAIM)
-        self._start = redis.register_script(task_scripts.START)
-        self._recover = redis.register_script(task_scripts.RECOVER)
-        self._requeue = redis.register_script(task_scripts.REQUEUE)
-        self._dead_letter = redis.register_script(task_scripts.DEAD_LETTER)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._start = redis.register_script(scripts.START)
+        self._recover = redis.register_script(scripts.RECOVER)
+        self._requeue = redis.register_script(scripts.REQUEUE)
+        self._dead_letter = redis.register_script(scripts.DEAD_LETTER)
         working = task_pb2.TASK_STATE_WORKING
         self._started_event = encode_event(
             task_pb2.TaskEvent(status_update=task_pb2.TaskStatusUpdate(state=working, message="running"))
@@ -209,7 +180,7 @@ class TaskQueue:
                 status_update=task_pb2.TaskStatusUpdate(state=working, message=_RESUMED_MESSAGE)
             )
         )
-        # What beginning an attempt needs besides the start id (task_scripts `begin`).
+        # What beginning an attempt needs besides the start id (scripts `begin`).
         self._begin_args: tuple[str | bytes | int, ...] = (
             self.config.lease_ms,
             self.config.max_attempts,
@@ -222,18 +193,13 @@ class TaskQueue:
 
     def shard_of(self, task_id: str) -> int:
         """The shard a task lives in (written in its id); NOT_FOUND for an id no task can have."""
-        shard = task_ids.shard_of(task_id)
+        shard = ids.shard_of(task_id)
         if shard is None:
             raise not_found(task_id)
         return shard
 
     def shards(self) -> range:
         return range(self.config.shards)
-
-    def entry_record(self, task_id: str, carrier: dict[str, str]) -> bytes:
-        """The record of a new queue entry for `task_id`: its trace context. (The entry's `t` field
-        names the task, its id tells when it was added.)"""
-        return encode_entry({"tp": carrier}) if carrier else _PLAIN_ENTRY
 
     # -- creating tasks -------------------------------------------------------------------
 
@@ -328,9 +294,9 @@ class TaskQueue:
             raise ValueError("tasks need a tenant and an owner")
         shards = self.config.shards
         task_id = (
-            task_ids.for_request(tenant, owner, self.domain, request.request_id, shards=shards)
+            ids.for_request(tenant, owner, self.domain, request.request_id, shards=shards)
             if request.request_id
-            else task_ids.random_id(shards=shards)
+            else ids.random_id(shards=shards)
         )
         fingerprint = request_fingerprint(mode, request)
         now = now_ms()
@@ -341,7 +307,7 @@ class TaskQueue:
             tenant=tenant,
             owner=owner,
             session_id=request.session_id,
-            state=task_states.SUBMITTED,
+            state=states.SUBMITTED,
             status_message="submitted",
             instruction=request.instruction,
             input_parts=request.parts,
@@ -355,7 +321,7 @@ class TaskQueue:
         retention = self.config.run_retention_ms if inline else self.config.retention_ms
         events = [status_event(task)]
         fields: dict[str, str | bytes | int] = {
-            Field.LAYOUT: task_scripts.LAYOUT,
+            Field.LAYOUT: scripts.LAYOUT,
             Field.FINGERPRINT: fingerprint,
             Field.TRACE: json.dumps(carrier) if carrier else "{}",
             Field.RETENTION: retention,
@@ -366,12 +332,12 @@ class TaskQueue:
             task=task,
             fields=fields,
             events=events,
-            index=(tenant, owner, task_pages.index_member(now, task_id)),
+            index=(tenant, owner, pages.index_member(now, task_id)),
         )
         start_id = ""
         if inline:
             start_id = new_id()
-            task.state = task_states.WORKING
+            task.state = states.WORKING
             task.status_message = "running"
             task.attempt = 1
             patch.events = [*events, status_event(task)]
@@ -379,7 +345,7 @@ class TaskQueue:
             patch.lease, patch.lease_value, patch.lease_ms = "set", f"1:{start_id}", self.config.lease_ms
             patch.outbox = "add"
         else:
-            patch.enqueue = self.entry_record(task_id, carrier)
+            patch.enqueue = entry_record(carrier)
         result = await self.store.commit(task_id, patch)
         if result.status == "exists":
             if result.detail and result.detail[0] != fingerprint:
@@ -434,10 +400,10 @@ class TaskQueue:
             if _replayed_resume(snapshot, request, approver):
                 return task
             if approver and not (
-                task.state == task_states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
+                task.state == states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
             ):
                 raise not_found(task_id)  # approvers see only tasks that await an approval
-            if task.state != task_states.INPUT_REQUIRED:
+            if task.state != states.INPUT_REQUIRED:
                 raise refuse_state(task, "only a task waiting for input or approval can be resumed")
             pending = task.pending_action
             _check_answer(task, request)
@@ -471,7 +437,7 @@ class TaskQueue:
                     task=resumed,
                     fields=fields,
                     events=events,
-                    enqueue=self.entry_record(task_id, _carrier_now() or snapshot.carrier),
+                    enqueue=entry_record(_carrier_now() or snapshot.carrier),
                 ),
             )
             if result.status == "stale":
@@ -538,7 +504,7 @@ class TaskQueue:
         if status == "unreadable":
             await self._park_unreadable(shard, entry_id, codec.as_bytes(reply[2]) or b"")
             return None
-        entry = _entry(shard, entry_id, _s(reply[2]), codec.as_bytes(reply[3]) or b"")
+        entry = queue_entry(shard, entry_id, _s(reply[2]), codec.as_bytes(reply[3]) or b"")
         return await self._begun(entry, consumer, start_id, status, reply[4:])
 
     async def read(
@@ -590,10 +556,10 @@ class TaskQueue:
                 continue
             task_id = _s(fields.get(b"t", b""))
             record = fields.get(b"e") or b""
-            if task_ids.shard_of(task_id) != shard:
+            if ids.shard_of(task_id) != shard:
                 await self._park_unreadable(shard, entry_id, record)
                 continue
-            entries.append(_entry(shard, entry_id, task_id, record))
+            entries.append(queue_entry(shard, entry_id, task_id, record))
         return entries
 
     async def start(self, entry: QueueEntry, consumer: str) -> Attempt | None:
@@ -619,7 +585,7 @@ class TaskQueue:
     async def _begun(
         self, entry: QueueEntry, consumer: str, start_id: str, status: str, reply: Sequence[Any]
     ) -> Attempt | None:
-        """What a claim or start answered (task_scripts `begin`: the fields read and the fields it
+        """What a claim or start answered (scripts `begin`: the fields read and the fields it
         wrote over them), for `entry`."""
         task_id = entry.task_id
         if status == "started":
@@ -651,7 +617,7 @@ class TaskQueue:
         message = f"dead-lettered after {snapshot.fails} failed attempts: {reason}"
         done = finish(
             task,
-            task_states.FAILED,
+            states.FAILED,
             stop_reason=task_pb2.STOP_REASON_DEAD_LETTERED,
             message=message[:1000],
             now=now_ms(),
@@ -712,7 +678,7 @@ class TaskQueue:
             )
 
     async def recover_inline(self, task_id: str, carrier: dict[str, str]) -> str:
-        """The sweeper's look at an inline run in the outbox (task_scripts.RECOVER): 'enqueued' if
+        """The sweeper's look at an inline run in the outbox (scripts.RECOVER): 'enqueued' if
         its process died before it ended; 'kept' (lease alive), 'dropped' or 'gone' otherwise."""
         task_keys = self.store.task_keys(task_id)
         if task_keys is None:
@@ -725,7 +691,7 @@ class TaskQueue:
                     keys.queue(self.domain, shard),
                     task_keys[0],
                 ],
-                args=[task_id, now_ms(), self.entry_record(task_id, carrier)],
+                args=[task_id, now_ms(), entry_record(carrier)],
             )
         return _s(outcome)
 
@@ -758,7 +724,7 @@ class TaskQueue:
                         original_entry_id=str(payload.get("entry", "")),
                     )
                 )
-        found.sort(key=lambda d: _id_key(d.entry_id), reverse=True)
+        found.sort(key=lambda d: stream_id_key(d.entry_id), reverse=True)
         return found[:limit]
 
     async def redrive(
@@ -790,18 +756,18 @@ class TaskQueue:
             if snapshot is None:
                 return RedriveResult(letter.entry_id, letter.task_id, "gone", "the task expired")
             task = snapshot.task
-            if not task_states.can_redrive(task.state, task.stop_reason):
+            if not states.can_redrive(task.state, task.stop_reason):
                 await self._drop_dead_letter(letter)
                 return RedriveResult(
                     letter.entry_id,
                     letter.task_id,
                     "skipped",
-                    f"task is {task_states.state_name(task.state)}",
+                    f"task is {states.state_name(task.state)}",
                 )
             reopened = task_pb2.Task()
             reopened.CopyFrom(task)
             now = now_ms()
-            reopened.state = task_states.SUBMITTED
+            reopened.state = states.SUBMITTED
             reopened.stop_reason = task_pb2.STOP_REASON_UNSPECIFIED
             reopened.status_message = "redriven from the dead letters"
             for name in ("end_time", "expire_time", "error"):
@@ -809,7 +775,7 @@ class TaskQueue:
             set_millis(reopened.update_time, now)
             # The letter lives in the task's shard, so re-opening, queueing and dropping the letter
             # are one script.
-            same_shard = task_ids.shard_of(task.task_id) == letter.shard
+            same_shard = ids.shard_of(task.task_id) == letter.shard
             result = await self.store.commit(
                 task.task_id,
                 Patch(
@@ -820,7 +786,7 @@ class TaskQueue:
                     delete=(Field.RUNNING, Field.CANCEL),
                     events=[status_event(reopened)],
                     ttl_ms=0,
-                    enqueue=self.entry_record(task.task_id, snapshot.carrier),
+                    enqueue=entry_record(snapshot.carrier),
                     drop_dead_letter=letter.entry_id if same_shard else "",
                 ),
             )
@@ -870,7 +836,7 @@ class TaskQueue:
                         shard_lag = len(backlog)
                 depth += int(shard_lag)
                 if oldest:
-                    lag_s = max(lag_s, (now - _id_key(_s(oldest[0][0]))[0]) / 1000)
+                    lag_s = max(lag_s, (now - stream_id_key(_s(oldest[0][0]))[0]) / 1000)
         metrics.TASK_QUEUE_DEPTH.labels(domain=self.domain).set(depth)
         metrics.TASK_QUEUE_PENDING.labels(domain=self.domain).set(pending)
         metrics.TASK_QUEUE_LAG.labels(domain=self.domain).set(lag_s)
@@ -879,21 +845,6 @@ class TaskQueue:
 
 
 _RESUMED_MESSAGE = "resumed from the last checkpoint after its worker was lost"
-
-
-def _entry(shard: int, entry_id: str, task_id: str, record: bytes) -> QueueEntry:
-    """A queue entry of a task. Its record only adds the trace context and the enqueue time, so an
-    unreadable record does not stop the task (scripts find the task from the entry's `t`)."""
-    carrier: dict[str, str] = {}
-    if record != _PLAIN_ENTRY:
-        try:
-            payload = decode_entry_payload(record, f"queue entry {entry_id}", needs_task=False)
-            carrier = payload["tp"] if isinstance(payload.get("tp"), dict) else {}
-        except (DataLoss, ValueError, TypeError):
-            log.warning(
-                "queue entry record unreadable; its task runs without it", extra={"entry_id": entry_id}
-            )
-    return QueueEntry(shard, entry_id, task_id, carrier, _id_key(entry_id)[0], record)
 
 
 def _written(reply: Sequence[Any]) -> dict[bytes, bytes]:
@@ -907,11 +858,6 @@ def _dead_letter_record(task_id: str, reason: str, fails: int, entry_id: str) ->
     return encode_entry(
         {"t": task_id, "reason": reason[:1000], "fails": fails, "entry": entry_id, "at": now_ms()}
     )
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    millis, _, seq = entry_id.partition("-")
-    return int(millis or 0), int(seq or 0)
 
 
 def _carrier_now() -> dict[str, str]:
@@ -979,12 +925,12 @@ def _replayed_resume(
 def _resumed(
     task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest, answered_by: str
 ) -> task_pb2.Task:
-    task_states.check_transition(task.task_id, task.state, task_states.WORKING)
+    states.check_transition(task.task_id, task.state, states.WORKING)
     resumed = task_pb2.Task()
     resumed.CopyFrom(task)
     resumed.ClearField("steps")
     resumed.ClearField("pending_action")
-    resumed.state = task_states.WORKING
+    resumed.state = states.WORKING
     resumed.stop_reason = task_pb2.STOP_REASON_UNSPECIFIED
     if request.HasField("decision"):
         verdict = "approved" if request.decision.approve else "rejected"

@@ -2,7 +2,7 @@
 
 The agent runtime implements one coroutine:
 
-    async def execute(task: Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: Task, checkpoint: Checkpointer) -> TaskOutcome:
         for step in plan(task, done=checkpoint.steps):        # resume after the last checkpoint
             ...                                               # model call / tool call
             if await checkpoint.save(step, usage=usage):      # persisted; True = cancel requested
@@ -16,7 +16,7 @@ side effect is (task id, step index) and a resumed attempt starts at
 (ResumeTask) until the next checkpoint.
 
 An `Attempt` is the hold of one process on one task: its attempt number is the
-fencing token every write is checked against (memory/tasks.py), and a
+fencing token every write is checked against (memory/tasks/store.py), and a
 background heartbeat keeps its lease and its queue entry alive. If the attempt
 was taken over (the worker stalled past the claim idle timeout and another
 worker resumed the task), every write raises `LeaseLost`: stop, write nothing,
@@ -30,18 +30,20 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import Unavailable
+from agentmesh.kit.retry import Backoff
 from agentmesh.v1 import task_pb2
-from memory import task_states
-from memory.task_events import artifact_event, status_event, step_event
-from memory.tasks import (
+from memory.tasks import states
+from memory.tasks.entries import QueueEntry, entry_record
+from memory.tasks.events import artifact_event, status_event, step_event
+from memory.tasks.records import (
     RESUMPTION_FIELDS,
     CommitResult,
     Field,
@@ -51,14 +53,13 @@ from memory.tasks import (
     finish,
     new_id,
     now_ms,
-    record_finished,
     set_millis,
 )
-
-if TYPE_CHECKING:
-    from memory.task_queue import QueueEntry, TaskQueue
+from memory.tasks.store import TaskConfig, TaskStore, record_finished
 
 log = logging.getLogger(__name__)
+# Checkpoint writes ride out a short Redis outage (within the caller's budget).
+_WRITE_RETRY = Backoff(initial_s=0.05, max_s=1.0)
 
 
 class LeaseLost(Exception):
@@ -105,11 +106,11 @@ class Canceled:
     message: str = ""
 
 
-Outcome = Completed | Failed | InputRequired | Canceled
+TaskOutcome = Completed | Failed | InputRequired | Canceled
 
 
 class Executor(Protocol):
-    async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> Outcome: ...
+    async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> TaskOutcome: ...
 
 
 # -- the checkpointer -------------------------------------------------------------------------
@@ -175,12 +176,20 @@ class Checkpointer:
 # -- one attempt ------------------------------------------------------------------------------
 
 
+class AttemptQueue(Protocol):
+    """What an attempt needs of the queue that started it (memory/tasks/queue.py's TaskQueue)."""
+
+    domain: str
+    config: TaskConfig
+    store: TaskStore
+
+
 class Attempt:
     """One process's hold on one task. Created by TaskQueue.start (a queue entry) or TaskQueue.run."""
 
     def __init__(
         self,
-        queue: TaskQueue,
+        queue: AttemptQueue,
         snapshot: TaskSnapshot,
         *,
         start_id: str,
@@ -331,27 +340,25 @@ class Attempt:
 
     # -- endings ---------------------------------------------------------------------------
 
-    async def finish(self, outcome: Outcome) -> task_pb2.Task:
+    async def finish(self, outcome: TaskOutcome) -> task_pb2.Task:
         """Record the outcome and acknowledge the queue entry, in one fenced script. Returns the task."""
         if isinstance(outcome, InputRequired) and not self.cancel:
             return await self._pause(outcome)
         now = now_ms()
         if isinstance(outcome, Completed):
-            done = self._ending(
-                task_states.COMPLETED, task_pb2.STOP_REASON_FINAL_ANSWER, outcome.message, now
-            )
+            done = self._ending(states.COMPLETED, task_pb2.STOP_REASON_FINAL_ANSWER, outcome.message, now)
             done.final_answer = outcome.final_answer
             for artifact in outcome.artifacts:
                 _merge_artifact(done, _artifact_update(artifact))
             usage = outcome.usage
         elif isinstance(outcome, Failed):
             message = outcome.message or outcome.error.message or "failed"
-            done = self._ending(task_states.FAILED, outcome.stop_reason, message, now)
+            done = self._ending(states.FAILED, outcome.stop_reason, message, now)
             done.error.CopyFrom(outcome.error)
             usage = outcome.usage
         else:  # Canceled, or a pause requested after a cancel
             message = outcome.message or self.cancel or "canceled"
-            done = self._ending(task_states.CANCELED, task_pb2.STOP_REASON_CANCELED, message, now)
+            done = self._ending(states.CANCELED, task_pb2.STOP_REASON_CANCELED, message, now)
             usage = outcome.usage if isinstance(outcome, InputRequired) else None
         if usage is not None:
             done.usage.CopyFrom(usage)
@@ -386,11 +393,11 @@ class Attempt:
         )
 
     async def _pause(self, outcome: InputRequired) -> task_pb2.Task:
-        task_states.check_transition(self.task_id, self.task.state, task_states.INPUT_REQUIRED)
+        states.check_transition(self.task_id, self.task.state, states.INPUT_REQUIRED)
         paused = task_pb2.Task()
         paused.CopyFrom(self.task)
         paused.ClearField("steps")
-        paused.state = task_states.INPUT_REQUIRED
+        paused.state = states.INPUT_REQUIRED
         paused.stop_reason = outcome.stop_reason  # type: ignore[assignment]
         paused.status_message = outcome.message or outcome.pending_action.message or "waiting for input"
         paused.pending_action.CopyFrom(outcome.pending_action)
@@ -443,7 +450,7 @@ class Attempt:
         )
         if self.inline:
             patch.outbox = "rem"
-            patch.enqueue = self.queue.entry_record(self.task_id, self.carrier)
+            patch.enqueue = entry_record(self.carrier)
         await self._commit(patch)
         self.finished = True
         await self.stop_heartbeats()
@@ -467,9 +474,7 @@ class Attempt:
             fields[Field.RETENTION] = max(self.retention_ms, self.queue.config.retention_ms)
         # Released, and queued afresh (the old entry acknowledged) in the same script.
         patch = Patch(guard="fence", fields=fields, delete=(Field.RUNNING,), lease="release")
-        patch.enqueue = self.queue.entry_record(
-            self.task_id, self.entry.carrier if self.entry is not None else self.carrier
-        )
+        patch.enqueue = entry_record(self.entry.carrier if self.entry is not None else self.carrier)
         await self._commit(self._release(patch))
         self.finished = True
         await self.stop_heartbeats()
@@ -545,7 +550,7 @@ async def _with_retries(budget_s: float, call: Callable[[], Awaitable[CommitResu
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(Unavailable),
         stop=stop_after_delay(budget_s),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        wait=_WRITE_RETRY.wait,
         reraise=True,
     ):
         with attempt:
@@ -562,6 +567,6 @@ __all__ = [
     "Failed",
     "InputRequired",
     "LeaseLost",
-    "Outcome",
+    "TaskOutcome",
     "run_attempt",
 ]

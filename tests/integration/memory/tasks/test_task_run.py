@@ -9,9 +9,9 @@ import pytest
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
-from memory.task_execution import Checkpointer, Completed, InputRequired, Outcome, run_attempt
-from memory.task_queue import TaskQueue
-from memory.task_sweeper import TaskSweeper
+from memory.tasks.execution import Checkpointer, Completed, InputRequired, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor, task_key
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ async def test_run_completes_inline_with_a_short_lived_record(queue: TaskQueue, 
 async def test_a_repeated_run_returns_the_same_task_without_running_again(queue: TaskQueue) -> None:
     calls = 0
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         nonlocal calls
         calls += 1
         return Completed("42")
@@ -53,7 +53,7 @@ async def test_run_past_its_deadline_continues_on_the_durable_path(
 ) -> None:
     executed: list[tuple[int, int]] = []
 
-    async def slow(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def slow(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, 3):
             executed.append((index, checkpoint.attempt))
             if checkpoint.attempt == 1 and index == 1:
@@ -81,7 +81,7 @@ async def test_run_that_needs_approval_returns_the_paused_task(queue: TaskQueue,
         action_id="a1", kind=task_pb2.PENDING_ACTION_KIND_APPROVAL, tool_name="x"
     )
 
-    async def ask(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def ask(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         await checkpoint.save(task_pb2.Step(index=0))
         return InputRequired(pending, message="needs approval")
 
@@ -115,7 +115,7 @@ async def test_a_crashed_run_is_recovered_by_the_sweeper(queue: TaskQueue) -> No
 
 
 async def test_a_run_whose_executor_raises_is_retried_on_the_queue(queue: TaskQueue) -> None:
-    async def flaky(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def flaky(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         if checkpoint.attempt == 1:
             raise ConnectionError("model endpoint reset")
         return Completed("second time lucky")
@@ -129,7 +129,7 @@ async def test_a_run_whose_executor_raises_is_retried_on_the_queue(queue: TaskQu
 async def test_a_canceled_run_call_hands_the_task_off(queue: TaskQueue) -> None:
     started = asyncio.Event()
 
-    async def forever(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def forever(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         started.set()
         await asyncio.sleep(60)
         return Completed("never")

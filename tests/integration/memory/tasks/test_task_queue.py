@@ -11,12 +11,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import keys, task_ids
+from memory import keys
 from memory.connection import AnyRedis
-from memory.task_execution import Canceled, Checkpointer, Completed, LeaseLost, Outcome, run_attempt
-from memory.task_queue import TaskQueue
-from memory.task_sweeper import TaskSweeper
-from memory.tasks import Field, step_field
+from memory.tasks import ids
+from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.records import Field, step_field
+from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import (
     OWNER,
     TENANT,
@@ -213,7 +214,7 @@ async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue
     dead_before = _metric("agentmesh_task_dead_letters_total", domain="refunds")
     task = await submit(queue)
 
-    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         raise RuntimeError("tool schema mismatch")
 
     attempt = await claim(queue, "w1")
@@ -284,7 +285,7 @@ async def test_a_running_task_notices_cancel_within_one_step(queue: TaskQueue) -
     attempt = await claim(queue)
     executed: list[int] = []
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, 100):
             executed.append(index)
             if index == 1:
@@ -328,7 +329,7 @@ async def test_creation_and_its_queue_entry_are_one_step(queue: TaskQueue, clien
     """The record, its event, its owner-index entry and its queue entry are written by one script:
     when one of them cannot be written, none is."""
     request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="blocked")
-    task_id = task_ids.for_request(TENANT, OWNER, "refunds", "blocked", shards=queue.config.shards)
+    task_id = ids.for_request(TENANT, OWNER, "refunds", "blocked", shards=queue.config.shards)
     stream = keys.queue("refunds", queue.shard_of(task_id))
     await client.delete(stream)
     await client.set(stream, "foreign data where the shard's stream belongs")
@@ -387,7 +388,7 @@ async def test_a_claim_re_sent_after_a_lost_reply_returns_the_same_task(
 
 
 async def test_the_sweeper_drops_outbox_members_that_are_no_tasks(queue: TaskQueue, client: AnyRedis) -> None:
-    ghost = task_ids.random_id(shards=queue.config.shards)
+    ghost = ids.random_id(shards=queue.config.shards)
     shard = queue.shard_of(ghost)
     await client.zadd(keys.outbox("refunds", shard), {ghost: 1})
     report = await TaskSweeper(queue, grace_s=0).sweep()

@@ -8,8 +8,8 @@ import pytest
 
 from agentmesh.kit.errors import InvalidArgument, NotFound
 from agentmesh.v1 import task_pb2
-from memory.task_execution import Checkpointer, Completed, Outcome, run_attempt
-from memory.task_queue import TaskQueue
+from memory.tasks.execution import Checkpointer, Completed, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one, steps_executor, submit
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ async def test_a_redriven_task_is_watched_past_its_dead_letter(queue: TaskQueue)
     dead-letter failure to the new outcome."""
     task = await submit(queue)
 
-    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         raise RuntimeError("boom")
 
     await run_attempt(await claim(queue), explode)

@@ -11,12 +11,14 @@ import redis.asyncio as aioredis
 
 from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import connection, keys, task_ids
+from memory import connection, keys
 from memory.connection import AnyRedis, create_redis
-from memory.task_execution import Completed, InputRequired, run_attempt
-from memory.task_queue import TaskQueue
-from memory.task_sweeper import TaskSweeper
-from memory.tasks import TaskConfig, timestamp
+from memory.tasks import ids
+from memory.tasks.execution import Completed, InputRequired, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.records import timestamp
+from memory.tasks.store import TaskConfig
+from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
 
 pytestmark = pytest.mark.integration
@@ -315,7 +317,7 @@ async def test_terminal_tasks_expire_after_the_retention(single_queue: TaskQueue
 async def test_foreign_data_under_a_task_key_is_data_loss(
     single_queue: TaskQueue, redis_client: aioredis.Redis
 ) -> None:
-    foreign, string = (task_ids.random_id(shards=single_queue.config.shards) for _ in range(2))
+    foreign, string = (ids.random_id(shards=single_queue.config.shards) for _ in range(2))
     await redis_client.hset(task_key(single_queue, foreign), mapping={"name": "someone else's hash"})
     with pytest.raises(DataLoss, match="layout"):
         await single_queue.store.get(foreign, tenant=TENANT, owner=OWNER)
@@ -352,7 +354,7 @@ async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     client = create_redis(f"redis://127.0.0.1:{free_port()}/0")
     queue = TaskQueue(client, domain="refunds")
     with pytest.raises(Unavailable) as caught:
-        await queue.store.get(task_ids.random_id(shards=4), tenant=TENANT, owner=OWNER)
+        await queue.store.get(ids.random_id(shards=4), tenant=TENANT, owner=OWNER)
     assert caught.value.reason == "DEPENDENCY_UNAVAILABLE" and caught.value.retry_after
     with pytest.raises(Unavailable):
         await submit(queue)

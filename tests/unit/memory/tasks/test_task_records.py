@@ -6,11 +6,13 @@ import pytest
 
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from memory import codec, task_scripts
+from memory import codec
 from memory.codec import Kind
-from memory.task_events import check_event_id, decode_event, encode_event, event_time, status_event
-from memory.task_queue import decode_entry_payload, encode_entry, request_fingerprint, task_id_for
-from memory.tasks import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
+from memory.tasks import scripts
+from memory.tasks.entries import decode_entry_payload, encode_entry
+from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
+from memory.tasks.queue import request_fingerprint, task_id_for
+from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
 
 
 def test_task_ids_follow_the_request_id_per_owner() -> None:
@@ -54,7 +56,7 @@ def _fields(task: task_pb2.Task, **extra: bytes) -> dict[bytes, bytes]:
     fields = {
         k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in record_fields(task).items()
     }
-    fields[b"v"] = task_scripts.LAYOUT.encode()
+    fields[b"v"] = scripts.LAYOUT.encode()
     fields.update({k.encode(): v for k, v in extra.items()})
     return fields
 
