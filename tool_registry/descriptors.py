@@ -202,7 +202,7 @@ class ToolSchema:
         """Full name -> leading comment, for every element of every file in the set."""
         merged: dict[str, str] = {}
         for file in self.file_set.file:
-            merged.update(comments_by_name(file))
+            merged.update(_file_comments(file.SerializeToString(deterministic=True)))
         return merged
 
     @functools.cached_property
@@ -326,6 +326,13 @@ def _clean(comment: str | bytes) -> str:
     text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
     lines = [line.strip() for line in text.strip().splitlines()]
     return "\n".join(lines).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_comments(raw: bytes) -> dict[str, str]:
+    """comments_by_name of a serialized file, remembered for the files of the last few sets
+    (read-only: callers copy it)."""
+    return comments_by_name(descriptor_pb2.FileDescriptorProto.FromString(raw))
 
 
 def comments_by_name(file: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:
