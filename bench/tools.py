@@ -153,7 +153,7 @@ def main() -> list[Row]:
                     flush=True,
                 )
                 rate, p50 = statistics.median(rates), statistics.median(p50s)
-                rounds = f"rounds {min(p50s):.2f}-{max(p50s):.2f}"
+                rounds = f"last round's values; ratio: median of rounds {min(p50s):.2f}-{max(p50s):.2f}"
                 rows.append(
                     Row(
                         "tools",
