@@ -17,6 +17,7 @@ from agentmesh.kit.net import port_bindable
 from agentmesh.kit.signals import stop_signals
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
+    CONSOLE_DEV_TOKENS,
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
     REPO_ROOT,
@@ -56,6 +57,9 @@ async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: b
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
+        for planned in mesh.plan:
+            if planned.url:
+                console.print(f"operator console: {planned.url} (sign in with a mesh token)")
         _write_profile(registry, mesh.redis_url)
         if demo:
             # The supervisor restarts crashed services while the stories play.
@@ -166,6 +170,7 @@ def up(
         )
         raise typer.Exit(EXIT_FAILED)
     state = _state_dir(state_dir)
+    options = replace(options, console_dev_tokens=state / CONSOLE_DEV_TOKENS)
     redis = None
     if not redis_url:
         redis = EmbeddedRedis(port=options.redis_port, data_dir=state / "redis", appendonly=True)
@@ -230,8 +235,9 @@ def status(
         table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
         for s in document["services"]:
             colour = "green" if s["health"] == health.SERVING else "red"
+            http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
             table.add_row(
-                s["name"], s["kind"], s["grpc"] or "", s["http"] or "", str(s["pid"] or ""),
+                s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
                 f"[{colour}]{s['health']}[/{colour}]",
             )  # fmt: skip
         console.print(f"redis: {escape(str(document['redis']))}")

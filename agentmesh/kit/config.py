@@ -37,6 +37,7 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     TOOL = "tool"
     MODEL = "model"
+    CONSOLE = "console"
 
 
 class LogFormat(enum.StrEnum):
@@ -64,12 +65,14 @@ TOOL_PORTS: dict[str, int] = {
     "dummy": 50076,
 }
 MODEL_PORT = 50099  # the scripted model's HTTP port
+CONSOLE_PORT = 50080  # the operator console's HTTP port
 REDIS_PORT = 6390  # the local mesh's embedded valkey
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
     Role.REGISTRY: REGISTRY_PORT,
     Role.AGENT: min(AGENT_PORTS.values()),
     Role.TOOL: min(TOOL_PORTS.values()),
     Role.MODEL: MODEL_PORT,
+    Role.CONSOLE: CONSOLE_PORT,
 }
 HTTP_PORT_OFFSET = 1000
 HEALTH_PORT_OFFSET = 2000
@@ -132,7 +135,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", validate_default=True)
 
     role: Role = _env(
-        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool or model.", Role.AGENT
+        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool, model or console.", Role.AGENT
     )
     domain_spec: Path | None = _env(
         "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
@@ -148,6 +151,18 @@ class Settings(BaseModel):
         "script (agents/scripts/demo.yaml). The model serves HTTP on AGENTMESH_HTTP_PORT, else "
         "AGENTMESH_GRPC_PORT, else 50099.",
     )
+    console_dev_tokens: Path | None = _env(
+        "AGENTMESH_CONSOLE_DEV_TOKENS",
+        "For role=console: a JSON file `{label: token}` of dev identities the sign-in page offers "
+        "(`agentmesh up` writes it). The console serves HTTP on AGENTMESH_HTTP_PORT, else "
+        "AGENTMESH_GRPC_PORT, else 50080.",
+    )
+    console_secure_cookies: bool = _env(
+        "AGENTMESH_CONSOLE_SECURE_COOKIES",
+        "For role=console: mark the session cookie Secure even when the console itself is reached "
+        "over plain HTTP (set it behind a TLS-terminating ingress).",
+        False,
+    )
     price_table: Path | None = _env(
         "AGENTMESH_PRICE_TABLE",
         "YAML price table for cost attribution (USD per 1M prompt/completion tokens per model). "
@@ -155,7 +170,8 @@ class Settings(BaseModel):
     )
     grpc_port: int | None = _env(
         "AGENTMESH_GRPC_PORT",
-        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "
+        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099, "
+        "console 50080 (HTTP). "
         "0 picks a free port.",
         ge=0,
         le=65535,

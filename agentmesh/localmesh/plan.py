@@ -1,8 +1,9 @@
 """What the local mesh runs: services, ports, environment (pure data, no I/O).
 
 The ports are the one table in agentmesh/kit/config.py (DESIGN.md's local ports: registry
-50051, agents from 50061, example tools from 50071, scripted model HTTP 50099, embedded Redis
-6390); every HTTP side listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
+50051, agents from 50061, example tools from 50071, operator console HTTP 50080, scripted model
+HTTP 50099, embedded Redis 6390); every HTTP side listener is gRPC port + 1000. `port_offset`
+shifts every one of them, so a
 second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
 
@@ -16,12 +17,16 @@ from pathlib import Path
 
 from agentmesh.kit.config import (
     AGENT_PORTS,
+    CONSOLE_PORT,
     HTTP_PORT_OFFSET,
     MODEL_PORT,
     REDIS_PORT,
     REGISTRY_PORT,
     TOOL_PORTS,
 )
+
+# Where in the state directory the console's dev identities are written (`{label: token}`).
+CONSOLE_DEV_TOKENS = "console-dev-tokens.json"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
@@ -55,6 +60,7 @@ class Kind(enum.StrEnum):
     TOOL = "tool"
     MODEL = "model"
     REDIS = "redis"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class PlannedService:
     def http_target(self) -> str | None:
         return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
 
+    @property
+    def url(self) -> str | None:
+        """Where a person opens it (the console), else None."""
+        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+
 
 @dataclass(frozen=True)
 class MeshOptions:
@@ -90,6 +101,10 @@ class MeshOptions:
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
+    console: bool = True  # run the operator console
+    # JSON {label: token} of the dev identities the console's sign-in page offers (written by
+    # whoever mints them; the console re-reads it when it changes).
+    console_dev_tokens: Path | None = None
 
     @property
     def registry_port(self) -> int:
@@ -102,6 +117,10 @@ class MeshOptions:
     @property
     def model_port(self) -> int:
         return MODEL_PORT + self.port_offset
+
+    @property
+    def console_port(self) -> int:
+        return CONSOLE_PORT + self.port_offset
 
     @property
     def redis_port(self) -> int:
@@ -167,6 +186,26 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 env=env,
                 grpc_port=None,
                 http_port=options.model_port,
+                tier=1,
+            )
+        )
+    if options.console:
+        services.append(
+            PlannedService(
+                name="console",
+                kind=Kind.CONSOLE,
+                argv=_serve("console"),
+                env={
+                    **_base_env(options, "console"),
+                    "AGENTMESH_HTTP_PORT": str(options.console_port),
+                    **(
+                        {"AGENTMESH_CONSOLE_DEV_TOKENS": str(options.console_dev_tokens)}
+                        if options.console_dev_tokens
+                        else {}
+                    ),
+                },
+                grpc_port=None,
+                http_port=options.console_port,
                 tier=1,
             )
         )

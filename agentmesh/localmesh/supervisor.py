@@ -130,7 +130,7 @@ class LocalMesh:
                     f"log: {running.process.log_path}\n{running.process.log_tail(20)}"
                 )
             if await service_health(planned, timeout=0.5) == health.SERVING:
-                where = planned.grpc_target or planned.http_target
+                where = planned.url or planned.grpc_target or planned.http_target
                 self.report(f"{planned.name:<22} SERVING on {where}  ({time.monotonic() - started:.1f}s)")
                 return
             if time.monotonic() > deadline:

@@ -92,3 +92,21 @@ def test_a_port_offset_shifts_every_port_and_every_address() -> None:
     assert agent.env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:51061"
     assert agent.env["MODEL_BASE_URL"] == "http://127.0.0.1:51099/v1"
     assert _options(port_offset=1000).redis_port == 7390
+
+
+def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
+    plan = {s.name: s for s in build_plan(_options())}
+    console = plan["console"]
+    assert console.kind is Kind.CONSOLE and console.grpc_port is None and console.http_port == 50080
+    assert console.url == "http://127.0.0.1:50080/"
+    assert console.env["AGENTMESH_HTTP_PORT"] == "50080"
+    assert console.env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
+    assert console.argv[-2:] == ["serve", "console"]
+    assert all(s.url is None for s in plan.values() if s.kind is not Kind.CONSOLE)
+    assert {s.name: s.http_port for s in build_plan(_options(port_offset=1000))}["console"] == 51080
+    assert "console" not in {s.name for s in build_plan(_options(console=False))}
+
+
+def test_the_console_is_told_where_the_dev_identities_are() -> None:
+    plan = {s.name: s for s in build_plan(_options(console_dev_tokens=Path("/state/dev.json")))}
+    assert plan["console"].env["AGENTMESH_CONSOLE_DEV_TOKENS"] == "/state/dev.json"
