@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
 
-.PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts chart-readme hadolint clean
+.PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench bench-quick chaos soak charts chart-readme hadolint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,8 +73,11 @@ up: $(STAMP) ## Start the local mesh and run the demo stories (Ctrl-C to stop)
 demo: $(STAMP) ## Run the demo stories against a running mesh (`make up` in another shell)
 	$(BIN)/agentmesh demo
 
-bench: $(STAMP) ## Run the benchmarks and print the ratios (recorded in bench/RESULTS.md)
-	$(PY) -m bench
+bench: $(STAMP) ## Run every benchmark; writes the summary table atop bench/RESULTS.md and bench/latency.png
+	nice -n 5 $(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP) ## The same in short rounds (a few minutes: checks it all runs, rough figures)
+	nice -n 5 $(PY) -m bench --quick $(BENCH_ARGS)
 
 chaos: $(STAMP) ## The full chaos suite (kills, restarts, fuzzing)
 	$(BIN)/pytest -m chaos -p no:cacheprovider

@@ -12,13 +12,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2, tool_options_pb2
+
+if TYPE_CHECKING:
+    import protovalidate
 
 # Larger sets are refused at registration (INVALID_ARGUMENT, never a crash).
 MAX_DESCRIPTOR_SET_BYTES = 4 * 1024 * 1024
@@ -199,13 +202,15 @@ class ToolSchema:
         """Full name -> leading comment, for every element of every file in the set."""
         merged: dict[str, str] = {}
         for file in self.file_set.file:
-            merged.update(comments_by_name(file))
+            merged.update(_file_comments(file.SerializeToString(deterministic=True)))
         return merged
 
     @functools.cached_property
     def validator(self) -> protovalidate.Validator:
         """protovalidate for this version's messages: a validator keeps the descriptors it saw by
         full name, so two versions of one message in the same validator collide."""
+        import protovalidate  # ~13 MB: loaded by the first process that validates, not at start
+
         return protovalidate.Validator()
 
     def description(self) -> str:
@@ -321,6 +326,13 @@ def _clean(comment: str | bytes) -> str:
     text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
     lines = [line.strip() for line in text.strip().splitlines()]
     return "\n".join(lines).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_comments(raw: bytes) -> dict[str, str]:
+    """comments_by_name of a serialized file, remembered for the files of the last few sets
+    (read-only: callers copy it)."""
+    return comments_by_name(descriptor_pb2.FileDescriptorProto.FromString(raw))
 
 
 def comments_by_name(file: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:

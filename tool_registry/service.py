@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -127,6 +128,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         self.cache: SpecCache[Any] = SpecCache()
         self.feed = ChangeFeed(store, self.cache if cache else None)
         self._exported: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # Exports by (SHA-256 of the descriptor set as sent, method): the JSON Schemas are a pure
+        # function of the two, and many tools of one deployment share one set; exporting (the
+        # protovalidate zero-value check above all) was most of a RegisterTool's CPU.
+        self._exports_by_schema: dict[tuple[bytes, str], tuple[str, str]] = {}
 
     async def close(self) -> None:
         await self.feed.close()
@@ -234,7 +239,13 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if self.schema_exporter is None:
             return
         spec = candidate.spec
-        exported = self.schema_exporter(candidate.schema)
+        schema_key = (hashlib.sha256(candidate.schema_bytes).digest(), spec.method)
+        exported = self._exports_by_schema.get(schema_key)
+        if exported is None:
+            exported = self.schema_exporter(candidate.schema)  # raises for a schema it refuses: not kept
+            if len(self._exports_by_schema) >= 256:
+                self._exports_by_schema.pop(next(iter(self._exports_by_schema)))
+            self._exports_by_schema[schema_key] = exported
         self._exported[(spec.name, spec.version, spec.content_digest)] = exported
 
     async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
