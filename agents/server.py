@@ -28,6 +28,7 @@ from agentmesh.kit.config import ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
@@ -84,7 +85,11 @@ class AgentProcess:
         self.settings = settings
         self.spec = spec
         self.host = ServiceHost(settings, name=settings.service_name or spec.slug)
-        self.redis = create_redis(settings.redis_url, client_name=f"agentmesh-agent-{spec.slug}")
+        self.redis = create_redis(
+            settings.redis_url,
+            client_name=f"agentmesh-agent-{spec.slug}",
+            max_connections=settings.redis_max_connections,
+        )
         self.model = build_model(settings, spec)
         self.registry_target = settings.registry or DEFAULT_REGISTRY
         self.registry_channel = create_channel(self.registry_target, settings=settings, control_plane=True)
@@ -117,6 +122,7 @@ class AgentProcess:
             sessions=self.sessions,
             usage=self.usage,
             draining=self.host.draining,
+            streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
         )
         self.registered = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []

@@ -49,7 +49,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
-from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound, echo
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys, task_ids, task_pages, task_scripts
 from memory.codec import Kind
@@ -312,7 +312,7 @@ def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
 
 def not_found(task_id: str) -> NotFound:
     return NotFound(
-        f"task {task_id} not found",
+        f"task {echo(task_id)} not found",
         reason=errors_pb2.ERROR_REASON_TASK_NOT_FOUND,
         metadata={"task_id": task_id},
     )

@@ -15,6 +15,7 @@ import logging
 from agentmesh.kit.config import Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from memory.connection import create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
@@ -42,9 +43,16 @@ def default_schema_exporter() -> SchemaExporter:
 async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = None) -> None:
     settings = registry_settings(settings)
     host = ServiceHost(settings, name=settings.service_name or "registry")
-    redis = create_redis(settings.redis_url, client_name="agentmesh-registry")
+    redis = create_redis(
+        settings.redis_url, client_name="agentmesh-registry", max_connections=settings.redis_max_connections
+    )
     store = RegistryStore(redis)
-    servicer = ToolRegistryServicer(store, schema_exporter=schema_exporter, draining=host.draining)
+    servicer = ToolRegistryServicer(
+        store,
+        schema_exporter=schema_exporter,
+        draining=host.draining,
+        streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
+    )
     host.add_service(SERVICE, register(servicer))
 
     async def close() -> None:

@@ -52,7 +52,7 @@ async def test_only_the_owner_sees_a_task(queue: TaskQueue) -> None:
         with pytest.raises(NotFound) as caught:
             await queue.store.get(task.task_id, tenant=tenant, owner=owner)
         assert caught.value.reason == "TASK_NOT_FOUND"
-        assert caught.value.message == f"task {task.task_id} not found"  # same answer as for no task
+        assert caught.value.message == f"task {task.task_id!r} not found"  # same answer as for no task
     with pytest.raises(NotFound):
         await queue.store.get("no-such-task", tenant=TENANT, owner=OWNER)
     other_domain = TaskQueue(queue.redis, domain="fulfillment", config=queue.config)
