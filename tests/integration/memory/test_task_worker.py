@@ -13,6 +13,7 @@ from memory.task_execution import Canceled, Checkpointer, Completed, Outcome
 from memory.task_queue import TaskQueue
 from memory.task_worker import TaskWorker
 from tests.support.task_helpers import OWNER, TENANT, claim, submit
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +36,13 @@ async def _all_done(queue: TaskQueue, ids: list[str]) -> bool:
 
 async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueue) -> None:
     running = peak = 0
+    release = asyncio.Event()
 
     async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.05)
+        await release.wait()  # every attempt holds its slot until the test lets go
         await checkpoint.save(task_pb2.Step(index=0))
         running -= 1
         return Completed(task.instruction.upper())
@@ -48,10 +50,16 @@ async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueu
     ids = [(await submit(queue, request_id=f"r{n}", instruction=f"task {n}")).task_id for n in range(12)]
     worker = TaskWorker(queue, execute, concurrency=3)
     runner = asyncio.create_task(worker.run())
+    await until(lambda: running == 3, what="3 attempts running at once")
+    # The worker keeps looking for work while its slots are full: give an over-eager one the
+    # chance to start a 4th (a longer wait only makes a broken bound more visible, never a pass).
+    await asyncio.sleep(0.3)
+    assert running == 3
+    release.set()
     await _until(lambda: _all_done(queue, ids))
     await worker.drain(1)
     await runner
-    assert 1 <= peak <= 3
+    assert peak == 3
     assert (await queue.store.get(ids[4], tenant=TENANT, owner=OWNER)).final_answer == "TASK 4"
     assert (await queue.stats()).pending == 0
 
