@@ -265,9 +265,8 @@ async def test_resume_is_checked(queue: TaskQueue) -> None:
 async def test_expired_pending_actions_fail_the_task(queue: TaskQueue) -> None:
     pending = task_pb2.PendingAction()
     pending.CopyFrom(APPROVAL)
-    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) + 150))
+    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) - 1))  # expired: no waiting for it
     task_id = await _paused(queue, pending=pending)
-    await asyncio.sleep(0.3)
     request = agent_service_pb2.ResumeTaskRequest(
         task_id=task_id, action_id="act-1", decision=agent_service_pb2.ApprovalDecision(approve=True)
     )
@@ -281,11 +280,13 @@ async def test_expired_pending_actions_fail_the_task(queue: TaskQueue) -> None:
 async def test_the_sweeper_expires_pending_actions(queue: TaskQueue) -> None:
     pending = task_pb2.PendingAction()
     pending.CopyFrom(APPROVAL)
-    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) + 100))
+    expires = int(time.time() * 1000) + 60_000
+    pending.expire_time.CopyFrom(timestamp(expires))
     task_id = await _paused(queue, pending=pending)
-    sweeper = TaskSweeper(queue, grace_s=0)
+    clock = expires - 1  # a controllable clock: the sweep sees the expiry pass without waiting for it
+    sweeper = TaskSweeper(queue, grace_s=0, clock=lambda: clock)
     assert (await sweeper.sweep()).expired == 0
-    await asyncio.sleep(0.25)
+    clock = expires
     assert (await sweeper.sweep()).expired == 1
     task = await queue.store.get(task_id, tenant=TENANT, owner=OWNER)
     assert task.stop_reason == task_pb2.STOP_REASON_EXPIRED and "expired" in task.status_message
