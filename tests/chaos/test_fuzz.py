@@ -10,8 +10,8 @@ SERVING afterwards.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field

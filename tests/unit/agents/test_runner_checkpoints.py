@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
