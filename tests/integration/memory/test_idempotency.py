@@ -223,3 +223,13 @@ async def test_a_call_longer_than_the_lease_keeps_its_key(redis_url: str) -> Non
     assert await store.run("k1", b"p", duplicate) == b"charged once"  # the duplicate replays
     assert (runs, duplicates) == (1, 0) and in_flight.value.retry_after
     await client.aclose()
+
+
+async def test_release_by_a_former_holder_leaves_the_new_claim(store: IdempotencyStore) -> None:
+    claim = await store.begin("k-release", b"p")
+    assert isinstance(claim, Claimed)
+    former = Claimed(claim.key, "token-of-a-lease-that-expired")
+    await store.release(former)
+    with pytest.raises(Aborted):  # still in flight: the holder's claim stands
+        await store.begin("k-release", b"p")
+    assert await store.complete(claim, b"r")
