@@ -170,6 +170,31 @@ MUTANTS = [
         TASK_TESTS,
         "COMMIT: a checkpointed step is overwritten with other content",
     ),
+    # -- memory/task_scripts.py: the start of an attempt (CLAIM / START) ---------------------
+    Mutant(
+        "begin-live-lease",
+        "memory/task_scripts.py",
+        "  if alive(h.lease, h['until'], now) then\n",
+        "  if false then\n",
+        TASK_TESTS,
+        "begin: a second attempt starts while the first one's lease is alive",
+    ),
+    Mutant(
+        "begin-idle-state",
+        "memory/task_scripts.py",
+        "  if state ~= '1' and state ~= '2' then return {'idle', state or '', h.stop or '0'} end\n",
+        "",
+        TASK_TESTS,
+        "begin: a finished or paused task is started again",
+    ),
+    Mutant(
+        "begin-poison",
+        "memory/task_scripts.py",
+        "  if fails >= tonumber(p[3]) then\n",
+        "  if false then\n",
+        TASK_TESTS,
+        "begin: a task whose attempts keep dying is never dead-lettered",
+    ),
     Mutant(
         "commit-foreign-queue",
         "memory/task_scripts.py",

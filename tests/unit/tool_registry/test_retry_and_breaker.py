@@ -121,3 +121,25 @@ def test_breaker_half_open_probe_that_never_finished_frees_its_slot() -> None:
     assert breaker.allow()
     breaker.record(None)
     assert breaker.allow()
+
+
+# -- killers of surviving mutants (tests/MUTATION.md) ------------------------------------------
+
+
+def test_ok_is_refused_as_a_failure_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match=r"^OK is not a failure$"):
+        retry_decision(tool_options_pb2.SIDE_EFFECT_READ_ONLY, grpc.StatusCode.OK, 1, True)
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "multiplier", "expected"),
+    [(1, 1.5, (1, 1.5)), (0, 0.0, (3, 2.0)), (3, 0.5, (3, 1.0)), (50, 3.0, (10, 3.0))],
+)
+def test_backoff_takes_the_policy_within_its_bounds(
+    max_attempts: int, multiplier: float, expected: tuple[int, float]
+) -> None:
+    spec = tool_pb2.ToolSpec()
+    spec.retry.max_attempts = max_attempts
+    spec.retry.backoff_multiplier = multiplier
+    backoff = Backoff.of(spec)
+    assert (backoff.max_attempts, backoff.multiplier) == expected
