@@ -16,7 +16,7 @@ from memory.connection import AnyRedis, create_redis
 from memory.task_execution import Completed, InputRequired, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
-from memory.tasks import TaskConfig, timestamp
+from memory.tasks import Field, TaskConfig, timestamp
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
 
 pytestmark = pytest.mark.integration
@@ -344,6 +344,21 @@ async def test_no_half_written_task_when_a_write_is_refused(
     with pytest.raises(DataLoss, match="events key holds data this release cannot read"):
         await attempt.checkpointer.save(task_pb2.Step(index=0))
     assert await redis_client.hgetall(record) == before  # no step, no lease renewal, nothing
+
+
+async def test_a_record_of_another_layout_is_never_written_over(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """A newer release's record (another layout) refuses the fenced write of an old attempt: the
+    script checks the layout before its first write, so nothing of the record changes."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    record = task_key(single_queue, task.task_id)
+    await redis_client.hset(record, Field.LAYOUT, "99")
+    before = await redis_client.hgetall(record)
+    with pytest.raises(DataLoss):
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+    assert await redis_client.hgetall(record) == before
 
 
 async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
