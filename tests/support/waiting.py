@@ -18,9 +18,13 @@ T = TypeVar("T")
 
 
 async def until(
-    check: Callable[[], Awaitable[T] | T], *, what: str, timeout: float = 30.0, interval: float = 0.02
+    check: Callable[[], Awaitable[T] | T], *, what: str = "", timeout: float = 30.0, interval: float = 0.02
 ) -> T:
-    """The first truthy value of `check()` (sync or async); AssertionError naming `what` at the deadline."""
+    """The first truthy value of `check()` (sync or async); AssertionError naming `what` at the deadline
+    (by default the waiting line of the caller's caller, e.g. `await _until(lambda: _all_done(...))`)."""
+    if not what:
+        frames = inspect.stack(context=1)[1:3]
+        what = " / ".join((f.code_context or ["?"])[0].strip() for f in frames)
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
