@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
+from agents.limits import Exhausted
 from agents.machine import ToolInvocation
 from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
@@ -67,17 +69,26 @@ class RecordingTools:
     def __init__(self, journal: GatedJournal) -> None:
         self.journal = journal
         self.durable_at_call: list[list[int]] = []
+        self.calls: list[tuple[str, Caller, float]] = []
 
     async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult:
         self.durable_at_call.append(list(self.journal.saved))
+        self.calls.append((invocation.call.name, caller, timeout))
         return ToolResult(task_pb2.TOOL_OUTCOME_OK, result={"ok": True})
 
 
-async def _run(side_effect: int, *, open_after: float = 0.05, canceled: str | None = None) -> RecordingTools:
+async def _run(
+    side_effect: int,
+    *,
+    open_after: float = 0.05,
+    canceled: str | None = None,
+    exhausted: Exhausted | None = None,
+    outcomes: list[Any] | None = None,
+) -> RecordingTools:
     run = machine(offers=[offer("inventory_reserve", side_effect=side_effect)])
     journal = GatedJournal()
-    if canceled is not None:
-        journal.verdict = Verdict(canceled=canceled)
+    if canceled is not None or exhausted is not None:
+        journal.verdict = Verdict(canceled=canceled, exhausted=exhausted)
     tools = RecordingTools(journal)
 
     async def open_later() -> None:
@@ -85,7 +96,7 @@ async def _run(side_effect: int, *, open_after: float = 0.05, canceled: str | No
         journal.opened.set()
 
     opener = asyncio.create_task(open_later())
-    await drive(
+    outcome = await drive(
         run,
         model=TwoTurns("inventory_reserve"),
         tools=tools,
@@ -94,6 +105,8 @@ async def _run(side_effect: int, *, open_after: float = 0.05, canceled: str | No
         clock=lambda: NOW + 1,  # the task was created at NOW: well within its deadline
     )
     await opener
+    if outcomes is not None:
+        outcomes.append((outcome, run.tally.wall_time_s))
     return tools
 
 
@@ -110,3 +123,27 @@ async def test_a_read_only_call_does_not_wait_for_the_journal() -> None:
 async def test_a_cancel_seen_while_saving_stops_the_side_effect_before_it_runs() -> None:
     tools = await _run(KEYED, canceled="changed my mind")
     assert tools.durable_at_call == []
+
+
+async def test_the_tool_gets_the_caller_and_the_time_left_of_the_task() -> None:
+    tools = await _run(KEYED)
+    assert tools.calls == [("inventory_reserve", Caller("acme", "ada"), 119.0)]  # deadline 120 s, 1 s in
+
+
+async def test_a_budget_exhausted_while_saving_stops_the_task_with_its_reason() -> None:
+    outcomes: list[Any] = []
+    exhausted = Exhausted(task_pb2.STOP_REASON_TOKEN_CAP, "tokens", "the user's daily tokens are spent")
+    tools = await _run(KEYED, exhausted=exhausted, outcomes=outcomes)
+    [(outcome, wall_time)] = outcomes
+    assert tools.calls == []
+    assert (
+        outcome.state == task_pb2.TASK_STATE_FAILED and outcome.stop_reason == task_pb2.STOP_REASON_TOKEN_CAP
+    )
+    assert "daily tokens" in outcome.message
+    assert wall_time == 0.0  # the fixed clock: no time passed, and none is invented
+
+
+async def test_a_cancel_without_a_reason_says_who_canceled() -> None:
+    outcomes: list[Any] = []
+    await _run(KEYED, canceled="", outcomes=outcomes)
+    assert outcomes[0][0].message == "canceled by its owner"

@@ -143,3 +143,48 @@ def test_backoff_takes_the_policy_within_its_bounds(
     spec.retry.backoff_multiplier = multiplier
     backoff = Backoff.of(spec)
     assert (backoff.max_attempts, backoff.multiplier) == expected
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_after_counts_down_to_the_probe() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=10.0, clock=clock)
+    assert breaker.retry_after() == 0.0  # closed
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 3.0
+    assert breaker.retry_after() == 7.0
+    clock.now = 9.5
+    assert breaker.retry_after() == 0.5
+
+
+def test_half_open_admits_exactly_its_probes_and_a_cancelled_probe_frees_one_slot() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=1.0, half_open_probes=2, clock=clock)
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 1.0
+    assert [breaker.allow() for _ in range(3)] == [True, True, False]
+    breaker.record(None)  # one probe cancelled: one slot back, not two
+    assert [breaker.allow() for _ in range(2)] == [True, False]
+
+
+def test_a_closed_breaker_counts_failures_from_zero_again() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_after_s=1.0, clock=clock)
+    for _ in range(3):
+        breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 1.0
+    assert breaker.allow()
+    breaker.record(grpc.StatusCode.OK)  # the probe succeeds: closed
+    assert breaker.state is BreakerState.CLOSED
+    for _ in range(2):
+        breaker.record(grpc.StatusCode.UNAVAILABLE)
+        assert breaker.state is BreakerState.CLOSED
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    assert breaker.state is BreakerState.OPEN
