@@ -89,4 +89,3 @@ def _dual_stack_socket(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
