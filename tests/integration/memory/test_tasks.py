@@ -13,7 +13,7 @@ from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, 
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import connection, keys, task_ids
 from memory.connection import AnyRedis, create_redis
-from memory.task_execution import Completed, InputRequired, run_attempt
+from memory.task_execution import Completed, InputRequired, LeaseLost, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
 from memory.tasks import Field, TaskConfig, timestamp
@@ -373,3 +373,18 @@ async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(Unavailable):
         await submit(queue)
     await client.aclose()
+
+
+async def test_an_attempt_that_finished_announces_nothing(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """`started` is fenced like every write of an attempt: once it no longer owns the task,
+    watchers see no step announced by it."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    await attempt.finish(Completed("done"))
+    events = events_key(single_queue, task.task_id)
+    before = await redis_client.xlen(events)
+    with pytest.raises(LeaseLost):
+        await attempt.checkpointer.started(task_pb2.Step(index=0))
+    assert await redis_client.xlen(events) == before
