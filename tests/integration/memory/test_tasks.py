@@ -16,7 +16,7 @@ from memory.connection import AnyRedis, create_redis
 from memory.task_execution import Completed, InputRequired, LeaseLost, run_attempt
 from memory.task_queue import TaskQueue
 from memory.task_sweeper import TaskSweeper
-from memory.tasks import Field, TaskConfig, timestamp
+from memory.tasks import Field, Patch, TaskConfig, timestamp
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
 
 pytestmark = pytest.mark.integration
@@ -388,3 +388,22 @@ async def test_an_attempt_that_finished_announces_nothing(
     with pytest.raises(LeaseLost):
         await attempt.checkpointer.started(task_pb2.Step(index=0))
     assert await redis_client.xlen(events) == before
+
+
+async def test_a_change_based_on_an_old_revision_is_refused(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """The `rev` guard: two API-side changes read the same revision; the second one is stale."""
+    task = await submit(single_queue)
+    snapshot = await single_queue.store.snapshot(task.task_id)
+    assert snapshot is not None
+    first = await single_queue.store.commit(
+        task.task_id, Patch(guard="rev", guard_value=str(snapshot.rev), fields={Field.UPDATED: 1})
+    )
+    assert first.ok
+    record = await redis_client.hgetall(task_key(single_queue, task.task_id))
+    second = await single_queue.store.commit(
+        task.task_id, Patch(guard="rev", guard_value=str(snapshot.rev), fields={Field.UPDATED: 2})
+    )
+    assert second.status == "stale"
+    assert await redis_client.hgetall(task_key(single_queue, task.task_id)) == record
