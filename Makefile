@@ -62,7 +62,7 @@ bench: $(STAMP) ## Run the benchmarks and print the ratios (recorded in bench/RE
 chaos: $(STAMP) ## The full chaos suite (kills, restarts, fuzzing)
 	$(BIN)/pytest -m chaos -p no:cacheprovider
 
-mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants (tests/MUTATION.md; ~20 min, niced)
+mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants (tests/MUTATION.md; 20-40 min on 2 cores, niced)
 	nice -n 15 $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 	nice -n 15 $(PY) scripts/lua_mutants.py
