@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IDEMPOTENCY_TESTS = ["tests/integration/memory/test_idempotency.py"]
 TASK_TESTS = [
-    "tests/integration/memory/test_tasks.py",
-    "tests/integration/memory/test_task_queue.py",
-    "tests/integration/memory/test_task_worker.py",
-    "tests/integration/memory/test_task_run.py",
+    "tests/integration/memory/tasks/test_tasks.py",
+    "tests/integration/memory/tasks/test_task_queue.py",
+    "tests/integration/memory/tasks/test_task_worker.py",
+    "tests/integration/memory/tasks/test_task_run.py",
 ]
 
 
@@ -105,10 +105,10 @@ MUTANTS = [
         IDEMPOTENCY_TESTS,
         "EXTEND: only strangers renew",
     ),
-    # -- memory/task_scripts.py: COMMIT ------------------------------------------------------
+    # -- memory/tasks/scripts.py: COMMIT ------------------------------------------------------
     Mutant(
         "commit-replay",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if h[2] == ARGV[1] then return {'ok', h[3] or '0', h[7] or '', h[8] or '', ''} end\n",
         "",
         TASK_TESTS,
@@ -116,7 +116,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-layout",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if h[1] ~= LAYOUT then return {'corrupt', 'record'} end\n",
         "",
         TASK_TESTS,
@@ -124,7 +124,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-new-exists",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if exists then return {'exists', h[6] or ''} end\n",
         "",
         TASK_TESTS,
@@ -132,7 +132,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-missing",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "elseif not exists then\n  return {'missing'}\n",
         "",
         TASK_TESTS,
@@ -140,7 +140,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-rev",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if h[3] ~= ARGV[3] then return {'stale'} end\n",
         "",
         TASK_TESTS,
@@ -148,7 +148,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-fence",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if h[4] ~= ARGV[3] or h[5] ~= '1' then return {'fenced', h[9] or '', h[4] or ''} end\n",
         "",
         TASK_TESTS,
@@ -156,7 +156,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-fence-running",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "if h[4] ~= ARGV[3] or h[5] ~= '1' then",
         "if h[4] ~= ARGV[3] then",
         TASK_TESTS,
@@ -164,16 +164,16 @@ MUTANTS = [
     ),
     Mutant(
         "commit-step-conflict",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "if op.step and h[10] and h[10] ~= op.step[2] then return {'step_conflict'} end\n",
         "",
         TASK_TESTS,
         "COMMIT: a checkpointed step is overwritten with other content",
     ),
-    # -- memory/task_scripts.py: the start of an attempt (CLAIM / START) ---------------------
+    # -- memory/tasks/scripts.py: the start of an attempt (CLAIM / START) ---------------------
     Mutant(
         "begin-live-lease",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if alive(h.lease, h['until'], now) then\n",
         "  if false then\n",
         TASK_TESTS,
@@ -181,7 +181,7 @@ MUTANTS = [
     ),
     Mutant(
         "begin-idle-state",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if state ~= '1' and state ~= '2' then return {'idle', state or '', h.stop or '0'} end\n",
         "",
         TASK_TESTS,
@@ -189,7 +189,7 @@ MUTANTS = [
     ),
     Mutant(
         "begin-poison",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "  if fails >= tonumber(p[3]) then\n",
         "  if false then\n",
         TASK_TESTS,
@@ -197,7 +197,7 @@ MUTANTS = [
     ),
     Mutant(
         "commit-foreign-queue",
-        "memory/task_scripts.py",
+        "memory/tasks/scripts.py",
         "if (op.ack or op.touch or op.enqueue) and foreign(KEYS[3], 'stream') then "
         "return {'corrupt', 'queue'} end\n",
         "",
