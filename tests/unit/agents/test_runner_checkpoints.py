@@ -14,11 +14,11 @@ from typing import Any
 
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
-from agents.limits import Exhausted
+from agents.limits import LimitReached
 from agents.machine import ToolInvocation
 from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
-from agents.observations import ToolResult
+from agents.observations import ToolObservation
 from agents.runner import CONTINUE, Verdict, drive
 from tests.unit.agents.test_run_machine import NOW, machine, offer
 
@@ -71,10 +71,10 @@ class RecordingTools:
         self.durable_at_call: list[list[int]] = []
         self.calls: list[tuple[str, Caller, float]] = []
 
-    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult:
+    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolObservation:
         self.durable_at_call.append(list(self.journal.saved))
         self.calls.append((invocation.call.name, caller, timeout))
-        return ToolResult(task_pb2.TOOL_OUTCOME_OK, result={"ok": True})
+        return ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True})
 
 
 async def _run(
@@ -82,7 +82,7 @@ async def _run(
     *,
     open_after: float = 0.05,
     canceled: str | None = None,
-    exhausted: Exhausted | None = None,
+    exhausted: LimitReached | None = None,
     outcomes: list[Any] | None = None,
 ) -> RecordingTools:
     run = machine(offers=[offer("inventory_reserve", side_effect=side_effect)])
@@ -132,7 +132,7 @@ async def test_the_tool_gets_the_caller_and_the_time_left_of_the_task() -> None:
 
 async def test_a_budget_exhausted_while_saving_stops_the_task_with_its_reason() -> None:
     outcomes: list[Any] = []
-    exhausted = Exhausted(task_pb2.STOP_REASON_TOKEN_CAP, "tokens", "the user's daily tokens are spent")
+    exhausted = LimitReached(task_pb2.STOP_REASON_TOKEN_CAP, "tokens", "the user's daily tokens are spent")
     tools = await _run(KEYED, exhausted=exhausted, outcomes=outcomes)
     [(outcome, wall_time)] = outcomes
     assert tools.calls == []
