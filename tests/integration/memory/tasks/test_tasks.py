@@ -409,4 +409,3 @@ async def test_a_change_based_on_an_old_revision_is_refused(
     )
     assert second.status == "stale"
     assert await redis_client.hgetall(task_key(single_queue, task.task_id)) == record
-
