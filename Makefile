@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
 
-.PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench bench-quick chaos soak charts chart-readme hadolint clean
+.PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench bench-quick chaos soak mutate charts chart-readme hadolint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,11 @@ bench-quick: $(STAMP) ## The same in short rounds (a few minutes: checks it all 
 chaos: $(STAMP) ## The full chaos suite (kills, restarts, fuzzing)
 	$(BIN)/pytest -m chaos -p no:cacheprovider
 
+mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants (tests/MUTATION.md; 20-40 min on 2 cores, niced)
+	nice -n 15 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	nice -n 15 $(PY) scripts/lua_mutants.py
+
 soak: $(STAMP) ## Long soak runs
 	$(BIN)/pytest -m soak -p no:cacheprovider
 
@@ -92,4 +97,4 @@ chart-readme: $(STAMP) ## Regenerate the values table of charts/agentmesh/README
 	$(PY) scripts/chart_readme.py
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist mutants

@@ -28,6 +28,7 @@ from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json
@@ -83,7 +84,11 @@ class AgentProcess:
         self.settings = settings
         self.spec = spec
         self.host = ServiceHost(settings, name=settings.service_name or spec.slug)
-        self.redis = create_redis(settings.redis_url, client_name=f"agentmesh-agent-{spec.slug}")
+        self.redis = create_redis(
+            settings.redis_url,
+            client_name=f"agentmesh-agent-{spec.slug}",
+            max_connections=settings.redis_max_connections,
+        )
         self.model = build_model(settings, spec)
         self.registry_target = settings.registry or DEFAULT_REGISTRY
         self.registry_channel = create_channel(self.registry_target, settings=settings, control_plane=True)
@@ -116,6 +121,7 @@ class AgentProcess:
             sessions=self.sessions,
             usage=self.usage,
             draining=self.host.draining,
+            streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
         )
         self.registered = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []

@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from google.protobuf import empty_pb2
 
-from agentmesh.kit.errors import FailedPrecondition, NotFound, PermissionDenied
+from agentmesh.kit.errors import FailedPrecondition, NotFound, PermissionDenied, echo
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.kit.validation import OPAQUE_ID, Violations
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, errors_pb2, task_pb2
 from agents.admission import RunAdmission
@@ -56,8 +57,10 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         sessions: SessionContext,
         usage: UsageStore,
         draining: asyncio.Event | None = None,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.spec = spec
+        self.streams = streams or StreamSlots()
         self.card = card
         self.queue = queue
         self.executor = executor
@@ -113,6 +116,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: agent_service_pb2.ResumeTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_pb2.Task:
         caller = resolve_caller(context.invocation_metadata())
+        _check_task_id(request.task_id)
         return await self.queue.resume(request, tenant=caller.tenant, owner=caller.user)
 
     async def CancelTask(
@@ -171,14 +175,15 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[task_pb2.TaskEvent]:
         caller = resolve_caller(context.invocation_metadata())
         _check_task_id(request.task_id)
-        async for event in self.queue.events.watch(
-            request.task_id,
-            tenant=caller.tenant,
-            owner=caller.user,
-            after_event_id=request.after_event_id,
-            stop=self.draining,
-        ):
-            yield event
+        with self.streams.hold(f"{caller.tenant}/{caller.user}"):
+            async for event in self.queue.events.watch(
+                request.task_id,
+                tenant=caller.tenant,
+                owner=caller.user,
+                after_event_id=request.after_event_id,
+                stop=self.draining,
+            ):
+                yield event
 
     # -- the agent and its memory --------------------------------------------------------
 
@@ -194,7 +199,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         check_session_id(request.session_id)
         if not await self.sessions.forget(caller, request.session_id):
             raise NotFound(
-                f"session {request.session_id!r} not found",
+                f"session {echo(request.session_id)} not found",
                 reason=errors_pb2.ERROR_REASON_SESSION_NOT_FOUND,
                 metadata={"session_id": request.session_id},
             )

@@ -22,6 +22,7 @@ from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from memory.connection import AnyRedis, create_redis, describe
 from tool_registry.service import AUDIENCES, RULES, SERVICE, SchemaExporter, ToolRegistryServicer, register
@@ -55,9 +56,16 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
         authenticator=registry_authenticator(auth),
     )
     add_jwks_route(host, auth)
-    redis = create_redis(settings.redis_url, client_name="agentmesh-registry")
+    redis = create_redis(
+        settings.redis_url, client_name="agentmesh-registry", max_connections=settings.redis_max_connections
+    )
     store = RegistryStore(redis)
-    servicer = ToolRegistryServicer(store, schema_exporter=schema_exporter, draining=host.draining)
+    servicer = ToolRegistryServicer(
+        store,
+        schema_exporter=schema_exporter,
+        draining=host.draining,
+        streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
+    )
     host.add_service(SERVICE, register(servicer))
 
     async def close() -> None:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,8 +35,10 @@ from agentmesh.kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    echo,
 )
 from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME, Violations
 from agentmesh.v1 import (
     agent_service_pb2,
@@ -79,7 +81,7 @@ MAX_MESSAGE_BYTES = 1024
 
 def _not_found(name: str, detail: str = "") -> NotFound:
     return NotFound(
-        f"tool {name!r} not found{detail}",
+        f"tool {echo(name)} not found{detail}",
         reason=errors_pb2.ERROR_REASON_TOOL_NOT_FOUND,
         metadata={"tool": name},
     )
@@ -121,8 +123,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         schema_exporter: SchemaExporter | None = None,
         draining: asyncio.Event | None = None,
         cache: bool = True,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.store = store
+        self.streams = streams or StreamSlots()
         self.schema_exporter = schema_exporter
         self.draining = draining or asyncio.Event()
         self.cache: SpecCache[Any] = SpecCache()
@@ -387,7 +391,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if version is None:
             shown = ", ".join(semver.sorted_versions(versions)[-10:])
             raise _not_found(
-                request.name, f" in a version matching {request.version!r} (registered: {shown})"
+                request.name, f" in a version matching {echo(request.version)} (registered: {shown})"
             )
         spec = await self._spec(request.name, version)
         if spec is None:  # deleted between the two reads is impossible: versions are never removed
@@ -398,10 +402,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         domain = names.agent_domain(name)
         card = await self._agent(domain) if DOMAIN_SLUG.fullmatch(domain) else None
         if card is None:
-            raise _not_found(name, f" (no agent {domain!r} in the directory)")
+            raise _not_found(name, f" (no agent {echo(domain)} in the directory)")
         if semver.select(query, {AGENT_TOOL_VERSION: False}) is None:
             raise _not_found(
-                name, f" in a version matching {query.text!r} (agent tools are {AGENT_TOOL_VERSION})"
+                name, f" in a version matching {echo(query.text)} (agent tools are {AGENT_TOOL_VERSION})"
             )
         spec = agent_tool(card, with_schema=full)
         return await self._full(spec) if full else spec
@@ -509,8 +513,13 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             violations.matches(name, TOOL_NAME, f"names[{index}]", "tool name")
         violations.raise_if_any("invalid WatchTools request")
         wanted = set(request.names)
+        with self.streams.hold(_stream_caller(context)):
+            async with contextlib.aclosing(self._watch(wanted, request.after_revision)) as changes:
+                async for change in changes:
+                    yield change
+
+    async def _watch(self, wanted: set[str], position: int) -> AsyncGenerator[tool_pb2.ToolChange, None]:
         await self.feed.start()
-        position = request.after_revision
         draining = asyncio.ensure_future(self.draining.wait())
         try:
             while not self.draining.is_set():
@@ -537,9 +546,16 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                     # Live.
                     while not subscription.overflowed:
                         getter = asyncio.ensure_future(subscription.queue.get())
-                        done, _ = await asyncio.wait({getter, draining}, return_when=asyncio.FIRST_COMPLETED)
-                        if getter not in done:
+                        try:
+                            done, _ = await asyncio.wait(
+                                {getter, draining}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            # Also when the caller goes away (the stream is canceled mid-wait): a
+                            # getter left pending is destroyed later ("Task was destroyed but it is
+                            # pending!", once per closed stream).
                             getter.cancel()
+                        if getter not in done:
                             return  # draining: the client resumes on another replica
                         change = getter.result()
                         if change.revision <= position:
@@ -699,7 +715,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         card = await self._agent(request.domain)
         if card is None:
             raise NotFound(
-                f"agent {request.domain!r} not found",
+                f"agent {echo(request.domain)} not found",
                 reason=errors_pb2.ERROR_REASON_AGENT_NOT_FOUND,
                 metadata={"domain": request.domain},
             )
@@ -730,3 +746,12 @@ def register(servicer: ToolRegistryServicer) -> Callable[[grpc.aio.Server], None
 
 
 SERVICE = tool_registry_service_pb2.DESCRIPTOR.services_by_name["ToolRegistryService"]
+
+
+def _stream_caller(context: grpc.aio.ServicerContext) -> str:
+    """Whom a WatchTools stream counts against: the verified service or user, else the peer's host."""
+    principal = current_principal()
+    if principal is not None:
+        return f"{principal.tenant}/{principal.subject}"
+    peer = context.peer() or ""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentmesh.kit.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CALLER
+
 
 class Role(enum.StrEnum):
     """What a process serves; the container entrypoint dispatches on it."""
@@ -266,6 +268,28 @@ class Settings(BaseModel):
         "RESOURCE_EXHAUSTED with RetryInfo. 0 = unbounded.",
         64,
         ge=0,
+    )
+    max_streams: int = _env(
+        "AGENTMESH_MAX_STREAMS",
+        "Server streams (WatchTask, WatchTools) one replica holds open at once; beyond it callers get "
+        "RESOURCE_EXHAUSTED with RetryInfo. Keep it below AGENTMESH_REDIS_MAX_CONNECTIONS: an open stream "
+        "may hold a Redis connection. 0 = unbounded.",
+        DEFAULT_MAX_STREAMS,
+        ge=0,
+    )
+    max_streams_per_caller: int = _env(
+        "AGENTMESH_MAX_STREAMS_PER_CALLER",
+        "Server streams one caller (a user of a tenant; for the registry a service or peer host) holds open "
+        "on one replica; beyond it RESOURCE_EXHAUSTED with RetryInfo. 0 = unbounded.",
+        DEFAULT_MAX_STREAMS_PER_CALLER,
+        ge=0,
+    )
+    redis_max_connections: int = _env(
+        "AGENTMESH_REDIS_MAX_CONNECTIONS",
+        "Redis connections one process opens at most (per node on a Cluster). A command that finds none "
+        "free waits up to 5 s for one, then fails UNAVAILABLE.",
+        512,
+        ge=8,
     )
     worker_concurrency: int = _env(
         "AGENTMESH_WORKER_CONCURRENCY", "Durable tasks one agent replica runs at once.", 4, ge=1

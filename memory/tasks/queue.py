@@ -59,7 +59,7 @@ import redis.exceptions as rexc
 from opentelemetry import propagate, trace
 
 from agentmesh.kit import metrics
-from agentmesh.kit.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument, echo
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
@@ -350,7 +350,7 @@ class TaskQueue:
         if result.status == "exists":
             if result.detail and result.detail[0] != fingerprint:
                 raise InvalidArgument(
-                    f"request_id {request.request_id!r} was already used for a different request",
+                    f"request_id {echo(request.request_id)} was already used for a different request",
                     reason=errors_pb2.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
                     metadata={"request_id": request.request_id, "task_id": task_id},
                     violations=[
@@ -886,7 +886,7 @@ def _check_resume_request(request: agent_service_pb2.ResumeTaskRequest) -> None:
 def _check_answer(task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest) -> None:
     pending = task.pending_action
     if request.action_id != pending.action_id:
-        raise _stale(task, f"action {request.action_id!r} is not the pending action")
+        raise _stale(task, f"action {echo(request.action_id)} is not the pending action")
     if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
         if not request.HasField("input") or not request.input.parts:
             raise InvalidArgument(

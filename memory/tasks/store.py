@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
-from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound, echo
 from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
 from agentmesh.v1 import errors_pb2, task_pb2
 from memory import keys
@@ -135,7 +135,7 @@ class TaskPage:
 
 def not_found(task_id: str) -> NotFound:
     return NotFound(
-        f"task {task_id} not found",
+        f"task {echo(task_id)} not found",
         reason=errors_pb2.ERROR_REASON_TASK_NOT_FOUND,
         metadata={"task_id": task_id},
     )

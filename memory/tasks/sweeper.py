@@ -19,6 +19,7 @@ at once is safe.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentmesh.kit import metrics
@@ -43,7 +44,11 @@ class SweepReport:
 
 
 class TaskSweeper:
-    def __init__(self, queue: TaskQueue, *, grace_s: float | None = None) -> None:
+    def __init__(
+        self, queue: TaskQueue, *, grace_s: float | None = None, clock: Callable[[], int] = now_ms
+    ) -> None:
+        """`clock`: milliseconds since the epoch (tests pass a controllable one)."""
+        self.clock = clock
         self.queue = queue
         self.store = queue.store
         self.grace_ms = int((queue.config.claim_idle_timeout_s if grace_s is None else grace_s) * 1000)
@@ -85,7 +90,7 @@ class TaskSweeper:
 
     async def _expire_pending(self, report: SweepReport) -> None:
         index = keys.pending_expiry(self.queue.domain)
-        now = now_ms()
+        now = self.clock()
         with redis_errors("reading pending expiries"):
             due = await self.queue.redis.zrangebyscore(index, "-inf", now, start=0, num=_BATCH)
         for raw in due:

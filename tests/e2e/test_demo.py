@@ -112,12 +112,26 @@ def _offset_above_ephemeral_ports() -> int:
     return max(0, high + 1 - REGISTRY_PORT)
 
 
+def _free_offset() -> int:
+    """The first --port-offset above the ephemeral range (in steps of 100) whose mesh ports all bind."""
+    tried = []
+    for offset in range(_offset_above_ephemeral_ports(), 65_536, 100):
+        options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
+        ports = [*ports_in_use(build_plan(options)), options.redis_port]
+        if max(ports) > 65_535:
+            break
+        if all(port_bindable("127.0.0.1", p) for p in ports):
+            return offset
+        tried.append(offset)
+    raise AssertionError(
+        f"no free range for the local mesh above the ephemeral ports (offsets tried: {tried}); "
+        "free some ports or lower net.ipv4.ip_local_port_range"
+    )
+
+
 async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    offset = _offset_above_ephemeral_ports()
+    offset = _free_offset()
     options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
-    ports = [*ports_in_use(build_plan(options)), options.redis_port]
-    if max(ports) > 65_535 or not all(port_bindable("127.0.0.1", p) for p in ports):
-        pytest.skip(f"the local mesh ports shifted by {offset} are not free on this machine")
     output = tmp_path / "up.log"
     profile = tmp_path / "profile.toml"
     env = cli_env(AGENTMESH_PROFILE=str(profile))

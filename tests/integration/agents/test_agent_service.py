@@ -20,6 +20,7 @@ from agents.model.script import Script
 from agents.scripted_model import ScriptedModelServer
 from tests.integration.agents.conftest import DOMAINS, FIXTURE_DOMAINS, AgentFactory
 from tests.support.registry import Registry
+from tests.support.waiting import until as wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +35,8 @@ def error_of(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> Any:
 
 
 async def until(predicate: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
+    """The shared bounded wait, naming the condition (the predicate's name) when it times out."""
+    return await wait_until(predicate, what=predicate.__name__, timeout=timeout, interval=0.1)
 
 
 async def test_fulfillment_run_with_side_effects(example_tools: dict[str, Any], agent: AgentFactory) -> None:

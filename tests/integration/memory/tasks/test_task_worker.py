@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -13,16 +12,13 @@ from memory.tasks.execution import Canceled, Checkpointer, Completed, TaskOutcom
 from memory.tasks.queue import TaskQueue
 from memory.tasks.worker import TaskWorker
 from tests.support.task_helpers import OWNER, TENANT, claim, submit
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    await until(check, timeout=timeout, interval=0.05)
 
 
 async def _states(queue: TaskQueue, ids: list[str]) -> list[int]:
@@ -35,12 +31,13 @@ async def _all_done(queue: TaskQueue, ids: list[str]) -> bool:
 
 async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueue) -> None:
     running = peak = 0
+    release = asyncio.Event()
 
     async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.05)
+        await release.wait()  # every attempt holds its slot until the test lets go
         await checkpoint.save(task_pb2.Step(index=0))
         running -= 1
         return Completed(task.instruction.upper())
@@ -48,10 +45,16 @@ async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueu
     ids = [(await submit(queue, request_id=f"r{n}", instruction=f"task {n}")).task_id for n in range(12)]
     worker = TaskWorker(queue, execute, concurrency=3)
     runner = asyncio.create_task(worker.run())
+    await until(lambda: running == 3, what="3 attempts running at once")
+    # The worker keeps looking for work while its slots are full: give an over-eager one the
+    # chance to start a 4th (a longer wait only makes a broken bound more visible, never a pass).
+    await asyncio.sleep(0.3)
+    assert running == 3
+    release.set()
     await _until(lambda: _all_done(queue, ids))
     await worker.drain(1)
     await runner
-    assert 1 <= peak <= 3
+    assert peak == 3
     assert (await queue.store.get(ids[4], tenant=TENANT, owner=OWNER)).final_answer == "TASK 4"
     assert (await queue.stats()).pending == 0
 
