@@ -215,7 +215,7 @@ def main() -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    configure_tracing(settings.service_name or f"agent-{spec.slug}")
+    configure_tracing(settings.service_name or f"agent-{spec.slug}", trace_dir=settings.trace_dir)
     try:
         asyncio.run(_serve(settings, spec))
     finally:

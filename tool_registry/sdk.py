@@ -372,7 +372,7 @@ class ToolService:
         settings = settings or Settings.from_env(role=Role.TOOL)
         name = settings.service_name or self.service_name
         configure_logging(name, settings.log_level, settings.log_format)
-        configure_tracing(name)
+        configure_tracing(name, trace_dir=settings.trace_dir)
         try:
             asyncio.run(self.serve(settings))
         finally:

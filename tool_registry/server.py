@@ -59,7 +59,7 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.service_name or "registry", settings.log_level, settings.log_format)
-    configure_tracing(settings.service_name or "registry")
+    configure_tracing(settings.service_name or "registry", trace_dir=settings.trace_dir)
     try:
         asyncio.run(serve(settings, schema_exporter=default_schema_exporter()))
     finally:

@@ -21,6 +21,7 @@ from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import task_commands
 from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli import tools as tools_cli
+from agentmesh.cli import trace as trace_cli
 from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_UNREACHABLE, console
 from agentmesh.kit import health
@@ -44,6 +45,7 @@ app.add_typer(tasks_cli.app, name="tasks")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
 app.command("down")(up_cli.down)
+app.command("trace")(trace_cli.trace)
 app.command("demo")(up_cli.demo)
 app.add_typer(memory_cli.memory_app, name="memory")
 app.command("usage")(memory_cli.usage)

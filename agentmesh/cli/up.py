@@ -32,6 +32,7 @@ from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError
 DEFAULT_STATE_DIR = Path(".agentmesh")
 MAX_PORT = 65_535
 DETACH_TIMEOUT_S = 180.0
+TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -115,6 +116,11 @@ def up(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
     ),
     demo: bool = typer.Option(False, "--demo", help="Play the demo stories once the mesh is healthy."),
+    record_traces: bool = typer.Option(
+        True,
+        "--traces/--no-traces",
+        help="Record every service's spans in <state-dir>/traces (OTLP JSON lines) for `agentmesh trace`.",
+    ),
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -148,7 +154,10 @@ def up(
             f"[red]unknown example tool(s): {', '.join(unknown)}[/red] (known: {', '.join(DEFAULT_TOOLS)})"
         )
         raise typer.Exit(EXIT_USAGE)
+    state = _state_dir(state_dir)
+    traces = {"AGENTMESH_TRACE_DIR": str((state / TRACES_DIR).resolve())} if record_traces else {}
     options = MeshOptions(
+        extra_env=traces,
         port_offset=port_offset,
         redis_url=redis_url or "",
         model_base_url=model_url,
@@ -168,7 +177,6 @@ def up(
             "(`agentmesh status`; `--port-offset` runs another beside it)"
         )
         raise typer.Exit(EXIT_FAILED)
-    state = _state_dir(state_dir)
     if detach:
         argv = [sys.executable, "-m", "agentmesh", "up", "--state-dir", str(state.resolve())]
         argv += ["--port-offset", str(port_offset), "--model-name", model_name]
@@ -180,6 +188,7 @@ def up(
         for tool in options.tools:
             argv += ["--tool", tool]
         argv += ["--demo"] if demo else []
+        argv += [] if record_traces else ["--no-traces"]
         _detach(argv, state)
         return
     redis = None
@@ -214,7 +223,7 @@ def _detach(argv: list[str], state: Path) -> None:
     console.print(f"[green]mesh is up[/green] (supervisor pid {started.pid})")
     console.print(f"logs: {state.resolve() / 'logs'} (one file per service; up.log for the supervisor)")
     console.print(
-        "stop it with `agentmesh down`" + (f" --state-dir {state}" if state != DEFAULT_STATE_DIR else "")
+        "stop it with `agentmesh down" + (f" --state-dir {state}" if state != DEFAULT_STATE_DIR else "") + "`"
     )
 
 
