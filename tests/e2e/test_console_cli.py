@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,23 @@ def test_chaos_changes_the_dummy_at_run_time(mesh: Cli) -> None:
     assert task["state"] == "TASK_STATE_COMPLETED", task
     act = next(s for s in task["steps"] if s.get("toolName") == "dummy_act")
     assert float(act["duration"].rstrip("s")) >= 0.4, act  # the latency set a moment ago
+    # `agentmesh up` recorded every service's spans: the task's trace, across the queue.
+    deadline = time.monotonic() + 10
+    while True:
+        traced = mesh("trace", task["taskId"], "--state-dir", str(mesh.state))
+        if (traced.returncode == 0 and "/dummy.v1.Dummy/Act" in traced.stdout) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    for name in (
+        "SubmitTask",
+        "task.attempt",
+        "invoke_agent training",
+        "chat scripted",
+        "execute_tool dummy_act",
+    ):
+        assert name in traced.stdout, traced.stdout
+    assert "input_tokens=" in traced.stdout
     assert mesh.json("chaos", "reset", "--stats") == {}
     shown = mesh.json("chaos", "show")
     assert shown["behaviour"] == {} and shown["calls"] == "0", shown
