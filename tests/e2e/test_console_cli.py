@@ -1,7 +1,8 @@
 """The operator's command line against a real local mesh started with `agentmesh up --detach`:
 task commands (submit, list, get, watch and its resumption, approve, reject, cancel), the training
-dummy's chaos controls, and `agentmesh down` leaving no process behind. Every command runs as a
-real `python -m agentmesh` process, as an operator (or a script) runs it.
+dummy's chaos controls, and `agentmesh down` leaving no process behind. `up --detach` runs as a
+real `python -m agentmesh` process; the other commands run in the test's process through typer's
+runner (the same code, without a Python start-up each).
 
 The mesh is shifted by `--port-offset` above the kernel's ephemeral port range (and beside the
 demo test's mesh), so no outgoing connection of another test can hold one of its ports."""
@@ -14,11 +15,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from agentmesh.cli.main import app
 from agentmesh.kit.net import port_bindable
 from agentmesh.localmesh.demo import INJECTED_MESSAGE
 from agentmesh.localmesh.detached import mesh_pids, process_alive
@@ -43,15 +47,31 @@ def _offset() -> int:
     return max(0, high + 1 - REGISTRY_PORT) + 2000
 
 
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 class Cli:
+    """`agentmesh ARGS`: `up` as a real process (it must outlive the call), everything else in this
+    process through typer's runner (the same code, without a Python start-up per command)."""
+
     def __init__(self, env: dict[str, str], state: Path) -> None:
         self.env = env
         self.state = state
 
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*AGENTMESH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=self.env
-        )
+    def __call__(self, *args: str, timeout: float = 120) -> Ran:
+        if args[0] == "up":
+            done = subprocess.run(
+                [*AGENTMESH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=self.env
+            )
+            return Ran(done.returncode, done.stdout, done.stderr)
+        result = CliRunner().invoke(app, list(args), env=self.env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Ran(result.exit_code, result.stdout, result.stderr)
 
     def json(self, *args: str) -> Any:
         result = self(*args, "--json")
@@ -154,7 +174,6 @@ def test_submit_list_get_and_markup_printed_as_text(mesh: Cli) -> None:
     assert missing.returncode == 1 and "not found" in missing.stderr
 
 
-@pytest.mark.slow  # ~40 s here: three refund tasks through approval
 def test_reject_and_cancel(mesh: Cli) -> None:
     waiting = mesh.json("tasks", "submit", "--wait", "refunds", INJECTED_MESSAGE)
     assert waiting["state"] == "TASK_STATE_INPUT_REQUIRED", waiting
@@ -171,7 +190,6 @@ def test_reject_and_cancel(mesh: Cli) -> None:
     assert canceled["state"] == "TASK_STATE_CANCELED", canceled
 
 
-@pytest.mark.slow  # ~70 s here
 def test_approval_from_the_command_line_and_a_resumable_watch(mesh: Cli) -> None:
     waiting = mesh.json("tasks", "submit", "--wait", "refunds", INJECTED_MESSAGE)
     task_id = waiting["taskId"]
