@@ -33,8 +33,8 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console
-from agentmesh.cli.run import _FAILED, _check_domain, _fail, follow, model_of_step, print_outcome
+from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
+from agentmesh.cli.run import _FAILED, _check_domain, follow, model_of_step, print_outcome
 from agentmesh.kit.errors import AgentmeshError, NotFound
 from agentmesh.v1 import task_pb2
 
@@ -105,7 +105,7 @@ class Caller:
             )
             raise typer.Exit(EXIT_FAILED) from None
         except AgentmeshError as exc:
-            raise _fail(exc, f"the registry at {self.registry_address}") from None
+            raise fail(exc, f"the registry at {self.registry_address}") from None
 
     async def domains(self, wanted: Sequence[str] | None) -> list[str]:
         """The domains asked for, or every domain in the registry's directory."""
@@ -121,7 +121,7 @@ class Caller:
         try:
             cards = await list_agents(registry=self.registry_address, metadata=self.metadata())
         except AgentmeshError as exc:
-            raise _fail(exc, f"the registry at {self.registry_address}") from None
+            raise fail(exc, f"the registry at {self.registry_address}") from None
         return [card.domain for card in cards]
 
 
@@ -136,7 +136,7 @@ async def _with_client(caller: Caller, domain: str, action: Callable[[Any], Awai
     try:
         return await action(client)
     except AgentmeshError as exc:
-        raise _fail(exc, f"the {domain} agent at {client.target}") from None
+        raise fail(exc, f"the {domain} agent at {client.target}") from None
     finally:
         await client.close()
 
@@ -154,7 +154,7 @@ async def _locate(caller: Caller, task_id: str, domain: str | None) -> tuple[str
             return None
         except AgentmeshError as exc:
             if domain:
-                raise _fail(exc, f"the {name} agent at {client.target}") from None
+                raise fail(exc, f"the {name} agent at {client.target}") from None
             err_console.print(Text(f"(skipped the {name} agent: {exc.code.name} {exc.message})", "yellow"))
             return None
         finally:
