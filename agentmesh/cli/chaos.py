@@ -92,7 +92,9 @@ def set_behaviour(
         None, "--succeed-then-hang-rate", min=0.0, max=1.0, help="Share that do the work, then hang."
     ),
     fail_next: int | None = typer.Option(None, "--fail-next", min=0, help="The next N calls fail."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the rates (0: random)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Make the rates repeatable with this number (0: random)."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Drop every value not given here."),
     registry: str | None = RegistryOption,
     token: str | None = TokenOption,
