@@ -138,6 +138,9 @@ def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
         "AGENTMESH_BIND_HOST": "127.0.0.1",
         "AGENTMESH_SERVICE_NAME": name,
         "AGENTMESH_LOG_FORMAT": "json",
+        # Until `agentmesh up` generates the dev issuer key and mints the service tokens, the
+        # local mesh runs as development mode says: the registry and the tools verify no tokens.
+        "AGENTMESH_INSECURE_NO_AUTH": "true",
         **options.extra_env,
     }
 

@@ -170,7 +170,13 @@ async def running_mesh(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Mesh]:
     """The whole mesh on `redis_url`, until the registry lists `registered_tools` and every agent."""
-    base = {"REDIS_URL": redis_url, "AGENTMESH_BIND_HOST": "127.0.0.1", **(env or {})}
+    # Development mode until the mesh runs with keys and service tokens (the agent side of auth).
+    base = {
+        "REDIS_URL": redis_url,
+        "AGENTMESH_BIND_HOST": "127.0.0.1",
+        "AGENTMESH_INSECURE_NO_AUTH": "true",
+        **(env or {}),
+    }
     mesh = Mesh(logs=logs, redis_url=redis_url, env=base)
     try:
         await mesh.start_registry()
