@@ -309,6 +309,11 @@ class ToolInvoker:
             span.set_attribute("agentmesh.tool.attempts", result.attempts)
             if result.status_code:
                 span.set_attribute("rpc.grpc.status_code", result.status_code)
+            if result.outcome in (CallOutcome.ERROR, CallOutcome.UNKNOWN):
+                span.set_attribute("error.type", result.status_code or result.outcome.name)
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, result.status_code or result.outcome.name)
+                )
         self._record(tool.name, result)
         return result
 

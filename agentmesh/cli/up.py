@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -30,6 +32,8 @@ from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError
 
 DEFAULT_STATE_DIR = Path(".agentmesh")
 MAX_PORT = 65_535
+DETACH_TIMEOUT_S = 180.0
+TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -121,6 +125,17 @@ def up(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
     ),
     demo: bool = typer.Option(False, "--demo", help="Play the demo stories once the mesh is healthy."),
+    record_traces: bool = typer.Option(
+        True,
+        "--traces/--no-traces",
+        help="Record every service's spans in <state-dir>/traces (OTLP JSON lines) for `agentmesh trace`.",
+    ),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        help="Run the mesh in the background; return once every service is SERVING "
+        "(logs in <state-dir>/logs, stop it with `agentmesh down`).",
+    ),
     port_offset: int = typer.Option(
         0,
         "--port-offset",
@@ -149,7 +164,10 @@ def up(
             f"(known: {', '.join(DEFAULT_TOOLS)})"
         )
         raise typer.Exit(EXIT_USAGE)
+    state = _state_dir(state_dir)
+    traces = {"AGENTMESH_TRACE_DIR": str((state / TRACES_DIR).resolve())} if record_traces else {}
     options = MeshOptions(
+        extra_env=traces,
         port_offset=port_offset,
         redis_url=redis_url or "",
         model_base_url=model_url,
@@ -169,7 +187,20 @@ def up(
             "(`agentmesh status`; `--port-offset` runs another beside it)"
         )
         raise typer.Exit(EXIT_FAILED)
-    state = _state_dir(state_dir)
+    if detach:
+        argv = [sys.executable, "-m", "agentmesh", "up", "--state-dir", str(state.resolve())]
+        argv += ["--port-offset", str(port_offset), "--model-name", model_name]
+        argv += ["--model-script", str(options.model_script)]
+        argv += ["--redis-url", redis_url] if redis_url else []
+        argv += ["--model-url", model_url] if model_url else []
+        for _, spec_path in agents:
+            argv += ["--agent", str(spec_path)]
+        for tool in options.tools:
+            argv += ["--tool", tool]
+        argv += ["--demo"] if demo else []
+        argv += [] if record_traces else ["--no-traces"]
+        _detach(argv, state)
+        return
     options = replace(options, console_dev_tokens=state / CONSOLE_DEV_TOKENS)
     redis = None
     if not redis_url:
@@ -184,6 +215,52 @@ def up(
         raise typer.Exit(EXIT_FAILED) from None
     if not ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _detach(argv: list[str], state: Path) -> None:
+    from agentmesh.localmesh.detached import DetachError, spawn_up, wait_healthy
+
+    console.print(f"starting the mesh in the background (log: {state / 'logs' / 'up.log'})…")
+    try:
+        started = asyncio.run(
+            wait_healthy(spawn_up(argv, state, cwd=REPO_ROOT), state, timeout=DETACH_TIMEOUT_S)
+        )
+    except DetachError as exc:
+        err_console.print(f"[red]the mesh did not start:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from None
+    _print_status(started.status)
+    console.print(f"[green]mesh is up[/green] (supervisor pid {started.pid})")
+    console.print(f"logs: {state.resolve() / 'logs'} (one file per service; up.log for the supervisor)")
+    console.print(
+        "stop it with `agentmesh down" + (f" --state-dir {state}" if state != DEFAULT_STATE_DIR else "") + "`"
+    )
+
+
+def down(
+    state_dir: Path = typer.Option(None, help="State directory of the mesh (default ./.agentmesh)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),
+) -> None:
+    """Stop the local mesh `agentmesh up` started (detached or not): nothing it started is left running."""
+    from agentmesh.localmesh.detached import stop_detached
+
+    state = _state_dir(state_dir)
+    stopped = stop_detached(state)
+    if stopped is None:
+        err_console.print(f"no mesh is running (no {state / STATE_FILE})")
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"stopped": stopped.pids, "by_supervisor": stopped.by_supervisor, "killed": stopped.killed}
+            )
+        )
+        return
+    how = "by its supervisor" if stopped.by_supervisor else "directly (its supervisor was gone)"
+    console.print(f"stopped {len(stopped.pids)} processes {how}")
+    if stopped.killed:
+        console.print(
+            f"[yellow]{len(stopped.killed)} outlived SIGTERM and were killed:[/yellow] {stopped.killed}"
+        )
 
 
 def demo(
@@ -217,6 +294,21 @@ def demo(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _print_status(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
+    for s in document["services"]:
+        colour = "green" if s["health"] == health.SERVING else "red"
+        http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
+        table.add_row(
+            s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
+            f"[{colour}]{s['health']}[/{colour}]",
+        )  # fmt: skip
+    console.print(f"redis: {escape(str(document['redis']))}")
+    console.print(table)
+
+
 def status(
     state_dir: Path = typer.Option(None, help="State directory of the mesh (default ./.agentmesh)."),
     as_json: bool = typer.Option(False, "--json", help="Print the status document as JSON."),
@@ -230,17 +322,6 @@ def status(
     if as_json:
         typer.echo(json.dumps(document, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
-        for s in document["services"]:
-            colour = "green" if s["health"] == health.SERVING else "red"
-            http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
-            table.add_row(
-                s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
-                f"[{colour}]{s['health']}[/{colour}]",
-            )  # fmt: skip
-        console.print(f"redis: {escape(str(document['redis']))}")
-        console.print(table)
+        _print_status(document)
     if any(s["health"] != health.SERVING for s in document["services"]):
         raise typer.Exit(EXIT_FAILED)

@@ -239,6 +239,12 @@ class Settings(BaseModel):
     service_name: str | None = _env(
         "AGENTMESH_SERVICE_NAME", "Name in logs, metrics and traces. Default: the role (agents: the domain)."
     )
+    trace_dir: str | None = _env(
+        "AGENTMESH_TRACE_DIR",
+        "Directory for span files (OTLP JSON lines, one file per process) for runs without a "
+        "collector; `agentmesh up` sets it to <state dir>/traces and `agentmesh trace TASK_ID` "
+        "reads it. Works beside the standard OTEL_* exporters.",
+    )
     log_level: str = _env("AGENTMESH_LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
     log_format: LogFormat = _env(
         "AGENTMESH_LOG_FORMAT", "Log format: json (one object per line) or text.", "json"

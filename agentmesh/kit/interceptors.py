@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 from grpc._cython import cygrpc
 
-from agentmesh.kit import metrics
+from agentmesh.kit import metrics, tracing
 from agentmesh.kit.auth.gate import Authenticator
 from agentmesh.kit.auth.principal import reset_current_principal, set_current_principal
 from agentmesh.kit.errors import (
@@ -318,3 +318,6 @@ def _map_exception(
 def _record(call: _Call, code: grpc.StatusCode, started: float) -> None:
     call.duration.observe(time.perf_counter() - started)
     call.count(code)
+    if code is not grpc.StatusCode.OK:
+        # The stock OTel server interceptor misses abort_with_status (how every error leaves).
+        tracing.mark_failed(code.name, code.value[0])

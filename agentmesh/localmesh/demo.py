@@ -39,14 +39,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-from google.protobuf import json_format
 from rich.markup import escape
 
 from agentmesh.cli.common import console
 from agentmesh.cli.run import follow, model_of
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.errors import AgentmeshError, NotFound, from_rpc_error
+from agentmesh.kit.errors import AgentmeshError, FailedPrecondition, NotFound
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, caller_metadata
 
@@ -120,22 +118,12 @@ class Demo:
 
     async def configure_dummy(self, **behaviour: Any) -> None:
         """The dummy's operator control (not a tool): Configure, typed from the registry's schema."""
-        tool = await self.resolver().resolve("dummy_stats")
-        behaviour_class = tool.schema.message_class(
-            tool.schema.pool.FindMessageTypeByName("dummy.v1.Behaviour")
-        )
-        request = json_format.ParseDict(behaviour, behaviour_class())
-        if tool.channel is None:
-            raise StoryFailed("the training dummy has no endpoint bound in the registry")
-        configure = tool.channel.unary_unary(
-            "/dummy.v1.Dummy/Configure",
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=behaviour_class.FromString,
-        )
+        from examples.dummy.control import configure
+
         try:
-            await configure(request, timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            await configure(self.resolver(), behaviour)
+        except FailedPrecondition as exc:
+            raise StoryFailed(exc.message) from None
 
     async def close(self) -> None:
         if self._resolver is not None:

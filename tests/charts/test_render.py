@@ -99,6 +99,7 @@ def test_the_value_sets_cover_every_kind_the_chart_can_render() -> None:
         "ScaledObject",
         "TriggerAuthentication",
         "ServiceMonitor",
+        "PrometheusRule",
     }, kinds
 
 
