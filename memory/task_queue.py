@@ -582,6 +582,22 @@ class TaskQueue:
             return []
         return await self._entries(shard, reply[1] if len(reply) > 1 else [])
 
+    async def reclaimable(self, shard: int, *, count: int) -> int:
+        """How many entries of `shard` a reclaim would take now (idle past the claim timeout), up to
+        `count`; a read (XPENDING IDLE), nothing changes hands."""
+        stream = keys.queue(self.domain, shard)
+        try:
+            with redis_errors("reading idle queue entries"):
+                pending: Any = await self.redis.xpending_range(
+                    stream, self.group, "-", "+", count, idle=self.config.lease_ms
+                )
+        except rexc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(shard)
+            return 0
+        return len(pending)
+
     async def _entries(self, shard: int, items: Iterable[Any]) -> list[QueueEntry]:
         entries = []
         for entry_id, fields in items:
