@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agentmesh.v1 import task_pb2
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
+from agentmesh.v1 import task_pb2
 from memory.connection import create_redis
 from memory.task_execution import Canceled, Checkpointer, Completed, Outcome
 from memory.task_queue import TaskQueue
