@@ -9,12 +9,14 @@ the next start counts the lost attempt (max_attempts=1: the task is dead-lettere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app as cli
@@ -22,7 +24,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.requests import check_submit_request
 from agents.server import AgentProcess
-from agents.spec import DomainSpec, load_spec
+from agents.spec import DomainSpec, load_spec, parse_spec
 from memory.task_effects import arguments_digest
 from memory.task_execution import Checkpointer
 from memory.task_worker import TaskWorker
@@ -42,22 +44,38 @@ COMPENSATION = task_pb2.STEP_KIND_COMPENSATION
 FAST = {"claim_idle_timeout_s": 1.0, "queue_shards": 2, "max_attempts": 1}
 
 
+Parts = Callable[[DomainSpec], contextlib.AbstractAsyncContextManager[AgentProcess]]
+
+
 @pytest.fixture
-async def fulfillment(
+def parts(
     registry: Registry, redis_url: str, model: ScriptedModelServer, example_tools: dict[str, Any]
-) -> AsyncIterator[AgentProcess]:
-    """The fulfillment agent's parts (executor, queue with its dead-letter settlement, tools)
+) -> Parts:
+    """An agent's parts (executor, queue with its dead-letter settlement, tools) for `spec`,
     without its server and worker, so the test decides who runs each attempt."""
-    settings = local_settings(
-        redis_url=redis_url,
-        registry=f"127.0.0.1:{registry.host.grpc_port}",
-        model_base_url=model.base_url,
-        model_name="scripted",
-        **FAST,
-    )
-    process = AgentProcess(settings, load_spec(DOMAINS / "fulfillment.yaml"))
-    yield process
-    await process._close()
+
+    @contextlib.asynccontextmanager
+    async def build(spec: DomainSpec) -> AsyncIterator[AgentProcess]:
+        settings = local_settings(
+            redis_url=redis_url,
+            registry=f"127.0.0.1:{registry.host.grpc_port}",
+            model_base_url=model.base_url,
+            model_name="scripted",
+            **FAST,
+        )
+        process = AgentProcess(settings, spec)
+        try:
+            yield process
+        finally:
+            await process._close()
+
+    return build
+
+
+@pytest.fixture
+async def fulfillment(parts: Parts) -> AsyncIterator[AgentProcess]:
+    async with parts(load_spec(DOMAINS / "fulfillment.yaml")) as process:
+        yield process
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
@@ -104,8 +122,9 @@ async def _die_once(process: AgentProcess, request_id: str, *, tool: str, after_
     task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
     attempt = await claim(queue, "doomed-worker")
     with pytest.raises(Died):
-        await process.executor(attempt.task, DiesAt(attempt.checkpointer, tool, after_checkpoint=after_checkpoint))  # type: ignore[arg-type]
-
+        await process.executor(
+            attempt.task, DiesAt(attempt.checkpointer, tool, after_checkpoint=after_checkpoint)
+        )  # type: ignore[arg-type]
 
     async def dead_lettered() -> bool:
         # The lease of the dead attempt may outlive its entry's idle time (a checkpoint renewed
@@ -119,14 +138,19 @@ async def _die_once(process: AgentProcess, request_id: str, *, tool: str, after_
     return task.task_id
 
 
-def _show(redis_url: str, task_id: str) -> dict[str, Any]:
+def _show(redis_url: str, task_id: str, *options: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         cli,
-        ["tasks", "dead-letters", "show", task_id, "--domain", "fulfillment", "--json"],
-        env={"REDIS_URL": redis_url, "AGENTMESH_QUEUE_SHARDS": "2", "COLUMNS": "200"},
+        ["tasks", "dead-letters", "show", task_id, "--domain", "fulfillment", *options],
+        env={"REDIS_URL": redis_url, "AGENTMESH_QUEUE_SHARDS": "2", "COLUMNS": "250"},
     )
-    assert result.exit_code == 0, result.output
-    shown: dict[str, Any] = json.loads(result.output)
+    return result.exit_code, result.output
+
+
+def _show_json(redis_url: str, task_id: str) -> dict[str, Any]:
+    code, output = _show(redis_url, task_id, "--json")
+    assert code == 0, output
+    shown: dict[str, Any] = json.loads(output)
     return shown
 
 
@@ -141,7 +165,9 @@ async def test_a_task_failing_on_its_budget_after_a_reservation_releases_it(
         )
 
         async def finished() -> task_pb2.Task | None:
-            task = await stub.GetTask(pb.GetTaskRequest(task_id=submitted.task_id, view=task_pb2.TASK_VIEW_FULL))
+            task = await stub.GetTask(
+                pb.GetTaskRequest(task_id=submitted.task_id, view=task_pb2.TASK_VIEW_FULL)
+            )
             return task if task.state == task_pb2.TASK_STATE_FAILED else None
 
         task = await until(finished)
@@ -162,7 +188,9 @@ async def test_a_task_failing_on_its_budget_after_a_reservation_releases_it(
 async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effects(
     fulfillment: AgentProcess, example_tools: dict[str, Any], redis_url: str
 ) -> None:
-    task_id = await _die_once(fulfillment, "dies-after-reserve", tool="inventory_reserve", after_checkpoint=True)
+    task_id = await _die_once(
+        fulfillment, "dies-after-reserve", tool="inventory_reserve", after_checkpoint=True
+    )
     task = (await fulfillment.queue.store.snapshot(task_id, steps=True)).task  # type: ignore[union-attr]
     assert task.state == task_pb2.TASK_STATE_FAILED
     assert task.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED
@@ -175,7 +203,7 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
     assert ledger(example_tools) == [("ORD-12345", 2, True)]  # reserved once, released once
     assert example_tools["inventory"].state["stock"]["ABC-001"] == 10
 
-    shown = await asyncio.to_thread(_show, redis_url, task_id)
+    shown = await asyncio.to_thread(_show_json, redis_url, task_id)
     assert shown["stop_reason"] == "STOP_REASON_DEAD_LETTERED" and shown["dead_letter"]["task_id"] == task_id
     [effect] = shown["effects"]  # inventory_check is READ_ONLY: not an effect
     assert effect["tool"] == "inventory_reserve" and effect["side_effect"] == "KEYED"
@@ -183,6 +211,15 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
     assert effect["arguments_sha256"] == arguments_digest(reserve.arguments_json)
     assert effect["idempotency_key"] == f"{task_id}:{reserve.index}"
     assert '"reservation_id":"res_1"' in effect["result"]
+    code, readable = await asyncio.to_thread(_show, redis_url, task_id)
+    assert code == 0 and "STOP_REASON_DEAD_LETTERED" in readable
+    assert (
+        "inventory_reserve" in readable
+        and "compensated" in readable
+        and f"{task_id}:{reserve.index}" in readable
+    )
+    code, missing = await asyncio.to_thread(_show, redis_url, "00000000-0000-4000-8000-000000000000")
+    assert code == 1 and "no task" in missing
     assert shown["dead_letter"]["effects"] == [
         {
             "step": reserve.index,
@@ -191,3 +228,83 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
             "arguments_sha256": effect["arguments_sha256"],
         }
     ]
+
+
+async def test_a_redriven_task_resumes_with_the_same_idempotency_keys(
+    fulfillment: AgentProcess, example_tools: dict[str, Any], redis_url: str
+) -> None:
+    """The worker died after the reservation was made, before its result was checkpointed: the
+    dead letter shows the call in doubt with its key; the redrive sends it again with that key, the
+    tool's dedupe replays it, and the ledger holds one reservation."""
+    queue = fulfillment.queue
+    task_id = await _die_once(
+        fulfillment, "dies-in-the-window", tool="inventory_reserve", after_checkpoint=False
+    )
+    assert ledger(example_tools) == [("ORD-12345", 2, False)]  # the call ran, its result was lost
+    shown = await asyncio.to_thread(_show_json, redis_url, task_id)
+    [effect] = shown["effects"]
+    assert effect["tool"] == "inventory_reserve" and effect["status"] == "in doubt"
+    dead = (await queue.store.snapshot(task_id, steps=True)).task  # type: ignore[union-attr]
+    assert not [s for s in dead.steps if s.kind == COMPENSATION]  # nothing completed to undo
+    [letter] = await queue.dead_letters()
+    [redriven] = await queue.redrive([letter.entry_id])
+    assert redriven.outcome == "redriven"
+
+    worker = TaskWorker(queue, fulfillment.executor, concurrency=1)
+    running = asyncio.create_task(worker.run())
+
+    async def completed() -> task_pb2.Task | None:
+        snapshot = await queue.store.snapshot(task_id, steps=True)
+        assert snapshot is not None and snapshot.task.state != task_pb2.TASK_STATE_FAILED
+        return snapshot.task if snapshot.task.state == task_pb2.TASK_STATE_COMPLETED else None
+
+    try:
+        task = await until(completed)
+    finally:
+        await worker.drain(1)
+        await running
+    reserve = next(s for s in task.steps if s.tool_name == "inventory_reserve")
+    assert f"{task_id}:{reserve.index}" == effect["idempotency_key"]  # the same key, sent again
+    assert reserve.outcome == task_pb2.TOOL_OUTCOME_DEDUPLICATED  # the tool replayed it
+    assert ledger(example_tools) == [("ORD-12345", 2, False)]  # one reservation, kept
+    assert [s["order_id"] for s in example_tools["shipping"].state] == ["ORD-12345"]
+
+
+async def test_a_failing_compensation_is_recorded_once_and_never_retried(
+    parts: Parts, example_tools: dict[str, Any], redis_url: str
+) -> None:
+    """The compensating tool is not in the registry: the compensation is recorded as failed, the
+    task is dead-lettered all the same, and a redrive ends it again without another attempt."""
+    document = yaml.safe_load((DOMAINS / "fulfillment.yaml").read_text())
+    for tool in document["tools"]:
+        if tool["name"] == "inventory_reserve":
+            tool["compensation"]["tool"] = "inventory_unreserve"  # nobody serves it
+    async with parts(parse_spec(document)) as process:
+        queue = process.queue
+        task_id = await _die_once(process, "uncompensable", tool="inventory_reserve", after_checkpoint=True)
+        task = (await queue.store.snapshot(task_id, steps=True)).task  # type: ignore[union-attr]
+        [undo] = [s for s in task.steps if s.kind == COMPENSATION]
+        assert undo.tool_name == "inventory_unreserve" and undo.outcome == task_pb2.TOOL_OUTCOME_ERROR
+        assert task.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED
+        assert ledger(example_tools) == [("ORD-12345", 2, False)]  # honest: still reserved
+        shown = await asyncio.to_thread(_show_json, redis_url, task_id)
+        assert [e["status"] for e in shown["effects"]] == ["compensation failed"]
+
+        [letter] = await queue.dead_letters()
+        await queue.redrive([letter.entry_id])
+        worker = TaskWorker(queue, process.executor, concurrency=1)
+        running = asyncio.create_task(worker.run())
+
+        async def failed_again() -> task_pb2.Task | None:
+            snapshot = await queue.store.snapshot(task_id, steps=True)
+            assert snapshot is not None
+            return snapshot.task if snapshot.task.state == task_pb2.TASK_STATE_FAILED else None
+
+        try:
+            again = await until(failed_again)
+        finally:
+            await worker.drain(1)
+            await running
+    assert [s.index for s in again.steps if s.kind == COMPENSATION] == [undo.index]  # not made again
+    assert again.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED  # the recorded failure
+    assert len(again.steps) == len(task.steps)  # the model was not asked to carry on
