@@ -189,12 +189,12 @@ class Compensator:
             )
         return made
 
-    async def settle_dead(
-        self, task: task_pb2.Task, error: task_pb2.TaskError, message: str, record: Record
+    async def settle_failed(
+        self, task: task_pb2.Task, stop_reason: int, error: task_pb2.TaskError, message: str, record: Record
     ) -> None:
-        """memory.task_queue's `settle_dead`: compensate a task about to be dead-lettered."""
-        failure = Failure(task_pb2.STOP_REASON_DEAD_LETTERED, error, message)
-        await self.run(task, task.steps, failure, record)
+        """memory.task_queue's `settle_failed`: compensate a task the task layer is about to fail
+        (dead-lettered, or its pending action expired)."""
+        await self.run(task, task.steps, Failure(stop_reason, error, message), record)
 
     async def _one(
         self, task_id: str, item: Planned, index: int, failure: Failure, caller: Caller

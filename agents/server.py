@@ -110,7 +110,7 @@ class AgentProcess:
             self.redis,
             domain=spec.slug,
             config=TaskConfig.from_settings(settings),
-            settle_dead=compensator.settle_dead if compensator.declared else None,
+            settle_failed=compensator.settle_failed if compensator.declared else None,
         )
         self.worker = TaskWorker(self.queue, self.executor, concurrency=settings.worker_concurrency)
         self.card: agent_service_pb2.AgentCard | None = None

@@ -97,11 +97,11 @@ from memory.tasks import (
 
 log = logging.getLogger(__name__)
 
-# `settle_dead(task with its steps, the error it will fail with, its status message, record)`:
-# what the agent runtime does before a task is dead-lettered (compensations); `record(step)`
-# checkpoints one step of it.
+# `settle_failed(task with its steps, stop reason, error, status message, record)`: what the agent
+# runtime does before the task layer itself fails a task — dead-lettering it, or expiring its
+# pending action (its compensations); `record(step)` checkpoints one step of it.
 StepRecorder = Callable[[task_pb2.Step], Awaitable[None]]
-SettleDead = Callable[[task_pb2.Task, task_pb2.TaskError, str, StepRecorder], Awaitable[object]]
+SettleFailed = Callable[[task_pb2.Task, int, task_pb2.TaskError, str, StepRecorder], Awaitable[object]]
 
 ENTRY_FORMAT = 1
 MAX_LETTER_EFFECTS = 50
@@ -211,13 +211,13 @@ class TaskQueue:
         *,
         domain: str,
         config: TaskConfig | None = None,
-        settle_dead: SettleDead | None = None,
+        settle_failed: SettleFailed | None = None,
     ) -> None:
         self.redis = redis
         self.domain = domain
-        # Called before a task is dead-lettered (the agent runtime's compensations); see
-        # `_dead_letter_task`.
-        self.settle_dead = settle_dead
+        # Called before the task layer fails a task (the agent runtime's compensations); see
+        # `_dead_letter_task` and TaskSweeper.
+        self.settle_failed = settle_failed
         # The consumer group is named after the domain (the Helm chart's KEDA trigger reads its lag).
         self.group = domain
         self.config = config or TaskConfig()
@@ -691,7 +691,7 @@ class TaskQueue:
     async def _dead_letter_task(self, entry: QueueEntry, snapshot: TaskSnapshot) -> None:
         """FAILED (DEAD_LETTERED) and the entry moved to the dead letters, in one script.
 
-        First `settle_dead` (when set) may record steps — the agent runtime's compensations of
+        First `settle_failed` (when set) may record steps — the agent runtime's compensations of
         the task's completed side effects — each checkpointed on its own (guarded by the record's
         revision), so a crash in between leaves the entry pending: the next worker finds the task
         poisoned again and settles only what is left. A failing hook is logged, never retried
@@ -704,8 +704,8 @@ class TaskQueue:
             message=reason[:1000],
             metadata={"failed_attempts": str(snapshot.fails), "domain": self.domain},
         )
-        if self.settle_dead is not None:
-            settled = await self._settle_dead(snapshot, error, message[:1000])
+        if self.settle_failed is not None:
+            settled = await self.settle(snapshot, task_pb2.STOP_REASON_DEAD_LETTERED, error, message[:1000])
             if settled is None:
                 return
             snapshot = settled
@@ -738,11 +738,11 @@ class TaskQueue:
         metrics.TASK_DEAD_LETTERS.labels(domain=self.domain).inc()
         log.warning("task dead-lettered", extra={"task_id": task.task_id, "reason": reason})
 
-    async def _settle_dead(
-        self, snapshot: TaskSnapshot, error: task_pb2.TaskError, message: str
+    async def settle(
+        self, snapshot: TaskSnapshot, stop_reason: int, error: task_pb2.TaskError, message: str
     ) -> TaskSnapshot | None:
-        """Run `settle_dead` on the task (with its steps); the snapshot to dead-letter from after it
-        (None: the task changed meanwhile, e.g. canceled; its entry is settled when it comes back)."""
+        """Run `settle_failed` on a task the task layer is about to fail; the snapshot to fail it
+        from after that (None: the task changed meanwhile, e.g. canceled or resumed)."""
         task_id = snapshot.task.task_id
         full = await self.store.snapshot(task_id, steps=True)
         if full is None or full.rev != snapshot.rev:
@@ -769,11 +769,11 @@ class TaskQueue:
                     raise FailedPrecondition(f"task {task_id}: recording step {step.index}: {result.status}")
             raise Aborted(f"task {task_id} kept changing while recording step {step.index}")
 
-        assert self.settle_dead is not None
+        assert self.settle_failed is not None
         try:
-            await self.settle_dead(full.task, error, message, record)
-        except Exception:  # dead-letter all the same: an operator sees the effects (`show`)
-            log.exception("settling a task before dead-lettering it failed", extra={"task_id": task_id})
+            await self.settle_failed(full.task, stop_reason, error, message, record)
+        except Exception:  # fail it all the same: an operator sees the effects (`show`)
+            log.exception("settling a failing task failed", extra={"task_id": task_id})
         return await self.store.snapshot(task_id)
 
     async def _park_unreadable(self, shard: int, entry_id: str, record: bytes) -> None:

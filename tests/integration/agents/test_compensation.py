@@ -20,16 +20,17 @@ import yaml
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app as cli
+from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
+from agents.model.script import Script
 from agents.requests import check_submit_request
+from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import DomainSpec, load_spec, parse_spec
 from memory.task_effects import arguments_digest
 from memory.task_execution import Checkpointer
 from memory.task_worker import TaskWorker
-from agentmesh.kit.testing import local_settings
-from agents.scripted_model import ScriptedModelServer
 from tests.integration.agents.conftest import DOMAINS, AgentFactory
 from tests.support.registry import Registry
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one
@@ -308,3 +309,73 @@ async def test_a_failing_compensation_is_recorded_once_and_never_retried(
     assert [s.index for s in again.steps if s.kind == COMPENSATION] == [undo.index]  # not made again
     assert again.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED  # the recorded failure
     assert len(again.steps) == len(task.steps)  # the model was not asked to carry on
+
+
+RESERVE_THEN_REFUND = {
+    "name": "reserve-then-refund",
+    "rules": [
+        {
+            "name": "reserve",
+            "when": {"not_called": ["inventory_reserve"]},
+            "then": {
+                "tool_calls": [
+                    {
+                        "name": "inventory_reserve",
+                        "arguments": {"order_id": "ORD-12345", "sku": "ABC-001", "qty": 2},
+                    }
+                ]
+            },
+        },
+        {
+            "name": "refund-above-the-approval-limit",
+            "when": {"last_result": {"tool": "inventory_reserve", "status": "OK"}},
+            "then": {
+                "tool_calls": [
+                    {
+                        "name": "payments_refund",
+                        "arguments": {
+                            "charge_id": "ch_ORD-12346",
+                            "amount_cents": 20000,
+                            "reason": "never arrived",
+                        },
+                    }
+                ]
+            },
+        },
+        {"name": "done", "when": {}, "then": {"answer": "done"}},
+    ],
+}
+
+
+async def test_an_expired_approval_after_a_reservation_releases_it(
+    example_tools: dict[str, Any], agent: AgentFactory
+) -> None:
+    """A pause that expires fails the task (the sweeper): its completed reservation is released."""
+    document = yaml.safe_load((DOMAINS / "fulfillment.yaml").read_text())
+    document["tools"] = [t for t in document["tools"] if t["name"] == "inventory_reserve"]
+    document["tools"].append({"name": "payments_refund"})
+    document["approval_timeout"] = "1s"
+    async with (
+        ScriptedModelServer(Script.model_validate(RESERVE_THEN_REFUND)) as model,
+        agent(parse_spec(document), model_url=model.base_url, claim_idle_timeout_s=1.0) as (_, stub),
+    ):
+        submitted = await stub.SubmitTask(
+            pb.SubmitTaskRequest(instruction="reserve, refund", request_id="exp-1")
+        )
+
+        async def state_is(state: int) -> task_pb2.Task | None:
+            request = pb.GetTaskRequest(task_id=submitted.task_id, view=task_pb2.TASK_VIEW_FULL)
+            task = await stub.GetTask(request)
+            return task if task.state == state else None
+
+        await until(lambda: state_is(task_pb2.TASK_STATE_INPUT_REQUIRED))
+        assert ledger(example_tools) == [("ORD-12345", 2, False)]  # reserved, waiting for a human
+        task = await until(lambda: state_is(task_pb2.TASK_STATE_FAILED))
+    assert task.stop_reason == task_pb2.STOP_REASON_EXPIRED
+    reserve = next(s for s in task.steps if s.tool_name == "inventory_reserve")
+    undone = [s for s in task.steps if s.kind == COMPENSATION]
+    assert [(s.tool_name, s.compensated_step, s.outcome) for s in undone] == [
+        ("inventory_release", reserve.index, task_pb2.TOOL_OUTCOME_OK)
+    ]
+    assert ledger(example_tools) == [("ORD-12345", 2, True)]
+    assert example_tools["payments"].state["ch_ORD-12346"]["refunds"] == []  # never approved, never made
