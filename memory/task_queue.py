@@ -136,7 +136,7 @@ class DeadLetter:
     failed_attempts: int
     dead_ms: int
     original_entry_id: str
-    # The task's side effects when it was dead-lettered: step, tool, status, arguments_sha256
+    # The task's side effects when it was dead-lettered: step, tool, status, arguments_sha256, result
     # (memory.task_effects; `agentmesh tasks dead-letters show` prints them in full).
     effects: tuple[dict[str, Any], ...] = ()
 
@@ -724,7 +724,13 @@ class TaskQueue:
         patch = self.store.terminal_patch(done, snapshot, guard="rev")
         patch.ack = entry.entry_id
         effects = [
-            {"step": e.step, "tool": e.tool, "status": e.status, "arguments_sha256": e.arguments_sha256}
+            {
+                "step": e.step,
+                "tool": e.tool,
+                "status": e.status,
+                "arguments_sha256": e.arguments_sha256,
+                "result": e.result,
+            }
             for e in task_effects(task.task_id, steps)
         ]
         patch.dead_letter = _dead_letter_record(

@@ -227,6 +227,7 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
             "tool": "inventory_reserve",
             "status": "compensated",
             "arguments_sha256": effect["arguments_sha256"],
+            "result": effect["result"],
         }
     ]
 
