@@ -21,6 +21,7 @@ from collections.abc import Callable
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
 from agents.caller import caller_of_task
+from agents.compensation import Compensator, Failure, failure_of
 from agents.limits import Budget, LimitReached
 from agents.machine import Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
 from agents.model.types import ChatModel
@@ -161,8 +162,10 @@ class TaskExecutor:
         usage: UsageStore,
         pricing: Pricing = free,
         clock: Callable[[], float] = time.time,
+        compensator: Compensator | None = None,
     ) -> None:
         self.spec = spec
+        self.compensator = compensator or Compensator(spec, tools, clock=clock)
         self.settings = settings
         self.model = model
         self.tools = tools
@@ -173,6 +176,19 @@ class TaskExecutor:
 
     async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> TaskOutcome:
         caller = caller_of_task(task)
+        begun = next((s for s in checkpoint.steps if s.kind == task_pb2.STEP_KIND_COMPENSATION), None)
+        if begun is not None:  # the task failed and its worker died while compensating: finish that
+            failure = failure_of(begun) or Failure(
+                task_pb2.STOP_REASON_UNSPECIFIED,
+                task_pb2.TaskError(reason="INTERNAL", message="the task failed; its compensation resumed"),
+            )
+            await self.compensator.run(task, checkpoint.steps, failure, checkpoint.save, caller=caller)
+            return Failed(
+                stop_reason=failure.stop_reason,
+                error=failure.error,
+                message=failure.message,
+                usage=task.usage,
+            )
         budget = Budget.from_proto(task.limits)
         session = task.session_id
         context = await self.sessions.context(caller, session, token_cap=budget.token_cap) if session else []
@@ -216,4 +232,8 @@ class TaskExecutor:
                 )
             except Exception:  # the outcome matters more than the memory of it
                 log.exception("could not append the task to its session", extra={"task_id": task.task_id})
-        return task_outcome(outcome, usage)
+        result = task_outcome(outcome, usage)
+        if isinstance(result, Failed) and self.compensator.declared:
+            failure = Failure(result.stop_reason, result.error, result.message)
+            await self.compensator.run(task, checkpoint.steps, failure, checkpoint.save, caller=caller)
+        return result

@@ -673,6 +673,7 @@ class RunMachine:
                 attempts=result.attempts,
                 call_id=call.call_id,
                 status_code=result.status_code,
+                side_effect=offer.side_effect if offer is not None else 0,  # type: ignore[arg-type]
                 usage=task_pb2.Usage(tool_calls=result.attempts if counted else 0),
             ),
             started,

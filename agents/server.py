@@ -109,7 +109,13 @@ class AgentProcess:
             usage=self.usage,
             pricing=lambda _model, prompt, completion: prices.cost(model_name, prompt, completion).usd,
         )
-        self.queue = TaskQueue(self.redis, domain=spec.slug, config=TaskConfig.from_settings(settings))
+        compensator = self.executor.compensator
+        self.queue = TaskQueue(
+            self.redis,
+            domain=spec.slug,
+            config=TaskConfig.from_settings(settings),
+            settle_failed=compensator.settle_failed if compensator.declared else None,
+        )
         self.worker = TaskWorker(self.queue, self.executor, concurrency=settings.worker_concurrency)
         self.card: agent_service_pb2.AgentCard | None = None
         self.servicer = AgentServicer(

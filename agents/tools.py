@@ -99,6 +99,10 @@ class RegistryToolBox:
         self.resolver = resolver
         self.invoker = invoker
         self.versions = {tool.name: tool.version for tool in spec.tools}
+        # Compensating tools (agents.compensation) are called through the same path, never offered.
+        for tool in spec.tools:
+            if tool.compensation is not None:
+                self.versions.setdefault(tool.compensation.tool, tool.compensation.version)
 
     @classmethod
     def create(

@@ -32,6 +32,7 @@ _STEP_KINDS = {
     task_pb2.STEP_KIND_SANITIZE: "sanitize",
     task_pb2.STEP_KIND_COMPACTION: "compact",
     task_pb2.STEP_KIND_DELEGATION: "delegate",
+    task_pb2.STEP_KIND_COMPENSATION: "compensate",
 }
 _DONE = {task_pb2.TASK_STATE_COMPLETED}
 _FAILED = {task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_REJECTED, task_pb2.TASK_STATE_CANCELED}

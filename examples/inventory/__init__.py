@@ -1,4 +1,9 @@
-"""Inventory example tool: stock levels and reservations (Reserve is KEYED)."""
+"""Inventory example tool: stock levels and reservations (Reserve and Release are KEYED).
+
+The ledger is `app.state["reservations"]`: every reservation ever made, in order, each
+with `released` once Release gave its units back (a released reservation stays in the
+ledger, so a compensation is visible, never erased).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ def build() -> ToolService:
     app.state = {"stock": stock, "reservations": reservations}  # type: ignore[attr-defined]
 
     def reserved(sku: str) -> int:
-        return sum(r["qty"] for r in reservations if r["sku"] == sku)
+        return sum(r["qty"] for r in reservations if r["sku"] == sku and not r["released"])
 
     @app.method("CheckStock")
     async def check(request: Any, context: ToolContext) -> dict[str, Any]:
@@ -40,13 +45,26 @@ def build() -> ToolService:
             "order_id": request.order_id,
             "sku": request.sku,
             "qty": request.qty,
+            "released": False,
         }
         reservations.append(entry)
-        return entry
+        return dict(entry)
+
+    @app.method("Release")
+    async def release(request: Any, context: ToolContext) -> dict[str, Any]:
+        found = next((r for r in reservations if r["reservation_id"] == request.reservation_id), None)
+        if found is None:
+            raise NotFound(
+                f"unknown reservation {request.reservation_id!r}", reason=errors_pb2.ERROR_REASON_UNSPECIFIED
+            )
+        if not found["released"]:
+            stock[found["sku"]] += found["qty"]
+            found["released"] = True
+        return dict(found)
 
     @app.method("ListReservations")
     async def list_reservations(request: Any, context: ToolContext) -> dict[str, Any]:
-        return {"reservations": [r for r in reservations if r["order_id"] == request.order_id]}
+        return {"reservations": [dict(r) for r in reservations if r["order_id"] == request.order_id]}
 
     return app
 

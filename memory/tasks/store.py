@@ -527,21 +527,16 @@ class TaskStore:
                 return None
             if millis_of(task.pending_action.expire_time) > at:
                 return None
+            message, error = expiry_failure(task)
             done = finish(
                 task,
                 FAILED,
                 stop_reason=task_pb2.STOP_REASON_EXPIRED,
-                message=f"{_pending_what(task.pending_action)} expired before anyone answered",
+                message=message,
                 now=at,
                 retention_ms=snapshot.retention_ms or self.config.retention_ms,
             )
-            done.error.CopyFrom(
-                task_pb2.TaskError(
-                    reason="EXPIRED",
-                    message=done.status_message,
-                    metadata={"action_id": task.pending_action.action_id},
-                )
-            )
+            done.error.CopyFrom(error)
             if await self._commit_finished(task, done, snapshot):
                 return done
         raise _contention(task_id)
@@ -554,6 +549,15 @@ def record_finished(domain: str, state: int) -> None:
 @functools.lru_cache(maxsize=1024)  # domains x states; labels() takes a lock and a dict lookup each time
 def _finished_counter(domain: str, state: int) -> Any:
     return metrics.TASKS_FINISHED.labels(domain=domain, state=state_name(state))
+
+
+def expiry_failure(task: task_pb2.Task) -> tuple[str, task_pb2.TaskError]:
+    """(status message, error) of a paused task whose pending action expired."""
+    message = f"{_pending_what(task.pending_action)} expired before anyone answered"
+    error = task_pb2.TaskError(
+        reason="EXPIRED", message=message, metadata={"action_id": task.pending_action.action_id}
+    )
+    return message, error
 
 
 def _pending_what(pending: task_pb2.PendingAction) -> str:
