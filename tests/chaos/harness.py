@@ -243,19 +243,23 @@ class ChaosMesh:
                     held[_text(entries[0][1].get(b"t", b""))] = pids[pid]
         return held
 
+    async def _idempotency_records(self, tool: str, task_id: str = "*") -> AsyncIterator[tuple[str, str]]:
+        """(task id, state) of the tool SDK's idempotency records of `tool` (any version)."""
+        # keys.idempotency(scope, key): scope `tool:<name>:<version>`, key `<task id>:<step>`.
+        prefix = "am:{i:" + keys.part(f"tool:{tool}:")
+        async for key in self.store_redis.scan_iter(match=f"{prefix}*:{task_id}%3A*", count=1000):
+            owner = _text(key).removeprefix(prefix).split(":", 1)[1].split("%3A", 1)[0]
+            yield owner, _text(await self.store_redis.hget(key, "state") or b"")
+
     async def calls_in_flight(self, tool: str) -> list[str]:
         """Task ids with a call to `tool` claimed under its idempotency key and not yet answered
         (the tool-side hook for "after the call was sent, before its checkpoint")."""
-        found = []
-        async for key in self.store_redis.scan_iter(match=f"am:{{i:tool:{tool}*", count=1000):
-            if _text(await self.store_redis.hget(key, "state") or b"") == "pending":
-                # am:{i:<scope>:<task id>:<step>}
-                found.append(_text(key).rsplit(":", 2)[-2])
-        return found
+        return [task_id async for task_id, state in self._idempotency_records(tool) if state == "pending"]
 
     async def idempotency_state(self, tool: str, task_id: str) -> str:
-        async for key in self.store_redis.scan_iter(match=f"am:{{i:tool:{tool}*:{task_id}:*", count=1000):
-            return _text(await self.store_redis.hget(key, "state") or b"")
+        """`pending` (the call runs), `done` (its result is stored) or "" (no call yet)."""
+        async for _, state in self._idempotency_records(tool, task_id):
+            return state
         return ""
 
     # -- processes -----------------------------------------------------------------------------
