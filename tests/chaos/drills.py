@@ -136,11 +136,15 @@ class Workload:
         tasks = await self.settle()
         figures.tasks = len(tasks)
         problems: list[str] = []
-        effects = (await self.mesh.dummy_stats(dummy))["effects_by_action"] if (self.acts or self.once) else {}
+        effects = (
+            (await self.mesh.dummy_stats(dummy))["effects_by_action"] if (self.acts or self.once) else {}
+        )
         for task_id, action in self.acts.items():
             task = tasks[task_id]
             if task.state != task_pb2.TASK_STATE_COMPLETED:
-                problems.append(f"act {action} ended {task_pb2.TaskState.Name(task.state)}: {task.status_message}")
+                problems.append(
+                    f"act {action} ended {task_pb2.TaskState.Name(task.state)}: {task.status_message}"
+                )
             if effects.get(action, 0) != 1:
                 problems.append(f"act {action}: {effects.get(action, 0)} effects, want exactly 1")
                 figures.duplicated += effects.get(action, 0) > 1

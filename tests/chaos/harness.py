@@ -315,6 +315,9 @@ class ChaosMesh:
 
     async def dummy_stats(self, process: str = "") -> dict[str, Any]:
         stats: dict[str, Any] = await self.ledger("dummy_stats", {}, process=process)
+        # JSON leaves zero counts out; int64 arrives as text.
+        for name in ("calls", "effects", "injected_failures"):
+            stats[name] = int(stats.get(name, 0))
         stats["effects_by_action"] = {k: int(v) for k, v in stats.get("effects_by_action", {}).items()}
         return stats
 

@@ -30,7 +30,9 @@ TOOL_ENV = {"inventory": STOCK, "dummy": {"DUMMY_LATENCY_MS": "300"}}
 async def _drill(tmp_path: Path, kills: int, feed: dict[str, int], scenario: str) -> Figures:
     figures = Figures(scenario)
     started = time.monotonic()
-    async with chaos_mesh(tmp_path, agents={TRAINING: 2, FULFILLMENT: 2}, tools=TOOLS, tool_env=TOOL_ENV) as mesh:
+    async with chaos_mesh(
+        tmp_path, agents={TRAINING: 2, FULFILLMENT: 2}, tools=TOOLS, tool_env=TOOL_ENV
+    ) as mesh:
         workload = Workload(mesh, prefix=scenario)
         await kill_agents(mesh, workload, figures, kills=kills, feed=feed)
         await workload.check(figures)
