@@ -135,6 +135,7 @@ class Workload:
         """Settle, then hold every ledger to exactly-once (KEYED) / at-most-once (NON_IDEMPOTENT)."""
         tasks = await self.settle()
         figures.tasks = len(tasks)
+        figures.extra["submit_retries"] = self.mesh.submit_retries
         problems: list[str] = []
         effects = (
             (await self.mesh.dummy_stats(dummy))["effects_by_action"] if (self.acts or self.once) else {}

@@ -122,6 +122,7 @@ class ChaosMesh:
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _invoker: ToolInvoker = field(default_factory=ToolInvoker)
     _submitted: int = 0
+    submit_retries: int = 0  # UNAVAILABLE / RESOURCE_EXHAUSTED answers a submit retried
 
     # -- Redis and tasks -----------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class ChaosMesh:
                 )
                 if not retryable or time.monotonic() > deadline:
                     raise
+                self.submit_retries += 1
                 await asyncio.sleep(exc.retry_after or 0.05)
 
     async def snapshot(self, domain: str, task_id: str, *, steps: bool = False) -> task_pb2.Task | None:
