@@ -92,15 +92,22 @@ async def test_flaky_dummy_keeps_budgets_trips_the_breaker_and_spares_the_other_
         proxied={"tool-dummy"},
     ) as mesh:
         workload = Workload(mesh, prefix="flaky")
-        # A burst of failures (the breaker's 5 in a row, several times over), then 30 % failures
-        # and 2 s spikes on the link.
-        await configure_dummy(mesh, {"unavailable_rate": 0.3, "fail_next": 20, "seed": 16})
+        # 30 % of calls fail and 10 % of the link's chunks wait 2 s: retries by side-effect class
+        # carry most tasks through.
+        await configure_dummy(mesh, {"unavailable_rate": 0.3, "seed": 16})
         mesh.proxies["tool-dummy"].faults = Faults(spike_rate=0.1, spike_s=2.0)
         for _ in range(6):
-            await workload.batch(acts=5, orders=2)
+            await workload.batch(acts=4, orders=2)
             await asyncio.sleep(0.5)
         flaky = await workload.settle(timeout=180)
-        opened = await breaker_transitions(mesh, "OPEN")
+        # Then a burst of failures (the breaker's 5 in a row, four times over): it opens.
+        await configure_dummy(mesh, {"unavailable_rate": 0.3, "fail_next": 20, "seed": 17})
+        deadline = time.monotonic() + 60
+        while (opened := await breaker_transitions(mesh, "OPEN")) < 1:
+            assert time.monotonic() < deadline, "the breaker never opened"
+            await workload.batch(acts=2, orders=1)
+            await asyncio.sleep(0.3)
+        flaky |= await workload.settle(timeout=180)
         # The dummy recovers: after the breaker's reset time a probe succeeds and it closes.
         await configure_dummy(mesh, {})
         mesh.proxies["tool-dummy"].faults = CLEAN
@@ -111,7 +118,6 @@ async def test_flaky_dummy_keeps_budgets_trips_the_breaker_and_spares_the_other_
             await asyncio.sleep(1.0)
         recovered = await workload.settle(timeout=120)
         stats = await mesh.dummy_stats()
-        assert opened >= 1, "the breaker never opened"
         # Budgets hold: every task settled within its deadline, whatever the dummy did.
         durations = [_within_deadline(t, 30) for i, t in flaky.items() if i in workload.acts]
         order_times = [_within_deadline(t, 60) for i, t in recovered.items() if i in workload.orders]
