@@ -145,17 +145,24 @@ class ChaosMesh:
             if n == f"agent-{domain}" or n.rsplit("-", 1)[0] == f"agent-{domain}"
         ]
 
-    def client(self, name: str, user: str = "chaos-user") -> AgentClient:
-        key = f"{name}/{user}"
+    def client(self, name: str, user: str = "chaos-user", tenant: str = TENANT) -> AgentClient:
+        key = f"{name}/{tenant}/{user}"
         if key not in self._clients:
             target = self.mesh.planned(name).grpc_target
             assert target is not None
-            metadata = caller_metadata(tenant=TENANT, user=user)
+            metadata = caller_metadata(tenant=tenant, user=user)
             self._clients[key] = AgentClient.connect(target, metadata=metadata)
         return self._clients[key]
 
     async def submit(
-        self, domain: str, instruction: str, request_id: str, *, user: str = "chaos-user", timeout: float = 60
+        self,
+        domain: str,
+        instruction: str,
+        request_id: str,
+        *,
+        user: str = "chaos-user",
+        tenant: str = TENANT,
+        timeout: float = 60,
     ) -> str:
         """SubmitTask on the domain's replicas in turn, through kills (UNAVAILABLE: the next replica)
         and admission limits (RESOURCE_EXHAUSTED: wait its RetryInfo); the task id."""
@@ -165,7 +172,9 @@ class ChaosMesh:
             self._submitted += 1
             name = names[self._submitted % len(names)]
             try:
-                task = await self.client(name, user).submit(instruction, request_id=request_id, timeout=10)
+                task = await self.client(name, user, tenant).submit(
+                    instruction, request_id=request_id, timeout=10
+                )
                 return task.task_id
             except (Unavailable, ResourceExhausted, AgentmeshError) as exc:
                 retryable = isinstance(exc, Unavailable | ResourceExhausted) or exc.code in (
