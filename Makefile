@@ -9,6 +9,9 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
+# Where `make chaos` / `make soak` write each scenario's figures (JSON lines; tests/CHAOS.md).
+CHAOS_REPORT ?= .agentmesh/chaos-figures.jsonl
+SOAK_REPORT  ?= .agentmesh/soak-figures.jsonl
 
 .PHONY: help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts chart-readme hadolint clean
 
@@ -59,11 +62,15 @@ demo: $(STAMP) ## Run the demo stories against a running mesh (`make up` in anot
 bench: $(STAMP) ## Run the benchmarks and print the ratios (recorded in bench/RESULTS.md)
 	$(PY) -m bench
 
-chaos: $(STAMP) ## The full chaos suite (kills, restarts, fuzzing)
-	$(BIN)/pytest -m chaos -p no:cacheprovider
+chaos: $(STAMP) ## The full chaos suite: real agent/tool/Redis kills, failovers, faults (figures in CHAOS_REPORT)
+	@mkdir -p $(dir $(CHAOS_REPORT)) && rm -f $(CHAOS_REPORT)
+	AGENTMESH_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) $(BIN)/pytest -m chaos -p no:cacheprovider
+	@echo "figures: $(CHAOS_REPORT)" && cat $(CHAOS_REPORT)
 
-soak: $(STAMP) ## Long soak runs
-	$(BIN)/pytest -m soak -p no:cacheprovider
+soak: $(STAMP) ## 10,000 tasks through the local mesh: RSS and Redis memory (AGENTMESH_SOAK_TASKS=n)
+	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
+	AGENTMESH_CHAOS_REPORT=$(abspath $(SOAK_REPORT)) $(BIN)/pytest -m soak -p no:cacheprovider
+	@echo "figures: $(SOAK_REPORT)" && cat $(SOAK_REPORT)
 
 charts: $(STAMP) ## Chart tests: render, strict lint, schema-validate every manifest
 	$(BIN)/pytest tests/charts
