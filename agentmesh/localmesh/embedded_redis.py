@@ -241,6 +241,9 @@ class EmbeddedSentinel:
     service: str = "mymaster"
     password: str | None = None  # the Sentinel's own requirepass
     port: int = 0
+    # Failure detection and failover pace (Sentinel's defaults: 30 s and 3 min).
+    down_after_ms: int = 30_000
+    failover_timeout_ms: int = 180_000
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
 
@@ -259,6 +262,8 @@ class EmbeddedSentinel:
             "protected-mode no",
             f"dir {self._dir}",
             f"sentinel monitor {self.service} {self.master.host} {self.master.port} 1",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
         ]
         if self.master.password:
             lines.append(f"sentinel auth-pass {self.service} {self.master.password}")
@@ -289,6 +294,15 @@ class EmbeddedSentinel:
             raise TimeoutError(f"sentinel on port {self.port} not ready after {timeout}s")
         finally:
             client.close()
+
+    def master_address(self) -> tuple[str, int]:
+        """The master this Sentinel points at now (after a failover: the promoted replica)."""
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
+        try:
+            host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        return _as_bytes(host).decode(), int(port)
 
     def cleanup(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -110,7 +110,7 @@ class Kill:
 @dataclass
 class ChaosMesh:
     mesh: LocalMesh
-    redis: EmbeddedRedis
+    redis: EmbeddedRedis | None  # None: the test runs its own (Sentinel, Cluster)
     redis_url: str  # what the harness uses (never through a proxy)
     proxies: dict[str, FaultProxy]
     tool_ports: dict[str, int]  # tool process name -> its own gRPC port
@@ -289,7 +289,8 @@ class ChaosMesh:
         """Resident set size (bytes) of every process of the mesh, Redis included."""
         sizes = {}
         pids = {n: self.mesh.process(n).pid for n in self.mesh.names()}
-        pids["redis"] = self.redis.pid
+        if self.redis is not None:
+            pids["redis"] = self.redis.pid
         for name, pid in pids.items():
             if pid is not None:
                 with contextlib.suppress(OSError, ValueError):
@@ -365,6 +366,7 @@ async def chaos_mesh(
     agents: Mapping[str, int],
     tools: Sequence[str],
     redis: EmbeddedRedis | None = None,
+    redis_url: str | None = None,
     proxied: Iterable[str] = (),
     tool_env: Mapping[str, Mapping[str, str]] | None = None,
     tool_replicas: Mapping[str, int] | None = None,
@@ -378,12 +380,16 @@ async def chaos_mesh(
     idempotency store, and the proxy in front of the tool (if any) can be pointed at either.
     """
     proxied = set(proxied)
-    redis = redis or EmbeddedRedis(appendonly=True, appendfsync="everysec", data_dir=state_dir / "valkey")
-    if redis.port == 0:
-        redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
     proxies: dict[str, FaultProxy] = {}
-    redis_url = redis.url
-    if "redis" in proxied:
+    if redis_url is None:
+        redis = redis or EmbeddedRedis(appendonly=True, appendfsync="everysec", data_dir=state_dir / "valkey")
+        if redis.port == 0:
+            redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
+        redis_url = redis.url
+    if redis is None:  # a Redis of the test's own (Sentinel, Cluster): used as it is
+        assert "redis" not in proxied, "a proxy sits in front of one plain server only"
+        service_redis_url = redis_url
+    elif "redis" in proxied:
         proxies["redis"] = FaultProxy(redis.host, redis.port, name="proxy-redis").start()
         auth = f":{redis.password}@" if redis.password else ""
         service_redis_url = f"redis://{auth}{proxies['redis'].address}/0"
@@ -446,7 +452,8 @@ async def chaos_mesh(
         await mesh.stop()
         for proxy in proxies.values():
             proxy.stop()
-        redis.cleanup()
+        if redis is not None:
+            redis.cleanup()
 
 
 def _root() -> Path:
