@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from agentmesh.localmesh.embedded_redis import EmbeddedRedis, EmbeddedSentinel
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis, EmbeddedSentinel, start_cluster
 from tests.chaos.drills import FULFILLMENT, STOCK, TRAINING, Figures, Workload
 from tests.chaos.harness import chaos_mesh
 
@@ -88,3 +88,52 @@ async def test_sentinel_failover_with_tasks_in_flight(tmp_path: Path) -> None:
         sentinel.cleanup()
         replica.cleanup()
         master.cleanup()
+
+
+def _role(server: EmbeddedRedis) -> str:
+    client = redis_sync.Redis(host=server.host, port=server.port, socket_timeout=1)
+    try:
+        return str(client.info("replication")["role"])
+    finally:
+        client.close()
+
+
+async def test_cluster_node_failover_with_tasks_in_flight(tmp_path: Path) -> None:
+    """A 3-master Valkey Cluster with one replica each; a master SIGKILLed mid-run, its replica
+    promoted after the node timeout (1 s): the work on every queue shard continues."""
+    figures = Figures("cluster-failover")
+    cluster = await asyncio.to_thread(start_cluster, 3, 30.0, replicas=1, node_timeout_ms=1000)
+    try:
+        async with chaos_mesh(
+            tmp_path / "mesh",
+            agents={TRAINING: 2, FULFILLMENT: 2},
+            tools=TOOLS,
+            tool_env=TOOL_ENV,
+            redis_url=cluster.url,
+        ) as mesh:
+            workload = Workload(mesh, prefix="cluster")
+            await workload.batch(acts=6, orders=3)
+            await asyncio.sleep(0.3)
+            victim = cluster.nodes[1]  # not the node the URL names: clients learn the others
+            follower = next(r for r in cluster.replicas if _replicates(r, victim))
+            victim.kill()
+            killed = time.monotonic()
+            figures.kills += 1
+            while await asyncio.to_thread(_role, follower) != "master":
+                assert time.monotonic() - killed < 60, "the replica never took over"
+                await asyncio.sleep(0.1)
+            figures.extra["failover_s"] = round(time.monotonic() - killed, 1)
+            await workload.batch(acts=6, orders=3)
+            await workload.check(figures)
+            figures.report()
+    finally:
+        cluster.cleanup()
+
+
+def _replicates(replica: EmbeddedRedis, master: EmbeddedRedis) -> bool:
+    client = redis_sync.Redis(host=replica.host, port=replica.port)
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return int(info.get("master_port", 0)) == master.port
