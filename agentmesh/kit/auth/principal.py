@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,3 +98,13 @@ def set_current_principal(principal: Principal | None) -> contextvars.Token[Prin
 
 def reset_current_principal(token: contextvars.Token[Principal | None]) -> None:
     _current.reset(token)
+
+
+def arguments_digest(request: Any) -> str:
+    """SHA-256 (hex) of a request message's deterministic wire bytes: what an approval is bound to.
+
+    The agent computes it on the request it sends, the tool SDK on the request it received;
+    both serialize the same fields deterministically, so they agree exactly when the
+    arguments are the same.
+    """
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
