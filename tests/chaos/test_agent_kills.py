@@ -50,6 +50,7 @@ async def test_ten_agent_kills_lose_and_repeat_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 async def test_hundred_agent_kills_lose_and_repeat_nothing(tmp_path: Path) -> None:
     figures = await _drill(tmp_path, 100, {"acts": 3, "once": 1, "orders": 2}, "full-kills")
     assert figures.kills == 100 and figures.outcome_unknown >= 1, figures.summary()

@@ -74,6 +74,7 @@ async def _drive(mesh: ChaosMesh, start: int, stop: int, done: dict[str, str]) -
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.timeout(3600)
 async def test_ten_thousand_tasks_keep_memory_flat(tmp_path: Path) -> None:
     figures = Figures("soak")
     started = time.monotonic()
