@@ -15,7 +15,6 @@ from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
 from tool_registry.sdk import ToolContext, ToolService
 
-
 SEED_STOCK = {"ABC-001": 10, "DEF-002": 3, "XYZ-900": 0}
 
 

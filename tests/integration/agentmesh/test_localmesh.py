@@ -122,7 +122,7 @@ async def test_kill_and_restart_one_service_by_name(tmp_path: Path) -> None:
         assert restarted.pid != old_pid and restarted.running()
         assert await health.check(plan[1].grpc_target or "", plan[1].health_service) == health.SERVING
         assert json.loads(mesh.state_file.read_text())["services"][1]["pid"] == restarted.pid
-        with pytest.raises(KeyError, match="no service 'ghost'.*steady, victim"):
+        with pytest.raises(KeyError, match=r"no service 'ghost'.*steady, victim"):
             mesh.kill("ghost")
     finally:
         await mesh.stop()
