@@ -318,7 +318,7 @@ class ToolService:
         )
         self._owns_redis = redis is None
         for method in self.methods.values():
-            method.store = IdempotencyStore(self._redis, scope=method.scope)
+            method.store = IdempotencyStore.from_settings(self._redis, settings, scope=method.scope)
         host = ServiceHost(
             settings, name=settings.service_name or self.service_name, reflection_pool=self.pool
         )
