@@ -6,8 +6,9 @@ the training dummy, one fifth fulfils an order. Submissions keep about 64 tasks 
 Checked: every task COMPLETED with its effect exactly once (every dummy action; a sample of
 the orders' reservations, shipments and emails); the resident set of every process at the end
 within 10 % of its size after the warm-up; Redis memory bounded — finished tasks and
-idempotency keys expire (retention set to 30 s here), so the memory after the run is within
-the plateau the first quarter reached.
+idempotency keys and per-task usage expire (every retention set to 30 s here), so the memory
+stops growing once the first quarter is through, and falls back to its size after the warm-up
+once the retention has passed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ RETENTION = {
     "AGENTMESH_TASK_RETENTION": "30",
     "AGENTMESH_RUN_RETENTION": "30",
     "AGENTMESH_IDEMPOTENCY_WINDOW": "30",
+    "AGENTMESH_USAGE_RETENTION": "30",
     "AGENTMESH_CLAIM_IDLE_TIMEOUT": "10",
 }
 
@@ -97,6 +99,9 @@ async def test_ten_thousand_tasks_keep_memory_flat(tmp_path: Path) -> None:
         rss_end = mesh.rss()
         redis_end = await mesh.redis_memory()
 
+        await asyncio.sleep(35)  # every retention (30 s) passes
+        redis_idle = await mesh.redis_memory()
+
         effects = (await mesh.dummy_stats())["effects_by_action"]
         actions = [what for what, domain in done.items() if domain == TRAINING]
         assert len(done) == TASKS
@@ -116,9 +121,12 @@ async def test_ten_thousand_tasks_keep_memory_flat(tmp_path: Path) -> None:
             "rss_mib_start": {k: round(v / 2**20, 1) for k, v in rss_start.items()},
             "rss_mib_end": {k: round(v / 2**20, 1) for k, v in rss_end.items()},
             "rss_growth_pct": {k: round(100 * v, 1) for k, v in growth.items()},
-            "redis_mib": [round(v / 2**20, 1) for v in (redis_start, redis_quarter, redis_end)],
+            # after the warm-up, a quarter, the run, and the retention
+            "redis_mib": [round(v / 2**20, 1) for v in (redis_start, redis_quarter, redis_end, redis_idle)],
         }
         figures.report()
         assert all(g < 0.10 for g in growth.values()), figures.extra["rss_growth_pct"]
-        # Bounded: after the first quarter the memory stops growing with the task count.
-        assert redis_end <= max(redis_quarter * 1.25, redis_start + 32 * 2**20), figures.extra["redis_mib"]
+        # Bounded: after the first quarter the memory stops growing with the task count, and what
+        # the run left behind expires with the retention.
+        assert redis_end <= redis_quarter * 1.3 + 2 * 2**20, figures.extra["redis_mib"]
+        assert redis_idle <= redis_start + 4 * 2**20, figures.extra["redis_mib"]
