@@ -177,6 +177,18 @@ class Workload:
             if counts != (1, 1, 1):
                 problems.append(f"{order}: reservations, shipments, emails = {counts}, want (1, 1, 1)")
                 figures.duplicated += any(c > 1 for c in counts)
+        # A worker killed while its NON_IDEMPOTENT call was in flight: the resumed task must not
+        # call again (the example SDK would replay it, a real backend might not) — it parks.
+        for kill in self.mesh.kills:
+            if kill.window == "in-call:dummy_act_once" and not outcome_unknown(tasks[kill.task_id]):
+                task = tasks[kill.task_id]
+                problems.append(
+                    f"act once {self.once[kill.task_id]} was interrupted mid-call and ended "
+                    f"{task_pb2.TaskState.Name(task.state)}, not outcome unknown"
+                )
+        figures.extra["once_interrupted_in_call"] = sum(
+            k.window == "in-call:dummy_act_once" for k in self.mesh.kills
+        )
         domains = ([TRAINING] if self.acts or self.once else []) + ([FULFILLMENT] if self.orders else [])
         for domain in domains:
             stats = await self.mesh.stats(domain)

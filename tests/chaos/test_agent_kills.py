@@ -39,6 +39,7 @@ async def _drill(tmp_path: Path, kills: int, feed: dict[str, int], scenario: str
         # Crashed work is resumed from its checkpoint: some kill hit a call in flight, and a
         # NON_IDEMPOTENT one among them ended "outcome unknown" rather than being repeated.
         assert figures.kills_in_call >= kills // 4, figures.summary()
+        assert figures.extra["once_interrupted_in_call"] >= 1, figures.summary()
         figures.seconds = round(time.monotonic() - started, 1)
         figures.report()
     return figures
