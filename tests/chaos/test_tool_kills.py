@@ -54,7 +54,7 @@ def _assert_replayed(task: task_pb2.Task, effect: int) -> None:
     assert task.state == task_pb2.TASK_STATE_COMPLETED, task
     (call,) = [s for s in task.steps if s.tool_name == "dummy_act"]
     assert call.attempts >= 2, call  # the lost reply was retried with the same key
-    assert call.outcome in (task_pb2.TOOL_OUTCOME_OK, task_pb2.TOOL_OUTCOME_DEDUPLICATED), call
+    assert call.outcome in (task_pb2.TOOL_OUTCOME_OK, task_pb2.TOOL_OUTCOME_DEDUPLICATED), task
     # The answer is the killed process's stored result, replayed.
     assert f"side effect #{effect}." in task.final_answer, task.final_answer
 
