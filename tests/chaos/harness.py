@@ -121,6 +121,7 @@ class ChaosMesh:
     _clients: dict[str, AgentClient] = field(default_factory=dict)
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _invoker: ToolInvoker = field(default_factory=ToolInvoker)
+    _ledger_tools: dict[tuple[str, str], ResolvedTool] = field(default_factory=dict)
     _submitted: int = 0
     submit_retries: int = 0  # UNAVAILABLE / RESOURCE_EXHAUSTED answers a submit retried
 
@@ -311,16 +312,20 @@ class ChaosMesh:
         tool, rpc = LEDGER_METHODS[method]
         port = self.tool_ports[process or self.tool_process(tool)]
         endpoint = f"127.0.0.1:{port}"
-        if endpoint not in self._channels:
-            self._channels[endpoint] = create_channel(endpoint)
-        app = load(tool)
-        schema = app.methods[rpc].schema
-        spec = prepare(
-            tool_pb2.ToolSpec(
-                file_descriptor_set=app.file_set_bytes, method=schema.method_name, endpoint=endpoint
+        resolved = self._ledger_tools.get((method, endpoint))
+        if resolved is None:  # compiling the .proto takes a while: once per tool and endpoint
+            if endpoint not in self._channels:
+                self._channels[endpoint] = create_channel(endpoint)
+            app = load(tool)
+            schema = app.methods[rpc].schema
+            spec = prepare(
+                tool_pb2.ToolSpec(
+                    file_descriptor_set=app.file_set_bytes, method=schema.method_name, endpoint=endpoint
+                )
+            ).spec
+            resolved = self._ledger_tools[(method, endpoint)] = ResolvedTool(
+                spec, schema, self._channels[endpoint]
             )
-        ).spec
-        resolved = ResolvedTool(spec, schema, self._channels[endpoint])
         result = await self._invoker.invoke(resolved, dict(arguments), CallContext(deadline=time.time() + 10))
         assert result.ok and result.response is not None, f"{method} on {endpoint}: {result}"
         return result.response

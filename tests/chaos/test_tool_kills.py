@@ -37,8 +37,10 @@ async def _lost_reply(mesh: ChaosMesh, action: str, victim: str, survivor: str) 
     assert before["effects_by_action"].get(action) == 1, before  # the effect committed
     survivor_before = await mesh.dummy_stats(survivor)
     task = await mesh.snapshot(TRAINING, task_id)
-    mesh.kill(victim, task_id=task_id, window="tool", attempt=task.attempt if task else 0)
+    # New connections go to the survivor before the victim dies: a reconnect in between would
+    # find nothing listening, and the agent's channel would back off past its attempts.
     proxy.upstream = ("127.0.0.1", mesh.tool_ports[survivor])
+    mesh.kill(victim, task_id=task_id, window="tool", attempt=task.attempt if task else 0)
     proxy.faults = CLEAN
     proxy.reset_connections()
     (done,) = (await mesh.wait_settled(TRAINING, [task_id], timeout=60)).values()
@@ -72,6 +74,8 @@ async def _run(tmp_path: Path, rounds: int, scenario: str) -> None:
         # to the first dummy) before any reply is swallowed.
         warm = await mesh.submit(TRAINING, "Act on warm-up", "tool-kill-warm-up")
         await mesh.wait_settled(TRAINING, [warm], timeout=60)
+        for process in ("tool-dummy", "tool-dummy-2"):  # ledger reads ready before the timed part
+            await mesh.dummy_stats(process)
         pair = ("tool-dummy", "tool-dummy-2")
         for n in range(rounds):
             victim, survivor = pair if n % 2 == 0 else pair[::-1]
