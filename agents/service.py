@@ -30,9 +30,9 @@ from agents.admission import RunAdmission
 from agents.caller import DEPTH_LABEL, Caller, resolve_caller
 from agents.executor import TaskExecutor
 from agents.requests import check_list_request, check_run_request, check_session_id, check_submit_request
-from agents.sessions import SessionContext
+from agents.session_context import SessionContext
 from agents.spec import DomainSpec
-from memory.task_queue import TaskQueue
+from memory.tasks.queue import TaskQueue
 from memory.usage import UsageStore
 
 log = logging.getLogger(__name__)

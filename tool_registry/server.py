@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
-from memory.connection import create_redis, describe
+from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
+from memory.connection import AnyRedis, create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
@@ -52,15 +54,42 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
         await redis.aclose()
 
     host.on_stop(close)
+    if settings.discovery_namespace_list:
+        start_discovery(settings, host, redis)
     log.info("registry store", extra={"redis": describe(settings.redis_url)})
     await host.run()
 
 
+def start_discovery(settings: Settings, host: ServiceHost, redis: AnyRedis) -> None:
+    """Kubernetes discovery beside the registry: it writes through this registry's own gRPC API."""
+    from tool_registry.discovery import ToolDiscovery, discovery_metadata
+
+    state: dict[str, Any] = {}
+
+    async def start() -> None:
+        channel = create_channel(f"localhost:{host.grpc_port}", settings=settings, control_plane=True)
+        discovery = ToolDiscovery(
+            settings,
+            rs_grpc.ToolRegistryServiceStub(channel),
+            redis,
+            metadata=discovery_metadata(settings),
+        )
+        state.update(channel=channel, discovery=discovery, task=asyncio.create_task(discovery.run()))
+
+    async def stop() -> None:
+        if "discovery" in state:
+            await state["discovery"].stop()
+            await asyncio.gather(state["task"], return_exceptions=True)
+            await state["channel"].close()
+
+    async def status() -> Any:
+        return state["discovery"].status() if "discovery" in state else {"active": False}
+
+    host.on_start(start)
+    host.on_drain(stop)
+    host.add_http_route("/discovery", status)
+
+
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.service_name or "registry", settings.log_level, settings.log_format)
-    configure_tracing(settings.service_name or "registry")
-    try:
-        asyncio.run(serve(settings, schema_exporter=default_schema_exporter()))
-    finally:
-        shutdown_tracing()
+    settings = load_settings()
+    run_process(settings, "registry", lambda: serve(settings, schema_exporter=default_schema_exporter()))

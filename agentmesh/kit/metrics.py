@@ -107,7 +107,7 @@ TOOL_REGISTERED = Gauge(
     registry=REGISTRY,
 )
 
-# -- durable tasks (memory/task_queue.py, memory/task_worker.py) ---------------------------------
+# -- durable tasks (memory/tasks/queue.py, memory/tasks/worker.py) ---------------------------------
 
 TASK_QUEUE_DEPTH = Gauge(
     "agentmesh_task_queue_depth",
@@ -240,5 +240,37 @@ AGENT_RUNS_IN_FLIGHT = Gauge(
     "agentmesh_agent_runs_in_flight",
     "Tasks this replica is running (Run calls and tasks that continue after a hand-off).",
     ["domain"],
+    registry=REGISTRY,
+)
+
+
+# -- Kubernetes tool discovery (the registry) ----------------------------------
+
+DISCOVERY_ACTIVE = Gauge(
+    "agentmesh_discovery_active",
+    "1 on the registry replica whose Kubernetes discovery holds the lease, 0 on the others.",
+    registry=REGISTRY,
+)
+DISCOVERY_SERVICES = Gauge(
+    "agentmesh_discovery_services",
+    "Labelled Services known to discovery, by status (registered, failed, pending).",
+    ["status"],
+    registry=REGISTRY,
+)
+DISCOVERY_REGISTRATIONS = Counter(
+    "agentmesh_discovery_registrations",
+    "Tool versions registered (or confirmed unchanged) by discovery.",
+    registry=REGISTRY,
+)
+DISCOVERY_ERRORS = Counter(
+    "agentmesh_discovery_errors",
+    "Discovery failures by kind (annotations, reflection, no_tools, registry, retire, watch).",
+    ["kind"],
+    registry=REGISTRY,
+)
+DISCOVERY_RELISTS = Counter(
+    "agentmesh_discovery_relists",
+    "Relists after a watch's resourceVersion expired (410 Gone), by namespace.",
+    ["namespace"],
     registry=REGISTRY,
 )

@@ -9,6 +9,7 @@ as such."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,11 +21,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from agentmesh.kit.config import REGISTRY_PORT
 from agentmesh.kit.net import port_bindable
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
-    REGISTRY_PORT,
     MeshOptions,
     build_plan,
     default_agents,
@@ -151,6 +152,12 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
                 env=env,
             )
             assert status.returncode == 0, status.stdout + status.stderr
+            # The operator console runs beside the mesh; `up` prints its URL, `status` lists it.
+            consoles = [s for s in json.loads(status.stdout)["services"] if s["kind"] == "console"]
+            assert [(c["http"], c["health"]) for c in consoles] == [
+                (f"127.0.0.1:{options.console_port}", "SERVING")
+            ]
+            assert f"operator console: http://127.0.0.1:{options.console_port}/" in output.read_text()
             process.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(process.wait(), 90) == 0, output.read_text()
         finally:

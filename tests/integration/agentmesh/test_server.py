@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import grpc
-import httpx
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import from_rpc_error
+from agentmesh.kit.http import SideListener
 from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 from tests.support.sample_service import SECRET_TEXT, SERVICE, SampleAgent, registration
@@ -226,13 +227,28 @@ async def test_http_side_listener_serves_metrics_and_readiness(servicer: SampleA
         await stub.Run(agent_service_pb2.RunRequest(instruction="hello"))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetTask(agent_service_pb2.GetTaskRequest(task_id="x"))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host.http_port}") as http:
-            metrics_text = (await http.get("/metrics")).text
-            assert (await http.get("/readyz")).status_code == 200
-            assert (await http.get("/healthz")).status_code == 200
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{host.http_port}") as http:
+            async with http.get("/metrics") as response:
+                metrics_text = await response.text()
+            for path in ("/readyz", "/healthz"):
+                async with http.get(path) as response:
+                    assert response.status == 200, path
     assert (
         'agentmesh_rpc_handled_total{code="OK",method="Run",service="agentmesh.v1.AgentService"}'
         in metrics_text
     )
     assert 'code="NOT_FOUND",method="GetTask"' in metrics_text
     assert "agentmesh_rpc_duration_seconds_bucket" in metrics_text
+
+
+async def test_the_http_listener_on_all_interfaces_answers_ipv4_and_ipv6() -> None:
+    # asyncio binds "::" IPv6-only by default: Prometheus scraping a pod's IPv4 address got nothing.
+    listener = SideListener("[::]", 0, ready=lambda: True)
+    port = await listener.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for host in ("127.0.0.1", "[::1]"):
+                async with session.get(f"http://{host}:{port}/healthz") as response:
+                    assert response.status == 200, host
+    finally:
+        await listener.stop()
