@@ -408,6 +408,7 @@ async def chaos_mesh(
         redis_url=service_redis_url,
         agents=[(domain, DOMAINS_DIR / f"{domain}.yaml") for domain in agents],
         tools=tuple(tools),
+        console=False,
         replicas=dict(agents),
         ports=ports,
         extra_env={**CHAOS_ENV, "AGENTMESH_QUEUE_SHARDS": str(shards), **(env or {})},

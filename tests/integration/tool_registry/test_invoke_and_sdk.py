@@ -96,7 +96,7 @@ async def test_stored_results_expire_after_the_configured_window(redis_url: str,
     """AGENTMESH_IDEMPOTENCY_WINDOW reaches the SDK's store (the soak found it stuck at 24 h)."""
     async with served(inventory.build(), redis_url, idempotency_window_s=30) as tools:
         args = {"order_id": "ORD-12345", "sku": "ABC-001", "qty": 1}
-        assert (await ToolInvoker().invoke(tools.tool("Reserve"), args, step(4))).outcome is Outcome.OK
+        assert (await ToolInvoker().invoke(tools.tool("Reserve"), args, step(4))).outcome is CallOutcome.OK
     (key,) = [k async for k in redis_client.scan_iter(match="am:{i:*")]
     assert 0 < await redis_client.ttl(key) <= 30
 
