@@ -42,8 +42,8 @@ from agents.client import AgentClient, caller_metadata
 from examples._common import load
 from memory import keys
 from memory.connection import AnyRedis, create_redis
-from memory.task_queue import QueueStats, TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import QueueStats, TaskQueue
+from memory.tasks.store import TaskConfig
 from tests.chaos.proxy import FaultProxy
 from tests.support.agent_mesh import wait_registered
 from tool_registry.invoke import CallContext, ResolvedTool, ToolInvoker
