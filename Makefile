@@ -9,6 +9,9 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
+# Where `make chaos` / `make soak` write each scenario's figures (JSON lines; tests/CHAOS.md).
+CHAOS_REPORT ?= .agentmesh/chaos-figures.jsonl
+SOAK_REPORT  ?= .agentmesh/soak-figures.jsonl
 
 .PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench bench-quick chaos soak mutate charts chart-readme hadolint clean
 
@@ -79,16 +82,20 @@ bench: $(STAMP) ## Run every benchmark; writes the summary table atop bench/RESU
 bench-quick: $(STAMP) ## The same in short rounds (a few minutes: checks it all runs, rough figures)
 	nice -n 5 $(PY) -m bench --quick $(BENCH_ARGS)
 
-chaos: $(STAMP) ## The full chaos suite (kills, restarts, fuzzing)
-	$(BIN)/pytest -m chaos -p no:cacheprovider
+chaos: $(STAMP) ## The full chaos suite: real agent/tool/Redis kills, failovers, faults (figures in CHAOS_REPORT)
+	@mkdir -p $(dir $(CHAOS_REPORT)) && rm -f $(CHAOS_REPORT)
+	AGENTMESH_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) $(BIN)/pytest -m chaos -p no:cacheprovider
+	@echo "figures: $(CHAOS_REPORT)" && cat $(CHAOS_REPORT)
 
 mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants (tests/MUTATION.md; 20-40 min on 2 cores, niced)
 	nice -n 15 $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 	nice -n 15 $(PY) scripts/lua_mutants.py
 
-soak: $(STAMP) ## Long soak runs
-	$(BIN)/pytest -m soak -p no:cacheprovider
+soak: $(STAMP) ## 10,000 tasks through the local mesh: RSS and Redis memory (AGENTMESH_SOAK_TASKS=n)
+	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
+	AGENTMESH_CHAOS_REPORT=$(abspath $(SOAK_REPORT)) $(BIN)/pytest -m soak -p no:cacheprovider
+	@echo "figures: $(SOAK_REPORT)" && cat $(SOAK_REPORT)
 
 charts: $(STAMP) ## Chart tests: render, strict lint, schema-validate every manifest
 	$(BIN)/pytest tests/charts

@@ -374,7 +374,7 @@ class ToolService:
         )
         self._owns_redis = redis is None
         for method in self.methods.values():
-            method.store = IdempotencyStore(self._redis, scope=method.scope)
+            method.store = IdempotencyStore.from_settings(self._redis, settings, scope=method.scope)
         auth = mesh_auth(settings)
         host = ServiceHost(
             settings,

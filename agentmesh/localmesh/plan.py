@@ -101,6 +101,11 @@ class MeshOptions:
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
+    # Agent processes per domain (default 1): replicas of one domain share its queue.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    # gRPC port (the model's HTTP port) by service name, instead of the local port rules;
+    # the HTTP side listener stays at + 1000. Tests give every service a free port this way.
+    ports: Mapping[str, int] = field(default_factory=dict)
     console: bool = True  # run the operator console
     # JSON {label: token} of the dev identities the console's sign-in page offers (written by
     # whoever mints them; the console re-reads it when it changes).
@@ -108,7 +113,7 @@ class MeshOptions:
 
     @property
     def registry_port(self) -> int:
-        return REGISTRY_PORT + self.port_offset
+        return self.ports.get("registry", REGISTRY_PORT + self.port_offset)
 
     @property
     def registry_address(self) -> str:
@@ -116,7 +121,7 @@ class MeshOptions:
 
     @property
     def model_port(self) -> int:
-        return MODEL_PORT + self.port_offset
+        return self.ports.get("model", MODEL_PORT + self.port_offset)
 
     @property
     def console_port(self) -> int:
@@ -160,7 +165,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         )
     ]
     for tool in options.tools:
-        port = TOOL_PORTS[tool] + options.port_offset
+        port = options.ports.get(f"tool-{tool}", TOOL_PORTS[tool] + options.port_offset)
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
@@ -213,12 +218,10 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             )
         )
     model_url = options.model_base_url or f"http://127.0.0.1:{options.model_port}/v1"
-    ports = agent_ports([domain for domain, _ in options.agents])
-    for domain, spec in options.agents:
-        port = ports[domain] + options.port_offset
+    for name, domain, spec, port in _agent_processes(options):
         services.append(
             PlannedService(
-                name=f"agent-{domain}",
+                name=name,
                 kind=Kind.AGENT,
                 argv=_serve("agent"),
                 env={
@@ -236,6 +239,36 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             )
         )
     return services
+
+
+def agent_process_name(domain: str, replica: int, replicas: int) -> str:
+    """`agent-<domain>`, or `agent-<domain>-<n>` (n from 1) when the domain runs several replicas."""
+    return f"agent-{domain}" if replicas == 1 else f"agent-{domain}-{replica + 1}"
+
+
+def _agent_processes(options: MeshOptions) -> list[tuple[str, str, Path, int]]:
+    """(process name, domain, spec, gRPC port) of every agent replica.
+
+    A domain's first replica has its domain port; further replicas take the ports after
+    every domain's (as a domain without a fixed port does).
+    """
+    slugs = [domain for domain, _ in options.agents]
+    ports = agent_ports(slugs)
+    spare = max([*AGENT_PORTS.values(), *ports.values()]) + 1
+    processes = []
+    for domain, spec in options.agents:
+        count = options.replicas.get(domain, 1)
+        if count < 1:
+            raise ValueError(f"domain {domain!r} needs at least one replica, not {count}")
+        for replica in range(count):
+            name = agent_process_name(domain, replica, count)
+            if replica == 0:
+                default = ports[domain]
+            else:
+                default, spare = spare, spare + 1
+            port = options.ports.get(name, default + options.port_offset)
+            processes.append((name, domain, spec, port))
+    return processes
 
 
 def ports_in_use(plan: Sequence[PlannedService]) -> list[int]:

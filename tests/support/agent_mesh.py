@@ -127,28 +127,7 @@ class Mesh:
     async def wait_registered(
         self, tools: Sequence[str] = (), agents: Sequence[str] = (), timeout: float = 60
     ) -> None:
-        """Until the registry resolves every named tool and agent (self-registration is asynchronous)."""
-        deadline = time.monotonic() + timeout
-        async with create_channel(self.registry, control_plane=True) as channel:
-            stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
-            missing = [*tools, *(f"agent:{slug}" for slug in agents)]
-            while missing:
-                still = []
-                for name in missing:
-                    try:
-                        if name.startswith("agent:"):
-                            await stub.GetAgent(
-                                tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
-                            )
-                        else:
-                            await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
-                    except grpc.aio.AioRpcError:
-                        still.append(name)
-                missing = still
-                if missing:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"not registered after {timeout:.0f}s: {missing}")
-                    await asyncio.sleep(0.1)
+        await wait_registered(self.registry, tools=tools, agents=agents, timeout=timeout)
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -187,6 +166,33 @@ async def running_mesh(
         yield mesh
     finally:
         mesh.stop()
+
+
+async def wait_registered(
+    registry: str, *, tools: Sequence[str] = (), agents: Sequence[str] = (), timeout: float = 60
+) -> None:
+    """Until the registry resolves every named tool and agent (self-registration is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    async with create_channel(registry, control_plane=True) as channel:
+        stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+        missing = [*tools, *(f"agent:{slug}" for slug in agents)]
+        while missing:
+            still = []
+            for name in missing:
+                try:
+                    if name.startswith("agent:"):
+                        await stub.GetAgent(
+                            tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
+                        )
+                    else:
+                        await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
+                except grpc.aio.AioRpcError:
+                    still.append(name)
+            missing = still
+            if missing:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not registered after {timeout:.0f}s: {missing}")
+                await asyncio.sleep(0.1)
 
 
 async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> None:

@@ -64,3 +64,15 @@ def test_three_node_cluster_forms_and_refuses_cross_slot_scripts() -> None:
             node.close()
         finally:
             client.close()
+
+
+def test_cluster_replicas_follow_their_masters() -> None:
+    with start_cluster(3, replicas=1, node_timeout_ms=1000) as cluster:
+        masters = {(n.host, n.port) for n in cluster.nodes}
+        for replica in cluster.replicas:
+            node = redis.Redis(host=replica.host, port=replica.port)
+            try:
+                info = node.info("replication")
+            finally:
+                node.close()
+            assert info["role"] == "slave" and (info["master_host"], info["master_port"]) in masters, info

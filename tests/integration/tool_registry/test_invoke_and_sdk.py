@@ -93,6 +93,15 @@ async def test_keyed_call_twice_with_the_same_key_has_one_side_effect(redis_url:
         assert again.outcome is CallOutcome.ERROR  # a final failure replays (as the same error)
 
 
+async def test_stored_results_expire_after_the_configured_window(redis_url: str, redis_client: Any) -> None:
+    """AGENTMESH_IDEMPOTENCY_WINDOW reaches the SDK's store (the soak found it stuck at 24 h)."""
+    async with served(inventory.build(), redis_url, idempotency_window_s=30) as tools:
+        args = {"order_id": "ORD-12345", "sku": "ABC-001", "qty": 1}
+        assert (await ToolInvoker().invoke(tools.tool("Reserve"), args, step(4))).outcome is CallOutcome.OK
+    (key,) = [k async for k in redis_client.scan_iter(match="am:{i:*")]
+    assert 0 < await redis_client.ttl(key) <= 30
+
+
 async def test_concurrent_duplicates_run_the_side_effect_once(redis_url: str) -> None:
     app = dummy.build({"latency": "0.3s"})
     async with served(app, redis_url) as tools:

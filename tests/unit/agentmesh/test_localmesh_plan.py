@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentmesh.kit.config import TOOL_PORTS
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
@@ -92,6 +94,34 @@ def test_a_port_offset_shifts_every_port_and_every_address() -> None:
     assert agent.env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:51061"
     assert agent.env["MODEL_BASE_URL"] == "http://127.0.0.1:51099/v1"
     assert _options(port_offset=1000).redis_port == 7390
+
+
+def test_replicas_of_a_domain_are_separate_processes_on_their_own_ports() -> None:
+    plan = {s.name: s for s in build_plan(_options(replicas={"fulfillment": 3}))}
+    replicas = [plan[f"agent-fulfillment-{n}"] for n in (1, 2, 3)]
+    assert "agent-fulfillment" not in plan and plan["agent-refunds"].grpc_port == 50061
+    assert replicas[0].grpc_port == 50062
+    assert {r.env["AGENTMESH_DOMAIN_SPEC"] for r in replicas} == {"fulfillment.yaml"}
+    assert [r.env["AGENTMESH_ADVERTISE_ADDR"] for r in replicas] == [
+        f"127.0.0.1:{r.grpc_port}" for r in replicas
+    ]
+    ports = ports_in_use(list(plan.values()))
+    assert len(ports) == len(set(ports))
+
+
+def test_explicit_ports_replace_the_local_port_rules() -> None:
+    chosen = {"registry": 41000, "model": 41010, "tool-crm": 41020, "agent-refunds": 41030}
+    plan = {s.name: s for s in build_plan(_options(ports=chosen, port_offset=500))}
+    assert plan["registry"].grpc_port == 41000 and plan["registry"].http_port == 42000
+    assert plan["model"].http_port == 41010 and plan["tool-crm"].grpc_port == 41020
+    assert plan["agent-refunds"].env["AGENTMESH_REGISTRY"] == "127.0.0.1:41000"
+    assert plan["agent-refunds"].env["MODEL_BASE_URL"] == "http://127.0.0.1:41010/v1"
+    assert plan["agent-fulfillment"].grpc_port == 50562  # not named: the rules (plus the offset)
+
+
+def test_a_domain_without_replicas_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one replica"):
+        build_plan(_options(replicas={"refunds": 0}))
 
 
 def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
