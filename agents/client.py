@@ -108,6 +108,10 @@ class AgentClient:
         card = await find_agent(domain, registry=registry, settings=settings, metadata=metadata)
         return cls.connect(card.endpoint, settings=settings, metadata=metadata)
 
+    def acting_as(self, metadata: Metadata) -> AgentClient:
+        """The same agent (sharing this client's channel: close this one) called as someone else."""
+        return AgentClient(self._channel, target=self.target, metadata=metadata)
+
     async def close(self) -> None:
         await self._channel.close()
 

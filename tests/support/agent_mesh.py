@@ -25,6 +25,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
+from tests.support.auth import key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "agentmesh", "serve"]
@@ -170,7 +171,13 @@ async def running_mesh(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Mesh]:
     """The whole mesh on `redis_url`, until the registry lists `registered_tools` and every agent."""
-    base = {"REDIS_URL": redis_url, "AGENTMESH_BIND_HOST": "127.0.0.1", **(env or {})}
+    # Auth on, as deployed: every process holds the session test key (tests/support/auth.py).
+    base = {
+        "REDIS_URL": redis_url,
+        "AGENTMESH_BIND_HOST": "127.0.0.1",
+        "AGENTMESH_SIGNING_KEY": str(key_path()),
+        **(env or {}),
+    }
     mesh = Mesh(logs=logs, redis_url=redis_url, env=base)
     try:
         await mesh.start_registry()

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 from agentmesh.kit import metadata as md
-from agentmesh.kit.auth import MESH_AUDIENCE, IssuerKey, TokenIssuer, generate_issuer_key
+from agentmesh.kit.auth import MESH_AUDIENCE, IssuerKey, Principal, TokenIssuer, generate_issuer_key
 from agentmesh.kit.auth.keys import jwks_document
+from agentmesh.kit.channels import create_channel
 
 DEFAULT_TENANT = "default"
 DEFAULT_USER = "anonymous"
@@ -69,8 +74,6 @@ def jwks_path() -> Path:
     """The session key's public JWKS as a file (AGENTMESH_JWKS for a service that only verifies)."""
     path = key_path().with_suffix(".jwks.json")
     if not path.exists():
-        import json
-
         path.write_text(json.dumps(jwks_document([issuer_key()])))
         atexit.register(_remove, path)
     return path
@@ -101,3 +104,47 @@ def bearer(
 ) -> list[tuple[str, str]]:
     """Call metadata carrying a fresh user token."""
     return [(md.AUTHORIZATION, f"Bearer {token(user=user, tenant=tenant, scopes=scopes, audience=audience)}")]
+
+
+class _Bearer:
+    """Adds `authorization: Bearer <token>` to every call that does not carry its own."""
+
+    def __init__(self, token: str) -> None:
+        self.pair = (md.AUTHORIZATION, f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        if any(key == md.AUTHORIZATION for key, _ in metadata):
+            return details
+        return details._replace(metadata=grpc.aio.Metadata(*metadata, self.pair))
+
+
+# grpc.aio files an interceptor under the first kind it is an instance of: one object per kind.
+class _UnaryBearer(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamBearer(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def authorized_channel(target: str, **kwargs: Any) -> grpc.aio.Channel:
+    """A channel whose calls carry the default test token unless they bring their own."""
+    token_kwargs = {k: kwargs.pop(k) for k in ("user", "tenant", "scopes") if k in kwargs}
+    minted = token(**token_kwargs)
+    return create_channel(target, interceptors=(_UnaryBearer(minted), _StreamBearer(minted)), **kwargs)
+
+
+def tool_minter(
+    *, user: str = DEFAULT_USER, tenant: str = DEFAULT_TENANT, scopes: Iterable[str] = DEFAULT_SCOPES
+) -> Callable[[Any, Any], str]:
+    """A `CallContext.mint` for tests that call tools directly: a tool token per call, as an agent mints."""
+    principal = Principal(subject=user, tenant=tenant, scopes=frozenset(scopes))
+
+    def mint(spec: Any, request: Any) -> str:
+        granted = principal.scopes & frozenset(spec.required_scopes)
+        return issuer().tool_token(tool=spec.name, principal=principal, scopes=granted, actor="test")
+
+    return mint

@@ -214,9 +214,9 @@ def test_insecure_mode_reads_headers_and_is_never_authenticated() -> None:
 
 def test_auth_on_without_a_key_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="AGENTMESH_JWKS"):
-        mesh_auth(local_settings())
+        mesh_auth(local_settings(insecure_no_auth=False))
     with pytest.raises(ConfigError, match="AGENTMESH_SIGNING_KEY"):
-        mesh_auth(local_settings(jwks=str(_jwks_file(tmp_path))), need_issuer=True)
+        mesh_auth(local_settings(jwks=str(_jwks_file(tmp_path)), insecure_no_auth=False), need_issuer=True)
     assert mesh_auth(local_settings(insecure_no_auth=True), need_issuer=True).insecure
 
 
