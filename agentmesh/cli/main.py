@@ -13,6 +13,7 @@ import json
 import typer
 
 from agentmesh import __version__
+from agentmesh.cli import auth as auth_cli
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import run as run_cli
@@ -37,6 +38,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(tools_cli.app, name="tools")
 app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
+app.add_typer(auth_cli.keys_app, name="keys")
+app.add_typer(auth_cli.token_app, name="token")
 app.add_typer(tasks_cli.app, name="tasks")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)

@@ -90,6 +90,12 @@ class MeshOptions:
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
+    # Auth (on unless insecure_no_auth): the issuer key for the registry and the agents, its public
+    # JWKS for everything else, and each process's service token by its service name.
+    signing_key: Path | None = None
+    jwks: Path | None = None
+    service_tokens: Mapping[str, str] = field(default_factory=dict)
+    insecure_no_auth: bool = False
 
     @property
     def registry_port(self) -> int:
@@ -112,15 +118,28 @@ def _serve(role: str) -> list[str]:
     return [sys.executable, "-m", "agentmesh", "serve", role]
 
 
-def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
-    return {
+def _base_env(options: MeshOptions, name: str, *, mints: bool = False) -> dict[str, str]:
+    env = {
         "REDIS_URL": options.redis_url,
         "AGENTMESH_REGISTRY": options.registry_address,
         "AGENTMESH_BIND_HOST": "127.0.0.1",
         "AGENTMESH_SERVICE_NAME": name,
         "AGENTMESH_LOG_FORMAT": "json",
-        **options.extra_env,
     }
+    if options.insecure_no_auth:
+        env["AGENTMESH_INSECURE_NO_AUTH"] = "true"
+    if mints and options.signing_key is not None:
+        env["AGENTMESH_SIGNING_KEY"] = str(options.signing_key)
+    elif options.jwks is not None:
+        env["AGENTMESH_JWKS"] = str(options.jwks)
+    if name in options.service_tokens:
+        env["AGENTMESH_SERVICE_TOKEN"] = options.service_tokens[name]
+    return {**env, **options.extra_env}
+
+
+def service_names(options: MeshOptions) -> list[str]:
+    """The service name (AGENTMESH_SERVICE_NAME, a service token's `service:<name>`) of every process."""
+    return [str(service.env["AGENTMESH_SERVICE_NAME"]) for service in build_plan(options)]
 
 
 def build_plan(options: MeshOptions) -> list[PlannedService]:
@@ -130,7 +149,10 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             name="registry",
             kind=Kind.REGISTRY,
             argv=_serve("registry"),
-            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(options.registry_port)},
+            env={
+                **_base_env(options, "registry", mints=True),
+                "AGENTMESH_GRPC_PORT": str(options.registry_port),
+            },
             grpc_port=options.registry_port,
             http_port=options.registry_port + HTTP_PORT_OFFSET,
             health_service="agentmesh.v1.ToolRegistryService",
@@ -180,7 +202,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 kind=Kind.AGENT,
                 argv=_serve("agent"),
                 env={
-                    **_base_env(options, domain),
+                    **_base_env(options, domain, mints=True),
                     "AGENTMESH_DOMAIN_SPEC": str(spec),
                     "AGENTMESH_GRPC_PORT": str(port),
                     "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",

@@ -31,12 +31,13 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.auth import key_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 AGENTMESH = [sys.executable, "-m", "agentmesh"]
 DEMO_SCRIPT = ROOT / "agents" / "scripts" / "demo.yaml"
-STORIES = ("refund", "refund-approval", "fulfillment", "training-dummy")
+STORIES = ("refund", "refund-approval", "denied", "fulfillment", "training-dummy")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -70,7 +71,7 @@ def demo(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=240,
         cwd=ROOT,
-        env=cli_env(),
+        env=cli_env(AGENTMESH_SIGNING_KEY=str(key_path())),  # the stories mint their users' tokens
     )
 
 

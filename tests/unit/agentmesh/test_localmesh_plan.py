@@ -11,6 +11,7 @@ from agentmesh.localmesh.plan import (
     build_plan,
     default_agents,
     ports_in_use,
+    service_names,
 )
 from examples._common import DEFAULT_PORTS
 
@@ -91,3 +92,24 @@ def test_a_port_offset_shifts_every_port_and_every_address() -> None:
     assert agent.env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:51061"
     assert agent.env["MODEL_BASE_URL"] == "http://127.0.0.1:51099/v1"
     assert _options(port_offset=1000).redis_port == 7390
+
+
+def test_auth_is_on_with_the_key_where_tokens_are_minted_and_a_service_token_each() -> None:
+    names = service_names(_options())
+    tokens = {name: f"token-of-{name}" for name in names}
+    options = _options(signing_key=Path("/s/issuer.pem"), jwks=Path("/s/jwks.json"), service_tokens=tokens)
+    plan = {s.name: s for s in build_plan(options)}
+    for name in ("registry", "agent-refunds"):  # they verify and mint
+        assert plan[name].env["AGENTMESH_SIGNING_KEY"] == "/s/issuer.pem"
+        assert "AGENTMESH_JWKS" not in plan[name].env
+    for name in ("tool-crm", "model"):  # they only verify
+        assert plan[name].env["AGENTMESH_JWKS"] == "/s/jwks.json"
+        assert "AGENTMESH_SIGNING_KEY" not in plan[name].env
+    assert plan["tool-crm"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-crm"
+    assert plan["agent-refunds"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-refunds"
+    assert not any("AGENTMESH_INSECURE_NO_AUTH" in s.env for s in plan.values())
+
+
+def test_insecure_mode_is_explicit_and_reaches_every_process() -> None:
+    plan = build_plan(_options(insecure_no_auth=True))
+    assert all(s.env["AGENTMESH_INSECURE_NO_AUTH"] == "true" for s in plan)
