@@ -294,6 +294,14 @@ def usage_domain_pattern(domain: str) -> str:
     return f"{PREFIX}:{{c:*:{part(domain)}}}:usage"
 
 
+# --- leases ------------------------------------------------------------------
+
+
+def leader_lease(name: str) -> str:
+    """One leader among replicas (e.g. the registry's Kubernetes discovery): `am:{lease:<name>}`."""
+    return f"{PREFIX}:{tag('lease', part(name))}"
+
+
 # --- registry ----------------------------------------------------------------
 
 REGISTRY_TAG = tag("reg")

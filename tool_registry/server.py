@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
-from memory.connection import create_redis, describe
+from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
+from memory.connection import AnyRedis, create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
@@ -52,8 +55,40 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
         await redis.aclose()
 
     host.on_stop(close)
+    if settings.discovery_namespace_list:
+        start_discovery(settings, host, redis)
     log.info("registry store", extra={"redis": describe(settings.redis_url)})
     await host.run()
+
+
+def start_discovery(settings: Settings, host: ServiceHost, redis: AnyRedis) -> None:
+    """Kubernetes discovery beside the registry: it writes through this registry's own gRPC API."""
+    from tool_registry.discovery import ToolDiscovery, discovery_metadata
+
+    state: dict[str, Any] = {}
+
+    async def start() -> None:
+        channel = create_channel(f"localhost:{host.grpc_port}", settings=settings, control_plane=True)
+        discovery = ToolDiscovery(
+            settings,
+            rs_grpc.ToolRegistryServiceStub(channel),
+            redis,
+            metadata=discovery_metadata(settings),
+        )
+        state.update(channel=channel, discovery=discovery, task=asyncio.create_task(discovery.run()))
+
+    async def stop() -> None:
+        if "discovery" in state:
+            await state["discovery"].stop()
+            await asyncio.gather(state["task"], return_exceptions=True)
+            await state["channel"].close()
+
+    async def status() -> Any:
+        return state["discovery"].status() if "discovery" in state else {"active": False}
+
+    host.on_start(start)
+    host.on_drain(stop)
+    host.add_http_route("/discovery", status)
 
 
 def main() -> None:

@@ -331,6 +331,23 @@ class Settings(BaseModel):
         0.0,
         ge=0,
     )
+    discovery_namespaces: str = _env(
+        "AGENTMESH_DISCOVERY_NAMESPACES",
+        "Registry only: Kubernetes namespaces (comma-separated, `*` for all) whose Services labelled "
+        "`agentmesh.io/tool=true` have their tools registered through gRPC reflection. "
+        "Empty = discovery off.",
+        "",
+    )
+    discovery_kube_api: str | None = _env(
+        "AGENTMESH_DISCOVERY_KUBE_API",
+        "Kubernetes API URL for discovery. Default: the in-cluster configuration, else the kubeconfig.",
+    )
+    discovery_cluster_domain: str = _env(
+        "AGENTMESH_DISCOVERY_CLUSTER_DOMAIN",
+        "Cluster domain of the Service DNS names discovery binds tools to "
+        "(`<svc>.<ns>.svc.<domain>:<port>`).",
+        "cluster.local",
+    )
     max_connection_age_s: float = _env(
         "AGENTMESH_MAX_CONNECTION_AGE",
         "Seconds after which the server asks clients to reconnect, so new replicas get traffic. 0 = never.",
@@ -375,6 +392,12 @@ class Settings(BaseModel):
     @property
     def trusted_issuers(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.jwt_issuers.split(",") if part.strip())
+
+    @property
+    def discovery_namespace_list(self) -> list[str]:
+        """Namespaces discovery watches; [""] means every namespace."""
+        names = [part.strip() for part in self.discovery_namespaces.split(",") if part.strip()]
+        return [""] if "*" in names else names
 
     @property
     def tls_enabled(self) -> bool:

@@ -9,6 +9,7 @@ card at /.well-known/agent-card.json, the registry's JWKS at
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,7 +47,12 @@ class SideListener:
     async def start(self) -> int:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        site: web.BaseSite
+        if self._host == "::":
+            # asyncio binds "::" IPv6-only; Prometheus scrapes pod IPv4 addresses. One dual-stack socket.
+            site = web.SockSite(self._runner, _dual_stack_socket(self._port))
+        else:
+            site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -69,3 +75,17 @@ class SideListener:
         if self._ready():
             return web.Response(text="SERVING\n")
         return web.Response(text="NOT_SERVING\n", status=503)
+
+
+def _dual_stack_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -242,3 +242,35 @@ AGENT_RUNS_IN_FLIGHT = Gauge(
     ["domain"],
     registry=REGISTRY,
 )
+
+
+# -- Kubernetes tool discovery (the registry) ----------------------------------
+
+DISCOVERY_ACTIVE = Gauge(
+    "agentmesh_discovery_active",
+    "1 on the registry replica whose Kubernetes discovery holds the lease, 0 on the others.",
+    registry=REGISTRY,
+)
+DISCOVERY_SERVICES = Gauge(
+    "agentmesh_discovery_services",
+    "Labelled Services known to discovery, by status (registered, failed, pending).",
+    ["status"],
+    registry=REGISTRY,
+)
+DISCOVERY_REGISTRATIONS = Counter(
+    "agentmesh_discovery_registrations",
+    "Tool versions registered (or confirmed unchanged) by discovery.",
+    registry=REGISTRY,
+)
+DISCOVERY_ERRORS = Counter(
+    "agentmesh_discovery_errors",
+    "Discovery failures by kind (annotations, reflection, no_tools, registry, retire, watch).",
+    ["kind"],
+    registry=REGISTRY,
+)
+DISCOVERY_RELISTS = Counter(
+    "agentmesh_discovery_relists",
+    "Relists after a watch's resourceVersion expired (410 Gone), by namespace.",
+    ["namespace"],
+    registry=REGISTRY,
+)

@@ -95,6 +95,7 @@ class ServiceHost:
         self.health = HealthServicer()
         self._service_names: list[str] = []
         self._registrations: list[Callable[[grpc.aio.Server], None]] = []
+        self._start_hooks: list[Hook] = []
         self._drain_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
         self._bounded = bounded
@@ -128,6 +129,10 @@ class ServiceHost:
 
     def add_http_route(self, path: str, provider: JsonProvider) -> None:
         self._http.add_json_route(path, provider)
+
+    def on_start(self, hook: Hook) -> None:
+        """Called once the server is SERVING (its ports are known): start background work that calls it."""
+        self._start_hooks.append(hook)
 
     def on_drain(self, hook: Hook) -> None:
         """Called once health is NOT_SERVING: stop taking new work (queue consumers...)."""
@@ -188,6 +193,8 @@ class ServiceHost:
             await self.health.set(service_name, SERVING)
         self._serving = True
         metrics.SERVING.labels(self.name).set(1)
+        for hook in self._start_hooks:
+            await hook()
         log.info(
             "serving",
             extra={

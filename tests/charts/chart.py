@@ -94,7 +94,11 @@ class Render:
 
 @functools.cache
 def render(name: str) -> Render:
-    values = VALUE_SETS[name]
+    return render_with(name, VALUE_SETS[name])
+
+
+def render_with(name: str, values: dict[str, Any]) -> Render:
+    """Render any values (e.g. a value set with overrides merged in); `name` labels the result."""
     rendered = render_values(values)
     documents: list[dict[str, Any]] = []
     notes = ""
@@ -106,6 +110,16 @@ def render(name: str) -> Render:
             if doc:
                 documents.append(doc)
     return Render(name, chart().merge_values(values), tuple(documents), notes)
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, mappings key by key (as Helm merges --set values)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = (
+            merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
 
 
 def container_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:

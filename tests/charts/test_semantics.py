@@ -17,7 +17,7 @@ import pytest
 from agentmesh.cli.serve import entrypoint_for, load
 from agentmesh.kit.config import ConfigError, Role, Settings
 from memory import keys
-from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, render
+from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, merged, render, render_with
 
 SETS = sorted(VALUE_SETS)
 HEALTH_SERVICES = {"agent": "agentmesh.v1.AgentService", "registry": "agentmesh.v1.ToolRegistryService"}
@@ -530,17 +530,46 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem(value_set: str) -> Non
             assert "emptyDir" in volumes[tmp["name"]], f"{name}: /tmp is the only writable path"
 
 
-def test_discovery_grants_only_reading_services() -> None:
+def test_discovery_grants_only_reading_services_and_reporting_on_them() -> None:
     r = render("10-many-domains-values")
     (role,) = r.of_kind("Role")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     (binding,) = r.of_kind("RoleBinding")
-    registry_sa = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": registry_sa, "namespace": NAMESPACE}]
+    registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": registry["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    env = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
+    assert env["AGENTMESH_DISCOVERY_NAMESPACES"] == NAMESPACE
+    assert Settings.from_env({k: v for k, v in env.items() if v is not None}).discovery_namespace_list == [
+        NAMESPACE
+    ]
     for deployment in mesh_deployments(r, "agent"):
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "mesh-workloads"
+        agent_env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "AGENTMESH_DISCOVERY_NAMESPACES" not in agent_env
+
+
+def test_discovery_watches_the_namespaces_it_is_given_and_renders_nothing_when_off() -> None:
+    many = VALUE_SETS["10-many-domains-values"]
+    r = render_with(
+        "ns", merged(many, {"discovery": {"namespaces": ["tools-a", "tools-b"], "events": False}})
+    )
+    roles = r.of_kind("Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["tools-a", "tools-b"]
+    assert all(len(role["rules"]) == 1 for role in roles)
+    bindings = r.of_kind("RoleBinding")
+    assert all(b["subjects"][0]["namespace"] == NAMESPACE for b in bindings) and len(bindings) == 2
+    registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
+    assert env["AGENTMESH_DISCOVERY_NAMESPACES"] == "tools-a,tools-b"
+    off = render_with("off", merged(many, {"discovery": {"enabled": False}}))
+    assert not off.of_kind("Role") and not off.of_kind("RoleBinding")
+    off_env = off.get("Deployment", "am-registry")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "AGENTMESH_DISCOVERY_NAMESPACES" not in {e["name"] for e in off_env}
 
 
 # --- Redis ----------------------------------------------------------------------

@@ -76,6 +76,12 @@ Environment: the configuration contract of docs/configuration.md.
 - name: AGENTMESH_BIND_HOST
   value: {{ . | quote }}
 {{- end }}
+{{- if and (eq $kind "registry") $values.discovery.enabled }}
+- name: AGENTMESH_DISCOVERY_NAMESPACES
+  value: {{ join "," ($values.discovery.namespaces | default (list $ctx.Release.Namespace)) | quote }}
+- name: AGENTMESH_DISCOVERY_CLUSTER_DOMAIN
+  value: {{ $values.clusterDomain | quote }}
+{{- end }}
 {{- if has $kind (list "agent" "tool") }}
 - name: AGENTMESH_REGISTRY
   value: {{ printf "%s:%d" (include "agentmesh.svcDNS" (dict "ctx" $ctx "name" (printf "%s-registry" (include "agentmesh.fullname" $ctx)))) (int $values.registry.grpcPort) | quote }}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import grpc
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import from_rpc_error
+from agentmesh.kit.http import SideListener
 from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 from tests.support.sample_service import SECRET_TEXT, SERVICE, SampleAgent, registration
@@ -236,3 +238,16 @@ async def test_http_side_listener_serves_metrics_and_readiness(servicer: SampleA
     )
     assert 'code="NOT_FOUND",method="GetTask"' in metrics_text
     assert "agentmesh_rpc_duration_seconds_bucket" in metrics_text
+
+
+async def test_the_http_listener_on_all_interfaces_answers_ipv4_and_ipv6() -> None:
+    # asyncio binds "::" IPv6-only by default: Prometheus scraping a pod's IPv4 address got nothing.
+    listener = SideListener("[::]", 0, ready=lambda: True)
+    port = await listener.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for host in ("127.0.0.1", "[::1]"):
+                async with session.get(f"http://{host}:{port}/healthz") as response:
+                    assert response.status == 200, host
+    finally:
+        await listener.stop()
