@@ -9,11 +9,13 @@ as such."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -152,6 +154,9 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
                 env=env,
             )
             assert status.returncode == 0, status.stdout + status.stderr
+            assert json.loads(status.stdout)["auth"] == "on"
+            tokens = tomllib.loads(profile.read_text())
+            assert tokens["token"] != tokens["approver_token"]  # the demo user and a separate approver
             process.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(process.wait(), 90) == 0, output.read_text()
         finally:
