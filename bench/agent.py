@@ -37,6 +37,7 @@ from agentmesh.v1 import task_pb2
 from agents.client import AgentClient
 from bench.common import ROOT, closed_loop
 from tests.support.agent_mesh import SERVE, Mesh, running_mesh
+from tests.support.auth import bearer
 from tool_registry.resolver import ToolResolver
 
 STEPS = 10
@@ -197,7 +198,7 @@ async def run() -> None:
             ) as mesh:
                 _, bare_call, bare_channel = await bare_tool(mesh.registry)
                 model_p50 = await bare_model(mesh.model_url)
-                async with AgentClient.connect(mesh.agents["bench"]) as agent:
+                async with AgentClient.connect(mesh.agents["bench"], metadata=bearer()) as agent:
                     rounds = await per_step(agent, bare_call)
                     await bare_channel.close()
                     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
