@@ -579,8 +579,9 @@ class ForgetUserResponse(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """The tenant and user forgotten."""
+    """The tenant of the forgotten user (the caller's)."""
     user: _builtins.str
+    """The user forgotten."""
     @_builtins.property
     def deleted(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """What was deleted (or would be, with `validate_only`), by kind: sessions,
