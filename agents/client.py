@@ -187,6 +187,13 @@ class AgentClient:
         request = agent_service_pb2.GetUsageRequest(session_id=session_id)
         return await _call(lambda: self._stub.GetUsage(request, metadata=self.metadata, timeout=timeout))
 
+    async def forget_user(
+        self, user: str, *, validate_only: bool = False, timeout: float = 60.0
+    ) -> agent_service_pb2.ForgetUserResponse:
+        """Everything memory holds about `user` of the caller's tenant (needs `memory:admin`)."""
+        request = agent_service_pb2.ForgetUserRequest(user=user, validate_only=validate_only)
+        return await _call(lambda: self._stub.ForgetUser(request, metadata=self.metadata, timeout=timeout))
+
     async def get_task(
         self,
         task_id: str,

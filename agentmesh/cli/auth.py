@@ -117,6 +117,16 @@ def _segment(text: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(padded))
 
 
+def token_claims(token: str) -> dict[str, Any]:
+    """A token's claims, NOT verified (for the CLI's own checks and messages); {} if unreadable."""
+    parts = token.strip().split(".")
+    try:
+        claims = _segment(parts[1]) if len(parts) == 3 else {}
+    except ValueError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
 def _when(value: Any) -> str | None:
     if not isinstance(value, int | float):
         return None

@@ -3,6 +3,8 @@ owner isolation of tasks and sessions, the confused deputy, ForgetUser, and no t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from typing import Any
@@ -10,12 +12,14 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as redis_asyncio
+from typer.testing import CliRunner
 
+from agentmesh.cli.main import app
 from agentmesh.kit.errors import from_rpc_error
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from tests.integration.agents.conftest import DOMAINS, AgentFactory
-from tests.support.auth import DEFAULT_SCOPES, bearer
+from tests.support.auth import DEFAULT_SCOPES, bearer, token
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +152,32 @@ async def test_no_token_in_logs_task_records_or_redis(
             assert not any(JWT.search(value) for value in values), key
     finally:
         await client.aclose()
+
+
+async def test_memory_forget_cli_calls_forget_user_with_the_callers_token(
+    agent: AgentFactory, example_tools: Any
+) -> None:
+    async with agent(DOMAINS / "fulfillment.yaml") as (process, stub):
+        await stub.Run(
+            pb.RunRequest(instruction=ORDER, session_id="s-7"), metadata=bearer(user="ada"), timeout=60
+        )
+        address = f"127.0.0.1:{process.host.grpc_port}"
+        base = ["memory", "forget", "--user", "ada", "--target", address]
+
+        def cli(*args: str, input: str | None = None) -> Any:
+            return CliRunner().invoke(app, [*base, *args], input=input, env={"AGENTMESH_TOKEN": ""})
+
+        plain = await asyncio.to_thread(cli, "--token", token(user="root"), "--yes")
+        admin = token(user="root", scopes=("memory:admin",))
+        elsewhere = await asyncio.to_thread(cli, "--token", admin, "--tenant", "other-co", "--yes")
+        declined = await asyncio.to_thread(cli, "--token", admin, input="n\n")
+        done = await asyncio.to_thread(cli, "--token", admin, "--yes", "--json")
+        again = await asyncio.to_thread(cli, "--token", admin, input="n\n")
+    assert plain.exit_code == 1 and "memory:admin" in plain.output
+    assert elsewhere.exit_code == 2 and "tenant" in elsewhere.output
+    assert (
+        declined.exit_code == 1 and "1 sessions" in declined.output and "nothing deleted" in declined.output
+    )
+    report = json.loads(done.output)
+    assert report["tenant"] == "default" and report["deleted"]["sessions"] == 1, done.output
+    assert again.exit_code == 0 and "nothing stored" in again.output
