@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The CI subset (DESIGN.md): unit, integration, contract, e2e and fast chaos.
 PYTEST_ARGS ?= -m "not slow and not soak"
 
-.PHONY: help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts chart-readme hadolint clean
+.PHONY: browser help install proto proto-check lint typecheck buf-lint test test-only up demo bench chaos soak charts chart-readme hadolint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,10 +32,11 @@ proto-check: $(STAMP) ## Fail if the committed generated code differs from a reg
 buf-lint: $(STAMP) ## buf lint (STANDARD) on proto/
 	cd proto && ../$(BIN)/buf lint
 
-lint: $(STAMP) ## ruff check + format check + the layer contracts (import-linter)
+lint: $(STAMP) ## ruff check + format check + the layer contracts (import-linter) + dependencies (deptry)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/deptry .
 
 typecheck: $(STAMP) ## mypy (strict on agentmesh/, generated code excluded)
 	$(BIN)/mypy
@@ -47,8 +48,24 @@ test: $(STAMP) ## Everything CI runs: lint, typecheck, buf lint, proto-check, ha
 	$(MAKE) --no-print-directory lint typecheck buf-lint proto-check hadolint
 	$(MAKE) --no-print-directory test-only
 
-test-only: $(STAMP) ## Only pytest (CI subset); PYTEST_ARGS=... to change the selection
-	$(BIN)/pytest $(PYTEST_ARGS)
+test-only: $(STAMP) browser ## Only pytest (CI subset); PYTEST_ARGS=... to change the selection
+	AGENTMESH_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive the Debian package `chromium` (Playwright cannot download
+# its own browser here). Found, or installed when running as root with apt-get; else a plain failure.
+CHROMIUM ?= /usr/bin/chromium
+browser: ## Find or install the system Chromium for the console's browser tests
+	@if [ -x "$(CHROMIUM)" ]; then \
+	  echo "chromium: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "chromium: not found at $(CHROMIUM); installing the Debian package (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    && [ -x "$(CHROMIUM)" ] \
+	    || { echo "chromium: apt-get could not install it; install the Debian package chromium or set CHROMIUM=/path/to/chromium"; exit 1; }; \
+	else \
+	  echo "chromium: not found at $(CHROMIUM) and cannot install it here (needs root and apt-get); install the Debian package chromium or set CHROMIUM=/path/to/chromium"; \
+	  exit 1; \
+	fi
 
 up: $(STAMP) ## Start the local mesh and run the demo stories (Ctrl-C to stop)
 	$(BIN)/agentmesh up --demo

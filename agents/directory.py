@@ -13,9 +13,10 @@ import logging
 from collections.abc import Sequence
 
 import grpc
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception
 
 from agentmesh.kit.errors import AgentmeshError, from_rpc_error
+from agentmesh.kit.retry import Backoff
 from agentmesh.v1 import agent_service_pb2, tool_registry_service_pb2, tool_registry_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def keep_registered(
     try:
         async for attempt_state in AsyncRetrying(
             retry=retry_if_exception(_transient),
-            wait=wait_exponential_jitter(multiplier=0.1, max=MAX_BACKOFF_S),
+            wait=Backoff(initial_s=0.1, max_s=MAX_BACKOFF_S).wait,
             reraise=True,
         ):
             attempt = attempt_state.retry_state.attempt_number

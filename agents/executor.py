@@ -1,6 +1,6 @@
 """The task executor: runs or resumes one task of the domain (inline for Run, or on a worker).
 
-The task layer (memory.task_queue / task_worker) calls it with the task and
+The task layer (memory.tasks.queue / memory.tasks.worker) calls it with the task and
 a `Checkpointer`; it rebuilds the state machine from the checkpointed steps
 (a resumed task never repeats a step), applies the answer of a ResumeTask
 (approve / reject / retry), runs the loop with the runner, and returns the
@@ -22,14 +22,13 @@ from collections.abc import Callable
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
 from agents.caller import caller_of_task
-from agents.limits import Budget, Exhausted
-from agents.machine import Outcome, Pricing, RunMachine, TaskInput, free, render_input
+from agents.limits import Budget, LimitReached
+from agents.machine import Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
 from agents.model.types import ChatModel
 from agents.runner import CONTINUE, ToolBox, Verdict, drive
-from agents.sessions import SessionContext
+from agents.session_context import SessionContext
 from agents.spec import DomainSpec
-from memory.task_execution import Canceled, Checkpointer, Completed, Failed, InputRequired
-from memory.task_execution import Outcome as TaskOutcome
+from memory.tasks.execution import Canceled, Checkpointer, Completed, Failed, InputRequired, TaskOutcome
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class CheckpointJournal:
         self.model = model
         self._queue: list[StepUsage] = []
         self._recorder: asyncio.Task[None] | None = None
-        self._exhausted: Exhausted | None = None
+        self._exhausted: LimitReached | None = None
 
     async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
         self._enqueue(step_usage(step, self.model))
@@ -125,14 +124,14 @@ class CheckpointJournal:
                 continue
             if status.exhausted is not None and self._exhausted is None:
                 budget = status.exhausted
-                self._exhausted = Exhausted(
+                self._exhausted = LimitReached(
                     budget.stop_reason,  # type: ignore[arg-type]
                     f"{budget.scope}.{budget.budget}",
                     budget.message,
                 )
 
 
-def task_outcome(outcome: Outcome, usage: task_pb2.Usage) -> TaskOutcome:
+def task_outcome(outcome: RunOutcome, usage: task_pb2.Usage) -> TaskOutcome:
     if outcome.state == task_pb2.TASK_STATE_COMPLETED:
         return Completed(final_answer=outcome.final_answer, usage=usage, message=outcome.message)
     if outcome.state == task_pb2.TASK_STATE_INPUT_REQUIRED and outcome.pending is not None:
@@ -150,7 +149,7 @@ def task_outcome(outcome: Outcome, usage: task_pb2.Usage) -> TaskOutcome:
 
 
 class TaskExecutor:
-    """memory.task_execution.Executor for one domain."""
+    """memory.tasks.execution.Executor for one domain."""
 
     def __init__(
         self,

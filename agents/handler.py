@@ -28,13 +28,14 @@ from agents.admission import RunAdmission
 from agents.caller import Caller
 from agents.executor import TaskExecutor
 from agents.requests import check_list_request, check_run_request, check_session_id, check_submit_request
-from agents.sessions import SessionContext
+from agents.session_context import SessionContext
 from agents.spec import DomainSpec
 from memory.connection import AnyRedis
 from memory.forget import find_user_data, forget_user
-from memory.task_queue import TaskQueue
-from memory.task_states import INPUT_REQUIRED
-from memory.tasks import APPROVAL_KINDS, not_found
+from memory.tasks.queue import TaskQueue
+from memory.tasks.records import APPROVAL_KINDS
+from memory.tasks.states import INPUT_REQUIRED
+from memory.tasks.store import not_found
 from memory.usage import UsageStore
 
 SERVICE_NAME = "agentmesh.v1.AgentService"

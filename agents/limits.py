@@ -104,7 +104,7 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
-class Exhausted:
+class LimitReached:
     """A budget that stops the task: the stop reason and what a human reads."""
 
     stop_reason: StopReason
@@ -113,9 +113,9 @@ class Exhausted:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def before_model_call(budget: Budget, tally: Tally) -> Exhausted | None:
+def before_model_call(budget: Budget, tally: Tally) -> LimitReached | None:
     if tally.iterations >= budget.max_iterations:
-        return Exhausted(
+        return LimitReached(
             task_pb2.STOP_REASON_MAX_ITERATIONS,
             "max_iterations",
             f"stopped after {tally.iterations} model turns (max_iterations={budget.max_iterations})",
@@ -123,9 +123,9 @@ def before_model_call(budget: Budget, tally: Tally) -> Exhausted | None:
     return over_spend(budget, tally)
 
 
-def before_tool_call(budget: Budget, tally: Tally) -> Exhausted | None:
+def before_tool_call(budget: Budget, tally: Tally) -> LimitReached | None:
     if tally.tool_calls >= budget.max_tool_calls:
-        return Exhausted(
+        return LimitReached(
             task_pb2.STOP_REASON_MAX_TOOL_CALLS,
             "max_tool_calls",
             f"stopped after {tally.tool_calls} tool calls (max_tool_calls={budget.max_tool_calls})",
@@ -133,16 +133,16 @@ def before_tool_call(budget: Budget, tally: Tally) -> Exhausted | None:
     return over_spend(budget, tally)
 
 
-def over_spend(budget: Budget, tally: Tally) -> Exhausted | None:
+def over_spend(budget: Budget, tally: Tally) -> LimitReached | None:
     """Token and cost caps: a turn that overshot them is not acted upon."""
     if tally.total_tokens >= budget.token_cap:
-        return Exhausted(
+        return LimitReached(
             task_pb2.STOP_REASON_TOKEN_CAP,
             "token_cap",
             f"stopped after {tally.total_tokens} tokens (token_cap={budget.token_cap})",
         )
     if budget.max_cost_usd > 0 and tally.cost_usd >= budget.max_cost_usd:
-        return Exhausted(
+        return LimitReached(
             task_pb2.STOP_REASON_COST_CAP,
             "max_cost_usd",
             f"stopped after ${tally.cost_usd:.6f} of model cost (max_cost_usd={budget.max_cost_usd:g})",
@@ -150,13 +150,13 @@ def over_spend(budget: Budget, tally: Tally) -> Exhausted | None:
     return None
 
 
-def deadline_exhausted(budget: Budget) -> Exhausted:
-    return Exhausted(
+def deadline_exhausted(budget: Budget) -> LimitReached:
+    return LimitReached(
         task_pb2.STOP_REASON_DEADLINE, "deadline", f"the task's deadline of {budget.deadline_s:g}s passed"
     )
 
 
-def deadline_passed(budget: Budget, started_at: float, now: float) -> Exhausted | None:
+def deadline_passed(budget: Budget, started_at: float, now: float) -> LimitReached | None:
     return deadline_exhausted(budget) if now >= started_at + budget.deadline_s else None
 
 

@@ -30,19 +30,19 @@ from google.protobuf import timestamp_pb2
 
 from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents import limits as budgets
-from agents.limits import Budget, Exhausted, Tally
+from agents.limits import Budget, LimitReached, Tally
 from agents.model.types import (
     ChatMessage,
     ChatRequest,
+    ChatRole,
     MalformedResponse,
     ModelError,
     ModelTurn,
     ModelUnavailable,
-    Role,
     ToolCall,
 )
 from agents.model.wire import parse_arguments
-from agents.observations import ToolResult, compact_history, denied, invalid_arguments, observation
+from agents.observations import ToolObservation, compact_history, denied, invalid_arguments, observation
 from agents.spec import DomainSpec
 
 # Consecutive unusable model answers before the task fails with MODEL_ERROR.
@@ -111,7 +111,7 @@ class ToolInvocation:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunOutcome:
     state: task_pb2.TaskState.ValueType
     stop_reason: task_pb2.StopReason.ValueType
     message: str
@@ -126,7 +126,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    outcome: Outcome
+    outcome: RunOutcome
 
 
 Action = ModelCall | ToolInvocation | Finished
@@ -152,9 +152,9 @@ def timestamp(epoch: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def parked_outcome(pending: task_pb2.PendingAction, stop_reason: task_pb2.StopReason.ValueType) -> Outcome:
+def parked_outcome(pending: task_pb2.PendingAction, stop_reason: task_pb2.StopReason.ValueType) -> RunOutcome:
     what = "approval of" if pending.kind == task_pb2.PENDING_ACTION_KIND_APPROVAL else "a decision on"
-    return Outcome(
+    return RunOutcome(
         task_pb2.TASK_STATE_INPUT_REQUIRED,
         stop_reason,
         f"waiting for {what} {pending.tool_name}: {pending.message}"[:300],
@@ -164,8 +164,8 @@ def parked_outcome(pending: task_pb2.PendingAction, stop_reason: task_pb2.StopRe
 
 def failure(
     stop_reason: task_pb2.StopReason.ValueType, reason: str, message: str, **metadata: str
-) -> Outcome:
-    return Outcome(
+) -> RunOutcome:
+    return RunOutcome(
         state=task_pb2.TASK_STATE_FAILED,
         stop_reason=stop_reason,
         message=message,
@@ -173,7 +173,7 @@ def failure(
     )
 
 
-def _budget_stop(exhausted: Exhausted, tally: Tally) -> Outcome:
+def _budget_stop(exhausted: LimitReached, tally: Tally) -> RunOutcome:
     return failure(
         exhausted.stop_reason,
         "BUDGET_EXHAUSTED",
@@ -219,7 +219,7 @@ class RunMachine:
         self._intent: str | None = None if spec.sanitizer else task.instruction
         self._sanitize_feedback = ""
         self._cancel_reason: str | None = None
-        self._outcome: Outcome | None = None
+        self._outcome: RunOutcome | None = None
         self._parked: _Parked | None = None
         # The call an earlier attempt had issued (or was about to) when it stopped.
         self._inherited_call: str | None = None
@@ -228,7 +228,7 @@ class RunMachine:
     # -- queries ------------------------------------------------------------
 
     @property
-    def outcome(self) -> Outcome | None:
+    def outcome(self) -> RunOutcome | None:
         return self._outcome
 
     @property
@@ -241,9 +241,11 @@ class RunMachine:
         (already compact) observations, and the answer; corrections to the model are left out."""
         if self._intent is None:
             return []
-        kept = [ChatMessage(Role.USER, self._intent)]
+        kept = [ChatMessage(ChatRole.USER, self._intent)]
         kept += [
-            m for m in self._turns if not (m.role is Role.USER and m.content.startswith(CORRECTION_PREFIX))
+            m
+            for m in self._turns
+            if not (m.role is ChatRole.USER and m.content.startswith(CORRECTION_PREFIX))
         ]
         return kept
 
@@ -259,7 +261,7 @@ class RunMachine:
             raise RuntimeError("next_action called while an action is still outstanding")
         if self._cancel_reason is not None:
             return self._finish(
-                Outcome(task_pb2.TASK_STATE_CANCELED, task_pb2.STOP_REASON_CANCELED, self._cancel_reason)
+                RunOutcome(task_pb2.TASK_STATE_CANCELED, task_pb2.STOP_REASON_CANCELED, self._cancel_reason)
             )
         late = budgets.deadline_passed(self.budget, self.task.created_at, now)
         if late is not None:
@@ -295,7 +297,7 @@ class RunMachine:
                 # happened, and the tool cannot deduplicate a repeat. A human decides.
                 self._pending.popleft()
                 why = "the task was interrupted while this call may have been in flight"
-                result = ToolResult(outcome=task_pb2.TOOL_OUTCOME_UNKNOWN, message=why, attempts=0)
+                result = ToolObservation(outcome=task_pb2.TOOL_OUTCOME_UNKNOWN, message=why, attempts=0)
                 self._record_tool_step(call, offer, result, now, 0.0)
                 return self._park(
                     call,
@@ -339,7 +341,7 @@ class RunMachine:
         """Take back the outstanding action without an answer (it was never performed)."""
         self._expect = None
 
-    def stop(self, exhausted: Exhausted) -> None:
+    def stop(self, exhausted: LimitReached) -> None:
         """A budget outside the task's own limits ran out (e.g. the user's daily tokens): stop now."""
         self._finish(_budget_stop(exhausted, self.tally))
 
@@ -351,7 +353,7 @@ class RunMachine:
         """A human's answer to the pending action (ResumeTask); the task then continues.
 
         Approval: approve runs the call (with the approval attached), reject
-        tells the model it was rejected. Outcome unknown: approve retries the
+        tells the model it was rejected. RunOutcome unknown: approve retries the
         call, reject tells the model the effect is unknown and not to repeat it.
         """
         parked = self._parked
@@ -368,14 +370,14 @@ class RunMachine:
             return
         self._pending.popleft()
         if parked.kind == task_pb2.PENDING_ACTION_KIND_APPROVAL:
-            result = ToolResult(
+            result = ToolObservation(
                 task_pb2.TOOL_OUTCOME_REJECTED,
                 message=f"a human rejected this call{': ' + reason if reason else ''}",
                 attempts=0,
             )
             self._record_tool_step(call, offer, result, now, 0.0)
         else:
-            result = ToolResult(
+            result = ToolObservation(
                 task_pb2.TOOL_OUTCOME_UNKNOWN,
                 message="a human decided not to retry; the effect may or may not have happened"
                 + (f" ({reason})" if reason else ""),
@@ -447,7 +449,7 @@ class RunMachine:
                     ToolCall(str(raw.get("id", "")), str(raw.get("name", "")), text, arguments, error)
                 )
             self._turns.append(
-                ChatMessage(Role.ASSISTANT, str(record.get("content", "")), tool_calls=tuple(calls))
+                ChatMessage(ChatRole.ASSISTANT, str(record.get("content", "")), tool_calls=tuple(calls))
             )
             self._pending.extend(calls)
         elif step.kind in (task_pb2.STEP_KIND_TOOL_CALL, task_pb2.STEP_KIND_DELEGATION):
@@ -467,7 +469,7 @@ class RunMachine:
                 self._parked = _Parked(f"act-{step.index}", kind, call.call_id)
                 return
             self._turns.append(
-                ChatMessage(Role.TOOL, step.result_json, tool_call_id=call.call_id, name=call.name)
+                ChatMessage(ChatRole.TOOL, step.result_json, tool_call_id=call.call_id, name=call.name)
             )
             self._observations.append(_ObservationSlot(len(self._turns) - 1, step.result_json, step.summary))
 
@@ -519,16 +521,16 @@ class RunMachine:
             duration,
         )
         if turn.tool_calls:
-            self._turns.append(ChatMessage(Role.ASSISTANT, turn.content, tool_calls=turn.tool_calls))
+            self._turns.append(ChatMessage(ChatRole.ASSISTANT, turn.content, tool_calls=turn.tool_calls))
             self._pending.extend(turn.tool_calls)
             # A turn that overshot the token or cost cap is not acted upon.
             exhausted = budgets.over_spend(self.budget, self.tally)
             if exhausted is not None:
                 self._finish(_budget_stop(exhausted, self.tally))
             return
-        self._turns.append(ChatMessage(Role.ASSISTANT, turn.content))
+        self._turns.append(ChatMessage(ChatRole.ASSISTANT, turn.content))
         self._finish(
-            Outcome(
+            RunOutcome(
                 task_pb2.TASK_STATE_COMPLETED,
                 task_pb2.STOP_REASON_FINAL_ANSWER,
                 "completed",
@@ -587,7 +589,7 @@ class RunMachine:
             )
         )
 
-    def tool_finished(self, result: ToolResult, *, started: float, duration: float) -> None:
+    def tool_finished(self, result: ToolObservation, *, started: float, duration: float) -> None:
         action = self._take(ToolInvocation)
         self._pending.popleft()
         self._approved.pop(action.call.call_id, None)
@@ -625,7 +627,7 @@ class RunMachine:
         self._expect = None
         return action
 
-    def _finish(self, outcome: Outcome) -> Finished:
+    def _finish(self, outcome: RunOutcome) -> Finished:
         if self._outcome is None:
             self._outcome = outcome
         return Finished(self._outcome)
@@ -640,7 +642,7 @@ class RunMachine:
         self,
         call: ToolCall,
         offer: ToolOffer | None,
-        result: ToolResult,
+        result: ToolObservation,
         started: float,
         duration: float,
         *,
@@ -678,12 +680,12 @@ class RunMachine:
         parked = result.outcome in (task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL, task_pb2.TOOL_OUTCOME_UNKNOWN)
         if parked and not announce:
             return  # the model hears about it once a human decided
-        self._turns.append(ChatMessage(Role.TOOL, content, tool_call_id=call.call_id, name=call.name))
+        self._turns.append(ChatMessage(ChatRole.TOOL, content, tool_call_id=call.call_id, name=call.name))
         self._observations.append(_ObservationSlot(len(self._turns) - 1, content, summary))
 
     def _park_for_approval(self, call: ToolCall, offer: ToolOffer, now: float, why: str) -> Finished:
         self._pending.popleft()
-        result = ToolResult(outcome=task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL, message=why, attempts=0)
+        result = ToolObservation(outcome=task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL, message=why, attempts=0)
         self._record_tool_step(call, offer, result, now, 0.0)
         return self._park(
             call, task_pb2.PENDING_ACTION_KIND_APPROVAL, task_pb2.STOP_REASON_AWAITING_APPROVAL, why, now
@@ -731,16 +733,16 @@ class RunMachine:
             for slot, content in zip(self._observations, contents, strict=True):
                 old = turns[slot.position]
                 turns[slot.position] = ChatMessage(
-                    Role.TOOL, content, tool_call_id=old.tool_call_id, name=old.name
+                    ChatRole.TOOL, content, tool_call_id=old.tool_call_id, name=old.name
                 )
         return turns
 
     def _act_request(self) -> ChatRequest:
         assert self._intent is not None
         messages = [
-            ChatMessage(Role.SYSTEM, self._system_prompt()),
+            ChatMessage(ChatRole.SYSTEM, self._system_prompt()),
             *self.task.context,
-            ChatMessage(Role.USER, self._intent),
+            ChatMessage(ChatRole.USER, self._intent),
             *self._history(),
         ]
         remaining = max(1, self.budget.token_cap - self.tally.total_tokens)
@@ -756,13 +758,13 @@ class RunMachine:
         sanitizer = self.spec.sanitizer
         assert sanitizer is not None
         messages = [
-            ChatMessage(Role.SYSTEM, sanitizer.prompt.strip()),
-            ChatMessage(Role.USER, self.task.instruction),
+            ChatMessage(ChatRole.SYSTEM, sanitizer.prompt.strip()),
+            ChatMessage(ChatRole.USER, self.task.instruction),
         ]
         if self._sanitize_feedback:
             messages.append(
                 ChatMessage(
-                    Role.USER,
+                    ChatRole.USER,
                     f"{CORRECTION_PREFIX}Your previous output was rejected: {self._sanitize_feedback}. "
                     "Answer with one JSON object matching the schema, nothing else.",
                 )
@@ -805,7 +807,7 @@ class RunMachine:
         if self._sanitize_attempts >= SANITIZE_ATTEMPTS and self._outcome is None:
             message = f"the sanitizer could not extract a valid request: {self._sanitize_feedback}"
             self._finish(
-                Outcome(
+                RunOutcome(
                     task_pb2.TASK_STATE_REJECTED,
                     task_pb2.STOP_REASON_POLICY_DENIED,
                     message[:300],
@@ -816,7 +818,7 @@ class RunMachine:
 
 def _correction(problem: str) -> ChatMessage:
     return ChatMessage(
-        Role.USER,
+        ChatRole.USER,
         f"{CORRECTION_PREFIX}Your previous reply could not be used ({problem}). "
         "Reply with tool calls or with a final answer.",
     )

@@ -28,7 +28,7 @@ _WHITESPACE = re.compile(r"\s+")
 _HTML = re.compile(r"<\s*(!doctype|html|head|body|title)\b", re.IGNORECASE)
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s+at [\w.$]+\(", re.MULTILINE)
 
-Outcome: TypeAlias = task_pb2.ToolOutcome.ValueType
+ToolOutcomeValue: TypeAlias = task_pb2.ToolOutcome.ValueType
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
-class ToolResult:
+class ToolObservation:
     """How one tool call ended, as the runner records and shows it.
 
     `result` is the tool's answer as JSON data (OK, DEDUPLICATED). For errors,
@@ -46,7 +46,7 @@ class ToolResult:
     `message` the status message; `violations` come from BadRequest details.
     """
 
-    outcome: Outcome
+    outcome: ToolOutcomeValue
     result: Any = None
     status_code: str = ""
     reason: str = ""
@@ -98,7 +98,7 @@ def _bounded_result(result: Any, limit: int) -> dict[str, Any]:
 
 
 def observation(
-    call_name: str, result: ToolResult, *, limit: int, available: Sequence[str] = ()
+    call_name: str, result: ToolObservation, *, limit: int, available: Sequence[str] = ()
 ) -> tuple[str, str]:
     """(JSON text shown to the model, one-line summary for the step record)."""
     outcome = result.outcome
@@ -182,12 +182,12 @@ def _hint(code: str, retryable: bool) -> str:
     return "Do not repeat the same call unchanged; explain the problem or try another approach."
 
 
-def denied(message: str) -> ToolResult:
-    return ToolResult(outcome=task_pb2.TOOL_OUTCOME_DENIED, message=message, attempts=0)
+def denied(message: str) -> ToolObservation:
+    return ToolObservation(outcome=task_pb2.TOOL_OUTCOME_DENIED, message=message, attempts=0)
 
 
-def invalid_arguments(message: str, violations: Sequence[Violation] = ()) -> ToolResult:
-    return ToolResult(
+def invalid_arguments(message: str, violations: Sequence[Violation] = ()) -> ToolObservation:
+    return ToolObservation(
         outcome=task_pb2.TOOL_OUTCOME_INVALID_ARGUMENTS,
         message=message,
         violations=tuple(violations),

@@ -29,10 +29,10 @@ from opentelemetry import trace
 from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents.caller import Caller
-from agents.limits import Exhausted
-from agents.machine import Finished, ModelCall, Outcome, RunMachine, ToolInvocation, ToolOffer
+from agents.limits import LimitReached
+from agents.machine import Finished, ModelCall, RunMachine, RunOutcome, ToolInvocation, ToolOffer
 from agents.model.types import ChatModel, ModelError
-from agents.observations import ToolResult
+from agents.observations import ToolObservation
 from agents.spec import DomainSpec
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ _KIND = {
 class ToolGateway(Protocol):
     """Calls one tool for the runner: validation, retries, idempotency key, compact result."""
 
-    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult: ...
+    async def invoke(
+        self, invocation: ToolInvocation, *, caller: Caller, timeout: float
+    ) -> ToolObservation: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ class Verdict:
     """What the journal learned while storing a step: stop the task?"""
 
     canceled: str | None = None  # the cancel reason when the owner canceled the task
-    exhausted: Exhausted | None = None  # a budget beyond the task's own (e.g. the user's daily tokens)
+    exhausted: LimitReached | None = None  # a budget beyond the task's own (e.g. the user's daily tokens)
 
 
 CONTINUE = Verdict()
@@ -99,7 +101,7 @@ class _Checkpoints:
         self.saved = machine.replayed
         self._task: asyncio.Task[None] | None = None
         self._canceled: str | None = None
-        self._exhausted: Exhausted | None = None
+        self._exhausted: LimitReached | None = None
 
     def kick(self) -> None:
         if (self._task is None or self._task.done()) and self.saved < len(self.machine.steps):
@@ -152,7 +154,7 @@ async def drive(
     journal: StepJournal,
     caller: Caller,
     clock: Callable[[], float] = time.time,
-) -> Outcome:
+) -> RunOutcome:
     domain = machine.spec.slug
     started = clock()
     earlier = machine.tally.wall_time_s  # wall time of earlier attempts of a resumed task

@@ -33,9 +33,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Role, Settings
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.signals import stop_signals
-from agents.model.script import Conversation, Script, load_script, respond
+from agents.model.script import Conversation, Script, ScriptError, load_script, respond
 from agents.model.wire import SCRIPTED_HEADER, message_from_wire
 
 log = logging.getLogger(__name__)
@@ -179,17 +179,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_env(None, role=Role.MODEL.value)
-    configure_logging(settings.service_name or "model", settings.log_level, settings.log_format)
-    try:
-        asyncio.run(serve(settings))
-    except Exception as exc:  # a bad script is a start-up failure with a clear message
-        from agents.model.script import ScriptError
-
-        if isinstance(exc, ScriptError):
-            log.error("%s", exc)
-            raise SystemExit(2) from None
-        raise
+    settings = load_settings(Role.MODEL)
+    # A bad script is a start-up failure with a clear message (exit 2).
+    run_process(settings, "model", lambda: serve(settings), fatal=(ScriptError,))
 
 
 if __name__ == "__main__":

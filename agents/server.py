@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from typing import Any
 
 from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json
@@ -38,15 +37,15 @@ from agents.executor import TaskExecutor
 from agents.handler import AgentHandler, access_rules
 from agents.model.openai import OpenAICompatibleModel
 from agents.service import SERVICE, AgentServicer
-from agents.sessions import ModelSummarizer, SessionContext
+from agents.session_context import ModelSummarizer, SessionContext
 from agents.spec import DomainSpec, SpecError, load_spec
 from agents.tools import RegistryToolBox
 from memory.connection import create_redis, describe
 from memory.rate_limits import RateLimiter
 from memory.sessions import SessionStore
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
+from memory.tasks.worker import TaskWorker
 from memory.usage import UsageStore
 from tool_registry.resolver import ToolResolver
 
@@ -209,11 +208,7 @@ class AgentProcess:
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(None, role=Role.AGENT.value)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = load_settings(Role.AGENT)
     configure_logging(settings.service_name or "agent", settings.log_level, settings.log_format)
     if settings.domain_spec is None:
         log.error(
@@ -225,20 +220,16 @@ def main() -> None:
     except SpecError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    configure_logging(settings.service_name or spec.slug, settings.log_level, settings.log_format)
     try:
         model_target(settings, spec)  # fail fast on a missing model setting, before anything starts
     except ConfigError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    configure_tracing(settings.service_name or f"agent-{spec.slug}")
-    try:
-        asyncio.run(_serve(settings, spec))
-    finally:
-        shutdown_tracing()
+    run_process(settings, f"agent-{spec.slug}", lambda: _serve(settings, spec))
 
 
 async def _serve(settings: Settings, spec: DomainSpec) -> None:
+    # Built inside the event loop: its gRPC channels and Redis clients belong to it.
     try:
         process = AgentProcess(settings, spec)
     except ConfigError as exc:

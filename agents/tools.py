@@ -20,7 +20,7 @@ tool_registry.invoke.ToolInvoker) to the runner:
   this agent, depth + 1). A tool whose required scopes the caller lacks is
   refused here, before anything is sent, and the model sees "not permitted:
   needs <scope>". The invoker's structured
-  result becomes the runner's `ToolResult` (the observation the model sees is
+  result becomes the runner's `ToolObservation` (the observation the model sees is
   rendered by agents.observations); a delegation's answer is cut down to what
   the calling model needs (state, final answer, stop reason).
 """
@@ -41,11 +41,10 @@ from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
 from agents.caller import Caller
 from agents.machine import ToolInvocation, ToolOffer
-from agents.observations import ToolResult, Violation, delegation_result
+from agents.observations import ToolObservation, Violation, delegation_result
 from agents.spec import DomainSpec
 from memory.rate_limits import RateLimiter
-from tool_registry.invoke import CallContext, ResolvedTool, ToolInvoker, limiter_gate
-from tool_registry.invoke import ToolResult as InvokerResult
+from tool_registry.invoke import CallContext, ResolvedTool, ToolInvoker, ToolResult, limiter_gate
 from tool_registry.jsonschema import function_definition
 from tool_registry.resolver import ToolResolver
 
@@ -85,12 +84,12 @@ def offer_of(tool: ResolvedTool) -> ToolOffer:
     )
 
 
-def runner_result(result: InvokerResult, *, is_agent: bool) -> ToolResult:
+def runner_result(result: ToolResult, *, is_agent: bool) -> ToolObservation:
     error = result.error
     response: Any = result.response
     if is_agent and isinstance(response, Mapping):
         response = delegation_result(response)
-    return ToolResult(
+    return ToolObservation(
         outcome=int(result.outcome),  # type: ignore[arg-type]
         result=response,
         status_code=result.status_code,
@@ -150,12 +149,12 @@ class RegistryToolBox:
         found = await asyncio.gather(*(one(tool.name, tool.version) for tool in spec.tools))
         return [offer for offer in found if offer is not None]
 
-    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolResult:
+    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolObservation:
         name = invocation.call.name
         try:
             tool = await self.resolver.resolve(name, self.versions.get(name, "latest"))
         except AgentmeshError as exc:
-            return ToolResult(
+            return ToolObservation(
                 outcome=task_pb2.TOOL_OUTCOME_ERROR,
                 status_code=exc.code.name,
                 reason=exc.reason,

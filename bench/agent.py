@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 import yaml
 
 from agentmesh.kit import health
@@ -136,13 +136,13 @@ async def bare_tool(registry: str) -> tuple[float, Callable[[], Awaitable[object
 
 async def bare_model(url: str) -> float:
     body = {"model": "scripted", "messages": [{"role": "user", "content": "steps=0"}]}
-    async with httpx.AsyncClient() as http:
-        result = await closed_loop(
-            "bare model POST",
-            lambda: http.post(f"{url}/chat/completions", json=body),
-            in_flight=1,
-            duration_s=3,
-        )
+    async with aiohttp.ClientSession() as http:
+
+        async def post() -> None:
+            async with http.post(f"{url}/chat/completions", json=body) as response:
+                await response.read()
+
+        result = await closed_loop("bare model POST", post, in_flight=1, duration_s=3)
     print(result.line())
     return result.p50
 

@@ -32,7 +32,7 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import tool_options_pb2 as opts
 from bench.common import closed_loop
 from memory.connection import AnyRedis, create_redis
-from memory.context import ToolCall, Turn, build_packet
+from memory.context import Turn, TurnToolCall, build_packet
 from memory.facts import FactStore
 from memory.idempotency import Claimed, IdempotencyStore
 from memory.rate_limits import Limit, RateLimiter
@@ -101,7 +101,7 @@ def session_turns(count: int) -> list[Turn]:
     while len(turns) < count:
         turns.append(Turn.user(text(rng.randint(10, 60))))
         if rng.random() < 0.6:
-            call = ToolCall(f"c{index}", "orders_get", json.dumps({"order_id": f"A-{index}"}))
+            call = TurnToolCall(f"c{index}", "orders_get", json.dumps({"order_id": f"A-{index}"}))
             turns.append(Turn.assistant(tool_calls=[call]))
             turns.append(
                 Turn.tool(call.call_id, call.name, text(rng.randint(20, 120)), is_error=rng.random() < 0.1)

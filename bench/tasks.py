@@ -26,9 +26,9 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from bench.common import LoadResult, closed_loop
 from memory.connection import AnyRedis, create_redis
-from memory.task_execution import Checkpointer, Completed, Outcome, run_attempt
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.execution import Checkpointer, Completed, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 
 ROUNDS = 6
 ROUND_S = 0.75
@@ -58,7 +58,7 @@ class Side:
         return seconds / self.calls * 1e6
 
 
-async def _one_step(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+async def _one_step(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
     await checkpoint.save(task_pb2.Step(index=0, summary="one step"))
     return Completed("done")
 

@@ -36,7 +36,7 @@ from agentmesh.v1 import tool_registry_service_pb2 as rs
 from agentmesh.v1 import tool_registry_service_pb2_grpc
 from bench.common import LoadResult, closed_loop, ratio
 from tool_registry.descriptors import load_tool_schema
-from tool_registry.invoke import CallContext, Outcome, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 from tool_registry.protoc import compile_protos
 from tool_registry.resolver import ToolResolver
 
@@ -102,7 +102,7 @@ async def _measure(registry: str, dummy: str, in_flight: int) -> tuple[LoadResul
             result = await invoker.invoke(
                 tool, arguments, CallContext(task_id="bench", step=next(steps), deadline=time.time() + 30)
             )
-            assert result.outcome is Outcome.OK, result.observation
+            assert result.outcome is CallOutcome.OK, result.observation
             return result
 
         try:

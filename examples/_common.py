@@ -1,4 +1,4 @@
-"""What every example tool shares: where its .proto is, and its default port.
+"""What every example tool shares: where its .proto is, and its default port (kit/config.py's table).
 
 State in the examples lives in process memory by design: each is a stand-in
 for a real backend, and restarting one resets it (examples/README.md).
@@ -6,22 +6,12 @@ for a real backend, and restarting one resets it (examples/README.md).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from agentmesh.kit.config import Role, Settings
+from agentmesh.kit.config import TOOL_PORTS, Role, Settings
 from tool_registry.sdk import ToolService
 
 EXAMPLES = Path(__file__).resolve().parent
-# Standalone default ports (the local mesh and the chart set AGENTMESH_GRPC_PORT explicitly).
-DEFAULT_PORTS = {
-    "crm": 50071,
-    "payments": 50072,
-    "email": 50073,
-    "inventory": 50074,
-    "shipping": 50075,
-    "dummy": 50076,
-}
 
 
 def load(name: str) -> ToolService:
@@ -29,5 +19,8 @@ def load(name: str) -> ToolService:
 
 
 def settings_for(name: str) -> Settings:
-    overrides = {} if os.environ.get("AGENTMESH_GRPC_PORT") else {"grpc_port": DEFAULT_PORTS[name]}
-    return Settings.from_env(role=Role.TOOL, **overrides)
+    settings = Settings.from_env(role=Role.TOOL)
+    if settings.grpc_port is None:
+        # Standalone, each example has its own port (the local mesh and the chart set AGENTMESH_GRPC_PORT).
+        return settings.model_copy(update={"grpc_port": TOOL_PORTS[name]})
+    return settings

@@ -34,7 +34,7 @@ class Kind(enum.IntEnum):
     AGENT_CARD = 8
     QUEUE_ENTRY = 9
     REGISTRY_CHANGE = 10
-    # 20-29: the task layer (memory/tasks.py and friends).
+    # 20-29: the task layer (memory/tasks/store.py and friends).
     TASK_EVENT = 20
     RESUMPTION = 21
     PENDING_ACTION = 22

@@ -58,7 +58,7 @@ def estimate_tokens(text: str) -> int:
     return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
 
 
-class Role(enum.StrEnum):
+class TurnRole(enum.StrEnum):
     """Who produced a turn. SUMMARY turns are sent with the chat role `system`."""
 
     USER = "user"
@@ -67,11 +67,16 @@ class Role(enum.StrEnum):
     SUMMARY = "summary"
 
 
-_CHAT_ROLE = {Role.USER: "user", Role.ASSISTANT: "assistant", Role.TOOL: "tool", Role.SUMMARY: "system"}
+_CHAT_ROLE = {
+    TurnRole.USER: "user",
+    TurnRole.ASSISTANT: "assistant",
+    TurnRole.TOOL: "tool",
+    TurnRole.SUMMARY: "system",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCall:
+class TurnToolCall:
     """One function call the model asked for: `arguments` is the JSON text the model produced."""
 
     call_id: str
@@ -90,9 +95,9 @@ class Turn:
     full text was folded into the summary.
     """
 
-    role: Role
+    role: TurnRole
     content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: tuple[TurnToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""
     is_error: bool = False
@@ -104,38 +109,60 @@ class Turn:
 
     @classmethod
     def user(cls, content: str, **kwargs: Any) -> Turn:
-        return cls(Role.USER, content, **kwargs)
+        return cls(TurnRole.USER, content, **kwargs)
 
     @classmethod
-    def assistant(cls, content: str = "", tool_calls: Sequence[ToolCall] = (), **kwargs: Any) -> Turn:
-        return cls(Role.ASSISTANT, content, tool_calls=tuple(tool_calls), **kwargs)
+    def assistant(cls, content: str = "", tool_calls: Sequence[TurnToolCall] = (), **kwargs: Any) -> Turn:
+        return cls(TurnRole.ASSISTANT, content, tool_calls=tuple(tool_calls), **kwargs)
 
     @classmethod
     def tool(cls, call_id: str, name: str, content: str, *, is_error: bool = False, **kwargs: Any) -> Turn:
         """A tool observation (already summarised by the runner: what the model needs, not raw logs)."""
-        return cls(Role.TOOL, content, tool_call_id=call_id, name=name, is_error=is_error, **kwargs)
+        return cls(TurnRole.TOOL, content, tool_call_id=call_id, name=name, is_error=is_error, **kwargs)
 
     @classmethod
     def summary(cls, content: str, **kwargs: Any) -> Turn:
-        return cls(Role.SUMMARY, content, **kwargs)
+        return cls(TurnRole.SUMMARY, content, **kwargs)
 
     def to_message(self) -> dict[str, Any]:
         """The OpenAI-compatible chat message for this turn."""
         return _message(self, self.tool_calls)
 
 
-def _message(turn: Turn, calls: Sequence[ToolCall]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": _CHAT_ROLE[turn.role], "content": turn.content}
-    if turn.role is Role.ASSISTANT and calls:
-        message["content"] = turn.content or None
+def _message(turn: Turn, calls: Sequence[TurnToolCall]) -> dict[str, Any]:
+    return chat_message(
+        _CHAT_ROLE[turn.role],
+        turn.content,
+        tool_calls=calls,
+        tool_call_id=turn.tool_call_id,
+        name=turn.name,
+    )
+
+
+def chat_message(
+    role: str,
+    content: str,
+    *,
+    tool_calls: Sequence[TurnToolCall] = (),
+    tool_call_id: str = "",
+    name: str = "",
+) -> dict[str, Any]:
+    """The one OpenAI-compatible chat message serializer (the model client's wire uses it too).
+
+    An assistant message with tool calls has `content` None when empty; a tool message names the
+    call it answers (and the tool, when known).
+    """
+    message: dict[str, Any] = {"role": role, "content": content}
+    if role == "assistant" and tool_calls:
+        message["content"] = content or None
         message["tool_calls"] = [
             {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
+            for c in tool_calls
         ]
-    elif turn.role is Role.TOOL:
-        message["tool_call_id"] = turn.tool_call_id
-        if turn.name:
-            message["name"] = turn.name
+    elif role == "tool":
+        message["tool_call_id"] = tool_call_id
+        if name:
+            message["name"] = name
     return message
 
 
@@ -234,15 +261,15 @@ def group_units(turns: Sequence[Turn]) -> list[_Unit]:
     while index < len(turns):
         turn = turns[index]
         members = [turn]
-        if turn.role is Role.ASSISTANT and turn.tool_calls:
+        if turn.role is TurnRole.ASSISTANT and turn.tool_calls:
             pending = {c.call_id for c in turn.tool_calls}
             while index + len(members) < len(turns):
                 following = turns[index + len(members)]
-                if following.role is not Role.TOOL or following.tool_call_id not in pending:
+                if following.role is not TurnRole.TOOL or following.tool_call_id not in pending:
                     break
                 pending.discard(following.tool_call_id)
                 members.append(following)
-        units.append(_Unit(index, tuple(members), has_user=turn.role is Role.USER))
+        units.append(_Unit(index, tuple(members), has_user=turn.role is TurnRole.USER))
         index += len(members)
     return units
 
@@ -250,9 +277,9 @@ def group_units(turns: Sequence[Turn]) -> list[_Unit]:
 def _render(unit: _Unit) -> list[dict[str, Any]]:
     """Chat messages for a unit; calls without a result are left out, orphan tool results dropped."""
     head = unit.turns[0]
-    if head.role is Role.TOOL:
+    if head.role is TurnRole.TOOL:
         return []  # its call was dropped (hard cap); a tool message without its call is refused by APIs
-    if head.role is Role.ASSISTANT and head.tool_calls:
+    if head.role is TurnRole.ASSISTANT and head.tool_calls:
         answered = {t.tool_call_id for t in unit.turns[1:]}
         calls = [c for c in head.tool_calls if c.call_id in answered]
         if not calls and not head.content:
@@ -470,7 +497,7 @@ class CompactionPlan:
 
 def _verbose_error(turn: Turn, policy: ContextPolicy) -> bool:
     return (
-        turn.role is Role.TOOL
+        turn.role is TurnRole.TOOL
         and turn.is_error
         and not turn.compacted
         and turn.tokens > policy.verbose_error_tokens

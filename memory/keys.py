@@ -1,6 +1,6 @@
 """The Redis key scheme: the only place key names are made.
 
-Layout rules (ARCHITECTURE.md, "Redis keys"):
+Layout rules (docs/decisions.md, "Redis keys"):
 
 - Every key starts with `am:`; anything else in the database is foreign and
   never touched.
@@ -57,7 +57,7 @@ def is_ours(key: str | bytes) -> bool:
 # outbox, its dead letters and the owner indexes of that shard. So creating
 # and enqueueing a task, claiming it, and finishing it together with the
 # acknowledgement of its entry are each ONE script on one slot. The shard is
-# part of the task id (memory/task_ids.py), so a task's keys never move.
+# part of the task id (memory/tasks/ids.py), so a task's keys never move.
 
 TASK_KEY_KINDS = ("task", "events")
 
@@ -81,7 +81,7 @@ def task_keys(domain: str, shard: int, task_id: str) -> list[str]:
 
 def task(domain: str, shard: int, task_id: str) -> str:
     """Hash: the task record (versioned, see memory.codec), its checkpointed steps and its lease
-    (memory/task_scripts.py describes the fields)."""
+    (memory/tasks/scripts.py describes the fields)."""
     return f"{task_prefix(domain, shard)}{part(task_id)}:task"
 
 

@@ -46,10 +46,10 @@ from memory.context import (
     MESSAGE_OVERHEAD,
     ContextPacket,
     ContextPolicy,
-    Role,
     TokenCounter,
-    ToolCall,
     Turn,
+    TurnRole,
+    TurnToolCall,
     build_packet,
     count_turn,
     estimate_tokens,
@@ -149,9 +149,9 @@ def decode_turn(data: object, what: str = "session turn") -> Turn:
     try:
         body = json.loads(payload)
         return Turn(
-            role=Role(body["r"]),
+            role=TurnRole(body["r"]),
             content=body.get("c", ""),
-            tool_calls=tuple(ToolCall(*call) for call in body.get("tc", ())),
+            tool_calls=tuple(TurnToolCall(*call) for call in body.get("tc", ())),
             tool_call_id=body.get("ti", ""),
             name=body.get("n", ""),
             is_error=bool(body.get("e", 0)),
@@ -226,7 +226,7 @@ def _newest_that_can_fit(
             turn = count_turn(replace(turn, tokens=0), recount)
         turns.append(turn)
         used += turn.tokens
-        seen_user = seen_user or turn.role is Role.USER
+        seen_user = seen_user or turn.role is TurnRole.USER
         if seen_user and used > budget:
             break
     turns.reverse()
@@ -288,7 +288,7 @@ class SessionStore:
         violations.max_items(turns, MAX_TURNS_PER_APPEND, "turns")
         for index, turn in enumerate(turns):
             violations.max_length(turn.content, MAX_TURN_BYTES, f"turns[{index}].content")
-            if turn.role is Role.TOOL and not turn.tool_call_id:
+            if turn.role is TurnRole.TOOL and not turn.tool_call_id:
                 violations.add(f"turns[{index}].tool_call_id", "is required for tool turns", "REQUIRED")
         violations.raise_if_any("invalid session append")
         now = time.time()

@@ -6,7 +6,7 @@ and returning the new summary text:
     async def summarize(turns: Sequence[Turn]) -> str
 
 When the session already has a summary, it comes first in `turns`, as a
-`Role.SUMMARY` turn, so the new summary can carry it forward. The agent runtime
+`TurnRole.SUMMARY` turn, so the new summary can carry it forward. The agent runtime
 supplies a model-backed summarizer (a tool-less chat call; `summary_prompt`
 builds its messages); `DeterministicSummarizer` serves tests and the offline
 demo: the same turns always give the same text, one line per event, bounded.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from memory.context import Role, Turn
+from memory.context import Turn, TurnRole
 
 SUMMARY_INSTRUCTIONS = (
     "You maintain the running summary of a conversation between a user and an assistant that "
@@ -41,15 +41,15 @@ def _squeeze(text: str, limit: int) -> str:
 
 def event_line(turn: Turn, line_chars: int = 160) -> str:
     """One summary line for a turn (deterministic)."""
-    if turn.role is Role.USER:
+    if turn.role is TurnRole.USER:
         return _squeeze(f"User: {turn.content}", line_chars)
-    if turn.role is Role.ASSISTANT:
+    if turn.role is TurnRole.ASSISTANT:
         if turn.tool_calls:
             calls = ", ".join(f"{c.name}({_squeeze(c.arguments, 60)})" for c in turn.tool_calls)
             said = f" — {turn.content}" if turn.content else ""
             return _squeeze(f"Assistant called {calls}{said}", line_chars)
         return _squeeze(f"Assistant: {turn.content}", line_chars)
-    if turn.role is Role.TOOL:
+    if turn.role is TurnRole.TOOL:
         first = next((line for line in turn.content.splitlines() if line.strip()), "")
         verb = "failed" if turn.is_error else "returned"
         return _squeeze(f"Tool {turn.name or 'call'} {verb}: {first}", line_chars)
@@ -61,7 +61,7 @@ def summarize_lines(turns: Sequence[Turn], *, max_lines: int = 40, line_chars: i
     lines: list[str] = []
     omitted = 0
     for turn in turns:
-        if turn.role is Role.SUMMARY:
+        if turn.role is TurnRole.SUMMARY:
             for line in turn.content.splitlines():
                 if line.startswith("(") and line.endswith("earlier events omitted)"):
                     omitted += int(line[1:].split(" ", 1)[0])
@@ -92,12 +92,12 @@ class DeterministicSummarizer:
 
 def _transcript_entry(turn: Turn, limit: int) -> str:
     content = turn.content if len(turn.content) <= limit else turn.content[:limit] + " …[truncated]"
-    if turn.role is Role.SUMMARY:
+    if turn.role is TurnRole.SUMMARY:
         return f"Earlier summary:\n{content}"
-    if turn.role is Role.TOOL:
+    if turn.role is TurnRole.TOOL:
         kind = "error" if turn.is_error else "result"
         return f"Tool {turn.name or 'call'} {kind}: {content}"
-    if turn.role is Role.ASSISTANT and turn.tool_calls:
+    if turn.role is TurnRole.ASSISTANT and turn.tool_calls:
         calls = ", ".join(f"{c.name}({c.arguments[:limit]})" for c in turn.tool_calls)
         return f"Assistant called {calls}" + (f": {content}" if content else "")
     return f"{turn.role.value.capitalize()}: {content}"

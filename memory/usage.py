@@ -222,7 +222,7 @@ class Budgets:
 
 
 @dataclass(frozen=True, slots=True)
-class Exhausted:
+class BudgetExhausted:
     """Which budget ran out.
 
     `scope`: task | user_daily; `budget`: iterations | tokens | tool_calls | cost;
@@ -260,7 +260,7 @@ class BudgetStatus:
 
     task: Counters
     user_today: Counters
-    exhausted: Exhausted | None = None
+    exhausted: BudgetExhausted | None = None
     remaining_tokens: int | None = None
 
 
@@ -274,7 +274,7 @@ def check_budgets(
     task: Counters, today: Counters, budgets: Budgets, now: float | None = None
 ) -> BudgetStatus:
     """The first exhausted budget in a fixed order (task iterations, tokens, tool calls, cost; then daily)."""
-    exhausted: Exhausted | None = None
+    exhausted: BudgetExhausted | None = None
     remaining: list[int] = []
     caps: list[tuple[str, str, float, float, int]] = []
     limits = budgets.task
@@ -314,7 +314,7 @@ def check_budgets(
     for scope, budget, cap, used, reason in caps:
         if cap and used >= cap:
             wait = seconds_to_utc_midnight(now or time.time()) if scope == "user_daily" else None
-            exhausted = Exhausted(scope, budget, float(cap), float(used), reason, wait)
+            exhausted = BudgetExhausted(scope, budget, float(cap), float(used), reason, wait)
             break
     return BudgetStatus(task, today, exhausted, min(remaining) if remaining else None)
 

@@ -250,7 +250,7 @@ class _Walker:
         for old_field in old.fields:
             new_field = new_by_number.get(old_field.number)
             if new_field is None:
-                self._deleted_field(old_field, name, new_numbers, new_names)
+                self._deleted_field(old_field, name, new_numbers, new_names, request_side=request_side)
                 continue
             self.field(
                 old_field,
@@ -272,7 +272,13 @@ class _Walker:
             self._oneof_required(old, new)
 
     def _deleted_field(
-        self, field: descriptor.FieldDescriptor, message: str, numbers: list[tuple[int, int]], names: set[str]
+        self,
+        field: descriptor.FieldDescriptor,
+        message: str,
+        numbers: list[tuple[int, int]],
+        names: set[str],
+        *,
+        request_side: bool,
     ) -> None:
         missing = []
         if not _in_ranges(field.number, numbers):
@@ -283,7 +289,9 @@ class _Walker:
             self.found.add(
                 field.full_name,
                 "FIELD_NO_DELETE",
-                f"field {field.name!r} (number {field.number}) was deleted; old clients still send it. "
+                # A request field is what old clients send; a response field is what they read.
+                f"field {field.name!r} (number {field.number}) was deleted; old clients still "
+                f"{'send' if request_side else 'read'} it. "
                 f"Keep it, or add {' and '.join(missing)} to {message}",
             )
 
@@ -342,7 +350,8 @@ class _Walker:
         elif new.type == FD.TYPE_ENUM:
             assert old.enum_type is not None and new.enum_type is not None
             self.enums(old.enum_type, new.enum_type)
-        elif not new.is_repeated and old.default_value != new.default_value:
+        elif not old.is_repeated and not new.is_repeated and old.default_value != new.default_value:
+            # (a cardinality change is reported above; a list has no default to compare)
             self.found.add(
                 path,
                 "FIELD_SAME_DEFAULT",

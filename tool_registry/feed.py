@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from agentmesh.kit.errors import AgentmeshError
+from agentmesh.kit.retry import Reconnect
 from agentmesh.v1 import tool_pb2
 from tool_registry.store import RegistryStore
 
@@ -123,7 +124,7 @@ class ChangeFeed:
         return len(self._subscribers)
 
     async def run(self) -> None:
-        backoff = 0.1
+        reconnect = Reconnect()
         synced = False
         while True:
             try:
@@ -132,7 +133,7 @@ class ChangeFeed:
                     synced = True
                     self._started.set()
                 changes = await self.store.wait_changes(self.position, BLOCK_MS)
-                backoff = 0.1
+                reconnect.reset()
                 for change in changes:
                     self._publish(change)
             except asyncio.CancelledError:
@@ -145,8 +146,7 @@ class ChangeFeed:
                 synced = False
                 self._started.set()  # callers read the store directly meanwhile
                 log.warning("registry change feed interrupted: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await reconnect.wait()
 
     async def _resync_position(self) -> int:
         """Where to continue: our position if the log still reaches it, else the head (cache cleared)."""

@@ -65,7 +65,7 @@ from memory.rate_limits import RateLimiter, tool_limits
 from tool_registry.arguments import ArgumentConverter, violations_observation
 from tool_registry.breaker import BreakerBoard, CircuitBreaker
 from tool_registry.descriptors import ToolSchema
-from tool_registry.retry import Backoff, Verdict, retry_decision
+from tool_registry.retry import RetryDecision, ToolBackoff, retry_decision
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("agentmesh.tools")
@@ -81,7 +81,7 @@ SIDE_EFFECT_NAMES = {
 }
 
 
-class Outcome(enum.IntEnum):
+class CallOutcome(enum.IntEnum):
     """How a tool call ended: the values of agentmesh.v1.ToolOutcome (Step.outcome)."""
 
     OK = task_pb2.TOOL_OUTCOME_OK
@@ -102,12 +102,12 @@ class ResolvedTool:
     schema: ToolSchema
     channel: grpc.aio.Channel | None
     converter: ArgumentConverter = field(init=False, repr=False)
-    backoff: Backoff = field(init=False, repr=False)
+    backoff: ToolBackoff = field(init=False, repr=False)
     _call: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.converter = ArgumentConverter(self.schema)
-        self.backoff = Backoff.of(self.spec)
+        self.backoff = ToolBackoff.of(self.spec)
 
     @property
     def name(self) -> str:
@@ -203,7 +203,7 @@ class ToolResult:
 
     tool: str
     version: str
-    outcome: Outcome
+    outcome: CallOutcome
     observation: str
     response: dict[str, Any] | None = None
     message: Message | None = None
@@ -218,7 +218,7 @@ class ToolResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.OK, Outcome.DEDUPLICATED)
+        return self.outcome in (CallOutcome.OK, CallOutcome.DEDUPLICATED)
 
     @property
     def summary(self) -> str:
@@ -226,7 +226,7 @@ class ToolResult:
         if self.ok:
             suffix = (
                 " (replayed: the side effect did not run again)"
-                if self.outcome is Outcome.DEDUPLICATED
+                if self.outcome is CallOutcome.DEDUPLICATED
                 else ""
             )
             return f"{self.tool} answered{suffix}"
@@ -237,7 +237,7 @@ class ToolResult:
 class _Attempt(Exception):
     """One failed attempt, with what the retry decision needs."""
 
-    def __init__(self, error: AgentmeshError, sent: bool, verdict: Verdict) -> None:
+    def __init__(self, error: AgentmeshError, sent: bool, verdict: RetryDecision) -> None:
         super().__init__(error.message)
         self.error = error
         self.sent = sent
@@ -248,7 +248,7 @@ class _RetryAttempt(_Attempt):
     pass
 
 
-def _error_observation(error: AgentmeshError, outcome: Outcome) -> str:
+def _error_observation(error: AgentmeshError, outcome: CallOutcome) -> str:
     summary: dict[str, Any] = {"error": error.code.name, "message": error.message[:500]}
     if error.reason:
         summary["reason"] = error.reason
@@ -258,7 +258,7 @@ def _error_observation(error: AgentmeshError, outcome: Outcome) -> str:
         ]
     if error.retry_after is not None:
         summary["retry_after_s"] = round(error.retry_after, 3)
-    if outcome is Outcome.UNKNOWN:
+    if outcome is CallOutcome.UNKNOWN:
         summary["outcome"] = "unknown: the call may or may not have taken effect; do not repeat it"
     return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
 
@@ -332,7 +332,7 @@ class ToolInvoker:
     ) -> ToolResult:
         spec = tool.spec
 
-        def ending(outcome: Outcome, observation: str, **extra: Any) -> ToolResult:
+        def ending(outcome: CallOutcome, observation: str, **extra: Any) -> ToolResult:
             return ToolResult(
                 tool=tool.name,
                 version=tool.version,
@@ -349,12 +349,12 @@ class ToolInvoker:
                 # What the model sees: plain, so no wording of a prompt gets past it.
                 error = AgentmeshError(f"not permitted: needs {', '.join(missing)}")
                 observation = json.dumps({"error": error.message, "missing_scopes": missing})
-                return ending(Outcome.DENIED, observation, reason="MISSING_SCOPE", error=error)
+                return ending(CallOutcome.DENIED, observation, reason="MISSING_SCOPE", error=error)
         try:
             request = tool.converter.convert(arguments)
         except InvalidArgument as exc:
             return ending(
-                Outcome.INVALID_ARGUMENTS,
+                CallOutcome.INVALID_ARGUMENTS,
                 violations_observation(exc.violations),
                 status_code="INVALID_ARGUMENT",
                 reason="INVALID_ARGUMENTS",
@@ -370,12 +370,12 @@ class ToolInvoker:
                     "message": "this tool needs a human approval",
                 }
             )
-            return ending(Outcome.AWAITING_APPROVAL, observation, reason=APPROVAL_REQUIRED)
+            return ending(CallOutcome.AWAITING_APPROVAL, observation, reason=APPROVAL_REQUIRED)
         if tool.channel is None or not tool.endpoint:
             error = Unavailable(f"tool {tool.name} {tool.version} has no endpoint bound")
             return ending(
-                Outcome.ERROR,
-                _error_observation(error, Outcome.ERROR),
+                CallOutcome.ERROR,
+                _error_observation(error, CallOutcome.ERROR),
                 status_code="UNAVAILABLE",
                 reason=error.reason,
                 error=error,
@@ -385,8 +385,8 @@ class ToolInvoker:
                 await self.rate_limit(spec, call)
             except ResourceExhausted as exc:
                 return ending(
-                    Outcome.ERROR,
-                    _error_observation(exc, Outcome.ERROR),
+                    CallOutcome.ERROR,
+                    _error_observation(exc, CallOutcome.ERROR),
                     status_code=exc.code.name,
                     reason=exc.reason,
                     error=exc,
@@ -423,7 +423,7 @@ class ToolInvoker:
         call: CallContext,
         breaker: CircuitBreaker,
         ending: Callable[..., ToolResult],
-        backoff: Backoff,
+        backoff: ToolBackoff,
         first: _Attempt,
     ) -> ToolResult:
         """Attempts 2..max_attempts, with backoff (tenacity), within the deadline."""
@@ -469,7 +469,7 @@ class ToolInvoker:
         call: CallContext,
         breaker: CircuitBreaker,
         attempt: int,
-        backoff: Backoff,
+        backoff: ToolBackoff,
     ) -> tuple[Message, bool]:
         spec = tool.spec
 
@@ -482,7 +482,7 @@ class ToolInvoker:
                 max_attempts=backoff.max_attempts,
                 retry_info=error.retry_after is not None,
             )
-            kind = _RetryAttempt if verdict is Verdict.RETRY else _Attempt
+            kind = _RetryAttempt if verdict is RetryDecision.RETRY else _Attempt
             return kind(error, sent, verdict)
 
         if not breaker.allow():
@@ -492,7 +492,7 @@ class ToolInvoker:
                 metadata={"endpoint": tool.endpoint},
                 retry_after=breaker.retry_after() or None,
             )
-            raise _Attempt(error, False, Verdict.FAIL)
+            raise _Attempt(error, False, RetryDecision.FAIL)
         timeout = spec.timeout.seconds + spec.timeout.nanos / 1e9 or self.default_timeout_s
         remaining = call.remaining()
         if remaining is not None:
@@ -500,7 +500,7 @@ class ToolInvoker:
         if timeout <= 0:
             breaker.record(None)
             error = DeadlineExceeded("the task's deadline passed before the call could start")
-            raise _Attempt(error, False, Verdict.FAIL)
+            raise _Attempt(error, False, RetryDecision.FAIL)
         assert tool.channel is not None
         if not await _ready(tool.channel, timeout):
             breaker.record(grpc.StatusCode.UNAVAILABLE)
@@ -553,20 +553,20 @@ class ToolInvoker:
                 },
                 ensure_ascii=False,
             )
-        outcome = Outcome.DEDUPLICATED if replayed else Outcome.OK
+        outcome = CallOutcome.DEDUPLICATED if replayed else CallOutcome.OK
         return ending(outcome, text, response=as_dict, message=response, attempts=attempts)
 
     @staticmethod
     def _failed(failure: _Attempt, attempts: int, ending: Callable[..., ToolResult]) -> ToolResult:
         error = failure.error
-        if failure.verdict is Verdict.OUTCOME_UNKNOWN:
-            outcome = Outcome.UNKNOWN
+        if failure.verdict is RetryDecision.OUTCOME_UNKNOWN:
+            outcome = CallOutcome.UNKNOWN
         elif error.code == grpc.StatusCode.FAILED_PRECONDITION and error.reason == APPROVAL_REQUIRED:
-            outcome = Outcome.AWAITING_APPROVAL
+            outcome = CallOutcome.AWAITING_APPROVAL
         elif error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-            outcome = Outcome.DENIED
+            outcome = CallOutcome.DENIED
         else:
-            outcome = Outcome.ERROR
+            outcome = CallOutcome.ERROR
         return ending(
             outcome,
             _error_observation(error, outcome),

@@ -7,7 +7,7 @@ The input schema describes **exactly** what the argument converter
 (`tool_registry.arguments`) accepts, protovalidate rules included: an instance
 the schema accepts converts and validates; one it refuses is refused by the
 converter too. The tests check both directions with generated instances. The
-choices that make that possible (ARCHITECTURE.md, "Tool schemas"):
+choices that make that possible (docs/decisions.md, "Tools at run time"):
 
 - field names are the proto names (`order_id`), as the runtime also prints them;
   lowerCamel JSON names are refused, so there is one spelling;

@@ -46,11 +46,8 @@ def validate_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
 
 
 @functools.cache
-def _validate_set_path() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="agentmesh-protoc-"))
-    path = directory / "buf-validate.binpb"
-    path.write_bytes(validate_descriptor_set().SerializeToString())
-    return path
+def _validate_set_bytes() -> bytes:
+    return validate_descriptor_set().SerializeToString()
 
 
 class ProtoCompileError(InvalidArgument):
@@ -77,14 +74,18 @@ def compile_protos(
         if not any(_is_relative_to(path, d) for d in includes):
             includes.append(path.parent)
     relative = [str(_relative_to_include(path, includes)) for path in paths]
+    # Everything protoc reads or writes lives in this one directory, removed when the compile ends
+    # (the validate descriptor set too: it used to outlive the process, one directory per compile).
     with tempfile.TemporaryDirectory(prefix="agentmesh-protoc-") as tmp:
         out = Path(tmp) / "out.binpb"
+        validate_set = Path(tmp) / "buf-validate.binpb"
+        validate_set.write_bytes(_validate_set_bytes())
         args = [
             "grpc_tools.protoc",
             *(f"--proto_path={d}" for d in includes),
             f"--proto_path={proto_include_dir()}",
             f"--proto_path={well_known_include_dir()}",
-            f"--descriptor_set_in={_validate_set_path()}",
+            f"--descriptor_set_in={validate_set}",
             "--include_imports",
             f"--descriptor_set_out={out}",
         ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from agentmesh.kit import metrics
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import AgentmeshError, Unavailable, from_rpc_error
+from agentmesh.kit.retry import Backoff, Reconnect
 from agentmesh.v1 import errors_pb2, tool_pb2, tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from tool_registry.agent_tool import agent_schema
 from tool_registry.descriptors import ToolSchema, load_tool_schema
@@ -189,19 +189,20 @@ class ToolResolver:
     # -- the watch --------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        delay = 0.2
+        reconnect = Reconnect(Backoff(initial_s=0.2, max_s=5.0))
         while True:
             try:
                 await self._watch_once()
-                delay = 0.2
+                reconnect.reset()
+                delay = reconnect.next_delay()  # a drained replica: resume on another at once
             except grpc.aio.AioRpcError as exc:
                 self._set_reachable(False)
+                delay = reconnect.next_delay()
                 log.warning(
                     "registry watch lost; serving tools from cache",
                     extra={"code": exc.code().name, "retry_in_s": round(delay, 2), "revision": self.revision},
                 )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
 
     async def _watch_once(self) -> None:
         # A cheap read proves the registry answers (a watch stream sends nothing until a change).

@@ -25,20 +25,16 @@ with no hint) is final: retrying cannot help.
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 
+from agentmesh.kit.retry import DEFAULT_INITIAL_S, DEFAULT_MAX_S, DEFAULT_MULTIPLIER, Backoff
 from agentmesh.v1 import tool_options_pb2, tool_pb2
 
 Code = grpc.StatusCode
 
 DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_INITIAL_BACKOFF_S = 0.1
-DEFAULT_MAX_BACKOFF_S = 5.0
-DEFAULT_MULTIPLIER = 2.0
 MAX_ATTEMPTS_CAP = 10
 
 # Codes after which nothing is known to have run (safe to retry for retry-friendly classes).
@@ -56,7 +52,7 @@ RETRY_FRIENDLY = frozenset(
 )
 
 
-class Verdict(enum.Enum):
+class RetryDecision(enum.Enum):
     RETRY = "retry"
     FAIL = "fail"  # final: the error stands (nothing ran, or the tool answered)
     OUTCOME_UNKNOWN = "outcome_unknown"  # a non-idempotent call may have taken effect
@@ -70,13 +66,13 @@ def retry_decision(
     *,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     retry_info: bool = False,
-) -> Verdict:
+) -> RetryDecision:
     """What to do after attempt number `attempt` (1-based) failed with `code`."""
     if code == Code.OK:
         raise ValueError("OK is not a failure")
     retry_friendly = side_effect in RETRY_FRIENDLY
     if not retry_friendly and sent and code in AMBIGUOUS:
-        return Verdict.OUTCOME_UNKNOWN
+        return RetryDecision.OUTCOME_UNKNOWN
     if not sent:
         wanted = True  # nothing ran: safe for every class
     elif code == Code.ABORTED or (retry_friendly and code == Code.RESOURCE_EXHAUSTED):
@@ -84,36 +80,25 @@ def retry_decision(
     else:
         wanted = retry_friendly and code in TRANSIENT
     if wanted and attempt < max_attempts:
-        return Verdict.RETRY
-    return Verdict.FAIL
+        return RetryDecision.RETRY
+    return RetryDecision.FAIL
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """A tool's RetryPolicy with its defaults applied."""
+class ToolBackoff(Backoff):
+    """A tool's RetryPolicy with its defaults applied: the kit's Backoff and a bound on attempts."""
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    initial_s: float = DEFAULT_INITIAL_BACKOFF_S
-    max_s: float = DEFAULT_MAX_BACKOFF_S
-    multiplier: float = DEFAULT_MULTIPLIER
 
     @classmethod
-    def of(cls, spec: tool_pb2.ToolSpec) -> Backoff:
+    def of(cls, spec: tool_pb2.ToolSpec) -> ToolBackoff:
         policy = spec.retry
         attempts = policy.max_attempts or DEFAULT_MAX_ATTEMPTS
         initial = policy.initial_backoff.seconds + policy.initial_backoff.nanos / 1e9
         most = policy.max_backoff.seconds + policy.max_backoff.nanos / 1e9
         return cls(
             max_attempts=max(1, min(attempts, MAX_ATTEMPTS_CAP)),
-            initial_s=initial if initial > 0 else DEFAULT_INITIAL_BACKOFF_S,
-            max_s=most if most > 0 else DEFAULT_MAX_BACKOFF_S,
+            initial_s=initial if initial > 0 else DEFAULT_INITIAL_S,
+            max_s=most if most > 0 else DEFAULT_MAX_S,
             multiplier=max(1.0, policy.backoff_multiplier or DEFAULT_MULTIPLIER),
         )
-
-    def delay(
-        self, attempt: int, *, retry_after: float | None = None, rng: Callable[[], float] = random.random
-    ) -> float:
-        """Sleep before attempt `attempt + 1`: full jitter under the exponential bound, at least RetryInfo."""
-        ceiling = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
-        jittered = ceiling * rng()
-        return max(jittered, retry_after or 0.0)

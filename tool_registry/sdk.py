@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,10 +67,10 @@ from agentmesh.kit.errors import (
     reason_name,
     to_status_proto,
 )
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
+from agentmesh.kit.retry import Backoff, Reconnect
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import (
     errors_pb2,
     tool_options_pb2,
@@ -369,14 +368,8 @@ class ToolService:
 
     def run(self, settings: Settings | None = None) -> None:
         """The process entrypoint: logging, tracing, serve until a signal."""
-        settings = settings or Settings.from_env(role=Role.TOOL)
-        name = settings.service_name or self.service_name
-        configure_logging(name, settings.log_level, settings.log_format)
-        configure_tracing(name)
-        try:
-            asyncio.run(self.serve(settings))
-        finally:
-            shutdown_tracing()
+        settings = settings or load_settings(Role.TOOL)
+        run_process(settings, self.service_name, lambda: self.serve(settings))
 
 
 def _serialize(message: Message) -> bytes:
@@ -477,17 +470,19 @@ class Registration:
         return options.name if options is not None and options.name else schema.method_name
 
     async def _run(self) -> None:
-        delay = 0.2
+        reconnect = Reconnect(Backoff(initial_s=0.2, max_s=10.0))
         channel = create_channel(self.registry, settings=self.settings, control_plane=True)
         stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
         try:
             while True:
                 try:
                     revision = await self.register_all(stub)
-                    delay = 0.2
+                    reconnect.reset()
                     await self._watch(stub, revision)
+                    delay = reconnect.next_delay()  # the watch ended: register again
                 except grpc.aio.AioRpcError as exc:
                     error = from_rpc_error(exc)
+                    delay = reconnect.next_delay()
                     log.warning(
                         "registry unreachable; tools not (re)registered yet",
                         extra={"registry": self.registry, "code": error.code.name, "retry_in_s": delay},
@@ -495,8 +490,7 @@ class Registration:
                     for name in self.state:
                         if self.state[name] != "registered":
                             self.state[name] = f"pending: registry {error.code.name}"
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(delay)
         finally:
             await channel.close()
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
-from agentmesh.kit.logs import configure_logging
+from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
-from agentmesh.kit.tracing import configure_tracing, shutdown_tracing
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from memory.connection import AnyRedis, create_redis, describe
 from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
@@ -92,10 +91,5 @@ def start_discovery(settings: Settings, host: ServiceHost, redis: AnyRedis) -> N
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.service_name or "registry", settings.log_level, settings.log_format)
-    configure_tracing(settings.service_name or "registry")
-    try:
-        asyncio.run(serve(settings, schema_exporter=default_schema_exporter()))
-    finally:
-        shutdown_tracing()
+    settings = load_settings()
+    run_process(settings, "registry", lambda: serve(settings, schema_exporter=default_schema_exporter()))

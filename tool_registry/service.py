@@ -13,11 +13,7 @@ change written by any replica evicts its tool within one XREAD round trip.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -31,6 +27,7 @@ from agentmesh.kit.errors import (
     InvalidArgument,
     NotFound,
 )
+from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
 from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME, Violations
 from agentmesh.v1 import (
     agent_service_pb2,
@@ -78,13 +75,14 @@ def _basic(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
     return view
 
 
-def _breaking(violations: Sequence[Violation], name: str, compared: str) -> FailedPrecondition:
+def _breaking(violations: Sequence[Violation], name: str, compared: str, accepted: str) -> FailedPrecondition:
+    """The refusal of a breaking change; `accepted` is the version it would be accepted as."""
     listed = "; ".join(f"{v.path}: {v.rule}" for v in violations[:5])
     more = "" if len(violations) <= 5 else f" and {len(violations) - 5} more"
     return FailedPrecondition(
-        f"{name}: not compatible with {compared} ({listed}{more}); fix these or bump the major version",
+        f"{name}: not compatible with {compared} ({listed}{more}); fix these or publish it as {accepted}",
         reason=errors_pb2.ERROR_REASON_BREAKING_CHANGE,
-        metadata={"tool": name, "compared_version": compared},
+        metadata={"tool": name, "compared_version": compared, "accepted_version": accepted},
         violations=[FieldViolation(v.path, v.message, v.rule) for v in violations],
     )
 
@@ -95,27 +93,6 @@ def _tool_required() -> InvalidArgument:
 
 def to_proto(violations: Sequence[Violation]) -> list[tool_pb2.CompatibilityViolation]:
     return [tool_pb2.CompatibilityViolation(path=v.path, rule=v.rule, message=v.message) for v in violations]
-
-
-def _encode_token(payload: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
-
-
-def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(payload, dict) or payload.get("f") != fingerprint:
-            raise ValueError("filters changed")
-        return payload
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            "invalid page_token",
-            violations=[
-                FieldViolation(
-                    "page_token", "is not a token from the previous page with the same filters", "INVALID"
-                )
-            ],
-        ) from None
 
 
 class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceServicer):
@@ -311,23 +288,22 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         """Compatibility with the nearest versions of the same major, below and above."""
         spec = candidate.spec
         mine = semver.parse_version(spec.version)
-        same_major = [
-            v
-            for v in await self.store.versions(spec.name)
-            if semver.is_valid_version(v) and semver.parse_version(v).major == mine.major
-        ]
+        published = [v for v in await self.store.versions(spec.name) if semver.is_valid_version(v)]
+        same_major = [v for v in published if semver.parse_version(v).major == mine.major]
+        # A new major above every published one has no neighbours, so it is always accepted.
+        accepted = f"{max(semver.parse_version(v).major for v in [*published, spec.version]) + 1}.0.0"
         lower = [v for v in same_major if semver.parse_version(v) < mine]
         higher = [v for v in same_major if semver.parse_version(v) > mine]
         if lower:
             previous = max(lower, key=semver.sort_key)
             violations = check_compatibility(await self._load(spec.name, previous), candidate.schema)
             if violations:
-                raise _breaking(violations, spec.name, previous)
+                raise _breaking(violations, spec.name, previous, accepted)
         if higher:
             following = min(higher, key=semver.sort_key)
             violations = check_compatibility(candidate.schema, await self._load(spec.name, following))
             if violations:
-                raise _breaking(violations, spec.name, following)
+                raise _breaking(violations, spec.name, following, accepted)
 
     async def _load(self, name: str, version: str) -> ToolSchema:
         spec = await self._spec(name, version)
@@ -400,22 +376,19 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             violations.matches(request.tag, names.TAG, "tag", "tag")
         violations.raise_if_any("invalid ListTools request")
         page_size = request.page_size or DEFAULT_PAGE_SIZE
-        fingerprint = hashlib.sha256(
-            json.dumps(
-                [
-                    request.name_prefix,
-                    request.tag,
-                    request.side_effect,
-                    request.deprecated,
-                    request.all_versions,
-                    request.include_agents,
-                ]
-            ).encode()
-        ).hexdigest()[:16]
+        fingerprint = filter_fingerprint(
+            request.name_prefix,
+            request.tag,
+            request.side_effect,
+            int(request.deprecated),
+            int(request.all_versions),
+            int(request.include_agents),
+        )
         after: tuple[str, str] | None = None
         if request.page_token:
-            payload = _decode_token(request.page_token, fingerprint)
-            after = (str(payload["n"]), str(payload["v"]))
+            # The cursor is the last tool's name and version (a name never holds a NUL).
+            name, _, version = decode_page_token(request.page_token, "tools", fingerprint).partition("\0")
+            after = (name, version)
         await self.feed.start()
         revision = max(self.feed.position, await self.store.head())
         full = request.view == tool_pb2.TOOL_VIEW_FULL
@@ -455,7 +428,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                     continue
                 if len(out) == page_size:
                     last = out[-1]
-                    next_token = _encode_token({"n": last.name, "v": last.version, "f": fingerprint})
+                    next_token = encode_page_token("tools", fingerprint, f"{last.name}\0{last.version}")
                     break
                 out.append(await self._full(spec) if full else _basic(spec))
             if next_token:
@@ -693,11 +666,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         domains = await self.store.agent_domains()
         if request.page_token:
-            after = str(_decode_token(request.page_token, "agents")["n"])
+            after = decode_page_token(request.page_token, "agents", "")
             domains = [d for d in domains if d > after]
         page, rest = domains[:page_size], domains[page_size:]
         cards = [c for c in await self.store.get_agents(page) if c is not None]
-        token = _encode_token({"n": page[-1], "f": "agents"}) if rest and page else ""
+        token = encode_page_token("agents", "", page[-1]) if rest and page else ""
         return rs.ListAgentsResponse(agents=cards, next_page_token=token)
 
 

@@ -24,7 +24,6 @@ revision still in the log and knows when one is not (RESYNC_REQUIRED).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import redis.exceptions as rexc
 from google.protobuf import timestamp_pb2
 
 from agentmesh.kit.errors import Unavailable
+from agentmesh.kit.retry import Backoff
 from agentmesh.v1 import agent_service_pb2, tool_pb2
 from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
@@ -44,6 +44,7 @@ CHANGE_VERSION = 1
 READS = frozenset({1})
 DEFAULT_CHANGE_LOG_LENGTH = 10_000
 _MAX_WRITE_ATTEMPTS = 200  # with jittered backoff: several seconds of contention before UNAVAILABLE
+_WRITE_BACKOFF = Backoff(initial_s=0.001, max_s=0.05)
 
 ToolKey = tuple[str, str]
 
@@ -274,7 +275,7 @@ class RegistryStore:
                     except rexc.WatchError:
                         pass
             # Another writer won: back off with full jitter so concurrent writers spread out.
-            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+            await asyncio.sleep(_WRITE_BACKOFF.delay(attempt + 1))
         raise Unavailable(f"registry write contention while {what}; retry", retry_after=0.5)
 
     def _log(self, pipe: Any, revision: int, change: tool_pb2.ToolChange) -> None:

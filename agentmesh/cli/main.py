@@ -1,8 +1,8 @@
 """`agentmesh`: the command line of the mesh.
 
 Sub-commands live in their own modules and are mounted here. Exit codes that
-scripts can rely on: 0 success, 1 the operation failed (or a check found a
-problem), 2 bad usage, 3 the target could not be reached.
+scripts can rely on: the one table in agentmesh/cli/common.py (EXIT_CODES_HELP, shown by
+`--help`, and the README's "Exit codes").
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import typer
+from rich.markup import escape
 
 from agentmesh import __version__
 from agentmesh.cli import auth as auth_cli
@@ -21,7 +22,7 @@ from agentmesh.cli import serve as serve_cli
 from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli import tools as tools_cli
 from agentmesh.cli import up as up_cli
-from agentmesh.cli.common import EXIT_UNREACHABLE, console
+from agentmesh.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_UNREACHABLE, console, usage_error
 from agentmesh.kit import health
 from agentmesh.kit.config import ConfigError, Settings, reference_markdown
 from agentmesh.kit.protos import proto_include_dir
@@ -29,6 +30,7 @@ from agentmesh.kit.protos import proto_include_dir
 app = typer.Typer(
     name="agentmesh",
     help="agentmesh: a gRPC micro-agent mesh (agents, tool registry, durable tasks on Redis).",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -68,8 +70,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        raise usage_error(str(exc)) from None
     values = settings.model_dump(mode="json", by_alias=True)
     for secret in ("AGENTMESH_SERVICE_TOKEN", "MODEL_API_KEY"):
         if values.get(secret):
@@ -78,7 +79,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         typer.echo(json.dumps(values, indent=2))
         return
     for key, value in values.items():
-        console.print(f"[cyan]{key}[/cyan]={'' if value is None else value}")
+        console.print(f"[cyan]{key}[/cyan]={escape('' if value is None else str(value))}")
 
 
 @config_app.command("docs")
@@ -99,7 +100,7 @@ def health_check(
     if status == health.UNKNOWN:
         raise typer.Exit(EXIT_UNREACHABLE)
     if status != health.SERVING:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
     agentmesh usage --domain D [--tenant T] [--user U] [--session S] [--json]
 
 Redis comes from `--redis`, else REDIS_URL (the configuration contract).
-Exit codes: 0 ok, 1 failed or not found, 2 bad usage, 3 Redis unreachable.
+Exit codes: agentmesh/cli/common.py's table (1 also: nothing found).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 
 import typer
 from google.protobuf import json_format
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console, fail, usage_error
 from agentmesh.kit.config import ConfigError, Settings
-from agentmesh.kit.errors import AgentmeshError, InvalidArgument, Unavailable
+from agentmesh.kit.errors import AgentmeshError, InvalidArgument
 from memory import keys
 from memory.connection import AnyRedis, create_redis, describe
 from memory.context import ContextPacket, Turn
@@ -53,8 +55,7 @@ def _url(explicit: str | None) -> str:
     try:
         return Settings.from_env().redis_url
     except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
 
 
 def _run(url: str, work: Callable[[AnyRedis], Awaitable[T]]) -> T:
@@ -69,17 +70,8 @@ def _run(url: str, work: Callable[[AnyRedis], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except Unavailable:
-        err_console.print(f"[red]Redis at {describe(url)} is unreachable[/red]")
-        raise typer.Exit(EXIT_UNREACHABLE) from None
-    except InvalidArgument as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
-        for violation in exc.violations:
-            err_console.print(f"  {violation.field}: {violation.description}")
-        raise typer.Exit(EXIT_USAGE) from None
     except AgentmeshError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise fail(exc, f"Redis at {describe(url)}") from None
 
 
 def _time(epoch: float) -> str:
@@ -129,7 +121,7 @@ def session_show(
 
     info, turns, packet = _run(_url(redis), load)
     if info is None:
-        err_console.print(f"no session {session!r} for user {user!r} in tenant {tenant!r}")
+        err_console.print(escape(f"no session {session!r} for user {user!r} in tenant {tenant!r}"))
         raise typer.Exit(EXIT_FAILED)
     if as_json:
         document = {
@@ -140,12 +132,12 @@ def session_show(
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     console.print(
-        f"[bold]session[/bold] {session}  tenant {tenant}  user {user}\n"
+        f"[bold]session[/bold] {escape(session)}  tenant {escape(tenant)}  user {escape(user)}\n"
         f"{info.turns} turns · created {_time(info.created_at)} · last turn {_time(info.updated_at)} · "
         f"{info.compactions} compactions ({info.folded} turns folded) · {info.dropped} dropped at the cap"
     )
     if info.summary:
-        console.print(f"[bold]running summary[/bold]\n{info.summary}")
+        console.print(f"[bold]running summary[/bold]\n{escape(info.summary)}")
     table = Table("#", "role", "tokens", "task/step", "content", title="stored turns", title_justify="left")
     for index, turn in enumerate(turns):
         calls = ", ".join(f"{c.name}({_preview(c.arguments, 30)})" for c in turn.tool_calls)
@@ -153,7 +145,7 @@ def session_show(
         step = f"{turn.task_id}/{turn.step}" if turn.task_id else ""
         role = turn.role.value + (" (error)" if turn.is_error else "")
         role += " (compacted)" if turn.compacted else ""
-        table.add_row(str(index), role, str(turn.tokens), step, content)
+        table.add_row(str(index), role, str(turn.tokens), Text(step), Text(content))
     console.print(table)
     console.print(
         f"[bold]context packet[/bold] {packet.tokens}/{packet.budget} tokens · {packet.turns_included} turns "
@@ -164,7 +156,8 @@ def session_show(
     messages = Table("role", "content", title_justify="left")
     for message in packet.as_messages():
         calls = ", ".join(c["function"]["name"] for c in message.get("tool_calls", ()))
-        messages.add_row(message["role"], _preview(message.get("content")) + (f" → {calls}" if calls else ""))
+        preview = _preview(message.get("content")) + (f" → {calls}" if calls else "")
+        messages.add_row(message["role"], Text(preview))
     console.print(messages)
 
 
@@ -226,10 +219,11 @@ def forget(
     if not yes:
         counts = dict(call(True).deleted)
         if not counts.get("keys"):
-            console.print(f"nothing stored for user {user!r}")
+            console.print(escape(f"nothing stored for user {user!r}"))
             return
         console.print(
-            f"user {user!r}: {counts.get('sessions', 0)} sessions, {counts.get('facts', 0)} facts, "
+            f"user {escape(repr(user))}: {counts.get('sessions', 0)} sessions, "
+            f"{counts.get('facts', 0)} facts, "
             f"{counts.get('usage_counters', 0)} usage counters, "
             f"{counts.get('rate_limit_buckets', 0)} rate-limit buckets ({counts.get('keys', 0)} keys)"
         )
@@ -242,7 +236,8 @@ def forget(
         typer.echo(json.dumps({"tenant": report.tenant, "user": report.user, "deleted": deleted}, indent=2))
         return
     console.print(
-        f"deleted for user {user!r} in tenant {report.tenant!r}: {deleted.get('sessions', 0)} sessions, "
+        f"deleted for user {escape(repr(user))} in tenant {escape(repr(report.tenant))}: "
+        f"{deleted.get('sessions', 0)} sessions, "
         f"{deleted.get('facts', 0)} facts, {deleted.get('usage_counters', 0)} usage counters, "
         f"{deleted.get('rate_limit_buckets', 0)} rate-limit buckets ({deleted.get('keys', 0)} keys)"
     )
@@ -301,7 +296,7 @@ def usage(
         typer.echo(json.dumps(document, indent=2))
         return
     title = " · ".join(f"{name} {value}" for name, value in scope.items())
-    table = Table("", "", title=f"usage: {title}", title_justify="left", show_header=False)
+    table = Table("", "", title=f"usage: {escape(title)}", title_justify="left", show_header=False)
     table.add_row("tasks", str(report.tasks))
     table.add_row("model turns", str(used.iterations))
     table.add_row("prompt tokens", f"{used.prompt_tokens:,}")

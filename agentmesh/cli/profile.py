@@ -6,8 +6,9 @@ import json
 from dataclasses import asdict
 
 import typer
+from rich.markup import escape
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, console, err_console, usage_error
 from agentmesh.cli.profile_file import Profile, ProfileError, load_profile, profile_path, save_profile
 
 app = typer.Typer(help="Show or edit the CLI profile.", no_args_is_help=True)
@@ -17,7 +18,7 @@ def _load() -> Profile:
     try:
         return load_profile()
     except ProfileError as exc:
-        err_console.print(f"[red]{exc}[/red]")
+        err_console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -30,9 +31,9 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print JSON."), reve
     if as_json:
         typer.echo(json.dumps({"path": str(profile_path()), **values}, indent=2, ensure_ascii=False))
         return
-    console.print(f"[dim]{profile_path()}[/dim]")
+    console.print(f"[dim]{escape(str(profile_path()))}[/dim]")
     for key, value in values.items():
-        console.print(f"[cyan]{key}[/cyan] = {'' if value is None else value}")
+        console.print(f"[cyan]{key}[/cyan] = {escape('' if value is None else str(value))}")
 
 
 @app.command("set")
@@ -42,12 +43,11 @@ def set_value(
 ) -> None:
     """Set one profile value."""
     if key not in Profile.field_names():
-        err_console.print(f"[red]unknown key {key!r}; known: {', '.join(Profile.field_names())}[/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error(f"unknown key {key!r}; known: {', '.join(Profile.field_names())}")
     profile = _load()
     setattr(profile, key, value or None)
     path = save_profile(profile)
-    console.print(f"{key} {'removed' if not value else 'set'} in {path}")
+    console.print(escape(f"{key} {'removed' if not value else 'set'} in {path}"))
 
 
 @app.command("path")

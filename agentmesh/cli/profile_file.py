@@ -15,7 +15,9 @@ from pathlib import Path
 
 import tomli_w
 
-DEFAULT_REGISTRY = "localhost:50051"
+from agentmesh.kit.config import REGISTRY_PORT
+
+DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"
 
 
 @dataclass

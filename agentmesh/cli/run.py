@@ -3,10 +3,8 @@
 `run` finds the domain's agent through the registry (or `--target`), submits
 the task and prints its steps as they happen (WatchTask), then its outcome and
 usage (`--json`: one Run call, the task as JSON); output from the scripted
-model is labelled as such. Exit codes: 0 the task completed (or waits
-for input / continues on the durable path, printed), 1 it failed or was
-rejected, 2 bad usage or a request the agent refused as invalid, 3 the
-registry or the agent could not be reached.
+model is labelled as such. Exit codes: agentmesh/cli/common.py's table; 0 also when the
+task waits for input or continues on the durable path (printed), 1 when it failed.
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ import typer
 from google.protobuf import json_format
 from rich.markup import escape
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
-from agentmesh.kit.errors import AgentmeshError, InvalidArgument, NotFound, Unavailable
+from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
+from agentmesh.kit.errors import AgentmeshError, NotFound
 from agentmesh.kit.validation import DOMAIN_SLUG
 from agentmesh.v1 import task_pb2
 
@@ -38,19 +36,6 @@ _STEP_KINDS = {
 _DONE = {task_pb2.TASK_STATE_COMPLETED}
 _FAILED = {task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_REJECTED, task_pb2.TASK_STATE_CANCELED}
 _STOPPED = {task_pb2.TASK_STATE_INPUT_REQUIRED, task_pb2.TASK_STATE_COMPLETED, *_FAILED}
-
-
-def _fail(error: AgentmeshError, what: str) -> typer.Exit:
-    if isinstance(error, Unavailable) or error.code.name == "DEADLINE_EXCEEDED":
-        err_console.print(f"[red]{escape(what)} could not be reached:[/red] {escape(error.message)}")
-        return typer.Exit(EXIT_UNREACHABLE)
-    if isinstance(error, InvalidArgument):
-        err_console.print(f"[red]refused:[/red] {escape(error.message)}")
-        for violation in error.violations:
-            err_console.print(f"  {escape(violation.field)}: {escape(violation.description)}")
-        return typer.Exit(EXIT_USAGE)
-    err_console.print(f"[red]{error.code.name}:[/red] {escape(error.message)}")
-    return typer.Exit(EXIT_FAILED)
 
 
 def _check_domain(domain: str) -> None:
@@ -74,10 +59,12 @@ async def _client(
     try:
         return await AgentClient.for_domain(domain, registry=address, metadata=metadata)
     except NotFound:
-        err_console.print(f"[red]no agent for domain {domain!r} in the registry at {address}[/red]")
+        err_console.print(
+            f"[red]no agent for domain {escape(repr(domain))} in the registry at {escape(address)}[/red]"
+        )
         raise typer.Exit(EXIT_FAILED) from None
     except AgentmeshError as exc:
-        raise _fail(exc, f"the registry at {address}") from None
+        raise fail(exc, f"the registry at {address}") from None
 
 
 def model_of(task: task_pb2.Task) -> tuple[str, bool]:
@@ -257,7 +244,7 @@ def run(
             )
             return await follow(client, submitted, where, timeout)
         except AgentmeshError as exc:
-            raise _fail(exc, f"the {domain} agent at {client.target}") from None
+            raise fail(exc, f"the {domain} agent at {client.target}") from None
         finally:
             await client.close()
 
@@ -293,7 +280,7 @@ def card(
         try:
             return await client.card()
         except AgentmeshError as exc:
-            raise _fail(exc, f"the {domain} agent at {client.target}") from None
+            raise fail(exc, f"the {domain} agent at {client.target}") from None
         finally:
             await client.close()
 
@@ -302,7 +289,8 @@ def card(
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     console.print(
-        f"[bold]{escape(document.get('displayName', domain))}[/bold] ({domain}) at {document.get('endpoint')}"
+        f"[bold]{escape(document.get('displayName', domain))}[/bold] ({escape(domain)}) "
+        f"at {escape(str(document.get('endpoint')))}"
     )
     console.print(escape(document.get("description", "")))
     console.print(f"model: {escape(document.get('model', ''))}")
@@ -312,8 +300,8 @@ def card(
         )
     for tool in document.get("tools", []):
         console.print(f"  tool  [cyan]{escape(tool['name'])}[/cyan] {escape(tool.get('versionRange', ''))}")
-    console.print(f"caps: {json.dumps(document.get('caps', {}))}")
-    console.print(f"defaults: {json.dumps(document.get('defaultLimits', {}))}")
+    console.print(f"caps: {escape(json.dumps(document.get('caps', {})))}")
+    console.print(f"defaults: {escape(json.dumps(document.get('defaultLimits', {})))}")
 
 
 @agent_app.command("validate")

@@ -13,13 +13,14 @@ from typing import cast
 
 import typer
 
-from agentmesh.cli.common import EXIT_USAGE, err_console
+from agentmesh.cli.common import usage_error
 from agentmesh.kit.config import ConfigError, Role, Settings
 
 ROLE_ENTRYPOINTS: dict[Role, str] = {
     Role.REGISTRY: "tool_registry.server:main",
     Role.AGENT: "agents.server:main",
     Role.MODEL: "agents.scripted_model:main",
+    Role.CONSOLE: "agentmesh.console.server:main",
 }
 
 
@@ -47,7 +48,7 @@ def load(entrypoint: str) -> Callable[[], None]:
 
 def serve(
     role: str | None = typer.Argument(
-        None, help="registry | agent | tool | model (default: $AGENTMESH_ROLE)."
+        None, help="registry | agent | tool | model | console (default: $AGENTMESH_ROLE)."
     ),
 ) -> None:
     """Serve one role of the mesh, configured by the environment (see docs/configuration.md)."""
@@ -55,8 +56,7 @@ def serve(
         settings = Settings.from_env(None, role=role) if role else Settings.from_env()
         main = load(entrypoint_for(settings))
     except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
     if role:  # the role's main() reads the environment itself
         os.environ["AGENTMESH_ROLE"] = settings.role.value
     main()

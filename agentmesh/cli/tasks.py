@@ -4,9 +4,8 @@
     agentmesh tasks dead-letters redrive --domain refunds ENTRY_ID... | --all [--json]
 
 Redis comes from `--redis` or REDIS_URL, the shard count from `--shards` or
-AGENTMESH_QUEUE_SHARDS (it must match the agents'). Exit codes: 0 done, 1 some
-dead letter could not be redriven (or stored data is unreadable), 2 bad usage,
-3 Redis unreachable.
+AGENTMESH_QUEUE_SHARDS (it must match the agents'). Exit codes: agentmesh/cli/common.py's
+table (1 also: some dead letter could not be redriven).
 """
 
 from __future__ import annotations
@@ -19,15 +18,17 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, console, err_console, fail, usage_error
 from agentmesh.kit.config import ConfigError, Settings
-from agentmesh.kit.errors import AgentmeshError, Unavailable
+from agentmesh.kit.errors import AgentmeshError
 from agentmesh.kit.validation import DOMAIN_SLUG
 from memory.connection import create_redis, describe
-from memory.task_queue import DeadLetter, RedriveResult, TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks.store import TaskConfig
 
 T = TypeVar("T")
 
@@ -51,13 +52,11 @@ def _queue_call(
     redis_url: str | None, domain: str, shards: int | None, action: Callable[[TaskQueue], Awaitable[T]]
 ) -> T:
     if not DOMAIN_SLUG.fullmatch(domain):
-        err_console.print(f"[red]--domain {domain!r} is not a domain slug ({DOMAIN_SLUG.pattern})[/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error(f"--domain {domain!r} is not a domain slug ({DOMAIN_SLUG.pattern})")
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
     url = redis_url or settings.redis_url
     config = TaskConfig.from_settings(settings, **({"shards": shards} if shards else {}))
 
@@ -70,11 +69,10 @@ def _queue_call(
 
     try:
         return asyncio.run(run())
-    except Unavailable:
-        err_console.print(f"[red]Redis at {describe(url)} is unreachable[/red]")
-        raise typer.Exit(EXIT_UNREACHABLE) from None
-    except (AgentmeshError, ValueError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
+    except AgentmeshError as exc:
+        raise fail(exc, f"Redis at {describe(url)}") from None
+    except ValueError as exc:
+        err_console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -98,7 +96,7 @@ def list_dead_letters(
         typer.echo(json.dumps([asdict(letter) for letter in letters], indent=2))
         return
     if not letters:
-        console.print(f"no dead letters in {domain}")
+        console.print(f"no dead letters in {escape(domain)}")
         return
     table = Table(title=f"dead letters of {domain}")
     for column in ("entry", "task", "attempts", "dead since"):
@@ -106,7 +104,11 @@ def list_dead_letters(
     table.add_column("reason")
     for letter in letters:
         table.add_row(
-            letter.entry_id, letter.task_id, str(letter.failed_attempts), _when(letter.dead_ms), letter.reason
+            Text(letter.entry_id),
+            Text(letter.task_id),
+            str(letter.failed_attempts),
+            _when(letter.dead_ms),
+            Text(letter.reason),
         )
     console.print(table)
 
@@ -122,15 +124,14 @@ def redrive_dead_letters(
 ) -> None:
     """Re-open dead-lettered tasks (attempts reset) and queue them again."""
     if bool(entry_ids) == everything:
-        err_console.print("[red]name dead-letter entry ids, or pass --all (not both)[/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error("name dead-letter entry ids, or pass --all (not both)")
     wanted = None if everything else list(entry_ids)
     results: list[RedriveResult] = _queue_call(redis_url, domain, shards, lambda q: q.redrive(wanted))
     failed = [r for r in results if r.outcome != "redriven"]
     if as_json:
         typer.echo(json.dumps([asdict(result) for result in results], indent=2))
     elif not results:
-        console.print(f"no dead letters in {domain}")
+        console.print(f"no dead letters in {escape(domain)}")
     else:
         table = Table(title=f"redrive in {domain}")
         for column in ("entry", "task", "outcome"):
@@ -139,7 +140,7 @@ def redrive_dead_letters(
         for result in results:
             style = "green" if result.outcome == "redriven" else "yellow"
             table.add_row(
-                result.entry_id, result.task_id, f"[{style}]{result.outcome}[/{style}]", result.detail
+                result.entry_id, result.task_id, Text(result.outcome, style=style), Text(result.detail)
             )
         console.print(table)
     if failed:

@@ -2,7 +2,7 @@
 
 The registry address comes from `--registry`, else AGENTMESH_REGISTRY, else the
 CLI profile (`agentmesh profile`), else localhost:50051. Human tables by default,
-`--json` for scripts. Exit codes: 0 ok, 1 refused or incompatible, 2 bad usage, 3 registry unreachable.
+`--json` for scripts. Exit codes: agentmesh/cli/common.py's table (1 also: incompatible).
 """
 
 from __future__ import annotations
@@ -11,18 +11,26 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import typer
 from google.protobuf import descriptor_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
-from rich.table import Table
+from rich.markup import escape
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    Column,
+    console,
+    fail,
+    print_id_table,
+    usage_error,
+)
 from agentmesh.cli.profile_file import resolve_registry
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, Unavailable, from_rpc_error
+from agentmesh.kit.errors import AgentmeshError, from_rpc_error
 from agentmesh.v1 import tool_options_pb2, tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tool_registry.compat import check_compatibility
@@ -34,9 +42,11 @@ from tool_registry.server import REGISTRY_MAX_MESSAGE_BYTES
 T = TypeVar("T")
 
 app = typer.Typer(
-    help="Tools in the registry: register, list, get, diff, deprecate, bind.", no_args_is_help=True
+    help="Tools in the registry: register, list, get, diff, deprecate, bind.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
 )
-agents_app = typer.Typer(help="The agent directory.", no_args_is_help=True)
+agents_app = typer.Typer(help="The agent directory.", epilog=EXIT_CODES_HELP, no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 
 RegistryOption = typer.Option(None, "--registry", "-r", help="Registry target (default $AGENTMESH_REGISTRY).")
@@ -74,24 +84,11 @@ def _run(
     try:
         return asyncio.run(main())
     except Usage as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
     except AgentmeshError as exc:
-        _fail(exc, target)
+        raise fail(exc, f"registry {registry_target(target)}") from None
     except grpc.aio.AioRpcError as exc:
-        _fail(from_rpc_error(exc), target)
-    raise AssertionError("unreachable")
-
-
-def _fail(error: AgentmeshError, target: str | None) -> NoReturn:
-    if isinstance(error, Unavailable | DeadlineExceeded):
-        err_console.print(f"[red]registry {registry_target(target)} unreachable:[/red] {error.message}")
-        raise typer.Exit(EXIT_UNREACHABLE)
-    err_console.print(f"[red]{error.code.name}[/red] ({error.reason}): {error.message}")
-    for violation in error.violations:
-        rule = f" [{violation.reason}]" if violation.reason else ""
-        err_console.print(f"  - {violation.field}{rule}: {violation.description}")
-    raise typer.Exit(EXIT_FAILED)
+        raise fail(from_rpc_error(exc), f"registry {registry_target(target)}") from None
 
 
 def _dict(message: Message, *, schema: bool = False) -> dict[str, Any]:
@@ -119,24 +116,30 @@ def _side_effect_name(value: int) -> str:
     return tool_options_pb2.SideEffect.Name(value).removeprefix("SIDE_EFFECT_")  # type: ignore[arg-type]
 
 
-def _tools_table(tools: list[tool_pb2.ToolSpec]) -> Table:
-    table = Table()
-    for column in ("name", "version", "side effect", "endpoint", "method", "tags", "status"):
-        table.add_column(column, overflow="fold")
-    for tool in tools:
-        status = (
-            "deprecated" if tool.deprecated else ("agent" if tool.kind == tool_pb2.TOOL_KIND_AGENT else "")
-        )
-        table.add_row(
-            tool.name,
-            tool.version,
-            _side_effect_name(tool.side_effect),
-            tool.endpoint or "-",
-            tool.method,
-            ",".join(tool.tags),
-            status,
-        )
-    return table
+# Names, versions, endpoints and methods never wrap (an 80-column terminal broke `crm_get_cu` /
+# `stomer`); what does not fit is left out, method first.
+TOOL_COLUMNS = (
+    Column("name"),
+    Column("version"),
+    Column("side effect", drop=4),
+    Column("endpoint"),
+    Column("method", drop=1),
+    Column("tags", text=True, drop=2),
+    Column("status", drop=3),
+)
+
+
+def tool_row(tool: tool_pb2.ToolSpec) -> list[str]:
+    status = "deprecated" if tool.deprecated else ("agent" if tool.kind == tool_pb2.TOOL_KIND_AGENT else "")
+    return [
+        tool.name,
+        tool.version,
+        _side_effect_name(tool.side_effect),
+        tool.endpoint or "-",
+        tool.method,
+        ",".join(tool.tags),
+        status,
+    ]
 
 
 # -- register ----------------------------------------------------------------------
@@ -211,8 +214,7 @@ def register(
 ) -> None:
     """Register the tool method(s) of a .proto file, or of a live server through reflection."""
     if (file is None) == (from_reflection is None):
-        err_console.print("[red]give a FILE.proto or --from-reflection HOST:PORT (one of them)[/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error("give a FILE.proto or --from-reflection HOST:PORT (one of them)")
     try:
         overrides = _overrides(
             name,
@@ -226,8 +228,7 @@ def register(
             endpoint or from_reflection,
         )
     except Usage as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise usage_error(str(exc)) from None
 
     async def body(
         stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub,
@@ -265,10 +266,11 @@ def register(
         outcome = rs.RegistrationOutcome.Name(response.outcome).removeprefix("REGISTRATION_OUTCOME_").lower()
         tool = response.tool
         console.print(
-            f"[green]{outcome}[/green] {tool.name} {tool.version} ({tool.method}) -> {tool.endpoint or '-'}"
+            f"[green]{outcome}[/green] {escape(tool.name)} {escape(tool.version)} ({escape(tool.method)}) "
+            f"-> {escape(tool.endpoint or '-')}"
         )
         for warning in response.warnings:
-            console.print(f"  [yellow]warning:[/yellow] {warning}")
+            console.print(f"  [yellow]warning:[/yellow] {escape(warning)}")
 
 
 # -- list / get ----------------------------------------------------------------------
@@ -310,7 +312,9 @@ def list_tools(
     if as_json:
         _print_json([_dict(t) for t in tools])
     else:
-        console.print(_tools_table(tools))
+        print_id_table(
+            TOOL_COLUMNS, [tool_row(t) for t in tools], more="--json or `tools get NAME` shows them"
+        )
 
 
 @app.command()
@@ -337,7 +341,7 @@ def get(
     for key in ("input_schema_json", "output_schema_json"):
         data.pop(key, None)
     for key, value in data.items():
-        console.print(f"[cyan]{key}[/cyan]: {value}")
+        console.print(f"[cyan]{key}[/cyan]: {escape(str(value))}")
     if schema:
         for key in ("input_schema_json", "output_schema_json"):
             if getattr(tool, key):
@@ -352,11 +356,11 @@ def _violations_out(violations: list[dict[str, str]], compared: str, as_json: bo
     if as_json:
         _print_json({"compatible": not violations, "compared_version": compared, "violations": violations})
     elif not violations:
-        console.print(f"[green]compatible[/green] with {compared or 'nothing registered'}")
+        console.print(f"[green]compatible[/green] with {escape(compared or 'nothing registered')}")
     else:
-        console.print(f"[red]{len(violations)} breaking change(s)[/red] against {compared}:")
+        console.print(f"[red]{len(violations)} breaking change(s)[/red] against {escape(compared)}:")
         for v in violations:
-            console.print(f"  - {v['path']} [{v['rule']}]: {v['message']}")
+            console.print(f"  - {escape(v['path'])} \\[{escape(v['rule'])}]: {escape(v['message'])}")
     if violations:
         raise typer.Exit(EXIT_FAILED)
 
@@ -374,11 +378,9 @@ def diff(
     """What would break: between two registered versions, or a .proto file and a registered version."""
     is_file = first.endswith(".proto") or Path(first).is_file()
     if is_file and not against:
-        err_console.print("[red]diff FILE.proto needs --against NAME[@VERSION][/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error("diff FILE.proto needs --against NAME[@VERSION]")
     if not is_file and len(versions or []) != 2:
-        err_console.print("[red]diff NAME VERSION_A VERSION_B (two versions)[/red]")
-        raise typer.Exit(EXIT_USAGE)
+        raise usage_error("diff NAME VERSION_A VERSION_B (two versions)")
 
     async def body(
         stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub,
@@ -435,7 +437,10 @@ def deprecate(
     if as_json:
         _print_json(_dict(tool))
     else:
-        console.print(f"[yellow]deprecated[/yellow] {name} {version or '(every version)'}: {message}")
+        console.print(
+            f"[yellow]deprecated[/yellow] {escape(name)} {escape(version or '(every version)')}: "
+            f"{escape(message)}"
+        )
 
 
 @app.command()
@@ -456,7 +461,9 @@ def bind(
     if as_json:
         _print_json(_dict(tool))
     else:
-        console.print(f"bound {tool.name} {tool.version} -> {tool.endpoint or '(none)'}")
+        console.print(
+            f"bound {escape(tool.name)} {escape(tool.version)} -> {escape(tool.endpoint or '(none)')}"
+        )
 
 
 # -- agents --------------------------------------------------------------------------------
@@ -480,12 +487,15 @@ def agents_list(registry: str | None = RegistryOption, as_json: bool = JsonOptio
     if as_json:
         _print_json([_dict(c) for c in cards])
         return
-    table = Table("domain", "name", "endpoint", "revision", "description")
-    for card in cards:
-        table.add_row(
-            card.domain, card.display_name, card.endpoint, str(card.revision), card.description[:60]
-        )
-    console.print(table)
+    columns = (
+        Column("domain"),
+        Column("name", text=True, drop=2),
+        Column("endpoint"),
+        Column("revision"),
+        Column("description", text=True, drop=1),
+    )
+    rows = [[c.domain, c.display_name, c.endpoint, str(c.revision), c.description[:60]] for c in cards]
+    print_id_table(columns, rows, more="--json or `tools agents get DOMAIN` shows them")
 
 
 @agents_app.command("get")
@@ -505,4 +515,4 @@ def agents_get(
         _print_json(data)
         return
     for key, value in data.items():
-        console.print(f"[cyan]{key}[/cyan]: {value}")
+        console.print(f"[cyan]{key}[/cyan]: {escape(str(value))}")

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
 from agentmesh.kit import health
@@ -17,6 +18,7 @@ from agentmesh.kit.signals import stop_signals
 from agentmesh.localmesh.devauth import DevIssuer, dev_issuer, issuer_from_key
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
+    CONSOLE_DEV_TOKENS,
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
     REPO_ROOT,
@@ -40,6 +42,11 @@ def busy_ports(ports: list[int]) -> list[int]:
     return [p for p in ports if not port_bindable("127.0.0.1", p)]
 
 
+def _report(text: str) -> None:
+    """The supervisor's lines (names, addresses, log paths) are plain text, never markup."""
+    console.print(text, markup=False)
+
+
 async def _run(mesh: LocalMesh, registry: str, *, demo: bool, issuer: DevIssuer | None) -> bool:
     """Start the mesh, play the demo once it is healthy, serve until a signal; False if the demo failed."""
     async with stop_signals() as stop:  # stopping the mesh runs inside: a second Ctrl-C cannot cut it
@@ -54,6 +61,9 @@ async def _serve(
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
+        for planned in mesh.plan:
+            if planned.url:
+                console.print(f"operator console: {planned.url} (sign in with a mesh token)")
         _write_profile(registry, mesh.redis_url, issuer)
         if demo:
             # The supervisor restarts crashed services while the stories play.
@@ -81,7 +91,7 @@ def _write_profile(registry: str, redis_url: str, issuer: DevIssuer | None) -> N
     try:
         profile = load_profile()
     except ProfileError as exc:
-        err_console.print(f"[yellow]not updating the CLI profile:[/yellow] {exc}")
+        err_console.print(f"[yellow]not updating the CLI profile:[/yellow] {escape(str(exc))}")
         return
     profile.registry, profile.redis_url = registry, redis_url
     if issuer is not None:  # a demo user's token and a separate approver's (holding refunds:approve)
@@ -89,7 +99,7 @@ def _write_profile(registry: str, redis_url: str, issuer: DevIssuer | None) -> N
     else:
         profile.token = profile.approver_token = None
     save_profile(profile)
-    console.print(f"CLI profile {profile_path()} now points at this mesh (registry {registry})")
+    console.print(escape(f"CLI profile {profile_path()} now points at this mesh (registry {registry})"))
 
 
 async def _play_demo(registry: str, stories: tuple[str, ...], issuer: DevIssuer | None) -> bool:
@@ -149,7 +159,8 @@ def up(
     unknown = sorted(set(tools or ()) - set(DEFAULT_TOOLS))
     if unknown:
         err_console.print(
-            f"[red]unknown example tool(s): {', '.join(unknown)}[/red] (known: {', '.join(DEFAULT_TOOLS)})"
+            f"[red]unknown example tool(s): {escape(', '.join(unknown))}[/red] "
+            f"(known: {', '.join(DEFAULT_TOOLS)})"
         )
         raise typer.Exit(EXIT_USAGE)
     options = MeshOptions(
@@ -173,6 +184,7 @@ def up(
         )
         raise typer.Exit(EXIT_FAILED)
     state = _state_dir(state_dir)
+    options = replace(options, console_dev_tokens=state / CONSOLE_DEV_TOKENS)
     issuer: DevIssuer | None = None
     if insecure_no_auth:
         err_console.print(
@@ -188,18 +200,20 @@ def up(
             jwks=issuer.jwks_path,
             service_tokens={name: issuer.service_token(name) for name in service_names(options)},
         )
+        # The console's sign-in page offers the same two identities as the CLI profile.
+        dev_tokens = {"demo user": issuer.user_token(), "approver": issuer.approver_token()}
+        (state / CONSOLE_DEV_TOKENS).parent.mkdir(parents=True, exist_ok=True)
+        (state / CONSOLE_DEV_TOKENS).write_text(json.dumps(dev_tokens))
     redis = None
     if not redis_url:
         redis = EmbeddedRedis(port=options.redis_port, data_dir=state / "redis", appendonly=True)
         options = replace(options, redis_url=redis.url)
     plan = build_plan(options)
-    mesh = LocalMesh(
-        plan, state, redis=redis, redis_url=options.redis_url, report=console.print, cwd=REPO_ROOT
-    )
+    mesh = LocalMesh(plan, state, redis=redis, redis_url=options.redis_url, report=_report, cwd=REPO_ROOT)
     try:
         ok = asyncio.run(_run(mesh, options.registry_address, demo=demo, issuer=issuer))
     except MeshStartError as exc:
-        err_console.print(f"[red]the mesh did not start:[/red] {exc}")
+        err_console.print(f"[red]the mesh did not start:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
     if not ok:
         raise typer.Exit(EXIT_FAILED)
@@ -220,19 +234,21 @@ def demo(
         "training-dummy.",
     ),
 ) -> None:
-    """Play the seeds' stories against a running mesh (`agentmesh up` elsewhere); exit 1 if one fails."""
+    """Play the example stories against a running mesh (`agentmesh up` elsewhere); exit 1 if one fails."""
     from agentmesh.cli.profile_file import resolve_registry
     from agentmesh.localmesh.demo import STORIES
 
     known = [s.name for s in STORIES]
     unknown = sorted(set(stories or ()) - set(known))
     if unknown:
-        err_console.print(f"[red]unknown story: {', '.join(unknown)}[/red] (stories: {', '.join(known)})")
+        err_console.print(
+            f"[red]unknown story: {escape(', '.join(unknown))}[/red] (stories: {', '.join(known)})"
+        )
         raise typer.Exit(EXIT_USAGE)
     address = resolve_registry(registry)
     if asyncio.run(health.check(address, "agentmesh.v1.ToolRegistryService", 2.0)) != health.SERVING:
         err_console.print(
-            f"[red]no registry is serving at {address}[/red]; start the mesh with `agentmesh up`"
+            f"[red]no registry is serving at {escape(address)}[/red]; start the mesh with `agentmesh up`"
         )
         raise typer.Exit(EXIT_UNREACHABLE)
     if not asyncio.run(_play_demo(address, tuple(stories or ()), _mesh_issuer(_state_dir(state_dir)))):
@@ -258,7 +274,7 @@ def status(
     """Health of every service of the running local mesh; exit 0 when all are SERVING."""
     state_file = _state_dir(state_dir) / STATE_FILE
     if not state_file.exists():
-        err_console.print(f"no mesh is running (no {state_file}); start one with `agentmesh up`")
+        err_console.print(escape(f"no mesh is running (no {state_file}); start one with `agentmesh up`"))
         raise typer.Exit(EXIT_FAILED)
     document = asyncio.run(collect_status(json.loads(state_file.read_text())))
     if as_json:
@@ -269,11 +285,12 @@ def status(
         table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
         for s in document["services"]:
             colour = "green" if s["health"] == health.SERVING else "red"
+            http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
             table.add_row(
-                s["name"], s["kind"], s["grpc"] or "", s["http"] or "", str(s["pid"] or ""),
+                s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
                 f"[{colour}]{s['health']}[/{colour}]",
             )  # fmt: skip
-        console.print(f"redis: {document['redis']}")
+        console.print(f"redis: {escape(str(document['redis']))}")
         if document["auth"] == "off":
             console.print("[yellow]auth: off (--insecure-no-auth): callers name themselves[/yellow]")
         else:

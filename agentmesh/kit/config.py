@@ -2,7 +2,7 @@
 
 Every service in the mesh (registry, agents, tools, the scripted model) reads
 its configuration here, from the variables of the configuration contract in
-ARCHITECTURE.md; the Helm chart sets the same names. `docs/configuration.md` is
+docs/decisions.md; the Helm chart sets the same names. `docs/configuration.md` is
 generated from the field declarations below (`agentmesh config docs`), so the
 reference table cannot drift from the code.
 """
@@ -37,6 +37,7 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     TOOL = "tool"
     MODEL = "model"
+    CONSOLE = "console"
 
 
 class LogFormat(enum.StrEnum):
@@ -44,13 +45,34 @@ class LogFormat(enum.StrEnum):
     TEXT = "text"
 
 
-# Default gRPC ports per role (DESIGN.md, "Local ports"); the HTTP side
-# listener is the gRPC port + 1000, plaintext health under mTLS is + 2000.
+# The one port table (DESIGN.md, "Local ports"): the local mesh (agentmesh/localmesh/plan.py), the
+# example tools run on their own (examples/_common.py) and each role's default all read it. The
+# HTTP side listener is the gRPC port + 1000, plaintext health under mTLS is + 2000.
+REGISTRY_PORT = 50051
+# Fixed ports of the named domains; any other domain takes the next free one after them.
+AGENT_PORTS: dict[str, int] = {
+    "refunds": 50061,
+    "fulfillment": 50062,
+    "conformance": 50063,
+    "training": 50064,
+}
+TOOL_PORTS: dict[str, int] = {
+    "crm": 50071,
+    "payments": 50072,
+    "email": 50073,
+    "inventory": 50074,
+    "shipping": 50075,
+    "dummy": 50076,
+}
+MODEL_PORT = 50099  # the scripted model's HTTP port
+CONSOLE_PORT = 50080  # the operator console's HTTP port
+REDIS_PORT = 6390  # the local mesh's embedded valkey
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
-    Role.REGISTRY: 50051,
-    Role.AGENT: 50061,
-    Role.TOOL: 50071,
-    Role.MODEL: 50099,
+    Role.REGISTRY: REGISTRY_PORT,
+    Role.AGENT: min(AGENT_PORTS.values()),
+    Role.TOOL: min(TOOL_PORTS.values()),
+    Role.MODEL: MODEL_PORT,
+    Role.CONSOLE: CONSOLE_PORT,
 }
 HTTP_PORT_OFFSET = 1000
 HEALTH_PORT_OFFSET = 2000
@@ -113,7 +135,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", validate_default=True)
 
     role: Role = _env(
-        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool or model.", Role.AGENT
+        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool, model or console.", Role.AGENT
     )
     domain_spec: Path | None = _env(
         "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
@@ -129,6 +151,18 @@ class Settings(BaseModel):
         "script (agents/scripts/demo.yaml). The model serves HTTP on AGENTMESH_HTTP_PORT, else "
         "AGENTMESH_GRPC_PORT, else 50099.",
     )
+    console_dev_tokens: Path | None = _env(
+        "AGENTMESH_CONSOLE_DEV_TOKENS",
+        "For role=console: a JSON file `{label: token}` of dev identities the sign-in page offers "
+        "(`agentmesh up` writes it). The console serves HTTP on AGENTMESH_HTTP_PORT, else "
+        "AGENTMESH_GRPC_PORT, else 50080.",
+    )
+    console_secure_cookies: bool = _env(
+        "AGENTMESH_CONSOLE_SECURE_COOKIES",
+        "For role=console: mark the session cookie Secure even when the console itself is reached "
+        "over plain HTTP (set it behind a TLS-terminating ingress).",
+        False,
+    )
     price_table: Path | None = _env(
         "AGENTMESH_PRICE_TABLE",
         "YAML price table for cost attribution (USD per 1M prompt/completion tokens per model). "
@@ -136,7 +170,8 @@ class Settings(BaseModel):
     )
     grpc_port: int | None = _env(
         "AGENTMESH_GRPC_PORT",
-        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "
+        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099, "
+        "console 50080 (HTTP). "
         "0 picks a free port.",
         ge=0,
         le=65535,
@@ -443,7 +478,7 @@ def reference_markdown() -> str:
         "Generated from `agentmesh/kit/config.py` by `agentmesh config docs`; do not edit by hand.",
         "Every service reads these environment variables through one loader; the Helm chart sets the",
         "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
-        "(see ARCHITECTURE.md, Observability).",
+        '(see ARCHITECTURE.md, "Cross-cutting concerns").',
         "",
         "| Variable | Default | Description |",
         "|---|---|---|",

@@ -61,5 +61,5 @@ def configure_logging(service: str, level: str = "INFO", fmt: LogFormat = LogFor
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that are chatty at INFO.
-    for noisy in ("aiohttp.access", "httpx", "httpcore", "kubernetes"):
+    for noisy in ("aiohttp.access", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

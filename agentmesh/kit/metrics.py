@@ -107,7 +107,7 @@ TOOL_REGISTERED = Gauge(
     registry=REGISTRY,
 )
 
-# -- durable tasks (memory/task_queue.py, memory/task_worker.py) ---------------------------------
+# -- durable tasks (memory/tasks/queue.py, memory/tasks/worker.py) ---------------------------------
 
 TASK_QUEUE_DEPTH = Gauge(
     "agentmesh_task_queue_depth",

@@ -1,9 +1,9 @@
-"""`agentmesh demo`: the seeds' stories, end to end, against a running mesh.
+"""`agentmesh demo`: the example stories, end to end, against a running mesh.
 
 Every story drives the mesh only through what its users have: agents found in
 the registry's directory (`AgentClient`: SubmitTask, WatchTask, ResumeTask),
 tools through the same resolver and invoker the agents use. Each prints the
-steps as they happen, then checks that the story ended as the seed says
+steps as they happen, then checks that the story ended as it should
 (which tools ran, what the side effects were, how often); a story that does
 not is a failure and the demo exits non-zero. A story whose precondition no
 longer holds on this mesh (e.g. a charge refunded by earlier demo runs) is
@@ -74,7 +74,7 @@ ORDER_MESSAGE = (
 
 
 class StoryFailed(Exception):
-    """The story did not end as the seed says."""
+    """The story did not end as it should."""
 
 
 class StorySkipped(Exception):
@@ -138,7 +138,7 @@ class Demo:
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """One call through the agents' tool runtime (validation, deadline, retries by side effect)."""
-        from tool_registry.invoke import CallContext, Outcome, ToolInvoker
+        from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 
         tool = await self.resolver().resolve(name)
         issuer = self.issuer
@@ -154,7 +154,7 @@ class Demo:
 
         context = CallContext(deadline=time.time() + 10, mint=mint)
         result = await ToolInvoker().invoke(tool, arguments, context)
-        if result.outcome is not Outcome.OK or result.response is None:
+        if result.outcome is not CallOutcome.OK or result.response is None:
             raise StoryFailed(f"{name} failed: {result.status_code} {result.message}")
         response: dict[str, Any] = result.response
         return response
@@ -192,7 +192,7 @@ class Story:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class StoryOutcome:
     story: Story
     status: str  # passed | skipped | failed
     detail: str
@@ -445,7 +445,7 @@ STORIES: Sequence[Story] = (
 
 async def play(
     registry: str, names: Sequence[str] = (), *, issuer: DevIssuer | None = None
-) -> tuple[list[Outcome], bool]:
+) -> tuple[list[StoryOutcome], bool]:
     """Run the stories (all, or those named) in order: every outcome, failures included, and
     whether the scripted model answered. `issuer`: the mesh's dev issuer (None: auth off)."""
     stories = [s for s in STORIES if not names or s.name in names]
@@ -462,7 +462,7 @@ async def play(
                 status, detail = "skipped", str(exc)
             except (StoryFailed, AgentmeshError) as exc:
                 status, detail = "failed", str(exc)
-            outcome = Outcome(story, status, detail, time.monotonic() - started)
+            outcome = StoryOutcome(story, status, detail, time.monotonic() - started)
             colour = {"passed": "green", "skipped": "yellow", "failed": "red"}[status]
             console.print(f"[{colour}]{status}[/{colour}]: {escape(detail)}")
             outcomes.append(outcome)
@@ -471,7 +471,7 @@ async def play(
     return outcomes, demo.scripted
 
 
-def print_summary(outcomes: Sequence[Outcome], scripted: bool) -> None:
+def print_summary(outcomes: Sequence[StoryOutcome], scripted: bool) -> None:
     """The stories' results; the scripted model named as such."""
     from rich.table import Table
 

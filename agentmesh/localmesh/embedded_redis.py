@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ from pathlib import Path
 import redis
 
 from agentmesh.kit.net import free_port, free_port_with_partner
+from agentmesh.localmesh.proc import ServiceProcess
 
 CLUSTER_SLOTS = 16384
 
@@ -51,7 +50,7 @@ class EmbeddedRedis:
     extra_args: Sequence[str] = ()
     log_path: Path | None = None
     password: str | None = None  # requirepass (the URL carries it)
-    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _process: ServiceProcess | None = field(default=None, init=False, repr=False)
     _own_dir: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -64,7 +63,7 @@ class EmbeddedRedis:
         return self._process.pid if self._process else None
 
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running()
 
     def command(self) -> list[str]:
         assert self.data_dir is not None
@@ -97,14 +96,10 @@ class EmbeddedRedis:
             self.data_dir = Path(tempfile.mkdtemp(prefix="agentmesh-valkey-"))
             self._own_dir = True
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self._process = subprocess.Popen(
-                self.command(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        finally:
-            if output is not subprocess.DEVNULL:
-                output.close()  # type: ignore[union-attr]
+        # The one child-process runner (agentmesh/localmesh/proc.py), as for every mesh service.
+        self._process = ServiceProcess(
+            name=f"valkey-server:{self.port}", argv=self.command(), grpc_port=None, log_path=self.log_path
+        ).start()
         self._wait_ready(timeout)
         return self
 
@@ -119,7 +114,7 @@ class EmbeddedRedis:
         )
         try:
             while time.monotonic() < deadline:
-                if self._process is not None and self._process.poll() is not None:
+                if self._process is not None and not self._process.running():
                     raise RuntimeError(
                         f"valkey-server exited with {self._process.returncode} on port {self.port}"
                         + (f"; see {self.log_path}" if self.log_path else "")
@@ -138,22 +133,14 @@ class EmbeddedRedis:
         """Graceful: SIGTERM (valkey fsyncs the AOF and exits)."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        self._process.stop(timeout)
         self._process = None
 
     def kill(self) -> None:
         """Hard crash: SIGKILL, no chance to flush anything."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        self._process.kill()
         self._process = None
 
     def restart(self, *, hard: bool = False, timeout: float = 15.0) -> None:
@@ -241,7 +228,7 @@ class EmbeddedSentinel:
     service: str = "mymaster"
     password: str | None = None  # the Sentinel's own requirepass
     port: int = 0
-    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _process: ServiceProcess | None = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
 
     def url(self, db: int = 0) -> str:
@@ -266,12 +253,11 @@ class EmbeddedSentinel:
             lines.append(f"requirepass {self.password}")
         config = self._dir / "sentinel.conf"  # Sentinel rewrites its config: it must be a file
         config.write_text("\n".join(lines) + "\n")
-        self._process = subprocess.Popen(
-            [str(valkey_binary()), str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._process = ServiceProcess(
+            name=f"sentinel:{self.port}",
+            argv=[str(valkey_binary()), str(config), "--sentinel"],
+            grpc_port=None,
+        ).start()
         self._wait_ready(timeout)
         return self
 
@@ -280,7 +266,7 @@ class EmbeddedSentinel:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                if self._process is not None and self._process.poll() is not None:
+                if self._process is not None and not self._process.running():
                     raise RuntimeError(f"sentinel exited with {self._process.returncode}")
                 with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
                     if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service):  # type: ignore[no-untyped-call]
@@ -291,9 +277,8 @@ class EmbeddedSentinel:
             client.close()
 
     def cleanup(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is not None:
             self._process.kill()
-            self._process.wait()
         self._process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

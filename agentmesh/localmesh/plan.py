@@ -1,8 +1,9 @@
 """What the local mesh runs: services, ports, environment (pure data, no I/O).
 
-DESIGN.md's local ports: registry 50051, agents from 50061, example tools from
-50071, scripted model HTTP 50099, embedded Redis 6390; every HTTP side
-listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
+The ports are the one table in agentmesh/kit/config.py (DESIGN.md's local ports: registry
+50051, agents from 50061, example tools from 50071, operator console HTTP 50080, scripted model
+HTTP 50099, embedded Redis 6390); every HTTP side listener is gRPC port + 1000. `port_offset`
+shifts every one of them, so a
 second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
 
@@ -14,19 +15,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentmesh.kit.config import HTTP_PORT_OFFSET
+from agentmesh.kit.config import (
+    AGENT_PORTS,
+    CONSOLE_PORT,
+    HTTP_PORT_OFFSET,
+    MODEL_PORT,
+    REDIS_PORT,
+    REGISTRY_PORT,
+    TOOL_PORTS,
+)
 
-REGISTRY_PORT = 50051
-TOOL_BASE_PORT = 50071
-MODEL_PORT = 50099
-REDIS_PORT = 6390
-# Fixed ports of the named domains; any other domain takes the next free one after them.
-AGENT_PORTS = {"refunds": 50061, "fulfillment": 50062, "conformance": 50063, "training": 50064}
+# Where in the state directory the console's dev identities are written (`{label: token}`).
+CONSOLE_DEV_TOKENS = "console-dev-tokens.json"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
 DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
-# What `agentmesh up` runs by default: the seeds' example tools (the training
+# What `agentmesh up` runs by default: the example tools of the example stories (the training
 # dummy last) and the demo domains.
 DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
 DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
@@ -55,6 +60,7 @@ class Kind(enum.StrEnum):
     TOOL = "tool"
     MODEL = "model"
     REDIS = "redis"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class PlannedService:
     def http_target(self) -> str | None:
         return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
 
+    @property
+    def url(self) -> str | None:
+        """Where a person opens it (the console), else None."""
+        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+
 
 @dataclass(frozen=True)
 class MeshOptions:
@@ -96,6 +107,10 @@ class MeshOptions:
     jwks: Path | None = None
     service_tokens: Mapping[str, str] = field(default_factory=dict)
     insecure_no_auth: bool = False
+    console: bool = True  # run the operator console
+    # JSON {label: token} of the dev identities the console's sign-in page offers (written by
+    # whoever mints them; the console re-reads it when it changes).
+    console_dev_tokens: Path | None = None
 
     @property
     def registry_port(self) -> int:
@@ -108,6 +123,10 @@ class MeshOptions:
     @property
     def model_port(self) -> int:
         return MODEL_PORT + self.port_offset
+
+    @property
+    def console_port(self) -> int:
+        return CONSOLE_PORT + self.port_offset
 
     @property
     def redis_port(self) -> int:
@@ -159,8 +178,8 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             tier=0,
         )
     ]
-    for index, tool in enumerate(options.tools):
-        port = TOOL_BASE_PORT + options.port_offset + index
+    for tool in options.tools:
+        port = TOOL_PORTS[tool] + options.port_offset
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
@@ -189,6 +208,26 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 env=env,
                 grpc_port=None,
                 http_port=options.model_port,
+                tier=1,
+            )
+        )
+    if options.console:
+        services.append(
+            PlannedService(
+                name="console",
+                kind=Kind.CONSOLE,
+                argv=_serve("console"),
+                env={
+                    **_base_env(options, "console"),
+                    "AGENTMESH_HTTP_PORT": str(options.console_port),
+                    **(
+                        {"AGENTMESH_CONSOLE_DEV_TOKENS": str(options.console_dev_tokens)}
+                        if options.console_dev_tokens
+                        else {}
+                    ),
+                },
+                grpc_port=None,
+                http_port=options.console_port,
                 tier=1,
             )
         )

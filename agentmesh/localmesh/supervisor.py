@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from agentmesh.kit import health
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
@@ -47,11 +47,13 @@ class _Running:
 
 async def http_serving(target: str, path: str = "/healthz", timeout: float = 1.0) -> bool:
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(f"http://{target}{path}")
-    except httpx.HTTPError:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as client,
+            client.get(f"http://{target}{path}") as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
         return False
-    return response.status_code == 200
 
 
 async def service_health(planned: PlannedService, timeout: float = 1.0) -> str:
@@ -128,7 +130,7 @@ class LocalMesh:
                     f"log: {running.process.log_path}\n{running.process.log_tail(20)}"
                 )
             if await service_health(planned, timeout=0.5) == health.SERVING:
-                where = planned.grpc_target or planned.http_target
+                where = planned.url or planned.grpc_target or planned.http_target
                 self.report(f"{planned.name:<22} SERVING on {where}  ({time.monotonic() - started:.1f}s)")
                 return
             if time.monotonic() > deadline:

@@ -11,7 +11,7 @@ caller's `timeout`. After the last attempt the failure is `ModelUnavailable`
 
 aiohttp rather than httpx (DESIGN.md's first idea): the same call costs about
 0.8 ms less CPU per request here (C-accelerated HTTP parsing), which is most
-of the agent's per-step budget (ARCHITECTURE.md, "Agent runtime").
+of the agent's per-step budget (docs/decisions.md, "Agent runtime").
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import random
 import time
 from typing import Any
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from agentmesh.kit.retry import Backoff
 from agents.model.types import ChatRequest, MalformedResponse, ModelRejected, ModelTurn, ModelUnavailable
 from agents.model.wire import SCRIPTED_HEADER, parse_response, request_body
 
@@ -62,12 +62,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+_BACKOFF = Backoff(initial_s=INITIAL_BACKOFF_S, max_s=MAX_BACKOFF_S)
+
+
 def _wait(retry_state: RetryCallState) -> float:
     exc = retry_state.outcome.exception() if retry_state.outcome else None
-    if isinstance(exc, _Retryable) and exc.retry_after is not None:
-        return min(exc.retry_after, MAX_RETRY_AFTER_S)
-    ceiling = min(MAX_BACKOFF_S, INITIAL_BACKOFF_S * 2 ** (retry_state.attempt_number - 1))
-    return random.uniform(0, ceiling)  # full jitter
+    after = exc.retry_after if isinstance(exc, _Retryable) else None
+    return _BACKOFF.delay(
+        retry_state.attempt_number, retry_after=None if after is None else min(after, MAX_RETRY_AFTER_S)
+    )
 
 
 class OpenAICompatibleModel:

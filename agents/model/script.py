@@ -57,8 +57,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.model.types import ChatMessage, Role
-from agents.model.wire import SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX, estimate_tokens
+from agents.model.types import ChatMessage, ChatRole
+from agents.model.wire import SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX
+from memory.context import estimate_tokens
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}|]+?)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
 
@@ -260,14 +261,14 @@ class Conversation:
         for message in self.messages:
             for call in message.tool_calls:
                 names[call.call_id] = call.name
-            if message.role is Role.TOOL:
+            if message.role is ChatRole.TOOL:
                 tool = names.get(message.tool_call_id, message.name)
                 self.observations.append(_observation(tool, message.content))
-        self.step = sum(1 for m in self.messages if m.role is Role.ASSISTANT)
-        users = [m.content for m in self.messages if m.role is Role.USER]
+        self.step = sum(1 for m in self.messages if m.role is ChatRole.ASSISTANT)
+        users = [m.content for m in self.messages if m.role is ChatRole.USER]
         self.last_user = users[-1] if users else ""
         self.users = users
-        self.system = "\n".join(m.content for m in self.messages if m.role is Role.SYSTEM)
+        self.system = "\n".join(m.content for m in self.messages if m.role is ChatRole.SYSTEM)
 
     def called(self, tool: str) -> bool:
         return any(obs.tool == tool for obs in self.observations)

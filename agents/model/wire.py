@@ -11,19 +11,19 @@ observation for the model instead of a crash.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.model.types import (
     ChatMessage,
     ChatRequest,
+    ChatRole,
     MalformedResponse,
     ModelTurn,
-    Role,
     TokenUsage,
     ToolCall,
 )
+from memory.context import TurnToolCall, chat_message, estimate_tokens
 
 SCRIPTED_FINGERPRINT = "scripted"
 SCRIPTED_HEADER = "x-agentmesh-scripted"
@@ -33,30 +33,15 @@ SCRIPTED_PREFIX = "scripted:"
 MAX_RAW_ARGUMENTS = 64 * 1024
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about 4 characters per token), deterministic."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
-
-
 def message_to_wire(message: ChatMessage) -> dict[str, Any]:
-    wire: dict[str, Any] = {"role": message.role.value}
-    if message.role is Role.ASSISTANT and message.tool_calls:
-        wire["content"] = message.content or None
-        wire["tool_calls"] = [
-            {
-                "id": call.call_id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.raw_arguments},
-            }
-            for call in message.tool_calls
-        ]
-    else:
-        wire["content"] = message.content
-    if message.role is Role.TOOL:
-        wire["tool_call_id"] = message.tool_call_id
-        if message.name:
-            wire["name"] = message.name
-    return wire
+    """The OpenAI-compatible message (memory.context.chat_message, the one serializer)."""
+    return chat_message(
+        message.role.value,
+        message.content,
+        tool_calls=[TurnToolCall(c.call_id, c.name, c.raw_arguments) for c in message.tool_calls],
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+    )
 
 
 def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
@@ -217,13 +202,13 @@ def message_from_wire(raw: Any, index: int = 0) -> ChatMessage:
     if not isinstance(raw, Mapping):
         raise ValueError(f"messages[{index}] is not an object")
     try:
-        role = Role(str(raw.get("role")))
+        role = ChatRole(str(raw.get("role")))
     except ValueError:
         raise ValueError(
             f"messages[{index}].role {raw.get('role')!r} is not system/user/assistant/tool"
         ) from None
     calls: tuple[ToolCall, ...] = ()
-    if role is Role.ASSISTANT and raw.get("tool_calls"):
+    if role is ChatRole.ASSISTANT and raw.get("tool_calls"):
         try:
             calls = _tool_calls(raw)
         except MalformedResponse as exc:

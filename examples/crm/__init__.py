@@ -1,4 +1,4 @@
-"""CRM example tool: customers, orders and tickets of the seeds' stories (read-only)."""
+"""CRM example tool: customers, orders and tickets of the example stories (read-only)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training dummy: a tool whose latency and failures are chosen (the seeds' chaos target).
+"""The training dummy: a tool whose latency and failures are chosen (the example stories' chaos target).
 
 Behaviour (flags, DUMMY_* environment variables, or the Configure method at run time):
 

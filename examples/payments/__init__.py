@@ -6,7 +6,7 @@ approval limit (`--approval-limit-cents` or PAYMENTS_APPROVAL_LIMIT_CENTS,
 default 10000 = 100.00) is refused with FAILED_PRECONDITION, reason
 APPROVAL_REQUIRED, unless the call carries `x-agentmesh-approval` metadata:
 the runtime parks the task, and after ResumeTask approves, calls again with
-the approval (ARCHITECTURE.md, "Dynamic approval").
+the approval (docs/decisions.md, "Dynamic approval").
 """
 
 from __future__ import annotations

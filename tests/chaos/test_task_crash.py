@@ -21,8 +21,8 @@ from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis, create_redis
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 from tests.support.task_worker import exec_log_key
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agentmesh.cli.serve import entrypoint_for, load
+from agentmesh.console.server import console_port
 from agentmesh.kit.config import ConfigError, Role, Settings
 from memory import keys
 from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, merged, render, render_with
@@ -140,6 +141,9 @@ def test_probes_target_declared_ports_and_the_right_health_service(value_set: st
                         assert probe["grpc"]["service"] == HEALTH_SERVICES[kind], where
                 elif "tcpSocket" in probe:
                     assert probe["tcpSocket"]["port"] in named, f"{where}: port not declared"
+                elif "httpGet" in probe:
+                    assert probe["httpGet"]["port"] in named, f"{where}: port not declared"
+                    assert probe["httpGet"]["path"] == "/healthz", where
                 else:
                     assert "exec" in probe, where
 
@@ -404,6 +408,12 @@ def test_the_config_loader_reads_each_services_env_with_the_declared_ports(value
         if kind == "model":
             assert settings.effective_grpc_port == named["http"]
             continue
+        if kind == "console":
+            assert console_port(settings) == named["http"] and set(named) == {"http"}
+            assert settings.registry and settings.registry.endswith(f":{r.values['registry']['grpcPort']}")
+            assert (settings.jwks is not None) != r.values["auth"]["insecureNoAuth"], "it verifies tokens"
+            load(entrypoint_for(settings))
+            continue
         assert settings.effective_grpc_port == named["grpc"]
         assert settings.effective_http_port == named["http"]
         if settings.tls_enabled:
@@ -656,6 +666,9 @@ def test_helm_test_checks_the_health_of_every_service(value_set: str) -> None:
         service = service_for(r, deployment)
         if kind == "model":
             assert check["args"][1:] == [dns(service), str(service_port(service, "http"))]
+            continue
+        if kind == "console":
+            assert check["args"][1:] == [f"http://{dns(service)}:{service_port(service, 'http')}/healthz"]
             continue
         assert check["command"] == ["agentmesh", "health"]
         target, service_flag, health_service, *_ = check["args"]

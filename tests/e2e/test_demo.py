@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from agentmesh.kit.config import REGISTRY_PORT
 from agentmesh.kit.net import port_bindable
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
-    REGISTRY_PORT,
     MeshOptions,
     build_plan,
     default_agents,
@@ -157,6 +157,12 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
             assert json.loads(status.stdout)["auth"] == "on"
             tokens = tomllib.loads(profile.read_text())
             assert tokens["token"] != tokens["approver_token"]  # the demo user and a separate approver
+            # The operator console runs beside the mesh; `up` prints its URL, `status` lists it.
+            consoles = [s for s in json.loads(status.stdout)["services"] if s["kind"] == "console"]
+            assert [(c["http"], c["health"]) for c in consoles] == [
+                (f"127.0.0.1:{options.console_port}", "SERVING")
+            ]
+            assert f"operator console: http://127.0.0.1:{options.console_port}/" in output.read_text()
             process.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(process.wait(), 90) == 0, output.read_text()
         finally:

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
-import httpx
 
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.net import free_port_with_partner
@@ -192,14 +192,15 @@ async def running_mesh(
 
 async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
         while True:
             if not process.running():
                 raise RuntimeError(f"{process.name} exited\n{process.log_tail()}")
             try:
-                if (await http.get(url, timeout=1)).status_code == 200:
-                    return
-            except httpx.TransportError:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer after {timeout:.0f}s\n{process.log_tail()}")

@@ -7,8 +7,9 @@ import time
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
-from memory.task_execution import Attempt, Checkpointer, Completed, Outcome
-from memory.task_queue import QueueEntry, TaskQueue
+from memory.tasks.entries import QueueEntry
+from memory.tasks.execution import Attempt, Checkpointer, Completed, TaskOutcome
+from memory.tasks.queue import TaskQueue
 
 TENANT = "acme"
 OWNER = "alice"
@@ -68,7 +69,7 @@ async def claim(queue: TaskQueue, consumer: str = "c1") -> Attempt:
 def steps_executor(total: int, log: list[tuple[int, int]] | None = None):  # type: ignore[no-untyped-def]
     """An executor that checkpoints steps next_index..total-1, recording (step, attempt)."""
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, total):
             if log is not None:
                 log.append((index, checkpoint.attempt))

@@ -23,10 +23,10 @@ import uuid
 
 from agentmesh.v1 import task_pb2
 from memory.connection import create_redis
-from memory.task_execution import Checkpointer, Completed, Outcome
-from memory.task_queue import TaskQueue
-from memory.task_worker import TaskWorker
-from memory.tasks import TaskConfig
+from memory.tasks.execution import Checkpointer, Completed, TaskOutcome
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
+from memory.tasks.worker import TaskWorker
 
 
 def exec_log_key(task_id: str) -> str:
@@ -41,7 +41,7 @@ async def main(args: argparse.Namespace) -> None:
     queue = TaskQueue(redis, domain=args.domain, config=config)
     pid = os.getpid()
 
-    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         for index in range(checkpoint.next_index, args.steps):
             execution = f"{index}:{checkpoint.attempt}:{pid}:{uuid.uuid4().hex[:8]}"
             await redis.hset(exec_log_key(task.task_id), execution, time.time_ns())

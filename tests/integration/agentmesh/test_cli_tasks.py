@@ -12,9 +12,9 @@ from agentmesh.cli.main import app
 from agentmesh.kit.net import free_port
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory.connection import create_redis
-from memory.task_execution import Checkpointer, Outcome, run_attempt
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.execution import Checkpointer, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ async def _dead_letter(url: str) -> str:
     request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="poison")
     task = await queue.submit(request, tenant=TENANT, owner=OWNER)
 
-    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> Outcome:
+    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         raise RuntimeError("bad input")
 
     await run_attempt(await claim(queue), explode)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from agentmesh.cli.main import app
 from agentmesh.kit.net import free_port
 from memory.connection import create_redis
-from memory.context import ToolCall, Turn
+from memory.context import Turn, TurnToolCall
 from memory.facts import FactStore
 from memory.sessions import SessionStore
 from memory.usage import Attribution, StepUsage, UsageStore
@@ -30,7 +30,7 @@ def populate(url: str) -> None:
                 user,
                 "s-1",
                 Turn.user("Where is order A-1?"),
-                Turn.assistant(tool_calls=[ToolCall("c1", "orders_get", '{"id": "A-1"}')]),
+                Turn.assistant(tool_calls=[TurnToolCall("c1", "orders_get", '{"id": "A-1"}')]),
                 Turn.tool("c1", "orders_get", "shipped", task_id="t-1", step=1),
                 Turn.assistant("It shipped."),
             )

@@ -6,7 +6,6 @@ import asyncio
 
 import aiohttp
 import grpc
-import httpx
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -228,10 +227,12 @@ async def test_http_side_listener_serves_metrics_and_readiness(servicer: SampleA
         await stub.Run(agent_service_pb2.RunRequest(instruction="hello"))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetTask(agent_service_pb2.GetTaskRequest(task_id="x"))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host.http_port}") as http:
-            metrics_text = (await http.get("/metrics")).text
-            assert (await http.get("/readyz")).status_code == 200
-            assert (await http.get("/healthz")).status_code == 200
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{host.http_port}") as http:
+            async with http.get("/metrics") as response:
+                metrics_text = await response.text()
+            for path in ("/readyz", "/healthz"):
+                async with http.get(path) as response:
+                    assert response.status == 200, path
     assert (
         'agentmesh_rpc_handled_total{code="OK",method="Run",service="agentmesh.v1.AgentService"}'
         in metrics_text

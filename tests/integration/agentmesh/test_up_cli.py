@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
+from agentmesh.kit.config import REGISTRY_PORT
 from agentmesh.kit.net import free_port, port_bindable
-from agentmesh.localmesh.plan import REGISTRY_PORT
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

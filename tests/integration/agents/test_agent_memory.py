@@ -15,9 +15,9 @@ from agents.admission import RunAdmission, run_limits
 from agents.caller import Caller
 from agents.model.openai import OpenAICompatibleModel
 from agents.model.script import Script
-from agents.model.types import ChatMessage, Role, ToolCall
+from agents.model.types import ChatMessage, ChatRole, ToolCall
 from agents.scripted_model import ScriptedModelServer
-from agents.sessions import ModelSummarizer, SessionContext
+from agents.session_context import ModelSummarizer, SessionContext
 from agents.spec import parse_spec
 from memory.context import Turn
 from memory.rate_limits import RateLimiter
@@ -31,15 +31,15 @@ ADA = Caller("acme", "ada")
 def task_turns(i: int) -> list[ChatMessage]:
     call = ToolCall(f"c{i}", "inventory_check", '{"sku":"A-1"}', {"sku": "A-1"})
     return [
-        ChatMessage(Role.USER, f"ship order ORD-{i}"),
-        ChatMessage(Role.ASSISTANT, "", tool_calls=(call,)),
+        ChatMessage(ChatRole.USER, f"ship order ORD-{i}"),
+        ChatMessage(ChatRole.ASSISTANT, "", tool_calls=(call,)),
         ChatMessage(
-            Role.TOOL,
+            ChatRole.TOOL,
             json.dumps({"status": "OK", "result": {"available": i}}),
             tool_call_id=f"c{i}",
             name="inventory_check",
         ),
-        ChatMessage(Role.ASSISTANT, f"ORD-{i} shipped"),
+        ChatMessage(ChatRole.ASSISTANT, f"ORD-{i} shipped"),
     ]
 
 
@@ -55,7 +55,7 @@ async def test_turns_come_back_as_context(sessions: SessionContext) -> None:
     await sessions.remember(ADA, "s-1", task_turns(1), task_id="t-1", token_cap=16384)
     context = await sessions.context(ADA, "s-1", token_cap=16384)
     roles = [m.role for m in context]
-    assert roles == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert roles == [ChatRole.USER, ChatRole.ASSISTANT, ChatRole.TOOL, ChatRole.ASSISTANT]
     assert context[1].tool_calls[0].name == "inventory_check" and context[2].tool_call_id == "c1"
     assert await sessions.context(Caller("acme", "bob"), "s-1", token_cap=16384) == []  # per user
 
@@ -72,7 +72,7 @@ async def test_long_sessions_are_compacted_into_a_summary(sessions: SessionConte
         await sessions.remember(ADA, "s-3", task_turns(i), task_id=f"t-{i}", token_cap=1024)
     await sessions.close()  # wait for the background compaction
     context = await sessions.context(ADA, "s-3", token_cap=1024)
-    assert context[0].role is Role.SYSTEM and "ORD-" in context[0].content  # the running summary
+    assert context[0].role is ChatRole.SYSTEM and "ORD-" in context[0].content  # the running summary
     assert sum(len(m.content) for m in context) < 4 * 1024
     assert context[-1].content == "ORD-39 shipped"
 

@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 import pytest
 import yaml
 
@@ -82,10 +82,11 @@ async def test_card_is_served_and_registered(
 ) -> None:
     async with agent(DOMAINS / "fulfillment.yaml") as (process, stub):
         card = await stub.GetAgentCard(pb.GetAgentCardRequest())
-        async with httpx.AsyncClient() as http:
-            document = (
-                await http.get(f"http://127.0.0.1:{process.host.http_port}/.well-known/agent-card.json")
-            ).json()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{process.host.http_port}/.well-known/agent-card.json") as response,
+        ):
+            document = await response.json()
         await asyncio.wait_for(process.registered.wait(), 30)
     assert card.domain == "fulfillment" and card.caps.max_iterations == 12 and card.model == "scripted"
     assert document["domain"] == "fulfillment" and document["endpoint"] == card.endpoint

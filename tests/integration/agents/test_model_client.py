@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import yaml
 
@@ -21,10 +21,10 @@ from agents.model.script import Script
 from agents.model.types import (
     ChatMessage,
     ChatRequest,
+    ChatRole,
     MalformedResponse,
     ModelRejected,
     ModelUnavailable,
-    Role,
 )
 from agents.scripted_model import ScriptedModelServer
 
@@ -69,7 +69,7 @@ async def model(server: ScriptedModelServer) -> AsyncIterator[OpenAICompatibleMo
 
 
 def ask(text: str, **kwargs: Any) -> ChatRequest:
-    return ChatRequest([ChatMessage(Role.SYSTEM, "sys"), ChatMessage(Role.USER, text)], **kwargs)
+    return ChatRequest([ChatMessage(ChatRole.SYSTEM, "sys"), ChatMessage(ChatRole.USER, text)], **kwargs)
 
 
 async def test_tool_call_with_usage_and_scripted_label(model: OpenAICompatibleModel) -> None:
@@ -127,15 +127,19 @@ async def test_refused_connection_is_unavailable_not_a_hang() -> None:
 
 
 async def test_models_and_health_endpoints_are_labelled(server: ScriptedModelServer) -> None:
-    async with httpx.AsyncClient() as http:
-        models = await http.get(f"{server.base_url}/models")
-        health = await http.get(f"http://127.0.0.1:{server.port}/healthz")
-        bad = await http.post(f"{server.base_url}/chat/completions", content=b"{not json")
-        no_messages = await http.post(f"{server.base_url}/chat/completions", json={"messages": []})
-    assert models.json()["data"][0]["id"] == "scripted:client-test"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.base_url}/models") as models:
+            listed = await models.json()
+        async with http.get(f"http://127.0.0.1:{server.port}/healthz") as health:
+            pass
+        async with http.post(f"{server.base_url}/chat/completions", data=b"{not json") as bad:
+            pass
+        async with http.post(f"{server.base_url}/chat/completions", json={"messages": []}) as no_messages:
+            pass
+    assert listed["data"][0]["id"] == "scripted:client-test"
     assert models.headers["x-agentmesh-scripted"] == "client-test"
-    assert health.status_code == 200 and health.headers["x-agentmesh-scripted"] == "client-test"
-    assert bad.status_code == 400 and no_messages.status_code == 400
+    assert health.status == 200 and health.headers["x-agentmesh-scripted"] == "client-test"
+    assert bad.status == 400 and no_messages.status == 400
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
@@ -171,12 +175,13 @@ def model_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
 async def test_serve_model_role_as_a_process(model_process: tuple[subprocess.Popen[bytes], int]) -> None:
     process, port = model_process
     deadline = time.monotonic() + 30
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         while True:
             try:
-                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientError:
                 pass
             assert process.poll() is None, "the scripted model exited"
             assert time.monotonic() < deadline, "the scripted model did not come up"

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from memory.connection import AnyRedis, create_redis
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 
 # Short timeouts so recovery paths run in test time; never assert on timing with them.
 FAST = TaskConfig(shards=2, claim_idle_timeout_s=1.0, read_block_s=0.2, max_attempts=2)

@@ -13,7 +13,7 @@ from agentmesh.localmesh.embedded_redis import EmbeddedCluster
 from agentmesh.v1 import task_pb2
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory.connection import create_redis
-from memory.context import ToolCall, Turn
+from memory.context import Turn, TurnToolCall
 from memory.facts import FactStore
 from memory.forget import forget_user
 from memory.rate_limits import Limit, RateLimiter
@@ -52,7 +52,7 @@ async def test_sessions_packets_and_compaction(client: RedisCluster) -> None:
                 user,
                 "s-1",
                 Turn.user(f"question {index} " * 20),
-                Turn.assistant(tool_calls=[ToolCall(f"c{index}", "orders_get", "{}")]),
+                Turn.assistant(tool_calls=[TurnToolCall(f"c{index}", "orders_get", "{}")]),
                 Turn.tool(f"c{index}", "orders_get", "ok " * 30),
             )
         packet = await sessions.packet("acme", user, "s-1", budget=800)

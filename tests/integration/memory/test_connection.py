@@ -10,8 +10,8 @@ from agentmesh.kit.net import free_port
 from agentmesh.v1.agent_service_pb2 import SubmitTaskRequest
 from memory import connection
 from memory.connection import create_redis, describe, redis_errors
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 
 pytestmark = pytest.mark.integration
 # Lower bound of the reconnect budget (memory/connection.py: about 3 s).

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from memory import keys
 from memory.connection import create_redis
-from memory.context import ERROR_STUB_SUFFIX, ToolCall, Turn, estimate_tokens
+from memory.context import ERROR_STUB_SUFFIX, Turn, TurnToolCall, estimate_tokens
 from memory.facts import FactStore
 from memory.sessions import SessionStore
 from memory.summarizer import DeterministicSummarizer
@@ -38,7 +38,7 @@ async def test_append_then_packet_round_trip(store: SessionStore, client: aiored
         T,
         U,
         S,
-        Turn.assistant(tool_calls=[ToolCall("c1", "orders_get", '{"id": "A-1"}')], task_id="t-1", step=1),
+        Turn.assistant(tool_calls=[TurnToolCall("c1", "orders_get", '{"id": "A-1"}')], task_id="t-1", step=1),
         Turn.tool("c1", "orders_get", '{"status": "shipped"}', task_id="t-1", step=1),
         Turn.assistant("It shipped yesterday.", task_id="t-1", step=2),
     )
@@ -51,7 +51,7 @@ async def test_append_then_packet_round_trip(store: SessionStore, client: aiored
     stored = await store.turns(T, U, S)
     assert [t.step for t in stored] == [0, 1, 1, 2] and all(t.task_id == "t-1" for t in stored)
     assert all(t.tokens > 0 and t.at > 0 for t in stored)
-    assert stored[1].tool_calls == (ToolCall("c1", "orders_get", '{"id": "A-1"}'),)
+    assert stored[1].tool_calls == (TurnToolCall("c1", "orders_get", '{"id": "A-1"}'),)
 
 
 async def test_sessions_expire_when_idle(store: SessionStore, client: aioredis.Redis) -> None:
@@ -123,7 +123,7 @@ async def test_compaction_folds_old_turns_into_the_summary(store: SessionStore) 
         U,
         S,
         Turn.user("Refund order A-1"),
-        Turn.assistant(tool_calls=[ToolCall("c1", "payments_refund", "{}")]),
+        Turn.assistant(tool_calls=[TurnToolCall("c1", "payments_refund", "{}")]),
         Turn.tool("c1", "payments_refund", "GatewayError: declined\n" + "  at frame\n" * 300, is_error=True),
     )
     before = await store.packet(T, U, S, budget=2000)

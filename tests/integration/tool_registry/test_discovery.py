@@ -36,7 +36,7 @@ from memory.connection import create_redis
 from tests.integration.tool_registry.tools_support import served
 from tests.support.registry import Registry, registry_at, snapshot
 from tool_registry.discovery import ToolDiscovery
-from tool_registry.invoke import CallContext, Outcome, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 from tool_registry.resolver import ToolResolver
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ async def test_a_labelled_service_registers_its_tools_and_deletion_unbinds_them(
             result = await ToolInvoker().invoke(
                 resolved, {"order_id": "ORD-12345"}, CallContext(deadline=time.time() + 5)
             )
-        assert result.outcome is Outcome.OK and result.response["order_id"] == "ORD-12345"
+        assert result.outcome is CallOutcome.OK and result.response["order_id"] == "ORD-12345"
 
         await asyncio.to_thread(api.delete_namespaced_service, "crm", NS)
         await discovery.reconciler.wait_for(lambda: not discovery.status()["services"], 20)

@@ -14,7 +14,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2
 from examples._common import load
-from tool_registry.invoke import CallContext, Outcome, ResolvedTool, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ResolvedTool, ToolInvoker
 from tool_registry.registration import prepare
 
 pytestmark = pytest.mark.integration
@@ -55,5 +55,5 @@ async def test_agentmesh_serve_tool_runs_an_example(
         first = await invoker.invoke(tool("Act"), {"action": "x"}, call)
         again = await invoker.invoke(tool("Act"), {"action": "x"}, call)
         stats = await invoker.invoke(tool("Stats"), {}, CallContext(deadline=time.time() + 10))
-    assert first.outcome is Outcome.OK and again.outcome is Outcome.DEDUPLICATED
+    assert first.outcome is CallOutcome.OK and again.outcome is CallOutcome.DEDUPLICATED
     assert stats.response is not None and stats.response["effects"] == "1" and stats.response["calls"] == "1"

@@ -17,7 +17,7 @@ from agentmesh.v1 import tool_options_pb2
 from examples import dummy, inventory, payments
 from tests.integration.tool_registry.tools_support import served
 from tool_registry.breaker import BreakerBoard, BreakerState
-from tool_registry.invoke import CallContext, Outcome, ResolvedTool, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ResolvedTool, ToolInvoker
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +42,17 @@ async def test_ok_invalid_arguments_and_denied(redis_url: str) -> None:
         invoker = ToolInvoker()
         check = tools.tool("CheckStock")
         result = await invoker.invoke(check, '{"sku": "ABC-001"}', step(1))
-        assert result.outcome is Outcome.OK and result.response == {"sku": "ABC-001", "available": 10}
+        assert result.outcome is CallOutcome.OK and result.response == {"sku": "ABC-001", "available": 10}
         assert json.loads(result.observation) == result.response and result.attempts == 1
 
         bad = await invoker.invoke(check, '{"sku": "abc"}', step(2))
-        assert bad.outcome is Outcome.INVALID_ARGUMENTS and bad.attempts == 0
+        assert bad.outcome is CallOutcome.INVALID_ARGUMENTS and bad.attempts == 0
         assert json.loads(bad.observation)["violations"][0]["field"] == "sku"
 
         denied = await invoker.invoke(
             check, '{"sku": "ABC-001"}', step(3, granted_scopes=frozenset({"crm:read"}))
         )
-        assert denied.outcome is Outcome.DENIED and "inventory:read" in denied.observation
+        assert denied.outcome is CallOutcome.DENIED and "inventory:read" in denied.observation
 
 
 async def test_the_sdk_validates_requests_itself(redis_url: str) -> None:
@@ -77,19 +77,19 @@ async def test_keyed_call_twice_with_the_same_key_has_one_side_effect(redis_url:
         args = {"order_id": "ORD-12345", "sku": "ABC-001", "qty": 2}
         first = await invoker.invoke(reserve, args, step(4))
         second = await invoker.invoke(reserve, args, step(4))
-        assert first.outcome is Outcome.OK and second.outcome is Outcome.DEDUPLICATED
+        assert first.outcome is CallOutcome.OK and second.outcome is CallOutcome.DEDUPLICATED
         assert first.response == second.response
         assert tools.state["stock"]["ABC-001"] == 8 and len(tools.state["reservations"]) == 1
         third = await invoker.invoke(reserve, args, step(5))  # another step: another reservation
-        assert third.outcome is Outcome.OK and tools.state["stock"]["ABC-001"] == 6
+        assert third.outcome is CallOutcome.OK and tools.state["stock"]["ABC-001"] == 6
 
         reused = await invoker.invoke(reserve, {**args, "qty": 1}, step(4))
-        assert reused.outcome is Outcome.ERROR and reused.reason == "IDEMPOTENCY_KEY_REUSED"
+        assert reused.outcome is CallOutcome.ERROR and reused.reason == "IDEMPOTENCY_KEY_REUSED"
 
         refused = await invoker.invoke(reserve, {**args, "sku": "XYZ-900"}, step(6))
         again = await invoker.invoke(reserve, {**args, "sku": "XYZ-900"}, step(6))
         assert refused.status_code == again.status_code == "FAILED_PRECONDITION"
-        assert again.outcome is Outcome.ERROR  # a final failure replays (as the same error)
+        assert again.outcome is CallOutcome.ERROR  # a final failure replays (as the same error)
 
 
 async def test_concurrent_duplicates_run_the_side_effect_once(redis_url: str) -> None:
@@ -107,7 +107,7 @@ async def test_transient_failures_are_retried_for_read_only_tools(redis_url: str
     async with served(dummy.build({"fail_next": 2}), redis_url) as tools:
         sleeps = Sleeps()
         result = await ToolInvoker(sleep=sleeps).invoke(tools.tool("Echo"), {"message": "hi"}, step(8))
-        assert result.outcome is Outcome.OK and result.attempts == 3 and len(sleeps.delays) == 2
+        assert result.outcome is CallOutcome.OK and result.attempts == 3 and len(sleeps.delays) == 2
         assert tools.state.calls == 3
 
 
@@ -115,7 +115,7 @@ async def test_resource_exhausted_waits_for_the_retry_info_delay(redis_url: str)
     async with served(dummy.build({"exhaust_next": 1, "retry_after": "0.4s"}), redis_url) as tools:
         sleeps = Sleeps()
         result = await ToolInvoker(sleep=sleeps).invoke(tools.tool("Echo"), {"message": "hi"}, step(9))
-        assert result.outcome is Outcome.OK and result.attempts == 2
+        assert result.outcome is CallOutcome.OK and result.attempts == 2
         assert sleeps.delays[0] >= 0.4
 
 
@@ -124,7 +124,7 @@ async def test_non_idempotent_ambiguous_failure_is_outcome_unknown(redis_url: st
         result = await ToolInvoker().invoke(
             tools.tool("ActOnce"), {"action": "pay"}, CallContext(deadline=time.time() + 5)
         )
-        assert result.outcome is Outcome.UNKNOWN and result.attempts == 1
+        assert result.outcome is CallOutcome.UNKNOWN and result.attempts == 1
         assert "do not repeat" in json.loads(result.observation)["outcome"]
         assert tools.state.calls == 1
 
@@ -144,7 +144,7 @@ async def test_non_idempotent_call_that_was_never_sent_is_retried(redis_url: str
             )
         finally:
             await dead.channel.close()
-        assert result.outcome is Outcome.ERROR and result.status_code == "UNAVAILABLE"
+        assert result.outcome is CallOutcome.ERROR and result.status_code == "UNAVAILABLE"
         assert result.attempts == 3  # nothing was sent, so retrying was safe
 
 
@@ -172,7 +172,7 @@ async def test_succeed_then_time_out_is_replayed_not_repeated(redis_url: str) ->
     async with served(dummy.build({"succeed_then_hang_next": 1}), redis_url) as tools:
         act = tools.tool("Act", timeout_s=0.5, max_attempts=5)
         result = await ToolInvoker().invoke(act, {"action": "ship"}, step(10))
-        assert result.outcome is Outcome.DEDUPLICATED, result
+        assert result.outcome is CallOutcome.DEDUPLICATED, result
         assert result.attempts >= 2 and tools.state.effects == 1
 
 
@@ -182,16 +182,19 @@ async def test_approval_static_and_dynamic(redis_url: str) -> None:
         refund = tools.tool("Refund")
         args = {"charge_id": "ch_ORD-12345", "amount_cents": 2450, "reason": "broken mug"}
         waiting = await invoker.invoke(refund, args, step(11))
-        assert waiting.outcome is Outcome.AWAITING_APPROVAL and waiting.reason == "APPROVAL_REQUIRED"
+        assert waiting.outcome is CallOutcome.AWAITING_APPROVAL and waiting.reason == "APPROVAL_REQUIRED"
         assert tools.state["ch_ORD-12345"]["refunded_cents"] == 0
         approved = await invoker.invoke(refund, args, step(11, approval="action-1"))
-        assert approved.outcome is Outcome.OK and approved.response["refund"]["approved"] is True
+        assert approved.outcome is CallOutcome.OK and approved.response["refund"]["approved"] is True
         again = await invoker.invoke(refund, args, step(11, approval="action-1"))
-        assert again.outcome is Outcome.DEDUPLICATED and tools.state["ch_ORD-12345"]["refunded_cents"] == 2450
+        assert (
+            again.outcome is CallOutcome.DEDUPLICATED
+            and tools.state["ch_ORD-12345"]["refunded_cents"] == 2450
+        )
 
         gated = tools.tool("GetCharge", requires_approval=True)
         parked = await invoker.invoke(gated, {"charge_id": "ch_ORD-12345"}, step(12))
-        assert parked.outcome is Outcome.AWAITING_APPROVAL and parked.attempts == 0
+        assert parked.outcome is CallOutcome.AWAITING_APPROVAL and parked.attempts == 0
 
 
 async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
@@ -207,7 +210,7 @@ async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.OPEN
         tools.state.configure({})
         await asyncio.sleep(0.6)
-        assert (await invoker.invoke(echo, {}, step(15))).outcome is Outcome.OK
+        assert (await invoker.invoke(echo, {}, step(15))).outcome is CallOutcome.OK
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.CLOSED
 
 
@@ -215,7 +218,7 @@ async def test_side_effect_class_unspecified_is_treated_as_non_idempotent(redis_
     async with served(dummy.build({"fail_next": 1}), redis_url) as tools:
         act = tools.tool("Act", side_effect=tool_options_pb2.SIDE_EFFECT_UNSPECIFIED)
         result = await ToolInvoker().invoke(act, {"action": "x"}, step(16))
-        assert result.outcome is Outcome.UNKNOWN
+        assert result.outcome is CallOutcome.UNKNOWN
 
 
 async def test_the_tools_rate_limit_waits_within_the_deadline(redis_url: str, redis_client: Any) -> None:
@@ -230,7 +233,7 @@ async def test_the_tools_rate_limit_waits_within_the_deadline(redis_url: str, re
         call = CallContext(tenant="t", user="u", deadline=time.time() + 10)
         started = time.monotonic()
         results = [await invoker.invoke(echo, {}, call) for _ in range(3)]
-        assert all(r.outcome is Outcome.OK for r in results)
+        assert all(r.outcome is CallOutcome.OK for r in results)
         assert time.monotonic() - started >= 0.5  # two waits of ~0.5 s for a 2/s bucket of 1
         short = await invoker.invoke(echo, {}, CallContext(tenant="t", user="u", deadline=time.time() + 0.05))
-        assert short.outcome is Outcome.ERROR and short.reason == "RATE_LIMITED" and short.retry_after
+        assert short.outcome is CallOutcome.ERROR and short.reason == "RATE_LIMITED" and short.retry_after

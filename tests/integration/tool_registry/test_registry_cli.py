@@ -100,10 +100,15 @@ def test_exit_codes_for_usage_refusal_and_unreachable(registry_process: ServiceP
     assert code == 2
     code, _ = tools(registry_process, "register", "/nope/missing.proto")
     assert code == 2
+    # Bad input is exit 2 in every command (agentmesh/cli/common.py's table), refused by protoc
+    # here or INVALID_ARGUMENT from the registry.
     code, out = tools(registry_process, "register", str(FIXTURES / "broken.proto"))
-    assert code == 1 and "protoc failed" in out
+    assert code == 2 and "protoc failed" in out
     code, out = tools(registry_process, "register", str(INVENTORY), "-I", str(FIXTURES), "--version", "1.2")
-    assert code == 1 and "tool.version" in out
+    assert code == 2 and "tool.version" in out
+    # The registry's text is printed as it is: `[a-z]` is not rich markup.
+    code, out = tools(registry_process, "get", "Bad-Name")
+    assert code == 2 and "^[a-z][a-z0-9_]{0,63}$" in out.replace("\n", ""), out
     result = runner.invoke(app, ["tools", "list", "--registry", "127.0.0.1:1"])
     assert result.exit_code == 3, result.output
 

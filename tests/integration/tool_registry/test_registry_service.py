@@ -178,6 +178,9 @@ async def test_breaking_change_refused_unless_major_bump(registry: Registry, tmp
     assert [(v.field, v.reason) for v in error.violations] == [  # type: ignore[attr-defined]
         ("pay.v1.RefundRequest.amount", "FIELD_WIRE_JSON_COMPATIBLE_TYPE")
     ]
+    # The refusal names the version the change would be accepted as.
+    assert "publish it as 2.0.0" in error.message  # type: ignore[attr-defined]
+    assert error.metadata["accepted_version"] == "2.0.0"  # type: ignore[attr-defined]
     assert await snapshot(registry.redis) == before
 
     check = await registry.stub.CheckCompatibility(rs.CheckCompatibilityRequest(tool=spec(breaking)))
@@ -197,6 +200,8 @@ async def test_breaking_change_refused_unless_major_bump(registry: Registry, tmp
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert error.metadata["compared_version"] == "1.1.0"  # type: ignore[attr-defined]
+    # 2.0.0 is taken: the first major above every published one is named.
+    assert error.metadata["accepted_version"] == "3.0.0"  # type: ignore[attr-defined]
 
 
 BAD_INPUTS = {

@@ -21,7 +21,7 @@ from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from examples import crm
-from tool_registry.invoke import CallContext, Outcome, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 from tool_registry.resolver import ToolResolver
 from tool_registry.server import default_schema_exporter, registry_settings
 from tool_registry.service import SERVICE, ToolRegistryServicer, register
@@ -97,7 +97,7 @@ async def _outage_story(redis_url: str) -> None:
         result = await ToolInvoker().invoke(
             tool, {"order_id": "ORD-12345"}, CallContext(deadline=time.time() + 5)
         )
-        assert result.outcome is Outcome.OK and result.response["total_cents"] == "4900"
+        assert result.outcome is CallOutcome.OK and result.response["total_cents"] == "4900"
         with pytest.raises(NotFound):
             await resolver.resolve("crm_nope")
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentmesh.kit.config import TOOL_PORTS
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
@@ -13,7 +14,6 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
     service_names,
 )
-from examples._common import DEFAULT_PORTS
 
 
 def _options(**kwargs) -> MeshOptions:  # type: ignore[no-untyped-def]
@@ -29,7 +29,8 @@ def test_ports_follow_the_local_port_rules() -> None:
     plan = {s.name: s for s in build_plan(_options())}
     assert plan["registry"].grpc_port == 50051 and plan["registry"].http_port == 51051
     assert plan["agent-refunds"].grpc_port == 50061 and plan["agent-fulfillment"].grpc_port == 50062
-    assert [plan[f"tool-{t}"].grpc_port for t in ("crm", "payments", "inventory")] == [50071, 50072, 50073]
+    # Each tool has its port of the one table (kit/config.py), whichever tools run.
+    assert [plan[f"tool-{t}"].grpc_port for t in ("crm", "payments", "inventory")] == [50071, 50072, 50074]
     assert plan["model"].http_port == 50099 and plan["model"].grpc_port is None
     ports = ports_in_use(list(plan.values()))
     assert len(ports) == len(set(ports))
@@ -78,7 +79,7 @@ def test_the_default_mesh_serves_the_demo_domains_and_every_example_tool() -> No
     for slug in ("refunds", "fulfillment", "training"):
         assert Path(plan[f"agent-{slug}"].env["AGENTMESH_DOMAIN_SPEC"]).is_file()
     # The example tools' standalone ports (examples/_common.py) are the mesh's ports.
-    assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == DEFAULT_PORTS
+    assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == TOOL_PORTS
     assert DEMO_SCRIPT.is_file()
 
 
@@ -113,3 +114,21 @@ def test_auth_is_on_with_the_key_where_tokens_are_minted_and_a_service_token_eac
 def test_insecure_mode_is_explicit_and_reaches_every_process() -> None:
     plan = build_plan(_options(insecure_no_auth=True))
     assert all(s.env["AGENTMESH_INSECURE_NO_AUTH"] == "true" for s in plan)
+
+
+def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
+    plan = {s.name: s for s in build_plan(_options())}
+    console = plan["console"]
+    assert console.kind is Kind.CONSOLE and console.grpc_port is None and console.http_port == 50080
+    assert console.url == "http://127.0.0.1:50080/"
+    assert console.env["AGENTMESH_HTTP_PORT"] == "50080"
+    assert console.env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
+    assert console.argv[-2:] == ["serve", "console"]
+    assert all(s.url is None for s in plan.values() if s.kind is not Kind.CONSOLE)
+    assert {s.name: s.http_port for s in build_plan(_options(port_offset=1000))}["console"] == 51080
+    assert "console" not in {s.name for s in build_plan(_options(console=False))}
+
+
+def test_the_console_is_told_where_the_dev_identities_are() -> None:
+    plan = {s.name: s for s in build_plan(_options(console_dev_tokens=Path("/state/dev.json")))}
+    assert plan["console"].env["AGENTMESH_CONSOLE_DEV_TOKENS"] == "/state/dev.json"

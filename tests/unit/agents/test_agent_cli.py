@@ -48,7 +48,7 @@ def test_run_against_an_unreachable_agent_exits_3() -> None:
         app, ["run", "fulfillment", "ship", "--target", f"127.0.0.1:{free_port()}", "--timeout", "3"]
     )
     assert result.exit_code == 3
-    assert "could not be reached" in result.output
+    assert "is unreachable" in result.output
 
 
 def test_run_with_an_unreachable_registry_exits_3() -> None:

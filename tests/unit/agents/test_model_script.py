@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from agents.model.script import Conversation, Script, ScriptError, load_script, respond, select
-from agents.model.types import ChatMessage, Role, ToolCall
+from agents.model.types import ChatMessage, ChatRole, ToolCall
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -24,15 +24,15 @@ def convo(*messages: ChatMessage, **kwargs: Any) -> Conversation:
 
 
 def user(text: str) -> ChatMessage:
-    return ChatMessage(Role.USER, text)
+    return ChatMessage(ChatRole.USER, text)
 
 
 def call(call_id: str, name: str, args: dict[str, Any]) -> ChatMessage:
-    return ChatMessage(Role.ASSISTANT, tool_calls=(ToolCall(call_id, name, json.dumps(args), args),))
+    return ChatMessage(ChatRole.ASSISTANT, tool_calls=(ToolCall(call_id, name, json.dumps(args), args),))
 
 
 def result(call_id: str, payload: dict[str, Any]) -> ChatMessage:
-    return ChatMessage(Role.TOOL, json.dumps(payload), tool_call_id=call_id)
+    return ChatMessage(ChatRole.TOOL, json.dumps(payload), tool_call_id=call_id)
 
 
 FULFILL = script(
@@ -240,7 +240,7 @@ FULFILL_ORDER = (
 
 def play(script: Script, instruction: str, results: dict[str, dict[str, Any]], domain: str) -> list[str]:
     """Walk a shipped script: feed each tool call the canned result until it answers."""
-    messages: list[ChatMessage] = [ChatMessage(Role.SYSTEM, "sys"), user(instruction)]
+    messages: list[ChatMessage] = [ChatMessage(ChatRole.SYSTEM, "sys"), user(instruction)]
     called: list[str] = []
     for _ in range(10):
         convo_ = Conversation(messages=list(messages), headers={"x-agentmesh-domain": domain})

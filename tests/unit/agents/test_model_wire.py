@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents.model.types import ChatMessage, ChatRequest, MalformedResponse, Role, ToolCall
+from agents.model.types import ChatMessage, ChatRequest, ChatRole, MalformedResponse, ToolCall
 from agents.model.wire import (
     MAX_RAW_ARGUMENTS,
     message_from_wire,
@@ -103,7 +103,7 @@ def test_malformed_responses_raise_a_structured_error(payload: Any, message: str
 
 
 def test_missing_usage_is_estimated_deterministically() -> None:
-    messages = [ChatMessage(Role.USER, "x" * 400)]
+    messages = [ChatMessage(ChatRole.USER, "x" * 400)]
     first = parse_response(body({"role": "assistant", "content": "y" * 40}), request_messages=messages)
     second = parse_response(body({"role": "assistant", "content": "y" * 40}), request_messages=messages)
     assert first.usage == second.usage
@@ -119,10 +119,10 @@ def test_scripted_answers_are_recognised() -> None:
 def test_request_body_round_trips_through_the_server_parser() -> None:
     call = ToolCall("c1", "inventory_check", '{"sku":"A"}', {"sku": "A"})
     messages = [
-        ChatMessage(Role.SYSTEM, "sys"),
-        ChatMessage(Role.USER, "ship it"),
-        ChatMessage(Role.ASSISTANT, "", tool_calls=(call,)),
-        ChatMessage(Role.TOOL, '{"status":"OK"}', tool_call_id="c1", name="inventory_check"),
+        ChatMessage(ChatRole.SYSTEM, "sys"),
+        ChatMessage(ChatRole.USER, "ship it"),
+        ChatMessage(ChatRole.ASSISTANT, "", tool_calls=(call,)),
+        ChatMessage(ChatRole.TOOL, '{"status":"OK"}', tool_call_id="c1", name="inventory_check"),
     ]
     tools = [{"type": "function", "function": {"name": "inventory_check", "parameters": {"type": "object"}}}]
     wire = request_body(
@@ -133,7 +133,7 @@ def test_request_body_round_trips_through_the_server_parser() -> None:
     assert wire["messages"][2]["content"] is None
     decoded = [message_from_wire(raw, i) for i, raw in enumerate(json.loads(json.dumps(wire["messages"])))]
     assert decoded[2].tool_calls[0].arguments == {"sku": "A"}
-    assert decoded[3].tool_call_id == "c1" and decoded[3].role is Role.TOOL
+    assert decoded[3].tool_call_id == "c1" and decoded[3].role is ChatRole.TOOL
     assert message_to_wire(decoded[1]) == {"role": "user", "content": "ship it"}
 
 

@@ -8,7 +8,7 @@ from agentmesh.v1 import task_pb2
 from agents.observations import (
     MAX_ERROR_CHARS,
     MAX_VIOLATIONS,
-    ToolResult,
+    ToolObservation,
     Violation,
     clean_error_text,
     compact_history,
@@ -17,7 +17,7 @@ from agents.observations import (
 )
 
 
-def shown(result: ToolResult, limit: int = 4096) -> dict[str, object]:
+def shown(result: ToolObservation, limit: int = 4096) -> dict[str, object]:
     text, _ = observation("payments_refund", result, limit=limit)
     assert len(text.encode()) <= max(limit, 2048)
     decoded = json.loads(text)
@@ -26,13 +26,13 @@ def shown(result: ToolResult, limit: int = 4096) -> dict[str, object]:
 
 
 def test_ok_result_is_shown_whole_when_small() -> None:
-    body = shown(ToolResult(task_pb2.TOOL_OUTCOME_OK, result={"refund_id": "R-1"}))
+    body = shown(ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"refund_id": "R-1"}))
     assert body == {"status": "OK", "result": {"refund_id": "R-1"}}
 
 
 def test_large_result_is_truncated_within_the_limit() -> None:
     text, summary = observation(
-        "crm_list", ToolResult(task_pb2.TOOL_OUTCOME_OK, result={"rows": ["x" * 100] * 1000}), limit=1024
+        "crm_list", ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"rows": ["x" * 100] * 1000}), limit=1024
     )
     body = json.loads(text)
     assert len(text.encode()) <= 1024 and body["truncated"] is True and "103010 bytes" in body["note"]
@@ -40,14 +40,14 @@ def test_large_result_is_truncated_within_the_limit() -> None:
 
 
 def test_truncation_fits_even_when_escaping_doubles_the_size() -> None:
-    text, _ = observation("t", ToolResult(task_pb2.TOOL_OUTCOME_OK, result=['"\\'] * 5000), limit=512)
+    text, _ = observation("t", ToolObservation(task_pb2.TOOL_OUTCOME_OK, result=['"\\'] * 5000), limit=512)
     assert len(text.encode()) <= 512
 
 
 def test_invalid_arguments_list_violations_with_a_hint() -> None:
     violations = tuple(Violation(f"items[{i}].qty", "must be greater than 0") for i in range(25))
     body = shown(
-        ToolResult(
+        ToolObservation(
             task_pb2.TOOL_OUTCOME_INVALID_ARGUMENTS,
             message="bad",
             violations=violations,
@@ -77,7 +77,7 @@ def test_html_error_pages_and_tracebacks_never_reach_the_model() -> None:
 
 def test_tool_error_keeps_code_reason_and_a_hint() -> None:
     body = shown(
-        ToolResult(
+        ToolObservation(
             task_pb2.TOOL_OUTCOME_ERROR,
             status_code="UNAVAILABLE",
             reason="DEPENDENCY_UNAVAILABLE",
@@ -92,7 +92,7 @@ def test_tool_error_keeps_code_reason_and_a_hint() -> None:
 def test_denied_lists_available_tools() -> None:
     text, summary = observation(
         "drop_tables",
-        ToolResult(task_pb2.TOOL_OUTCOME_DENIED, message="not allowed"),
+        ToolObservation(task_pb2.TOOL_OUTCOME_DENIED, message="not allowed"),
         limit=4096,
         available=["a", "b"],
     )
@@ -100,11 +100,11 @@ def test_denied_lists_available_tools() -> None:
 
 
 def test_unknown_outcome_says_do_not_repeat() -> None:
-    assert "Do not repeat" in str(shown(ToolResult(task_pb2.TOOL_OUTCOME_UNKNOWN))["hint"])
+    assert "Do not repeat" in str(shown(ToolObservation(task_pb2.TOOL_OUTCOME_UNKNOWN))["hint"])
 
 
 def test_deduplicated_is_an_ok_result_marked_as_such() -> None:
-    body = shown(ToolResult(task_pb2.TOOL_OUTCOME_DEDUPLICATED, result={"id": 1}))
+    body = shown(ToolObservation(task_pb2.TOOL_OUTCOME_DEDUPLICATED, result={"id": 1}))
     assert body["status"] == "OK" and body["deduplicated"] is True
 
 

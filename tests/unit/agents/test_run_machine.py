@@ -22,16 +22,16 @@ from agents.machine import (
     render_input,
 )
 from agents.model.types import (
+    ChatRole,
     MalformedResponse,
     ModelRejected,
     ModelTurn,
     ModelUnavailable,
-    Role,
     TokenUsage,
     ToolCall,
 )
 from agents.model.wire import parse_arguments
-from agents.observations import ToolResult, Violation
+from agents.observations import ToolObservation, Violation
 from agents.spec import DomainSpec, parse_spec
 
 NOW = 1_700_000_000.0
@@ -84,8 +84,8 @@ def turn(*calls: ToolCall, content: str = "", prompt: int = 10, completion: int 
     return ModelTurn(content, calls, TokenUsage(prompt, completion), "test-model")
 
 
-def ok(result: Any = None, attempts: int = 1) -> ToolResult:
-    return ToolResult(
+def ok(result: Any = None, attempts: int = 1) -> ToolObservation:
+    return ToolObservation(
         task_pb2.TOOL_OUTCOME_OK, result=result or {"ok": True}, attempts=attempts, version="1.0.0"
     )
 
@@ -112,7 +112,7 @@ def answer(m: RunMachine, t: ModelTurn) -> None:
     m.model_answered(t, started=NOW, duration=0.01)
 
 
-def finish_tool(m: RunMachine, result: ToolResult) -> None:
+def finish_tool(m: RunMachine, result: ToolObservation) -> None:
     m.tool_finished(result, started=NOW, duration=0.01)
 
 
@@ -121,7 +121,8 @@ def test_happy_path_plan_act_observe_final_answer() -> None:
     first = expect_model(m)
     assert [t["function"]["name"] for t in first.request.tools] == ["inventory_check", "inventory_reserve"]
     assert (
-        first.request.messages[0].role is Role.SYSTEM and first.request.messages[-1].content == "ship ORD-1"
+        first.request.messages[0].role is ChatRole.SYSTEM
+        and first.request.messages[-1].content == "ship ORD-1"
     )
     answer(m, turn(call("inventory_check", {"sku": "A"})))
     invocation = expect_tool(m)
@@ -129,7 +130,7 @@ def test_happy_path_plan_act_observe_final_answer() -> None:
     finish_tool(m, ok({"available": 5}))
     second = expect_model(m)
     observation = second.request.messages[-1]
-    assert observation.role is Role.TOOL and observation.tool_call_id == "c1"
+    assert observation.role is ChatRole.TOOL and observation.tool_call_id == "c1"
     assert json.loads(observation.content) == {"status": "OK", "result": {"available": 5}}
     answer(m, turn(content="Shipped."))
     done = expect_finished(m)
@@ -161,7 +162,7 @@ def test_several_calls_in_one_turn_run_in_order_with_their_own_keys() -> None:
     assert (second.call.call_id, second.idempotency_key) == ("b", "task-1:2")
     finish_tool(m, ok())
     request = expect_model(m).request
-    assert [msg.tool_call_id for msg in request.messages if msg.role is Role.TOOL] == ["a", "b"]
+    assert [msg.tool_call_id for msg in request.messages if msg.role is ChatRole.TOOL] == ["a", "b"]
 
 
 def test_unknown_tool_is_denied_without_a_call_and_fed_back() -> None:
@@ -192,7 +193,7 @@ def test_schema_violations_from_the_tool_are_fed_back_and_the_model_recovers() -
     expect_tool(m)
     finish_tool(
         m,
-        ToolResult(
+        ToolObservation(
             task_pb2.TOOL_OUTCOME_INVALID_ARGUMENTS,
             message="invalid arguments",
             violations=(Violation("qty", "expected integer"), Violation("colour", "unknown field")),
@@ -267,7 +268,7 @@ def test_one_malformed_answer_is_corrected_three_in_a_row_fail() -> None:
     expect_model(m)
     m.model_failed(MalformedResponse("response has no choices"), started=NOW, duration=0.0)
     retry = expect_model(m).request
-    assert retry.messages[-1].role is Role.USER and "no choices" in retry.messages[-1].content
+    assert retry.messages[-1].role is ChatRole.USER and "no choices" in retry.messages[-1].content
     m.model_failed(MalformedResponse("no choices"), started=NOW, duration=0.0)
     expect_model(m)
     m.model_failed(MalformedResponse("no choices"), started=NOW, duration=0.0)
@@ -317,7 +318,7 @@ def test_tool_asking_for_approval_parks_the_task() -> None:
     expect_tool(m)
     finish_tool(
         m,
-        ToolResult(
+        ToolObservation(
             task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL,
             status_code="FAILED_PRECONDITION",
             reason="APPROVAL_REQUIRED",
@@ -334,7 +335,7 @@ def test_outcome_unknown_parks_the_task() -> None:
     expect_model(m)
     answer(m, turn(call("inventory_reserve", {})))
     expect_tool(m)
-    finish_tool(m, ToolResult(task_pb2.TOOL_OUTCOME_UNKNOWN, status_code="DEADLINE_EXCEEDED"))
+    finish_tool(m, ToolObservation(task_pb2.TOOL_OUTCOME_UNKNOWN, status_code="DEADLINE_EXCEEDED"))
     done = expect_finished(m)
     assert done.outcome.stop_reason == task_pb2.STOP_REASON_OUTCOME_UNKNOWN
     assert done.outcome.pending is not None
@@ -405,10 +406,10 @@ def test_old_observations_are_compacted_in_long_tasks() -> None:
         expect_tool(m)
         finish_tool(m, ok({"blob": "x" * 900, "i": i}))
     request = expect_model(m).request
-    observations = [json.loads(msg.content) for msg in request.messages if msg.role is Role.TOOL]
+    observations = [json.loads(msg.content) for msg in request.messages if msg.role is ChatRole.TOOL]
     assert len(observations) == 8
     assert observations[0]["status"] == "COMPACTED" and observations[-1]["result"]["i"] == 7
-    assert sum(len(msg.content) for msg in request.messages if msg.role is Role.TOOL) < 5 * 1024
+    assert sum(len(msg.content) for msg in request.messages if msg.role is ChatRole.TOOL) < 5 * 1024
 
 
 def test_delegation_steps_are_marked() -> None:
@@ -503,7 +504,7 @@ def test_unknown_outcome_rejected_tells_the_model_not_to_repeat() -> None:
     expect_model(m)
     answer(m, turn(call("inventory_reserve", {})))
     expect_tool(m)
-    finish_tool(m, ToolResult(task_pb2.TOOL_OUTCOME_UNKNOWN, status_code="DEADLINE_EXCEEDED"))
+    finish_tool(m, ToolObservation(task_pb2.TOOL_OUTCOME_UNKNOWN, status_code="DEADLINE_EXCEEDED"))
     pending = expect_finished(m).outcome.pending
     assert pending is not None
     m.decide(pending.action_id, approve=False, now=NOW)
@@ -528,7 +529,7 @@ def test_resumed_task_reissues_an_unfinished_call_with_the_same_key() -> None:
     assert (second.tally.iterations, second.tally.total_tokens, second.tally.tool_calls) == (2, 30, 1)
     finish_tool(second, ok())
     request = expect_model(second).request
-    assert [msg.tool_call_id for msg in request.messages if msg.role is Role.TOOL] == ["a", "b"]
+    assert [msg.tool_call_id for msg in request.messages if msg.role is ChatRole.TOOL] == ["a", "b"]
 
 
 def test_resumed_task_does_not_repeat_an_unguarded_call_blindly() -> None:

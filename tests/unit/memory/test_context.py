@@ -13,9 +13,9 @@ from memory.context import (
     ERROR_STUB_SUFFIX,
     MIN_BUDGET,
     ContextPolicy,
-    Role,
-    ToolCall,
     Turn,
+    TurnRole,
+    TurnToolCall,
     build_packet,
     count_turn,
     estimate_tokens,
@@ -37,7 +37,7 @@ def exchange(question: str, answer: str, *, tool: str | None = None, call_id: st
     turns = [Turn.user(question)]
     if tool:
         turns += [
-            Turn.assistant(tool_calls=[ToolCall(call_id, tool, '{"order": "A-1"}')]),
+            Turn.assistant(tool_calls=[TurnToolCall(call_id, tool, '{"order": "A-1"}')]),
             Turn.tool(call_id, tool, '{"status": "shipped"}'),
         ]
     return [*turns, Turn.assistant(answer)]
@@ -54,7 +54,7 @@ def test_estimate_is_a_quarter_of_ascii_and_one_per_other_character() -> None:
 
 
 def test_messages_are_openai_shaped() -> None:
-    call = Turn.assistant(tool_calls=[ToolCall("call_1", "crm_get_customer", '{"id": 7}')])
+    call = Turn.assistant(tool_calls=[TurnToolCall("call_1", "crm_get_customer", '{"id": 7}')])
     assert call.to_message() == {
         "role": "assistant",
         "content": None,
@@ -119,7 +119,7 @@ def test_latest_user_turn_is_kept_even_when_alone_too_big() -> None:
 
 def test_tool_results_never_travel_without_their_call() -> None:
     orphan = Turn.tool("gone", "crm_get_customer", "result of a call that was dropped")
-    unanswered = Turn.assistant("let me check", tool_calls=[ToolCall("c9", "orders_get", "{}")])
+    unanswered = Turn.assistant("let me check", tool_calls=[TurnToolCall("c9", "orders_get", "{}")])
     turns = [orphan, Turn.user("hi"), unanswered]
     packet = build_packet(turns, budget=500)
     assert [m["role"] for m in packet.messages] == ["user", "assistant"]
@@ -154,7 +154,8 @@ def sessions(draw: st.DrawFn) -> list[Turn]:
             turns.append(Turn.assistant(draw(texts)))
         elif kind == "tools":
             calls = [
-                ToolCall(f"c{index}-{n}", "orders_get", draw(texts)) for n in range(draw(st.integers(1, 3)))
+                TurnToolCall(f"c{index}-{n}", "orders_get", draw(texts))
+                for n in range(draw(st.integers(1, 3)))
             ]
             turns.append(Turn.assistant(draw(texts), tool_calls=calls))
             for call in calls:
@@ -174,7 +175,7 @@ counters = st.sampled_from([estimate_tokens, word_tokens])
 
 
 def _latest_user(turns: list[Turn]) -> Turn | None:
-    return next((t for t in reversed(turns) if t.role is Role.USER), None)
+    return next((t for t in reversed(turns) if t.role is TurnRole.USER), None)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -233,7 +234,7 @@ def test_compaction_never_loses_the_latest_user_turn_or_anything_else(
     assert positions == sorted(positions)
     kept_calls = {c.call_id for t in plan.keep for c in t.tool_calls}
     for turn in plan.keep:
-        if turn.role is Role.TOOL and not turn.tool_call_id.startswith("lost-"):
+        if turn.role is TurnRole.TOOL and not turn.tool_call_id.startswith("lost-"):
             assert turn.tool_call_id in kept_calls
     assert plan.tokens_after < plan.tokens_before or stubs
 
@@ -245,7 +246,7 @@ def test_compaction_folds_old_units_and_stubs_verbose_errors() -> None:
         count_turn(t)
         for t in [
             Turn.user("refund order A-1"),
-            Turn.assistant(tool_calls=[ToolCall("c1", "payments_refund", "{}")]),
+            Turn.assistant(tool_calls=[TurnToolCall("c1", "payments_refund", "{}")]),
             Turn.tool("c1", "payments_refund", trace, is_error=True),
         ]
     ]

@@ -3,12 +3,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memory.context import Role, ToolCall, Turn
+from memory.context import Turn, TurnRole, TurnToolCall
 from memory.summarizer import DeterministicSummarizer, Summarizer, summarize_lines, summary_prompt
 
 TURNS = [
     Turn.user("Where is my order A-1?\nIt was due Monday."),
-    Turn.assistant(tool_calls=[ToolCall("c1", "orders_get", '{"order_id": "A-1"}')]),
+    Turn.assistant(tool_calls=[TurnToolCall("c1", "orders_get", '{"order_id": "A-1"}')]),
     Turn.tool("c1", "orders_get", "Traceback (most recent call last):\n  boom", is_error=True),
     Turn.assistant("The order lookup failed; I will retry."),
 ]
@@ -40,7 +40,7 @@ async def test_previous_summary_is_carried_forward_and_bounded() -> None:
 
 @given(st.lists(st.text(max_size=400), max_size=30), st.integers(2, 20))
 def test_summary_never_exceeds_its_line_bound(contents: list[str], max_lines: int) -> None:
-    turns = [Turn(Role.USER if i % 2 else Role.ASSISTANT, c) for i, c in enumerate(contents)]
+    turns = [Turn(TurnRole.USER if i % 2 else TurnRole.ASSISTANT, c) for i, c in enumerate(contents)]
     once = summarize_lines(turns, max_lines=max_lines, line_chars=80)
     assert once == summarize_lines(turns, max_lines=max_lines, line_chars=80)
     assert len(once.splitlines()) <= max_lines

@@ -48,6 +48,27 @@ def test_violations_name_path_rule_and_fix() -> None:
     assert "`reserved 2;`" in violation.message and '`reserved "count";`' in violation.message
 
 
+def test_a_deleted_response_field_is_what_old_clients_read() -> None:
+    case = BUF_CASES / "response_field_deleted"
+    (violation,) = check_compatibility(_load(case / "before"), _load(case / "after"))
+    assert violation.rule == "FIELD_NO_DELETE"
+    assert "old clients still read it" in violation.message, violation.message
+    (request_side,) = check_compatibility(
+        _load(BUF_CASES / "delete_field" / "before"), _load(BUF_CASES / "delete_field" / "after")
+    )
+    assert "old clients still send it" in request_side.message, request_side.message
+
+
+@pytest.mark.parametrize(
+    "name", ["repeated_to_singular", "singular_to_repeated", "repeated_message_to_singular"]
+)
+def test_a_cardinality_change_is_one_finding(name: str) -> None:
+    """No FIELD_SAME_DEFAULT beside it: a list has no default to compare with a scalar's."""
+    case = BUF_CASES / name
+    violations = check_compatibility(_load(case / "before"), _load(case / "after"))
+    assert [v.rule for v in violations] == ["FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY"], violations
+
+
 def test_one_violation_per_problem() -> None:
     before = _load(BUF_CASES / "identical" / "before")
     fds = copy.deepcopy(before.file_set)

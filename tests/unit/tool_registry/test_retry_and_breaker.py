@@ -7,7 +7,7 @@ import pytest
 
 from agentmesh.v1 import tool_options_pb2, tool_pb2
 from tool_registry.breaker import BreakerState, CircuitBreaker
-from tool_registry.retry import Backoff, Verdict, retry_decision
+from tool_registry.retry import RetryDecision, ToolBackoff, retry_decision
 
 C = grpc.StatusCode
 SE = tool_options_pb2
@@ -16,7 +16,9 @@ UNSAFE = (SE.SIDE_EFFECT_NON_IDEMPOTENT, SE.SIDE_EFFECT_UNSPECIFIED)
 CODES = [code for code in C if code != C.OK]
 
 
-def expected(side_effect: int, code: grpc.StatusCode, attempt: int, sent: bool, retry_info: bool) -> Verdict:
+def expected(
+    side_effect: int, code: grpc.StatusCode, attempt: int, sent: bool, retry_info: bool
+) -> RetryDecision:
     """DESIGN.md "Side effects and retries", written out case by case."""
     last = attempt >= 3
     if (
@@ -24,7 +26,7 @@ def expected(side_effect: int, code: grpc.StatusCode, attempt: int, sent: bool, 
         and sent
         and code in {C.UNAVAILABLE, C.DEADLINE_EXCEEDED, C.CANCELLED, C.UNKNOWN, C.INTERNAL, C.DATA_LOSS}
     ):
-        return Verdict.OUTCOME_UNKNOWN
+        return RetryDecision.OUTCOME_UNKNOWN
     if not sent:
         retry = True
     elif code == C.ABORTED:
@@ -33,7 +35,7 @@ def expected(side_effect: int, code: grpc.StatusCode, attempt: int, sent: bool, 
         retry = code in (C.UNAVAILABLE, C.DEADLINE_EXCEEDED) or (code == C.RESOURCE_EXHAUSTED and retry_info)
     else:
         retry = False
-    return Verdict.RETRY if retry and not last else Verdict.FAIL
+    return RetryDecision.RETRY if retry and not last else RetryDecision.FAIL
 
 
 @pytest.mark.parametrize("side_effect", [*FRIENDLY, *UNSAFE])
@@ -50,24 +52,26 @@ def test_retry_decision_for_every_class_code_attempt_and_sent(side_effect: int) 
 
 def test_key_cases_in_words() -> None:
     keyed, once = SE.SIDE_EFFECT_KEYED, SE.SIDE_EFFECT_NON_IDEMPOTENT
-    assert retry_decision(keyed, C.DEADLINE_EXCEEDED, 1, True) is Verdict.RETRY
-    assert retry_decision(once, C.DEADLINE_EXCEEDED, 1, True) is Verdict.OUTCOME_UNKNOWN
-    assert retry_decision(once, C.UNAVAILABLE, 1, False) is Verdict.RETRY
-    assert retry_decision(once, C.ABORTED, 1, True, retry_info=True) is Verdict.RETRY
-    assert retry_decision(keyed, C.RESOURCE_EXHAUSTED, 1, True) is Verdict.FAIL  # no RetryInfo: size limit
-    assert retry_decision(keyed, C.INVALID_ARGUMENT, 1, True) is Verdict.FAIL
+    assert retry_decision(keyed, C.DEADLINE_EXCEEDED, 1, True) is RetryDecision.RETRY
+    assert retry_decision(once, C.DEADLINE_EXCEEDED, 1, True) is RetryDecision.OUTCOME_UNKNOWN
+    assert retry_decision(once, C.UNAVAILABLE, 1, False) is RetryDecision.RETRY
+    assert retry_decision(once, C.ABORTED, 1, True, retry_info=True) is RetryDecision.RETRY
+    assert (
+        retry_decision(keyed, C.RESOURCE_EXHAUSTED, 1, True) is RetryDecision.FAIL
+    )  # no RetryInfo: size limit
+    assert retry_decision(keyed, C.INVALID_ARGUMENT, 1, True) is RetryDecision.FAIL
     with pytest.raises(ValueError, match="not a failure"):
         retry_decision(keyed, C.OK, 1, True)
 
 
 def test_backoff_policy_defaults_and_full_jitter() -> None:
     spec = tool_pb2.ToolSpec()
-    backoff = Backoff.of(spec)
+    backoff = ToolBackoff.of(spec)
     assert (backoff.max_attempts, backoff.initial_s, backoff.max_s, backoff.multiplier) == (3, 0.1, 5.0, 2.0)
     spec.retry.max_attempts = 50
     spec.retry.initial_backoff.FromMilliseconds(200)
     spec.retry.max_backoff.FromMilliseconds(500)
-    backoff = Backoff.of(spec)
+    backoff = ToolBackoff.of(spec)
     assert backoff.max_attempts == 10
     assert [backoff.delay(n, rng=lambda: 1.0) for n in (1, 2, 3)] == [0.2, 0.4, 0.5]
     assert backoff.delay(1, rng=lambda: 0.0) == 0.0

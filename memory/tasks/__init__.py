@@ -1,0 +1,22 @@
+"""Durable tasks: records, events, the queue, workers.
+
+The map is ARCHITECTURE.md ("memory/", "A durable task"); the details docs/decisions.md
+("Durable tasks").
+
+Each module holds one idea and they import each other in one direction only
+(no cycle, not even for types):
+
+    states, ids, pages, scripts      pure: the state machine, task ids, page tokens, Lua scripts
+    records                          a task's hash: fields, record codec, snapshot, patch (pure)
+    events                           encoding and decoding of a task's events (pure)
+    entries                          queue entries: what a stream entry names and carries (pure)
+    store                            TaskStore: guarded commits (one script), owner-scoped reads
+    reader                           TaskEvents: a task's events for its owner (page, live watch)
+    execution                        the executor interface, checkpoints, one attempt's hold
+    queue                            TaskQueue: submit, run, resume, claim, dead letters, redrive
+    sweeper                          TaskSweeper: orphaned inline runs, expired pending actions
+    worker                           TaskWorker: reads the queue and runs attempts
+
+Import from the module that defines a name (`from memory.tasks.queue import TaskQueue`);
+this package re-exports nothing.
+"""

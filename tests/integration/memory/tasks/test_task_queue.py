@@ -1,0 +1,441 @@
+"""TaskQueue against a real server and a real 3-node cluster: every operation of the durable path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from agentmesh.kit import metrics
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from agentmesh.v1 import agent_service_pb2, task_pb2
+from memory import keys
+from memory.connection import AnyRedis
+from memory.tasks import ids
+from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
+from memory.tasks.queue import TaskQueue
+from memory.tasks.records import Field, step_field
+from memory.tasks.sweeper import TaskSweeper
+from tests.support.task_helpers import (
+    OWNER,
+    TENANT,
+    claim,
+    event_kinds,
+    events_key,
+    read_one,
+    reclaim_one,
+    steps_executor,
+    submit,
+    task_key,
+)
+
+pytestmark = pytest.mark.integration
+
+W = task_pb2.TASK_STATE_WORKING
+
+
+async def _stream_state(client: AnyRedis, queue: TaskQueue) -> tuple[int, int]:
+    """(entries in all shard streams, pending entries in all groups)."""
+    entries = pending = 0
+    for shard in queue.shards():
+        entries += await client.xlen(keys.queue(queue.domain, shard))
+        pending += (await client.xpending(keys.queue(queue.domain, shard), queue.group))["pending"]
+    return entries, pending
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# -- submission -----------------------------------------------------------------------------
+
+
+async def test_submit_creates_a_queued_task(queue: TaskQueue, client: AnyRedis) -> None:
+    task = await submit(queue, labels={"ticket": "T-1"}, session_id="s1")
+    assert task.state == task_pb2.TASK_STATE_SUBMITTED
+    assert (task.tenant, task.owner, task.domain) == (TENANT, OWNER, "refunds")
+    assert task.request_id == "req-1" and dict(task.labels) == {"ticket": "T-1"}
+    assert task.last_event_id and task.create_time.seconds > 0
+    entry = await read_one(queue)
+    assert entry.task_id == task.task_id and entry.shard == queue.shard_of(task.task_id)
+    assert await event_kinds(queue, task.task_id) == ["SUBMITTED"]
+    assert await client.zcard(keys.outbox("refunds", entry.shard)) == 0  # only inline runs use it
+    index = keys.owner_tasks("refunds", entry.shard, TENANT, OWNER)
+    assert await client.zcard(index) == 1  # indexed by the same script
+
+
+async def test_submit_is_idempotent_on_the_request_id(queue: TaskQueue, client: AnyRedis) -> None:
+    first = await submit(queue)
+    again = await submit(queue)
+    assert again.task_id == first.task_id
+    assert await _stream_state(client, queue) == (1, 0)  # queued once
+    page = await queue.store.list_tasks(tenant=TENANT, owner=OWNER)
+    assert [t.task_id for t in page.tasks] == [first.task_id]
+    other_owner = await submit(queue, owner="bob")
+    assert other_owner.task_id != first.task_id
+
+
+async def test_same_request_id_with_another_request_is_refused(queue: TaskQueue) -> None:
+    await submit(queue, instruction="refund order 7")
+    with pytest.raises(InvalidArgument) as caught:
+        await submit(queue, instruction="refund order 8")
+    assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert caught.value.violations[0].field == "request_id"
+
+
+async def test_submit_needs_a_request_id(queue: TaskQueue) -> None:
+    with pytest.raises(InvalidArgument, match="request_id"):
+        await queue.submit(agent_service_pb2.SubmitTaskRequest(instruction="x"), tenant=TENANT, owner=OWNER)
+
+
+# -- the happy path -------------------------------------------------------------------------
+
+
+async def test_claim_checkpoint_complete(queue: TaskQueue, client: AnyRedis) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    assert attempt.number == 1 and attempt.task.state == W and not attempt.checkpointer.steps
+    done = await run_attempt(attempt, steps_executor(3))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED and done.final_answer == "done after 3 steps"
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [s.index for s in stored.steps] == [0, 1, 2]
+    assert stored.end_time.seconds > 0 and stored.expire_time.seconds > stored.end_time.seconds
+    assert await event_kinds(queue, task.task_id) == [
+        "SUBMITTED",
+        "WORKING",
+        "step_update",
+        "step_update",
+        "step_update",
+        "COMPLETED",
+    ]
+    assert await _stream_state(client, queue) == (0, 0)  # acknowledged and deleted
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and not snapshot.lease_alive and not snapshot.running
+    for key in (task_key(queue, task.task_id), events_key(queue, task.task_id)):
+        ttl = await client.ttl(key)
+        assert 0 < ttl <= queue.config.retention_s, key
+
+
+async def test_artifacts_and_usage_are_kept(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    label = task_pb2.Artifact(artifact_id="label", name="label", parts=[task_pb2.Part(text="part 1")])
+    more = task_pb2.ArtifactUpdate(
+        artifact=task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="part 2")]), append=True
+    )
+    await attempt.checkpointer.save(
+        task_pb2.Step(index=0), usage=task_pb2.Usage(iterations=1, total_tokens=40), artifacts=[label]
+    )
+    await attempt.checkpointer.save(task_pb2.Step(index=1), artifacts=[more])
+    await attempt.finish(Completed("ok", usage=task_pb2.Usage(iterations=2, total_tokens=90)))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [p.text for p in stored.artifacts[0].parts] == ["part 1", "part 2"]
+    assert stored.usage.total_tokens == 90
+    assert (await event_kinds(queue, task.task_id)).count("artifact_update") == 2
+
+
+async def test_steps_are_saved_in_order(queue: TaskQueue) -> None:
+    await submit(queue)
+    attempt = await claim(queue)
+    with pytest.raises(ValueError, match="expected step 0"):
+        await attempt.checkpointer.save(task_pb2.Step(index=1))
+
+
+async def test_started_steps_are_announced(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    assert not await attempt.checkpointer.started(task_pb2.Step(index=0, tool_name="crm_get_customer"))
+    events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+    assert events[-1].step_update.step.tool_name == "crm_get_customer" and not events[-1].step_update.finished
+
+
+# -- recovery and fencing ---------------------------------------------------------------------
+
+
+async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    recoveries = _metric("agentmesh_task_recoveries_total", domain="refunds")
+    task = await submit(queue)
+    stale = await claim(queue, "worker-a")
+    await stale.checkpointer.save(task_pb2.Step(index=0, summary="by a"))
+    # worker-a stalls: no heartbeat; after the idle timeout worker-b takes the entry over.
+    entry = await reclaim_one(queue, "worker-b")
+    assert entry.task_id == task.task_id
+    fresh = await queue.start(entry, "worker-b")
+    assert fresh is not None and fresh.number == 2
+    assert _metric("agentmesh_task_recoveries_total", domain="refunds") == recoveries + 1
+    assert [s.summary for s in fresh.checkpointer.steps] == ["by a"]  # resumes after the checkpoint
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.fails == 1 and "worker was lost" in snapshot.error
+    # The stale worker can no longer write or finish anything.
+    with pytest.raises(LeaseLost):
+        await stale.checkpointer.save(task_pb2.Step(index=1, summary="by a, too late"))
+    with pytest.raises(LeaseLost):
+        await stale.finish(Completed("a's answer"))
+    done = await run_attempt(fresh, steps_executor(3))
+    assert done.final_answer == "done after 3 steps" and done.attempt == 2
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [s.summary for s in stored.steps] == ["by a", "step 1", "step 2"]
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_a_busy_task_is_not_started_twice(queue: TaskQueue) -> None:
+    await submit(queue)
+    entry = await read_one(queue, "worker-a")
+    first = await queue.start(entry, "worker-a")
+    assert first is not None
+    assert await queue.start(entry, "worker-b") is None  # the live attempt holds the lease
+    await first.finish(Completed("ok"))
+
+
+async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    attempt.start_heartbeats()
+    await asyncio.sleep(queue.config.claim_idle_timeout_s * 2.5)
+    for shard in queue.shards():
+        assert await queue.reclaim("worker-b", shard, count=5) == []
+    await attempt.stop_heartbeats()
+    done = await attempt.finish(Completed("slow but alive"))
+    assert done.attempt == 1 and done.task_id == task.task_id
+
+
+# -- failures, dead letters, redrive ---------------------------------------------------------
+
+
+async def test_poison_task_is_dead_lettered_and_can_be_redriven(queue: TaskQueue, client: AnyRedis) -> None:
+    dead_before = _metric("agentmesh_task_dead_letters_total", domain="refunds")
+    task = await submit(queue)
+
+    async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        raise RuntimeError("tool schema mismatch")
+
+    attempt = await claim(queue, "w1")
+    await run_attempt(attempt, explode)  # failure 1: entry stays pending, retried after the idle timeout
+    retry = await queue.start(await reclaim_one(queue, "w2"), "w2")
+    assert retry is not None and retry.number == 2
+    await run_attempt(retry, explode)  # failure 2 == max_attempts
+    assert await queue.start(await reclaim_one(queue, "w3"), "w3") is None
+    failed = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert failed.state == task_pb2.TASK_STATE_FAILED
+    assert failed.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED
+    assert "RuntimeError: tool schema mismatch" in failed.error.message
+    letters = await queue.dead_letters()
+    assert [(d.task_id, d.failed_attempts) for d in letters] == [(task.task_id, 2)]
+    assert _metric("agentmesh_task_dead_letters_total", domain="refunds") == dead_before + 1
+    assert (await queue.stats()).dead_letters == 1
+    assert _metric("agentmesh_task_dead_letter_depth", domain="refunds") == 1
+    assert "tool schema mismatch" in letters[0].reason
+    assert await _stream_state(client, queue) == (0, 0)
+
+    results = await queue.redrive([letters[0].entry_id])
+    assert [r.outcome for r in results] == ["redriven"]
+    assert await queue.dead_letters() == []
+    reopened = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert reopened.state == task_pb2.TASK_STATE_SUBMITTED and not reopened.HasField("end_time")
+    assert await client.ttl(task_key(queue, task.task_id)) == -1  # no longer expiring
+    again = await claim(queue, "w4")
+    done = await run_attempt(again, steps_executor(1))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED
+    assert (await queue.redrive(["1-0"]))[0].outcome == "gone"
+
+
+async def test_a_corrupt_queue_entry_goes_to_the_dead_letters(queue: TaskQueue, client: AnyRedis) -> None:
+    await client.xadd(keys.queue("refunds", 0), {"e": b"not ours"})
+    assert await queue.read("c1", 0, count=5) == []
+    letters = await queue.dead_letters()
+    assert len(letters) == 1 and "not an agentmesh record" in letters[0].reason
+    assert (await queue.redrive())[0].outcome == "skipped"
+
+
+async def test_an_unreadable_task_record_parks_its_entry(queue: TaskQueue, client: AnyRedis) -> None:
+    task = await submit(queue)
+    await client.hset(task_key(queue, task.task_id), "rec", b"\x00 not a record")
+    assert await queue.start(await read_one(queue), "c1") is None
+    letters = await queue.dead_letters()
+    assert [d.task_id for d in letters] == [task.task_id] and "not an agentmesh record" in letters[0].reason
+    assert await _stream_state(client, queue) == (0, 0)
+    await client.zadd(keys.outbox("refunds", queue.shard_of(task.task_id)), {task.task_id: 1})
+    assert (await TaskSweeper(queue, grace_s=0).sweep()).dropped == 1  # the sweep goes on
+
+
+# -- cancel -----------------------------------------------------------------------------------
+
+
+async def test_cancel_a_queued_task(queue: TaskQueue, client: AnyRedis) -> None:
+    task = await submit(queue)
+    canceled = await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="wrong order")
+    assert canceled.state == task_pb2.TASK_STATE_CANCELED and canceled.status_message == "wrong order"
+    assert await queue.start(await read_one(queue), "c1") is None  # the stale entry is settled
+    assert await _stream_state(client, queue) == (0, 0)
+    with pytest.raises(FailedPrecondition) as caught:
+        await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER)
+    assert caught.value.reason == "INVALID_STATE" and caught.value.metadata["state"] == "CANCELED"
+
+
+async def test_a_running_task_notices_cancel_within_one_step(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    executed: list[int] = []
+
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        for index in range(checkpoint.next_index, 100):
+            executed.append(index)
+            if index == 1:
+                await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+            if await checkpoint.save(task_pb2.Step(index=index)):
+                return Canceled()
+        return Completed("ran to the end")
+
+    done = await run_attempt(attempt, execute)
+    assert executed == [0, 1]
+    assert done.state == task_pb2.TASK_STATE_CANCELED and done.status_message == "stop it"
+    assert (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).state == done.state
+
+
+async def test_cancel_of_someone_elses_task_is_not_found(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    with pytest.raises(NotFound) as caught:
+        await queue.store.cancel(task.task_id, tenant=TENANT, owner="mallory")
+    assert caught.value.reason == "TASK_NOT_FOUND"
+
+
+# -- hand back --------------------------------------------------------------------------------
+
+
+async def test_hand_back_lets_another_worker_resume_at_once(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue, "draining")
+    await attempt.checkpointer.save(task_pb2.Step(index=0, summary="before drain"))
+    await attempt.hand_back()
+    resumed = await claim(queue, "other")  # a fresh entry, no idle timeout to wait for
+    assert resumed.number == 2 and [s.summary for s in resumed.checkpointer.steps] == ["before drain"]
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.fails == 0  # a hand-back is not a failure
+    await resumed.finish(Completed("ok"))
+
+
+# -- one step each: creation + enqueue, re-sent scripts ---------------------------------------
+
+
+async def test_creation_and_its_queue_entry_are_one_step(queue: TaskQueue, client: AnyRedis) -> None:
+    """The record, its event, its owner-index entry and its queue entry are written by one script:
+    when one of them cannot be written, none is."""
+    request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="blocked")
+    task_id = ids.for_request(TENANT, OWNER, "refunds", "blocked", shards=queue.config.shards)
+    stream = keys.queue("refunds", queue.shard_of(task_id))
+    await client.delete(stream)
+    await client.set(stream, "foreign data where the shard's stream belongs")
+    with pytest.raises(DataLoss, match="queue key holds data"):
+        await queue.submit(request, tenant=TENANT, owner=OWNER)
+    assert await queue.store.snapshot(task_id) is None
+    assert not await client.exists(events_key(queue, task_id))
+    assert (await queue.store.list_tasks(tenant=TENANT, owner=OWNER)).tasks == []
+    await client.delete(stream)
+    await queue.ensure_groups()
+    task = await queue.submit(request, tenant=TENANT, owner=OWNER)  # the retry creates it, queued
+    assert task.task_id == task_id and (await read_one(queue)).task_id == task_id
+
+
+async def test_a_creation_re_sent_after_a_lost_reply_applies_once(queue: TaskQueue, client: AnyRedis) -> None:
+    sent: list[tuple[list[str], list[object]]] = []
+    script = queue.store._commit
+
+    async def recording(keys: list[str], args: list[object]) -> object:
+        sent.append((keys, args))
+        return await script(keys=keys, args=args)
+
+    queue.store._commit = recording  # type: ignore[method-assign]
+    task = await submit(queue)
+    again = await script(keys=sent[0][0], args=sent[0][1])  # what redis-py does after a lost reply
+    assert again[0] == b"ok"
+    assert await _stream_state(client, queue) == (1, 0)
+    assert await event_kinds(queue, task.task_id) == ["SUBMITTED"]
+
+
+async def test_a_claim_re_sent_after_a_lost_reply_returns_the_same_task(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    for n in range(2):
+        await submit(queue, request_id=f"r{n}")
+    sent: list[tuple[list[str], list[object]]] = []
+    script = queue._claim
+
+    async def recording(keys: list[str], args: list[object]) -> object:
+        sent.append((keys, args))
+        return await script(keys=keys, args=args)
+
+    queue._claim = recording  # type: ignore[method-assign]
+    attempt = None
+    for shard in queue.shards():
+        attempt = attempt or await queue.claim("c1", shard)
+    assert attempt is not None
+    sent = [call for call in sent if call[0][0] == keys.queue("refunds", queue.shard_of(attempt.task_id))]
+    first = await script(keys=sent[-1][0], args=sent[-1][1])
+    again = await script(keys=sent[-1][0], args=sent[-1][1])
+    assert first[0] == again[0] == b"started" and first[1] == again[1] and first[2] == again[2]
+    assert _s(first[2]) == attempt.task_id
+    assert await event_kinds(queue, attempt.task_id) == ["SUBMITTED", "WORKING"]
+    assert (await _stream_state(client, queue))[1] == 1  # one entry delivered, not two
+    await attempt.finish(Completed("ok"))
+
+
+async def test_the_sweeper_drops_outbox_members_that_are_no_tasks(queue: TaskQueue, client: AnyRedis) -> None:
+    ghost = ids.random_id(shards=queue.config.shards)
+    shard = queue.shard_of(ghost)
+    await client.zadd(keys.outbox("refunds", shard), {ghost: 1})
+    report = await TaskSweeper(queue, grace_s=0).sweep()
+    assert report.dropped == 1 and await client.zcard(keys.outbox("refunds", shard)) == 0
+
+
+# -- statistics and traces --------------------------------------------------------------------
+
+
+async def test_stats_report_depth_pending_and_lag(queue: TaskQueue) -> None:
+    for n in range(3):
+        await submit(queue, request_id=f"r{n}")
+    await asyncio.sleep(0.05)
+    stats = await queue.stats()
+    assert stats.depth == 3 and stats.pending == 0 and stats.lag_s > 0
+    assert _metric("agentmesh_task_queue_depth", domain="refunds") == 3
+    assert _metric("agentmesh_task_queue_lag_seconds", domain="refunds") == stats.lag_s
+    attempt = await claim(queue)
+    stats = await queue.stats()
+    assert stats.depth == 2 and stats.pending == 1
+    await attempt.finish(Completed("ok"))
+
+
+async def test_trace_context_travels_with_the_task(queue: TaskQueue) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("caller") as span:
+        task = await submit(queue)
+    caller = span.get_span_context()
+    assert task.trace_id == f"{caller.trace_id:032x}"
+    entry = await read_one(queue)
+    assert entry.carrier["traceparent"].split("-")[1] == task.trace_id
+    attempt = await queue.start(entry, "c1")
+    assert attempt is not None
+    assert trace.get_current_span(attempt.trace_context).get_span_context().trace_id == caller.trace_id
+    assert propagate.extract(entry.carrier) is not None
+    await attempt.finish(Completed("ok"))
+
+
+async def test_field_names_are_stable(queue: TaskQueue, client: AnyRedis) -> None:
+    """The hash layout is on disk: scripts and readers must agree on these names."""
+    task = await submit(queue)
+    stored = await client.hgetall(task_key(queue, task.task_id))
+    for name in (Field.LAYOUT, Field.RECORD, Field.STATE, Field.REV, Field.FINGERPRINT, Field.TRACE):
+        assert name.encode() in stored
+    attempt = await claim(queue)
+    await attempt.checkpointer.save(task_pb2.Step(index=0))
+    stored = await client.hgetall(task_key(queue, task.task_id))
+    for name in (Field.LEASE, Field.LEASE_UNTIL, Field.RUNNING, step_field(0)):
+        assert name.encode() in stored
+    await attempt.finish(Completed("ok"))
