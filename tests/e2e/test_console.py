@@ -409,7 +409,8 @@ async def test_browser_timeline_fills_live(browser: Browser, mesh: Mesh, console
                     action_id=parked.pending_action.action_id,
                     decision=pb.ApprovalDecision(approve=True, reason="checked with the carrier"),
                 ),
-                metadata=caller(console, "ada"),
+                # An approver, not the requester: ada cannot approve her own refund.
+                metadata=caller(console, "grace", "refunds:approve"),
                 timeout=10,
             )
         await expect(timeline.locator(".event.approval")).to_contain_text("checked with the carrier")
