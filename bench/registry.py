@@ -82,6 +82,7 @@ def _start(name: str, redis_url: str, log_dir: Path, **env: str) -> ServiceProce
             "AGENTMESH_GRPC_PORT": str(port),
             "AGENTMESH_LOG_LEVEL": "WARNING",
             "AGENTMESH_MAX_IN_FLIGHT": "0",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # auth costs: bench/auth.py
             **env,
         },
         log_path=log_dir / f"{name}.log",

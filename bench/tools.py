@@ -52,7 +52,12 @@ def _start(name: str, module: str, log_dir: Path, **env: str) -> ServiceProcess:
         name=name,
         argv=[sys.executable, "-m", module],
         grpc_port=port,
-        env={"AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_LOG_LEVEL": "WARNING", **env},
+        env={
+            "AGENTMESH_GRPC_PORT": str(port),
+            "AGENTMESH_LOG_LEVEL": "WARNING",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # auth costs: bench/auth.py
+            **env,
+        },
         log_path=log_dir / f"{name}.log",
         cwd=ROOT,
     )

@@ -597,7 +597,7 @@ class ToolInvoker:
             pairs.append((md.STEP, str(call.step)))
         if call.token:
             pairs.append((md.AUTHORIZATION, f"Bearer {call.token}"))
-        if call.approval:  # INTERIM, until the SDK reads the approval claim of the tool token
+        elif call.approval:  # unauthenticated (development) calls only; see CallContext.approval
             pairs.append((md.APPROVAL, call.approval))
         pairs.extend(call.metadata)
         if not tracing.client_interceptors():  # the OTel interceptor injects when it is installed

@@ -748,6 +748,7 @@ class AgentCard(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     APPROVAL_TIMEOUT_FIELD_NUMBER: _builtins.int
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """Domain slug, e.g. `refunds`; matches ^[a-z][a-z0-9-]{0,30}$."""
     display_name: _builtins.str
@@ -772,6 +773,11 @@ class AgentCard(_message.Message):
     """Maximum delegation depth this agent accepts."""
     revision: _builtins.int
     """Directory revision of this card. Output only."""
+    registered_by: _builtins.str
+    """Principal that last registered this card (`service:<name>`, or a user
+    holding `registry:admin`). The card belongs to the principal that first
+    registered it. Output only.
+    """
     @_builtins.property
     def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentSkill]:
         """Advertised skills."""
@@ -819,10 +825,11 @@ class AgentCard(_message.Message):
         revision: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         approval_timeout: _duration_pb2.Duration | None = ...,
+        registered_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "description", b"description", "display_name", b"display_name", "domain", b"domain", "endpoint", b"endpoint", "http_url", b"http_url", "max_delegation_depth", b"max_delegation_depth", "model", b"model", "required_scopes", b"required_scopes", "revision", b"revision", "skills", b"skills", "tools", b"tools", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "description", b"description", "display_name", b"display_name", "domain", b"domain", "endpoint", b"endpoint", "http_url", b"http_url", "max_delegation_depth", b"max_delegation_depth", "model", b"model", "registered_by", b"registered_by", "required_scopes", b"required_scopes", "revision", b"revision", "skills", b"skills", "tools", b"tools", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

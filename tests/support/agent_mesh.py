@@ -25,7 +25,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
-from tests.support.auth import key_path
+from tests.support.auth import issuer, key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "agentmesh", "serve"]
@@ -57,7 +57,8 @@ class Mesh:
             name=name,
             argv=[*SERVE, role],
             grpc_port=port,
-            env={**self.env, **env},
+            # Each process registers with its own service token (`service:<name>`, registry:write).
+            env={**self.env, "AGENTMESH_SERVICE_TOKEN": issuer().service_token(name), **env},
             log_path=self.logs / f"{name}.log",
             health_service=health,
             cwd=ROOT,

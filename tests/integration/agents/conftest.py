@@ -20,7 +20,7 @@ from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import DomainSpec, load_spec, parse_spec
 from examples import crm, email, inventory, payments, shipping
-from tests.support.auth import authorized_channel, key_path
+from tests.support.auth import authorized_channel, issuer, key_path
 from tests.support.registry import Registry, registry_at
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,7 +48,13 @@ async def example_tools(registry: Registry, redis_url: str) -> AsyncIterator[dic
     client = redis_asyncio.Redis.from_url(redis_url)
     async with contextlib.AsyncExitStack() as stack:
         for name, app in apps.items():
-            settings = local_settings(registry=f"127.0.0.1:{registry.host.grpc_port}", service_name=name)
+            # Auth on, as the agents: the SDK verifies each call's tool token (and its approval claim).
+            settings = local_settings(
+                registry=f"127.0.0.1:{registry.host.grpc_port}",
+                service_name=name,
+                signing_key=key_path(),
+                service_token=issuer().service_token(name),
+            )
             await stack.enter_async_context(app.serving(settings, redis=client, register=True))
         for app in apps.values():
             assert app.registration is not None

@@ -33,6 +33,7 @@ async def test_agentmesh_serve_tool_runs_an_example(
             "AGENTMESH_GRPC_PORT": str(port),
             "REDIS_URL": redis_url,
             "AGENTMESH_LOG_FORMAT": "text",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",
         },
         health_service="dummy.v1.Dummy",
     )
