@@ -99,7 +99,13 @@ class AgentProcess:
         self.model = build_model(settings, spec)
         self.registry_target = settings.registry or DEFAULT_REGISTRY
         self.registry_channel = create_channel(self.registry_target, settings=settings, control_plane=True)
-        self.resolver = ToolResolver(self.registry_channel, settings=settings)
+        # The agent's own identity towards the registry (AGENTMESH_SERVICE_TOKEN: service:<name>).
+        self.service_metadata: list[tuple[str, str]] = (
+            [("authorization", f"Bearer {settings.service_token}")] if settings.service_token else []
+        )
+        self.resolver = ToolResolver(
+            self.registry_channel, settings=settings, metadata=lambda: self.service_metadata
+        )
         self.tools = RegistryToolBox.create(
             self.resolver, spec, RateLimiter(self.redis), issuer=self.auth.issuer
         )
@@ -162,7 +168,8 @@ class AgentProcess:
         await self.resolver.start()
         self._background = [
             asyncio.create_task(
-                keep_registered(self.registry_channel, self.card, self.registered), name="register"
+                keep_registered(self.registry_channel, self.card, self.registered, self.service_metadata),
+                name="register",
             ),
             asyncio.create_task(self.worker.run(), name="worker"),
         ]

@@ -133,7 +133,7 @@ class Demo:
             from tool_registry.resolver import ToolResolver
 
             self._registry_channel = create_channel(self.registry, control_plane=True)
-            self._resolver = ToolResolver(self._registry_channel)
+            self._resolver = ToolResolver(self._registry_channel, metadata=self.identity)
         return self._resolver
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +174,14 @@ class Demo:
             response_deserializer=behaviour_class.FromString,
         )
         try:
-            await configure(request, timeout=5)
+            metadata = []
+            if self.issuer is not None:  # the SDK wants a token for this method (`aud` = its name)
+                operator = Principal(subject=DEMO_USER, tenant=DEMO_TENANT)
+                minted = self.issuer.issuer.tool_token(
+                    tool="dummy.v1.Dummy/Configure", principal=operator, scopes=(), actor="demo"
+                )
+                metadata.append(("authorization", f"Bearer {minted}"))
+            await configure(request, timeout=5, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -79,7 +80,7 @@ async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
 async def side_effects(mesh: Mesh) -> AsyncIterator[Any]:
     """Reads the example services' state through their read-only tools, as any client would."""
     channel = create_channel(mesh.registry, control_plane=True)
-    resolver = ToolResolver(channel)
+    resolver = ToolResolver(channel, metadata=bearer)
     invoker = ToolInvoker()
 
     async def read(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -299,8 +300,9 @@ async def test_cli_json_runs_once(mesh: Mesh) -> None:
 
 async def test_cli_unknown_domain(mesh: Mesh) -> None:
     argv = [sys.executable, "-m", "agentmesh", "run", "no-such-domain", "hello", "--registry", mesh.registry]
+    env = {**os.environ, "AGENTMESH_TOKEN": token()}
     result = await asyncio.to_thread(
-        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
     )
     assert result.returncode == 1
     assert "no agent for domain 'no-such-domain'" in result.stdout + result.stderr

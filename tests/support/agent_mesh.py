@@ -25,7 +25,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
-from tests.support.auth import issuer, key_path
+from tests.support.auth import bearer, issuer, key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "agentmesh", "serve"]
@@ -140,10 +140,16 @@ class Mesh:
                     try:
                         if name.startswith("agent:"):
                             await stub.GetAgent(
-                                tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
+                                tool_registry_service_pb2.GetAgentRequest(domain=name[6:]),
+                                timeout=5,
+                                metadata=bearer(),
                             )
                         else:
-                            await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
+                            await stub.GetTool(
+                                tool_registry_service_pb2.GetToolRequest(name=name),
+                                timeout=5,
+                                metadata=bearer(),
+                            )
                     except grpc.aio.AioRpcError:
                         still.append(name)
                 missing = still
