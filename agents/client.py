@@ -134,6 +134,10 @@ class AgentClient:
         card = await find_agent(domain, registry=registry, settings=settings, metadata=metadata)
         return cls.connect(card.endpoint, settings=settings, metadata=metadata)
 
+    def acting_as(self, metadata: Metadata) -> AgentClient:
+        """The same agent (sharing this client's channel: close this one) called as someone else."""
+        return AgentClient(self._channel, target=self.target, metadata=metadata)
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -208,6 +212,13 @@ class AgentClient:
     async def usage(self, session_id: str = "", timeout: float = 10.0) -> agent_service_pb2.GetUsageResponse:
         request = agent_service_pb2.GetUsageRequest(session_id=session_id)
         return await _call(lambda: self._stub.GetUsage(request, metadata=self.metadata, timeout=timeout))
+
+    async def forget_user(
+        self, user: str, *, validate_only: bool = False, timeout: float = 60.0
+    ) -> agent_service_pb2.ForgetUserResponse:
+        """Everything memory holds about `user` of the caller's tenant (needs `memory:admin`)."""
+        request = agent_service_pb2.ForgetUserRequest(user=user, validate_only=validate_only)
+        return await _call(lambda: self._stub.ForgetUser(request, metadata=self.metadata, timeout=timeout))
 
     async def get_task(
         self,

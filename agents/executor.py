@@ -14,6 +14,7 @@ turns are appended to the session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -207,6 +208,8 @@ class TaskExecutor:
         machine.replay(checkpoint.steps, pending=resumption.action if resumption is not None else None)
         machine.tally.wall_time_s = task.usage.wall_time.ToNanoseconds() / 1e9
         if resumption is not None and resumption.request.HasField("decision"):
+            # The approved call's tool token names who approved it (their verified `sub`).
+            caller = dataclasses.replace(caller, approver=resumption.approver or task.owner)
             decision = resumption.request.decision
             machine.decide(
                 resumption.action.action_id,

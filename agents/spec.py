@@ -297,6 +297,11 @@ class DomainSpec(_Strict):
     approval_timeout: Duration = Field(
         default=timedelta(hours=24), description="How long an approval request waits before it expires."
     )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Whether a task's owner who holds `<slug>:approve` may approve their own task's "
+        "pending calls. Default: approvals come from someone else.",
+    )
     max_observation_bytes: int = Field(
         default=4096, ge=256, le=1_048_576, description="Largest tool observation shown to the model."
     )

@@ -35,7 +35,6 @@ import grpc
 import yaml
 
 from agentmesh.kit import health
-from agentmesh.kit.channels import create_channel
 from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
@@ -44,6 +43,7 @@ from agents.client import AgentClient
 from bench.common import ROOT, closed_loop, scaled, scaled_int
 from bench.summary import Row
 from tests.support.agent_mesh import SERVE, Mesh, running_mesh
+from tests.support.auth import authorized_channel, bearer, tool_minter
 from tool_registry.resolver import ToolResolver
 
 STEPS = 10
@@ -138,11 +138,13 @@ async def per_step(
 
 async def bare_tool(registry: str) -> tuple[Callable[[], Awaitable[object]], Any]:
     """A generic unary call to dummy Echo on a plain channel (no invoker, no agent), and its channel."""
-    async with create_channel(registry, control_plane=True) as registry_channel:
+    async with authorized_channel(registry, control_plane=True) as registry_channel:
         resolver = ToolResolver(registry_channel)
         tool = await resolver.resolve("dummy_echo")
         await resolver.close()
     request = tool.schema.request_class(message="ping")
+    # The tool verifies a tool token on every call, as the agent sends one: the bare call carries one too.
+    metadata = [("authorization", f"Bearer {tool_minter()(tool.spec, request)}")]
     channel = grpc.aio.insecure_channel(tool.endpoint)
     call = channel.unary_unary(
         tool.schema.grpc_path,
@@ -151,7 +153,7 @@ async def bare_tool(registry: str) -> tuple[Callable[[], Awaitable[object]], Any
     )
 
     def bare() -> Awaitable[object]:
-        return call(request, timeout=5)  # type: ignore[no-any-return]
+        return call(request, timeout=5, metadata=metadata)  # type: ignore[no-any-return]
 
     return bare, channel
 
@@ -227,7 +229,7 @@ async def run() -> list[Row]:
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), trust_env=False) as http,
             ):
                 bare_call, bare_channel = await bare_tool(mesh.registry)
-                async with AgentClient.connect(mesh.agents["bench"]) as agent:
+                async with AgentClient.connect(mesh.agents["bench"], metadata=bearer()) as agent:
                     rounds = await per_step(agent, bare_call, bare_model(http, mesh.model_url))
                     await bare_channel.close()
                     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}

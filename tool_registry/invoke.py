@@ -351,8 +351,9 @@ class ToolInvoker:
         if call.granted_scopes is not None:
             missing = sorted(set(spec.required_scopes) - call.granted_scopes)
             if missing:
-                error = AgentmeshError(f"the caller lacks the scopes {', '.join(missing)}")
-                observation = json.dumps({"error": "denied", "missing_scopes": missing})
+                # What the model sees: plain, so no wording of a prompt gets past it.
+                error = AgentmeshError(f"not permitted: needs {', '.join(missing)}")
+                observation = json.dumps({"error": error.message, "missing_scopes": missing})
                 return ending(CallOutcome.DENIED, observation, reason="MISSING_SCOPE", error=error)
         try:
             request = tool.converter.convert(arguments)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -30,11 +31,23 @@ TokenOption = typer.Option(None, "--token", help="Bearer token (default: AGENTME
 JsonOption = typer.Option(False, "--json", help="Print JSON.")
 
 
+StateDirOption = typer.Option(
+    None,
+    "--state-dir",
+    help="State directory of the local mesh whose dev issuer signs (default ./.agentmesh).",
+)
+
+
 def _control(
-    registry: str | None, token: str | None, action: Callable[[Any], Awaitable[dict[str, Any]]]
+    registry: str | None,
+    token: str | None,
+    action: Callable[[Any, Any], Awaitable[dict[str, Any]]],
+    state_dir: Path | None = None,
 ) -> dict[str, Any]:
     from agentmesh.cli.profile_file import resolve_registry, resolve_token
+    from agentmesh.cli.up import _state_dir
     from agentmesh.kit.channels import create_channel
+    from agentmesh.localmesh.devauth import mesh_issuer, operator_credentials
     from agents.client import caller_metadata
     from tool_registry.resolver import ToolResolver
 
@@ -44,8 +57,11 @@ def _control(
         channel = create_channel(address, control_plane=True)
         metadata = caller_metadata(token=resolve_token(token))
         resolver = ToolResolver(channel, metadata=lambda: metadata)
+        # The dummy's controls are not tools: with auth on they take a token for the method itself,
+        # which the local mesh's issuer mints for its operator (no issuer: auth is off).
+        credentials = operator_credentials(mesh_issuer(_state_dir(state_dir)))
         try:
-            return await action(resolver)
+            return await action(resolver, credentials)
         finally:
             await resolver.close()
             await channel.close()
@@ -98,6 +114,7 @@ def set_behaviour(
     replace: bool = typer.Option(False, "--replace", help="Drop every value not given here."),
     registry: str | None = RegistryOption,
     token: str | None = TokenOption,
+    state_dir: Path | None = StateDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Change the dummy's failure rates and latency (the values not given stay as they are)."""
@@ -112,13 +129,13 @@ def set_behaviour(
     }
     changes = {key: value for key, value in given.items() if value is not None}
 
-    async def action(resolver: Any) -> dict[str, Any]:
+    async def action(resolver: Any, credentials: Any) -> dict[str, Any]:
         from examples.dummy.control import configure, stats
 
-        current = {} if replace else dict((await stats(resolver)).get("behaviour", {}))
-        return await configure(resolver, {**current, **changes})
+        current = {} if replace else dict((await stats(resolver, credentials)).get("behaviour", {}))
+        return await configure(resolver, {**current, **changes}, credentials)
 
-    _print(_control(registry, token, action), as_json)
+    _print(_control(registry, token, action, state_dir), as_json)
 
 
 @app.command("reset")
@@ -126,27 +143,31 @@ def reset(
     reset_stats: bool = typer.Option(False, "--stats", help="Also zero the dummy's counters."),
     registry: str | None = RegistryOption,
     token: str | None = TokenOption,
+    state_dir: Path | None = StateDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """The dummy behaves again: no injected failures, no added latency."""
 
-    async def action(resolver: Any) -> dict[str, Any]:
+    async def action(resolver: Any, credentials: Any) -> dict[str, Any]:
         from examples.dummy.control import configure
 
-        return await configure(resolver, {"reset_stats": True} if reset_stats else {})
+        return await configure(resolver, {"reset_stats": True} if reset_stats else {}, credentials)
 
-    _print(_control(registry, token, action), as_json)
+    _print(_control(registry, token, action, state_dir), as_json)
 
 
 @app.command("show")
 def show(
-    registry: str | None = RegistryOption, token: str | None = TokenOption, as_json: bool = JsonOption
+    registry: str | None = RegistryOption,
+    token: str | None = TokenOption,
+    state_dir: Path | None = StateDirOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """The dummy's counters (calls, side effects, injected failures) and its behaviour."""
 
-    async def action(resolver: Any) -> dict[str, Any]:
+    async def action(resolver: Any, credentials: Any) -> dict[str, Any]:
         from examples.dummy.control import stats
 
-        return await stats(resolver)
+        return await stats(resolver, credentials)
 
-    _print(_control(registry, token, action), as_json)
+    _print(_control(registry, token, action, state_dir), as_json)

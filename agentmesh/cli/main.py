@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from agentmesh import __version__
+from agentmesh.cli import auth as auth_cli
 from agentmesh.cli import chaos as chaos_cli
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
@@ -43,6 +44,8 @@ app.add_typer(tools_cli.app, name="tools")
 app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
 task_commands.mount(tasks_cli.app)
+app.add_typer(auth_cli.keys_app, name="keys")
+app.add_typer(auth_cli.token_app, name="token")
 app.add_typer(tasks_cli.app, name="tasks")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)

@@ -106,6 +106,12 @@ class MeshOptions:
     # gRPC port (the model's HTTP port) by service name, instead of the local port rules;
     # the HTTP side listener stays at + 1000. Tests give every service a free port this way.
     ports: Mapping[str, int] = field(default_factory=dict)
+    # Auth (on unless insecure_no_auth): the issuer key for the registry and the agents, its public
+    # JWKS for everything else, and each process's service token by its service name.
+    signing_key: Path | None = None
+    jwks: Path | None = None
+    service_tokens: Mapping[str, str] = field(default_factory=dict)
+    insecure_no_auth: bool = False
     console: bool = True  # run the operator console
     # JSON {label: token} of the dev identities the console's sign-in page offers (written by
     # whoever mints them; the console re-reads it when it changes).
@@ -136,18 +142,28 @@ def _serve(role: str) -> list[str]:
     return [sys.executable, "-m", "agentmesh", "serve", role]
 
 
-def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
-    return {
+def _base_env(options: MeshOptions, name: str, *, mints: bool = False) -> dict[str, str]:
+    env = {
         "REDIS_URL": options.redis_url,
         "AGENTMESH_REGISTRY": options.registry_address,
         "AGENTMESH_BIND_HOST": "127.0.0.1",
         "AGENTMESH_SERVICE_NAME": name,
         "AGENTMESH_LOG_FORMAT": "json",
-        # Until `agentmesh up` generates the dev issuer key and mints the service tokens, the
-        # local mesh runs as development mode says: the registry and the tools verify no tokens.
-        "AGENTMESH_INSECURE_NO_AUTH": "true",
-        **options.extra_env,
     }
+    if options.insecure_no_auth:
+        env["AGENTMESH_INSECURE_NO_AUTH"] = "true"
+    if mints and options.signing_key is not None:
+        env["AGENTMESH_SIGNING_KEY"] = str(options.signing_key)
+    elif options.jwks is not None:
+        env["AGENTMESH_JWKS"] = str(options.jwks)
+    if name in options.service_tokens:
+        env["AGENTMESH_SERVICE_TOKEN"] = options.service_tokens[name]
+    return {**env, **options.extra_env}
+
+
+def service_names(options: MeshOptions) -> list[str]:
+    """The service name (AGENTMESH_SERVICE_NAME, a service token's `service:<name>`) of every process."""
+    return [str(service.env["AGENTMESH_SERVICE_NAME"]) for service in build_plan(options)]
 
 
 def build_plan(options: MeshOptions) -> list[PlannedService]:
@@ -157,7 +173,10 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             name="registry",
             kind=Kind.REGISTRY,
             argv=_serve("registry"),
-            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(options.registry_port)},
+            env={
+                **_base_env(options, "registry", mints=True),
+                "AGENTMESH_GRPC_PORT": str(options.registry_port),
+            },
             grpc_port=options.registry_port,
             http_port=options.registry_port + HTTP_PORT_OFFSET,
             health_service="agentmesh.v1.ToolRegistryService",
@@ -225,7 +244,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 kind=Kind.AGENT,
                 argv=_serve("agent"),
                 env={
-                    **_base_env(options, domain),
+                    **_base_env(options, domain, mints=True),
                     "AGENTMESH_DOMAIN_SPEC": str(spec),
                     "AGENTMESH_GRPC_PORT": str(port),
                     "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",

@@ -142,8 +142,10 @@ class LocalMesh:
             await asyncio.sleep(0.1)
 
     def state(self) -> dict[str, Any]:
+        insecure = any(p.env.get("AGENTMESH_INSECURE_NO_AUTH") == "true" for p in self.plan)
         return {
             "redis": self.redis_url,
+            "auth": "off" if insecure else "on",
             "redis_pid": self.redis.pid if self.redis else None,
             "supervisor_pid": os.getpid(),
             "services": [
@@ -267,7 +269,7 @@ async def collect_status(state: dict[str, Any]) -> dict[str, Any]:
         return {k: entry[k] for k in ("name", "kind", "grpc", "http", "pid")} | {"health": status}
 
     services += await asyncio.gather(*(one(e) for e in state["services"]))
-    return {"redis": state["redis"], "services": services}
+    return {"redis": state["redis"], "auth": state.get("auth", "on"), "services": services}
 
 
 async def _redis_health(url: str) -> str:

@@ -11,6 +11,7 @@ registry holds. Used by the demo and by `agentmesh chaos set|reset`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -21,12 +22,20 @@ from agentmesh.kit.errors import FailedPrecondition, from_rpc_error
 from tool_registry.resolver import ToolResolver
 
 SERVICE = "dummy.v1.Dummy"
+# The metadata a control call carries, by the method's full name (`dummy.v1.Dummy/Configure`): with
+# auth on, a token whose audience is that method (the tool SDK checks it like a tool's).
+Credentials = Callable[[str], Sequence[tuple[str, str]]]
 # The dummy's tool the control calls ride on (its endpoint and schema).
 ANCHOR_TOOL = "dummy_stats"
 
 
 async def _call(
-    resolver: ToolResolver, method: str, request_type: str, response_type: str, body: dict[str, Any]
+    resolver: ToolResolver,
+    method: str,
+    request_type: str,
+    response_type: str,
+    body: dict[str, Any],
+    credentials: Credentials | None,
 ) -> dict[str, Any]:
     tool = await resolver.resolve(ANCHOR_TOOL)
     if tool.channel is None:
@@ -41,7 +50,8 @@ async def _call(
         response_deserializer=response_class.FromString,
     )
     try:
-        response: Message = await call(request, timeout=5)
+        metadata = list(credentials(f"{SERVICE}/{method}")) if credentials is not None else []
+        response: Message = await call(request, timeout=5, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from None
     # Counters print even at zero; a behaviour lists only what is set.
@@ -52,14 +62,20 @@ async def _call(
     return document
 
 
-async def configure(resolver: ToolResolver, behaviour: dict[str, Any]) -> dict[str, Any]:
+async def configure(
+    resolver: ToolResolver, behaviour: dict[str, Any], credentials: Credentials | None = None
+) -> dict[str, Any]:
     """Replace the dummy's behaviour (fields of dummy.v1.Behaviour); the behaviour now in force."""
-    return await _call(resolver, "Configure", "dummy.v1.Behaviour", "dummy.v1.Behaviour", behaviour)
+    return await _call(
+        resolver, "Configure", "dummy.v1.Behaviour", "dummy.v1.Behaviour", behaviour, credentials
+    )
 
 
-async def stats(resolver: ToolResolver) -> dict[str, Any]:
+async def stats(resolver: ToolResolver, credentials: Credentials | None = None) -> dict[str, Any]:
     """The dummy's counters (calls, effects, injected failures) and its behaviour (what is set)."""
-    document = await _call(resolver, "Stats", "dummy.v1.StatsRequest", "dummy.v1.StatsResponse", {})
+    document = await _call(
+        resolver, "Stats", "dummy.v1.StatsRequest", "dummy.v1.StatsResponse", {}, credentials
+    )
     behaviour = document.get("behaviour", {})
     document["behaviour"] = {
         key: value for key, value in behaviour.items() if value not in (0, 0.0, "0", False)

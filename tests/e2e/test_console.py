@@ -409,7 +409,8 @@ async def test_browser_timeline_fills_live(browser: Browser, mesh: Mesh, console
                     action_id=parked.pending_action.action_id,
                     decision=pb.ApprovalDecision(approve=True, reason="checked with the carrier"),
                 ),
-                metadata=caller(console, "ada"),
+                # An approver, not the requester: ada cannot approve her own refund.
+                metadata=caller(console, "grace", "refunds:approve"),
                 timeout=10,
             )
         await expect(timeline.locator(".event.approval")).to_contain_text("checked with the carrier")
@@ -455,16 +456,6 @@ async def test_browser_refused_an_approval_without_the_scope(
     await wait_state(mesh, console, "ada", task.task_id, task_pb2.TASK_STATE_INPUT_REQUIRED)
 
 
-class ScopesNotReadYet(Exception):
-    """The agents refused the approver: they do not read the token's scopes yet."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=ScopesNotReadYet,
-    reason="the agents do not verify tokens yet, so no caller holds refunds:approve (the security "
-    "layer's issue); strict: this passes, and turns red, once they do, and the mark must go",
-)
 async def test_browser_approver_approves_a_waiting_refund_from_the_inbox(
     browser: Browser, mesh: Mesh, console: Console
 ) -> None:
@@ -477,8 +468,6 @@ async def test_browser_approver_approves_a_waiting_refund_from_the_inbox(
         await page.goto("/approvals")
         inbox = page.locator("#inbox-refunds")
         await expect(inbox).to_be_visible()
-        if "you do not hold refunds:approve" in await inbox.inner_text():
-            raise ScopesNotReadYet(await inbox.inner_text())
         entry = page.locator(f"#approval-{task.task_id}")
         await expect(entry).to_be_visible(timeout=5_000)
         await shot(page, "approvals")

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,12 +33,13 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.auth import key_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 AGENTMESH = [sys.executable, "-m", "agentmesh"]
 DEMO_SCRIPT = ROOT / "agents" / "scripts" / "demo.yaml"
-STORIES = ("refund", "refund-approval", "fulfillment", "training-dummy")
+STORIES = ("refund", "refund-approval", "denied", "fulfillment", "training-dummy")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -71,7 +73,7 @@ def demo(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=240,
         cwd=ROOT,
-        env=cli_env(),
+        env=cli_env(AGENTMESH_SIGNING_KEY=str(key_path())),  # the stories mint their users' tokens
     )
 
 
@@ -166,6 +168,9 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
                 env=env,
             )
             assert status.returncode == 0, status.stdout + status.stderr
+            assert json.loads(status.stdout)["auth"] == "on"
+            tokens = tomllib.loads(profile.read_text())
+            assert tokens["token"] != tokens["approver_token"]  # the demo user and a separate approver
             # The operator console runs beside the mesh; `up` prints its URL, `status` lists it.
             consoles = [s for s in json.loads(status.stdout)["services"] if s["kind"] == "console"]
             assert [(c["http"], c["health"]) for c in consoles] == [

@@ -25,6 +25,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
+from tests.support.auth import bearer, issuer, key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "agentmesh", "serve"]
@@ -56,7 +57,8 @@ class Mesh:
             name=name,
             argv=[*SERVE, role],
             grpc_port=port,
-            env={**self.env, **env},
+            # Each process registers with its own service token (`service:<name>`, registry:write).
+            env={**self.env, "AGENTMESH_SERVICE_TOKEN": issuer().service_token(name), **env},
             log_path=self.logs / f"{name}.log",
             health_service=health,
             cwd=ROOT,
@@ -149,11 +151,11 @@ async def running_mesh(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Mesh]:
     """The whole mesh on `redis_url`, until the registry lists `registered_tools` and every agent."""
-    # Development mode until the mesh runs with keys and service tokens (the agent side of auth).
+    # Auth on, as deployed: every process holds the session test key (tests/support/auth.py).
     base = {
         "REDIS_URL": redis_url,
         "AGENTMESH_BIND_HOST": "127.0.0.1",
-        "AGENTMESH_INSECURE_NO_AUTH": "true",
+        "AGENTMESH_SIGNING_KEY": str(key_path()),
         **(env or {}),
     }
     mesh = Mesh(logs=logs, redis_url=redis_url, env=base)
@@ -182,10 +184,14 @@ async def wait_registered(
                 try:
                     if name.startswith("agent:"):
                         await stub.GetAgent(
-                            tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
+                            tool_registry_service_pb2.GetAgentRequest(domain=name[6:]),
+                            timeout=5,
+                            metadata=bearer(),
                         )
                     else:
-                        await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
+                        await stub.GetTool(
+                            tool_registry_service_pb2.GetToolRequest(name=name), timeout=5, metadata=bearer()
+                        )
                 except grpc.aio.AioRpcError:
                     still.append(name)
             missing = still

@@ -19,6 +19,7 @@ from agentmesh.kit.auth import TokenIssuer, generate_issuer_key, jwks_document
 from agentmesh.kit.net import free_port
 from agentmesh.localmesh.proc import ServiceProcess
 from tests.support.agent_mesh import ROOT, SERVE, Mesh, wait_http
+from tests.support.auth import DEFAULT_SCOPES
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -67,7 +68,9 @@ class Identities:
         return cls(TokenIssuer([key]), jwks)
 
     def token(self, user: str, *scopes: str, tenant: str = TENANT) -> str:
-        return self.issuer.user_token(user=user, tenant=tenant, scopes=scopes)
+        """A user token holding `scopes` and the example tools' scopes (the agents check a user's
+        scopes before every tool call, so a user without them could not refund at all)."""
+        return self.issuer.user_token(user=user, tenant=tenant, scopes=(*DEFAULT_SCOPES, *scopes))
 
 
 @dataclass

@@ -48,6 +48,7 @@ async def test_start_status_restart_stop(tmp_path: Path) -> None:
         state = json.loads(mesh.state_file.read_text())
         assert [s["name"] for s in state["services"]] == ["first", "second"]
         document = await collect_status(state)
+        assert document["auth"] == "on"  # no process of the plan runs with AGENTMESH_INSECURE_NO_AUTH
         assert {s["name"]: s["health"] for s in document["services"]} == {
             "redis": health.SERVING,
             "first": health.SERVING,

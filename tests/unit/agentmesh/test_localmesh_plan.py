@@ -14,6 +14,7 @@ from agentmesh.localmesh.plan import (
     build_plan,
     default_agents,
     ports_in_use,
+    service_names,
 )
 
 
@@ -122,6 +123,27 @@ def test_explicit_ports_replace_the_local_port_rules() -> None:
 def test_a_domain_without_replicas_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one replica"):
         build_plan(_options(replicas={"refunds": 0}))
+
+
+def test_auth_is_on_with_the_key_where_tokens_are_minted_and_a_service_token_each() -> None:
+    names = service_names(_options())
+    tokens = {name: f"token-of-{name}" for name in names}
+    options = _options(signing_key=Path("/s/issuer.pem"), jwks=Path("/s/jwks.json"), service_tokens=tokens)
+    plan = {s.name: s for s in build_plan(options)}
+    for name in ("registry", "agent-refunds"):  # they verify and mint
+        assert plan[name].env["AGENTMESH_SIGNING_KEY"] == "/s/issuer.pem"
+        assert "AGENTMESH_JWKS" not in plan[name].env
+    for name in ("tool-crm", "model"):  # they only verify
+        assert plan[name].env["AGENTMESH_JWKS"] == "/s/jwks.json"
+        assert "AGENTMESH_SIGNING_KEY" not in plan[name].env
+    assert plan["tool-crm"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-crm"
+    assert plan["agent-refunds"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-refunds"
+    assert not any("AGENTMESH_INSECURE_NO_AUTH" in s.env for s in plan.values())
+
+
+def test_insecure_mode_is_explicit_and_reaches_every_process() -> None:
+    plan = build_plan(_options(insecure_no_auth=True))
+    assert all(s.env["AGENTMESH_INSECURE_NO_AUTH"] == "true" for s in plan)
 
 
 def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
