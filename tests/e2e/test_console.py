@@ -34,6 +34,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import agent_service_pb2_grpc, task_pb2, tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.auth import issuer
 from tests.support.console import CHROMIUM_ARGS, TENANT, Console, Identities, chromium_path, start_console
 from tool_registry.protoc import compile_protos
 
@@ -130,6 +131,7 @@ async def register_probe_versions(mesh: Mesh, workdir: Path) -> None:
                     )
                 ),
                 timeout=10,
+                metadata=[("authorization", f"Bearer {issuer().service_token('console-probe')}")],
             )
 
 
