@@ -22,8 +22,8 @@ from agentmesh.kit.errors import FailedPrecondition, from_rpc_error
 from tool_registry.resolver import ToolResolver
 
 SERVICE = "dummy.v1.Dummy"
-# The metadata a control call carries, by the method's full name (`dummy.v1.Dummy/Configure`): with
-# auth on, a token whose audience is that method (the tool SDK checks it like a tool's).
+# The metadata a control call carries, by its audience (the tool's name for a method that is a tool,
+# else the method's full name `dummy.v1.Dummy/Configure`): the tool SDK checks it like a tool's.
 Credentials = Callable[[str], Sequence[tuple[str, str]]]
 # The dummy's tool the control calls ride on (its endpoint and schema).
 ANCHOR_TOOL = "dummy_stats"
@@ -50,7 +50,11 @@ async def _call(
         response_deserializer=response_class.FromString,
     )
     try:
-        metadata = list(credentials(f"{SERVICE}/{method}")) if credentials is not None else []
+        # The token's audience: the tool's name when the method is that tool (Stats is `dummy_stats`),
+        # else the method itself (Configure is no tool).
+        full_name = f"{SERVICE}/{method}"
+        audience = tool.spec.name if tool.spec.method == full_name else full_name
+        metadata = list(credentials(audience)) if credentials is not None else []
         response: Message = await call(request, timeout=5, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from None

@@ -34,11 +34,19 @@ from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import HTTP_PORT_OFFSET
 from agentmesh.kit.errors import AgentmeshError, ResourceExhausted, Unavailable
 from agentmesh.kit.net import free_port_with_partner
+from agentmesh.localmesh.devauth import SERVICE_SCOPES
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
-from agentmesh.localmesh.plan import DOMAINS_DIR, Kind, MeshOptions, PlannedService, build_plan
+from agentmesh.localmesh.plan import (
+    DOMAINS_DIR,
+    Kind,
+    MeshOptions,
+    PlannedService,
+    build_plan,
+    service_names,
+)
 from agentmesh.localmesh.supervisor import LocalMesh
 from agentmesh.v1 import task_pb2, tool_pb2
-from agents.client import AgentClient, caller_metadata
+from agents.client import AgentClient
 from examples._common import load
 from memory import keys
 from memory.connection import AnyRedis, create_redis
@@ -46,6 +54,7 @@ from memory.tasks.queue import QueueStats, TaskQueue
 from memory.tasks.store import TaskConfig
 from tests.chaos.proxy import FaultProxy
 from tests.support.agent_mesh import wait_registered
+from tests.support.auth import bearer, issuer, jwks_path, key_path, tool_minter
 from tool_registry.invoke import CallContext, ResolvedTool, ToolInvoker
 from tool_registry.registration import prepare
 
@@ -151,7 +160,7 @@ class ChaosMesh:
         if key not in self._clients:
             target = self.mesh.planned(name).grpc_target
             assert target is not None
-            metadata = caller_metadata(tenant=tenant, user=user)
+            metadata = bearer(tenant=tenant, user=user)
             self._clients[key] = AgentClient.connect(target, metadata=metadata)
         return self._clients[key]
 
@@ -326,7 +335,10 @@ class ChaosMesh:
             resolved = self._ledger_tools[(method, endpoint)] = ResolvedTool(
                 spec, schema, self._channels[endpoint]
             )
-        result = await self._invoker.invoke(resolved, dict(arguments), CallContext(deadline=time.time() + 10))
+        context = CallContext(
+            deadline=time.time() + 10, mint=tool_minter(user="chaos-operator", tenant=TENANT)
+        )
+        result = await self._invoker.invoke(resolved, dict(arguments), context)
         assert result.ok and result.response is not None, f"{method} on {endpoint}: {result}"
         return result.response
 
@@ -412,6 +424,15 @@ async def chaos_mesh(
         replicas=dict(agents),
         ports=ports,
         extra_env={**CHAOS_ENV, "AGENTMESH_QUEUE_SHARDS": str(shards), **(env or {})},
+        # Auth on, as `agentmesh up` runs it: the session's test issuer signs every service token.
+        signing_key=key_path(),
+        jwks=jwks_path(),
+    )
+    options = dataclasses.replace(
+        options,
+        service_tokens={
+            name: issuer().service_token(name, scopes=SERVICE_SCOPES) for name in service_names(options)
+        },
     )
     if "registry" in proxied:
         proxies["registry"] = FaultProxy("127.0.0.1", ports["registry"], name="proxy-registry").start()

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
         "NO_COLOR": "1",
     }
     env.pop("AGENTMESH_REGISTRY", None)
+    # Commands that act as the local mesh's operator (chaos) find its issuer in the state directory.
+    env["AGENTMESH_STATE_DIR"] = str(tmp / "state")
     cli = Cli(env, tmp / "state")
     argv = ["up", "--detach", "--state-dir", str(cli.state), "--port-offset", str(offset)]
     for tool in TOOLS:
@@ -200,9 +203,16 @@ def test_approval_from_the_command_line_and_a_resumable_watch(mesh: Cli) -> None
     text = mesh("tasks", "get", task_id, "--domain", "refunds")
     assert "[SYSTEM OVERRIDE]" in text.stdout  # the injected text, printed as text
 
-    done = mesh.json("tasks", "approve", task_id, "--reason", "checked [with] the carrier", "--wait")
-    assert done["state"] == "TASK_STATE_COMPLETED", done
+    # The requester may not approve their own refund: `up` wrote a separate approver's token.
+    refused = mesh("tasks", "approve", task_id)
+    assert refused.returncode == 1 and "refunds:approve" in refused.stderr, refused.stderr
+    approver = tomllib.loads(Path(mesh.env["AGENTMESH_PROFILE"]).read_text())["approver_token"]
+    approved = mesh.json(
+        "tasks", "approve", task_id, "--reason", "checked [with] the carrier", "--token", approver
+    )
+    assert approved["state"] == "TASK_STATE_WORKING", approved
 
+    # The requester follows the task to its end (the watch ends after the last terminal change).
     events = [json.loads(line) for line in mesh("tasks", "watch", task_id, "--json").stdout.splitlines()]
     approvals = [e["approval"] for e in events if "approval" in e]
     assert approvals and approvals[0]["approved"] and approvals[0]["reason"] == "checked [with] the carrier"
@@ -220,8 +230,8 @@ def test_approval_from_the_command_line_and_a_resumable_watch(mesh: Cli) -> None
         and "checked [with] the carrier" in timeline.stdout
     )
 
-    again = mesh("tasks", "approve", task_id)
-    assert again.returncode == 1 and "nothing to answer" in again.stderr
+    again = mesh("tasks", "approve", task_id, "--token", approver)
+    assert again.returncode == 1, again.stdout + again.stderr
 
 
 def test_down_leaves_no_process_behind(mesh: Cli) -> None:

@@ -23,6 +23,7 @@ from agentmesh.cli.main import app as cli
 from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
+from agents.caller import Caller
 from agents.model.script import Script
 from agents.requests import check_submit_request
 from agents.scripted_model import ScriptedModelServer
@@ -32,6 +33,7 @@ from memory.tasks.effects import arguments_digest
 from memory.tasks.execution import Checkpointer
 from memory.tasks.worker import TaskWorker
 from tests.integration.agents.conftest import DOMAINS, AgentFactory
+from tests.support.auth import DEFAULT_SCOPES, key_path
 from tests.support.registry import Registry
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one
 
@@ -62,6 +64,7 @@ def parts(
             registry=f"127.0.0.1:{registry.host.grpc_port}",
             model_base_url=model.base_url,
             model_name="scripted",
+            signing_key=key_path(),
             **FAST,
         )
         process = AgentProcess(settings, spec)
@@ -120,6 +123,9 @@ async def _die_once(process: AgentProcess, request_id: str, *, tool: str, after_
     await queue.ensure_groups()
     request = pb.SubmitTaskRequest(instruction=ORDER, request_id=request_id)
     budget = check_submit_request(process.spec, request)
+    # Submitted straight to the queue: the task keeps its caller's authority in its labels, as the
+    # handler writes them (the worker's tool calls are checked against these scopes).
+    request.labels.update(Caller(tenant=TENANT, user=OWNER, scopes=frozenset(DEFAULT_SCOPES)).labels())
     task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
     attempt = await claim(queue, "doomed-worker")
     with pytest.raises(Died):

@@ -15,6 +15,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agents.model.script import Script
 from agents.scripted_model import ScriptedModelServer
 from tests.integration.agents.conftest import FIXTURE_DOMAINS, AgentFactory
+from tests.support.auth import bearer
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ STALL = {"name": "stall", "rules": [{"then": {"answer": "late", "delay": 600}}]}
 
 
 def _as(user: str) -> list[tuple[str, str]]:
-    return [("x-agentmesh-user", user)]
+    return bearer(user=user)
 
 
 async def _watch_outcome(stub: Any, task_id: str, user: str) -> str:
