@@ -1,3 +1,3 @@
-from agentmesh.cli.main import main
+from agentmesh.cli import main
 
 main()

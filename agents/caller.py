@@ -1,30 +1,35 @@
-"""Who is calling: tenant, user and delegation depth, resolved in one place.
+"""Who is calling: the verified principal of the RPC, resolved in one place.
 
-Until JWT verification lands, the caller names itself in request metadata
-(`x-agentmesh-tenant`, `x-agentmesh-user`, defaults `default` / `anonymous`)
-and delegation depth travels as `x-agentmesh-delegation-depth`. Everything
-that needs the caller goes through `resolve_caller`, so the security layer
-replaces this one function (token claims: `tid`, `sub`, `scope`, the depth
-claim of delegation tokens) and nothing else changes.
+The server edge (agentmesh.kit.auth, in the interceptor) verifies the bearer
+token of every call and publishes its `Principal`; `resolve_caller` turns it
+into the agent's `Caller` (tenant `tid`, user `sub`, scopes, delegation depth,
+the acting agent of a delegation token). Headers are identity only in
+`AGENTMESH_INSECURE_NO_AUTH` mode, where the edge builds an unauthenticated
+principal from them. A task keeps what its runs need of the caller in
+reserved labels (depth, scopes, actor) — never a token — so a worker that
+resumes it later acts for the same caller with the same authority.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentmesh.kit import metadata as md
-from agentmesh.kit.errors import FieldViolation, InvalidArgument
-from agentmesh.kit.validation import OPAQUE_ID
+from agentmesh.kit.auth import Principal
+from agentmesh.kit.auth.principal import AGENT_PREFIX
+from agentmesh.kit.errors import Unauthenticated
 from agentmesh.v1 import task_pb2
 
-DEFAULT_TENANT = "default"
-DEFAULT_USER = "anonymous"
-MAX_DEPTH_VALUE = 64
-# Task label carrying the delegation depth a task was created at, so a worker that resumes
-# it delegates onwards at the right depth. Labels under `agentmesh.` are reserved.
+# Task labels carrying the caller's delegation depth, scopes and acting agent, so a worker
+# that resumes the task acts for the same caller. Labels under `agentmesh.` are reserved.
 RESERVED_LABEL_PREFIX = "agentmesh."
 DEPTH_LABEL = "agentmesh.delegation_depth"
+SCOPES_LABEL = "agentmesh.scopes"
+ACTOR_LABEL = "agentmesh.actor"
+AUTH_LABEL = "agentmesh.authenticated"
+_SCOPE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +38,41 @@ class Caller:
     user: str
     delegation_depth: int = 0
     scopes: frozenset[str] = frozenset()
+    # `agent:<domain>` when another agent calls on the user's behalf (delegation token).
+    actor: str | None = None
+    # False only in insecure mode (identity from headers): no scope checks, no tokens.
+    authenticated: bool = True
+    # Who approved the call this run resumes with (the verified `sub` recorded with the decision).
+    approver: str = ""
+
+    def principal(self) -> Principal:
+        """The principal tokens minted on this caller's behalf speak for."""
+        return Principal(
+            subject=self.user,
+            tenant=self.tenant,
+            scopes=self.scopes,
+            depth=self.delegation_depth,
+            actor=self.actor,
+            authenticated=self.authenticated,
+        )
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def labels(self) -> dict[str, str]:
+        """The reserved task labels that keep this caller's authority with its task."""
+        labels = {SCOPES_LABEL: " ".join(sorted(self.scopes))} if self.scopes else {}
+        if self.delegation_depth:
+            labels[DEPTH_LABEL] = str(self.delegation_depth)
+        if self.actor:
+            labels[ACTOR_LABEL] = self.actor
+        if not self.authenticated:
+            labels[AUTH_LABEL] = "false"
+        return labels
 
     def delegation_metadata(self) -> list[tuple[str, str]]:
-        """Metadata for a call this agent makes on the caller's behalf to another agent."""
+        """Insecure mode only: the identity headers of a call to another agent on this caller's behalf
+        (with auth on, the delegation token carries all of it)."""
         return [
             (md.TENANT, self.tenant),
             (md.USER, self.user),
@@ -44,33 +81,38 @@ class Caller:
 
 
 def caller_of_task(task: task_pb2.Task) -> Caller:
-    """The caller a task runs for: its owner, and the delegation depth it was created at."""
+    """The caller a task runs for: its owner, with the depth, scopes and actor it was created with."""
     depth_text = task.labels.get(DEPTH_LABEL, "0")
-    depth = int(depth_text) if depth_text.isdigit() else 0
-    return Caller(tenant=task.tenant, user=task.owner, delegation_depth=depth)
+    scopes = _scopes(task.labels.get(SCOPES_LABEL, "").split())
+    return Caller(
+        tenant=task.tenant,
+        user=task.owner,
+        delegation_depth=int(depth_text) if depth_text.isdigit() else 0,
+        scopes=scopes,
+        actor=task.labels.get(ACTOR_LABEL) or None,
+        authenticated=task.labels.get(AUTH_LABEL) != "false",
+    )
 
 
-def resolve_caller(metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller:
-    values: dict[str, str] = {}
-    for key, value in metadata or ():
-        if isinstance(value, str):
-            values[key.lower()] = value
-    problems: list[FieldViolation] = []
-    tenant = values.get(md.TENANT, "").strip() or DEFAULT_TENANT
-    user = values.get(md.USER, "").strip() or DEFAULT_USER
-    for key, value in ((md.TENANT, tenant), (md.USER, user)):
-        if not OPAQUE_ID.fullmatch(value):
-            problems.append(FieldViolation(key, f"{value[:80]!r} must match {OPAQUE_ID.pattern}", "PATTERN"))
-    depth_text = values.get(md.DELEGATION_DEPTH, "0").strip() or "0"
-    depth = 0
-    if not depth_text.isdigit() or int(depth_text) > MAX_DEPTH_VALUE:
-        problems.append(
-            FieldViolation(md.DELEGATION_DEPTH, f"{depth_text[:20]!r} is not a depth (0-{MAX_DEPTH_VALUE})")
+def _scopes(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(value for value in values if _SCOPE.fullmatch(value))
+
+
+def resolve_caller(principal: Principal | None) -> Caller:
+    """The caller of the RPC being handled, from its verified principal (`current_principal()`)."""
+    if principal is None:
+        raise Unauthenticated("this call has no verified caller", metadata={"cause": "missing"})
+    if principal.actor is not None and not principal.actor.startswith(AGENT_PREFIX):
+        raise Unauthenticated("the token's actor is not an agent of the mesh", metadata={"cause": "claims"})
+    if principal.depth and principal.actor is None and principal.authenticated:
+        raise Unauthenticated(
+            "a delegated token must name its acting agent (act)", metadata={"cause": "claims"}
         )
-    else:
-        depth = int(depth_text)
-    if problems:
-        raise InvalidArgument(
-            f"invalid caller metadata: {', '.join(p.field for p in problems)}", violations=problems
-        )
-    return Caller(tenant=tenant, user=user, delegation_depth=depth)
+    return Caller(
+        tenant=principal.tenant,
+        user=principal.subject,
+        delegation_depth=principal.depth,
+        scopes=principal.scopes,
+        actor=principal.actor,
+        authenticated=principal.authenticated,
+    )

@@ -56,6 +56,32 @@ async def find_agent(
         return await _call(lambda: stub.GetAgent(request, metadata=list(metadata), timeout=timeout))
 
 
+async def list_agents(
+    *, registry: str, settings: Settings | None = None, metadata: Metadata = (), timeout: float = 10
+) -> list[agent_service_pb2.AgentCard]:
+    """Every card in the registry's agent directory, ordered by domain (all pages)."""
+    cards: list[agent_service_pb2.AgentCard] = []
+    async with create_channel(registry, settings=settings, control_plane=True) as channel:
+        stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+        token = ""
+        while True:
+            page = await _list_agents_page(stub, token, metadata, timeout)
+            cards.extend(page.agents)
+            token = page.next_page_token
+            if not token:
+                return cards
+
+
+async def _list_agents_page(
+    stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub,
+    token: str,
+    metadata: Metadata,
+    timeout: float,
+) -> tool_registry_service_pb2.ListAgentsResponse:
+    request = tool_registry_service_pb2.ListAgentsRequest(page_size=1000, page_token=token)
+    return await _call(lambda: stub.ListAgents(request, metadata=list(metadata), timeout=timeout))
+
+
 def caller_metadata(
     *, token: str | None = None, tenant: str | None = None, user: str | None = None
 ) -> list[tuple[str, str]]:
@@ -107,6 +133,10 @@ class AgentClient:
     ) -> AgentClient:
         card = await find_agent(domain, registry=registry, settings=settings, metadata=metadata)
         return cls.connect(card.endpoint, settings=settings, metadata=metadata)
+
+    def acting_as(self, metadata: Metadata) -> AgentClient:
+        """The same agent (sharing this client's channel: close this one) called as someone else."""
+        return AgentClient(self._channel, target=self.target, metadata=metadata)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -183,6 +213,13 @@ class AgentClient:
         request = agent_service_pb2.GetUsageRequest(session_id=session_id)
         return await _call(lambda: self._stub.GetUsage(request, metadata=self.metadata, timeout=timeout))
 
+    async def forget_user(
+        self, user: str, *, validate_only: bool = False, timeout: float = 60.0
+    ) -> agent_service_pb2.ForgetUserResponse:
+        """Everything memory holds about `user` of the caller's tenant (needs `memory:admin`)."""
+        request = agent_service_pb2.ForgetUserRequest(user=user, validate_only=validate_only)
+        return await _call(lambda: self._stub.ForgetUser(request, metadata=self.metadata, timeout=timeout))
+
     async def get_task(
         self,
         task_id: str,
@@ -193,23 +230,60 @@ class AgentClient:
         request = agent_service_pb2.GetTaskRequest(task_id=task_id, view=view)
         return await _call(lambda: self._stub.GetTask(request, metadata=self.metadata, timeout=timeout))
 
+    async def list_tasks(
+        self,
+        *,
+        states: Sequence[task_pb2.TaskState.ValueType] = (),
+        session_id: str = "",
+        awaiting_approval: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+        view: task_pb2.TaskView.ValueType = task_pb2.TASK_VIEW_BASIC,
+        timeout: float = 10.0,
+    ) -> agent_service_pb2.ListTasksResponse:
+        """One page of the caller's tasks (newest first), or of the tasks awaiting the caller's approval."""
+        request = agent_service_pb2.ListTasksRequest(
+            states=list(states),
+            session_id=session_id,
+            filter=(
+                agent_service_pb2.TASK_FILTER_AWAITING_APPROVAL
+                if awaiting_approval
+                else agent_service_pb2.TASK_FILTER_UNSPECIFIED
+            ),
+            page_size=page_size,
+            page_token=page_token,
+            view=view,
+        )
+        return await _call(lambda: self._stub.ListTasks(request, metadata=self.metadata, timeout=timeout))
+
+    async def cancel(self, task_id: str, *, reason: str = "", timeout: float = 10.0) -> task_pb2.Task:
+        """Cancel a task (a running attempt stops at its next checkpoint); the task as it is then."""
+        request = agent_service_pb2.CancelTaskRequest(task_id=task_id, reason=reason)
+        task: task_pb2.Task = await _call(
+            lambda: self._stub.CancelTask(request, metadata=self.metadata, timeout=timeout)
+        )
+        return task
+
     async def resume(
         self,
         task_id: str,
         action_id: str,
         *,
-        approve: bool,
+        approve: bool | None = None,
         reason: str = "",
+        parts: Sequence[task_pb2.Part] = (),
         request_id: str = "",
         timeout: float = 10.0,
     ) -> task_pb2.Task:
-        """Answer a pending approval or "outcome unknown" decision (ResumeTask); the task then continues."""
+        """Answer the pending action (ResumeTask): a decision (`approve`, for approvals and "outcome
+        unknown") or input `parts` (for an input request); the task then continues."""
         request = agent_service_pb2.ResumeTaskRequest(
-            task_id=task_id,
-            action_id=action_id,
-            decision=agent_service_pb2.ApprovalDecision(approve=approve, reason=reason),
-            request_id=request_id,
+            task_id=task_id, action_id=action_id, request_id=request_id
         )
+        if approve is not None:
+            request.decision.CopyFrom(agent_service_pb2.ApprovalDecision(approve=approve, reason=reason))
+        else:
+            request.input.CopyFrom(agent_service_pb2.UserInput(parts=list(parts)))
         task: task_pb2.Task = await _call(
             lambda: self._stub.ResumeTask(request, metadata=self.metadata, timeout=timeout)
         )

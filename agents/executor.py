@@ -14,6 +14,7 @@ turns are appended to the session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
 from agents.caller import caller_of_task
+from agents.compensation import Compensator, Failure, failure_of
 from agents.limits import Budget, LimitReached
 from agents.machine import Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
 from agents.model.types import ChatModel
@@ -161,8 +163,10 @@ class TaskExecutor:
         usage: UsageStore,
         pricing: Pricing = free,
         clock: Callable[[], float] = time.time,
+        compensator: Compensator | None = None,
     ) -> None:
         self.spec = spec
+        self.compensator = compensator or Compensator(spec, tools, clock=clock)
         self.settings = settings
         self.model = model
         self.tools = tools
@@ -173,6 +177,19 @@ class TaskExecutor:
 
     async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> TaskOutcome:
         caller = caller_of_task(task)
+        begun = next((s for s in checkpoint.steps if s.kind == task_pb2.STEP_KIND_COMPENSATION), None)
+        if begun is not None:  # the task failed and its worker died while compensating: finish that
+            failure = failure_of(begun) or Failure(
+                task_pb2.STOP_REASON_UNSPECIFIED,
+                task_pb2.TaskError(reason="INTERNAL", message="the task failed; its compensation resumed"),
+            )
+            await self.compensator.run(task, checkpoint.steps, failure, checkpoint.save, caller=caller)
+            return Failed(
+                stop_reason=failure.stop_reason,
+                error=failure.error,
+                message=failure.message,
+                usage=task.usage,
+            )
         budget = Budget.from_proto(task.limits)
         session = task.session_id
         context = await self.sessions.context(caller, session, token_cap=budget.token_cap) if session else []
@@ -191,6 +208,8 @@ class TaskExecutor:
         machine.replay(checkpoint.steps, pending=resumption.action if resumption is not None else None)
         machine.tally.wall_time_s = task.usage.wall_time.ToNanoseconds() / 1e9
         if resumption is not None and resumption.request.HasField("decision"):
+            # The approved call's tool token names who approved it (their verified `sub`).
+            caller = dataclasses.replace(caller, approver=resumption.approver or task.owner)
             decision = resumption.request.decision
             machine.decide(
                 resumption.action.action_id,
@@ -216,4 +235,8 @@ class TaskExecutor:
                 )
             except Exception:  # the outcome matters more than the memory of it
                 log.exception("could not append the task to its session", extra={"task_id": task.task_id})
-        return task_outcome(outcome, usage)
+        result = task_outcome(outcome, usage)
+        if isinstance(result, Failed) and self.compensator.declared:
+            failure = Failure(result.stop_reason, result.error, result.message)
+            await self.compensator.run(task, checkpoint.steps, failure, checkpoint.save, caller=caller)
+        return result

@@ -28,6 +28,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from agentmesh.kit.errors import echo
 from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents import limits as budgets
 from agents.limits import Budget, LimitReached, Tally
@@ -359,7 +360,7 @@ class RunMachine:
         parked = self._parked
         if parked is None or parked.action_id != action_id:
             raise StaleAction(
-                f"no pending action {action_id!r}" + (f" (pending: {parked.action_id})" if parked else "")
+                f"no pending action {echo(action_id)}" + (f" (pending: {parked.action_id})" if parked else "")
             )
         call = self._pending[0]
         offer = self.offers.get(call.name)
@@ -413,7 +414,7 @@ class RunMachine:
         if pending is not None and pending.action_id:
             if self._parked is None or self._parked.action_id != pending.action_id:
                 raise ValueError(
-                    f"pending action {pending.action_id!r} does not match the checkpointed steps"
+                    f"pending action {echo(pending.action_id)} does not match the checkpointed steps"
                 )
             reason = stop_reason or task_pb2.StopReason.ValueType(task_pb2.STOP_REASON_AWAITING_APPROVAL)
             self._outcome = parked_outcome(pending, task_pb2.StopReason.ValueType(reason))
@@ -672,6 +673,7 @@ class RunMachine:
                 attempts=result.attempts,
                 call_id=call.call_id,
                 status_code=result.status_code,
+                side_effect=offer.side_effect if offer is not None else 0,  # type: ignore[arg-type]
                 usage=task_pb2.Usage(tool_calls=result.attempts if counted else 0),
             ),
             started,

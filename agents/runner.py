@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2, tool_options_pb2
@@ -37,6 +38,8 @@ from agents.spec import DomainSpec
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("agentmesh.agents")
+# Tool outcomes that mark the execute_tool span as failed (a refusal the model can fix is not).
+_FAILED_TOOL_OUTCOMES = {task_pb2.TOOL_OUTCOME_ERROR, task_pb2.TOOL_OUTCOME_UNKNOWN}
 
 _KIND = {
     task_pb2.STEP_KIND_MODEL_CALL: "model",
@@ -174,7 +177,11 @@ async def drive(
 
     with tracer.start_as_current_span(
         f"invoke_agent {domain}",
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": domain},
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": domain,
+            "agentmesh.task_id": machine.task.task_id,
+        },
     ) as span:
         try:
             while True:
@@ -246,6 +253,7 @@ async def _model_call(
             finished = clock()
             metrics.AGENT_MODEL_LATENCY.labels(domain).observe(finished - started)
             span.set_attribute("error.type", exc.reason)
+            span.set_status(Status(StatusCode.ERROR, exc.reason))
             if finished >= machine.deadline:
                 machine.interrupted(finished)
             else:
@@ -278,7 +286,9 @@ async def _tool_call(
         },
     ) as span:
         result = await tools.invoke(action, caller=caller, timeout=max(0.0, machine.deadline - started))
-        span.set_attribute(
-            "agentmesh.tool.outcome", task_pb2.ToolOutcome.Name(result.outcome).removeprefix("TOOL_OUTCOME_")
-        )
+        outcome = task_pb2.ToolOutcome.Name(result.outcome).removeprefix("TOOL_OUTCOME_")
+        span.set_attribute("agentmesh.tool.outcome", outcome)
+        if result.outcome in _FAILED_TOOL_OUTCOMES:
+            span.set_attribute("error.type", outcome)
+            span.set_status(Status(StatusCode.ERROR, outcome))
         machine.tool_finished(result, started=started, duration=clock() - started)

@@ -22,17 +22,20 @@ import contextlib
 import logging
 from typing import Any
 
+from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json
 from agents.directory import keep_registered
 from agents.executor import TaskExecutor
+from agents.handler import AgentHandler, access_rules
 from agents.model.openai import OpenAICompatibleModel
 from agents.service import SERVICE, AgentServicer
 from agents.session_context import ModelSummarizer, SessionContext
@@ -82,13 +85,35 @@ class AgentProcess:
     def __init__(self, settings: Settings, spec: DomainSpec) -> None:
         self.settings = settings
         self.spec = spec
-        self.host = ServiceHost(settings, name=settings.service_name or spec.slug)
-        self.redis = create_redis(settings.redis_url, client_name=f"agentmesh-agent-{spec.slug}")
+        # Auth is on unless AGENTMESH_INSECURE_NO_AUTH: every caller verified at the edge (audience:
+        # this domain or any agent), the scopes of `access_rules`; the issuer key mints tool and
+        # delegation tokens (a ConfigError without one).
+        self.auth = mesh_auth(settings, need_issuer=True)
+        self.host = ServiceHost(
+            settings,
+            name=settings.service_name or spec.slug,
+            authenticator=self.auth.authenticator(
+                audiences=(spec.slug, MESH_AUDIENCE), rules=access_rules(spec)
+            ),
+        )
+        self.redis = create_redis(
+            settings.redis_url,
+            client_name=f"agentmesh-agent-{spec.slug}",
+            max_connections=settings.redis_max_connections,
+        )
         self.model = build_model(settings, spec)
         self.registry_target = settings.registry or DEFAULT_REGISTRY
         self.registry_channel = create_channel(self.registry_target, settings=settings, control_plane=True)
-        self.resolver = ToolResolver(self.registry_channel, settings=settings)
-        self.tools = RegistryToolBox.create(self.resolver, spec, RateLimiter(self.redis))
+        # The agent's own identity towards the registry (AGENTMESH_SERVICE_TOKEN: service:<name>).
+        self.service_metadata: list[tuple[str, str]] = (
+            [("authorization", f"Bearer {settings.service_token}")] if settings.service_token else []
+        )
+        self.resolver = ToolResolver(
+            self.registry_channel, settings=settings, metadata=lambda: self.service_metadata
+        )
+        self.tools = RegistryToolBox.create(
+            self.resolver, spec, RateLimiter(self.redis), issuer=self.auth.issuer
+        )
         self.usage = UsageStore.from_settings(self.redis, settings)
         self.sessions = SessionContext(
             SessionStore.from_settings(self.redis, settings), ModelSummarizer(self.model)
@@ -104,10 +129,16 @@ class AgentProcess:
             usage=self.usage,
             pricing=lambda _model, prompt, completion: prices.cost(model_name, prompt, completion).usd,
         )
-        self.queue = TaskQueue(self.redis, domain=spec.slug, config=TaskConfig.from_settings(settings))
+        compensator = self.executor.compensator
+        self.queue = TaskQueue(
+            self.redis,
+            domain=spec.slug,
+            config=TaskConfig.from_settings(settings),
+            settle_failed=compensator.settle_failed if compensator.declared else None,
+        )
         self.worker = TaskWorker(self.queue, self.executor, concurrency=settings.worker_concurrency)
         self.card: agent_service_pb2.AgentCard | None = None
-        self.servicer = AgentServicer(
+        self.handler = AgentHandler(
             spec,
             self._card,
             queue=self.queue,
@@ -115,7 +146,11 @@ class AgentProcess:
             admission=RunAdmission(RateLimiter(self.redis), spec, settings),
             sessions=self.sessions,
             usage=self.usage,
+            redis=self.redis,
             draining=self.host.draining,
+        )
+        self.servicer = AgentServicer(
+            self.handler, streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller)
         )
         self.registered = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
@@ -146,7 +181,8 @@ class AgentProcess:
         await self.resolver.start()
         self._background = [
             asyncio.create_task(
-                keep_registered(self.registry_channel, self.card, self.registered), name="register"
+                keep_registered(self.registry_channel, self.card, self.registered, self.service_metadata),
+                name="register",
             ),
             asyncio.create_task(self.worker.run(), name="worker"),
         ]
@@ -214,4 +250,9 @@ def main() -> None:
 
 async def _serve(settings: Settings, spec: DomainSpec) -> None:
     # Built inside the event loop: its gRPC channels and Redis clients belong to it.
-    await AgentProcess(settings, spec).serve()
+    try:
+        process = AgentProcess(settings, spec)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    await process.serve()

@@ -130,12 +130,65 @@ class ModelSettings(_Strict):
     )
 
 
+_POINTER = re.compile(r"^/(arguments|result)(/([^/~]|~[01])*)*$")
+
+
+class Compensation(_Strict):
+    """The tool that undoes a completed call of a side-effecting tool when its task ends FAILED."""
+
+    tool: str = Field(description="Tool name of the compensating tool (`inventory_release`).")
+    version: str = Field(
+        default="latest", description="Version range of the compensating tool (as for `tools[].version`)."
+    )
+    arguments: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "The compensating call's arguments: each value is a JSON Pointer into "
+            '`{"arguments": <the completed call\'s arguments>, "result": <its answer>}`, e.g. '
+            "`/result/reservation_id`. Omitted: the completed call's arguments, unchanged."
+        ),
+    )
+
+    @field_validator("tool")
+    @classmethod
+    def _tool_name(cls, value: str) -> str:
+        if not TOOL_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a tool name (must match {TOOL_NAME.pattern})")
+        if value.startswith(AGENT_TOOL_PREFIX):
+            raise ValueError(f"{value!r}: an agent cannot be a compensating tool")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version_range(cls, value: str) -> str:
+        if not VERSION_RANGE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a version range (e.g. latest, 1.2.0, ^1.0, ~1.2, >=1.0 <2.0)")
+        return value.strip()
+
+    @field_validator("arguments")
+    @classmethod
+    def _pointers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, pointer in (value or {}).items():
+            if not _POINTER.fullmatch(pointer):
+                raise ValueError(
+                    f"arguments.{name}: {pointer!r} is not a JSON Pointer under /arguments or /result"
+                )
+        return value
+
+
 class ToolRef(_Strict):
     """A tool the domain may call: its name and the accepted versions."""
 
     name: str = Field(description="Tool name (`inventory_reserve`), or `agent_<slug>` to delegate.")
     version: str = Field(
         default="latest", description="Version range: `latest`, `1.2.0`, `^1.0`, `~1.2`, `>=1.0 <2.0`, `1.x`."
+    )
+    compensation: Compensation | None = Field(
+        default=None,
+        description=(
+            "For a side-effecting tool: the tool the runtime calls to undo a completed call of it when "
+            "the task ends FAILED (budget exhausted, dead-lettered, policy). See docs/compensation.md."
+        ),
     )
 
     @field_validator("name")
@@ -244,6 +297,11 @@ class DomainSpec(_Strict):
     approval_timeout: Duration = Field(
         default=timedelta(hours=24), description="How long an approval request waits before it expires."
     )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Whether a task's owner who holds `<slug>:approve` may approve their own task's "
+        "pending calls. Default: approvals come from someone else.",
+    )
     max_observation_bytes: int = Field(
         default=4096, ge=256, le=1_048_576, description="Largest tool observation shown to the model."
     )
@@ -274,6 +332,11 @@ class DomainSpec(_Strict):
             seen.add(tool.name)
             if tool.name == agent_tool_name(self.slug):
                 problems.append(f"tools[{index}].name: a domain cannot delegate to itself")
+            if tool.compensation is not None:
+                if tool.is_agent:
+                    problems.append(f"tools[{index}].compensation: a delegation cannot be compensated")
+                if tool.compensation.tool == tool.name:
+                    problems.append(f"tools[{index}].compensation.tool: a tool cannot compensate itself")
         skill_ids = [skill.id for skill in self.skills]
         for skill_id in {s for s in skill_ids if skill_ids.count(s) > 1}:
             problems.append(f"skills: id {skill_id!r} is used twice")

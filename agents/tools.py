@@ -12,8 +12,14 @@ tool_registry.invoke.ToolInvoker) to the runner:
   is the step's idempotency key, so a retried delegation returns the same task).
 - `invoke`: arguments → validated request → generic unary call with the
   remaining deadline, retries by side-effect class, idempotency key
-  `<task id>:<step>`, the approval id after a human approved; delegations also
-  carry the caller and the next delegation depth. The invoker's structured
+  `<task id>:<step>`. Each call carries a token minted for it (DESIGN.md
+  "Identity"): for a tool, `aud` = the tool name, the caller's scopes ∩ the
+  tool's required scopes, and after a human approved, the `approval` claim
+  bound to the task, step and the digest of the very request sent; for an
+  agent (`agent_<slug>`), a delegation token (`aud` = its domain, `act` =
+  this agent, depth + 1). A tool whose required scopes the caller lacks is
+  refused here, before anything is sent, and the model sees "not permitted:
+  needs <scope>". The invoker's structured
   result becomes the runner's `ToolObservation` (the observation the model sees is
   rendered by agents.observations); a delegation's answer is cut down to what
   the calling model needs (state, final answer, stop reason).
@@ -25,9 +31,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from google.protobuf.message import Message
+
+from agentmesh.kit.auth import Approval, TokenIssuer, arguments_digest
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
 from agents.caller import Caller
@@ -95,18 +104,37 @@ def runner_result(result: ToolResult, *, is_agent: bool) -> ToolObservation:
 
 
 class RegistryToolBox:
-    def __init__(self, resolver: ToolResolver, invoker: ToolInvoker, spec: DomainSpec) -> None:
+    def __init__(
+        self,
+        resolver: ToolResolver,
+        invoker: ToolInvoker,
+        spec: DomainSpec,
+        *,
+        issuer: TokenIssuer | None = None,
+    ) -> None:
         self.resolver = resolver
         self.invoker = invoker
         self.versions = {tool.name: tool.version for tool in spec.tools}
+        # Compensating tools (agents.compensation) are called through the same path, never offered.
+        for tool in spec.tools:
+            if tool.compensation is not None:
+                self.versions.setdefault(tool.compensation.tool, tool.compensation.version)
+        self.domain = spec.slug
+        # The mesh issuer mints each call's token; None only with auth off (insecure mode).
+        self.issuer = issuer
 
     @classmethod
     def create(
-        cls, resolver: ToolResolver, spec: DomainSpec, limiter: RateLimiter | None = None
+        cls,
+        resolver: ToolResolver,
+        spec: DomainSpec,
+        limiter: RateLimiter | None = None,
+        *,
+        issuer: TokenIssuer | None = None,
     ) -> RegistryToolBox:
         """With the tools' own rate limits applied through memory's limiter (waiting within the deadline)."""
         gate = limiter_gate(limiter) if limiter is not None else None
-        return cls(resolver, ToolInvoker(rate_limit=gate), spec)
+        return cls(resolver, ToolInvoker(rate_limit=gate), spec, issuer=issuer)
 
     async def offers(self, spec: DomainSpec, caller: Caller) -> list[ToolOffer]:
         async def one(name: str, version: str) -> ToolOffer | None:
@@ -139,16 +167,62 @@ class RegistryToolBox:
                 retryable=exc.code.name in RETRYABLE_CODES,
             )
         is_agent = tool.spec.kind == tool_pb2.TOOL_KIND_AGENT
-        task_id, _, step = invocation.idempotency_key.rpartition(":")
+        task_id, _, step_text = invocation.idempotency_key.rpartition(":")
+        step = int(step_text)
+        secured = caller.authenticated and self.issuer is not None
         call = CallContext(
             task_id=task_id,
-            step=int(step),
+            step=step,
             deadline=time.time() + timeout,
             approval=invocation.approval or None,
             tenant=caller.tenant,
             user=caller.user,
+            # With auth on, the caller's scopes decide before anything is sent (DENIED otherwise).
+            granted_scopes=caller.scopes if caller.authenticated else None,
             call_id=invocation.call.call_id,
-            metadata=tuple(caller.delegation_metadata()) if is_agent else (),
+            mint=self._minter(invocation, caller, task_id, step) if secured else None,
+            metadata=tuple(caller.delegation_metadata()) if is_agent and not secured else (),
         )
         result = await self.invoker.invoke(tool, invocation.call.arguments, call)
         return runner_result(result, is_agent=is_agent)
+
+    def _minter(
+        self, invocation: ToolInvocation, caller: Caller, task_id: str, step: int
+    ) -> Callable[[tool_pb2.ToolSpec, Message], str]:
+        issuer = self.issuer
+        assert issuer is not None
+        principal = caller.principal()
+
+        def mint(spec: tool_pb2.ToolSpec, request: Message) -> str:
+            if spec.kind == tool_pb2.TOOL_KIND_AGENT:
+                return issuer.delegation_token(
+                    domain=agent_domain(spec.name),
+                    principal=principal,
+                    scopes=caller.scopes,
+                    actor=self.domain,
+                )
+            approval = None
+            if invocation.approval:
+                approval = Approval(
+                    action_id=invocation.approval,
+                    task_id=task_id,
+                    step=step,
+                    arguments_sha256=arguments_digest(request),
+                    approver=caller.approver,
+                )
+            return issuer.tool_token(
+                tool=spec.name,
+                principal=principal,
+                scopes=caller.scopes & frozenset(spec.required_scopes),
+                actor=self.domain,
+                task_id=task_id,
+                step=step,
+                approval=approval,
+            )
+
+        return mint
+
+
+def agent_domain(tool_name: str) -> str:
+    """The domain slug an `agent_<slug with - as _>` tool stands for."""
+    return tool_name.removeprefix("agent_").replace("_", "-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -14,6 +15,11 @@ from agentmesh.kit.net import free_port
 from agentmesh.localmesh.proc import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLES: dict[str, Sequence[float]] = {}
+"""Latencies (ms) of every closed loop in this process, by "module: label @in_flight", for the plot."""
+CURRENT = ["bench"]
+"""The bench module running now (set by `python -m bench`)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,9 @@ async def closed_loop(
     begin = time.perf_counter()
     stop_at = begin + duration_s
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return LoadResult(label, in_flight, len(latencies), time.perf_counter() - begin, latencies)
+    result = LoadResult(label, in_flight, len(latencies), time.perf_counter() - begin, latencies)
+    SAMPLES[f"{CURRENT[0]}: {label} @{in_flight}"] = latencies
+    return result
 
 
 async def _until(call: Callable[[], Awaitable[object]], deadline: float) -> None:
@@ -102,3 +110,16 @@ def start_server(name: str, module: str, *args: str, env: dict[str, str] | None 
 
 def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline else "n/a"
+
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+"""`python -m bench --quick` (or BENCH_QUICK=1): shorter rounds, fewer repeats — a check that
+everything runs and a rough figure, not a result to record."""
+
+
+def scaled(full: float, quick: float) -> float:
+    return quick if QUICK else full
+
+
+def scaled_int(full: int, quick: int) -> int:
+    return quick if QUICK else full

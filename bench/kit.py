@@ -9,9 +9,10 @@ import asyncio
 import grpc
 
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
-from bench.common import closed_loop, ratio, start_server
+from bench.common import closed_loop, ratio, scaled, start_server
+from bench.summary import Row
 
-DURATION_S = 3.0
+DURATION_S = scaled(3.0, 1.0)
 PAYLOAD = "x" * 64
 
 
@@ -24,7 +25,8 @@ async def measure(target: str, label: str, in_flight: int):  # type: ignore[no-u
         )
 
 
-def main() -> None:
+def main() -> list[Row]:
+    rows = []
     servers = {
         mode: start_server(f"kit-{mode}", "bench.kit_server", "--mode", mode) for mode in ("bare", "kit")
     }
@@ -40,9 +42,22 @@ def main() -> None:
                 f"  kit/bare: throughput {ratio(kit.rate, bare.rate)}, p50 {ratio(kit.p50, bare.p50)}, "
                 f"added p50 {kit.p50 - bare.p50:+.3f} ms"
             )
+            rows.append(
+                Row(
+                    "kit",
+                    f"ServiceHost calls/s / bare, {in_flight} in flight",
+                    kit.rate,
+                    "/s",
+                    "-",
+                    None,
+                    baseline=bare.rate,
+                    ratio=kit.rate / bare.rate,
+                )
+            )
     finally:
         for server in servers.values():
             server.stop()
+    return rows
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 from agentmesh.kit.config import RateSpec
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import tool_options_pb2 as opts
-from bench.common import closed_loop
+from bench.common import closed_loop, scaled
 from memory.connection import AnyRedis, create_redis
 from memory.context import Turn, TurnToolCall, build_packet
 from memory.facts import FactStore
@@ -259,7 +259,7 @@ def report(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--seconds", type=float, default=2.0, help="measuring time per point (split in rounds)"
+        "--seconds", type=float, default=scaled(2.0, 0.5), help="measuring time per point (split in rounds)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv if argv is not None else [])

@@ -30,6 +30,8 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
+from bench.common import scaled, scaled_int
+from bench.summary import Row
 from memory.connection import create_redis
 from tool_registry.protoc import compile_protos
 from tool_registry.server import registry_settings
@@ -38,10 +40,10 @@ from tool_registry.store import RegistryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "tests" / "fixtures" / "protos"
-DURATION_S = float(os.environ.get("BENCH_DURATION", "3"))
+DURATION_S = float(os.environ.get("BENCH_DURATION", scaled(3.0, 1.0)))
 CONCURRENCY = 16
 WATCHERS = 50
-WATCH_ROUNDS = 30
+WATCH_ROUNDS = scaled_int(30, 5)
 
 
 async def _serve() -> None:
@@ -82,6 +84,7 @@ def _start(name: str, redis_url: str, log_dir: Path, **env: str) -> ServiceProce
             "AGENTMESH_GRPC_PORT": str(port),
             "AGENTMESH_LOG_LEVEL": "WARNING",
             "AGENTMESH_MAX_IN_FLIGHT": "0",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # auth costs: bench/auth.py
             **env,
         },
         log_path=log_dir / f"{name}.log",
@@ -114,6 +117,9 @@ async def _bench(cached: ServiceProcess, uncached: ServiceProcess) -> dict[str, 
             )
             await stub.RegisterTool(rs.RegisterToolRequest(tool=tool))
 
+        results["RegisterTool sequential (new tool each call)"] = await _rate(
+            lambda i: register_one(10_000_000 + i), in_flight=1
+        )
         results["RegisterTool (new tool each call)"] = await _rate(register_one)
         for client, label in ((stub, "cached"), (plain, "uncached")):
             basic = rs.GetToolRequest(name="bench_0", version="^1", view=tool_pb2.TOOL_VIEW_BASIC)
@@ -162,7 +168,7 @@ async def _fan_out(
     }
 
 
-def main() -> None:
+def main() -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
         redis = EmbeddedRedis(data_dir=Path(tmp) / "valkey")
         redis.start()
@@ -181,6 +187,32 @@ def main() -> None:
         ratio = "" if "(ms)" in name else f"{value / baseline:11.2f}x"
         unit = "" if "(ms)" in name else "/s"
         print(f"{name:48} {value:10.1f}{unit:2} {ratio:>12}")
+    sequential = results["RegisterTool sequential (new tool each call)"]
+    concurrent = results["RegisterTool (new tool each call)"]
+    return [
+        Row(
+            "registry",
+            "RegisterTool, sequential",
+            sequential,
+            "/s",
+            ">= 300/s",
+            sequential >= 300,
+            baseline=baseline,
+        ),
+        Row(
+            "registry", f"RegisterTool, {CONCURRENCY} writers", concurrent, "/s", "-", None, baseline=baseline
+        ),
+        Row(
+            "registry",
+            "GetTool FULL, cached",
+            results["GetTool FULL (cached)"],
+            "/s",
+            "-",
+            None,
+            baseline=baseline,
+            ratio=results["GetTool FULL (cached)"] / baseline,
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -34,15 +34,16 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from agentmesh.v1 import tool_registry_service_pb2_grpc
-from bench.common import LoadResult, closed_loop, ratio
+from bench.common import LoadResult, closed_loop, ratio, scaled, scaled_int
+from bench.summary import Row
 from tool_registry.descriptors import load_tool_schema
 from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 from tool_registry.protoc import compile_protos
 from tool_registry.resolver import ToolResolver
 
 ROOT = Path(__file__).resolve().parents[1]
-DURATION_S = float(os.environ.get("BENCH_DURATION", "3"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+DURATION_S = float(os.environ.get("BENCH_DURATION", scaled(3.0, 1.0)))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", scaled_int(6, 2)))
 MESSAGE = "x" * 64
 
 
@@ -52,7 +53,12 @@ def _start(name: str, module: str, log_dir: Path, **env: str) -> ServiceProcess:
         name=name,
         argv=[sys.executable, "-m", module],
         grpc_port=port,
-        env={"AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_LOG_LEVEL": "WARNING", **env},
+        env={
+            "AGENTMESH_GRPC_PORT": str(port),
+            "AGENTMESH_LOG_LEVEL": "WARNING",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # auth costs: bench/auth.py
+            **env,
+        },
         log_path=log_dir / f"{name}.log",
         cwd=ROOT,
     )
@@ -117,7 +123,8 @@ async def _measure(registry: str, dummy: str, in_flight: int) -> tuple[LoadResul
     return bare, tools
 
 
-def main() -> None:
+def main() -> list[Row]:
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-tools-") as tmp:
         redis = EmbeddedRedis(data_dir=Path(tmp) / "valkey")
         redis.start()
@@ -150,10 +157,38 @@ def main() -> None:
                     f"[last round: {ratio(tools.rate, bare.rate)} / {tools.p50 - bare.p50:+.3f} ms]",
                     flush=True,
                 )
+                rate, p50 = statistics.median(rates), statistics.median(p50s)
+                rounds = f"last round's values; ratio: median of rounds {min(p50s):.2f}-{max(p50s):.2f}"
+                rows.append(
+                    Row(
+                        "tools",
+                        f"call p50 / bare, {in_flight} in flight",
+                        tools.p50,
+                        "ms",
+                        "<= 1.2x",
+                        p50 <= 1.2,
+                        baseline=bare.p50,
+                        ratio=p50,
+                        note=rounds,
+                    )
+                )
+                rows.append(
+                    Row(
+                        "tools",
+                        f"calls/s / bare, {in_flight} in flight",
+                        tools.rate,
+                        "/s",
+                        ">= 0.8x",
+                        rate >= 0.8,
+                        baseline=bare.rate,
+                        ratio=rate,
+                    )
+                )
         finally:
             for process in processes:
                 process.stop()
             redis.cleanup()
+    return rows
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ RETRIES = 8
 BACKOFF = ExponentialWithJitterBackoff(cap=1.0, base=0.05)
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
+# Connections per client (per node on a Cluster): AGENTMESH_REDIS_MAX_CONNECTIONS.
+# On a single node or Sentinel master a command that finds the pool in use waits
+# up to POOL_TIMEOUT_S for a connection (redis-py's non-blocking pool of 100
+# failed at once: 500 WatchTask streams, each blocked in XREAD, made ~400 of
+# them fail "Redis unavailable"). Servers bound their streams below this size
+# (agentmesh.kit.streams), so waiting is rare and short.
+MAX_CONNECTIONS = 512
+POOL_TIMEOUT_S = 5.0
 
 
 class _Retry(Retry):
@@ -145,7 +153,13 @@ def _tls(scheme: str, query: dict[str, list[str]]) -> dict[str, Any]:
     return options
 
 
-def create_redis(url: str, *, decode_responses: bool = False, client_name: str | None = None) -> AnyRedis:
+def create_redis(
+    url: str,
+    *,
+    decode_responses: bool = False,
+    client_name: str | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+) -> AnyRedis:
     """A client for `url` (see module doc). Connections are made lazily, on first use."""
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
@@ -153,16 +167,24 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
     if client_name:
         options["client_name"] = client_name
     if scheme in {"redis", "rediss", "unix"}:
-        client = aioredis.Redis.from_url(url, **options)
-        pool = client.connection_pool  # connections are made lazily: swap the class before any is
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=POOL_TIMEOUT_S, **options
+        )
+        # connections are made lazily: swap the class before any is
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
-        return client
+        return aioredis.Redis.from_pool(pool)
     query = parse_qs(parsed.query)
     if scheme in {"redis+cluster", "rediss+cluster"}:
         nodes = [ClusterNode(host, port) for host, port in _hosts(parsed.netloc, 6379)]
         options.pop("health_check_interval")
         tls = _tls(scheme, query)
-        cluster = RedisCluster(startup_nodes=nodes, **_credentials(parsed.netloc), **options, **tls)
+        cluster = RedisCluster(
+            startup_nodes=nodes,
+            max_connections=max_connections,
+            **_credentials(parsed.netloc),
+            **options,
+            **tls,
+        )
         # RedisCluster fixes its connection class; nodes (made now and discovered later) take it
         # from these shared kwargs, and connect lazily.
         packing = _with_hiredis_packing(cluster.connection_kwargs["connection_class"])
@@ -187,7 +209,9 @@ def create_redis(url: str, *, decode_responses: bool = False, client_name: str |
             **_credentials(parsed.netloc),
             **tls,
         )
-        master: aioredis.Redis = sentinel.master_for(service, db=db, **options)
+        master: aioredis.Redis = sentinel.master_for(
+            service, db=db, max_connections=max_connections, **options
+        )
         master.connection_pool.connection_class = _with_hiredis_packing(
             master.connection_pool.connection_class
         )

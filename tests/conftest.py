@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis as redis_sync
 import redis.asyncio as redis_asyncio
@@ -26,6 +27,11 @@ from agentmesh.localmesh.embedded_redis import EmbeddedCluster, EmbeddedRedis, s
 from agentmesh.localmesh.proc import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: a loaded 2-core
+# runner breaks it at random. No deadline anywhere; tests that bound time say so themselves.
+hypothesis.settings.register_profile("agentmesh", deadline=None)
+hypothesis.settings.load_profile("agentmesh")
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +42,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.cleanup()
 
 
-@pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    if not redis_server.running():  # a test may have stopped it; bring it back clean
-        redis_server.start()
-    client = redis_sync.Redis.from_url(redis_server.url)
+def clean_redis_url(server: EmbeddedRedis) -> str:
+    """The server's URL with every database emptied (started again if a test stopped it)."""
+    if not server.running():  # a test may have stopped it; bring it back clean
+        server.start()
+    client = redis_sync.Redis.from_url(server.url)
     try:
         client.flushall()
     finally:
         client.close()
-    return redis_server.url
+    return server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return clean_redis_url(redis_server)
 
 
 @pytest.fixture(scope="session")

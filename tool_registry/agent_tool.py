@@ -56,7 +56,7 @@ def agent_tool(card: agent_service_pb2.AgentCard, *, with_schema: bool = False) 
         input_type=agent_service_pb2.RunRequest.DESCRIPTOR.full_name,
         output_type=agent_service_pb2.RunResponse.DESCRIPTOR.full_name,
         revision=card.revision,
-        registered_by=f"agent:{card.domain}",
+        registered_by=card.registered_by or f"agent:{card.domain}",
     )
     deadline = card.caps.deadline if card.caps.HasField("deadline") else card.default_limits.deadline
     if deadline.seconds or deadline.nanos:

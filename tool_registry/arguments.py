@@ -28,9 +28,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import protovalidate
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
@@ -39,6 +38,9 @@ from agentmesh.v1 import errors_pb2
 from tool_registry import jsonschema as js
 from tool_registry import patterns
 from tool_registry.descriptors import ToolSchema
+
+if TYPE_CHECKING:
+    import protovalidate
 
 FD = descriptor.FieldDescriptor
 
@@ -508,6 +510,8 @@ def protovalidate_violations(violations: list[protovalidate.Violation]) -> list[
 
 def validate_message(message: Message, validator: protovalidate.Validator) -> list[FieldViolation]:
     """protovalidate a message; violations (or one violation when its rules cannot be evaluated)."""
+    import protovalidate  # loaded at the first validation (see ToolSchema.validator), then a dict lookup
+
     try:
         return protovalidate_violations(validator.collect_violations(message))
     except (protovalidate.CompilationError, protovalidate.EvaluationError) as exc:

@@ -19,6 +19,7 @@ SDK digests the same when nothing meaningful differs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from google.protobuf import descriptor_pb2
@@ -98,8 +99,21 @@ def canonical_schema(fds: descriptor_pb2.FileDescriptorSet) -> descriptor_pb2.Fi
     return descriptor_pb2.FileDescriptorSet(file=files)
 
 
+def canonical_schema_bytes(fds: descriptor_pb2.FileDescriptorSet) -> bytes:
+    """`canonical_schema(fds)` serialized (deterministic), remembered for the last few sets: a
+    deployment registers many tools from one descriptor set, and canonicalizing it was most of
+    a RegisterTool's CPU. Keyed by the set's own deterministic bytes, so equal input, equal key."""
+    return _canonical_bytes(fds.SerializeToString(deterministic=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _canonical_bytes(raw: bytes) -> bytes:
+    fds = descriptor_pb2.FileDescriptorSet.FromString(raw)
+    return canonical_schema(fds).SerializeToString(deterministic=True)
+
+
 def schema_digest(fds: descriptor_pb2.FileDescriptorSet) -> str:
-    return hashlib.sha256(canonical_schema(fds).SerializeToString(deterministic=True)).hexdigest()
+    return hashlib.sha256(canonical_schema_bytes(fds)).hexdigest()
 
 
 def canonical_policies(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
@@ -122,7 +136,7 @@ def content_digest(spec: tool_pb2.ToolSpec, fds: descriptor_pb2.FileDescriptorSe
     for part in (
         spec.name.encode(),
         spec.version.encode(),
-        canonical_schema(fds).SerializeToString(deterministic=True),
+        canonical_schema_bytes(fds),
         canonical_policies(spec).SerializeToString(deterministic=True),
     ):
         digest.update(len(part).to_bytes(8, "big"))

@@ -12,16 +12,28 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import protovalidate
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2, tool_options_pb2
 
+if TYPE_CHECKING:
+    import protovalidate
+
 # Larger sets are refused at registration (INVALID_ARGUMENT, never a crash).
 MAX_DESCRIPTOR_SET_BYTES = 4 * 1024 * 1024
+# What one tool's request and response may reach: the fields of every message
+# type they reach (each type once), and the longest chain of message types
+# (recursive types count with every type of their cycle). Every walker over a
+# tool's messages (JSON Schema, compatibility, argument shapes) recurses along
+# such chains, so the depth bound is what keeps them from Python's recursion
+# limit; the field bound keeps a tool's JSON Schema (what the model reads with
+# every call) small.
+MAX_TOOL_FIELDS = 2000
+MAX_MESSAGE_DEPTH = 64
 DESCRIPTOR_SET_FIELD = "tool.file_descriptor_set"
 METHOD_FIELD = "tool.method"
 
@@ -199,13 +211,15 @@ class ToolSchema:
         """Full name -> leading comment, for every element of every file in the set."""
         merged: dict[str, str] = {}
         for file in self.file_set.file:
-            merged.update(comments_by_name(file))
+            merged.update(_file_comments(file.SerializeToString(deterministic=True)))
         return merged
 
     @functools.cached_property
     def validator(self) -> protovalidate.Validator:
         """protovalidate for this version's messages: a validator keeps the descriptors it saw by
         full name, so two versions of one message in the same validator collide."""
+        import protovalidate  # ~13 MB: loaded by the first process that validates, not at start
+
         return protovalidate.Validator()
 
     def description(self) -> str:
@@ -271,10 +285,106 @@ def load_tool_schema(data: bytes | descriptor_pb2.FileDescriptorSet, method_name
                 )
             ],
         )
+    check_tool_size(method)
     file_proto = next(f for f in fds.file if f.name == service.file.name)
     service_proto = next(s for s in file_proto.service if s.name == service.name)
     method_proto = next(m for m in service_proto.method if m.name == method_short)
     return ToolSchema(fds, pool, method, file_proto, method_proto)
+
+
+def check_tool_size(method: descriptor.MethodDescriptor) -> None:
+    """INVALID_ARGUMENT naming the limit when the method's messages reach too many fields or nest too deep."""
+    fields, depth = message_graph_size([method.input_type, method.output_type])
+    violations = []
+    if fields > MAX_TOOL_FIELDS:
+        violations.append(
+            FieldViolation(
+                DESCRIPTOR_SET_FIELD,
+                f"the request and response of {method.full_name} reach {fields} fields; at most "
+                f"{MAX_TOOL_FIELDS} (MAX_TOOL_FIELDS) allowed per tool",
+                "TOO_MANY_FIELDS",
+            )
+        )
+    if depth > MAX_MESSAGE_DEPTH:
+        violations.append(
+            FieldViolation(
+                DESCRIPTOR_SET_FIELD,
+                f"the messages of {method.full_name} nest {depth} message types deep; at most "
+                f"{MAX_MESSAGE_DEPTH} (MAX_MESSAGE_DEPTH) allowed per tool",
+                "TOO_DEEP",
+            )
+        )
+    if violations:
+        raise _invalid(f"{method.full_name} is too large to be a tool", violations)
+
+
+def message_graph_size(roots: Iterable[descriptor.Descriptor]) -> tuple[int, int]:
+    """(fields of every message type reachable from `roots`, longest chain of message types).
+
+    Iterative (Tarjan's strongly connected components), so any input is measured
+    without recursion: a chain's length counts every type of each cycle on it,
+    an upper bound for any walker that stops at a type already on its path.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    by_name: dict[str, descriptor.Descriptor] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    component: dict[str, int] = {}
+    components: list[list[str]] = []  # in reverse topological order (sinks first)
+
+    def children(message: descriptor.Descriptor) -> list[descriptor.Descriptor]:
+        return [f.message_type for f in message.fields if f.message_type is not None]
+
+    work: list[tuple[descriptor.Descriptor, Iterator[descriptor.Descriptor]]] = []  # the DFS path
+    for root in roots:
+        if root.full_name in index:
+            continue
+
+        def enter(message: descriptor.Descriptor) -> None:
+            name = message.full_name
+            by_name[name] = message
+            index[name] = low[name] = len(index)
+            stack.append(name)
+            on_stack.add(name)
+            work.append((message, iter(children(message))))
+
+        enter(root)
+        while work:
+            message, pending = work[-1]
+            name = message.full_name
+            child = next(pending, None)
+            if child is not None:
+                if child.full_name not in index:
+                    enter(child)
+                elif child.full_name in on_stack:
+                    low[name] = min(low[name], index[child.full_name])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0].full_name
+                low[parent] = min(low[parent], low[name])
+            if low[name] == index[name]:
+                members = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = len(components)
+                    members.append(member)
+                    if member == name:
+                        break
+                components.append(members)
+    fields = sum(len(message.fields) for message in by_name.values())
+    longest: list[int] = []
+    for number, members in enumerate(components):  # sinks first: successors are already measured
+        below = 0
+        for member in members:
+            for child in children(by_name[member]):
+                other = component[child.full_name]
+                if other != number:
+                    below = max(below, longest[other])
+        longest.append(len(members) + below)
+    return fields, max(longest, default=0)
 
 
 def all_service_names(fds: descriptor_pb2.FileDescriptorSet) -> Iterator[str]:
@@ -321,6 +431,13 @@ def _clean(comment: str | bytes) -> str:
     text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
     lines = [line.strip() for line in text.strip().splitlines()]
     return "\n".join(lines).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_comments(raw: bytes) -> dict[str, str]:
+    """comments_by_name of a serialized file, remembered for the files of the last few sets
+    (read-only: callers copy it)."""
+    return comments_by_name(descriptor_pb2.FileDescriptorProto.FromString(raw))
 
 
 def comments_by_name(file: descriptor_pb2.FileDescriptorProto) -> dict[str, str]:

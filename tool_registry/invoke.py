@@ -17,8 +17,8 @@ One invocation:
 4. attempts: each waits for a READY channel (else "not sent"), then calls
    `channel.unary_unary(path)` with the remaining deadline (min of the tool's
    timeout and the task's deadline) and metadata: traceparent, idempotency-key
-   (task id + step, every side-effecting class), authorization (the tool token),
-   x-agentmesh-task-id / -step, x-agentmesh-approval;
+   (task id + step, every side-effecting class), authorization (the tool token, minted per
+   call by `CallContext.mint`, carrying the approval claim), x-agentmesh-task-id / -step;
 5. retries per tool_registry.retry (side-effect class, RetryInfo, full-jitter
    backoff bounded by the RetryPolicy and the deadline), via tenacity;
 6. the response as JSON (proto field names) under a size cap, or a compact
@@ -31,6 +31,7 @@ Nothing here raises for a tool's failure: every ending is a ToolResult.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import json
 import logging
@@ -137,6 +138,10 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+# (the tool's spec, the request message to send) -> the tool token (a JWT).
+TokenMinter = Callable[[tool_pb2.ToolSpec, Message], str]
+
+
 @dataclass(frozen=True)
 class CallContext:
     """Who calls, for which task step, until when."""
@@ -145,9 +150,15 @@ class CallContext:
     step: int | None = None
     # Absolute deadline, epoch seconds (time.time()); None: only the tool's own timeout.
     deadline: float | None = None
-    # The tool token (`aud` = tool name), sent as `authorization: Bearer …` (security issue).
+    # The tool token (`aud` = tool name), sent as `authorization: Bearer …`; or, better, `mint`.
     token: str | None = None
-    # The pending action id that approved this call (after ResumeTask), sent as x-agentmesh-approval.
+    # Mints the tool token for this call from the spec and the request about to be sent (after
+    # the arguments are converted, so an approval claim can bind `arguments_digest(request)`).
+    # Called once per invocation; every attempt sends the same token. Wins over `token`.
+    mint: TokenMinter | None = None
+    # The pending action id that approved this call (after ResumeTask). The approval itself
+    # travels only as the tool token's `approval` claim; sent as x-agentmesh-approval only on an
+    # unauthenticated call (a mesh running with AGENTMESH_INSECURE_NO_AUTH).
     approval: str | None = None
     tenant: str = ""
     user: str = ""
@@ -298,6 +309,11 @@ class ToolInvoker:
             span.set_attribute("agentmesh.tool.attempts", result.attempts)
             if result.status_code:
                 span.set_attribute("rpc.grpc.status_code", result.status_code)
+            if result.outcome in (CallOutcome.ERROR, CallOutcome.UNKNOWN):
+                span.set_attribute("error.type", result.status_code or result.outcome.name)
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, result.status_code or result.outcome.name)
+                )
         self._record(tool.name, result)
         return result
 
@@ -335,8 +351,9 @@ class ToolInvoker:
         if call.granted_scopes is not None:
             missing = sorted(set(spec.required_scopes) - call.granted_scopes)
             if missing:
-                error = AgentmeshError(f"the caller lacks the scopes {', '.join(missing)}")
-                observation = json.dumps({"error": "denied", "missing_scopes": missing})
+                # What the model sees: plain, so no wording of a prompt gets past it.
+                error = AgentmeshError(f"not permitted: needs {', '.join(missing)}")
+                observation = json.dumps({"error": error.message, "missing_scopes": missing})
                 return ending(CallOutcome.DENIED, observation, reason="MISSING_SCOPE", error=error)
         try:
             request = tool.converter.convert(arguments)
@@ -380,6 +397,8 @@ class ToolInvoker:
                     error=exc,
                     retry_after=exc.retry_after,
                 )
+        if call.mint is not None:
+            call = dataclasses.replace(call, token=call.mint(spec, request), mint=None)
         breaker = self.breakers.for_endpoint(tool.endpoint, tool.name)
         return await self._attempts(tool, request, call, breaker, ending)
 
@@ -583,7 +602,7 @@ class ToolInvoker:
             pairs.append((md.STEP, str(call.step)))
         if call.token:
             pairs.append((md.AUTHORIZATION, f"Bearer {call.token}"))
-        if call.approval:
+        elif call.approval:  # unauthenticated (development) calls only; see CallContext.approval
             pairs.append((md.APPROVAL, call.approval))
         pairs.extend(call.metadata)
         if not tracing.client_interceptors():  # the OTel interceptor injects when it is installed

@@ -42,9 +42,8 @@ import math
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import protovalidate
 from google.protobuf import descriptor, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -52,6 +51,9 @@ from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2
 from tool_registry import patterns
 from tool_registry.descriptors import ToolSchema
+
+if TYPE_CHECKING:
+    pass
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 FD = descriptor.FieldDescriptor
@@ -996,6 +998,8 @@ def zero_value_violations(schema: ToolSchema, message: descriptor.Descriptor) ->
 
     Raises INVALID_ARGUMENT when the rules do not compile (a broken schema).
     """
+    import protovalidate  # loaded at the first validation (see ToolSchema.validator)
+
     instance = schema.message_class(message)()
     try:
         violations = schema.validator.collect_violations(instance)

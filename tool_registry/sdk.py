@@ -34,9 +34,23 @@ What it does for every method:
   Never a crash; the state is in logs, /registration on the HTTP listener and
   the agentmesh_tool_registered metric.
 
-Two hooks for the security issue: `registry_metadata` (credentials sent to the
-registry; default: AGENTMESH_SERVICE_TOKEN as a Bearer token) and `authorize`
-(checks the caller's token before validation; default: none).
+Security (DESIGN.md, "Identity" and "Approvals"): every call's tool token is
+verified at the edge against the mesh JWKS (AGENTMESH_JWKS: a file, or the
+registry's `/.well-known/jwks.json`; or the signing key): `aud` must be the
+called tool's name and its scopes must include the tool's `required_scopes`
+(UNAUTHENTICATED / PERMISSION_DENIED naming the scope). An `approval` claim is
+honoured only when it is bound to this call: mesh-issued, for the token's own
+task and step, the SHA-256 of this very request (`arguments_digest`) and, for a
+side-effecting tool, sent with the idempotency key of that task step (so a
+replayed approved call is deduplicated, never run twice); any other approval is
+refused with PERMISSION_DENIED. A tool with `requires_approval` runs only with
+one (else FAILED_PRECONDITION, APPROVAL_REQUIRED); a body that decides an
+approval is needed (e.g. a refund above a limit) reads `context.approval`.
+With AGENTMESH_INSECURE_NO_AUTH (local development only) the caller names
+itself in headers, as everywhere, and `x-agentmesh-approval` stands in for the
+claim. `registry_metadata` is what the SDK sends to the registry (default:
+AGENTMESH_SERVICE_TOKEN as a Bearer token); `authorize` is an optional extra
+check of the verified context before validation.
 """
 
 from __future__ import annotations
@@ -57,11 +71,22 @@ from google.rpc import status_pb2
 
 from agentmesh.kit import metadata as md
 from agentmesh.kit import metrics
+from agentmesh.kit.auth import (
+    MESH_ISSUER,
+    Approval,
+    MethodRule,
+    Principal,
+    arguments_digest,
+    current_principal,
+    mesh_auth,
+)
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Role, Settings
 from agentmesh.kit.errors import (
     AgentmeshError,
+    FailedPrecondition,
     InvalidArgument,
+    PermissionDenied,
     from_rpc_error,
     from_status_proto,
     reason_name,
@@ -111,15 +136,14 @@ class ToolContext:
     tool: ToolSchema
     grpc: grpc.aio.ServicerContext
     metadata: dict[str, str]
+    # The verified caller (None only when the SDK serves without authentication, in tests).
+    principal: Principal | None = None
+    # The approval bound to this very call (checked before the body runs), or None.
+    approval: Approval | None = None
 
     @property
     def idempotency_key(self) -> str:
         return self.metadata.get(md.IDEMPOTENCY_KEY, "")
-
-    @property
-    def approval(self) -> str:
-        """The pending action id that approved this call (x-agentmesh-approval), or ""."""
-        return self.metadata.get(md.APPROVAL, "")
 
     @property
     def task_id(self) -> str:
@@ -155,6 +179,21 @@ class _Method:
         options = self.schema.options()
         version = options.version if options is not None else ""
         return f"tool:{self.tool_name}:{version}"
+
+    @property
+    def required_scopes(self) -> tuple[str, ...]:
+        options = self.schema.options()
+        return tuple(options.required_scopes) if options is not None else ()
+
+    @property
+    def requires_approval(self) -> bool:
+        options = self.schema.options()
+        return bool(options is not None and options.requires_approval)
+
+    @property
+    def read_only(self) -> bool:
+        options = self.schema.options()
+        return options is not None and options.side_effect == tool_options_pb2.SIDE_EFFECT_READ_ONLY
 
 
 class ToolService:
@@ -221,6 +260,15 @@ class ToolService:
         """The methods carrying an `agentmesh.v1.tool` option."""
         return [m.schema for m in self.methods.values() if m.schema.options() is not None]
 
+    def rules(self) -> dict[str, MethodRule]:
+        """Per method: a tool token for this tool (`aud` = its name) with its required scopes."""
+        return {
+            f"{self.service_name}/{name}": MethodRule(
+                scopes=method.required_scopes, audiences=(method.tool_name,)
+            )
+            for name, method in self.methods.items()
+        }
+
     # -- serving --------------------------------------------------------------------------
 
     def _generic_handler(self) -> grpc.GenericRpcHandler:
@@ -242,7 +290,16 @@ class ToolService:
         self, method: _Method
     ) -> Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]:
         async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
-            ctx = ToolContext(method.schema, context, dict(context.invocation_metadata() or ()))
+            principal = current_principal()
+            metadata = dict(context.invocation_metadata() or ())
+            ctx = ToolContext(method.schema, context, metadata, principal)
+            ctx.approval = _bound_approval(method, request, principal, metadata)
+            if method.requires_approval and ctx.approval is None:
+                raise FailedPrecondition(
+                    f"{method.tool_name} runs only with an approval bound to this call",
+                    reason=errors_pb2.ERROR_REASON_APPROVAL_REQUIRED,
+                    metadata={"tool": method.tool_name},
+                )
             if self.authorize is not None:
                 await self.authorize(ctx)
             violations = validate_message(request, method.schema.validator)
@@ -317,9 +374,14 @@ class ToolService:
         )
         self._owns_redis = redis is None
         for method in self.methods.values():
-            method.store = IdempotencyStore(self._redis, scope=method.scope)
+            method.store = IdempotencyStore.from_settings(self._redis, settings, scope=method.scope)
+        auth = mesh_auth(settings)
         host = ServiceHost(
-            settings, name=settings.service_name or self.service_name, reflection_pool=self.pool
+            settings,
+            name=settings.service_name or self.service_name,
+            reflection_pool=self.pool,
+            # Insecure (development) mode: callers name themselves; the agent checked the scopes.
+            authenticator=auth.authenticator(audiences=(), rules={} if auth.insecure else self.rules()),
         )
         generic = self._generic_handler()
         host.add_service(self.service_name, lambda server: server.add_generic_rpc_handlers((generic,)))
@@ -417,6 +479,45 @@ async def _keep_alive(store: IdempotencyStore, claim: Claimed) -> None:
             await asyncio.sleep(store.lease_ms / 3000)
             if not await store.extend(claim):
                 return
+
+
+def _bound_approval(
+    method: _Method, request: Message, principal: Principal | None, metadata: Mapping[str, str]
+) -> Approval | None:
+    """The approval of this call if it is bound to it; PERMISSION_DENIED for any other approval."""
+    if principal is None:
+        return None
+    if not principal.authenticated:
+        # AGENTMESH_INSECURE_NO_AUTH only: the caller names itself, and its approval, in headers.
+        action = metadata.get(md.APPROVAL, "")
+        if not action:
+            return None
+        return Approval(
+            action, metadata.get(md.TASK_ID, ""), -1, arguments_digest(request), principal.subject
+        )
+    approval = principal.approval
+    if approval is None:
+        return None
+    problem = ""
+    if principal.issuer != MESH_ISSUER:
+        problem = "it was not issued by the mesh"
+    elif principal.task_id is None or principal.step is None:
+        problem = "the token names no task step"
+    elif (approval.task_id, approval.step) != (principal.task_id, principal.step):
+        problem = "it is for another task step"
+    elif approval.arguments_sha256 != arguments_digest(request):
+        problem = "it was granted for other arguments"
+    elif (
+        not method.read_only and metadata.get(md.IDEMPOTENCY_KEY, "") != f"{approval.task_id}:{approval.step}"
+    ):
+        problem = "the call does not carry the approved step's idempotency key"
+    if problem:
+        raise PermissionDenied(
+            f"the approval in the tool token does not apply to this call: {problem}",
+            reason=errors_pb2.ERROR_REASON_APPROVAL_REQUIRED,
+            metadata={"tool": method.tool_name, "action": approval.action_id[:64]},
+        )
+    return approval
 
 
 def _service_token(settings: Settings) -> MetadataProvider:

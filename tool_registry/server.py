@@ -1,6 +1,10 @@
 """The registry process: `agentmesh serve registry` and `python -m tool_registry`.
 
-Settings come from the environment (docs/configuration.md). The registry's
+Settings come from the environment (docs/configuration.md). Authentication is
+on unless AGENTMESH_INSECURE_NO_AUTH is set: every call needs a token
+(writes: `registry:write`, see tool_registry.service), and the mesh JWKS (the
+signing key's public half and an AGENTMESH_JWKS file) is served at the HTTP
+listener's `/.well-known/jwks.json`. The registry's
 transport accepts messages up to 64 MiB even when AGENTMESH_MAX_MESSAGE_BYTES
 is lower: descriptor sets are limited to 4 MiB by the RegisterTool handler,
 which answers an oversized one with INVALID_ARGUMENT saying what to do, where
@@ -13,13 +17,15 @@ import asyncio
 import logging
 from typing import Any
 
+from agentmesh.kit.auth import Authenticator, MeshAuth, mesh_auth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from memory.connection import AnyRedis, create_redis, describe
-from tool_registry.service import SERVICE, SchemaExporter, ToolRegistryServicer, register
+from tool_registry.service import AUDIENCES, RULES, SERVICE, SchemaExporter, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -43,10 +49,23 @@ def default_schema_exporter() -> SchemaExporter:
 
 async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = None) -> None:
     settings = registry_settings(settings)
-    host = ServiceHost(settings, name=settings.service_name or "registry")
-    redis = create_redis(settings.redis_url, client_name="agentmesh-registry")
+    auth = mesh_auth(settings)
+    host = ServiceHost(
+        settings,
+        name=settings.service_name or "registry",
+        authenticator=registry_authenticator(auth),
+    )
+    add_jwks_route(host, auth)
+    redis = create_redis(
+        settings.redis_url, client_name="agentmesh-registry", max_connections=settings.redis_max_connections
+    )
     store = RegistryStore(redis)
-    servicer = ToolRegistryServicer(store, schema_exporter=schema_exporter, draining=host.draining)
+    servicer = ToolRegistryServicer(
+        store,
+        schema_exporter=schema_exporter,
+        draining=host.draining,
+        streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
+    )
     host.add_service(SERVICE, register(servicer))
 
     async def close() -> None:
@@ -58,6 +77,23 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
         start_discovery(settings, host, redis)
     log.info("registry store", extra={"redis": describe(settings.redis_url)})
     await host.run()
+
+
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def registry_authenticator(auth: MeshAuth) -> Authenticator:
+    """The registry's edge check: its audiences and RULES (development mode: no scopes checked)."""
+    return auth.authenticator(audiences=AUDIENCES, rules={} if auth.insecure else RULES)
+
+
+def add_jwks_route(host: ServiceHost, auth: MeshAuth) -> None:
+    """The mesh JWKS at `/.well-known/jwks.json` on the HTTP listener (what tools verify tool tokens with)."""
+
+    async def jwks() -> dict[str, Any]:
+        return auth.jwks()
+
+    host.add_http_route(JWKS_PATH, jwks)
 
 
 def start_discovery(settings: Settings, host: ServiceHost, redis: AnyRedis) -> None:

@@ -1,8 +1,15 @@
 """ToolRegistryService: the thin gRPC layer over RegistryStore.
 
 Handlers validate with `Violations`, call pure logic (registration, semver,
-compat) and the store, and raise typed errors. Writes pass through
-`_authorize_write`, the one place the `registry:write` check will go.
+compat) and the store, and raise typed errors.
+
+Authorization (DESIGN.md, "Identity" and "Visibility"): the edge verifies
+every caller's token and the scopes of `RULES` (writes need `registry:write`,
+reads any valid token); `_writer` turns the verified principal into the
+store's `Writer`, whose ownership check runs inside each write's transaction:
+a tool name or agent domain belongs to whoever first wrote it, and only
+`registry:admin` writes (or transfers) another's. Every write records its
+writer's subject in `registered_by`.
 
 Per replica the servicer keeps one ChangeFeed (a tail of the change log) that
 serves every WatchTools stream and invalidates the read cache (`cache=True`):
@@ -14,20 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 
+from agentmesh.kit.auth import MESH_AUDIENCE, MethodRule, current_principal, require_scopes
 from agentmesh.kit.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    echo,
 )
 from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME, Violations
 from agentmesh.v1 import (
     agent_service_pb2,
@@ -43,15 +54,24 @@ from tool_registry.content import differences
 from tool_registry.descriptors import ToolSchema, load_tool_schema, parse_descriptor_set
 from tool_registry.feed import ChangeFeed, SpecCache
 from tool_registry.registration import Candidate, prepare
-from tool_registry.store import RegistryStore, VersionTaken
+from tool_registry.store import RegistryStore, VersionTaken, Writer, agent_owner_field, tool_owner_field
 
 log = logging.getLogger(__name__)
 
 SchemaExporter = Callable[[ToolSchema], tuple[str, str]]
-# (context, action, tool names or domains) -> raises PermissionDenied. Added with the security issue.
-WriteAuthorizer = Callable[[grpc.aio.ServicerContext, str, Sequence[str]], Awaitable[None]]
-
 rs = tool_registry_service_pb2
+WRITE_SCOPE = "registry:write"
+ADMIN_SCOPE = "registry:admin"
+# Tokens the registry accepts: for the whole mesh, or for the registry alone.
+AUDIENCES = (MESH_AUDIENCE, "registry")
+_PREFIX = "agentmesh.v1.ToolRegistryService/"
+# Scopes per method (the edge checks them before the handler runs); unlisted: any valid token.
+RULES: dict[str, MethodRule] = {
+    f"{_PREFIX}RegisterTool": MethodRule(scopes=(WRITE_SCOPE,)),
+    f"{_PREFIX}BindToolEndpoint": MethodRule(scopes=(WRITE_SCOPE,)),
+    f"{_PREFIX}DeprecateTool": MethodRule(scopes=(WRITE_SCOPE,)),
+    f"{_PREFIX}RegisterAgent": MethodRule(scopes=(WRITE_SCOPE,)),
+}
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_WATCH_NAMES = 1000
@@ -61,7 +81,7 @@ MAX_MESSAGE_BYTES = 1024
 
 def _not_found(name: str, detail: str = "") -> NotFound:
     return NotFound(
-        f"tool {name!r} not found{detail}",
+        f"tool {echo(name)} not found{detail}",
         reason=errors_pb2.ERROR_REASON_TOOL_NOT_FOUND,
         metadata={"tool": name},
     )
@@ -103,25 +123,40 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         schema_exporter: SchemaExporter | None = None,
         draining: asyncio.Event | None = None,
         cache: bool = True,
-        authorize_write: WriteAuthorizer | None = None,
+        streams: StreamSlots | None = None,
     ) -> None:
         self.store = store
+        self.streams = streams or StreamSlots()
         self.schema_exporter = schema_exporter
         self.draining = draining or asyncio.Event()
         self.cache: SpecCache[Any] = SpecCache()
         self.feed = ChangeFeed(store, self.cache if cache else None)
-        self._authorize = authorize_write
         self._exported: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # Exports by (SHA-256 of the descriptor set as sent, method): the JSON Schemas are a pure
+        # function of the two, and many tools of one deployment share one set; exporting (the
+        # protovalidate zero-value check above all) was most of a RegisterTool's CPU.
+        self._exports_by_schema: dict[tuple[bytes, str], tuple[str, str]] = {}
 
     async def close(self) -> None:
         await self.feed.close()
 
-    async def _authorize_write(
-        self, context: grpc.aio.ServicerContext, action: str, targets: Sequence[str]
-    ) -> None:
-        """The one place writes are authorized (`registry:write`, own tool names only)."""
-        if self._authorize is not None:
-            await self._authorize(context, action, targets)
+    async def _writer(self, owner_field: str, what: str, *, transfer_to: str = "") -> Writer | None:
+        """The store's Writer for the verified caller; refuses a write to another's name early.
+
+        None when the servicer runs without an authenticator (no principal: embedded use and
+        tests of the store logic). An unauthenticated principal (AGENTMESH_INSECURE_NO_AUTH)
+        writes as an admin: that mode is for local development only. The store checks the
+        owner again inside the write's transaction, so a race cannot get around it.
+        """
+        principal = current_principal()
+        if principal is None:
+            return None
+        admin = not principal.authenticated or principal.has_scope(ADMIN_SCOPE)
+        if transfer_to:
+            require_scopes(principal, (ADMIN_SCOPE,))
+        writer = Writer(principal.subject, admin=admin, transfer_to=transfer_to)
+        writer.check(await self.store.owner(owner_field), what)
+        return writer
 
     # -- cached reads ------------------------------------------------------------
 
@@ -208,7 +243,13 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if self.schema_exporter is None:
             return
         spec = candidate.spec
-        exported = self.schema_exporter(candidate.schema)
+        schema_key = (hashlib.sha256(candidate.schema_bytes).digest(), spec.method)
+        exported = self._exports_by_schema.get(schema_key)
+        if exported is None:
+            exported = self.schema_exporter(candidate.schema)  # raises for a schema it refuses: not kept
+            if len(self._exports_by_schema) >= 256:
+                self._exports_by_schema.pop(next(iter(self._exports_by_schema)))
+            self._exports_by_schema[schema_key] = exported
         self._exported[(spec.name, spec.version, spec.content_digest)] = exported
 
     async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
@@ -234,11 +275,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             )
         candidate = prepare(request.tool)
         spec = candidate.spec
-        await self._authorize_write(context, "RegisterTool", [spec.name])
+        writer = await self._writer(tool_owner_field(spec.name), f"tool {spec.name!r}")
         for _ in range(3):  # a concurrent registration of the same version: decide again
             existing = await self.store.get_tool(spec.name, spec.version)
             if existing is not None:
-                return await self._register_existing(existing, candidate, request.validate_only)
+                return await self._register_existing(existing, candidate, request.validate_only, writer)
             await self._check_neighbours(candidate)
             self._export(candidate)
             if request.validate_only:
@@ -246,17 +287,20 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                     tool=spec, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
                 )
             try:
-                stored = await self.store.create_tool(spec, candidate.schema_bytes)
+                stored = await self.store.create_tool(spec, candidate.schema_bytes, writer=writer)
             except VersionTaken:
                 continue
-            log.info("tool registered", extra={"tool": spec.name, "version": spec.version})
+            log.info(
+                "tool registered",
+                extra={"tool": spec.name, "version": spec.version, "registered_by": stored.registered_by},
+            )
             return rs.RegisterToolResponse(
                 tool=stored, outcome=rs.REGISTRATION_OUTCOME_CREATED, warnings=candidate.warnings
             )
         raise AlreadyExists(f"{spec.name} {spec.version} is being registered concurrently; retry")
 
     async def _register_existing(
-        self, existing: tool_pb2.ToolSpec, candidate: Candidate, validate_only: bool
+        self, existing: tool_pb2.ToolSpec, candidate: Candidate, validate_only: bool, writer: Writer | None
     ) -> rs.RegisterToolResponse:
         spec = candidate.spec
         if existing.content_digest != spec.content_digest:
@@ -279,7 +323,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return rs.RegisterToolResponse(
                 tool=rebound, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
             )
-        (stored,) = await self._set_endpoint(spec.name, spec.version, spec.endpoint)
+        (stored,) = await self._set_endpoint(spec.name, spec.version, spec.endpoint, writer)
         return rs.RegisterToolResponse(
             tool=stored, outcome=rs.REGISTRATION_OUTCOME_REBOUND, warnings=candidate.warnings
         )
@@ -311,14 +355,16 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             raise _not_found(name, f" (version {version})")
         return load_tool_schema(await self._schema_bytes(name, version), spec.method)
 
-    async def _set_endpoint(self, name: str, version: str, endpoint: str) -> list[tool_pb2.ToolSpec]:
+    async def _set_endpoint(
+        self, name: str, version: str, endpoint: str, writer: Writer | None
+    ) -> list[tool_pb2.ToolSpec]:
         def mutate(spec: tool_pb2.ToolSpec) -> tool_pb2.ChangeKind.ValueType | None:
             if spec.endpoint == endpoint:
                 return None
             spec.endpoint = endpoint
             return tool_pb2.CHANGE_KIND_ENDPOINT_CHANGED
 
-        return await self.store.update_tools(name, [version], mutate)
+        return await self.store.update_tools(name, [version], mutate, writer=writer)
 
     # -- GetTool -------------------------------------------------------------------
 
@@ -345,7 +391,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if version is None:
             shown = ", ".join(semver.sorted_versions(versions)[-10:])
             raise _not_found(
-                request.name, f" in a version matching {request.version!r} (registered: {shown})"
+                request.name, f" in a version matching {echo(request.version)} (registered: {shown})"
             )
         spec = await self._spec(request.name, version)
         if spec is None:  # deleted between the two reads is impossible: versions are never removed
@@ -356,10 +402,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         domain = names.agent_domain(name)
         card = await self._agent(domain) if DOMAIN_SLUG.fullmatch(domain) else None
         if card is None:
-            raise _not_found(name, f" (no agent {domain!r} in the directory)")
+            raise _not_found(name, f" (no agent {echo(domain)} in the directory)")
         if semver.select(query, {AGENT_TOOL_VERSION: False}) is None:
             raise _not_found(
-                name, f" in a version matching {query.text!r} (agent tools are {AGENT_TOOL_VERSION})"
+                name, f" in a version matching {echo(query.text)} (agent tools are {AGENT_TOOL_VERSION})"
             )
         spec = agent_tool(card, with_schema=full)
         return await self._full(spec) if full else spec
@@ -467,8 +513,13 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             violations.matches(name, TOOL_NAME, f"names[{index}]", "tool name")
         violations.raise_if_any("invalid WatchTools request")
         wanted = set(request.names)
+        with self.streams.hold(_stream_caller(context)):
+            async with contextlib.aclosing(self._watch(wanted, request.after_revision)) as changes:
+                async for change in changes:
+                    yield change
+
+    async def _watch(self, wanted: set[str], position: int) -> AsyncGenerator[tool_pb2.ToolChange, None]:
         await self.feed.start()
-        position = request.after_revision
         draining = asyncio.ensure_future(self.draining.wait())
         try:
             while not self.draining.is_set():
@@ -495,9 +546,16 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                     # Live.
                     while not subscription.overflowed:
                         getter = asyncio.ensure_future(subscription.queue.get())
-                        done, _ = await asyncio.wait({getter, draining}, return_when=asyncio.FIRST_COMPLETED)
-                        if getter not in done:
+                        try:
+                            done, _ = await asyncio.wait(
+                                {getter, draining}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            # Also when the caller goes away (the stream is canceled mid-wait): a
+                            # getter left pending is destroyed later ("Task was destroyed but it is
+                            # pending!", once per closed stream).
                             getter.cancel()
+                        if getter not in done:
                             return  # draining: the client resumes on another replica
                         change = getter.result()
                         if change.revision <= position:
@@ -533,7 +591,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                 "deprecated",
                 reason=errors_pb2.ERROR_REASON_INVALID_STATE,
             )
-        await self._authorize_write(context, "DeprecateTool", [request.name])
+        writer = await self._writer(tool_owner_field(request.name), f"tool {request.name!r}")
         versions = await self.store.versions(request.name)
         if not versions:
             raise _not_found(request.name)
@@ -552,7 +610,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             spec.deprecation_message = request.message
             return tool_pb2.CHANGE_KIND_TOOL_DEPRECATED
 
-        updated = await self.store.update_tools(request.name, targets, mutate)
+        updated = await self.store.update_tools(request.name, targets, mutate, writer=writer)
         return max(updated, key=lambda s: semver.sort_key(s.version))
 
     # -- CheckCompatibility ------------------------------------------------------------
@@ -606,17 +664,20 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             )
         if request.endpoint:
             violations.matches(request.endpoint, names.ENDPOINT, "endpoint", "gRPC target")
+        violations.max_length(request.transfer_to, 256, "transfer_to")
         violations.raise_if_any("invalid BindToolEndpoint request")
         if names.is_agent_tool(request.name):
             raise FailedPrecondition(
                 f"{request.name} is an agent's virtual tool; its endpoint comes from RegisterAgent",
                 reason=errors_pb2.ERROR_REASON_INVALID_STATE,
             )
-        await self._authorize_write(context, "BindToolEndpoint", [request.name])
+        writer = await self._writer(
+            tool_owner_field(request.name), f"tool {request.name!r}", transfer_to=request.transfer_to
+        )
         version = str(semver.parse_version(request.version))
         if version not in await self.store.versions(request.name):
             raise _not_found(request.name, f" in version {version}")
-        (spec,) = await self._set_endpoint(request.name, version, request.endpoint)
+        (spec,) = await self._set_endpoint(request.name, version, request.endpoint, writer)
         return spec
 
     # -- agents ---------------------------------------------------------------------
@@ -636,9 +697,12 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             violations.matches(scope, names.SCOPE, f"card.required_scopes[{index}]", "scope")
         violations.max_length(card.SerializeToString(), 256 * 1024, "card")
         violations.raise_if_any("invalid agent card")
-        await self._authorize_write(context, "RegisterAgent", [card.domain])
-        stored = await self.store.put_agent(card, agent_tool)
-        log.info("agent registered", extra={"domain": card.domain, "revision": stored.revision})
+        writer = await self._writer(agent_owner_field(card.domain), f"agent {card.domain!r}")
+        stored = await self.store.put_agent(card, agent_tool, writer=writer)
+        log.info(
+            "agent registered",
+            extra={"domain": card.domain, "revision": stored.revision, "registered_by": stored.registered_by},
+        )
         return stored
 
     async def GetAgent(
@@ -651,7 +715,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         card = await self._agent(request.domain)
         if card is None:
             raise NotFound(
-                f"agent {request.domain!r} not found",
+                f"agent {echo(request.domain)} not found",
                 reason=errors_pb2.ERROR_REASON_AGENT_NOT_FOUND,
                 metadata={"domain": request.domain},
             )
@@ -682,3 +746,12 @@ def register(servicer: ToolRegistryServicer) -> Callable[[grpc.aio.Server], None
 
 
 SERVICE = tool_registry_service_pb2.DESCRIPTOR.services_by_name["ToolRegistryService"]
+
+
+def _stream_caller(context: grpc.aio.ServicerContext) -> str:
+    """Whom a WatchTools stream counts against: the verified service or user, else the peer's host."""
+    principal = current_principal()
+    if principal is not None:
+        return f"{principal.tenant}/{principal.subject}"
+    peer = context.peer() or ""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer

@@ -13,6 +13,12 @@ its change-log entry commit together in one MULTI/EXEC, also on Redis Cluster:
 | `schema:<name>:<version>` | string | the descriptor set, as a ToolSpec holding only that (TOOL_SPEC v1) |
 | `agents`                | zset   | agent domains |
 | `agent:<domain>`        | string | the AgentCard (AGENT_CARD v1) |
+| `owners`                | hash   | `tool:<name>` / `agent:<domain>` -> the principal that owns it |
+
+Ownership (DESIGN.md, "Visibility"): a tool name or an agent domain belongs
+to the principal that first wrote it; a write by anyone else is refused inside
+the same transaction (nothing written), unless the writer holds
+`registry:admin`. Every write records its writer in `registered_by`.
 
 Writers WATCH `rev` (every write bumps it) and the keys they read, then
 MULTI/EXEC: concurrent writers on any replica serialize, the loser retries.
@@ -32,9 +38,9 @@ from typing import Any
 import redis.exceptions as rexc
 from google.protobuf import timestamp_pb2
 
-from agentmesh.kit.errors import Unavailable
+from agentmesh.kit.errors import PermissionDenied, Unavailable
 from agentmesh.kit.retry import Backoff
-from agentmesh.v1 import agent_service_pb2, tool_pb2
+from agentmesh.v1 import agent_service_pb2, errors_pb2, tool_pb2
 from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
 
@@ -83,6 +89,43 @@ def agents_key() -> str:
 
 def agent_key(domain: str) -> str:
     return keys.registry(f"agent:{_part(domain)}")
+
+
+def owners_key() -> str:
+    return keys.registry("owners")
+
+
+def tool_owner_field(name: str) -> str:
+    return f"tool:{name}"
+
+
+def agent_owner_field(domain: str) -> str:
+    return f"agent:{domain}"
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who writes: the verified subject, whether it may override owners, and a transfer target."""
+
+    subject: str
+    admin: bool = False
+    transfer_to: str = ""
+
+    def check(self, owner: str | None, what: str) -> None:
+        """PERMISSION_DENIED unless `what` is unowned, ours, or we are an admin."""
+        if self.admin or not owner or owner == self.subject:
+            return
+        raise PermissionDenied(
+            f"{what} belongs to {owner}; only its owner or a caller with 'registry:admin' may change it",
+            reason=errors_pb2.ERROR_REASON_MISSING_SCOPE,
+            metadata={"owner": owner, "scope": "registry:admin"},
+        )
+
+    def new_owner(self, owner: str | None) -> str | None:
+        """The owner to store after this write, or None to leave it as it is."""
+        if self.transfer_to:
+            return self.transfer_to
+        return None if owner else self.subject
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -299,20 +342,42 @@ class RegistryStore:
             basic.ClearField(name)
         return basic
 
-    async def create_tool(self, spec: tool_pb2.ToolSpec, schema: bytes) -> tool_pb2.ToolSpec:
-        """Store a new version; VersionTaken if it exists (nothing written)."""
+    async def owner(self, owner_field: str) -> str | None:
+        """Who owns a tool name (`tool_owner_field`) or an agent domain (`agent_owner_field`)."""
+        with redis_errors("reading an owner"):
+            value = await self.redis.hget(owners_key(), owner_field)
+        return _text(value) if value is not None else None
+
+    async def _owned(self, pipe: Any, writer: Writer | None, owner_field: str, what: str) -> str | None:
+        """Check `writer` against the stored owner (under WATCH); the owner to write after multi()."""
+        if writer is None:
+            return None
+        raw = await pipe.hget(owners_key(), owner_field)
+        owner = _text(raw) if raw is not None else None
+        writer.check(owner, what)
+        return writer.new_owner(owner)
+
+    async def create_tool(
+        self, spec: tool_pb2.ToolSpec, schema: bytes, *, writer: Writer | None = None
+    ) -> tool_pb2.ToolSpec:
+        """Store a new version; VersionTaken if it exists, PermissionDenied if the name is another's."""
         name, version = spec.name, spec.version
 
         async def body(pipe: Any, revision: int) -> tool_pb2.ToolSpec:
             existing = await pipe.get(tool_key(name, version))
             if existing is not None:
                 raise VersionTaken(_decode_spec(existing, f"tool {name} {version}"))
+            new_owner = await self._owned(pipe, writer, tool_owner_field(name), f"tool {name!r}")
             stored = self._basic(spec)
             stamp = now()
             stored.revision = revision
             stored.create_time.CopyFrom(stamp)
             stored.update_time.CopyFrom(stamp)
+            if writer is not None:
+                stored.registered_by = writer.subject
             pipe.multi()
+            if new_owner is not None:
+                pipe.hset(owners_key(), tool_owner_field(name), new_owner)
             pipe.set(
                 tool_key(name, version), codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, stored)
             )
@@ -338,7 +403,7 @@ class RegistryStore:
             return stored
 
         result: tool_pb2.ToolSpec = await self._transact(
-            [tool_key(name, version)], body, f"registering {name} {version}"
+            [tool_key(name, version), owners_key()], body, f"registering {name} {version}"
         )
         return result
 
@@ -347,6 +412,8 @@ class RegistryStore:
         name: str,
         versions: Sequence[str],
         mutate: Callable[[tool_pb2.ToolSpec], tool_pb2.ChangeKind.ValueType | None],
+        *,
+        writer: Writer | None = None,
     ) -> list[tool_pb2.ToolSpec]:
         """Apply `mutate` to stored versions atomically; one change per version it changed.
 
@@ -356,6 +423,7 @@ class RegistryStore:
         """
 
         async def body(pipe: Any, revision: int) -> list[tool_pb2.ToolSpec]:
+            new_owner = await self._owned(pipe, writer, tool_owner_field(name), f"tool {name!r}")
             raw = [await pipe.get(tool_key(name, v)) for v in versions]
             results: list[tool_pb2.ToolSpec] = []
             writes: list[tuple[tool_pb2.ToolSpec, tool_pb2.ChangeKind.ValueType]] = []
@@ -367,13 +435,17 @@ class RegistryStore:
                 if kind is not None:
                     writes.append((spec, kind))
                 results.append(spec)
-            if not writes:
+            if not writes and not (writer is not None and writer.transfer_to and new_owner):
                 return results
             pipe.multi()
+            if new_owner is not None and results:
+                pipe.hset(owners_key(), tool_owner_field(name), new_owner)
             stamp = now()
             for offset, (spec, kind) in enumerate(writes):
                 spec.revision = revision + offset
                 spec.update_time.CopyFrom(stamp)
+                if writer is not None:
+                    spec.registered_by = writer.subject
                 pipe.set(
                     tool_key(name, spec.version),
                     codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, spec),
@@ -389,7 +461,7 @@ class RegistryStore:
             return results
 
         result: list[tool_pb2.ToolSpec] = await self._transact(
-            [tool_key(name, v) for v in versions], body, f"updating {name}"
+            [*(tool_key(name, v) for v in versions), owners_key()], body, f"updating {name}"
         )
         return result
 
@@ -397,16 +469,23 @@ class RegistryStore:
         self,
         card: agent_service_pb2.AgentCard,
         virtual_tool: Callable[[agent_service_pb2.AgentCard], tool_pb2.ToolSpec],
+        *,
+        writer: Writer | None = None,
     ) -> agent_service_pb2.AgentCard:
-        """Store or replace a card (last writer wins), with a CHANGE_KIND_AGENT_REGISTERED event."""
+        """Store or replace a card (its owner or an admin), with a CHANGE_KIND_AGENT_REGISTERED event."""
 
         async def body(pipe: Any, revision: int) -> agent_service_pb2.AgentCard:
+            field = agent_owner_field(card.domain)
+            new_owner = await self._owned(pipe, writer, field, f"agent {card.domain!r}")
             stored = agent_service_pb2.AgentCard()
             stored.CopyFrom(card)
             stored.revision = revision
             stored.update_time.CopyFrom(now())
+            stored.registered_by = writer.subject if writer is not None else ""
             tool = self._basic(virtual_tool(stored))
             pipe.multi()
+            if new_owner is not None:
+                pipe.hset(owners_key(), field, new_owner)
             pipe.set(
                 agent_key(card.domain), codec.encode_message(codec.Kind.AGENT_CARD, CARD_VERSION, stored)
             )
@@ -426,6 +505,6 @@ class RegistryStore:
             return stored
 
         result: agent_service_pb2.AgentCard = await self._transact(
-            [agent_key(card.domain)], body, f"registering agent {card.domain}"
+            [agent_key(card.domain), owners_key()], body, f"registering agent {card.domain}"
         )
         return result

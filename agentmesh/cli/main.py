@@ -14,12 +14,16 @@ import typer
 from rich.markup import escape
 
 from agentmesh import __version__
+from agentmesh.cli import auth as auth_cli
+from agentmesh.cli import chaos as chaos_cli
 from agentmesh.cli import memory as memory_cli
 from agentmesh.cli import profile as profile_cli
 from agentmesh.cli import run as run_cli
 from agentmesh.cli import serve as serve_cli
+from agentmesh.cli import task_commands
 from agentmesh.cli import tasks as tasks_cli
 from agentmesh.cli import tools as tools_cli
+from agentmesh.cli import trace as trace_cli
 from agentmesh.cli import up as up_cli
 from agentmesh.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_UNREACHABLE, console, usage_error
 from agentmesh.kit import health
@@ -39,14 +43,20 @@ app.add_typer(config_app, name="config")
 app.add_typer(tools_cli.app, name="tools")
 app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
+task_commands.mount(tasks_cli.app)
+app.add_typer(auth_cli.keys_app, name="keys")
+app.add_typer(auth_cli.token_app, name="token")
 app.add_typer(tasks_cli.app, name="tasks")
 app.command("up")(up_cli.up)
 app.command("status")(up_cli.status)
+app.command("down")(up_cli.down)
+app.command("trace")(trace_cli.trace)
 app.command("demo")(up_cli.demo)
 app.add_typer(memory_cli.memory_app, name="memory")
 app.command("usage")(memory_cli.usage)
 app.command("run")(run_cli.run)
 app.add_typer(run_cli.agent_app, name="agent")
+app.add_typer(chaos_cli.app, name="chaos")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """`agentmesh memory …` and `agentmesh usage`: what the mesh remembers and what it consumed.
 
     agentmesh memory session show --tenant T --user U --session S [--budget N] [--json]
-    agentmesh memory forget --tenant T --user U [--yes] [--json]
+    agentmesh memory forget --user U [--tenant T] [--domain D | --target ADDR] [--yes] [--json]
     agentmesh usage --domain D [--tenant T] [--user U] [--session S] [--json]
 
 Redis comes from `--redis`, else REDIS_URL (the configuration contract).
@@ -29,7 +29,6 @@ from agentmesh.kit.errors import AgentmeshError, InvalidArgument
 from memory import keys
 from memory.connection import AnyRedis, create_redis, describe
 from memory.context import ContextPacket, Turn
-from memory.forget import find_user_data, forget_user
 from memory.sessions import SessionInfo, SessionStore
 from memory.usage import UsageReport, UsageStore
 
@@ -167,52 +166,81 @@ def session_show(
 
 @memory_app.command("forget")
 def forget(
-    tenant: str = TENANT,
     user: str = USER,
+    tenant: str | None = typer.Option(
+        None, "--tenant", help="The tenant: must be your token's (`tid`); a check, not a choice."
+    ),
+    domain: str = typer.Option(
+        "refunds", "--domain", help="The agent to ask (any agent of the mesh serves ForgetUser)."
+    ),
+    target: str | None = typer.Option(None, "--target", help="Ask this agent address directly."),
+    registry: str | None = typer.Option(None, "--registry", help="Registry (default: env, profile)."),
+    token: str | None = typer.Option(
+        None, "--token", help="Token holding memory:admin (default: AGENTMESH_TOKEN, the CLI profile)."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = JSON,
-    redis: str | None = REDIS,
 ) -> None:
-    """Delete everything the mesh remembers about one user.
+    """Delete everything the mesh remembers about one user of your tenant (ForgetUser, memory:admin).
 
     Removes the user's sessions (turns and summaries), long-term facts, usage
     counters and rate-limit buckets, and prints what was deleted. The tenant's
     per-domain totals stay (aggregates), and task records are kept until their
-    retention ends. Run it when the user has no running tasks. Will require
-    the `memory:admin` scope once the CLI authenticates to the mesh.
+    retention ends. Run it when the user has no running tasks.
     """
+    from agentmesh.cli.auth import token_claims
+    from agentmesh.cli.profile_file import resolve_token
+    from agentmesh.cli.run import _client
+    from agents.client import caller_metadata
+
     if as_json and not yes:
         err_console.print("--json needs --yes (there is no one to confirm)")
         raise typer.Exit(EXIT_USAGE)
-    url = _url(redis)
+    bearer = resolve_token(token)
+    if bearer and tenant and token_claims(bearer).get("tid") != tenant:
+        err_console.print(f"your token is not for tenant {tenant!r}: users are forgotten in its tenant")
+        raise typer.Exit(EXIT_USAGE)
+    metadata = caller_metadata(token=bearer, tenant=None if bearer else tenant)
+
+    async def ask(validate_only: bool) -> Any:
+        client = await _client(domain, target, registry, metadata)
+        try:
+            return await client.forget_user(user, validate_only=validate_only)
+        finally:
+            await client.close()
+
+    def call(validate_only: bool) -> Any:
+        try:
+            return asyncio.run(ask(validate_only))
+        except AgentmeshError as exc:
+            err_console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(EXIT_FAILED) from None
+
     if not yes:
-        found = _run(url, lambda client: find_user_data(client, tenant, user))
-        if not found:
-            console.print(escape(f"nothing stored for user {user!r} in tenant {tenant!r}"))
+        counts = dict(call(True).deleted)
+        if not counts.get("keys"):
+            console.print(escape(f"nothing stored for user {user!r}"))
             return
-        counts = found.counts()
         console.print(
-            f"user {escape(repr(user))} in tenant {escape(repr(tenant))}: {counts['sessions']} sessions, "
-            f"{counts['facts']} facts, "
-            f"{counts['usage_counters']} usage counters, {counts['rate_limit_buckets']} rate-limit buckets "
-            f"({counts['keys']} keys)"
+            f"user {escape(repr(user))}: {counts.get('sessions', 0)} sessions, "
+            f"{counts.get('facts', 0)} facts, "
+            f"{counts.get('usage_counters', 0)} usage counters, "
+            f"{counts.get('rate_limit_buckets', 0)} rate-limit buckets ({counts.get('keys', 0)} keys)"
         )
         if not typer.confirm("Delete all of it?", default=False):
             console.print("nothing deleted")
             raise typer.Exit(EXIT_FAILED)
-    report = _run(url, lambda client: forget_user(client, tenant, user))
+    report = call(False)
+    deleted = dict(report.deleted)
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
+        typer.echo(json.dumps({"tenant": report.tenant, "user": report.user, "deleted": deleted}, indent=2))
         return
-    deleted = report.deleted
     console.print(
-        f"deleted for user {escape(repr(user))} in tenant {escape(repr(tenant))}: "
+        f"deleted for user {escape(repr(user))} in tenant {escape(repr(report.tenant))}: "
         f"{deleted.get('sessions', 0)} sessions, "
         f"{deleted.get('facts', 0)} facts, {deleted.get('usage_counters', 0)} usage counters, "
-        f"{deleted.get('rate_limit_buckets', 0)} rate-limit buckets ({len(report.keys)} keys)"
+        f"{deleted.get('rate_limit_buckets', 0)} rate-limit buckets ({deleted.get('keys', 0)} keys)"
     )
-    for key in report.keys:
-        console.print(f"  {escape(key)}", highlight=False)
 
 
 # --- usage -----------------------------------------------------------------------------

@@ -24,6 +24,8 @@ DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"
 class Profile:
     registry: str | None = None
     token: str | None = None
+    # A second identity `agentmesh up` writes: a user holding the demo domains' approve scopes.
+    approver_token: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

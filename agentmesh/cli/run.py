@@ -32,6 +32,7 @@ _STEP_KINDS = {
     task_pb2.STEP_KIND_SANITIZE: "sanitize",
     task_pb2.STEP_KIND_COMPACTION: "compact",
     task_pb2.STEP_KIND_DELEGATION: "delegate",
+    task_pb2.STEP_KIND_COMPENSATION: "compensate",
 }
 _DONE = {task_pb2.TASK_STATE_COMPLETED}
 _FAILED = {task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_REJECTED, task_pb2.TASK_STATE_CANCELED}
@@ -186,15 +187,34 @@ def run(
     request_id: str = typer.Option(
         "", "--request-id", help="Idempotency key: repeating it returns the same task."
     ),
-    tenant: str = typer.Option(None, "--tenant", help="Tenant to act in (until tokens carry it)."),
-    user: str = typer.Option(None, "--user", help="User to act as (until tokens carry it)."),
+    token: str = typer.Option(
+        None, "--token", help="Bearer token to call with (default: AGENTMESH_TOKEN, then the CLI profile)."
+    ),
+    tenant: str = typer.Option(
+        None, "--tenant", help="Deprecated; a mesh with --insecure-no-auth only: the tenant to name."
+    ),
+    user: str = typer.Option(
+        None, "--user", help="Deprecated; a mesh with --insecure-no-auth only: the user to name."
+    ),
 ) -> None:
     """Run an agent on an instruction and print its steps, outcome and usage."""
     from agentmesh.cli.profile_file import resolve_token
     from agents.client import caller_metadata, limits
 
     _check_domain(domain)
-    metadata = caller_metadata(token=resolve_token(None), tenant=tenant, user=user)
+    bearer = resolve_token(token)
+    if tenant or user:
+        if token:
+            err_console.print(
+                "--tenant/--user name a caller only without a token: the token says who you are"
+            )
+            raise typer.Exit(EXIT_USAGE)
+        err_console.print(
+            "[yellow]--tenant/--user are deprecated: only a mesh running with --insecure-no-auth reads "
+            "them; use --token or the CLI profile[/yellow]"
+        )
+        bearer = None
+    metadata = caller_metadata(token=bearer, tenant=tenant, user=user)
 
     where = target or "registry " + (registry or "default")
     task_limits = limits(

@@ -20,6 +20,7 @@ ROLE_ENTRYPOINTS: dict[Role, str] = {
     Role.REGISTRY: "tool_registry.server:main",
     Role.AGENT: "agents.server:main",
     Role.MODEL: "agents.scripted_model:main",
+    Role.CONSOLE: "agentmesh.console.server:main",
 }
 
 
@@ -47,7 +48,7 @@ def load(entrypoint: str) -> Callable[[], None]:
 
 def serve(
     role: str | None = typer.Argument(
-        None, help="registry | agent | tool | model (default: $AGENTMESH_ROLE)."
+        None, help="registry | agent | tool | model | console (default: $AGENTMESH_ROLE)."
     ),
 ) -> None:
     """Serve one role of the mesh, configured by the environment (see docs/configuration.md)."""

@@ -1,6 +1,7 @@
 """`agentmesh tasks`: operate the durable task queue.
 
     agentmesh tasks dead-letters list    --domain refunds [--limit 50] [--json]
+    agentmesh tasks dead-letters show    --domain refunds TASK_ID [--json]
     agentmesh tasks dead-letters redrive --domain refunds ENTRY_ID... | --all [--json]
 
 Redis comes from `--redis` or REDIS_URL, the shard count from `--shards` or
@@ -13,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -26,8 +27,11 @@ from agentmesh.cli.common import EXIT_FAILED, console, err_console, fail, usage_
 from agentmesh.kit.config import ConfigError, Settings
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.kit.validation import DOMAIN_SLUG
+from agentmesh.v1 import task_pb2
 from memory.connection import create_redis, describe
+from memory.tasks.effects import task_effects
 from memory.tasks.queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks.records import TaskSnapshot
 from memory.tasks.store import TaskConfig
 
 T = TypeVar("T")
@@ -109,6 +113,92 @@ def list_dead_letters(
             str(letter.failed_attempts),
             _when(letter.dead_ms),
             Text(letter.reason),
+        )
+    console.print(table)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    snapshot: TaskSnapshot | None
+    letter: DeadLetter | None
+
+
+async def _find(queue: TaskQueue, task_id: str) -> _Shown:
+    snapshot = await queue.store.snapshot(task_id, steps=True)
+    letters = [d for d in await queue.dead_letters(limit=10_000) if d.task_id == task_id]
+    return _Shown(snapshot, letters[0] if letters else None)
+
+
+@dead_letters_app.command("show")
+def show_dead_letter(
+    task_id: str = typer.Argument(..., help="Task id (from `list`)."),
+    domain: str = DomainOption,
+    redis_url: str | None = RedisOption,
+    shards: int | None = ShardsOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show a dead-lettered task: why, and the side effects its steps completed (tool, arguments
+    digest, result, idempotency key, compensation) — what a redrive would build on."""
+    shown: _Shown = _queue_call(redis_url, domain, shards, lambda q: _find(q, task_id))
+    if shown.snapshot is None and shown.letter is None:
+        err_console.print(
+            f"[red]no task {escape(task_id)} in {escape(domain)} (expired, or another domain)[/red]"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    task = shown.snapshot.task if shown.snapshot is not None else None
+    if task is not None:
+        effects = [e.as_dict() for e in task_effects(task_id, list(task.steps))]
+    else:  # the record expired: what the dead letter kept of the effects
+        effects = [dict(e) for e in shown.letter.effects] if shown.letter is not None else []
+    document: dict[str, Any] = {
+        "task_id": task_id,
+        "state": task_pb2.TaskState.Name(task.state) if task is not None else None,
+        "stop_reason": task_pb2.StopReason.Name(task.stop_reason) if task is not None else None,
+        "status_message": task.status_message if task is not None else None,
+        "failed_attempts": shown.snapshot.fails if shown.snapshot is not None else None,
+        "dead_letter": asdict(shown.letter) if shown.letter is not None else None,
+        "effects": effects,
+    }
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    _print_shown(document)
+
+
+def _print_shown(document: dict[str, Any]) -> None:
+    letter = document["dead_letter"]
+    console.print(f"task {escape(document['task_id'])}")
+    if document["state"] is None:
+        console.print("  the task record expired; the effects below are what its dead letter kept")
+    else:
+        console.print(f"  state: {document['state']} ({document['stop_reason']})")
+        console.print(f"  status: {escape(document['status_message'])}")
+    if letter is not None:
+        console.print(
+            f"  dead letter {escape(letter['entry_id'])} since {_when(int(letter['dead_ms']))}, "
+            f"after {letter['failed_attempts']} failed attempts"
+        )
+    else:
+        console.print("  not in the dead letters (redriven, or never dead-lettered)")
+    effects: list[dict[str, Any]] = document["effects"]
+    if not effects:
+        console.print("no side-effecting step completed")
+        return
+    table = Table(title="side effects (a redrive resumes after the last checkpoint, with the same keys)")
+    for column in ("step", "tool", "class", "status", "arguments sha256", "idempotency key"):
+        table.add_column(column, no_wrap=True)  # ids must stay copyable
+    table.add_column("result")
+    table.add_column("compensation")
+    for effect in effects:
+        table.add_row(
+            str(effect["step"]),
+            Text(str(effect["tool"])),
+            Text(str(effect.get("side_effect", ""))),
+            Text(str(effect["status"])),
+            Text(str(effect["arguments_sha256"])[:16]),
+            Text(str(effect.get("idempotency_key", ""))),
+            Text(str(effect.get("result", ""))),
+            Text(str(effect.get("compensation", ""))),
         )
     console.print(table)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -15,8 +17,10 @@ from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, cons
 from agentmesh.kit import health
 from agentmesh.kit.net import port_bindable
 from agentmesh.kit.signals import stop_signals
+from agentmesh.localmesh.devauth import DevIssuer, dev_issuer, mesh_issuer
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
+    CONSOLE_DEV_TOKENS,
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
     REPO_ROOT,
@@ -24,11 +28,14 @@ from agentmesh.localmesh.plan import (
     build_plan,
     default_agents,
     ports_in_use,
+    service_names,
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
 
 DEFAULT_STATE_DIR = Path(".agentmesh")
 MAX_PORT = 65_535
+DETACH_TIMEOUT_S = 180.0
+TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -44,23 +51,28 @@ def _report(text: str) -> None:
     console.print(text, markup=False)
 
 
-async def _run(mesh: LocalMesh, registry: str, *, demo: bool) -> bool:
+async def _run(mesh: LocalMesh, registry: str, *, demo: bool, issuer: DevIssuer | None) -> bool:
     """Start the mesh, play the demo once it is healthy, serve until a signal; False if the demo failed."""
     async with stop_signals() as stop:  # stopping the mesh runs inside: a second Ctrl-C cannot cut it
-        return await _serve(mesh, registry, stop, demo=demo)
+        return await _serve(mesh, registry, stop, demo=demo, issuer=issuer)
 
 
-async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: bool) -> bool:
+async def _serve(
+    mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: bool, issuer: DevIssuer | None
+) -> bool:
     """The mesh's life from start to stop; `stop` is set by a signal."""
     ok = True
     try:
         await mesh.start()
         console.print("[green]mesh is up[/green]")
-        _write_profile(registry, mesh.redis_url)
+        for planned in mesh.plan:
+            if planned.url:
+                console.print(f"operator console: {planned.url} (sign in with a mesh token)")
+        _write_profile(registry, mesh.redis_url, issuer)
         if demo:
             # The supervisor restarts crashed services while the stories play.
             supervising = asyncio.ensure_future(mesh.supervise(stop))
-            ok = await _play_demo(registry, ())
+            ok = await _play_demo(registry, (), issuer)
             if not stop.is_set():
                 console.print(
                     'the mesh keeps serving: `agentmesh status`, `agentmesh run fulfillment "…"`, '
@@ -76,8 +88,8 @@ async def _serve(mesh: LocalMesh, registry: str, stop: asyncio.Event, *, demo: b
     return ok
 
 
-def _write_profile(registry: str, redis_url: str) -> None:
-    """Point the CLI profile at this mesh (other fields, e.g. a token, are kept)."""
+def _write_profile(registry: str, redis_url: str, issuer: DevIssuer | None) -> None:
+    """Point the CLI profile at this mesh with this mesh's tokens (other fields are kept)."""
     from agentmesh.cli.profile_file import ProfileError, load_profile, profile_path, save_profile
 
     try:
@@ -86,14 +98,18 @@ def _write_profile(registry: str, redis_url: str) -> None:
         err_console.print(f"[yellow]not updating the CLI profile:[/yellow] {escape(str(exc))}")
         return
     profile.registry, profile.redis_url = registry, redis_url
+    if issuer is not None:  # a demo user's token and a separate approver's (holding refunds:approve)
+        profile.token, profile.approver_token = issuer.user_token(), issuer.approver_token()
+    else:
+        profile.token = profile.approver_token = None
     save_profile(profile)
     console.print(escape(f"CLI profile {profile_path()} now points at this mesh (registry {registry})"))
 
 
-async def _play_demo(registry: str, stories: tuple[str, ...]) -> bool:
+async def _play_demo(registry: str, stories: tuple[str, ...], issuer: DevIssuer | None) -> bool:
     from agentmesh.localmesh.demo import play, print_summary
 
-    outcomes, scripted = await play(registry, stories)
+    outcomes, scripted = await play(registry, stories, issuer=issuer)
     print_summary(outcomes, scripted)
     return all(o.status != "failed" for o in outcomes)
 
@@ -117,6 +133,23 @@ def up(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
     ),
     demo: bool = typer.Option(False, "--demo", help="Play the demo stories once the mesh is healthy."),
+    record_traces: bool = typer.Option(
+        True,
+        "--traces/--no-traces",
+        help="Record every service's spans in <state-dir>/traces (OTLP JSON lines) for `agentmesh trace`.",
+    ),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        help="Run the mesh in the background; return once every service is SERVING "
+        "(logs in <state-dir>/logs, stop it with `agentmesh down`).",
+    ),
+    insecure_no_auth: bool = typer.Option(
+        False,
+        "--insecure-no-auth",
+        help="Run every service without authentication (callers name themselves in headers). "
+        "Local development only: it warns at every start.",
+    ),
     port_offset: int = typer.Option(
         0,
         "--port-offset",
@@ -145,7 +178,10 @@ def up(
             f"(known: {', '.join(DEFAULT_TOOLS)})"
         )
         raise typer.Exit(EXIT_USAGE)
+    state = _state_dir(state_dir)
+    traces = {"AGENTMESH_TRACE_DIR": str((state / TRACES_DIR).resolve())} if record_traces else {}
     options = MeshOptions(
+        extra_env=traces,
         port_offset=port_offset,
         redis_url=redis_url or "",
         model_base_url=model_url,
@@ -165,7 +201,41 @@ def up(
             "(`agentmesh status`; `--port-offset` runs another beside it)"
         )
         raise typer.Exit(EXIT_FAILED)
-    state = _state_dir(state_dir)
+    if detach:
+        argv = [sys.executable, "-m", "agentmesh", "up", "--state-dir", str(state.resolve())]
+        argv += ["--port-offset", str(port_offset), "--model-name", model_name]
+        argv += ["--model-script", str(options.model_script)]
+        argv += ["--redis-url", redis_url] if redis_url else []
+        argv += ["--model-url", model_url] if model_url else []
+        for _, spec_path in agents:
+            argv += ["--agent", str(spec_path)]
+        for tool in options.tools:
+            argv += ["--tool", tool]
+        argv += ["--demo"] if demo else []
+        argv += [] if record_traces else ["--no-traces"]
+        argv += ["--insecure-no-auth"] if insecure_no_auth else []
+        _detach(argv, state)
+        return
+    options = replace(options, console_dev_tokens=state / CONSOLE_DEV_TOKENS)
+    issuer: DevIssuer | None = None
+    if insecure_no_auth:
+        err_console.print(
+            "[yellow]WARNING: authentication is OFF (--insecure-no-auth): "
+            "any caller can act as any user[/yellow]"
+        )
+        options = replace(options, insecure_no_auth=True)
+    else:
+        issuer = dev_issuer(state)
+        options = replace(
+            options,
+            signing_key=issuer.key_path,
+            jwks=issuer.jwks_path,
+            service_tokens={name: issuer.service_token(name) for name in service_names(options)},
+        )
+        # The console's sign-in page offers the same two identities as the CLI profile.
+        dev_tokens = {"demo user": issuer.user_token(), "approver": issuer.approver_token()}
+        (state / CONSOLE_DEV_TOKENS).parent.mkdir(parents=True, exist_ok=True)
+        (state / CONSOLE_DEV_TOKENS).write_text(json.dumps(dev_tokens))
     redis = None
     if not redis_url:
         redis = EmbeddedRedis(port=options.redis_port, data_dir=state / "redis", appendonly=True)
@@ -173,7 +243,7 @@ def up(
     plan = build_plan(options)
     mesh = LocalMesh(plan, state, redis=redis, redis_url=options.redis_url, report=_report, cwd=REPO_ROOT)
     try:
-        ok = asyncio.run(_run(mesh, options.registry_address, demo=demo))
+        ok = asyncio.run(_run(mesh, options.registry_address, demo=demo, issuer=issuer))
     except MeshStartError as exc:
         err_console.print(f"[red]the mesh did not start:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -181,14 +251,65 @@ def up(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _detach(argv: list[str], state: Path) -> None:
+    from agentmesh.localmesh.detached import DetachError, spawn_up, wait_healthy
+
+    console.print(f"starting the mesh in the background (log: {state / 'logs' / 'up.log'})…")
+    try:
+        started = asyncio.run(
+            wait_healthy(spawn_up(argv, state, cwd=REPO_ROOT), state, timeout=DETACH_TIMEOUT_S)
+        )
+    except DetachError as exc:
+        err_console.print(f"[red]the mesh did not start:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from None
+    _print_status(started.status)
+    console.print(f"[green]mesh is up[/green] (supervisor pid {started.pid})")
+    console.print(f"logs: {state.resolve() / 'logs'} (one file per service; up.log for the supervisor)")
+    console.print(
+        "stop it with `agentmesh down" + (f" --state-dir {state}" if state != DEFAULT_STATE_DIR else "") + "`"
+    )
+
+
+def down(
+    state_dir: Path = typer.Option(None, help="State directory of the mesh (default ./.agentmesh)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was stopped as JSON."),
+) -> None:
+    """Stop the local mesh `agentmesh up` started (detached or not): nothing it started is left running."""
+    from agentmesh.localmesh.detached import stop_detached
+
+    state = _state_dir(state_dir)
+    stopped = stop_detached(state)
+    if stopped is None:
+        err_console.print(f"no mesh is running (no {state / STATE_FILE})")
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"stopped": stopped.pids, "by_supervisor": stopped.by_supervisor, "killed": stopped.killed}
+            )
+        )
+        return
+    how = "by its supervisor" if stopped.by_supervisor else "directly (its supervisor was gone)"
+    console.print(f"stopped {len(stopped.pids)} processes {how}")
+    if stopped.killed:
+        console.print(
+            f"[yellow]{len(stopped.killed)} outlived SIGTERM and were killed:[/yellow] {stopped.killed}"
+        )
+
+
 def demo(
     registry: str = typer.Option(
         None, "--registry", help="Registry of the mesh (default: env, profile, :50051)."
     ),
+    state_dir: Path = typer.Option(
+        None,
+        help="State directory of the mesh (default ./.agentmesh): its dev issuer mints the stories' tokens.",
+    ),
     stories: list[str] = typer.Option(
         None,
         "--story",
-        help="Play only this story (repeatable): refund, refund-approval, fulfillment, training-dummy.",
+        help="Play only this story (repeatable): refund, refund-approval, denied, fulfillment, "
+        "training-dummy.",
     ),
 ) -> None:
     """Play the example stories against a running mesh (`agentmesh up` elsewhere); exit 1 if one fails."""
@@ -208,8 +329,27 @@ def demo(
             f"[red]no registry is serving at {escape(address)}[/red]; start the mesh with `agentmesh up`"
         )
         raise typer.Exit(EXIT_UNREACHABLE)
-    if not asyncio.run(_play_demo(address, tuple(stories or ()))):
+    if not asyncio.run(_play_demo(address, tuple(stories or ()), mesh_issuer(_state_dir(state_dir)))):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_status(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
+    for s in document["services"]:
+        colour = "green" if s["health"] == health.SERVING else "red"
+        http = f"http://{s['http']}/" if s["kind"] == "console" and s["http"] else s["http"] or ""
+        table.add_row(
+            s["name"], s["kind"], s["grpc"] or "", http, str(s["pid"] or ""),
+            f"[{colour}]{s['health']}[/{colour}]",
+        )  # fmt: skip
+    console.print(f"redis: {escape(str(document['redis']))}")
+    if document.get("auth") == "off":
+        console.print("[yellow]auth: off (--insecure-no-auth): callers name themselves[/yellow]")
+    else:
+        console.print("auth: on")
+    console.print(table)
 
 
 def status(
@@ -225,16 +365,6 @@ def status(
     if as_json:
         typer.echo(json.dumps(document, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table("service", "kind", "gRPC", "HTTP", "pid", "health")
-        for s in document["services"]:
-            colour = "green" if s["health"] == health.SERVING else "red"
-            table.add_row(
-                s["name"], s["kind"], s["grpc"] or "", s["http"] or "", str(s["pid"] or ""),
-                f"[{colour}]{s['health']}[/{colour}]",
-            )  # fmt: skip
-        console.print(f"redis: {escape(str(document['redis']))}")
-        console.print(table)
+        _print_status(document)
     if any(s["health"] != health.SERVING for s in document["services"]):
         raise typer.Exit(EXIT_FAILED)

@@ -66,7 +66,8 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def _credentials(settings: Settings | None) -> grpc.ChannelCredentials | None:
-    if settings is None or not settings.tls_enabled:
+    """mTLS with AGENTMESH_TLS_CERT/_KEY (+ _CA); TLS without a client certificate with _CA alone."""
+    if settings is None or not (settings.tls_enabled or settings.tls_ca):
         return None
     return grpc.ssl_channel_credentials(
         root_certificates=_read(settings.tls_ca),

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentmesh.kit.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CALLER
+
 
 class Role(enum.StrEnum):
     """What a process serves; the container entrypoint dispatches on it."""
@@ -37,6 +39,7 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     TOOL = "tool"
     MODEL = "model"
+    CONSOLE = "console"
 
 
 class LogFormat(enum.StrEnum):
@@ -64,12 +67,14 @@ TOOL_PORTS: dict[str, int] = {
     "dummy": 50076,
 }
 MODEL_PORT = 50099  # the scripted model's HTTP port
+CONSOLE_PORT = 50080  # the operator console's HTTP port
 REDIS_PORT = 6390  # the local mesh's embedded valkey
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
     Role.REGISTRY: REGISTRY_PORT,
     Role.AGENT: min(AGENT_PORTS.values()),
     Role.TOOL: min(TOOL_PORTS.values()),
     Role.MODEL: MODEL_PORT,
+    Role.CONSOLE: CONSOLE_PORT,
 }
 HTTP_PORT_OFFSET = 1000
 HEALTH_PORT_OFFSET = 2000
@@ -132,7 +137,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", validate_default=True)
 
     role: Role = _env(
-        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool or model.", Role.AGENT
+        "AGENTMESH_ROLE", "What this process serves: registry, agent, tool, model or console.", Role.AGENT
     )
     domain_spec: Path | None = _env(
         "AGENTMESH_DOMAIN_SPEC", "Path to the agent's domain spec (YAML). Required for role=agent."
@@ -148,6 +153,18 @@ class Settings(BaseModel):
         "script (agents/scripts/demo.yaml). The model serves HTTP on AGENTMESH_HTTP_PORT, else "
         "AGENTMESH_GRPC_PORT, else 50099.",
     )
+    console_dev_tokens: Path | None = _env(
+        "AGENTMESH_CONSOLE_DEV_TOKENS",
+        "For role=console: a JSON file `{label: token}` of dev identities the sign-in page offers "
+        "(`agentmesh up` writes it). The console serves HTTP on AGENTMESH_HTTP_PORT, else "
+        "AGENTMESH_GRPC_PORT, else 50080.",
+    )
+    console_secure_cookies: bool = _env(
+        "AGENTMESH_CONSOLE_SECURE_COOKIES",
+        "For role=console: mark the session cookie Secure even when the console itself is reached "
+        "over plain HTTP (set it behind a TLS-terminating ingress).",
+        False,
+    )
     price_table: Path | None = _env(
         "AGENTMESH_PRICE_TABLE",
         "YAML price table for cost attribution (USD per 1M prompt/completion tokens per model). "
@@ -155,7 +172,8 @@ class Settings(BaseModel):
     )
     grpc_port: int | None = _env(
         "AGENTMESH_GRPC_PORT",
-        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099. "
+        "gRPC listen port. Default by role: registry 50051, agent 50061, tool 50071, model 50099, "
+        "console 50080 (HTTP). "
         "0 picks a free port.",
         ge=0,
         le=65535,
@@ -221,6 +239,12 @@ class Settings(BaseModel):
     service_name: str | None = _env(
         "AGENTMESH_SERVICE_NAME", "Name in logs, metrics and traces. Default: the role (agents: the domain)."
     )
+    trace_dir: str | None = _env(
+        "AGENTMESH_TRACE_DIR",
+        "Directory for span files (OTLP JSON lines, one file per process) for runs without a "
+        "collector; `agentmesh up` sets it to <state dir>/traces and `agentmesh trace TASK_ID` "
+        "reads it. Works beside the standard OTEL_* exporters.",
+    )
     log_level: str = _env("AGENTMESH_LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
     log_format: LogFormat = _env(
         "AGENTMESH_LOG_FORMAT", "Log format: json (one object per line) or text.", "json"
@@ -250,6 +274,28 @@ class Settings(BaseModel):
         "RESOURCE_EXHAUSTED with RetryInfo. 0 = unbounded.",
         64,
         ge=0,
+    )
+    max_streams: int = _env(
+        "AGENTMESH_MAX_STREAMS",
+        "Server streams (WatchTask, WatchTools) one replica holds open at once; beyond it callers get "
+        "RESOURCE_EXHAUSTED with RetryInfo. Keep it below AGENTMESH_REDIS_MAX_CONNECTIONS: an open stream "
+        "may hold a Redis connection. 0 = unbounded.",
+        DEFAULT_MAX_STREAMS,
+        ge=0,
+    )
+    max_streams_per_caller: int = _env(
+        "AGENTMESH_MAX_STREAMS_PER_CALLER",
+        "Server streams one caller (a user of a tenant; for the registry a service or peer host) holds open "
+        "on one replica; beyond it RESOURCE_EXHAUSTED with RetryInfo. 0 = unbounded.",
+        DEFAULT_MAX_STREAMS_PER_CALLER,
+        ge=0,
+    )
+    redis_max_connections: int = _env(
+        "AGENTMESH_REDIS_MAX_CONNECTIONS",
+        "Redis connections one process opens at most (per node on a Cluster). A command that finds none "
+        "free waits up to 5 s for one, then fails UNAVAILABLE.",
+        512,
+        ge=8,
     )
     worker_concurrency: int = _env(
         "AGENTMESH_WORKER_CONCURRENCY", "Durable tasks one agent replica runs at once.", 4, ge=1

@@ -185,16 +185,38 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
 
 
+# What an error may quote of a caller's value (`echo`), and what any status
+# carries at most (a safety net under every message, so nothing a caller sends
+# comes back whole: a 100k-character id would otherwise be echoed in full).
+MAX_ECHO_CHARS = 80
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+
+
+def echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """A caller-supplied value as an error message quotes it: its repr, cut at `limit` characters."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def to_status_proto(error: AgentmeshError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, details included."""
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=error.domain, metadata=error.metadata)
+    """The google.rpc.Status for an error, details included (texts capped, see MAX_MESSAGE_CHARS)."""
+    status = status_pb2.Status(code=error.code.value[0], message=_cap(error.message, MAX_MESSAGE_CHARS))
+    metadata = {_cap(k, MAX_DETAIL_CHARS): _cap(v, MAX_DETAIL_CHARS) for k, v in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=error.domain, metadata=metadata)
     status.details.add().Pack(info)
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description, reason=v.reason
+                    field=_cap(v.field, MAX_DETAIL_CHARS),
+                    description=_cap(v.description, MAX_MESSAGE_CHARS),
+                    reason=v.reason,
                 )
                 for v in error.violations
             ]

@@ -6,6 +6,10 @@ It is where the error map is applied, so nothing bypasses it:
 - any other exception -> INTERNAL with an opaque error id (the traceback goes
   to the log under that id, never to the caller);
 - requests holding undefined enum numbers -> INVALID_ARGUMENT naming the field;
+- request bytes that do not decode (corrupt wire bytes, nesting beyond
+  protobuf's recursion limit) -> INVALID_ARGUMENT: the deserializer is wrapped
+  (`_tolerant`) so its failure reaches the handler wrapper instead of grpc.aio's
+  UNKNOWN;
 - the caller's identity: the `Authenticator` (agentmesh.kit.auth) verifies the
   bearer token and the method's scopes before any handler runs, and the
   verified `Principal` is what handlers read (`current_principal()`);
@@ -27,11 +31,12 @@ from typing import Any
 import grpc
 from grpc._cython import cygrpc
 
-from agentmesh.kit import metrics
+from agentmesh.kit import metrics, tracing
 from agentmesh.kit.auth.gate import Authenticator
 from agentmesh.kit.auth.principal import reset_current_principal, set_current_principal
 from agentmesh.kit.errors import (
     AgentmeshError,
+    FieldViolation,
     InvalidArgument,
     ResourceExhausted,
     internal_error,
@@ -115,27 +120,28 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service, _ = _split(full_method)
         streaming_response = handler.response_streaming
         call = _Call(full_method, bounded=service in self._bounded_services and not streaming_response)
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, call, check_request=True),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(handler.stream_unary, call, check_request=False),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(handler.unary_stream, call, check_request=True),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             self._stream(handler.stream_stream, call, check_request=False),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -149,6 +155,7 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 identity = await self._authenticate(call, context)
                 admitted = self._admit(call)
                 if check_request:
+                    _check_decoded(request)
                     _check_enums(request)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
@@ -180,6 +187,7 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     await self._authenticate(call, context)  # the generator's own context: no reset needed
                     if check_request:
+                        _check_decoded(request)
                         _check_enums(request)
                     async for item in behavior(request, context):
                         yield item
@@ -231,6 +239,37 @@ class ServerEdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         call.in_flight.set(count)
 
 
+class _Undecodable:
+    """What the wrapped deserializer hands on when the request bytes do not decode."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so a decoding failure becomes a value, not grpc.aio's UNKNOWN."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, RecursionError: anything the bytes can cause
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            "the request does not decode: corrupt bytes or nesting deeper than the protobuf limit (100)",
+            violations=[FieldViolation("request", "does not decode as the method's request", "UNDECODABLE")],
+        )
+
+
 def _check_enums(request: Any) -> None:
     violations = undefined_enum_violations(request)
     if violations:
@@ -279,3 +318,6 @@ def _map_exception(
 def _record(call: _Call, code: grpc.StatusCode, started: float) -> None:
     call.duration.observe(time.perf_counter() - started)
     call.count(code)
+    if code is not grpc.StatusCode.OK:
+        # The stock OTel server interceptor misses abort_with_status (how every error leaves).
+        tracing.mark_failed(code.name, code.value[0])

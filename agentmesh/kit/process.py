@@ -51,7 +51,7 @@ def run_process(
     """
     service = settings.service_name or name
     configure_logging(service, settings.log_level, settings.log_format)
-    configure_tracing(service)
+    configure_tracing(service, trace_dir=settings.trace_dir)
     try:
         asyncio.run(serve())
     except fatal as exc:

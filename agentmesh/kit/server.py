@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
+MAX_METADATA_BYTES = 64 * 1024
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -55,6 +56,10 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.so_reuseport", 0),
+        # Above gRPC's 8/16 KiB defaults, so an oversized bearer token reaches the edge and gets
+        # UNAUTHENTICATED naming the cause instead of a transport error (tokens: at most 16 KiB).
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     ]
     if settings.max_connection_age_s > 0:
         age_ms = int(settings.max_connection_age_s * 1000)
@@ -65,15 +70,59 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     return options
 
 
+class CertificateFiles:
+    """AGENTMESH_TLS_CERT/_KEY/_CA, re-read when one of them changes (cert-manager renewals).
+
+    gRPC asks `fetch` before each new TLS handshake; it answers None while the files
+    are as they were, the new configuration once they changed (established
+    connections keep theirs). A half-written or unreadable set keeps the previous one.
+    """
+
+    def __init__(self, cert: Path, key: Path, ca: Path | None) -> None:
+        self.paths = (Path(cert), Path(key), *((Path(ca),) if ca else ()))
+        self.mutual = ca is not None
+        self._stamp = self._stamps()
+        self.initial = self._configuration()
+
+    def _stamps(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self.paths:
+            try:
+                stat = path.stat()
+            except OSError:
+                return ()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+    def _configuration(self) -> Any:
+        cert, key, *ca = (path.read_bytes() for path in self.paths)
+        if b"PRIVATE KEY" not in key or b"CERTIFICATE" not in cert:
+            raise ValueError(f"{self.paths[0]} / {self.paths[1]} are not a PEM certificate and key")
+        return grpc.ssl_server_certificate_configuration(
+            [(key, cert)], root_certificates=ca[0] if ca else None
+        )
+
+    def fetch(self) -> Any:
+        stamp = self._stamps()
+        if not stamp or stamp == self._stamp:
+            return None
+        try:
+            configuration = self._configuration()
+        except (OSError, ValueError) as exc:
+            log.warning("keeping the previous TLS certificate: %s", exc)
+            return None
+        self._stamp = stamp
+        log.info("TLS certificate reloaded", extra={"cert": str(self.paths[0])})
+        return configuration
+
+
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if not settings.tls_enabled:
         return None
     assert settings.tls_cert is not None and settings.tls_key is not None
-    root = Path(settings.tls_ca).read_bytes() if settings.tls_ca else None
-    return grpc.ssl_server_credentials(
-        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
-        root_certificates=root,
-        require_client_auth=root is not None,
+    files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    return grpc.dynamic_ssl_server_credentials(
+        files.initial, files.fetch, require_client_authentication=files.mutual
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from agentmesh.kit.auth.gate import Authenticator
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.server import ServiceHost
@@ -25,7 +26,11 @@ Registration = tuple[ServiceDescriptor | str, Callable[[grpc.aio.Server], None]]
 
 
 def local_settings(**overrides: Any) -> Settings:
-    """Settings for an in-process test server: loopback, free ports, no drain waits."""
+    """Settings for an in-process test server: loopback, free ports, no drain waits.
+
+    Authentication is on when a `signing_key` or `jwks` is given, else off
+    (AGENTMESH_INSECURE_NO_AUTH), as a test of something else needs no tokens.
+    """
     base: dict[str, Any] = {
         "grpc_port": 0,
         "http_port": 0,
@@ -34,6 +39,9 @@ def local_settings(**overrides: Any) -> Settings:
         "drain_grace_s": 0.5,
         "log_format": "text",
     }
+    if "signing_key" not in overrides and "jwks" not in overrides:
+        # No key to verify tokens with: development mode (callers name themselves in headers).
+        base["insecure_no_auth"] = True
     base.update(overrides)
     return Settings.from_env({}, **base)
 
@@ -44,8 +52,9 @@ async def running_host(
     *,
     settings: Settings | None = None,
     name: str = "test",
+    authenticator: Authenticator | None = None,
 ) -> AsyncIterator[tuple[ServiceHost, grpc.aio.Channel]]:
-    host = ServiceHost(settings or local_settings(), name=name)
+    host = ServiceHost(settings or local_settings(), name=name, authenticator=authenticator)
     for service, register in registrations:
         host.add_service(service, register)
     await host.start()

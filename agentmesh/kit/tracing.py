@@ -1,9 +1,11 @@
 """OpenTelemetry set-up from the standard OTEL_* environment variables.
 
 Tracing is off unless an exporter is configured (OTEL_EXPORTER_OTLP_ENDPOINT,
-OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_TRACES_EXPORTER=console|otlp), so
-an untraced process pays nothing: the API's no-op tracer stays in place and no
-gRPC tracing interceptor is installed.
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_TRACES_EXPORTER=console|otlp) or a
+span directory is given (Settings.trace_dir, AGENTMESH_TRACE_DIR: OTLP JSON lines
+for runs without a collector, see span_files.py), so an untraced process pays
+nothing: the API's no-op tracer stays in place and no gRPC tracing interceptor
+is installed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 
 _configured = False
+FILE_FLUSH_MS = 200
 
 
 def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
@@ -31,11 +34,14 @@ def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
     )
 
 
-def configure_tracing(service_name: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Install a TracerProvider with the configured exporter; returns whether tracing is on."""
+def configure_tracing(
+    service_name: str, environ: Mapping[str, str] | None = None, *, trace_dir: str | None = None
+) -> bool:
+    """Install a TracerProvider with the configured exporters; returns whether tracing is on."""
     global _configured
     env = os.environ if environ is None else environ
-    if not tracing_requested(env):
+    otel = tracing_requested(env)
+    if not otel and not trace_dir:
         return False
     if _configured:
         return True
@@ -43,16 +49,24 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    attributes: dict[str, Any] = {"service.name": env.get("OTEL_SERVICE_NAME") or service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    exporter: SpanExporter
-    if env.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
-        exporter = ConsoleSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    name = env.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    if otel:
+        exporter: SpanExporter
+        if env.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
+            exporter = ConsoleSpanExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+            exporter = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if trace_dir:
+        from agentmesh.kit.span_files import SpanFileExporter
+
+        # A local file is cheap: flush often, so `agentmesh trace` sees a task's spans at once.
+        provider.add_span_processor(
+            BatchSpanProcessor(SpanFileExporter(trace_dir, name), schedule_delay_millis=FILE_FLUSH_MS)
+        )
     trace.set_tracer_provider(provider)
     _configured = True
     return True
@@ -79,6 +93,16 @@ def client_interceptors() -> Sequence[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return tuple(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
+def mark_failed(code_name: str, code_value: int) -> None:
+    """Mark the current span (a server call's) as failed with its gRPC status; nothing when untraced."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attribute("rpc.grpc.status_code", code_value)
+    span.set_attribute("error.type", code_name)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, code_name))
 
 
 def shutdown_tracing() -> None:

@@ -162,9 +162,10 @@ class EmbeddedRedis:
 
 @dataclass
 class EmbeddedCluster:
-    """A Valkey Cluster of `nodes` masters on loopback (no replicas)."""
+    """A Valkey Cluster on loopback: `nodes` are the masters, `replicas` follow them (if any)."""
 
     nodes: list[EmbeddedRedis]
+    replicas: list[EmbeddedRedis] = field(default_factory=list)
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -176,7 +177,7 @@ class EmbeddedCluster:
         return f"redis+cluster://{first.host}:{first.port}/0"
 
     def cleanup(self) -> None:
-        for node in self.nodes:
+        for node in [*self.nodes, *self.replicas]:
             node.cleanup()
 
     def __enter__(self) -> EmbeddedCluster:
@@ -186,9 +187,16 @@ class EmbeddedCluster:
         self.cleanup()
 
 
-def start_cluster(nodes: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
-    """Start `nodes` cluster-enabled servers, split the slots evenly, MEET them, wait for state ok."""
-    members = [EmbeddedRedis(cluster=True).start() for _ in range(nodes)]
+def start_cluster(
+    nodes: int = 3, timeout: float = 20.0, *, replicas: int = 0, node_timeout_ms: int = 5000
+) -> EmbeddedCluster:
+    """Start `nodes` cluster-enabled servers, split the slots evenly, MEET them, wait for state ok.
+
+    `replicas` per master are started, MEET and CLUSTER REPLICATE their master; a replica
+    takes over a master that stays unreachable for `node_timeout_ms`.
+    """
+    extra = ["--cluster-node-timeout", str(node_timeout_ms)]
+    members = [EmbeddedRedis(cluster=True, extra_args=extra).start() for _ in range(nodes)]
     cluster = EmbeddedCluster(members)
     try:
         per_node = CLUSTER_SLOTS // nodes
@@ -199,14 +207,21 @@ def start_cluster(nodes: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
         for client in clients[1:]:
             client.execute_command("CLUSTER", "MEET", members[0].host, members[0].port)  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
-            if all(b"cluster_state:ok" in _as_bytes(s) for s in states):
-                break
-            time.sleep(0.05)
-        else:
-            raise TimeoutError(f"cluster did not reach state ok within {timeout}s")
+        _wait_cluster_ok(clients, timeout)
+        if replicas:
+            cluster.replicas = [
+                EmbeddedRedis(cluster=True, extra_args=extra).start() for _ in range(nodes * replicas)
+            ]
+            masters = [_as_bytes(c.execute_command("CLUSTER", "MYID")).decode() for c in clients]  # type: ignore[no-untyped-call]
+            followers = [redis.Redis(host=r.host, port=r.port) for r in cluster.replicas]
+            for follower in followers:
+                follower.execute_command("CLUSTER", "MEET", members[0].host, members[0].port)  # type: ignore[no-untyped-call]
+            for index, follower in enumerate(followers):
+                _replicate(follower, masters[index % nodes], timeout)
+            _wait_cluster_ok(clients + followers, timeout)
+            for follower in followers:
+                with contextlib.suppress(Exception):
+                    follower.close()
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
@@ -214,6 +229,29 @@ def start_cluster(nodes: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
         cluster.cleanup()
         raise
     return cluster
+
+
+def _wait_cluster_ok(clients: Sequence[redis.Redis], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
+        if all(b"cluster_state:ok" in _as_bytes(s) for s in states):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"cluster did not reach state ok within {timeout}s")
+
+
+def _replicate(follower: redis.Redis, master_id: str, timeout: float) -> None:
+    """CLUSTER REPLICATE once the follower has heard of the master (MEET spreads by gossip)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            follower.execute_command("CLUSTER", "REPLICATE", master_id)  # type: ignore[no-untyped-call]
+            return
+        except redis.ResponseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _as_bytes(value: object) -> bytes:
@@ -228,6 +266,9 @@ class EmbeddedSentinel:
     service: str = "mymaster"
     password: str | None = None  # the Sentinel's own requirepass
     port: int = 0
+    # Failure detection and failover pace (Sentinel's defaults: 30 s and 3 min).
+    down_after_ms: int = 30_000
+    failover_timeout_ms: int = 180_000
     _process: ServiceProcess | None = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
 
@@ -246,6 +287,8 @@ class EmbeddedSentinel:
             "protected-mode no",
             f"dir {self._dir}",
             f"sentinel monitor {self.service} {self.master.host} {self.master.port} 1",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
         ]
         if self.master.password:
             lines.append(f"sentinel auth-pass {self.service} {self.master.password}")
@@ -275,6 +318,15 @@ class EmbeddedSentinel:
             raise TimeoutError(f"sentinel on port {self.port} not ready after {timeout}s")
         finally:
             client.close()
+
+    def master_address(self) -> tuple[str, int]:
+        """The master this Sentinel points at now (after a failover: the promoted replica)."""
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
+        try:
+            host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        return _as_bytes(host).decode(), int(port)
 
     def cleanup(self) -> None:
         if self._process is not None:

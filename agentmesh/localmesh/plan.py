@@ -1,8 +1,9 @@
 """What the local mesh runs: services, ports, environment (pure data, no I/O).
 
 The ports are the one table in agentmesh/kit/config.py (DESIGN.md's local ports: registry
-50051, agents from 50061, example tools from 50071, scripted model HTTP 50099, embedded Redis
-6390); every HTTP side listener is gRPC port + 1000. `port_offset` shifts every one of them, so a
+50051, agents from 50061, example tools from 50071, operator console HTTP 50080, scripted model
+HTTP 50099, embedded Redis 6390); every HTTP side listener is gRPC port + 1000. `port_offset`
+shifts every one of them, so a
 second mesh can run beside the first (or outside the kernel's ephemeral range).
 """
 
@@ -16,12 +17,16 @@ from pathlib import Path
 
 from agentmesh.kit.config import (
     AGENT_PORTS,
+    CONSOLE_PORT,
     HTTP_PORT_OFFSET,
     MODEL_PORT,
     REDIS_PORT,
     REGISTRY_PORT,
     TOOL_PORTS,
 )
+
+# Where in the state directory the console's dev identities are written (`{label: token}`).
+CONSOLE_DEV_TOKENS = "console-dev-tokens.json"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
@@ -55,6 +60,7 @@ class Kind(enum.StrEnum):
     TOOL = "tool"
     MODEL = "model"
     REDIS = "redis"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class PlannedService:
     def http_target(self) -> str | None:
         return None if self.http_port is None else f"127.0.0.1:{self.http_port}"
 
+    @property
+    def url(self) -> str | None:
+        """Where a person opens it (the console), else None."""
+        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+
 
 @dataclass(frozen=True)
 class MeshOptions:
@@ -90,10 +101,25 @@ class MeshOptions:
     tools: Sequence[str] = ()  # example tool names: crm, payments, ...
     extra_env: Mapping[str, str] = field(default_factory=dict)
     port_offset: int = 0  # added to every port below
+    # Agent processes per domain (default 1): replicas of one domain share its queue.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    # gRPC port (the model's HTTP port) by service name, instead of the local port rules;
+    # the HTTP side listener stays at + 1000. Tests give every service a free port this way.
+    ports: Mapping[str, int] = field(default_factory=dict)
+    # Auth (on unless insecure_no_auth): the issuer key for the registry and the agents, its public
+    # JWKS for everything else, and each process's service token by its service name.
+    signing_key: Path | None = None
+    jwks: Path | None = None
+    service_tokens: Mapping[str, str] = field(default_factory=dict)
+    insecure_no_auth: bool = False
+    console: bool = True  # run the operator console
+    # JSON {label: token} of the dev identities the console's sign-in page offers (written by
+    # whoever mints them; the console re-reads it when it changes).
+    console_dev_tokens: Path | None = None
 
     @property
     def registry_port(self) -> int:
-        return REGISTRY_PORT + self.port_offset
+        return self.ports.get("registry", REGISTRY_PORT + self.port_offset)
 
     @property
     def registry_address(self) -> str:
@@ -101,7 +127,11 @@ class MeshOptions:
 
     @property
     def model_port(self) -> int:
-        return MODEL_PORT + self.port_offset
+        return self.ports.get("model", MODEL_PORT + self.port_offset)
+
+    @property
+    def console_port(self) -> int:
+        return CONSOLE_PORT + self.port_offset
 
     @property
     def redis_port(self) -> int:
@@ -112,15 +142,28 @@ def _serve(role: str) -> list[str]:
     return [sys.executable, "-m", "agentmesh", "serve", role]
 
 
-def _base_env(options: MeshOptions, name: str) -> dict[str, str]:
-    return {
+def _base_env(options: MeshOptions, name: str, *, mints: bool = False) -> dict[str, str]:
+    env = {
         "REDIS_URL": options.redis_url,
         "AGENTMESH_REGISTRY": options.registry_address,
         "AGENTMESH_BIND_HOST": "127.0.0.1",
         "AGENTMESH_SERVICE_NAME": name,
         "AGENTMESH_LOG_FORMAT": "json",
-        **options.extra_env,
     }
+    if options.insecure_no_auth:
+        env["AGENTMESH_INSECURE_NO_AUTH"] = "true"
+    if mints and options.signing_key is not None:
+        env["AGENTMESH_SIGNING_KEY"] = str(options.signing_key)
+    elif options.jwks is not None:
+        env["AGENTMESH_JWKS"] = str(options.jwks)
+    if name in options.service_tokens:
+        env["AGENTMESH_SERVICE_TOKEN"] = options.service_tokens[name]
+    return {**env, **options.extra_env}
+
+
+def service_names(options: MeshOptions) -> list[str]:
+    """The service name (AGENTMESH_SERVICE_NAME, a service token's `service:<name>`) of every process."""
+    return [str(service.env["AGENTMESH_SERVICE_NAME"]) for service in build_plan(options)]
 
 
 def build_plan(options: MeshOptions) -> list[PlannedService]:
@@ -130,7 +173,10 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             name="registry",
             kind=Kind.REGISTRY,
             argv=_serve("registry"),
-            env={**_base_env(options, "registry"), "AGENTMESH_GRPC_PORT": str(options.registry_port)},
+            env={
+                **_base_env(options, "registry", mints=True),
+                "AGENTMESH_GRPC_PORT": str(options.registry_port),
+            },
             grpc_port=options.registry_port,
             http_port=options.registry_port + HTTP_PORT_OFFSET,
             health_service="agentmesh.v1.ToolRegistryService",
@@ -138,7 +184,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         )
     ]
     for tool in options.tools:
-        port = TOOL_PORTS[tool] + options.port_offset
+        port = options.ports.get(f"tool-{tool}", TOOL_PORTS[tool] + options.port_offset)
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
@@ -170,17 +216,35 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 tier=1,
             )
         )
-    model_url = options.model_base_url or f"http://127.0.0.1:{options.model_port}/v1"
-    ports = agent_ports([domain for domain, _ in options.agents])
-    for domain, spec in options.agents:
-        port = ports[domain] + options.port_offset
+    if options.console:
         services.append(
             PlannedService(
-                name=f"agent-{domain}",
+                name="console",
+                kind=Kind.CONSOLE,
+                argv=_serve("console"),
+                env={
+                    **_base_env(options, "console"),
+                    "AGENTMESH_HTTP_PORT": str(options.console_port),
+                    **(
+                        {"AGENTMESH_CONSOLE_DEV_TOKENS": str(options.console_dev_tokens)}
+                        if options.console_dev_tokens
+                        else {}
+                    ),
+                },
+                grpc_port=None,
+                http_port=options.console_port,
+                tier=1,
+            )
+        )
+    model_url = options.model_base_url or f"http://127.0.0.1:{options.model_port}/v1"
+    for name, domain, spec, port in _agent_processes(options):
+        services.append(
+            PlannedService(
+                name=name,
                 kind=Kind.AGENT,
                 argv=_serve("agent"),
                 env={
-                    **_base_env(options, domain),
+                    **_base_env(options, domain, mints=True),
                     "AGENTMESH_DOMAIN_SPEC": str(spec),
                     "AGENTMESH_GRPC_PORT": str(port),
                     "AGENTMESH_ADVERTISE_ADDR": f"127.0.0.1:{port}",
@@ -194,6 +258,36 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
             )
         )
     return services
+
+
+def agent_process_name(domain: str, replica: int, replicas: int) -> str:
+    """`agent-<domain>`, or `agent-<domain>-<n>` (n from 1) when the domain runs several replicas."""
+    return f"agent-{domain}" if replicas == 1 else f"agent-{domain}-{replica + 1}"
+
+
+def _agent_processes(options: MeshOptions) -> list[tuple[str, str, Path, int]]:
+    """(process name, domain, spec, gRPC port) of every agent replica.
+
+    A domain's first replica has its domain port; further replicas take the ports after
+    every domain's (as a domain without a fixed port does).
+    """
+    slugs = [domain for domain, _ in options.agents]
+    ports = agent_ports(slugs)
+    spare = max([*AGENT_PORTS.values(), *ports.values()]) + 1
+    processes = []
+    for domain, spec in options.agents:
+        count = options.replicas.get(domain, 1)
+        if count < 1:
+            raise ValueError(f"domain {domain!r} needs at least one replica, not {count}")
+        for replica in range(count):
+            name = agent_process_name(domain, replica, count)
+            if replica == 0:
+                default = ports[domain]
+            else:
+                default, spare = spare, spare + 1
+            port = options.ports.get(name, default + options.port_offset)
+            processes.append((name, domain, spec, port))
+    return processes
 
 
 def ports_in_use(plan: Sequence[PlannedService]) -> list[int]:

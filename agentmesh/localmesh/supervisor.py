@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class LocalMesh:
                     f"log: {running.process.log_path}\n{running.process.log_tail(20)}"
                 )
             if await service_health(planned, timeout=0.5) == health.SERVING:
-                where = planned.grpc_target or planned.http_target
+                where = planned.url or planned.grpc_target or planned.http_target
                 self.report(f"{planned.name:<22} SERVING on {where}  ({time.monotonic() - started:.1f}s)")
                 return
             if time.monotonic() > deadline:
@@ -141,8 +142,10 @@ class LocalMesh:
             await asyncio.sleep(0.1)
 
     def state(self) -> dict[str, Any]:
+        insecure = any(p.env.get("AGENTMESH_INSECURE_NO_AUTH") == "true" for p in self.plan)
         return {
             "redis": self.redis_url,
+            "auth": "off" if insecure else "on",
             "redis_pid": self.redis.pid if self.redis else None,
             "supervisor_pid": os.getpid(),
             "services": [
@@ -164,6 +167,42 @@ class LocalMesh:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state(), indent=2))
         tmp.replace(self.state_file)
+
+    def names(self, kind: Kind | None = None) -> list[str]:
+        """The running services' names (of one kind), in start order."""
+        return [n for n, r in self._running.items() if kind is None or r.planned.kind is kind]
+
+    def _get(self, name: str) -> _Running:
+        running = self._running.get(name)
+        if running is None:
+            raise KeyError(f"no service {name!r} in this mesh (services: {', '.join(self._running)})")
+        return running
+
+    def process(self, name: str) -> ServiceProcess:
+        """The child process serving `name` (KeyError naming the known services otherwise)."""
+        return self._get(name).process
+
+    def planned(self, name: str) -> PlannedService:
+        return self._get(name).planned
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> int | None:
+        """Send `sig` to one service and wait for it to exit; its exit code (-9 after SIGKILL).
+
+        `supervise` restarts it like any crash; without it, `restart` brings it back.
+        """
+        process = self.process(name)
+        process.signal(sig)
+        return process.wait(timeout) if process.pid is not None else None
+
+    async def restart(self, name: str) -> ServiceProcess:
+        """Start `name` again (SIGKILLed first if it still runs) and wait until it is SERVING."""
+        running = self._get(name)
+        if running.process.running():
+            await asyncio.to_thread(running.process.kill)
+        running.process = self._process(running.planned).start()
+        await self._wait_serving(running)
+        self.write_state()
+        return running.process
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Until `stop` is set: restart crashed services (at most MAX_RESTARTS a minute each)."""
@@ -230,7 +269,7 @@ async def collect_status(state: dict[str, Any]) -> dict[str, Any]:
         return {k: entry[k] for k in ("name", "kind", "grpc", "http", "pid")} | {"health": status}
 
     services += await asyncio.gather(*(one(e) for e in state["services"]))
-    return {"redis": state["redis"], "services": services}
+    return {"redis": state["redis"], "auth": state.get("auth", "on"), "services": services}
 
 
 async def _redis_health(url: str) -> str:

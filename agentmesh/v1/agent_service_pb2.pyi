@@ -524,6 +524,86 @@ class DeleteSessionRequest(_message.Message):
 Global___DeleteSessionRequest: _TypeAlias = DeleteSessionRequest  # noqa: Y015
 
 @_typing.final
+class ForgetUserRequest(_message.Message):
+    """Request for AgentService.ForgetUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """The user (`sub`) to forget, in the caller's tenant. Required."""
+    validate_only: _builtins.bool
+    """Report what would be deleted without deleting anything."""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetUserRequest: _TypeAlias = ForgetUserRequest  # noqa: Y015
+
+@_typing.final
+class ForgetUserResponse(_message.Message):
+    """Response of AgentService.ForgetUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DeletedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant of the forgotten user (the caller's)."""
+    user: _builtins.str
+    """The user forgotten."""
+    @_builtins.property
+    def deleted(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """What was deleted (or would be, with `validate_only`), by kind: sessions,
+        facts, usage_keys, rate_keys, other_keys.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        user: _builtins.str = ...,
+        deleted: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetUserResponse: _TypeAlias = ForgetUserResponse  # noqa: Y015
+
+@_typing.final
 class GetUsageRequest(_message.Message):
     """Request for AgentService.GetUsage."""
 
@@ -668,6 +748,7 @@ class AgentCard(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     APPROVAL_TIMEOUT_FIELD_NUMBER: _builtins.int
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """Domain slug, e.g. `refunds`; matches ^[a-z][a-z0-9-]{0,30}$."""
     display_name: _builtins.str
@@ -692,6 +773,11 @@ class AgentCard(_message.Message):
     """Maximum delegation depth this agent accepts."""
     revision: _builtins.int
     """Directory revision of this card. Output only."""
+    registered_by: _builtins.str
+    """Principal that last registered this card (`service:<name>`, or a user
+    holding `registry:admin`). The card belongs to the principal that first
+    registered it. Output only.
+    """
     @_builtins.property
     def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentSkill]:
         """Advertised skills."""
@@ -739,10 +825,11 @@ class AgentCard(_message.Message):
         revision: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         approval_timeout: _duration_pb2.Duration | None = ...,
+        registered_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "description", b"description", "display_name", b"display_name", "domain", b"domain", "endpoint", b"endpoint", "http_url", b"http_url", "max_delegation_depth", b"max_delegation_depth", "model", b"model", "required_scopes", b"required_scopes", "revision", b"revision", "skills", b"skills", "tools", b"tools", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_timeout", b"approval_timeout", "caps", b"caps", "default_limits", b"default_limits", "description", b"description", "display_name", b"display_name", "domain", b"domain", "endpoint", b"endpoint", "http_url", b"http_url", "max_delegation_depth", b"max_delegation_depth", "model", b"model", "registered_by", b"registered_by", "required_scopes", b"required_scopes", "revision", b"revision", "skills", b"skills", "tools", b"tools", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -87,6 +87,11 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/agentmesh.v1.AgentService/ForgetUser',
+                request_serializer=agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -173,6 +178,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetUser(self, request, context):
+        """Forgets everything the memory layer holds about one user of the caller's
+        tenant: sessions, long-term facts, usage counters, rate-limit buckets.
+        Needs the `memory:admin` scope. Task records stay until their retention
+        ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +240,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -498,6 +518,33 @@ class AgentService:
             '/agentmesh.v1.AgentService/GetUsage',
             agentmesh_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
             agentmesh_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.AgentService/ForgetUser',
+            agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserRequest.SerializeToString,
+            agentmesh_dot_v1_dot_agent__service__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,12 @@ class AgentServiceStub:
     """Reports what the caller consumed in this domain (tokens, tool calls,
     cost): for one session, or over all of the caller's sessions.
     """
+    ForgetUser: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ForgetUserRequest, _agent_service_pb2.ForgetUserResponse]
+    """Forgets everything the memory layer holds about one user of the caller's
+    tenant: sessions, long-term facts, usage counters, rate-limit buckets.
+    Needs the `memory:admin` scope. Task records stay until their retention
+    ends.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -124,6 +130,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     GetUsage: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GetUsageRequest, _agent_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Reports what the caller consumed in this domain (tokens, tool calls,
     cost): for one session, or over all of the caller's sessions.
+    """
+    ForgetUser: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ForgetUserRequest, _agent_service_pb2.ForgetUserResponse]  # type: ignore[assignment]
+    """Forgets everything the memory layer holds about one user of the caller's
+    tenant: sessions, long-term facts, usage counters, rate-limit buckets.
+    Needs the `memory:admin` scope. Task records stay until their retention
+    ends.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -223,6 +235,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agent_service_pb2.GetUsageResponse, _abc.Awaitable[_agent_service_pb2.GetUsageResponse]]:
         """Reports what the caller consumed in this domain (tokens, tool calls,
         cost): for one session, or over all of the caller's sessions.
+        """
+
+    @_abc_1.abstractmethod
+    def ForgetUser(
+        self,
+        request: _agent_service_pb2.ForgetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.ForgetUserResponse, _abc.Awaitable[_agent_service_pb2.ForgetUserResponse]]:
+        """Forgets everything the memory layer holds about one user of the caller's
+        tenant: sessions, long-term facts, usage counters, rate-limit buckets.
+        Needs the `memory:admin` scope. Task records stay until their retention
+        ends.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentmesh.v1 import tool_options_pb2 as agentmesh_dot_v1_dot_tool__options__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentmesh/v1/task.proto\x12\x0c\x61gentmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x04Part\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\'\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.FileBytesH\x00\x12)\n\x08\x66ile_uri\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.FileUriH\x00\x12\'\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x32\n\x08metadata\x18\x05 \x03(\x0b\x32 .agentmesh.v1.Part.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\">\n\tFileBytes\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"8\n\x07\x46ileUri\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\xce\x01\n\x08\x41rtifact\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x05parts\x18\x04 \x03(\x0b\x32\x12.agentmesh.v1.Part\x12\x36\n\x08metadata\x18\x05 \x03(\x0b\x32$.agentmesh.v1.Artifact.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x06Limits\x12\x16\n\x0emax_iterations\x18\x01 \x01(\x05\x12\x11\n\ttoken_cap\x18\x02 \x01(\x05\x12\x16\n\x0emax_tool_calls\x18\x03 \x01(\x05\x12+\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmax_cost_usd\x18\x05 \x01(\x01\"\xb7\x01\n\x05Usage\x12\x12\n\niterations\x18\x01 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x12\n\ntool_calls\x18\x05 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12,\n\twall_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x87\x03\n\x04Step\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.agentmesh.v1.StepKind\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x14\n\x0ctool_version\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x05 \x01(\t\x12\x13\n\x0bresult_json\x18\x06 \x01(\t\x12*\n\x07outcome\x18\x07 \x01(\x0e\x32\x19.agentmesh.v1.ToolOutcome\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\"\n\x05usage\x18\n \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x63\x61ll_id\x18\r \x01(\t\x12\x13\n\x0bstatus_code\x18\x0e \x01(\t\"\xd6\x01\n\rPendingAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.agentmesh.v1.PendingActionKind\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erequired_scope\x18\x07 \x01(\t\"\x96\x01\n\tTaskError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x37\n\x08metadata\x18\x03 \x03(\x0b\x32%.agentmesh.v1.TaskError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x07\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12-\n\x0bstop_reason\x18\x07 \x01(\x0e\x32\x18.agentmesh.v1.StopReason\x12\x16\n\x0estatus_message\x18\x08 \x01(\t\x12\x13\n\x0binstruction\x18\t \x01(\t\x12\'\n\x0binput_parts\x18\n \x03(\x0b\x32\x12.agentmesh.v1.Part\x12\x14\n\x0c\x66inal_answer\x18\x0b \x01(\t\x12)\n\tartifacts\x18\x0c \x03(\x0b\x32\x16.agentmesh.v1.Artifact\x12!\n\x05steps\x18\r \x03(\x0b\x32\x12.agentmesh.v1.Step\x12\"\n\x05usage\x18\x0e \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12$\n\x06limits\x18\x0f \x01(\x0b\x32\x14.agentmesh.v1.Limits\x12\x33\n\x0epending_action\x18\x10 \x01(\x0b\x32\x1b.agentmesh.v1.PendingAction\x12&\n\x05\x65rror\x18\x11 \x01(\x0b\x32\x17.agentmesh.v1.TaskError\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x12.\n\x06labels\x18\x14 \x03(\x0b\x32\x1e.agentmesh.v1.Task.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x19 \x01(\t\x12\x15\n\rlast_event_id\x18\x1a \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x02\n\x10TaskStatusUpdate\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12-\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x18.agentmesh.v1.StopReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x0epending_action\x18\x04 \x01(\x0b\x32\x1b.agentmesh.v1.PendingAction\x12\x14\n\x0c\x66inal_answer\x18\x05 \x01(\t\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.agentmesh.v1.TaskError\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"@\n\nStepUpdate\x12 \n\x04step\x18\x01 \x01(\x0b\x32\x12.agentmesh.v1.Step\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"^\n\x0e\x41rtifactUpdate\x12(\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.Artifact\x12\x0e\n\x06\x61ppend\x18\x02 \x01(\x08\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\"W\n\x0e\x41pprovalRecord\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x10\n\x08\x61pprover\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbd\x02\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\rstatus_update\x18\x04 \x01(\x0b\x32\x1e.agentmesh.v1.TaskStatusUpdateH\x00\x12/\n\x0bstep_update\x18\x05 \x01(\x0b\x32\x18.agentmesh.v1.StepUpdateH\x00\x12\x37\n\x0f\x61rtifact_update\x18\x06 \x01(\x0b\x32\x1c.agentmesh.v1.ArtifactUpdateH\x00\x12\x30\n\x08\x61pproval\x18\x07 \x01(\x0b\x32\x1c.agentmesh.v1.ApprovalRecordH\x00\x42\x07\n\x05\x65vent*\xdb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x01\x12\x16\n\x12TASK_STATE_WORKING\x10\x02\x12\x1d\n\x19TASK_STATE_INPUT_REQUIRED\x10\x03\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x17\n\x13TASK_STATE_CANCELED\x10\x06\x12\x17\n\x13TASK_STATE_REJECTED\x10\x07*\xa3\x04\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18STOP_REASON_FINAL_ANSWER\x10\x01\x12\x1e\n\x1aSTOP_REASON_MAX_ITERATIONS\x10\x02\x12\x19\n\x15STOP_REASON_TOKEN_CAP\x10\x03\x12\x1e\n\x1aSTOP_REASON_MAX_TOOL_CALLS\x10\x04\x12\x18\n\x14STOP_REASON_DEADLINE\x10\x05\x12\x18\n\x14STOP_REASON_CANCELED\x10\x06\x12\x1b\n\x17STOP_REASON_MODEL_ERROR\x10\x07\x12\x1a\n\x16STOP_REASON_TOOL_ERROR\x10\x08\x12!\n\x1dSTOP_REASON_AWAITING_APPROVAL\x10\t\x12\x1e\n\x1aSTOP_REASON_AWAITING_INPUT\x10\n\x12\x1f\n\x1bSTOP_REASON_OUTCOME_UNKNOWN\x10\x0b\x12!\n\x1dSTOP_REASON_APPROVAL_REJECTED\x10\x0c\x12\x1d\n\x19STOP_REASON_POLICY_DENIED\x10\r\x12\x18\n\x14STOP_REASON_COST_CAP\x10\x0e\x12\x1d\n\x19STOP_REASON_DEAD_LETTERED\x10\x0f\x12\x17\n\x13STOP_REASON_EXPIRED\x10\x10\x12\x1a\n\x16STOP_REASON_HANDED_OFF\x10\x11*\xa4\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14STEP_KIND_MODEL_CALL\x10\x01\x12\x17\n\x13STEP_KIND_TOOL_CALL\x10\x02\x12\x16\n\x12STEP_KIND_SANITIZE\x10\x03\x12\x18\n\x14STEP_KIND_COMPACTION\x10\x04\x12\x18\n\x14STEP_KIND_DELEGATION\x10\x05*\x8d\x02\n\x0bToolOutcome\x12\x1c\n\x18TOOL_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOOL_OUTCOME_OK\x10\x01\x12\"\n\x1eTOOL_OUTCOME_INVALID_ARGUMENTS\x10\x02\x12\x16\n\x12TOOL_OUTCOME_ERROR\x10\x03\x12\x17\n\x13TOOL_OUTCOME_DENIED\x10\x04\x12\x1d\n\x19TOOL_OUTCOME_DEDUPLICATED\x10\x05\x12\"\n\x1eTOOL_OUTCOME_AWAITING_APPROVAL\x10\x06\x12\x19\n\x15TOOL_OUTCOME_REJECTED\x10\x07\x12\x18\n\x14TOOL_OUTCOME_UNKNOWN\x10\x08*\xa2\x01\n\x11PendingActionKind\x12#\n\x1fPENDING_ACTION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cPENDING_ACTION_KIND_APPROVAL\x10\x01\x12\x1d\n\x19PENDING_ACTION_KIND_INPUT\x10\x02\x12\'\n#PENDING_ACTION_KIND_OUTCOME_UNKNOWN\x10\x03*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x42T\n\x10\x64\x65v.agentmesh.v1P\x01Z>github.com/agentmesh/agentmesh/gen/go/agentmesh/v1;agentmeshv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61gentmesh/v1/task.proto\x12\x0c\x61gentmesh.v1\x1a\x1f\x61gentmesh/v1/tool_options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x04Part\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\'\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x17.agentmesh.v1.FileBytesH\x00\x12)\n\x08\x66ile_uri\x18\x03 \x01(\x0b\x32\x15.agentmesh.v1.FileUriH\x00\x12\'\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x32\n\x08metadata\x18\x05 \x03(\x0b\x32 .agentmesh.v1.Part.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04kind\">\n\tFileBytes\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"8\n\x07\x46ileUri\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\xce\x01\n\x08\x41rtifact\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x05parts\x18\x04 \x03(\x0b\x32\x12.agentmesh.v1.Part\x12\x36\n\x08metadata\x18\x05 \x03(\x0b\x32$.agentmesh.v1.Artifact.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x06Limits\x12\x16\n\x0emax_iterations\x18\x01 \x01(\x05\x12\x11\n\ttoken_cap\x18\x02 \x01(\x05\x12\x16\n\x0emax_tool_calls\x18\x03 \x01(\x05\x12+\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmax_cost_usd\x18\x05 \x01(\x01\"\xb7\x01\n\x05Usage\x12\x12\n\niterations\x18\x01 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\x12\x12\n\ntool_calls\x18\x05 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12,\n\twall_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd0\x03\n\x04Step\x12\r\n\x05index\x18\x01 \x01(\x05\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.agentmesh.v1.StepKind\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x14\n\x0ctool_version\x18\x04 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x05 \x01(\t\x12\x13\n\x0bresult_json\x18\x06 \x01(\t\x12*\n\x07outcome\x18\x07 \x01(\x0e\x32\x19.agentmesh.v1.ToolOutcome\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\"\n\x05usage\x18\n \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07\x63\x61ll_id\x18\r \x01(\t\x12\x13\n\x0bstatus_code\x18\x0e \x01(\t\x12-\n\x0bside_effect\x18\x0f \x01(\x0e\x32\x18.agentmesh.v1.SideEffect\x12\x18\n\x10\x63ompensated_step\x18\x10 \x01(\x05\"\xd6\x01\n\rPendingAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.agentmesh.v1.PendingActionKind\x12\x11\n\ttool_name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erequired_scope\x18\x07 \x01(\t\"\x96\x01\n\tTaskError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x37\n\x08metadata\x18\x03 \x03(\x0b\x32%.agentmesh.v1.TaskError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x07\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12-\n\x0bstop_reason\x18\x07 \x01(\x0e\x32\x18.agentmesh.v1.StopReason\x12\x16\n\x0estatus_message\x18\x08 \x01(\t\x12\x13\n\x0binstruction\x18\t \x01(\t\x12\'\n\x0binput_parts\x18\n \x03(\x0b\x32\x12.agentmesh.v1.Part\x12\x14\n\x0c\x66inal_answer\x18\x0b \x01(\t\x12)\n\tartifacts\x18\x0c \x03(\x0b\x32\x16.agentmesh.v1.Artifact\x12!\n\x05steps\x18\r \x03(\x0b\x32\x12.agentmesh.v1.Step\x12\"\n\x05usage\x18\x0e \x01(\x0b\x32\x13.agentmesh.v1.Usage\x12$\n\x06limits\x18\x0f \x01(\x0b\x32\x14.agentmesh.v1.Limits\x12\x33\n\x0epending_action\x18\x10 \x01(\x0b\x32\x1b.agentmesh.v1.PendingAction\x12&\n\x05\x65rror\x18\x11 \x01(\x0b\x32\x17.agentmesh.v1.TaskError\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x12.\n\x06labels\x18\x14 \x03(\x0b\x32\x1e.agentmesh.v1.Task.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x19 \x01(\t\x12\x15\n\rlast_event_id\x18\x1a \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x02\n\x10TaskStatusUpdate\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12-\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x18.agentmesh.v1.StopReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x33\n\x0epending_action\x18\x04 \x01(\x0b\x32\x1b.agentmesh.v1.PendingAction\x12\x14\n\x0c\x66inal_answer\x18\x05 \x01(\t\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.agentmesh.v1.TaskError\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"@\n\nStepUpdate\x12 \n\x04step\x18\x01 \x01(\x0b\x32\x12.agentmesh.v1.Step\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"^\n\x0e\x41rtifactUpdate\x12(\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.Artifact\x12\x0e\n\x06\x61ppend\x18\x02 \x01(\x08\x12\x12\n\nlast_chunk\x18\x03 \x01(\x08\"W\n\x0e\x41pprovalRecord\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x10\n\x08\x61pprover\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbd\x02\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\rstatus_update\x18\x04 \x01(\x0b\x32\x1e.agentmesh.v1.TaskStatusUpdateH\x00\x12/\n\x0bstep_update\x18\x05 \x01(\x0b\x32\x18.agentmesh.v1.StepUpdateH\x00\x12\x37\n\x0f\x61rtifact_update\x18\x06 \x01(\x0b\x32\x1c.agentmesh.v1.ArtifactUpdateH\x00\x12\x30\n\x08\x61pproval\x18\x07 \x01(\x0b\x32\x1c.agentmesh.v1.ApprovalRecordH\x00\x42\x07\n\x05\x65vent*\xdb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x01\x12\x16\n\x12TASK_STATE_WORKING\x10\x02\x12\x1d\n\x19TASK_STATE_INPUT_REQUIRED\x10\x03\x12\x18\n\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x17\n\x13TASK_STATE_CANCELED\x10\x06\x12\x17\n\x13TASK_STATE_REJECTED\x10\x07*\xa3\x04\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18STOP_REASON_FINAL_ANSWER\x10\x01\x12\x1e\n\x1aSTOP_REASON_MAX_ITERATIONS\x10\x02\x12\x19\n\x15STOP_REASON_TOKEN_CAP\x10\x03\x12\x1e\n\x1aSTOP_REASON_MAX_TOOL_CALLS\x10\x04\x12\x18\n\x14STOP_REASON_DEADLINE\x10\x05\x12\x18\n\x14STOP_REASON_CANCELED\x10\x06\x12\x1b\n\x17STOP_REASON_MODEL_ERROR\x10\x07\x12\x1a\n\x16STOP_REASON_TOOL_ERROR\x10\x08\x12!\n\x1dSTOP_REASON_AWAITING_APPROVAL\x10\t\x12\x1e\n\x1aSTOP_REASON_AWAITING_INPUT\x10\n\x12\x1f\n\x1bSTOP_REASON_OUTCOME_UNKNOWN\x10\x0b\x12!\n\x1dSTOP_REASON_APPROVAL_REJECTED\x10\x0c\x12\x1d\n\x19STOP_REASON_POLICY_DENIED\x10\r\x12\x18\n\x14STOP_REASON_COST_CAP\x10\x0e\x12\x1d\n\x19STOP_REASON_DEAD_LETTERED\x10\x0f\x12\x17\n\x13STOP_REASON_EXPIRED\x10\x10\x12\x1a\n\x16STOP_REASON_HANDED_OFF\x10\x11*\xc0\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14STEP_KIND_MODEL_CALL\x10\x01\x12\x17\n\x13STEP_KIND_TOOL_CALL\x10\x02\x12\x16\n\x12STEP_KIND_SANITIZE\x10\x03\x12\x18\n\x14STEP_KIND_COMPACTION\x10\x04\x12\x18\n\x14STEP_KIND_DELEGATION\x10\x05\x12\x1a\n\x16STEP_KIND_COMPENSATION\x10\x06*\x8d\x02\n\x0bToolOutcome\x12\x1c\n\x18TOOL_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOOL_OUTCOME_OK\x10\x01\x12\"\n\x1eTOOL_OUTCOME_INVALID_ARGUMENTS\x10\x02\x12\x16\n\x12TOOL_OUTCOME_ERROR\x10\x03\x12\x17\n\x13TOOL_OUTCOME_DENIED\x10\x04\x12\x1d\n\x19TOOL_OUTCOME_DEDUPLICATED\x10\x05\x12\"\n\x1eTOOL_OUTCOME_AWAITING_APPROVAL\x10\x06\x12\x19\n\x15TOOL_OUTCOME_REJECTED\x10\x07\x12\x18\n\x14TOOL_OUTCOME_UNKNOWN\x10\x08*\xa2\x01\n\x11PendingActionKind\x12#\n\x1fPENDING_ACTION_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cPENDING_ACTION_KIND_APPROVAL\x10\x01\x12\x1d\n\x19PENDING_ACTION_KIND_INPUT\x10\x02\x12\'\n#PENDING_ACTION_KIND_OUTCOME_UNKNOWN\x10\x03*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x42T\n\x10\x64\x65v.agentmesh.v1P\x01Z>github.com/agentmesh/agentmesh/gen/go/agentmesh/v1;agentmeshv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,54 +44,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKERROR_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TASK_LABELSENTRY']._loaded_options = None
   _globals['_TASK_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=3568
-  _globals['_TASKSTATE']._serialized_end=3787
-  _globals['_STOPREASON']._serialized_start=3790
-  _globals['_STOPREASON']._serialized_end=4337
-  _globals['_STEPKIND']._serialized_start=4340
-  _globals['_STEPKIND']._serialized_end=4504
-  _globals['_TOOLOUTCOME']._serialized_start=4507
-  _globals['_TOOLOUTCOME']._serialized_end=4776
-  _globals['_PENDINGACTIONKIND']._serialized_start=4779
-  _globals['_PENDINGACTIONKIND']._serialized_end=4941
-  _globals['_TASKVIEW']._serialized_start=4943
-  _globals['_TASKVIEW']._serialized_end=5021
-  _globals['_PART']._serialized_start=137
-  _globals['_PART']._serialized_end=393
-  _globals['_PART_METADATAENTRY']._serialized_start=338
-  _globals['_PART_METADATAENTRY']._serialized_end=385
-  _globals['_FILEBYTES']._serialized_start=395
-  _globals['_FILEBYTES']._serialized_end=457
-  _globals['_FILEURI']._serialized_start=459
-  _globals['_FILEURI']._serialized_end=515
-  _globals['_ARTIFACT']._serialized_start=518
-  _globals['_ARTIFACT']._serialized_end=724
-  _globals['_ARTIFACT_METADATAENTRY']._serialized_start=338
-  _globals['_ARTIFACT_METADATAENTRY']._serialized_end=385
-  _globals['_LIMITS']._serialized_start=727
-  _globals['_LIMITS']._serialized_end=869
-  _globals['_USAGE']._serialized_start=872
-  _globals['_USAGE']._serialized_end=1055
-  _globals['_STEP']._serialized_start=1058
-  _globals['_STEP']._serialized_end=1449
-  _globals['_PENDINGACTION']._serialized_start=1452
-  _globals['_PENDINGACTION']._serialized_end=1666
-  _globals['_TASKERROR']._serialized_start=1669
-  _globals['_TASKERROR']._serialized_end=1819
-  _globals['_TASKERROR_METADATAENTRY']._serialized_start=338
-  _globals['_TASKERROR_METADATAENTRY']._serialized_end=385
-  _globals['_TASK']._serialized_start=1822
-  _globals['_TASK']._serialized_end=2718
-  _globals['_TASK_LABELSENTRY']._serialized_start=2673
-  _globals['_TASK_LABELSENTRY']._serialized_end=2718
-  _globals['_TASKSTATUSUPDATE']._serialized_start=2721
-  _globals['_TASKSTATUSUPDATE']._serialized_end=2994
-  _globals['_STEPUPDATE']._serialized_start=2996
-  _globals['_STEPUPDATE']._serialized_end=3060
-  _globals['_ARTIFACTUPDATE']._serialized_start=3062
-  _globals['_ARTIFACTUPDATE']._serialized_end=3156
-  _globals['_APPROVALRECORD']._serialized_start=3158
-  _globals['_APPROVALRECORD']._serialized_end=3245
-  _globals['_TASKEVENT']._serialized_start=3248
-  _globals['_TASKEVENT']._serialized_end=3565
+  _globals['_TASKSTATE']._serialized_start=3674
+  _globals['_TASKSTATE']._serialized_end=3893
+  _globals['_STOPREASON']._serialized_start=3896
+  _globals['_STOPREASON']._serialized_end=4443
+  _globals['_STEPKIND']._serialized_start=4446
+  _globals['_STEPKIND']._serialized_end=4638
+  _globals['_TOOLOUTCOME']._serialized_start=4641
+  _globals['_TOOLOUTCOME']._serialized_end=4910
+  _globals['_PENDINGACTIONKIND']._serialized_start=4913
+  _globals['_PENDINGACTIONKIND']._serialized_end=5075
+  _globals['_TASKVIEW']._serialized_start=5077
+  _globals['_TASKVIEW']._serialized_end=5155
+  _globals['_PART']._serialized_start=170
+  _globals['_PART']._serialized_end=426
+  _globals['_PART_METADATAENTRY']._serialized_start=371
+  _globals['_PART_METADATAENTRY']._serialized_end=418
+  _globals['_FILEBYTES']._serialized_start=428
+  _globals['_FILEBYTES']._serialized_end=490
+  _globals['_FILEURI']._serialized_start=492
+  _globals['_FILEURI']._serialized_end=548
+  _globals['_ARTIFACT']._serialized_start=551
+  _globals['_ARTIFACT']._serialized_end=757
+  _globals['_ARTIFACT_METADATAENTRY']._serialized_start=371
+  _globals['_ARTIFACT_METADATAENTRY']._serialized_end=418
+  _globals['_LIMITS']._serialized_start=760
+  _globals['_LIMITS']._serialized_end=902
+  _globals['_USAGE']._serialized_start=905
+  _globals['_USAGE']._serialized_end=1088
+  _globals['_STEP']._serialized_start=1091
+  _globals['_STEP']._serialized_end=1555
+  _globals['_PENDINGACTION']._serialized_start=1558
+  _globals['_PENDINGACTION']._serialized_end=1772
+  _globals['_TASKERROR']._serialized_start=1775
+  _globals['_TASKERROR']._serialized_end=1925
+  _globals['_TASKERROR_METADATAENTRY']._serialized_start=371
+  _globals['_TASKERROR_METADATAENTRY']._serialized_end=418
+  _globals['_TASK']._serialized_start=1928
+  _globals['_TASK']._serialized_end=2824
+  _globals['_TASK_LABELSENTRY']._serialized_start=2779
+  _globals['_TASK_LABELSENTRY']._serialized_end=2824
+  _globals['_TASKSTATUSUPDATE']._serialized_start=2827
+  _globals['_TASKSTATUSUPDATE']._serialized_end=3100
+  _globals['_STEPUPDATE']._serialized_start=3102
+  _globals['_STEPUPDATE']._serialized_end=3166
+  _globals['_ARTIFACTUPDATE']._serialized_start=3168
+  _globals['_ARTIFACTUPDATE']._serialized_end=3262
+  _globals['_APPROVALRECORD']._serialized_start=3264
+  _globals['_APPROVALRECORD']._serialized_end=3351
+  _globals['_TASKEVENT']._serialized_start=3354
+  _globals['_TASKEVENT']._serialized_end=3671
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ Tasks: the unit of work of an agent, shared by the synchronous `Run` and
 the durable `SubmitTask` paths ("Run and tasks are one model").
 """
 
+from agentmesh.v1 import tool_options_pb2 as _tool_options_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -202,6 +203,11 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     """Old context was compacted into a summary."""
     STEP_KIND_DELEGATION: _StepKind.ValueType  # 5
     """A delegation to another agent (a tool call to `agent_<slug>`)."""
+    STEP_KIND_COMPENSATION: _StepKind.ValueType  # 6
+    """The runtime called the compensating tool the domain declares for a
+    completed side effect, because the task ended FAILED (`compensated_step`
+    names the step it undoes). Never shown to the model.
+    """
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """The kind of a step."""
@@ -218,6 +224,11 @@ STEP_KIND_COMPACTION: StepKind.ValueType  # 4
 """Old context was compacted into a summary."""
 STEP_KIND_DELEGATION: StepKind.ValueType  # 5
 """A delegation to another agent (a tool call to `agent_<slug>`)."""
+STEP_KIND_COMPENSATION: StepKind.ValueType  # 6
+"""The runtime called the compensating tool the domain declares for a
+completed side effect, because the task ended FAILED (`compensated_step`
+names the step it undoes). Never shown to the model.
+"""
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 class _ToolOutcome:
@@ -653,6 +664,8 @@ class Step(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     CALL_ID_FIELD_NUMBER: _builtins.int
     STATUS_CODE_FIELD_NUMBER: _builtins.int
+    SIDE_EFFECT_FIELD_NUMBER: _builtins.int
+    COMPENSATED_STEP_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """0-based position in the task. Steps are checkpointed in order; a resumed
     task never re-runs a step that has a checkpoint.
@@ -679,6 +692,15 @@ class Step(_message.Message):
     """For tool calls: the model's tool-call id, to match calls and results."""
     status_code: _builtins.str
     """For failed tool calls: the gRPC status code name (e.g. `UNAVAILABLE`)."""
+    side_effect: _tool_options_pb2.SideEffect.ValueType
+    """For tool calls: the tool's side-effect class as
+    registered, so an operator can tell which completed steps changed
+    something (`agentmesh tasks dead-letters show`).
+    """
+    compensated_step: _builtins.int
+    """For compensations: the index of the step whose effect this call undoes
+    (never 0: a tool call always follows the model call that asked for it).
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Tokens and cost of this step (model calls)."""
@@ -708,10 +730,12 @@ class Step(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         call_id: _builtins.str = ...,
         status_code: _builtins.str = ...,
+        side_effect: _tool_options_pb2.SideEffect.ValueType = ...,
+        compensated_step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "attempts", b"attempts", "call_id", b"call_id", "duration", b"duration", "index", b"index", "kind", b"kind", "outcome", b"outcome", "result_json", b"result_json", "start_time", b"start_time", "status_code", b"status_code", "summary", b"summary", "tool_name", b"tool_name", "tool_version", b"tool_version", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "attempts", b"attempts", "call_id", b"call_id", "compensated_step", b"compensated_step", "duration", b"duration", "index", b"index", "kind", b"kind", "outcome", b"outcome", "result_json", b"result_json", "side_effect", b"side_effect", "start_time", b"start_time", "status_code", b"status_code", "summary", b"summary", "tool_name", b"tool_name", "tool_version", b"tool_version", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -408,22 +408,28 @@ class BindToolEndpointRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    TRANSFER_TO_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Tool name. Required."""
     version: _builtins.str
     """Exact version. Required."""
     endpoint: _builtins.str
     """New endpoint (`host:port` or a gRPC target); empty clears the binding."""
+    transfer_to: _builtins.str
+    """Hand the tool name (all its versions) to this principal, e.g.
+    `service:payments`. Needs `registry:admin`; empty keeps the owner.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         version: _builtins.str = ...,
         endpoint: _builtins.str = ...,
+        transfer_to: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "name", b"name", "transfer_to", b"transfer_to", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

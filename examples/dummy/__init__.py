@@ -41,6 +41,7 @@ class Dummy:
         self.behaviour: dict[str, Any] = {}
         self.calls = 0
         self.effects = 0
+        self.effects_by_action: dict[str, int] = {}
         self.injected = 0
         self.rng = random.Random()
         # What the last call carried (for tests and demos: deadline propagation, metadata).
@@ -51,6 +52,7 @@ class Dummy:
     def configure(self, behaviour: dict[str, Any]) -> None:
         if behaviour.pop("reset_stats", False):
             self.calls = self.effects = self.injected = 0
+            self.effects_by_action = {}
         self.behaviour = behaviour
         seed = int(behaviour.get("seed", 0) or 0)
         self.rng = random.Random(seed) if seed else random.Random()
@@ -76,7 +78,7 @@ class Dummy:
         remaining = context.time_remaining()
         await asyncio.sleep((remaining if remaining is not None else 30.0) + HANG_EXTRA_S)
 
-    async def call(self, context: ToolContext, effect: bool) -> int:
+    async def call(self, context: ToolContext, effect: bool, action: str = "") -> int:
         self.calls += 1
         self.last_remaining = context.time_remaining()
         self.last_metadata = dict(context.metadata)
@@ -101,6 +103,7 @@ class Dummy:
         number = 0
         if effect:
             self.effects += 1
+            self.effects_by_action[action] = self.effects_by_action.get(action, 0) + 1
             number = self.effects
         if self._take("succeed_then_hang_next") or self._roll("succeed_then_hang_rate"):
             self.injected += 1
@@ -113,6 +116,7 @@ class Dummy:
             "effects": self.effects,
             "injected_failures": self.injected,
             "behaviour": dict(self.behaviour),
+            "effects_by_action": dict(self.effects_by_action),
         }
 
 
@@ -128,11 +132,11 @@ def build(behaviour: dict[str, Any] | None = None) -> ToolService:
 
     @app.method("Act")
     async def act(request: Any, context: ToolContext) -> dict[str, Any]:
-        return {"effect": await dummy.call(context, effect=True)}
+        return {"effect": await dummy.call(context, effect=True, action=request.action)}
 
     @app.method("ActOnce")
     async def act_once(request: Any, context: ToolContext) -> dict[str, Any]:
-        return {"effect": await dummy.call(context, effect=True)}
+        return {"effect": await dummy.call(context, effect=True, action=request.action)}
 
     @app.method("Stats")
     async def stats(request: Any, context: ToolContext) -> dict[str, Any]:

@@ -1,7 +1,15 @@
-"""Inventory example tool: stock levels and reservations (Reserve is KEYED)."""
+"""Inventory example tool: stock levels and reservations (Reserve and Release are KEYED).
+
+The ledger is `app.state["reservations"]`: every reservation ever made, in order, each
+with `released` once Release gave its units back (a released reservation stays in the
+ledger, so a compensation is visible, never erased). The seeded stock can be replaced with
+`--stock SKU=N,SKU=N` or INVENTORY_STOCK (the chaos and soak runs reserve thousands of items).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 from typing import Any
 
 from agentmesh.kit.errors import FailedPrecondition, NotFound
@@ -9,15 +17,28 @@ from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
 from tool_registry.sdk import ToolContext, ToolService
 
+SEED_STOCK = {"ABC-001": 10, "DEF-002": 3, "XYZ-900": 0}
 
-def build() -> ToolService:
-    stock = {"ABC-001": 10, "DEF-002": 3, "XYZ-900": 0}
+
+def parse_stock(text: str) -> dict[str, int]:
+    """`ABC-001=500,DEF-002=3` → {"ABC-001": 500, "DEF-002": 3}; ValueError naming a bad item."""
+    stock: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sku, _, count = item.partition("=")
+        if not sku or not count.isdigit():
+            raise ValueError(f"stock item {item!r} is not SKU=COUNT")
+        stock[sku] = int(count)
+    return stock
+
+
+def build(stock: dict[str, int] | None = None) -> ToolService:
+    stock = dict(SEED_STOCK if stock is None else stock)
     reservations: list[dict[str, Any]] = []
     app = load("inventory")
     app.state = {"stock": stock, "reservations": reservations}  # type: ignore[attr-defined]
 
     def reserved(sku: str) -> int:
-        return sum(r["qty"] for r in reservations if r["sku"] == sku)
+        return sum(r["qty"] for r in reservations if r["sku"] == sku and not r["released"])
 
     @app.method("CheckStock")
     async def check(request: Any, context: ToolContext) -> dict[str, Any]:
@@ -40,16 +61,38 @@ def build() -> ToolService:
             "order_id": request.order_id,
             "sku": request.sku,
             "qty": request.qty,
+            "released": False,
         }
         reservations.append(entry)
-        return entry
+        return dict(entry)
+
+    @app.method("Release")
+    async def release(request: Any, context: ToolContext) -> dict[str, Any]:
+        found = next((r for r in reservations if r["reservation_id"] == request.reservation_id), None)
+        if found is None:
+            raise NotFound(
+                f"unknown reservation {request.reservation_id!r}", reason=errors_pb2.ERROR_REASON_UNSPECIFIED
+            )
+        if not found["released"]:
+            stock[found["sku"]] += found["qty"]
+            found["released"] = True
+        return dict(found)
 
     @app.method("ListReservations")
     async def list_reservations(request: Any, context: ToolContext) -> dict[str, Any]:
-        return {"reservations": [r for r in reservations if r["order_id"] == request.order_id]}
+        return {"reservations": [dict(r) for r in reservations if r["order_id"] == request.order_id]}
 
     return app
 
 
-def main() -> None:
-    build().run(settings_for("inventory"))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="examples.inventory")
+    parser.add_argument(
+        "--stock", default=os.environ.get("INVENTORY_STOCK", ""), help="SKU=COUNT,... instead of the seed"
+    )
+    args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
+    try:
+        stock = parse_stock(args.stock) if args.stock else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    build(stock).run(settings_for("inventory"))

@@ -1,5 +1,7 @@
-"""`python -m examples.inventory`."""
+"""`python -m examples.inventory [--stock SKU=N,...]`."""
+
+import sys
 
 from examples.inventory import main
 
-main()
+main(sys.argv[1:])

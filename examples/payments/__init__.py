@@ -4,9 +4,11 @@ Refund is KEYED (the SDK deduplicates on the idempotency key, so a retried
 refund never pays twice) and needs `payments:refund`. A refund above the
 approval limit (`--approval-limit-cents` or PAYMENTS_APPROVAL_LIMIT_CENTS,
 default 10000 = 100.00) is refused with FAILED_PRECONDITION, reason
-APPROVAL_REQUIRED, unless the call carries `x-agentmesh-approval` metadata:
-the runtime parks the task, and after ResumeTask approves, calls again with
-the approval (docs/decisions.md, "Dynamic approval").
+APPROVAL_REQUIRED, unless the SDK verified an approval bound to this very
+call (`context.approval`: the tool token's `approval` claim for this task
+step and these arguments): the runtime parks the task, and after ResumeTask
+approves, calls again with a token carrying the approval (docs/decisions.md,
+"Dynamic approval"). The body never reads approval headers itself.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def build(approval_limit_cents: int | None = None) -> ToolService:
                 f"only {left} cents of {request.charge_id} are left to refund",
                 metadata={"refundable_cents": str(left)},
             )
-        if request.amount_cents > limit and not context.approval:
+        if request.amount_cents > limit and context.approval is None:
             raise FailedPrecondition(
                 f"a refund of {request.amount_cents} cents is above the approval limit of {limit} cents",
                 reason=errors_pb2.ERROR_REASON_APPROVAL_REQUIRED,
@@ -85,7 +87,7 @@ def build(approval_limit_cents: int | None = None) -> ToolService:
             "refund_id": f"rf_{len(found['refunds']) + 1}_{request.charge_id}",
             "amount_cents": request.amount_cents,
             "reason": request.reason,
-            "approved": bool(context.approval),
+            "approved": context.approval is not None,
         }
         found["refunds"].append(entry)
         found["refunded_cents"] += request.amount_cents

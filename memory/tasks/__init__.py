@@ -10,6 +10,7 @@ Each module holds one idea and they import each other in one direction only
     records                          a task's hash: fields, record codec, snapshot, patch (pure)
     events                           encoding and decoding of a task's events (pure)
     entries                          queue entries: what a stream entry names and carries (pure)
+    effects                          a task's side effects from its steps, for dead letters (pure)
     store                            TaskStore: guarded commits (one script), owner-scoped reads
     reader                           TaskEvents: a task's events for its owner (page, live watch)
     execution                        the executor interface, checkpoints, one attempt's hold

@@ -51,7 +51,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +59,20 @@ import redis.exceptions as rexc
 from opentelemetry import propagate, trace
 
 from agentmesh.kit import metrics
-from agentmesh.kit.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from agentmesh.kit.errors import (
+    Aborted,
+    DataLoss,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    echo,
+)
 from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
 from memory.tasks import ids, pages, scripts, states
+from memory.tasks.effects import task_effects
 from memory.tasks.entries import (
     QueueEntry,
     decode_entry_payload,
@@ -72,7 +81,7 @@ from memory.tasks.entries import (
     queue_entry,
     stream_id_key,
 )
-from memory.tasks.events import approval_event, encode_event, status_event
+from memory.tasks.events import approval_event, encode_event, status_event, step_event
 from memory.tasks.execution import Attempt, Executor, LeaseLost, run_attempt
 from memory.tasks.reader import TaskEvents
 from memory.tasks.records import (
@@ -94,6 +103,13 @@ from memory.tasks.store import TaskConfig, TaskStore, not_found, record_finished
 
 log = logging.getLogger(__name__)
 
+# `settle_failed(task with its steps, stop reason, error, status message, record)`: what the agent
+# runtime does before the task layer itself fails a task — dead-lettering it, or expiring its
+# pending action (its compensations); `record(step)` checkpoints one step of it.
+StepRecorder = Callable[[task_pb2.Step], Awaitable[None]]
+SettleFailed = Callable[[task_pb2.Task, int, task_pb2.TaskError, str, StepRecorder], Awaitable[object]]
+
+MAX_LETTER_EFFECTS = 50
 _CAS_RETRIES = 16
 
 
@@ -113,6 +129,9 @@ class DeadLetter:
     failed_attempts: int
     dead_ms: int
     original_entry_id: str
+    # The task's side effects when it was dead-lettered: step, tool, status, arguments_sha256, result
+    # (memory.tasks.effects; `agentmesh tasks dead-letters show` prints them in full).
+    effects: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +177,19 @@ def _s(value: Any) -> str:
 class TaskQueue:
     """Durable tasks of one domain; see the module docstring."""
 
-    def __init__(self, redis: AnyRedis, *, domain: str, config: TaskConfig | None = None) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        *,
+        domain: str,
+        config: TaskConfig | None = None,
+        settle_failed: SettleFailed | None = None,
+    ) -> None:
         self.redis = redis
         self.domain = domain
+        # Called before the task layer fails a task (the agent runtime's compensations); see
+        # `_dead_letter_task` and TaskSweeper.
+        self.settle_failed = settle_failed
         # The consumer group is named after the domain (the Helm chart's KEDA trigger reads its lag).
         self.group = domain
         self.config = config or TaskConfig()
@@ -350,7 +379,7 @@ class TaskQueue:
         if result.status == "exists":
             if result.detail and result.detail[0] != fingerprint:
                 raise InvalidArgument(
-                    f"request_id {request.request_id!r} was already used for a different request",
+                    f"request_id {echo(request.request_id)} was already used for a different request",
                     reason=errors_pb2.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
                     metadata={"request_id": request.request_id, "task_id": task_id},
                     violations=[
@@ -548,6 +577,22 @@ class TaskQueue:
             return []
         return await self._entries(shard, reply[1] if len(reply) > 1 else [])
 
+    async def reclaimable(self, shard: int, *, count: int) -> int:
+        """How many entries of `shard` a reclaim would take now (idle past the claim timeout), up to
+        `count`; a read (XPENDING IDLE), nothing changes hands."""
+        stream = keys.queue(self.domain, shard)
+        try:
+            with redis_errors("reading idle queue entries"):
+                pending: Any = await self.redis.xpending_range(
+                    stream, self.group, "-", "+", count, idle=self.config.lease_ms
+                )
+        except rexc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group(shard)
+            return 0
+        return len(pending)
+
     async def _entries(self, shard: int, items: Iterable[Any]) -> list[QueueEntry]:
         entries = []
         for entry_id, fields in items:
@@ -611,10 +656,29 @@ class TaskQueue:
         raise DataLoss(f"task {task_id}: unexpected start answer {status!r}")
 
     async def _dead_letter_task(self, entry: QueueEntry, snapshot: TaskSnapshot) -> None:
-        """FAILED (DEAD_LETTERED) and the entry moved to the dead letters, in one script."""
-        task = snapshot.task
+        """FAILED (DEAD_LETTERED) and the entry moved to the dead letters, in one script.
+
+        First `settle_failed` (when set) may record steps — the agent runtime's compensations of
+        the task's completed side effects — each checkpointed on its own (guarded by the record's
+        revision), so a crash in between leaves the entry pending: the next worker finds the task
+        poisoned again and settles only what is left. A failing hook is logged, never retried
+        here: the task is dead-lettered all the same. The dead letter lists the task's side
+        effects (memory.tasks.effects) so they outlive the task's retention."""
         reason = snapshot.error or "failed too many attempts"
         message = f"dead-lettered after {snapshot.fails} failed attempts: {reason}"
+        error = task_pb2.TaskError(
+            reason="DEAD_LETTERED",
+            message=reason[:1000],
+            metadata={"failed_attempts": str(snapshot.fails), "domain": self.domain},
+        )
+        if self.settle_failed is not None:
+            settled = await self.settle(snapshot, task_pb2.STOP_REASON_DEAD_LETTERED, error, message[:1000])
+            if settled is None:
+                return
+            snapshot = settled
+        full = await self.store.snapshot(snapshot.task.task_id, steps=True)
+        steps = list(full.task.steps) if full is not None else []
+        task = snapshot.task
         done = finish(
             task,
             states.FAILED,
@@ -623,16 +687,22 @@ class TaskQueue:
             now=now_ms(),
             retention_ms=max(snapshot.retention_ms, self.config.retention_ms),
         )
-        done.error.CopyFrom(
-            task_pb2.TaskError(
-                reason="DEAD_LETTERED",
-                message=reason[:1000],
-                metadata={"failed_attempts": str(snapshot.fails), "domain": self.domain},
-            )
-        )
+        done.error.CopyFrom(error)
         patch = self.store.terminal_patch(done, snapshot, guard="rev")
         patch.ack = entry.entry_id
-        patch.dead_letter = _dead_letter_record(task.task_id, reason, snapshot.fails, entry.entry_id)
+        effects = [
+            {
+                "step": e.step,
+                "tool": e.tool,
+                "status": e.status,
+                "arguments_sha256": e.arguments_sha256,
+                "result": e.result,
+            }
+            for e in task_effects(task.task_id, steps)
+        ]
+        patch.dead_letter = _dead_letter_record(
+            task.task_id, reason, snapshot.fails, entry.entry_id, effects=effects
+        )
         result = await self.store.commit(task.task_id, patch)
         if not result.ok:  # changed meanwhile (canceled?): the entry comes back and is settled then
             log.info("dead-lettering raced with another change", extra={"task_id": task.task_id})
@@ -640,6 +710,44 @@ class TaskQueue:
         record_finished(self.domain, done.state)
         metrics.TASK_DEAD_LETTERS.labels(domain=self.domain).inc()
         log.warning("task dead-lettered", extra={"task_id": task.task_id, "reason": reason})
+
+    async def settle(
+        self, snapshot: TaskSnapshot, stop_reason: int, error: task_pb2.TaskError, message: str
+    ) -> TaskSnapshot | None:
+        """Run `settle_failed` on a task the task layer is about to fail; the snapshot to fail it
+        from after that (None: the task changed meanwhile, e.g. canceled or resumed)."""
+        task_id = snapshot.task.task_id
+        full = await self.store.snapshot(task_id, steps=True)
+        if full is None or full.rev != snapshot.rev:
+            return None
+
+        async def record(step: task_pb2.Step) -> None:
+            for _ in range(_CAS_RETRIES):
+                current = await self.store.snapshot(task_id)
+                if current is None:
+                    raise NotFound(f"task {task_id} is gone")
+                result = await self.store.commit(
+                    task_id,
+                    Patch(
+                        guard="rev",
+                        guard_value=str(current.rev),
+                        step=step,
+                        events=[step_event(step, finished=True)],
+                        fields={Field.UPDATED: now_ms()},
+                    ),
+                )
+                if result.ok or result.status == "step_conflict":  # recorded (here or by a rival)
+                    return
+                if result.status != "stale":
+                    raise FailedPrecondition(f"task {task_id}: recording step {step.index}: {result.status}")
+            raise Aborted(f"task {task_id} kept changing while recording step {step.index}")
+
+        assert self.settle_failed is not None
+        try:
+            await self.settle_failed(full.task, stop_reason, error, message, record)
+        except Exception:  # fail it all the same: an operator sees the effects (`show`)
+            log.exception("settling a failing task failed", extra={"task_id": task_id})
+        return await self.store.snapshot(task_id)
 
     async def _park_unreadable(self, shard: int, entry_id: str, record: bytes) -> None:
         """An entry that names no task of its shard: to the dead letters, with why."""
@@ -722,6 +830,7 @@ class TaskQueue:
                         failed_attempts=int(payload.get("fails", 0) or 0),
                         dead_ms=int(payload.get("at", 0) or 0),
                         original_entry_id=str(payload.get("entry", "")),
+                        effects=tuple(e for e in payload.get("effects", ()) if isinstance(e, dict)),
                     )
                 )
         found.sort(key=lambda d: stream_id_key(d.entry_id), reverse=True)
@@ -854,10 +963,19 @@ def _written(reply: Sequence[Any]) -> dict[bytes, bytes]:
     return fields
 
 
-def _dead_letter_record(task_id: str, reason: str, fails: int, entry_id: str) -> bytes:
-    return encode_entry(
-        {"t": task_id, "reason": reason[:1000], "fails": fails, "entry": entry_id, "at": now_ms()}
-    )
+def _dead_letter_record(
+    task_id: str, reason: str, fails: int, entry_id: str, *, effects: Sequence[dict[str, Any]] = ()
+) -> bytes:
+    payload: dict[str, Any] = {
+        "t": task_id,
+        "reason": reason[:1000],
+        "fails": fails,
+        "entry": entry_id,
+        "at": now_ms(),
+    }
+    if effects:  # the side effects the task's steps record (bounded: a dead letter stays small)
+        payload["effects"] = list(effects[:MAX_LETTER_EFFECTS])
+    return encode_entry(payload)
 
 
 def _carrier_now() -> dict[str, str]:
@@ -886,7 +1004,7 @@ def _check_resume_request(request: agent_service_pb2.ResumeTaskRequest) -> None:
 def _check_answer(task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest) -> None:
     pending = task.pending_action
     if request.action_id != pending.action_id:
-        raise _stale(task, f"action {request.action_id!r} is not the pending action")
+        raise _stale(task, f"action {echo(request.action_id)} is not the pending action")
     if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
         if not request.HasField("input") or not request.input.parts:
             raise InvalidArgument(

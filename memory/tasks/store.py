@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
-from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound
+from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound, echo
 from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
 from agentmesh.v1 import errors_pb2, task_pb2
 from memory import keys
@@ -135,7 +135,7 @@ class TaskPage:
 
 def not_found(task_id: str) -> NotFound:
     return NotFound(
-        f"task {task_id} not found",
+        f"task {echo(task_id)} not found",
         reason=errors_pb2.ERROR_REASON_TASK_NOT_FOUND,
         metadata={"task_id": task_id},
     )
@@ -527,21 +527,16 @@ class TaskStore:
                 return None
             if millis_of(task.pending_action.expire_time) > at:
                 return None
+            message, error = expiry_failure(task)
             done = finish(
                 task,
                 FAILED,
                 stop_reason=task_pb2.STOP_REASON_EXPIRED,
-                message=f"{_pending_what(task.pending_action)} expired before anyone answered",
+                message=message,
                 now=at,
                 retention_ms=snapshot.retention_ms or self.config.retention_ms,
             )
-            done.error.CopyFrom(
-                task_pb2.TaskError(
-                    reason="EXPIRED",
-                    message=done.status_message,
-                    metadata={"action_id": task.pending_action.action_id},
-                )
-            )
+            done.error.CopyFrom(error)
             if await self._commit_finished(task, done, snapshot):
                 return done
         raise _contention(task_id)
@@ -554,6 +549,15 @@ def record_finished(domain: str, state: int) -> None:
 @functools.lru_cache(maxsize=1024)  # domains x states; labels() takes a lock and a dict lookup each time
 def _finished_counter(domain: str, state: int) -> Any:
     return metrics.TASKS_FINISHED.labels(domain=domain, state=state_name(state))
+
+
+def expiry_failure(task: task_pb2.Task) -> tuple[str, task_pb2.TaskError]:
+    """(status message, error) of a paused task whose pending action expired."""
+    message = f"{_pending_what(task.pending_action)} expired before anyone answered"
+    error = task_pb2.TaskError(
+        reason="EXPIRED", message=message, metadata={"action_id": task.pending_action.action_id}
+    )
+    return message, error
 
 
 def _pending_what(pending: task_pb2.PendingAction) -> str:

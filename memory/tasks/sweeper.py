@@ -10,7 +10,8 @@ still needs a sweeper:
   running (live lease: keep it, look again later) or its process died: then
   the recover script queues it (one script: checked and queued at once, so
   several sweepers never queue it twice). Gone or finished tasks are dropped.
-- Paused tasks whose pending action expired are failed (STOP_REASON_EXPIRED).
+- Paused tasks whose pending action expired are failed (STOP_REASON_EXPIRED), after the
+  queue's `settle_failed` (compensations of their completed side effects).
 
 Every worker runs it periodically (TaskWorker); running it on several replicas
 at once is safe.
@@ -19,15 +20,18 @@ at once is safe.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss
+from agentmesh.v1 import task_pb2
 from memory import keys
 from memory.connection import redis_errors
 from memory.tasks import states
 from memory.tasks.queue import TaskQueue
-from memory.tasks.records import now_ms
+from memory.tasks.records import millis_of, now_ms
+from memory.tasks.store import expiry_failure
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,11 @@ class SweepReport:
 
 
 class TaskSweeper:
-    def __init__(self, queue: TaskQueue, *, grace_s: float | None = None) -> None:
+    def __init__(
+        self, queue: TaskQueue, *, grace_s: float | None = None, clock: Callable[[], int] = now_ms
+    ) -> None:
+        """`clock`: milliseconds since the epoch (tests pass a controllable one)."""
+        self.clock = clock
         self.queue = queue
         self.store = queue.store
         self.grace_ms = int((queue.config.claim_idle_timeout_s if grace_s is None else grace_s) * 1000)
@@ -83,14 +91,34 @@ class TaskSweeper:
             elif outcome == "dropped":
                 report.dropped += 1
 
+    async def _settle_expired(self, task_id: str, now: int) -> None:
+        """Before failing an expired pause: the queue's `settle_failed` (the agent runtime's
+        compensations). Once expired, a pause can only fail (ResumeTask refuses it), so what the
+        settlement records stands; a sweeper on another replica doing the same concurrently makes
+        the same calls under the same idempotency keys, and one record of each step wins."""
+        if self.queue.settle_failed is None:
+            return
+        snapshot = await self.store.snapshot(task_id)
+        if snapshot is None:
+            return
+        task = snapshot.task
+        pending = task.pending_action
+        if task.state != states.INPUT_REQUIRED or not pending.HasField("expire_time"):
+            return
+        if millis_of(pending.expire_time) > now:
+            return
+        message, error = expiry_failure(task)
+        await self.queue.settle(snapshot, task_pb2.STOP_REASON_EXPIRED, error, message)
+
     async def _expire_pending(self, report: SweepReport) -> None:
         index = keys.pending_expiry(self.queue.domain)
-        now = now_ms()
+        now = self.clock()
         with redis_errors("reading pending expiries"):
             due = await self.queue.redis.zrangebyscore(index, "-inf", now, start=0, num=_BATCH)
         for raw in due:
             task_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             try:
+                await self._settle_expired(task_id, now)
                 if await self.store.expire_pending(task_id, now) is not None:
                     report.expired += 1
                     continue

@@ -11,12 +11,19 @@
   the rest.
 - A reclaimer takes over entries of lost workers (XAUTOCLAIM after the claim
   idle timeout); the start script resumes them from their last checkpoint.
+  **Recovery goes first**: the reclaimer looks for idle entries (XPENDING IDLE, a
+  read) every quarter of the idle timeout, and when it finds one it waits for a
+  slot ahead of every reader (`Slots`, urgent waiters served first): the next slot
+  that frees runs the crashed task, not new work. So a crash costs about the idle
+  timeout plus the time until one running task (or one blocking read) ends.
 - Housekeeping every idle timeout: the outbox sweeper and the queue metrics.
 - `drain(grace)`: stop reading, let running attempts finish for `grace`
   seconds, then hand the rest back (lease released, entry re-queued) so another
   replica resumes them at once — nothing is lost and no failure is counted.
 - Redis outages do not stop the loop: it backs off and carries on; running
-  attempts retry their writes while their lease lasts.
+  attempts retry their writes while their lease lasts. Starting a delivered entry
+  rides out an outage for at most the claim idle timeout (after it the entry is
+  anyone's to reclaim), then gives the slot up with an error log naming the task.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -69,7 +78,7 @@ class TaskWorker:
         self.consumer = consumer or consumer_name()
         self.housekeeping = housekeeping
         self.sweeper = TaskSweeper(queue)
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -83,6 +92,11 @@ class TaskWorker:
     @property
     def busy(self) -> int:
         return len(self._running)
+
+    @property
+    def recovering(self) -> int:
+        """Abandoned entries waiting for a slot (they get the next one before any new work)."""
+        return self._slots.urgent_waiting
 
     async def run(self) -> None:
         """Work until `drain()` is called and the drain has finished."""
@@ -155,23 +169,35 @@ class TaskWorker:
                     self._slots.release()
 
     async def _reclaimer(self) -> None:
-        interval = max(0.2, self.queue.config.claim_idle_timeout_s / 2)
+        interval = max(0.1, self.queue.config.claim_idle_timeout_s / 4)
         while not self._stopping.is_set():
             await _sleep_or_stop(interval * random.uniform(0.8, 1.2), self._stopping)
             for shard in self.queue.shards():
                 if self._stopping.is_set():
                     return
-                free = self._free_slots()
-                if free == 0:
-                    break
                 try:
-                    entries = await self.queue.reclaim(self.consumer, shard, count=free)
+                    await self._reclaim_shard(shard)
+                except asyncio.CancelledError:
+                    raise
                 except Exception:
                     log.warning("reclaiming idle entries failed", exc_info=True, extra={"shard": shard})
-                    continue
-                for entry in entries:
-                    await self._slots.acquire()
+
+    async def _reclaim_shard(self, shard: int) -> None:
+        """Take over the shard's abandoned entries one slot at a time, each slot ahead of the readers."""
+        while not self._stopping.is_set() and await self.queue.reclaimable(shard, count=1):
+            await self._slots.acquire(urgent=True)
+            handed = False
+            try:
+                if self._stopping.is_set():
+                    return
+                for entry in await self.queue.reclaim(self.consumer, shard, count=1):
                     self._spawn(self._handle(entry), entry.task_id)
+                    handed = True
+            finally:
+                if not handed:
+                    self._slots.release()
+            if not handed:  # another replica took it meanwhile, or it needed no run
+                return
 
     async def _housekeeper(self) -> None:
         interval = max(0.5, self.queue.config.claim_idle_timeout_s)
@@ -185,9 +211,6 @@ class TaskWorker:
             await _sleep_or_stop(interval * random.uniform(0.8, 1.2), self._stopping)
 
     # -- one entry ---------------------------------------------------------------------------
-
-    def _free_slots(self) -> int:
-        return max(0, self.concurrency - len(self._running))
 
     def _spawn(self, work: Coroutine[Any, Any, None], task_id: str) -> None:
         handler = asyncio.create_task(work, name=f"task {task_id}")
@@ -207,8 +230,11 @@ class TaskWorker:
             with contextlib.suppress(Exception):
                 await self.queue.requeue(entry)
             return
-        attempt = await _retry_while_unavailable(
-            lambda: self.queue.start(entry, self.consumer), self._stopping
+        attempt = await start_through_outage(
+            lambda: self.queue.start(entry, self.consumer),
+            self._stopping,
+            deadline_s=self.queue.config.claim_idle_timeout_s,
+            what=f"starting task {entry.task_id}",
         )
         if attempt is not None:
             await self._execute(attempt)
@@ -258,15 +284,75 @@ async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def _retry_while_unavailable(
-    start: Callable[[], Awaitable[Attempt | None]], stop: asyncio.Event
+class Slots:
+    """The worker's `concurrency` slots. Waiters with `urgent=True` (recovery of abandoned tasks)
+    are served before ordinary ones (readers taking new work), each kind in arrival order."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    @property
+    def urgent_waiting(self) -> int:
+        return sum(1 for waiter in self._urgent if not waiter.done())
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        self._prune()
+        ahead = self._urgent if urgent else (self._urgent or self._normal)
+        if self._free > 0 and not ahead:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._normal).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted as we were cancelled: pass the slot on
+            raise
+
+    def release(self) -> None:
+        self._free += 1
+        while self._free > 0:
+            self._prune()
+            waiters = self._urgent or self._normal
+            if not waiters:
+                return
+            self._free -= 1
+            waiters.popleft().set_result(None)
+
+    def _prune(self) -> None:
+        for waiters in (self._urgent, self._normal):
+            while waiters and waiters[0].done():
+                waiters.popleft()
+
+
+async def start_through_outage(
+    start: Callable[[], Awaitable[Attempt | None]], stop: asyncio.Event, *, deadline_s: float, what: str
 ) -> Attempt | None:
-    """Start an attempt, riding out a Redis outage (the entry stays ours meanwhile)."""
+    """Start an attempt, riding out a Redis outage for at most `deadline_s` (the entry stays ours
+    meanwhile; after the claim idle timeout any worker may reclaim it, so waiting longer only
+    holds a slot). None when the deadline passed: the entry is left to the reclaimers."""
     backoff = Reconnect()
+    give_up = time.monotonic() + deadline_s
     while True:
         try:
             return await start()
-        except Unavailable:
+        except Unavailable as exc:
             if stop.is_set():
                 raise
+            if time.monotonic() >= give_up:
+                log.error(
+                    "Redis unreachable for %.1f s while %s; the entry is left for the reclaimers: %s",
+                    deadline_s,
+                    what,
+                    exc.message,
+                    extra={"deadline_s": deadline_s},
+                )
+                return None
             await backoff.wait(stop)

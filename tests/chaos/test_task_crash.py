@@ -24,6 +24,7 @@ from memory.connection import AnyRedis, create_redis
 from memory.tasks.queue import TaskQueue
 from memory.tasks.store import TaskConfig
 from tests.support.task_worker import exec_log_key
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -173,12 +174,17 @@ async def scenario_redis_restart(
     try:
         await run.submit()
         workers = _workers(service_process, server.url, 2, run.idle)
-        while await run.completed() < 2:  # mid-run: some tasks done, others in flight
-            await asyncio.sleep(0.02)
+
+        async def mid_run() -> bool:  # some tasks done, others in flight
+            return await run.completed() >= 2
+
+        await until(mid_run, what="the first 2 of 16 tasks completed before the restart", timeout=60)
         server.restart(hard=hard)
         await _await_completion(run, workers)
         await _check_exactly_once(run, set())
-        assert len(run.ids) == run.tasks
+        # Every submitted task is still listed (the owner index survived) and complete on disk.
+        page = await run.queue.store.list_tasks(tenant=TENANT, owner=OWNER, page_size=100)
+        assert sorted(t.task_id for t in page.tasks) == sorted(run.ids) and len(set(run.ids)) == run.tasks
         for task_id in run.ids:  # nothing of a task went missing
             shard = run.queue.shard_of(task_id)
             assert await run.redis.exists(*keys.task_keys(DOMAIN, shard, task_id)) == 2

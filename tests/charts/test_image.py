@@ -47,7 +47,7 @@ def test_the_image_exposes_every_default_port() -> None:
     exposed = {int(p) for line in instruction("EXPOSE") for p in line.split()}
     for role, port in DEFAULT_GRPC_PORTS.items():
         assert port in exposed
-        if role is not Role.MODEL:
+        if role not in (Role.MODEL, Role.CONSOLE):  # HTTP-only roles serve on that one port
             assert {port + HTTP_PORT_OFFSET, port + HEALTH_PORT_OFFSET} <= exposed
 
 
@@ -57,3 +57,4 @@ def test_the_charts_default_ports_are_the_contracts() -> None:
     assert values["agentDefaults"]["grpcPort"] == DEFAULT_GRPC_PORTS[Role.AGENT]
     assert values["toolDefaults"]["grpcPort"] == DEFAULT_GRPC_PORTS[Role.TOOL]
     assert values["model"]["scripted"]["port"] == DEFAULT_GRPC_PORTS[Role.MODEL]
+    assert values["console"]["port"] == DEFAULT_GRPC_PORTS[Role.CONSOLE]

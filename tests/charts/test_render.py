@@ -27,6 +27,7 @@ SETS = sorted(VALUE_SETS)
 BUILTIN_API_VERSIONS = {
     "v1",
     "apps/v1",
+    "batch/v1",
     "autoscaling/v2",
     "policy/v1",
     "networking.k8s.io/v1",
@@ -92,11 +93,13 @@ def test_the_value_sets_cover_every_kind_the_chart_can_render() -> None:
         "ServiceAccount",
         "Role",
         "RoleBinding",
+        "Job",
         "StatefulSet",
         "Pod",
         "ScaledObject",
         "TriggerAuthentication",
         "ServiceMonitor",
+        "PrometheusRule",
     }, kinds
 
 

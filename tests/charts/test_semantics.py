@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agentmesh.cli.serve import entrypoint_for, load
+from agentmesh.console.server import console_port
 from agentmesh.kit.config import ConfigError, Role, Settings
 from memory import keys
 from tests.charts.chart import NAMESPACE, VALUE_SETS, Render, container_env, merged, render, render_with
@@ -140,6 +141,9 @@ def test_probes_target_declared_ports_and_the_right_health_service(value_set: st
                         assert probe["grpc"]["service"] == HEALTH_SERVICES[kind], where
                 elif "tcpSocket" in probe:
                     assert probe["tcpSocket"]["port"] in named, f"{where}: port not declared"
+                elif "httpGet" in probe:
+                    assert probe["httpGet"]["port"] in named, f"{where}: port not declared"
+                    assert probe["httpGet"]["path"] == "/healthz", where
                 else:
                     assert "exec" in probe, where
 
@@ -404,6 +408,12 @@ def test_the_config_loader_reads_each_services_env_with_the_declared_ports(value
         if kind == "model":
             assert settings.effective_grpc_port == named["http"]
             continue
+        if kind == "console":
+            assert console_port(settings) == named["http"] and set(named) == {"http"}
+            assert settings.registry and settings.registry.endswith(f":{r.values['registry']['grpcPort']}")
+            assert (settings.jwks is not None) != r.values["auth"]["insecureNoAuth"], "it verifies tokens"
+            load(entrypoint_for(settings))
+            continue
         assert settings.effective_grpc_port == named["grpc"]
         assert settings.effective_http_port == named["http"]
         if settings.tls_enabled:
@@ -530,14 +540,19 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem(value_set: str) -> Non
             assert "emptyDir" in volumes[tmp["name"]], f"{name}: /tmp is the only writable path"
 
 
+def discovery_rbac(r: Any, kind: str) -> list[dict[str, Any]]:
+    """Roles / RoleBindings of discovery (the auth hook has its own: tests/charts/test_auth.py)."""
+    return [doc for doc in r.of_kind(kind) if not doc["metadata"]["name"].endswith("-auth-bootstrap")]
+
+
 def test_discovery_grants_only_reading_services_and_reporting_on_them() -> None:
     r = render("10-many-domains-values")
-    (role,) = r.of_kind("Role")
+    (role,) = discovery_rbac(r, "Role")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
-    (binding,) = r.of_kind("RoleBinding")
+    (binding,) = discovery_rbac(r, "RoleBinding")
     registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": registry["serviceAccountName"], "namespace": NAMESPACE}
@@ -558,16 +573,16 @@ def test_discovery_watches_the_namespaces_it_is_given_and_renders_nothing_when_o
     r = render_with(
         "ns", merged(many, {"discovery": {"namespaces": ["tools-a", "tools-b"], "events": False}})
     )
-    roles = r.of_kind("Role")
+    roles = discovery_rbac(r, "Role")
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["tools-a", "tools-b"]
     assert all(len(role["rules"]) == 1 for role in roles)
-    bindings = r.of_kind("RoleBinding")
+    bindings = discovery_rbac(r, "RoleBinding")
     assert all(b["subjects"][0]["namespace"] == NAMESPACE for b in bindings) and len(bindings) == 2
     registry = r.get("Deployment", "am-registry")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
     assert env["AGENTMESH_DISCOVERY_NAMESPACES"] == "tools-a,tools-b"
     off = render_with("off", merged(many, {"discovery": {"enabled": False}}))
-    assert not off.of_kind("Role") and not off.of_kind("RoleBinding")
+    assert not discovery_rbac(off, "Role") and not discovery_rbac(off, "RoleBinding")
     off_env = off.get("Deployment", "am-registry")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert "AGENTMESH_DISCOVERY_NAMESPACES" not in {e["name"] for e in off_env}
 
@@ -656,6 +671,9 @@ def test_helm_test_checks_the_health_of_every_service(value_set: str) -> None:
         service = service_for(r, deployment)
         if kind == "model":
             assert check["args"][1:] == [dns(service), str(service_port(service, "http"))]
+            continue
+        if kind == "console":
+            assert check["args"][1:] == [f"http://{dns(service)}:{service_port(service, 'http')}/healthz"]
             continue
         assert check["command"] == ["agentmesh", "health"]
         target, service_flag, health_service, *_ = check["args"]

@@ -10,7 +10,9 @@ buf and the one-method view of the registry must give the same verdict.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,15 @@ from tool_registry.protoc import compile_protos
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "fixtures" / "compat"
-BUF = ROOT / ".venv" / "bin" / "buf"
+
+
+def _find_buf() -> Path | None:
+    """buf on PATH, else beside this interpreter (the venv's bin, where buf-bin puts it)."""
+    found = shutil.which("buf") or shutil.which("buf", path=str(Path(sys.executable).parent))
+    return Path(found) if found else None
+
+
+BUF = _find_buf()
 WIRE_JSON = '{"version":"v2","breaking":{"use":["WIRE_JSON"]}}'
 METHOD = "compat.v1.Tool/Call"
 CASES = json.loads((CORPUS / "cases.json").read_text())
@@ -67,9 +77,13 @@ def _schema(case: Path, side: str):  # type: ignore[no-untyped-def]
     return load_tool_schema(compile_protos([directory / "compat" / "v1" / "tool.proto"], [directory]), METHOD)
 
 
-@pytest.mark.skipif(not BUF.exists(), reason="buf is installed by `make install` (buf-bin)")
+def test_buf_is_installed() -> None:
+    assert BUF is not None, "buf is not on PATH nor in the venv: run `make install` (it installs buf-bin)"
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_checker_agrees_with_buf(name: str, tmp_path: Path) -> None:
+    assert BUF is not None, "buf is not on PATH nor in the venv: run `make install` (it installs buf-bin)"
     case = CORPUS / name
     buf_breaks, buf_output = _buf_breaks(case, tmp_path)
     violations = check_compatibility(_schema(case, "before"), _schema(case, "after"))

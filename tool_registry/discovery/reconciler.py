@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from agentmesh.kit import metrics
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import AgentmeshError, from_rpc_error
+from agentmesh.kit.retry import Backoff
 from agentmesh.v1 import tool_pb2
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
@@ -263,8 +263,7 @@ class Reconciler:
             except Exception:  # reporting is best effort (RBAC may forbid Events)
                 log.debug("could not report on %s", state.key, exc_info=True)
         if retry:
-            delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(state.failures - 1, 10))
-            delay = random.uniform(delay / 2, delay)
+            delay = Backoff(initial_s=self.retry_initial_s, max_s=self.retry_max_s).delay(state.failures)
             loop = asyncio.get_running_loop()
             state.retry = loop.call_later(delay, lambda: loop.create_task(self._retry(state.key)))
         self._set_gauges()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from agentmesh.kit import metrics
+from agentmesh.kit.retry import Backoff, Reconnect
 from tool_registry.discovery.annotations import LABEL, is_labelled
 
 log = logging.getLogger(__name__)
@@ -72,28 +72,28 @@ class ServiceWatch:
             watch.stop()  # type: ignore[no-untyped-call]
 
     def run(self) -> None:
-        failures = 0
+        reconnect = Reconnect(
+            Backoff(initial_s=self.config.initial_backoff_s, max_s=self.config.max_backoff_s)
+        )
         while not self._stop.is_set():
             try:
                 if self.resource_version is None:
                     self._list()
                 self._watch_once()
-                failures = 0
+                reconnect.reset()
             except ApiException as exc:
                 if exc.status == GONE:
                     log.info("resourceVersion %s expired (410 Gone): relisting", self.resource_version)
                     metrics.DISCOVERY_RELISTS.labels(self.config.namespace or "*").inc()
                     self.resource_version = None
                     continue
-                failures += 1
-                self._back_off(failures, f"the Kubernetes API answered {exc.status} {exc.reason}")
+                self._back_off(
+                    reconnect.next_delay(), f"the Kubernetes API answered {exc.status} {exc.reason}"
+                )
             except Exception as exc:  # connection refused, reset, timeouts: the API may come back
-                failures += 1
-                self._back_off(failures, f"{type(exc).__name__}: {exc}")
+                self._back_off(reconnect.next_delay(), f"{type(exc).__name__}: {exc}")
 
-    def _back_off(self, failures: int, why: str) -> None:
-        delay = min(self.config.max_backoff_s, self.config.initial_backoff_s * 2 ** min(failures - 1, 10))
-        delay = random.uniform(delay / 2, delay)
+    def _back_off(self, delay: float, why: str) -> None:
         log.warning("service watch failed (%s); retrying in %.1fs", why, delay)
         metrics.DISCOVERY_ERRORS.labels("watch").inc()
         # After a failure the stream position is unknown: relist so nothing is missed.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agentmesh.kit import metadata as md
 from agentmesh.kit.auth.keys import IssuerKey, KeyFileError, load_issuer_keys
@@ -157,6 +158,12 @@ class MeshAuth:
         self, *, audiences: Collection[str], rules: Mapping[str, MethodRule] | None = None
     ) -> Authenticator:
         return Authenticator(self.verifier, audiences=audiences, rules=rules, insecure=self.insecure)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS this process trusts (its signing keys and an AGENTMESH_JWKS file)."""
+        if self.verifier is not None:
+            return self.verifier.keys.document()
+        return {"keys": [key.public() for key in self.keys]}
 
 
 def mesh_auth(settings: Settings, *, need_issuer: bool = False) -> MeshAuth:

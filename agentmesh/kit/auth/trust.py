@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class TrustedKey:
     kid: str
     key: PyJWK
     algorithms: tuple[str, ...]
+    # The public JWK as published (what the registry's /.well-known/jwks.json serves again).
+    jwk: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def _parse_jwks(document: Any, source: str) -> dict[str, TrustedKey]:
@@ -67,10 +69,18 @@ def _parse_jwks(document: Any, source: str) -> dict[str, TrustedKey]:
                 continue
             allowed = (entry["alg"],)
         try:
-            keys[kid] = TrustedKey(kid, PyJWK(entry, algorithm=allowed[0]), allowed)
+            keys[kid] = TrustedKey(kid, PyJWK(entry, algorithm=allowed[0]), allowed, _public_only(entry))
         except PyJWKError as exc:
             log.warning("ignoring JWKS key %s: %s", kid, exc)
     return keys
+
+
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _public_only(entry: dict[str, Any]) -> dict[str, Any]:
+    # A JWKS file that (wrongly) holds private members must never be served on with them.
+    return {k: v for k, v in entry.items() if k not in _PRIVATE_MEMBERS}
 
 
 class TrustedKeys:
@@ -102,6 +112,13 @@ class TrustedKeys:
 
     def kids(self) -> list[str]:
         return sorted({*self._own, *self._external})
+
+    def document(self) -> dict[str, Any]:
+        """The public JWKS of every key loaded: the mesh issuer's, then AGENTMESH_JWKS's (file re-read)."""
+        if self._source and not self.is_remote:
+            self._refresh(force=False)
+        merged = {**self._external, **self._own}
+        return {"keys": [key.jwk for key in merged.values()]}
 
     def key_for(self, kid: str) -> TrustedKey | None:
         """The key for `kid` from what is loaded (a JWKS file is re-read when it changed)."""

@@ -107,6 +107,16 @@ agentmesh_rpc_in_flight
 {{- default (printf "%s-auth" (include "agentmesh.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
+{{- /* The hook makes the auth Secret and the JWKS ConfigMap: auth on, auth.generate, no Secret of yours. */ -}}
+{{- define "agentmesh.authGenerated" -}}
+{{- $a := .Values.auth -}}
+{{- if and (not $a.insecureNoAuth) $a.generate (not $a.existingSecret) (not $a.signingKey.existingSecret) (not $a.serviceTokens.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "agentmesh.jwksConfigMap" -}}
+{{- printf "%s-jwks" (include "agentmesh.fullname" .) -}}
+{{- end -}}
+
 {{/*
 Recursive merge of two maps where the override wins, including false, 0 and ""
 (sprig's mergeOverwrite ignores such "empty" values, which would make

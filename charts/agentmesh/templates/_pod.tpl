@@ -94,6 +94,10 @@ Environment: the configuration contract of docs/configuration.md.
 {{- else }}
 - name: AGENTMESH_JWKS
   value: {{ $values.auth.jwks.url | default "/etc/agentmesh/auth/jwks.json" | quote }}
+{{- with $values.auth.issuers }}
+- name: AGENTMESH_JWT_ISSUERS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- if include "agentmesh.signingKeyNeeded" . }}
 - name: AGENTMESH_SIGNING_KEY
   value: /etc/agentmesh/auth/signing-key.pem
@@ -342,11 +346,19 @@ spec:
                   path: signing-key.pem
           {{- end }}
           {{- if include "agentmesh.jwksFileNeeded" . }}
+          {{- if and (include "agentmesh.authGenerated" $ctx) (not $values.auth.jwks.existingSecret) }}
+          - configMap:
+              name: {{ include "agentmesh.jwksConfigMap" $ctx }}
+              items:
+                - key: jwks.json
+                  path: jwks.json
+          {{- else }}
           - secret:
               name: {{ $values.auth.jwks.existingSecret | default (include "agentmesh.authSecret" $ctx) }}
               items:
                 - key: {{ $values.auth.jwks.key }}
                   path: jwks.json
+          {{- end }}
           {{- end }}
     {{- end }}
     {{- if $w.tls }}

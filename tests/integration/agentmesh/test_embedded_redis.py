@@ -7,20 +7,23 @@ import redis
 from redis.cluster import RedisCluster
 
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis, start_cluster
+from tests.conftest import clean_redis_url
 
 pytestmark = pytest.mark.integration
 
 
-def test_each_test_gets_an_empty_database(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    assert client.dbsize() == 0
+def test_each_test_gets_an_empty_database(redis_server: EmbeddedRedis) -> None:
+    """What `redis_url` does before each test, twice in one test (no reliance on test order)."""
+    client = redis.Redis.from_url(clean_redis_url(redis_server))
     client.set("leftover", "1")
+    client.set("other-db-key", "1")
+    client.execute_command("SELECT", 3)
+    client.set("in-db-3", "1")
     client.close()
-
-
-def test_previous_test_left_nothing_behind(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    assert client.get("leftover") is None
+    client = redis.Redis.from_url(clean_redis_url(redis_server))
+    assert client.dbsize() == 0 and client.get("leftover") is None
+    client.execute_command("SELECT", 3)
+    assert client.dbsize() == 0
     client.close()
 
 
@@ -61,3 +64,15 @@ def test_three_node_cluster_forms_and_refuses_cross_slot_scripts() -> None:
             node.close()
         finally:
             client.close()
+
+
+def test_cluster_replicas_follow_their_masters() -> None:
+    with start_cluster(3, replicas=1, node_timeout_ms=1000) as cluster:
+        masters = {(n.host, n.port) for n in cluster.nodes}
+        for replica in cluster.replicas:
+            node = redis.Redis(host=replica.host, port=replica.port)
+            try:
+                info = node.info("replication")
+            finally:
+                node.close()
+            assert info["role"] == "slave" and (info["master_host"], info["master_port"]) in masters, info

@@ -48,6 +48,7 @@ async def test_start_status_restart_stop(tmp_path: Path) -> None:
         state = json.loads(mesh.state_file.read_text())
         assert [s["name"] for s in state["services"]] == ["first", "second"]
         document = await collect_status(state)
+        assert document["auth"] == "on"  # no process of the plan runs with AGENTMESH_INSECURE_NO_AUTH
         assert {s["name"]: s["health"] for s in document["services"]} == {
             "redis": health.SERVING,
             "first": health.SERVING,
@@ -106,3 +107,23 @@ async def test_a_service_that_cannot_start_stops_everything(tmp_path: Path) -> N
         await mesh.start()
     assert "boom: bad config" in str(caught.value)
     assert await health.check(good.grpc_target or "", timeout=0.3) == health.UNKNOWN
+
+
+async def test_kill_and_restart_one_service_by_name(tmp_path: Path) -> None:
+    plan = [_sample("steady", 0), _sample("victim", 0)]
+    mesh = LocalMesh(plan, tmp_path / "state", redis=None, redis_url="redis://unused", report=lambda _: None)
+    await mesh.start()
+    try:
+        assert mesh.names(Kind.TOOL) == ["steady", "victim"]
+        old_pid = mesh.process("victim").pid
+        assert mesh.kill("victim") == -9  # a real SIGKILL, waited for
+        assert await health.check(plan[1].grpc_target or "", timeout=0.3) == health.UNKNOWN
+        assert mesh.process("steady").running()
+        restarted = await mesh.restart("victim")
+        assert restarted.pid != old_pid and restarted.running()
+        assert await health.check(plan[1].grpc_target or "", plan[1].health_service) == health.SERVING
+        assert json.loads(mesh.state_file.read_text())["services"][1]["pid"] == restarted.pid
+        with pytest.raises(KeyError, match=r"no service 'ghost'.*steady, victim"):
+            mesh.kill("ghost")
+    finally:
+        await mesh.stop()

@@ -80,24 +80,6 @@ def test_usage_by_user_session_and_domain(redis_url: str) -> None:
     assert runner.invoke(app, ["usage", "--domain", "refunds", "--user", "alice"]).exit_code == 2
 
 
-def test_forget_asks_then_deletes(redis_url: str) -> None:
-    populate(redis_url)
-    base = ["memory", "forget", "--tenant", "acme", "--user", "alice", "--redis", redis_url]
-    declined = runner.invoke(app, base, input="n\n")
-    assert declined.exit_code == 1 and "1 sessions, 1 facts" in declined.output
-    assert "nothing deleted" in declined.output
-    assert runner.invoke(app, [*base, "--json"]).exit_code == 2  # --json needs --yes
-    done = runner.invoke(app, [*base, "--yes", "--json"])
-    report = json.loads(done.output)
-    assert report["deleted"]["sessions"] == 1 and report["deleted"]["facts"] == 1
-    assert all(":alice" in key for key in report["keys"])
-    again = runner.invoke(app, base)
-    assert again.exit_code == 0 and "nothing stored" in again.output
-    bob = runner.invoke(app, ["memory", "session", "show", "--tenant", "acme", "--user", "bob",
-                              "--session", "s-1", "--redis", redis_url])  # fmt: skip
-    assert bob.exit_code == 0
-
-
 def test_unreachable_redis_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     from memory import connection
 

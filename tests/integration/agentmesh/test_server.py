@@ -241,6 +241,72 @@ async def test_http_side_listener_serves_metrics_and_readiness(servicer: SampleA
     assert "agentmesh_rpc_duration_seconds_bucket" in metrics_text
 
 
+def _length_delimited(field: int, body: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(body)) + body
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _deep_struct_run_request(levels: int) -> bytes:
+    """RunRequest{parts: [Part{data: Struct nested `levels` deep}]}, encoded by hand: the
+    Python runtime itself refuses to build it (protobuf's recursion limit is 100 messages)."""
+    struct = b""
+    for _ in range(levels):  # Struct.fields["x"] = Value{struct_value: <inner>}
+        entry = _length_delimited(1, b"x") + _length_delimited(2, _length_delimited(5, struct))
+        struct = _length_delimited(1, entry)
+    return _length_delimited(1, b"hi") + _length_delimited(2, _length_delimited(4, struct))
+
+
+def _raw_run(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(
+        "/agentmesh.v1.AgentService/Run",
+        request_serializer=lambda data: data,
+        response_deserializer=agent_service_pb2.RunResponse.FromString,
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\xff\xff\xff\xff", id="corrupt-bytes"),
+        pytest.param(b"\x0a\x80\x80\x80\x80\x08abc", id="truncated-length"),
+        pytest.param(_deep_struct_run_request(70), id="struct-70-deep"),
+    ],
+)
+async def test_undecodable_request_is_invalid_argument_not_unknown(
+    servicer: SampleAgent, payload: bytes
+) -> None:
+    async with running_host([registration(servicer)]) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _raw_run(channel)(payload)
+        # the service is still serving afterwards
+        stub = agent_service_pb2_grpc.AgentServiceStub(channel)
+        assert (await stub.Run(agent_service_pb2.RunRequest(instruction="ok"))).task.final_answer == "OK"
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    error = from_rpc_error(caught.value)
+    assert [v.field for v in error.violations] == ["request"]
+
+
+async def test_undecodable_request_to_a_stream_is_invalid_argument(servicer: SampleAgent) -> None:
+    async with running_host([registration(servicer)]) as (_, channel):
+        watch = channel.unary_stream(
+            "/agentmesh.v1.AgentService/WatchTask",
+            request_serializer=lambda data: data,
+            response_deserializer=task_pb2.TaskEvent.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in watch(b"\xff\xff\xff"):
+                pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_the_http_listener_on_all_interfaces_answers_ipv4_and_ipv6() -> None:
     # asyncio binds "::" IPv6-only by default: Prometheus scraping a pod's IPv4 address got nothing.
     listener = SideListener("[::]", 0, ready=lambda: True)

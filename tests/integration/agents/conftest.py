@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_asyncio
 
-from agentmesh.kit.channels import create_channel
 from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import agent_service_pb2_grpc
 from agents.model.script import load_script
@@ -21,6 +20,7 @@ from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import DomainSpec, load_spec, parse_spec
 from examples import crm, email, inventory, payments, shipping
+from tests.support.auth import authorized_channel, issuer, key_path
 from tests.support.registry import Registry, registry_at
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,7 +48,13 @@ async def example_tools(registry: Registry, redis_url: str) -> AsyncIterator[dic
     client = redis_asyncio.Redis.from_url(redis_url)
     async with contextlib.AsyncExitStack() as stack:
         for name, app in apps.items():
-            settings = local_settings(registry=f"127.0.0.1:{registry.host.grpc_port}", service_name=name)
+            # Auth on, as the agents: the SDK verifies each call's tool token (and its approval claim).
+            settings = local_settings(
+                registry=f"127.0.0.1:{registry.host.grpc_port}",
+                service_name=name,
+                signing_key=key_path(),
+                service_token=issuer().service_token(name),
+            )
             await stack.enter_async_context(app.serving(settings, redis=client, register=True))
         for app in apps.values():
             assert app.registration is not None
@@ -86,11 +92,13 @@ def agent(registry: Registry, redis_url: str, model: ScriptedModelServer) -> Age
             "registry": f"127.0.0.1:{registry.host.grpc_port}",
             "model_base_url": model_url or model.base_url,
             "model_name": "scripted",
+            "signing_key": key_path(),
             **settings,
         }
         process = AgentProcess(local_settings(**options), domain)
         await process.start()
-        channel = create_channel(f"127.0.0.1:{process.host.grpc_port}")
+        # Calls carry the default test identity's token unless they send their own (`bearer(...)`).
+        channel = authorized_channel(f"127.0.0.1:{process.host.grpc_port}")
         try:
             yield process, agent_service_pb2_grpc.AgentServiceStub(channel)
         finally:

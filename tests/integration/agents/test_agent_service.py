@@ -12,6 +12,8 @@ import grpc
 import pytest
 import yaml
 
+from agentmesh.kit import metadata as md
+from agentmesh.kit.auth import Principal
 from agentmesh.kit.errors import from_rpc_error
 from agentmesh.kit.net import free_port
 from agentmesh.v1 import agent_service_pb2 as pb
@@ -19,7 +21,9 @@ from agentmesh.v1 import task_pb2
 from agents.model.script import Script
 from agents.scripted_model import ScriptedModelServer
 from tests.integration.agents.conftest import DOMAINS, FIXTURE_DOMAINS, AgentFactory
+from tests.support.auth import DEFAULT_SCOPES, bearer, issuer
 from tests.support.registry import Registry
+from tests.support.waiting import until as wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +32,22 @@ ORDER = (
     "notify ada@example.com"
 )
 
+# A delegation three agents deep (fulfillment allows 2).
+DEEP_DELEGATION = issuer().delegation_token(
+    domain="fulfillment",
+    principal=Principal(subject="anonymous", tenant="default", depth=2),
+    scopes=(),
+    actor="refunds",
+)
+
 
 def error_of(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> Any:
     return from_rpc_error(caught.value)
 
 
 async def until(predicate: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
+    """The shared bounded wait, naming the condition (the predicate's name) when it times out."""
+    return await wait_until(predicate, what=predicate.__name__, timeout=timeout, interval=0.1)
 
 
 async def test_fulfillment_run_with_side_effects(example_tools: dict[str, Any], agent: AgentFactory) -> None:
@@ -112,14 +119,14 @@ async def test_card_is_served_and_registered(
         ),
         (
             pb.RunRequest(instruction="ok"),
-            [("x-agentmesh-tenant", "bad tenant")],
-            "INVALID_ARGUMENT",
-            "INVALID_REQUEST",
-            {"x-agentmesh-tenant"},
+            [(md.AUTHORIZATION, "Bearer not-a-token")],
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            set(),
         ),
         (
             pb.RunRequest(instruction="ok"),
-            [("x-agentmesh-delegation-depth", "3")],
+            [(md.AUTHORIZATION, f"Bearer {DEEP_DELEGATION}")],
             "FAILED_PRECONDITION",
             "DELEGATION_TOO_DEEP",
             set(),
@@ -212,7 +219,7 @@ async def test_malformed_answers_become_observations(agent: AgentFactory, exampl
 
 
 async def test_session_memory_usage_and_delete(agent: AgentFactory, example_tools: Any) -> None:
-    metadata = [("x-agentmesh-user", "ada")]
+    metadata = bearer(user="ada")
     async with agent(DOMAINS / "fulfillment.yaml") as (_, stub):
         first = await stub.Run(
             pb.RunRequest(instruction=ORDER, session_id="s-1"), metadata=metadata, timeout=60
@@ -221,9 +228,7 @@ async def test_session_memory_usage_and_delete(agent: AgentFactory, example_tool
             pb.RunRequest(instruction="thanks", session_id="s-1"), metadata=metadata, timeout=60
         )
         usage = await stub.GetUsage(pb.GetUsageRequest(session_id="s-1"), metadata=metadata)
-        other = await stub.GetUsage(
-            pb.GetUsageRequest(session_id="s-1"), metadata=[("x-agentmesh-user", "bob")]
-        )
+        other = await stub.GetUsage(pb.GetUsageRequest(session_id="s-1"), metadata=bearer(user="bob"))
         await stub.DeleteSession(pb.DeleteSessionRequest(session_id="s-1"), metadata=metadata)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.DeleteSession(pb.DeleteSessionRequest(session_id="s-1"), metadata=metadata)
@@ -279,9 +284,7 @@ async def test_submit_watch_list_and_cancel(agent: AgentFactory, example_tools: 
         with pytest.raises(grpc.aio.AioRpcError) as approvers:
             await stub.ListTasks(pb.ListTasksRequest(filter=pb.TASK_FILTER_AWAITING_APPROVAL))
         with pytest.raises(grpc.aio.AioRpcError) as hidden:
-            await stub.GetTask(
-                pb.GetTaskRequest(task_id=submitted.task_id), metadata=[("x-agentmesh-user", "eve")]
-            )
+            await stub.GetTask(pb.GetTaskRequest(task_id=submitted.task_id), metadata=bearer(user="eve"))
     assert submitted.state == task_pb2.TASK_STATE_SUBMITTED
     last = events[-1].status_update
     assert last.state == task_pb2.TASK_STATE_COMPLETED and "fulfilled" in last.final_answer
@@ -305,22 +308,46 @@ async def test_refund_above_the_limit_waits_for_approval_then_completes(
         assert task.pending_action.tool_name == "payments_refund"
         assert json.loads(task.pending_action.arguments_json)["amount_cents"] == 20000
         assert task.steps[0].kind == task_pb2.STEP_KIND_SANITIZE
-        await stub.ResumeTask(
-            pb.ResumeTaskRequest(
-                task_id=task.task_id,
-                action_id=task.pending_action.action_id,
-                decision=pb.ApprovalDecision(approve=True),
-            )
+        approve = pb.ResumeTaskRequest(
+            task_id=task.task_id,
+            action_id=task.pending_action.action_id,
+            decision=pb.ApprovalDecision(approve=True),
         )
+        # The requester cannot approve their own refund, with or without the approve scope.
+        with pytest.raises(grpc.aio.AioRpcError) as own:
+            await stub.ResumeTask(approve)
+        with pytest.raises(grpc.aio.AioRpcError) as own_with_scope:
+            await stub.ResumeTask(approve, metadata=bearer(scopes=(*DEFAULT_SCOPES, "refunds:approve")))
+        # Another user of another tenant, even holding the scope, does not see it.
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await stub.ResumeTask(
+                approve, metadata=bearer(user="bob", tenant="other", scopes=("refunds:approve",))
+            )
+        # Another user of the tenant without the scope neither.
+        with pytest.raises(grpc.aio.AioRpcError) as unscoped:
+            await stub.ResumeTask(approve, metadata=bearer(user="bob"))
+        approver = bearer(user="bob", scopes=("refunds:approve",))
+        waiting = await stub.ListTasks(
+            pb.ListTasksRequest(filter=pb.TASK_FILTER_AWAITING_APPROVAL), metadata=approver
+        )
+        seen = await stub.GetTask(pb.GetTaskRequest(task_id=task.task_id), metadata=approver)
+        await stub.ResumeTask(approve, metadata=approver)
 
         async def finished() -> task_pb2.Task | None:
             current = await stub.GetTask(pb.GetTaskRequest(task_id=task.task_id))
             return current if current.state == task_pb2.TASK_STATE_COMPLETED else None
 
         done = await until(finished)
+        events = [e async for e in stub.WatchTask(pb.WatchTaskRequest(task_id=task.task_id))]
+    assert own.value.code() == own_with_scope.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_of(own).metadata["scope"] == "refunds:approve"
+    assert foreign.value.code() == unscoped.value.code() == grpc.StatusCode.NOT_FOUND
+    assert [t.task_id for t in waiting.tasks] == [task.task_id] and seen.owner == "anonymous"
     refunds = example_tools["payments"].state["ch_ORD-12346"]["refunds"]
     assert [r["amount_cents"] for r in refunds] == [20000] and refunds[0]["approved"] is True
     assert "Refunded $200" in done.final_answer
+    decisions = [e.approval for e in events if e.HasField("approval")]
+    assert [(d.approved, d.approver) for d in decisions] == [(True, "bob")]
 
 
 SLOW_LOOP = {

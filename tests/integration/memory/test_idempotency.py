@@ -14,6 +14,7 @@ from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import Aborted, DataLoss, InvalidArgument
 from memory.connection import create_redis
 from memory.idempotency import Claimed, IdempotencyStore, Replay
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -175,3 +176,60 @@ async def test_window_comes_from_settings(redis_url: str) -> None:
     store = IdempotencyStore.from_settings(client, settings, scope="submit:refunds")
     assert store.window_ms == 120_000 and store.scope == "submit:refunds"
     await client.aclose()
+
+
+async def test_extend_renews_the_lease_of_the_holder_only(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    claim = await store.begin("k-extend", b"p")
+    assert isinstance(claim, Claimed)
+    await redis_client.pexpire(claim.key, 50)  # the lease is about to run out
+    assert await store.extend(claim)
+    assert 1_500 < await redis_client.pttl(claim.key) <= 2_000  # renewed to the whole lease (2 s)
+    stranger = Claimed(claim.key, "not-the-holder")
+    await redis_client.pexpire(claim.key, 500)
+    assert not await store.extend(stranger)
+    assert await redis_client.pttl(claim.key) <= 500  # a stranger renews nothing
+
+
+async def test_a_call_longer_than_the_lease_keeps_its_key(redis_url: str) -> None:
+    """run() renews the lease while the work runs: a duplicate arriving after the first lease
+    would have expired is still told the call is in flight (not handed a second claim)."""
+    client = create_redis(redis_url)
+    store = IdempotencyStore(client, scope="s", lease_s=0.6)
+    release = asyncio.Event()
+    runs = 0
+
+    async def work() -> bytes:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        return b"charged once"
+
+    first = asyncio.create_task(store.run("k1", b"p", work))
+    await until(lambda: runs == 1, what="the first call's work to start")
+    await asyncio.sleep(1.5)  # 2.5 leases: without renewals the key would have expired
+    duplicates = 0
+
+    async def duplicate() -> bytes:
+        nonlocal duplicates
+        duplicates += 1
+        return b"charged twice"
+
+    with pytest.raises(Aborted) as in_flight:
+        await store.run("k1", b"p", duplicate)
+    release.set()
+    assert await first == b"charged once"
+    assert await store.run("k1", b"p", duplicate) == b"charged once"  # the duplicate replays
+    assert (runs, duplicates) == (1, 0) and in_flight.value.retry_after
+    await client.aclose()
+
+
+async def test_release_by_a_former_holder_leaves_the_new_claim(store: IdempotencyStore) -> None:
+    claim = await store.begin("k-release", b"p")
+    assert isinstance(claim, Claimed)
+    former = Claimed(claim.key, "token-of-a-lease-that-expired")
+    await store.release(former)
+    with pytest.raises(Aborted):  # still in flight: the holder's claim stands
+        await store.begin("k-release", b"p")
+    assert await store.complete(claim, b"r")

@@ -24,6 +24,7 @@ from aiohttp import web
 from kubernetes import client as k8s
 
 from agentmesh.kit import metrics
+from agentmesh.kit.auth import TokenIssuer, generate_issuer_key
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.net import free_port, free_port_with_partner
 from agentmesh.kit.testing import local_settings
@@ -371,8 +372,12 @@ async def test_a_refused_tool_leaves_the_whole_service_unregistered(redis_url: s
 
 
 async def test_the_registry_process_runs_discovery_from_its_configuration(
-    redis_url: str, service_process: Callable[..., ServiceProcess]
+    redis_url: str, service_process: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
+    key_file = tmp_path / "signing.pem"  # auth on: discovery writes with its own service token
+    key = generate_issuer_key()
+    key_file.write_bytes(key.pem())
+    reader = (("authorization", f"Bearer {TokenIssuer([key]).user_token(user='ops', tenant='acme')}"),)
     async with served(crm.build(), redis_url) as tool, emulator() as (_mock, api):
         await create(api, service("crm", annotations={"agentmesh.io/endpoint": tool.endpoint}))
         port = free_port_with_partner(1000)
@@ -384,6 +389,7 @@ async def test_the_registry_process_runs_discovery_from_its_configuration(
                 "REDIS_URL": redis_url,
                 "AGENTMESH_GRPC_PORT": str(port),
                 "AGENTMESH_LOG_FORMAT": "text",
+                "AGENTMESH_SIGNING_KEY": str(key_file),
                 "AGENTMESH_DISCOVERY_NAMESPACES": NS,
                 "AGENTMESH_DISCOVERY_KUBE_API": api.api_client.configuration.host,
             },
@@ -410,7 +416,7 @@ async def test_the_registry_process_runs_discovery_from_its_configuration(
         assert 'agentmesh_discovery_services{status="registered"} 1.0' in text
         async with create_channel(registry.target) as channel:
             stub = rs_grpc.ToolRegistryServiceStub(channel)
-            spec = await stub.GetTool(rs.GetToolRequest(name="crm_list_orders"))
-        assert spec.endpoint == tool.endpoint
+            spec = await stub.GetTool(rs.GetToolRequest(name="crm_list_orders"), metadata=reader)
+        assert (spec.endpoint, spec.registered_by) == (tool.endpoint, "service:discovery")
         # SIGTERM: the drain stops discovery (its watch thread included) and the process exits.
         assert await asyncio.to_thread(registry.stop, 20) == 0

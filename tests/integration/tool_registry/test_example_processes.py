@@ -33,6 +33,7 @@ async def test_agentmesh_serve_tool_runs_an_example(
             "AGENTMESH_GRPC_PORT": str(port),
             "REDIS_URL": redis_url,
             "AGENTMESH_LOG_FORMAT": "text",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",
         },
         health_service="dummy.v1.Dummy",
     )
@@ -57,3 +58,4 @@ async def test_agentmesh_serve_tool_runs_an_example(
         stats = await invoker.invoke(tool("Stats"), {}, CallContext(deadline=time.time() + 10))
     assert first.outcome is CallOutcome.OK and again.outcome is CallOutcome.DEDUPLICATED
     assert stats.response is not None and stats.response["effects"] == "1" and stats.response["calls"] == "1"
+    assert stats.response["effects_by_action"] == {"x": "1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -92,6 +93,15 @@ async def test_keyed_call_twice_with_the_same_key_has_one_side_effect(redis_url:
         assert again.outcome is CallOutcome.ERROR  # a final failure replays (as the same error)
 
 
+async def test_stored_results_expire_after_the_configured_window(redis_url: str, redis_client: Any) -> None:
+    """AGENTMESH_IDEMPOTENCY_WINDOW reaches the SDK's store (the soak found it stuck at 24 h)."""
+    async with served(inventory.build(), redis_url, idempotency_window_s=30) as tools:
+        args = {"order_id": "ORD-12345", "sku": "ABC-001", "qty": 1}
+        assert (await ToolInvoker().invoke(tools.tool("Reserve"), args, step(4))).outcome is CallOutcome.OK
+    (key,) = [k async for k in redis_client.scan_iter(match="am:{i:*")]
+    assert 0 < await redis_client.ttl(key) <= 30
+
+
 async def test_concurrent_duplicates_run_the_side_effect_once(redis_url: str) -> None:
     app = dummy.build({"latency": "0.3s"})
     async with served(app, redis_url) as tools:
@@ -163,9 +173,25 @@ async def test_metadata_reaches_the_tool(redis_url: str) -> None:
         await ToolInvoker().invoke(tools.tool("Act"), {"action": "x"}, call)
         seen = tools.state.last_metadata
         assert seen[md.IDEMPOTENCY_KEY] == "t-9:3" and seen[md.TASK_ID] == "t-9" and seen[md.STEP] == "3"
-        assert seen[md.AUTHORIZATION] == "Bearer tok" and seen[md.APPROVAL] == "act-1"
+        # With a token the approval travels only inside it (its `approval` claim), never as a header.
+        assert seen[md.AUTHORIZATION] == "Bearer tok" and md.APPROVAL not in seen
         await ToolInvoker().invoke(tools.tool("Echo"), {}, call)
         assert md.IDEMPOTENCY_KEY not in tools.state.last_metadata  # read-only: no key
+        # `mint` makes the token from the request about to be sent; it wins over `token`.
+        minted: list[tuple[str, bytes]] = []
+
+        def mint(spec: Any, request: Any) -> str:
+            minted.append((spec.name, request.SerializeToString(deterministic=True)))
+            return "minted"
+
+        await ToolInvoker().invoke(tools.tool("Act"), {"action": "y"}, replace(call, step=4, mint=mint))
+        assert tools.state.last_metadata[md.AUTHORIZATION] == "Bearer minted"
+        assert minted == [
+            ("dummy_act", tools.app.message("dummy.v1.ActRequest")(action="y").SerializeToString())
+        ]
+        # An unauthenticated (development) call names its approval in the header.
+        await ToolInvoker().invoke(tools.tool("Act"), {"action": "z"}, replace(call, step=5, token=None))
+        assert tools.state.last_metadata[md.APPROVAL] == "act-1"
 
 
 async def test_succeed_then_time_out_is_replayed_not_repeated(redis_url: str) -> None:

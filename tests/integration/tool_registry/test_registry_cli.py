@@ -30,7 +30,12 @@ def registry_process(redis_url: str, service_process: Callable[..., ServiceProce
         "registry",
         [str(Path(sys.executable).parent / "agentmesh"), "serve", "registry"],
         port,
-        env={"REDIS_URL": redis_url, "AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_LOG_FORMAT": "text"},
+        env={
+            "REDIS_URL": redis_url,
+            "AGENTMESH_GRPC_PORT": str(port),
+            "AGENTMESH_LOG_FORMAT": "text",
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # the CLI sends no token yet
+        },
     )
     process.wait_serving_sync(60)
     return process
@@ -45,7 +50,7 @@ def test_register_list_get_diff_deprecate_bind(registry_process: ServiceProcess,
     code, out = tools(
         registry_process, "register", str(INVENTORY), "--include", str(FIXTURES), "--validate-only"
     )
-    assert code == 0 and "validated inventory_reserve 1.0.0" in out
+    assert code == 0 and "validated inventory_reserve 1.0.0" in out, out
     code, out = tools(
         registry_process, "register", str(INVENTORY), "-I", str(FIXTURES), "--endpoint", "inv:50071", "--json"
     )

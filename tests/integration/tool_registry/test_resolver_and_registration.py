@@ -21,6 +21,7 @@ from agentmesh.kit.testing import local_settings
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from examples import crm
+from tests.support.waiting import until
 from tool_registry.invoke import CallContext, CallOutcome, ToolInvoker
 from tool_registry.resolver import ToolResolver
 from tool_registry.server import default_schema_exporter, registry_settings
@@ -46,16 +47,12 @@ async def registry_on(redis_url: str, port: int) -> AsyncIterator[ToolRegistrySe
         await client.aclose()
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        assert time.monotonic() < end, "condition not reached in time"
-        await asyncio.sleep(0.05)
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, what: str = ""
+) -> None:
+    await until(
+        check, what=what or getattr(check, "__name__", "the condition"), timeout=timeout, interval=0.05
+    )
 
 
 async def test_self_registration_resolution_watch_and_registry_outage(tmp_redis: Any) -> None:

@@ -71,3 +71,26 @@ def test_internal_error_hides_everything_but_the_id() -> None:
     assert error.code is grpc.StatusCode.INTERNAL
     assert error.message == "internal error (error_id=abc123)"
     assert error.metadata == {"error_id": "abc123"}
+
+
+def test_echo_quotes_short_values_whole_and_cuts_long_ones() -> None:
+    assert errors.echo("t-1") == "'t-1'"
+    long = "x" * 100_000
+    quoted = errors.echo(long)
+    assert quoted.startswith("'" + "x" * errors.MAX_ECHO_CHARS + "'") and "(100000 characters)" in quoted
+    assert len(quoted) < errors.MAX_ECHO_CHARS + 40
+
+
+def test_no_status_carries_a_caller_value_whole() -> None:
+    long = "y" * 100_000
+    error = errors.NotFound(
+        f"task {long} not found",
+        metadata={"task_id": long},
+        violations=[FieldViolation(long, long)],
+    )
+    status = to_status_proto(error)
+    assert len(status.SerializeToString()) < 4 * 1024
+    assert status.message.endswith("(100015 characters)")
+    rebuilt = from_status_proto(status)
+    assert len(rebuilt.metadata["task_id"]) <= errors.MAX_DETAIL_CHARS + 40
+    assert len(rebuilt.violations[0].field) <= errors.MAX_DETAIL_CHARS + 40

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentmesh.kit.config import TOOL_PORTS
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
@@ -12,6 +14,7 @@ from agentmesh.localmesh.plan import (
     build_plan,
     default_agents,
     ports_in_use,
+    service_names,
 )
 
 
@@ -92,3 +95,70 @@ def test_a_port_offset_shifts_every_port_and_every_address() -> None:
     assert agent.env["AGENTMESH_ADVERTISE_ADDR"] == "127.0.0.1:51061"
     assert agent.env["MODEL_BASE_URL"] == "http://127.0.0.1:51099/v1"
     assert _options(port_offset=1000).redis_port == 7390
+
+
+def test_replicas_of_a_domain_are_separate_processes_on_their_own_ports() -> None:
+    plan = {s.name: s for s in build_plan(_options(replicas={"fulfillment": 3}))}
+    replicas = [plan[f"agent-fulfillment-{n}"] for n in (1, 2, 3)]
+    assert "agent-fulfillment" not in plan and plan["agent-refunds"].grpc_port == 50061
+    assert replicas[0].grpc_port == 50062
+    assert {r.env["AGENTMESH_DOMAIN_SPEC"] for r in replicas} == {"fulfillment.yaml"}
+    assert [r.env["AGENTMESH_ADVERTISE_ADDR"] for r in replicas] == [
+        f"127.0.0.1:{r.grpc_port}" for r in replicas
+    ]
+    ports = ports_in_use(list(plan.values()))
+    assert len(ports) == len(set(ports))
+
+
+def test_explicit_ports_replace_the_local_port_rules() -> None:
+    chosen = {"registry": 41000, "model": 41010, "tool-crm": 41020, "agent-refunds": 41030}
+    plan = {s.name: s for s in build_plan(_options(ports=chosen, port_offset=500))}
+    assert plan["registry"].grpc_port == 41000 and plan["registry"].http_port == 42000
+    assert plan["model"].http_port == 41010 and plan["tool-crm"].grpc_port == 41020
+    assert plan["agent-refunds"].env["AGENTMESH_REGISTRY"] == "127.0.0.1:41000"
+    assert plan["agent-refunds"].env["MODEL_BASE_URL"] == "http://127.0.0.1:41010/v1"
+    assert plan["agent-fulfillment"].grpc_port == 50562  # not named: the rules (plus the offset)
+
+
+def test_a_domain_without_replicas_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one replica"):
+        build_plan(_options(replicas={"refunds": 0}))
+
+
+def test_auth_is_on_with_the_key_where_tokens_are_minted_and_a_service_token_each() -> None:
+    names = service_names(_options())
+    tokens = {name: f"token-of-{name}" for name in names}
+    options = _options(signing_key=Path("/s/issuer.pem"), jwks=Path("/s/jwks.json"), service_tokens=tokens)
+    plan = {s.name: s for s in build_plan(options)}
+    for name in ("registry", "agent-refunds"):  # they verify and mint
+        assert plan[name].env["AGENTMESH_SIGNING_KEY"] == "/s/issuer.pem"
+        assert "AGENTMESH_JWKS" not in plan[name].env
+    for name in ("tool-crm", "model"):  # they only verify
+        assert plan[name].env["AGENTMESH_JWKS"] == "/s/jwks.json"
+        assert "AGENTMESH_SIGNING_KEY" not in plan[name].env
+    assert plan["tool-crm"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-crm"
+    assert plan["agent-refunds"].env["AGENTMESH_SERVICE_TOKEN"] == "token-of-refunds"
+    assert not any("AGENTMESH_INSECURE_NO_AUTH" in s.env for s in plan.values())
+
+
+def test_insecure_mode_is_explicit_and_reaches_every_process() -> None:
+    plan = build_plan(_options(insecure_no_auth=True))
+    assert all(s.env["AGENTMESH_INSECURE_NO_AUTH"] == "true" for s in plan)
+
+
+def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
+    plan = {s.name: s for s in build_plan(_options())}
+    console = plan["console"]
+    assert console.kind is Kind.CONSOLE and console.grpc_port is None and console.http_port == 50080
+    assert console.url == "http://127.0.0.1:50080/"
+    assert console.env["AGENTMESH_HTTP_PORT"] == "50080"
+    assert console.env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
+    assert console.argv[-2:] == ["serve", "console"]
+    assert all(s.url is None for s in plan.values() if s.kind is not Kind.CONSOLE)
+    assert {s.name: s.http_port for s in build_plan(_options(port_offset=1000))}["console"] == 51080
+    assert "console" not in {s.name for s in build_plan(_options(console=False))}
+
+
+def test_the_console_is_told_where_the_dev_identities_are() -> None:
+    plan = {s.name: s for s in build_plan(_options(console_dev_tokens=Path("/state/dev.json")))}
+    assert plan["console"].env["AGENTMESH_CONSOLE_DEV_TOKENS"] == "/state/dev.json"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import struct_pb2
 
-from agentmesh.kit.errors import InvalidArgument
+from agentmesh.kit.auth import Principal
+from agentmesh.kit.errors import InvalidArgument, Unauthenticated
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from agents.caller import Caller, resolve_caller
+from agents.caller import Caller, caller_of_task, resolve_caller
 from agents.card import build_card, card_json
 from agents.requests import MAX_INSTRUCTION_BYTES, check_run_request, check_session_id
 from agents.spec import load_spec
@@ -95,23 +96,36 @@ def test_session_id_check() -> None:
         check_session_id("a/b")
 
 
-def test_caller_defaults_and_metadata() -> None:
-    assert resolve_caller(None) == Caller("default", "anonymous", 0)
-    caller = resolve_caller(
-        [("x-agentmesh-tenant", "acme"), ("x-agentmesh-user", "ada"), ("x-agentmesh-delegation-depth", "2")]
+def test_the_caller_comes_from_the_verified_principal_only() -> None:
+    with pytest.raises(Unauthenticated):
+        resolve_caller(None)
+    principal = Principal(
+        subject="ada", tenant="acme", scopes=frozenset({"a:b"}), depth=2, actor="agent:refunds"
     )
-    assert caller == Caller("acme", "ada", 2)
-    assert dict(caller.delegation_metadata())["x-agentmesh-delegation-depth"] == "3"
+    caller = resolve_caller(principal)
+    assert caller == Caller("acme", "ada", 2, frozenset({"a:b"}), "agent:refunds")
+    assert caller.principal().depth == 2 and caller.principal().subject == "ada"
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
-    [("x-agentmesh-tenant", "a b"), ("x-agentmesh-user", "{evil}"), ("x-agentmesh-delegation-depth", "-1")],
+    "principal",
+    [
+        Principal(subject="ada", tenant="acme", depth=1),  # delegated, but names no acting agent
+        Principal(subject="ada", tenant="acme", actor="service:x"),  # acted for by something not an agent
+    ],
 )
-def test_bad_caller_metadata_is_invalid_argument(key: str, value: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
-        resolve_caller([(key, value)])
-    assert caught.value.violations[0].field == key
+def test_a_delegation_without_an_acting_agent_is_unauthenticated(principal: Principal) -> None:
+    with pytest.raises(Unauthenticated):
+        resolve_caller(principal)
+
+
+def test_a_task_keeps_its_callers_authority_in_reserved_labels() -> None:
+    caller = Caller("acme", "ada", 1, frozenset({"payments:refund", "crm:read"}), "agent:refunds")
+    task = task_pb2.Task(tenant="acme", owner="ada", labels=caller.labels())
+    assert caller_of_task(task) == caller
+    assert all(key.startswith("agentmesh.") for key in caller.labels())
+    insecure = Caller("t", "u", authenticated=False)
+    assert caller_of_task(task_pb2.Task(tenant="t", owner="u", labels=insecure.labels())) == insecure
 
 
 def test_card_carries_caps_tools_and_skills() -> None:

@@ -178,7 +178,7 @@ def _latest_user(turns: list[Turn]) -> Turn | None:
     return next((t for t in reversed(turns) if t.role is TurnRole.USER), None)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sessions(), st.integers(MIN_BUDGET, 3000), texts, facts_lists, counters, st.booleans())
 def test_packet_never_exceeds_budget_and_keeps_latest_user_turn(
     turns: list[Turn], budget: int, summary: str, facts: list[tuple[str, str]], counter: Any, precount: bool
@@ -207,7 +207,7 @@ def test_packet_never_exceeds_budget_and_keeps_latest_user_turn(
             assert any(m.get("tool_call_id") == call["id"] for m in packet.messages)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sessions(), st.integers(MIN_BUDGET, 3000), counters)
 def test_compaction_never_loses_the_latest_user_turn_or_anything_else(
     turns: list[Turn], budget: int, counter: Any

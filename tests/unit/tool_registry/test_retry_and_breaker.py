@@ -125,3 +125,70 @@ def test_breaker_half_open_probe_that_never_finished_frees_its_slot() -> None:
     assert breaker.allow()
     breaker.record(None)
     assert breaker.allow()
+
+
+# -- killers of surviving mutants (tests/MUTATION.md) ------------------------------------------
+
+
+def test_ok_is_refused_as_a_failure_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match=r"^OK is not a failure$"):
+        retry_decision(tool_options_pb2.SIDE_EFFECT_READ_ONLY, grpc.StatusCode.OK, 1, True)
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "multiplier", "expected"),
+    [(1, 1.5, (1, 1.5)), (0, 0.0, (3, 2.0)), (3, 0.5, (3, 1.0)), (50, 3.0, (10, 3.0))],
+)
+def test_backoff_takes_the_policy_within_its_bounds(
+    max_attempts: int, multiplier: float, expected: tuple[int, float]
+) -> None:
+    spec = tool_pb2.ToolSpec()
+    spec.retry.max_attempts = max_attempts
+    spec.retry.backoff_multiplier = multiplier
+    backoff = ToolBackoff.of(spec)
+    assert (backoff.max_attempts, backoff.multiplier) == expected
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_after_counts_down_to_the_probe() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=10.0, clock=clock)
+    assert breaker.retry_after() == 0.0  # closed
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 3.0
+    assert breaker.retry_after() == 7.0
+    clock.now = 9.5
+    assert breaker.retry_after() == 0.5
+
+
+def test_half_open_admits_exactly_its_probes_and_a_cancelled_probe_frees_one_slot() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=1.0, half_open_probes=2, clock=clock)
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 1.0
+    assert [breaker.allow() for _ in range(3)] == [True, True, False]
+    breaker.record(None)  # one probe cancelled: one slot back, not two
+    assert [breaker.allow() for _ in range(2)] == [True, False]
+
+
+def test_a_closed_breaker_counts_failures_from_zero_again() -> None:
+    clock = _Clock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_after_s=1.0, clock=clock)
+    for _ in range(3):
+        breaker.record(grpc.StatusCode.UNAVAILABLE)
+    clock.now = 1.0
+    assert breaker.allow()
+    breaker.record(grpc.StatusCode.OK)  # the probe succeeds: closed
+    assert breaker.state is BreakerState.CLOSED
+    for _ in range(2):
+        breaker.record(grpc.StatusCode.UNAVAILABLE)
+        assert breaker.state is BreakerState.CLOSED
+    breaker.record(grpc.StatusCode.UNAVAILABLE)
+    assert breaker.state is BreakerState.OPEN

@@ -423,7 +423,10 @@ async def test_trace_context_travels_with_the_task(queue: TaskQueue) -> None:
     attempt = await queue.start(entry, "c1")
     assert attempt is not None
     assert trace.get_current_span(attempt.trace_context).get_span_context().trace_id == caller.trace_id
-    assert propagate.extract(entry.carrier) is not None
+    # The entry names the caller's span as the parent (not merely some context: extract never
+    # returns None, so the old `is not None` could not fail).
+    carried = trace.get_current_span(propagate.extract(entry.carrier)).get_span_context()
+    assert (carried.trace_id, carried.span_id, carried.is_remote) == (caller.trace_id, caller.span_id, True)
     await attempt.finish(Completed("ok"))
 
 

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import task_pb2
+from memory.connection import create_redis
 from memory.tasks.execution import Canceled, Checkpointer, Completed, TaskOutcome
 from memory.tasks.queue import TaskQueue
-from memory.tasks.worker import TaskWorker
-from tests.support.task_helpers import OWNER, TENANT, claim, submit
+from memory.tasks.worker import TaskWorker, start_through_outage
+from tests.integration.memory.conftest import FAST
+from tests.support.task_helpers import OWNER, TENANT, claim, read_one, reclaim_one, submit
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    await until(check, timeout=timeout, interval=0.05)
 
 
 async def _states(queue: TaskQueue, ids: list[str]) -> list[int]:
@@ -35,12 +36,13 @@ async def _all_done(queue: TaskQueue, ids: list[str]) -> bool:
 
 async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueue) -> None:
     running = peak = 0
+    release = asyncio.Event()
 
     async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.05)
+        await release.wait()  # every attempt holds its slot until the test lets go
         await checkpoint.save(task_pb2.Step(index=0))
         running -= 1
         return Completed(task.instruction.upper())
@@ -48,10 +50,16 @@ async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueu
     ids = [(await submit(queue, request_id=f"r{n}", instruction=f"task {n}")).task_id for n in range(12)]
     worker = TaskWorker(queue, execute, concurrency=3)
     runner = asyncio.create_task(worker.run())
+    await until(lambda: running == 3, what="3 attempts running at once")
+    # The worker keeps looking for work while its slots are full: give an over-eager one the
+    # chance to start a 4th (a longer wait only makes a broken bound more visible, never a pass).
+    await asyncio.sleep(0.3)
+    assert running == 3
+    release.set()
     await _until(lambda: _all_done(queue, ids))
     await worker.drain(1)
     await runner
-    assert 1 <= peak <= 3
+    assert peak == 3
     assert (await queue.store.get(ids[4], tenant=TENANT, owner=OWNER)).final_answer == "TASK 4"
     assert (await queue.stats()).pending == 0
 
@@ -165,3 +173,77 @@ async def test_drain_hands_unfinished_tasks_back(queue: TaskQueue) -> None:
 
 async def _both_started(executions: list[tuple[str, int, int]]) -> bool:
     return len({t for t, i, _ in executions if i == 1}) == 2
+
+
+async def test_a_crashed_task_is_resumed_before_a_backlog_of_new_tasks(queue: TaskQueue) -> None:
+    """Recovery order: a lost worker's task gets the next free slot, ahead of the readers."""
+    crashed = await submit(queue, request_id="crashed", instruction="crashed")
+    lost = await claim(queue, "lost-worker")
+    assert lost.task_id == crashed.task_id
+    await lost.checkpointer.save(task_pb2.Step(index=0, summary="before the crash"))
+    backlog = [(await submit(queue, request_id=f"new{n}", instruction=f"new {n}")).task_id for n in range(6)]
+    started: list[str] = []
+    resumed_from: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        started.append(task.task_id)
+        if task.task_id == crashed.task_id:
+            resumed_from.append([s.summary for s in checkpoint.steps])
+        else:
+            await gate.wait()  # the first new task holds the only slot until the test lets it go
+        await checkpoint.save(task_pb2.Step(index=checkpoint.next_index, summary="done"))
+        return Completed("ok")
+
+    worker = TaskWorker(queue, execute, concurrency=1)
+    runner = asyncio.create_task(worker.run())
+    await _until(lambda: _true(len(started) == 1))  # the one slot runs new work
+    await _until(lambda: _true(worker.recovering == 1))  # the crashed task became idle and waits
+    gate.set()
+    await _until(lambda: _all_done(queue, [crashed.task_id, *backlog]))
+    await worker.drain(1)
+    await runner
+    assert started[0] in backlog
+    assert started[1] == crashed.task_id, "the crashed task waited behind new work"
+    assert resumed_from == [["before the crash"]]
+    assert sorted(started[2:]) == sorted(set(backlog) - {started[0]})
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_starting_an_entry_through_a_redis_outage_gives_up_at_its_deadline(
+    tmp_redis: Callable[..., EmbeddedRedis], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wait after Redis went away is bounded (the claim idle timeout): the slot is given up with
+    an error naming the task, and the entry stays for the reclaimers once Redis is back."""
+    server = tmp_redis(appendonly=True, appendfsync="always")
+    redis = create_redis(server.url)
+    try:
+        queue = TaskQueue(redis, domain="refunds", config=FAST)
+        await queue.ensure_groups()
+        task = await submit(queue)
+        entry = await read_one(queue, "c1")
+        server.stop()
+        began = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="memory.tasks.worker"):
+            attempt = await asyncio.wait_for(
+                start_through_outage(
+                    lambda: queue.start(entry, "c1"),
+                    asyncio.Event(),
+                    deadline_s=1.0,
+                    what=f"starting task {task.task_id}",
+                ),
+                timeout=20,
+            )
+        assert attempt is None
+        assert time.monotonic() - began >= 1.0
+        assert f"Redis unreachable for 1.0 s while starting task {task.task_id}" in caplog.text
+        server.start()
+        reclaimed = await reclaim_one(queue, "c2")
+        assert reclaimed.task_id == task.task_id
+        resumed = await queue.start(reclaimed, "c2")
+        assert resumed is not None and resumed.number == 1
+    finally:
+        await redis.aclose()

@@ -14,9 +14,9 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import connection, keys
 from memory.connection import AnyRedis, create_redis
 from memory.tasks import ids
-from memory.tasks.execution import Completed, InputRequired, run_attempt
+from memory.tasks.execution import Completed, InputRequired, LeaseLost, run_attempt
 from memory.tasks.queue import TaskQueue
-from memory.tasks.records import timestamp
+from memory.tasks.records import Field, Patch, timestamp
 from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
@@ -54,7 +54,7 @@ async def test_only_the_owner_sees_a_task(queue: TaskQueue) -> None:
         with pytest.raises(NotFound) as caught:
             await queue.store.get(task.task_id, tenant=tenant, owner=owner)
         assert caught.value.reason == "TASK_NOT_FOUND"
-        assert caught.value.message == f"task {task.task_id} not found"  # same answer as for no task
+        assert caught.value.message == f"task {task.task_id!r} not found"  # same answer as for no task
     with pytest.raises(NotFound):
         await queue.store.get("no-such-task", tenant=TENANT, owner=OWNER)
     other_domain = TaskQueue(queue.redis, domain="fulfillment", config=queue.config)
@@ -267,9 +267,8 @@ async def test_resume_is_checked(queue: TaskQueue) -> None:
 async def test_expired_pending_actions_fail_the_task(queue: TaskQueue) -> None:
     pending = task_pb2.PendingAction()
     pending.CopyFrom(APPROVAL)
-    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) + 150))
+    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) - 1))  # expired: no waiting for it
     task_id = await _paused(queue, pending=pending)
-    await asyncio.sleep(0.3)
     request = agent_service_pb2.ResumeTaskRequest(
         task_id=task_id, action_id="act-1", decision=agent_service_pb2.ApprovalDecision(approve=True)
     )
@@ -283,11 +282,13 @@ async def test_expired_pending_actions_fail_the_task(queue: TaskQueue) -> None:
 async def test_the_sweeper_expires_pending_actions(queue: TaskQueue) -> None:
     pending = task_pb2.PendingAction()
     pending.CopyFrom(APPROVAL)
-    pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) + 100))
+    expires = int(time.time() * 1000) + 60_000
+    pending.expire_time.CopyFrom(timestamp(expires))
     task_id = await _paused(queue, pending=pending)
-    sweeper = TaskSweeper(queue, grace_s=0)
+    clock = expires - 1  # a controllable clock: the sweep sees the expiry pass without waiting for it
+    sweeper = TaskSweeper(queue, grace_s=0, clock=lambda: clock)
     assert (await sweeper.sweep()).expired == 0
-    await asyncio.sleep(0.25)
+    clock = expires
     assert (await sweeper.sweep()).expired == 1
     task = await queue.store.get(task_id, tenant=TENANT, owner=OWNER)
     assert task.stop_reason == task_pb2.STOP_REASON_EXPIRED and "expired" in task.status_message
@@ -347,6 +348,21 @@ async def test_no_half_written_task_when_a_write_is_refused(
     assert await redis_client.hgetall(record) == before  # no step, no lease renewal, nothing
 
 
+async def test_a_record_of_another_layout_is_never_written_over(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """A newer release's record (another layout) refuses the fenced write of an old attempt: the
+    script checks the layout before its first write, so nothing of the record changes."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    record = task_key(single_queue, task.task_id)
+    await redis_client.hset(record, Field.LAYOUT, "99")
+    before = await redis_client.hgetall(record)
+    with pytest.raises(DataLoss):
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+    assert await redis_client.hgetall(record) == before
+
+
 async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     from agentmesh.kit.net import free_port
 
@@ -359,3 +375,37 @@ async def test_redis_down_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(Unavailable):
         await submit(queue)
     await client.aclose()
+
+
+async def test_an_attempt_that_finished_announces_nothing(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """`started` is fenced like every write of an attempt: once it no longer owns the task,
+    watchers see no step announced by it."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    await attempt.finish(Completed("done"))
+    events = events_key(single_queue, task.task_id)
+    before = await redis_client.xlen(events)
+    with pytest.raises(LeaseLost):
+        await attempt.checkpointer.started(task_pb2.Step(index=0))
+    assert await redis_client.xlen(events) == before
+
+
+async def test_a_change_based_on_an_old_revision_is_refused(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """The `rev` guard: two API-side changes read the same revision; the second one is stale."""
+    task = await submit(single_queue)
+    snapshot = await single_queue.store.snapshot(task.task_id)
+    assert snapshot is not None
+    first = await single_queue.store.commit(
+        task.task_id, Patch(guard="rev", guard_value=str(snapshot.rev), fields={Field.UPDATED: 1})
+    )
+    assert first.ok
+    record = await redis_client.hgetall(task_key(single_queue, task.task_id))
+    second = await single_queue.store.commit(
+        task.task_id, Patch(guard="rev", guard_value=str(snapshot.rev), fields={Field.UPDATED: 2})
+    )
+    assert second.status == "stale"
+    assert await redis_client.hgetall(task_key(single_queue, task.task_id)) == record
