@@ -6,7 +6,8 @@
 Reads the domain spec named by AGENTMESH_DOMAIN_SPEC (a bad spec stops the
 process with exit code 2 and every bad field named), serves AgentService
 (gRPC, default port 50061) with health and reflection, the agent card as
-JSON at `/.well-known/agent-card.json` on the HTTP listener (gRPC port +
+JSON at `/.well-known/agentmesh-card.json` and the A2A card at `/.well-known/agent-card.json`
+on the HTTP listener (gRPC port +
 1000), runs a TaskWorker for the domain's durable tasks (hand-offs from Run,
 SubmitTask, resumed approvals), and registers its card in the registry's
 directory (retrying in the background until the registry answers) so other
@@ -22,6 +23,8 @@ import contextlib
 import logging
 from typing import Any
 
+from a2a.types import a2a_pb2_grpc
+
 from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import ConfigError, Role, Settings
@@ -31,6 +34,8 @@ from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
 from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc
+from agents.a2a.card import a2a_card_json
+from agents.a2a.servicer import A2A_SERVICE, A2AServicer, a2a_access_rules
 from agents.admission import RunAdmission
 from agents.card import build_card, card_json
 from agents.directory import keep_registered
@@ -93,7 +98,8 @@ class AgentProcess:
             settings,
             name=settings.service_name or spec.slug,
             authenticator=self.auth.authenticator(
-                audiences=(spec.slug, MESH_AUDIENCE), rules=access_rules(spec)
+                audiences=(spec.slug, MESH_AUDIENCE),
+                rules={**access_rules(spec), **a2a_access_rules(tuple(spec.required_scopes))},
             ),
         )
         self.redis = create_redis(
@@ -158,7 +164,17 @@ class AgentProcess:
             SERVICE,
             lambda server: agent_service_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server),
         )
-        self.host.add_http_route("/.well-known/agent-card.json", self._card_document)
+        # The A2A binding beside the native one, over the same handler (agents/a2a/).
+        self.a2a = A2AServicer(self.handler)
+        self.host.add_service(
+            A2A_SERVICE,
+            lambda server: a2a_pb2_grpc.add_A2AServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                self.a2a, server
+            ),
+        )
+        # The A2A card is what A2A clients look for; the native card stays beside it (and GetAgentCard).
+        self.host.add_http_route("/.well-known/agent-card.json", self._a2a_card_document)
+        self.host.add_http_route("/.well-known/agentmesh-card.json", self._card_document)
         self.host.on_drain(self._drain)
         self.host.on_stop(self._close)
 
@@ -168,6 +184,9 @@ class AgentProcess:
 
     async def _card_document(self) -> Any:
         return None if self.card is None else card_json(self.card)
+
+    async def _a2a_card_document(self) -> Any:
+        return None if self.card is None else a2a_card_json(self.card)
 
     async def start(self) -> None:
         await self.host.start()

@@ -240,7 +240,11 @@ def stream_responses(event: task_pb2.TaskEvent, task: task_pb2.Task) -> Iterable
         )
 
 
-def list_filter(request: a2a.ListTasksRequest) -> tuple[list[int], str]:
+def list_filter(request: a2a.ListTasksRequest) -> tuple[list[task_pb2.TaskState.ValueType], str]:
     """(mesh states, session id) for an A2A ListTasks request."""
-    states = [STATE_FROM_A2A[request.status]] if request.status in STATE_FROM_A2A else []
+    states = (
+        [task_pb2.TaskState.ValueType(STATE_FROM_A2A[request.status])]
+        if request.status in STATE_FROM_A2A
+        else []
+    )
     return states, request.context_id

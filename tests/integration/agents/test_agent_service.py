@@ -80,7 +80,9 @@ async def test_card_is_served_and_registered(
         card = await stub.GetAgentCard(pb.GetAgentCardRequest())
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{process.host.http_port}/.well-known/agent-card.json") as response,
+            http.get(
+                f"http://127.0.0.1:{process.host.http_port}/.well-known/agentmesh-card.json"
+            ) as response,
         ):
             document = await response.json()
         await asyncio.wait_for(process.registered.wait(), 30)
