@@ -47,7 +47,7 @@ class Effect:
         return asdict(self)
 
 
-def arguments_digest(arguments_json: str) -> str:
+def json_arguments_digest(arguments_json: str) -> str:
     """SHA-256 (hex) of a call's arguments as canonical JSON (what the model sent, if not JSON)."""
     try:
         canonical = json.dumps(json.loads(arguments_json), sort_keys=True, separators=(",", ":"))
@@ -101,7 +101,7 @@ def task_effects(task_id: str, steps: list[task_pb2.Step]) -> list[Effect]:
                 version=step.tool_version,
                 side_effect=side_effect_name(step.side_effect),
                 status=status,
-                arguments_sha256=arguments_digest(step.arguments_json),
+                arguments_sha256=json_arguments_digest(step.arguments_json),
                 result=result_line(step),
                 idempotency_key=f"{task_id}:{step.index}",
                 compensation=compensation,
@@ -131,7 +131,7 @@ def _unanswered(task_id: str, step: task_pb2.Step, answered: set[str], next_inde
                 tool=str(call.get("name", "")),
                 side_effect="",
                 status=IN_DOUBT,
-                arguments_sha256=arguments_digest(arguments),
+                arguments_sha256=json_arguments_digest(arguments),
                 result="asked for by the model; no result was checkpointed (it may have run)",
                 idempotency_key=f"{task_id}:{index}",
             )

@@ -29,7 +29,7 @@ from agents.requests import check_submit_request
 from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import DomainSpec, load_spec, parse_spec
-from memory.tasks.effects import arguments_digest
+from memory.tasks.effects import json_arguments_digest
 from memory.tasks.execution import Checkpointer
 from memory.tasks.worker import TaskWorker
 from tests.integration.agents.conftest import DOMAINS, AgentFactory
@@ -215,7 +215,7 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
     [effect] = shown["effects"]  # inventory_check is READ_ONLY: not an effect
     assert effect["tool"] == "inventory_reserve" and effect["side_effect"] == "KEYED"
     assert effect["status"] == "compensated" and "inventory_release" in effect["compensation"]
-    assert effect["arguments_sha256"] == arguments_digest(reserve.arguments_json)
+    assert effect["arguments_sha256"] == json_arguments_digest(reserve.arguments_json)
     assert effect["idempotency_key"] == f"{task_id}:{reserve.index}"
     assert '"reservation_id":"res_1"' in effect["result"]
     code, readable = await asyncio.to_thread(_show, redis_url, task_id)

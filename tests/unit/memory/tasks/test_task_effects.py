@@ -11,7 +11,7 @@ from memory.tasks.effects import (
     COMPENSATION_FAILED,
     COMPLETED,
     IN_DOUBT,
-    arguments_digest,
+    json_arguments_digest,
     task_effects,
 )
 
@@ -68,7 +68,7 @@ def test_completed_effects_in_doubt_calls_and_compensations() -> None:
     assert reserve.arguments_sha256 == hashlib.sha256(b'{"a":2,"b":1}').hexdigest()
     assert "inventory_release at step 5" in reserve.compensation
     assert email.idempotency_key == "t1:6" and email.side_effect == ""
-    assert email.arguments_sha256 == arguments_digest('{"to":"x"}')
+    assert email.arguments_sha256 == json_arguments_digest('{"to":"x"}')
 
 
 def test_statuses_of_unknown_outcomes_and_failed_compensations() -> None:
