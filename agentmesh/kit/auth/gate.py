@@ -68,16 +68,6 @@ class Authenticator:
         self.rules = dict(rules or {})
         self.insecure = insecure
 
-    def with_rules(
-        self, rules: Mapping[str, MethodRule], *, audiences: Collection[str] | None = None
-    ) -> Authenticator:
-        return Authenticator(
-            self.verifier,
-            audiences=self.audiences if audiences is None else audiences,
-            rules={**self.rules, **rules},
-            insecure=self.insecure,
-        )
-
     def rule(self, full_method: str) -> MethodRule:
         method = full_method.lstrip("/")
         service = method.rpartition("/")[0]

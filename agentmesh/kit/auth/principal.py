@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SERVICE_PREFIX = "service:"
@@ -68,7 +68,6 @@ class Principal:
     task_id: str | None = None
     step: int | None = None
     authenticated: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_service(self) -> bool:

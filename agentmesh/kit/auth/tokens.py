@@ -215,12 +215,6 @@ class TokenVerifier:
             self._cache.popitem(last=False)
         return principal
 
-    def verify_sync_cached(self, token: str, *, audiences: Collection[str]) -> Principal | None:
-        cached = self._cache.get((token, frozenset(audiences)))
-        if cached is not None and cached.expires_at + self.leeway_s > time.time():
-            return cached
-        return None
-
     def _decode(self, token: str, key: Any, algorithm: str, audiences: frozenset[str]) -> Principal:
         try:
             claims = jwt.decode(
@@ -278,32 +272,7 @@ class TokenVerifier:
             approval=Approval.from_claim(claims.get("approval")),
             task_id=task if isinstance(task, str) else None,
             step=step if isinstance(step, int) and not isinstance(step, bool) else None,
-            extra={k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS},
         )
-
-    def is_mesh_issued(self, principal: Principal) -> bool:
-        return principal.issuer == self.mesh_issuer
-
-
-_KNOWN_CLAIMS = frozenset(
-    {
-        "iss",
-        "aud",
-        "sub",
-        "tid",
-        "scope",
-        "scp",
-        "exp",
-        "iat",
-        "nbf",
-        "jti",
-        "act",
-        "depth",
-        "approval",
-        "task",
-        "step",
-    }
-)
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
