@@ -2,9 +2,10 @@
 
 Claims: `iss`, `aud`, `sub` (user, or `service:<name>`), `tid` (tenant),
 `scope` (space-separated), `exp`, `iat`, `nbf`, `jti`; delegation tokens add
-`act: {sub: "agent:<domain>"}` and `depth`; tool tokens are minted per call
-with `aud` = the tool name, the user's scopes ∩ the tool's, `task`/`step`, and
-for an approved call the `approval` claim bound to the call's arguments.
+`act: {sub: "agent:<domain>"}` and `depth`; tool tokens carry `aud` = the tool
+name and the user's scopes ∩ the tool's (reused while fresh, `reuse.py`), and
+an approved call's token, minted for that call, `task`/`step` and the
+`approval` claim bound to the call's arguments.
 
 `TokenVerifier.verify` is the one check: size, structure, a kid the trusted
 keys know, the algorithm that key allows (never `none`, never HS*), signature,
