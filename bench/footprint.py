@@ -29,6 +29,7 @@ from bench.agent import SPEC, script
 from bench.common import ROOT, scaled_int
 from bench.summary import Row
 from tests.support.agent_mesh import Mesh
+from tests.support.auth import bearer, key_path
 
 STARTS = scaled_int(3, 1)
 RSS_TARGET_MB = {"agent": 80.0, "tool": 60.0}
@@ -55,7 +56,13 @@ async def one_mesh(
     mesh = Mesh(
         logs=out,
         redis_url=redis_url,
-        env={"REDIS_URL": redis_url, "AGENTMESH_BIND_HOST": "127.0.0.1", "AGENTMESH_LOG_LEVEL": "WARNING"},
+        # Auth on, as deployed: every process holds the session test key (tests/support/auth.py).
+        env={
+            "REDIS_URL": redis_url,
+            "AGENTMESH_BIND_HOST": "127.0.0.1",
+            "AGENTMESH_LOG_LEVEL": "WARNING",
+            "AGENTMESH_SIGNING_KEY": str(key_path()),
+        },
     )
     serving: dict[str, float] = {}
     try:
@@ -78,7 +85,7 @@ async def one_mesh(
             rss[role] = memory_mb(pid)
         # The same after one Run with a tool step: what loads at the first call (protovalidate,
         # the JWT library when auth is on, ...) shows up here, not in the figure after SERVING.
-        async with AgentClient.connect(mesh.agents["bench"]) as agent:
+        async with AgentClient.connect(mesh.agents["bench"], metadata=bearer()) as agent:
             task = await agent.run("steps=1")
             assert task.final_answer == "done", task
         for role, name in names.items():
