@@ -17,28 +17,21 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from agentmesh.cli.exits import (  # noqa: F401 (re-exported: the commands import them from here)
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, InvalidArgument, Unavailable
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-# The one error -> exit-code table of every `agentmesh` command (README "Exit codes").
-EXIT_OK = 0  # done
-EXIT_FAILED = 1  # refused or failed: NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, a failed check, ...
-EXIT_USAGE = 2  # the command is wrong: arguments, configuration, INVALID_ARGUMENT
-EXIT_UNREACHABLE = (
-    3  # the target (registry, agent, Redis) could not be reached: UNAVAILABLE, DEADLINE_EXCEEDED
-)
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 refused or failed (NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, "
-    "a failed check); 2 bad usage (arguments, configuration, INVALID_ARGUMENT); "
-    "3 unreachable (UNAVAILABLE, DEADLINE_EXCEEDED)."
-)
-
 
 def exit_code(error: AgentmeshError) -> int:
-    """The exit code of an error, by its status code (the table above)."""
+    """The exit code of an error, by its status code (the table in cli/exits.py)."""
     if isinstance(error, Unavailable | DeadlineExceeded):
         return EXIT_UNREACHABLE
     if isinstance(error, InvalidArgument):
