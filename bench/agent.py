@@ -40,7 +40,7 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import task_pb2
 from agents.client import AgentClient
-from bench.common import ROOT, closed_loop, scaled, scaled_int
+from bench.common import ROOT, byte_compile, closed_loop, scaled, scaled_int
 from bench.summary import Row
 from tests.support.agent_mesh import SERVE, Mesh, running_mesh
 from tests.support.auth import authorized_channel, bearer, tool_minter
@@ -208,6 +208,7 @@ async def run() -> list[Row]:
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
+    byte_compile()  # as in the image
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(data_dir=Path(tmp) / "valkey")
         redis.start()
