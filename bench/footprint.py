@@ -26,7 +26,7 @@ import yaml
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agents.client import AgentClient
 from bench.agent import SPEC, script
-from bench.common import ROOT, byte_compile, scaled_int
+from bench.common import ROOT, byte_compile, cpu_s, scaled_int
 from bench.summary import Row
 from tests.support.agent_mesh import Mesh
 from tests.support.auth import bearer, key_path
@@ -34,13 +34,6 @@ from tests.support.auth import bearer, key_path
 STARTS = scaled_int(3, 1)
 RSS_TARGET_MB = {"agent": 80.0, "tool": 60.0}
 SERVING_TARGET_S = 1.0
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used: unlike wall time to SERVING, it does
-    not grow with the machine's load (on the shared 2-core machine the wall time mostly waits)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
