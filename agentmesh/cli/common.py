@@ -17,13 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.exits import (  # noqa: F401 (re-exported: the commands import them from here)
-    EXIT_CODES_HELP,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-)
+# Re-exported: the commands import the exit codes from here.
+from agentmesh.cli.exits import EXIT_CODES_HELP as EXIT_CODES_HELP
+from agentmesh.cli.exits import EXIT_FAILED as EXIT_FAILED
+from agentmesh.cli.exits import EXIT_OK as EXIT_OK
+from agentmesh.cli.exits import EXIT_UNREACHABLE as EXIT_UNREACHABLE
+from agentmesh.cli.exits import EXIT_USAGE as EXIT_USAGE
 from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, InvalidArgument, Unavailable
 
 console = Console(stderr=False, highlight=False)
