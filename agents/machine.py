@@ -33,6 +33,7 @@ from agentmesh.v1 import task_pb2, tool_options_pb2
 from agents import limits as budgets
 from agents.limits import Budget, LimitReached, Tally
 from agents.model.types import (
+    REPLIES,
     ChatMessage,
     ChatRequest,
     ChatRole,
@@ -40,6 +41,7 @@ from agents.model.types import (
     ModelError,
     ModelTurn,
     ModelUnavailable,
+    Reply,
     ToolCall,
 )
 from agents.model.wire import parse_arguments
@@ -53,6 +55,15 @@ SANITIZE_ATTEMPTS = 2
 # oldest first (the newest always stays whole).
 HISTORY_BUDGET_FACTOR = 4
 CORRECTION_PREFIX = "[agentmesh] "
+# TaskError.reason of a task the model refused (a REJECTED task; the sanitizer's refusals fail
+# with INVALID_REQUEST instead).
+AGENT_REFUSED = "AGENT_REFUSED"
+_REPLY_SUMMARY = {
+    "task": "final answer",
+    "message": "direct message reply",
+    "input_required": "asks for input",
+    "reject": "refused the task",
+}
 
 Pricing = Callable[[str, int, int], float]
 
@@ -154,6 +165,10 @@ def timestamp(epoch: float) -> timestamp_pb2.Timestamp:
 
 
 def parked_outcome(pending: task_pb2.PendingAction, stop_reason: task_pb2.StopReason.ValueType) -> RunOutcome:
+    if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
+        return RunOutcome(
+            task_pb2.TASK_STATE_INPUT_REQUIRED, stop_reason, pending.message[:300], pending=pending
+        )
     what = "approval of" if pending.kind == task_pb2.PENDING_ACTION_KIND_APPROVAL else "a decision on"
     return RunOutcome(
         task_pb2.TASK_STATE_INPUT_REQUIRED,
@@ -225,6 +240,8 @@ class RunMachine:
         # The call an earlier attempt had issued (or was about to) when it stopped.
         self._inherited_call: str | None = None
         self._expect: ModelCall | ToolInvocation | None = None
+        # Artifacts the model delivered with a step (by step index), saved with that step.
+        self._artifacts: dict[int, list[task_pb2.ArtifactUpdate]] = {}
 
     # -- queries ------------------------------------------------------------
 
@@ -249,6 +266,10 @@ class RunMachine:
             if not (m.role is ChatRole.USER and m.content.startswith(CORRECTION_PREFIX))
         ]
         return kept
+
+    def step_artifacts(self, index: int) -> list[task_pb2.ArtifactUpdate]:
+        """The artifact updates delivered with step `index` (checkpointed with it)."""
+        return self._artifacts.get(index, [])
 
     def tool_definitions(self) -> list[Mapping[str, Any]]:
         return [offer.definition for offer in self.offers.values()]
@@ -362,6 +383,8 @@ class RunMachine:
             raise StaleAction(
                 f"no pending action {echo(action_id)}" + (f" (pending: {parked.action_id})" if parked else "")
             )
+        if parked.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
+            raise StaleAction(f"pending action {echo(action_id)} waits for input, not a decision")
         call = self._pending[0]
         offer = self.offers.get(call.name)
         self._parked = None
@@ -385,6 +408,28 @@ class RunMachine:
                 attempts=0,
             )
             self._record_tool_step(call, offer, result, now, 0.0, announce=True)
+
+    def answer(self, action_id: str, text: str, *, now: float) -> None:
+        """The caller's answer to the model's question (ResumeTask with input); the task continues."""
+        parked = self._parked
+        if (
+            parked is None
+            or parked.action_id != action_id
+            or parked.kind != task_pb2.PENDING_ACTION_KIND_INPUT
+        ):
+            raise StaleAction(f"no pending question {echo(action_id)}")
+        self._parked = None
+        self._outcome = None
+        self._add_step(
+            task_pb2.Step(
+                kind=task_pb2.STEP_KIND_USER_INPUT,
+                summary=f"the caller answered: {text}"[:200],
+                result_json=json.dumps({"text": text}, ensure_ascii=False),
+            ),
+            now,
+            0.0,
+        )
+        self._turns.append(ChatMessage(ChatRole.USER, text))
 
     def replay(
         self,
@@ -453,6 +498,11 @@ class RunMachine:
                 ChatMessage(ChatRole.ASSISTANT, str(record.get("content", "")), tool_calls=tuple(calls))
             )
             self._pending.extend(calls)
+            if record.get("reply") == "input_required":
+                self._parked = _Parked(f"act-{step.index}", task_pb2.PENDING_ACTION_KIND_INPUT, "")
+        elif step.kind == task_pb2.STEP_KIND_USER_INPUT:
+            self._parked = None
+            self._turns.append(ChatMessage(ChatRole.USER, str(record.get("text", ""))))
         elif step.kind in (task_pb2.STEP_KIND_TOOL_CALL, task_pb2.STEP_KIND_DELEGATION):
             if not self._pending or self._pending[0].call_id != step.call_id:
                 raise ValueError(
@@ -504,13 +554,17 @@ class RunMachine:
                 {"id": c.call_id, "name": c.name, "arguments": c.raw_arguments} for c in turn.tool_calls
             ],
         }
+        if turn.reply != "task" and not turn.tool_calls:
+            record["reply"] = turn.reply
+        if turn.artifacts:
+            record["artifacts"] = [a.artifact.artifact_id for a in turn.artifacts]
         if turn.tool_calls:
             names = ", ".join(c.name or "?" for c in turn.tool_calls[:4])
             more = "…" if len(turn.tool_calls) > 4 else ""
             plural = "s" if len(turn.tool_calls) != 1 else ""
             summary = f"{turn.model}: {len(turn.tool_calls)} tool call{plural} ({names}{more})"
         else:
-            summary = f"{turn.model}: final answer"
+            summary = f"{turn.model}: {_REPLY_SUMMARY[turn.reply]}"
         self._add_step(
             task_pb2.Step(
                 kind=task_pb2.STEP_KIND_MODEL_CALL,
@@ -521,6 +575,8 @@ class RunMachine:
             started,
             duration,
         )
+        if turn.artifacts:
+            self._artifacts[len(self.steps) - 1] = list(turn.artifacts)
         if turn.tool_calls:
             self._turns.append(ChatMessage(ChatRole.ASSISTANT, turn.content, tool_calls=turn.tool_calls))
             self._pending.extend(turn.tool_calls)
@@ -530,13 +586,33 @@ class RunMachine:
                 self._finish(_budget_stop(exhausted, self.tally))
             return
         self._turns.append(ChatMessage(ChatRole.ASSISTANT, turn.content))
-        self._finish(
-            RunOutcome(
-                task_pb2.TASK_STATE_COMPLETED,
-                task_pb2.STOP_REASON_FINAL_ANSWER,
-                "completed",
-                final_answer=turn.content,
+        self._finish(self._reply_outcome(turn, now=started + duration))
+
+    def _reply_outcome(self, turn: ModelTurn, *, now: float) -> RunOutcome:
+        """How a turn without tool calls ends the run: an answer, a question, or a refusal."""
+        if turn.reply == "input_required":
+            index = len(self.steps) - 1
+            pending = task_pb2.PendingAction(
+                action_id=f"act-{index}",
+                kind=task_pb2.PENDING_ACTION_KIND_INPUT,
+                message=turn.content[:2000],
+                expire_time=timestamp(now + self.spec.approval_timeout.total_seconds()),
             )
+            self._parked = _Parked(pending.action_id, pending.kind, "")
+            return parked_outcome(pending, task_pb2.STOP_REASON_AWAITING_INPUT)
+        if turn.reply == "reject":
+            return RunOutcome(
+                task_pb2.TASK_STATE_REJECTED,
+                task_pb2.STOP_REASON_POLICY_DENIED,
+                turn.content[:300],
+                error=task_pb2.TaskError(reason=AGENT_REFUSED, message=turn.content[:300]),
+            )
+        message = "replied with a message" if turn.reply == "message" else "completed"
+        return RunOutcome(
+            task_pb2.TASK_STATE_COMPLETED,
+            task_pb2.STOP_REASON_FINAL_ANSWER,
+            message,
+            final_answer=turn.content,
         )
 
     def model_failed(self, error: ModelError, *, started: float, duration: float) -> None:
@@ -816,6 +892,16 @@ class RunMachine:
                     error=task_pb2.TaskError(reason="INVALID_REQUEST", message=message[:300]),
                 )
             )
+
+
+def reply_of(steps: Sequence[task_pb2.Step]) -> Reply:
+    """How the model's last turn was meant (`message`: a direct message reply), from the steps."""
+    for step in reversed(steps):
+        if step.kind == task_pb2.STEP_KIND_MODEL_CALL:
+            record = json.loads(step.result_json) if step.result_json.startswith("{") else {}
+            reply = record.get("reply", "task")
+            return reply if reply in REPLIES else "task"  # type: ignore[no-any-return]
+    return "task"
 
 
 def _correction(problem: str) -> ChatMessage:

@@ -8,8 +8,10 @@ both protocols.
 
 - SendMessage: a new message is a SubmitTask keyed by its message id; blocking
   (the default) runs it inline like `Run` and answers with the task as it
-  stands at the deadline; `return_immediately` answers at once (SUBMITTED). A
-  message naming a task that waits for input resumes it.
+  stands at the deadline (or with a message when the model replied with a
+  direct message; the task record stays, short-lived, as for Run);
+  `return_immediately` answers at once (SUBMITTED). A message naming a task
+  that waits for input resumes it.
 - SendStreamingMessage / SubscribeToTask: the task, then its status and
   artifact updates from WatchTask (any replica), ending with a terminal or
   interrupted state.
@@ -34,6 +36,7 @@ from agentmesh.kit.errors import AgentmeshError, FailedPrecondition, InvalidArgu
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.a2a.mapping import (
     FINAL_STATES,
+    direct_reply,
     list_filter,
     part_from_a2a,
     stream_responses,
@@ -42,6 +45,7 @@ from agents.a2a.mapping import (
 )
 from agents.caller import Caller, resolve_caller
 from agents.handler import AgentHandler
+from agents.machine import reply_of
 
 A2A_DOMAIN = "a2a-protocol.org"
 A2A_SERVICE = a2a.DESCRIPTOR.services_by_name["A2AService"]
@@ -143,6 +147,9 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                     request_id=submit.request_id,
                 )
                 task = await self.handler.run(run, caller, wait_s=lambda budget: self._wait(context, budget))
+                if task.state == task_pb2.TASK_STATE_COMPLETED and reply_of(task.steps) == "message":
+                    # The model answered with a message, not a task (the record stays, as for Run).
+                    return a2a.SendMessageResponse(message=direct_reply(task))
         return a2a.SendMessageResponse(task=task_to_a2a(task, history_length=history))
 
     async def SendStreamingMessage(
