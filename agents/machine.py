@@ -900,7 +900,7 @@ def reply_of(steps: Sequence[task_pb2.Step]) -> Reply:
         if step.kind == task_pb2.STEP_KIND_MODEL_CALL:
             record = json.loads(step.result_json) if step.result_json.startswith("{") else {}
             reply = record.get("reply", "task")
-            return reply if reply in REPLIES else "task"  # type: ignore[no-any-return]
+            return reply if reply in REPLIES else "task"
     return "task"
 
 

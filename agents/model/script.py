@@ -56,6 +56,7 @@ conditions, so one server can follow several domains' scripts.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import re
@@ -154,7 +155,7 @@ class ScriptedFile(_Strict):
             raise ValueError("a file gives exactly one of: text, base64")
         if self.base64 is not None:
             try:
-                binascii.a2b_base64(self.base64.encode())
+                base64.b64decode(self.base64, validate=True)
             except binascii.Error as exc:
                 raise ValueError(f"base64 is not valid: {exc}") from None
         return self
@@ -602,7 +603,7 @@ def artifact_updates(
         content = (
             str(render(file.text, scope)).encode()
             if file.text is not None
-            else binascii.a2b_base64((file.base64 or "").encode())
+            else base64.b64decode(file.base64 or "", validate=True)
         )
         head.parts.add(file=task_pb2.FileBytes(name=file.name, media_type=file.media_type, content=content))
     elif artifact.url is not None:
