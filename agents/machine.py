@@ -672,6 +672,8 @@ class RunMachine:
         self._approved.pop(action.call.call_id, None)
         self.tally.tool_calls += result.attempts
         self._record_tool_step(action.call, action.offer, result, started, duration, counted=True)
+        if result.artifacts:
+            self._artifacts[len(self.steps) - 1] = list(result.artifacts)
         if result.outcome == task_pb2.TOOL_OUTCOME_AWAITING_APPROVAL:
             message = result.message or "the tool asks for a human approval"
             self._park(
