@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
+from agents.actions import Pricing, RunOutcome, TaskInput, free, render_input
 from agents.caller import caller_of_task
 from agents.compensation import Compensator, Failure, failure_of
 from agents.limits import Budget, LimitReached
-from agents.machine import AGENT_REFUSED, Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
+from agents.machine import AGENT_REFUSED, RunMachine
 from agents.model.types import ChatModel
 from agents.runner import CONTINUE, ToolBox, Verdict, drive
 from agents.session_context import SessionContext

@@ -29,9 +29,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2, tool_options_pb2
+from agents.actions import Finished, ModelCall, RunOutcome, ToolInvocation, ToolOffer
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.machine import Finished, ModelCall, RunMachine, RunOutcome, ToolInvocation, ToolOffer
+from agents.machine import RunMachine
 from agents.model.types import ChatModel, ModelError
 from agents.observations import ToolObservation
 from agents.spec import DomainSpec

@@ -39,8 +39,8 @@ from google.protobuf.message import Message
 from agentmesh.kit.auth import Approval, TokenIssuer, arguments_digest
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
+from agents.actions import ToolInvocation, ToolOffer
 from agents.caller import Caller
-from agents.machine import ToolInvocation, ToolOffer
 from agents.observations import ToolObservation, Violation, delegation_result
 from agents.spec import DomainSpec
 from memory.rate_limits import RateLimiter

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from agentmesh.v1 import task_pb2
+from agents.actions import Finished, StaleAction
 from agents.executor import model_headers, task_outcome
-from agents.machine import AGENT_REFUSED, Finished, StaleAction, reply_of
+from agents.machine import AGENT_REFUSED, reply_of
 from agents.model.script import Conversation, ScriptError, load_script, respond
 from agents.model.types import ChatMessage, ChatRole, MalformedResponse, ModelTurn, TokenUsage
 from agents.model.wire import parse_response

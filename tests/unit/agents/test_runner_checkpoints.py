@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentmesh.v1 import task_pb2
+from agents.actions import ToolInvocation
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.machine import ToolInvocation
 from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation
