@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = ROOT / "agents" / "domains" / "conformance.yaml"
-SCRIPT = ROOT / "agents" / "scripts" / "conformance.yaml"
+# The conformance script (included for the conformance domain) plus a relay domain delegating to it.
+SCRIPT = ROOT / "tests" / "fixtures" / "scripts" / "a2a-relay.yaml"
+RELAY = ROOT / "tests" / "fixtures" / "domains" / "relay.yaml"
 TERMINAL = {a2a.TASK_STATE_COMPLETED, a2a.TASK_STATE_FAILED, a2a.TASK_STATE_CANCELED, a2a.TASK_STATE_REJECTED}
 
 
@@ -45,6 +47,7 @@ class Conformance:
     blocking: Client
     streaming: Client
     native: agent_service_pb2_grpc.AgentServiceStub
+    relay: agent_service_pb2_grpc.AgentServiceStub
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -60,7 +63,7 @@ async def conformance(
     try:
         await mesh.start_registry()
         await mesh.start_model(SCRIPT)
-        await mesh.start_agents([SPEC])
+        await mesh.start_agents([SPEC, RELAY])
         grpc_port = int(mesh.agents["conformance"].rsplit(":", 1)[1])
         base_url = f"http://127.0.0.1:{grpc_port + 1000}"
         async with httpx.AsyncClient() as http:
@@ -79,6 +82,7 @@ async def conformance(
         blocking = await factory(False).create_from_url(base_url)
         streaming = await factory(True).create_from_url(base_url)
         channel = authorized_channel(mesh.agents["conformance"])
+        relay_channel = authorized_channel(mesh.agents["relay"])
         try:
             yield Conformance(
                 mesh,
@@ -87,11 +91,13 @@ async def conformance(
                 blocking,
                 streaming,
                 agent_service_pb2_grpc.AgentServiceStub(channel),
+                agent_service_pb2_grpc.AgentServiceStub(relay_channel),
             )
         finally:
             await blocking.close()
             await streaming.close()
             await channel.close()
+            await relay_channel.close()
     finally:
         mesh.stop()
 
@@ -310,3 +316,22 @@ async def test_resubscribe_to_a_working_task(conformance: Conformance) -> None:
     assert events[0].task.id == task.id and events[0].task.status.state not in TERMINAL
     assert events[-1].status_update.status.state == a2a.TASK_STATE_COMPLETED, events
     assert text_of(events[-1].status_update.status) == "Hello from TCK"
+
+
+# -- artifacts from tool results ----------------------------------------------------------------
+
+
+async def test_a_delegated_agents_artifact_becomes_the_callers(conformance: Conformance) -> None:
+    await conformance.mesh.wait_registered(agents=["conformance"])
+    response = await conformance.relay.Run(pb.RunRequest(instruction="a label"), timeout=60)
+    task = response.task
+    assert task.state == task_pb2.TASK_STATE_COMPLETED, task
+    assert task.final_answer == "The conformance agent says: made a label"
+    (artifact,) = task.artifacts
+    assert artifact.artifact_id == "agent_conformance.made" and artifact.name == "a label"
+    file = artifact.parts[0].file
+    assert (file.name, file.media_type, file.content) == ("made.txt", "text/plain", b"a label")
+    # Saved with the delegation step: on the relay task's event stream before its final status.
+    events = [e async for e in conformance.relay.WatchTask(pb.WatchTaskRequest(task_id=task.task_id))]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds.index("artifact_update") < len(kinds) - 1 and kinds[-1] == "status_update"
