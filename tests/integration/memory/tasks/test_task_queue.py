@@ -140,6 +140,38 @@ async def test_artifacts_and_usage_are_kept(queue: TaskQueue) -> None:
     assert (await event_kinds(queue, task.task_id)).count("artifact_update") == 2
 
 
+
+async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: TaskQueue) -> None:
+    """A plain Artifact is a whole one (replaces the one of its id: append off, last chunk);
+    an ArtifactUpdate with `append` adds its parts and labels to it; another id is a new one."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    first = task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="1")], metadata={"a": "1"})
+    chunk = task_pb2.ArtifactUpdate(
+        artifact=task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="2")], metadata={"b": "2"}),
+        append=True,
+    )
+    await attempt.checkpointer.save(task_pb2.Step(index=0), artifacts=[first])
+    await attempt.checkpointer.save(task_pb2.Step(index=1), artifacts=[chunk])
+    assert [p.text for p in attempt.task.artifacts[0].parts] == ["1", "2"]
+    assert dict(attempt.task.artifacts[0].metadata) == {"a": "1", "b": "2"}
+    again = task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="3")])
+    receipt = task_pb2.Artifact(artifact_id="receipt", parts=[task_pb2.Part(text="r")])
+    await attempt.checkpointer.save(task_pb2.Step(index=2), artifacts=[again, receipt])
+    await attempt.finish(Completed("ok"))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [(a.artifact_id, [p.text for p in a.parts], dict(a.metadata)) for a in stored.artifacts] == [
+        ("label", ["3"], {}),
+        ("receipt", ["r"], {}),
+    ]
+    events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+    flags = [
+        (e.artifact_update.artifact.artifact_id, e.artifact_update.append, e.artifact_update.last_chunk)
+        for e in events
+        if e.HasField("artifact_update")
+    ]
+    assert flags == [("label", False, True), ("label", True, False), ("label", False, True), ("receipt", False, True)]
+
 async def test_steps_are_saved_in_order(queue: TaskQueue) -> None:
     await submit(queue)
     attempt = await claim(queue)
@@ -153,6 +185,15 @@ async def test_started_steps_are_announced(queue: TaskQueue) -> None:
     assert not await attempt.checkpointer.started(task_pb2.Step(index=0, tool_name="crm_get_customer"))
     events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
     assert events[-1].step_update.step.tool_name == "crm_get_customer" and not events[-1].step_update.finished
+
+
+async def test_a_started_step_reports_a_cancel_requested_meanwhile(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    assert not await attempt.checkpointer.started(task_pb2.Step(index=0))
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    assert await attempt.checkpointer.started(task_pb2.Step(index=0))  # the executor stops before the tool
+    assert attempt.checkpointer.canceled
 
 
 # -- recovery and fencing ---------------------------------------------------------------------
@@ -177,6 +218,10 @@ async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     # The stale worker can no longer write or finish anything.
     with pytest.raises(LeaseLost):
         await stale.checkpointer.save(task_pb2.Step(index=1, summary="by a, too late"))
+    announced = await client.xlen(events_key(queue, task.task_id))
+    with pytest.raises(LeaseLost):  # nor announce a step to the watchers of b's attempt
+        await stale.checkpointer.started(task_pb2.Step(index=1, summary="by a, too late"))
+    assert await client.xlen(events_key(queue, task.task_id)) == announced
     with pytest.raises(LeaseLost):
         await stale.finish(Completed("a's answer"))
     done = await run_attempt(fresh, steps_executor(3))
