@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from opentelemetry import propagate, trace
@@ -30,6 +31,7 @@ from tests.support.task_helpers import (
     submit,
     task_key,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -241,12 +243,27 @@ async def test_a_busy_task_is_not_started_twice(queue: TaskQueue) -> None:
 
 
 async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
+    """Event-driven, not timed: after each of 4 heartbeats (every third of the idle timeout, so
+    longer than one idle timeout in all) no other worker can take the entry over."""
     task = await submit(queue)
     attempt = await claim(queue, "worker-a")
+    beats: list[float] = []
+    heartbeat = attempt.heartbeat
+
+    async def counted() -> bool:
+        canceled = await heartbeat()
+        beats.append(time.monotonic())
+        return canceled
+
+    attempt.heartbeat = counted  # type: ignore[method-assign]
+    started = time.monotonic()
     attempt.start_heartbeats()
-    await asyncio.sleep(queue.config.claim_idle_timeout_s * 2.5)
-    for shard in queue.shards():
-        assert await queue.reclaim("worker-b", shard, count=5) == []
+    for beat in range(1, 5):
+        await until(lambda beat=beat: len(beats) >= beat, what=f"heartbeat {beat} of the attempt", timeout=15)
+        for shard in queue.shards():
+            assert await queue.reclaim("worker-b", shard, count=5) == [], f"taken over after beat {beat}"
+    # Without the beats the entry would have been reclaimable by now (it was idle past the timeout).
+    assert beats[-1] - started > queue.config.claim_idle_timeout_s
     await attempt.stop_heartbeats()
     done = await attempt.finish(Completed("slow but alive"))
     assert done.attempt == 1 and done.task_id == task.task_id
