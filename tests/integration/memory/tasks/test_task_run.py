@@ -13,6 +13,7 @@ from memory.tasks.execution import Checkpointer, Completed, InputRequired, TaskO
 from memory.tasks.queue import TaskQueue
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor, task_key
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +106,12 @@ async def test_a_crashed_run_is_recovered_by_the_sweeper(queue: TaskQueue) -> No
     created = await queue._create("run", _run_request(), TENANT, OWNER, None, inline=True)  # then "dies"
     sweeper = TaskSweeper(queue, grace_s=0)
     assert (await sweeper.sweep()).kept == 1  # lease still alive: maybe just slow
-    await asyncio.sleep(queue.config.claim_idle_timeout_s + 0.3)
-    assert (await sweeper.sweep()).enqueued == 1
+
+
+    async def enqueued() -> bool:
+        return (await sweeper.sweep()).enqueued == 1
+
+    await until(enqueued, what="the sweeper re-enqueuing the run once its lease expired", timeout=15)
     attempt = await claim(queue)
     assert attempt.task_id == created.task.task_id and attempt.number == 2
     snapshot = await queue.store.snapshot(created.task.task_id)
