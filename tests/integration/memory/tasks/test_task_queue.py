@@ -15,7 +15,15 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
-from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
+from memory.tasks.execution import (
+    Canceled,
+    Checkpointer,
+    Completed,
+    InputRequired,
+    LeaseLost,
+    TaskOutcome,
+    run_attempt,
+)
 from memory.tasks.queue import TaskQueue
 from memory.tasks.records import Field, step_field
 from memory.tasks.sweeper import TaskSweeper
@@ -142,7 +150,6 @@ async def test_artifacts_and_usage_are_kept(queue: TaskQueue) -> None:
     assert (await event_kinds(queue, task.task_id)).count("artifact_update") == 2
 
 
-
 async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: TaskQueue) -> None:
     """A plain Artifact is a whole one (replaces the one of its id: append off, last chunk);
     an ArtifactUpdate with `append` adds its parts and labels to it; another id is a new one."""
@@ -172,7 +179,13 @@ async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: Ta
         for e in events
         if e.HasField("artifact_update")
     ]
-    assert flags == [("label", False, True), ("label", True, False), ("label", False, True), ("receipt", False, True)]
+    assert flags == [
+        ("label", False, True),
+        ("label", True, False),
+        ("label", False, True),
+        ("receipt", False, True),
+    ]
+
 
 async def test_steps_are_saved_in_order(queue: TaskQueue) -> None:
     await submit(queue)
@@ -369,15 +382,65 @@ async def test_cancel_of_someone_elses_task_is_not_found(queue: TaskQueue) -> No
     assert caught.value.reason == "TASK_NOT_FOUND"
 
 
+async def test_a_pause_stores_the_question_and_ends_the_attempt(queue: TaskQueue) -> None:
+    """InputRequired: the task waits for its pending action with the attempt's usage; the status
+    message is the outcome's, else the action's, else "waiting for input"; the attempt is over."""
+    pending = task_pb2.PendingAction(action_id="act-1", kind=task_pb2.PENDING_ACTION_KIND_INPUT)
+    for request_id, outcome, message in [
+        ("r-1", InputRequired(pending, message="which order?"), "which order?"),
+        ("r-2", InputRequired(task_pb2.PendingAction(action_id="a", message="approve?")), "approve?"),
+        ("r-3", InputRequired(pending, usage=task_pb2.Usage(iterations=3)), "waiting for input"),
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+        paused = await attempt.finish(outcome)
+        assert attempt.finished and attempt.task is paused
+        assert [s.index for s in paused.steps] == [0]
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.state == task_pb2.TASK_STATE_INPUT_REQUIRED
+        assert (stored.status_message, stored.stop_reason) == (message, outcome.stop_reason)
+        assert stored.pending_action == outcome.pending_action
+        assert stored.usage.iterations == (3 if outcome.usage else 0)
+        events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+        assert events[-1].status_update.state == task_pb2.TASK_STATE_INPUT_REQUIRED
+        assert events[-1].event_id == paused.last_event_id
+
+
+async def test_a_failed_attempt_records_why_and_frees_the_task(queue: TaskQueue) -> None:
+    for request_id, error, recorded in [
+        ("r-1", "model endpoint reset", "attempt 1 failed: model endpoint reset"),
+        ("r-2", ConnectionError("reset by peer"), "attempt 1 failed: ConnectionError: reset by peer"),
+        ("r-3", "x" * 2000, ("attempt 1 failed: " + "x" * 2000)[:1000]),  # bounded
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        await attempt.fail(error)
+        assert attempt.finished
+        snapshot = await queue.store.snapshot(task.task_id)
+        assert snapshot is not None and snapshot.fails == 1 and snapshot.error == recorded
+        assert not snapshot.lease_alive and not snapshot.running  # free for the retry
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.status_message == recorded
+
+
 # -- hand back --------------------------------------------------------------------------------
 
 
 async def test_hand_back_lets_another_worker_resume_at_once(queue: TaskQueue) -> None:
-    task = await submit(queue)
+    with TracerProvider().get_tracer("test").start_as_current_span("caller"):
+        task = await submit(queue)
     attempt = await claim(queue, "draining")
     await attempt.checkpointer.save(task_pb2.Step(index=0, summary="before drain"))
     await attempt.hand_back()
-    resumed = await claim(queue, "other")  # a fresh entry, no idle timeout to wait for
+    assert attempt.finished  # the worker's drain does not hand it back a second time
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert stored.status_message == "handed back by a stopping worker"
+    assert stored.stop_reason == task_pb2.STOP_REASON_UNSPECIFIED  # a drain is no reason to stop
+    entry = await read_one(queue, "other")  # a fresh entry, no idle timeout to wait for
+    assert entry.carrier["traceparent"].split("-")[1] == task.trace_id  # still in the caller's trace
+    resumed = await queue.start(entry, "other")
+    assert resumed is not None
     assert resumed.number == 2 and [s.summary for s in resumed.checkpointer.steps] == ["before drain"]
     snapshot = await queue.store.snapshot(task.task_id)
     assert snapshot is not None and snapshot.fails == 0  # a hand-back is not a failure
