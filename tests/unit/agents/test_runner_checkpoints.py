@@ -41,7 +41,10 @@ class TwoTurns:
             ModelTurn("done", (), TokenUsage(10, 5), "test-model"),
         ]
 
+        self.timeouts: list[float] = []
+
     async def complete(self, request: ChatRequest, *, timeout: float) -> ModelTurn:
+        self.timeouts.append(timeout)
         return self.turns.pop(0)
 
     async def aclose(self) -> None:
@@ -84,6 +87,8 @@ async def _run(
     canceled: str | None = None,
     exhausted: LimitReached | None = None,
     outcomes: list[Any] | None = None,
+    elapsed: float = 1.0,
+    model: TwoTurns | None = None,
 ) -> RecordingTools:
     run = machine(offers=[offer("inventory_reserve", side_effect=side_effect)])
     journal = GatedJournal()
@@ -98,11 +103,11 @@ async def _run(
     opener = asyncio.create_task(open_later())
     outcome = await drive(
         run,
-        model=TwoTurns("inventory_reserve"),
+        model=model or TwoTurns("inventory_reserve"),
         tools=tools,
         journal=journal,
         caller=Caller("acme", "ada"),
-        clock=lambda: NOW + 1,  # the task was created at NOW: well within its deadline
+        clock=lambda: NOW + elapsed,  # the task was created at NOW: by default well within its deadline
     )
     await opener
     if outcomes is not None:
@@ -147,3 +152,14 @@ async def test_a_cancel_without_a_reason_says_who_canceled() -> None:
     outcomes: list[Any] = []
     await _run(KEYED, canceled="", outcomes=outcomes)
     assert outcomes[0][0].message == "canceled by its owner"
+
+
+async def test_the_model_gets_its_own_timeout_or_the_time_left_of_the_task_if_shorter() -> None:
+    """The spec's model timeout is 60 s, the task's deadline 120 s after its creation."""
+    early = TwoTurns("inventory_reserve")
+    await _run(KEYED, model=early)  # 1 s in: the model's own timeout
+    assert early.timeouts == [60.0, 60.0]
+    late = TwoTurns("inventory_reserve")
+    tools = await _run(KEYED, model=late, elapsed=100.0)  # 20 s left: the task's deadline
+    assert late.timeouts == [20.0, 20.0]
+    assert [timeout for _, _, timeout in tools.calls] == [20.0]
