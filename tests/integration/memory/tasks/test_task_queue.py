@@ -209,6 +209,9 @@ async def test_a_started_step_reports_a_cancel_requested_meanwhile(queue: TaskQu
     await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
     assert await attempt.checkpointer.started(task_pb2.Step(index=0))  # the executor stops before the tool
     assert attempt.checkpointer.canceled
+    assert await attempt.heartbeat()  # a heartbeat reports it too
+    await attempt.abandon()  # e.g. the lease was lost: no more heartbeats, no hand-back by the worker
+    assert attempt.finished
 
 
 # -- recovery and fencing ---------------------------------------------------------------------
@@ -402,6 +405,8 @@ async def test_a_pause_stores_the_question_and_ends_the_attempt(queue: TaskQueue
         assert (stored.status_message, stored.stop_reason) == (message, outcome.stop_reason)
         assert stored.pending_action == outcome.pending_action
         assert stored.usage.iterations == (3 if outcome.usage else 0)
+        snapshot = await queue.store.snapshot(task.task_id)
+        assert snapshot is not None and not snapshot.running and not snapshot.lease_alive
         events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
         assert events[-1].status_update.state == task_pb2.TASK_STATE_INPUT_REQUIRED
         assert events[-1].event_id == paused.last_event_id

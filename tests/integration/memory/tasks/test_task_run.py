@@ -127,6 +127,7 @@ async def test_a_run_whose_executor_raises_is_retried_on_the_queue(queue: TaskQu
 
     task = await queue.run(_run_request(), flaky, tenant=TENANT, owner=OWNER, timeout_s=10)
     assert task.state == task_pb2.TASK_STATE_WORKING and "model endpoint reset" in task.status_message
+    assert await _outbox_size(queue.redis, queue) == 0  # handed to the queue: no longer an inline run
     done = await run_attempt(await claim(queue), flaky)
     assert done.final_answer == "second time lucky"
 
