@@ -238,7 +238,8 @@ async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.OPEN
         tools.state.configure({})
         now[0] = 29.9  # not yet: still failing fast
-        assert (await invoker.invoke(echo, {}, step(15))).reason == "CIRCUIT_OPEN" and tools.state.calls == calls
+        still_open = await invoker.invoke(echo, {}, step(15))
+        assert still_open.reason == "CIRCUIT_OPEN" and tools.state.calls == calls
         now[0] = 30.0  # the reset time has passed: one probe goes through and closes the breaker
         assert (await invoker.invoke(echo, {}, step(15))).outcome is CallOutcome.OK
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.CLOSED

@@ -107,7 +107,6 @@ async def test_a_crashed_run_is_recovered_by_the_sweeper(queue: TaskQueue) -> No
     sweeper = TaskSweeper(queue, grace_s=0)
     assert (await sweeper.sweep()).kept == 1  # lease still alive: maybe just slow
 
-
     async def enqueued() -> bool:
         return (await sweeper.sweep()).enqueued == 1
 
