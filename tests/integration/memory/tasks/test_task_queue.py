@@ -142,7 +142,12 @@ async def test_artifacts_and_usage_are_kept(queue: TaskQueue) -> None:
     await attempt.checkpointer.save(
         task_pb2.Step(index=0), usage=task_pb2.Usage(iterations=1, total_tokens=40), artifacts=[label]
     )
-    await attempt.checkpointer.save(task_pb2.Step(index=1), artifacts=[more])
+    assert (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).usage.total_tokens == 40
+    await attempt.checkpointer.save(
+        task_pb2.Step(index=1), usage=task_pb2.Usage(iterations=2, total_tokens=60)
+    )
+    assert (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).usage.total_tokens == 60
+    await attempt.checkpointer.save(task_pb2.Step(index=2), artifacts=[more])
     await attempt.finish(Completed("ok", usage=task_pb2.Usage(iterations=2, total_tokens=90)))
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert [p.text for p in stored.artifacts[0].parts] == ["part 1", "part 2"]
@@ -167,11 +172,13 @@ async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: Ta
     again = task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="3")])
     receipt = task_pb2.Artifact(artifact_id="receipt", parts=[task_pb2.Part(text="r")])
     await attempt.checkpointer.save(task_pb2.Step(index=2), artifacts=[again, receipt])
-    await attempt.finish(Completed("ok"))
+    final = task_pb2.Artifact(artifact_id="answer", parts=[task_pb2.Part(text="a")])
+    await attempt.finish(Completed("ok", artifacts=[final]))  # the outcome's artifacts join them
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert [(a.artifact_id, [p.text for p in a.parts], dict(a.metadata)) for a in stored.artifacts] == [
         ("label", ["3"], {}),
         ("receipt", ["r"], {}),
+        ("answer", ["a"], {}),
     ]
     events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
     flags = [
@@ -184,7 +191,25 @@ async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: Ta
         ("label", True, False),
         ("label", False, True),
         ("receipt", False, True),
+        ("answer", False, True),
     ]
+    saved = [(e.step_update.step.index, e.step_update.finished) for e in events if e.HasField("step_update")]
+    assert saved == [(0, True), (1, True), (2, True)]  # each save announces its step as finished
+
+
+async def test_a_saved_step_moves_the_update_time_and_a_finished_attempt_saves_nothing(
+    queue: TaskQueue,
+) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    created = task.update_time.ToMilliseconds()
+    await until(lambda: time.time() * 1000 > created + 1, what="the clock to pass the creation millisecond")
+    await attempt.checkpointer.save(task_pb2.Step(index=0))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert stored.update_time.ToMilliseconds() > created
+    await attempt.finish(Completed("ok"))
+    with pytest.raises(LeaseLost, match="already finished"):
+        await attempt.checkpointer.save(task_pb2.Step(index=1))
 
 
 async def test_steps_are_saved_in_order(queue: TaskQueue) -> None:

@@ -99,6 +99,10 @@ async def test_run_that_needs_approval_returns_the_paused_task(queue: TaskQueue,
     )
     attempt = await claim(queue)
     assert attempt.task_id == task.task_id and [s.index for s in attempt.checkpointer.steps] == [0]
+    assert attempt.checkpointer.resumption is not None  # the approval, read once by the resumed attempt
+    await attempt.checkpointer.save(task_pb2.Step(index=1))
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.resumption is None  # consumed by the first step after it
     await attempt.finish(Completed("approved and done"))
 
 
