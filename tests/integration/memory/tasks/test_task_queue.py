@@ -202,11 +202,11 @@ async def test_a_saved_step_moves_the_update_time_and_a_finished_attempt_saves_n
 ) -> None:
     task = await submit(queue)
     attempt = await claim(queue)
-    created = task.update_time.ToMilliseconds()
-    await until(lambda: time.time() * 1000 > created + 1, what="the clock to pass the creation millisecond")
+    claimed = (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).update_time.ToMilliseconds()
+    await until(lambda: time.time() * 1000 > claimed + 1, what="the clock to pass the claim's millisecond")
     await attempt.checkpointer.save(task_pb2.Step(index=0))
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
-    assert stored.update_time.ToMilliseconds() > created
+    assert stored.update_time.ToMilliseconds() > claimed
     await attempt.finish(Completed("ok"))
     with pytest.raises(LeaseLost, match="already finished"):
         await attempt.checkpointer.save(task_pb2.Step(index=1))
