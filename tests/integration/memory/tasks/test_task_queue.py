@@ -303,8 +303,11 @@ async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
         await until(lambda beat=beat: len(beats) >= beat, what=f"heartbeat {beat} of the attempt", timeout=15)
         for shard in queue.shards():
             assert await queue.reclaim("worker-b", shard, count=5) == [], f"taken over after beat {beat}"
-    # Without the beats the entry would have been reclaimable by now (it was idle past the timeout).
+    # Without the beats the entry would have been reclaimable by now (it was idle past the timeout),
+    # and the lease (one idle timeout long) would have run out.
     assert beats[-1] - started > queue.config.claim_idle_timeout_s
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.lease_alive
     await attempt.stop_heartbeats()
     done = await attempt.finish(Completed("slow but alive"))
     assert done.attempt == 1 and done.task_id == task.task_id
