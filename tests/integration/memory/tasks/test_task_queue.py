@@ -19,6 +19,7 @@ from memory.tasks.execution import (
     Canceled,
     Checkpointer,
     Completed,
+    Failed,
     InputRequired,
     LeaseLost,
     TaskOutcome,
@@ -455,6 +456,46 @@ async def test_a_failed_attempt_records_why_and_frees_the_task(queue: TaskQueue)
         assert not snapshot.lease_alive and not snapshot.running  # free for the retry
         stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
         assert stored.status_message == recorded
+
+
+async def test_a_failed_outcome_stores_its_reason_and_error(queue: TaskQueue) -> None:
+    """Failed: the message is the outcome's, else the error's, else "failed"; the error is kept."""
+    error = task_pb2.TaskError(reason="TOOL_FAILED", message="the tool broke")
+    for request_id, outcome, message in [
+        ("r-1", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error, message="gave up"), "gave up"),
+        ("r-2", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error), "the tool broke"),
+        ("r-3", Failed(task_pb2.STOP_REASON_MAX_ITERATIONS, task_pb2.TaskError()), "failed"),
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        done = await attempt.finish(outcome)
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        for view in (done, stored):
+            assert (view.state, view.stop_reason, view.status_message) == (
+                task_pb2.TASK_STATE_FAILED,
+                outcome.stop_reason,
+                message,
+            )
+            assert view.error == outcome.error and view.update_time.seconds > 0
+
+
+async def test_a_cancel_seen_when_an_attempt_starts_ends_the_task_without_running_it(
+    queue: TaskQueue,
+) -> None:
+    task = await submit(queue)
+    first = await claim(queue, "a")
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    await first.hand_back()  # e.g. the worker drained before it saw the cancel
+    second = await claim(queue, "b")
+    assert second.cancel
+    ran: list[int] = []
+
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        ran.append(checkpoint.attempt)
+        return Completed("should not run")
+
+    done = await run_attempt(second, execute)
+    assert ran == [] and done.state == task_pb2.TASK_STATE_CANCELED and done.status_message == "stop it"
 
 
 # -- hand back --------------------------------------------------------------------------------
