@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ class Mesh:
     converter: ArgumentConverter
     http_ports: list[int]
     health: list[tuple[grpc.aio.Channel, str]]
-    tokens: dict[str, str]  # a valid token per target ("tool:<method>" for the tool)
+    tokens: dict[str, Callable[[], str]]  # mints a valid token per target ("tool:<method>" for the tool)
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -108,14 +109,13 @@ async def _mesh(redis_url: str, loop: asyncio.AbstractEventLoop) -> AsyncIterato
         stack.push_async_callback(registry_channel.close)
         method = tool.app.methods["CreateCharge"].schema
         caller = Principal(subject="anonymous", tenant="default", scopes=frozenset(DEFAULT_SCOPES))
-        tokens = {
-            "agent": token(),
-            "a2a": token(),
-            "registry": issuer().service_token("fuzzer", scopes=("registry:write",)),
+        # Minted per call (tool tokens live minutes; 10,000 cases take longer on a loaded machine).
+        tokens: dict[str, Callable[[], str]] = {
+            "agent": token,
+            "a2a": token,
+            "registry": lambda: issuer().service_token("fuzzer", scopes=("registry:write",)),
             **{
-                f"tool:{name}": issuer().tool_token(
-                    tool=m.tool_name, principal=caller, scopes=m.required_scopes, actor="fuzzer"
-                )
+                f"tool:{name}": functools.partial(_tool_token, m, caller)
                 for name, m in tool.app.methods.items()
             },
         }
@@ -133,6 +133,12 @@ async def _mesh(redis_url: str, loop: asyncio.AbstractEventLoop) -> AsyncIterato
                 (registry_channel, "agentmesh.v1.ToolRegistryService"),
             ],
         )
+
+
+def _tool_token(method: Any, caller: Principal) -> str:
+    return issuer().tool_token(
+        tool=method.tool_name, principal=caller, scopes=method.required_scopes, actor="fuzzer"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +275,7 @@ async def _call(mesh: Mesh, case: tuple[Any, ...]) -> str:
     _, path, payload, streaming, md, credential = case
     channel = {"agent": mesh.agent, "a2a": mesh.agent, "registry": mesh.registry, "tool": mesh.tool}[kind]
     bearer = {
-        "valid": mesh.tokens[f"tool:{path.rsplit('/', 1)[1]}" if kind == "tool" else kind],
+        "valid": mesh.tokens[f"tool:{path.rsplit('/', 1)[1]}" if kind == "tool" else kind](),
         "forged": FORGED,
         "garbage": "not-a-jwt",
     }.get(credential)
