@@ -464,12 +464,20 @@ async def test_a_failed_outcome_stores_its_reason_and_error(queue: TaskQueue) ->
     for request_id, outcome, message in [
         ("r-1", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error, message="gave up"), "gave up"),
         ("r-2", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error), "the tool broke"),
-        ("r-3", Failed(task_pb2.STOP_REASON_MAX_ITERATIONS, task_pb2.TaskError()), "failed"),
+        (
+            "r-3",
+            Failed(
+                task_pb2.STOP_REASON_MAX_ITERATIONS, task_pb2.TaskError(), usage=task_pb2.Usage(iterations=12)
+            ),
+            "failed",
+        ),
     ]:
         task = await submit(queue, request_id=request_id)
         attempt = await claim(queue)
         done = await attempt.finish(outcome)
+        assert attempt.finished
         stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.usage.iterations == (12 if outcome.usage else 0)
         for view in (done, stored):
             assert (view.state, view.stop_reason, view.status_message) == (
                 task_pb2.TASK_STATE_FAILED,
@@ -477,6 +485,18 @@ async def test_a_failed_outcome_stores_its_reason_and_error(queue: TaskQueue) ->
                 message,
             )
             assert view.error == outcome.error and view.update_time.seconds > 0
+
+
+async def test_an_executor_that_stops_on_its_own_ends_the_task_canceled(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    done = await attempt.finish(Canceled())  # no reason given, no cancel requested
+    assert attempt.finished and (done.state, done.status_message) == (
+        task_pb2.TASK_STATE_CANCELED,
+        "canceled",
+    )
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert (stored.state, stored.stop_reason) == (task_pb2.TASK_STATE_CANCELED, task_pb2.STOP_REASON_CANCELED)
 
 
 async def test_a_cancel_seen_when_an_attempt_starts_ends_the_task_without_running_it(
