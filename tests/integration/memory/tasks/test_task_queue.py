@@ -275,6 +275,17 @@ async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     assert await _stream_state(client, queue) == (0, 0)
 
 
+async def test_an_attempt_whose_task_vanished_has_lost_it(queue: TaskQueue, client: AnyRedis) -> None:
+    """The task's record is gone (e.g. erased for its owner) while an attempt runs: its next write
+    is refused as a lost lease, not an unexpected error."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await client.delete(task_key(queue, task.task_id))
+    with pytest.raises(LeaseLost, match="missing"):
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+    assert attempt.finished
+
+
 async def test_a_busy_task_is_not_started_twice(queue: TaskQueue) -> None:
     await submit(queue)
     entry = await read_one(queue, "worker-a")
