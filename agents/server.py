@@ -47,6 +47,7 @@ from agents.session_context import ModelSummarizer, SessionContext
 from agents.spec import DomainSpec, SpecError, load_spec
 from agents.tools import RegistryToolBox
 from memory.connection import create_redis, describe
+from memory.prices import PriceTable
 from memory.rate_limits import RateLimiter
 from memory.sessions import SessionStore
 from memory.tasks.queue import TaskQueue
@@ -124,8 +125,6 @@ class AgentProcess:
         self.sessions = SessionContext(
             SessionStore.from_settings(self.redis, settings), ModelSummarizer(self.model)
         )
-        prices = self.usage.prices
-        model_name = self.model.model_name
         self.executor = TaskExecutor(
             spec,
             settings,
@@ -133,7 +132,7 @@ class AgentProcess:
             tools=self.tools,
             sessions=self.sessions,
             usage=self.usage,
-            pricing=lambda _model, prompt, completion: prices.cost(model_name, prompt, completion).usd,
+            prices=PriceTable.load(settings.price_table),
         )
         compensator = self.executor.compensator
         self.queue = TaskQueue(
