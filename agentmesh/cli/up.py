@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.markup import escape
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
 from agentmesh.kit import health
+from agentmesh.kit.config import Settings
 from agentmesh.kit.net import port_bindable
 from agentmesh.kit.signals import stop_signals
 from agentmesh.localmesh.devauth import DevIssuer, dev_issuer, mesh_issuer
@@ -32,14 +32,14 @@ from agentmesh.localmesh.plan import (
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
 
-DEFAULT_STATE_DIR = Path(".agentmesh")
+DEFAULT_STATE_DIR: Path = Settings.model_fields["state_dir"].default
 MAX_PORT = 65_535
 DETACH_TIMEOUT_S = 180.0
 TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
-    return value or Path(os.environ.get("AGENTMESH_STATE_DIR", DEFAULT_STATE_DIR))
+    return value or Settings.from_env().state_dir
 
 
 def busy_ports(ports: list[int]) -> list[int]:

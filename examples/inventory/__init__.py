@@ -9,9 +9,9 @@ ledger, so a compensation is visible, never erased). The seeded stock can be rep
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import FailedPrecondition, NotFound
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
@@ -88,7 +88,7 @@ def build(stock: dict[str, int] | None = None) -> ToolService:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="examples.inventory")
     parser.add_argument(
-        "--stock", default=os.environ.get("INVENTORY_STOCK", ""), help="SKU=COUNT,... instead of the seed"
+        "--stock", default=Settings.from_env().inventory_stock, help="SKU=COUNT,... instead of the seed"
     )
     args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
     try:
