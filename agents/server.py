@@ -27,7 +27,7 @@ from a2a.types import a2a_pb2_grpc
 
 from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.config import ConfigError, Role, Settings
+from agentmesh.kit.config import DEFAULT_REGISTRY, ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
 from agentmesh.kit.process import load_settings, run_process
 from agentmesh.kit.server import ServiceHost
@@ -57,8 +57,6 @@ from memory.usage import UsageStore
 from tool_registry.resolver import ToolResolver
 
 log = logging.getLogger(__name__)
-
-DEFAULT_REGISTRY = "localhost:50051"
 
 
 def model_target(settings: Settings, spec: DomainSpec) -> tuple[str, str]:

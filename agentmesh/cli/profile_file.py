@@ -15,9 +15,7 @@ from pathlib import Path
 
 import tomli_w
 
-from agentmesh.kit.config import REGISTRY_PORT, Settings
-
-DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"
+from agentmesh.kit.config import DEFAULT_REGISTRY, Settings
 
 
 @dataclass

@@ -69,6 +69,7 @@ TOOL_PORTS: dict[str, int] = {
 MODEL_PORT = 50099  # the scripted model's HTTP port
 CONSOLE_PORT = 50080  # the operator console's HTTP port
 REDIS_PORT = 6390  # the local mesh's embedded valkey
+DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"  # where clients look when nothing else says
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
     Role.REGISTRY: REGISTRY_PORT,
     Role.AGENT: min(AGENT_PORTS.values()),
@@ -210,7 +211,7 @@ class Settings(BaseModel):
         "is the master's), and rediss+cluster:// / rediss+sentinel:// for TLS (`ssl_ca_certs`, "
         "`ssl_cert_reqs` query parameters). Refused credentials fail at once, not after the reconnect "
         "budget.",
-        "redis://localhost:6390/0",
+        f"redis://localhost:{REDIS_PORT}/0",
     )
     jwks: str | None = _env("AGENTMESH_JWKS", "Trusted issuers' JWKS: a file path or an https:// URL.")
     signing_key: Path | None = _env(
