@@ -69,7 +69,7 @@ RESULT_CHARS = 160  # tool arguments and results on the terminal; --json has the
 
 
 @dataclass(frozen=True)
-class Caller:
+class CommandCaller:
     """Who the commands act as and where they find the agents."""
 
     token: str | None
@@ -127,11 +127,11 @@ class Caller:
 
 def _caller(
     token: str | None, registry: str | None, target: str | None, tenant: str | None, user: str | None
-) -> Caller:
-    return Caller(token=token, registry=registry, target=target, tenant=tenant, user=user)
+) -> CommandCaller:
+    return CommandCaller(token=token, registry=registry, target=target, tenant=tenant, user=user)
 
 
-async def _with_client(caller: Caller, domain: str, action: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_client(caller: CommandCaller, domain: str, action: Callable[[Any], Awaitable[T]]) -> T:
     client = await caller.client(domain)
     try:
         return await action(client)
@@ -141,7 +141,7 @@ async def _with_client(caller: Caller, domain: str, action: Callable[[Any], Awai
         await client.close()
 
 
-async def _locate(caller: Caller, task_id: str, domain: str | None) -> tuple[str, task_pb2.Task]:
+async def _locate(caller: CommandCaller, task_id: str, domain: str | None) -> tuple[str, task_pb2.Task]:
     """The task's domain and the task (FULL view): from `domain`'s agent, or the first agent that has it."""
     domains = await caller.domains([domain] if domain else None)
 
@@ -520,7 +520,7 @@ def cancel(
 
 
 def _answer(
-    caller: Caller,
+    caller: CommandCaller,
     task_id: str,
     domain: str | None,
     *,

@@ -59,7 +59,7 @@ _SIDE_EFFECTS = {
 }
 
 
-class Usage(Exception):
+class BadUsage(Exception):
     """Bad command-line input: exit 2."""
 
 
@@ -83,7 +83,7 @@ def _run(
 
     try:
         return asyncio.run(main())
-    except Usage as exc:
+    except BadUsage as exc:
         raise usage_error(str(exc)) from None
     except AgentmeshError as exc:
         raise fail(exc, f"registry {registry_target(target)}") from None
@@ -147,7 +147,7 @@ def tool_row(tool: tool_pb2.ToolSpec) -> list[str]:
 
 def _compile(file: Path, include: list[Path]) -> descriptor_pb2.FileDescriptorSet:
     if not file.is_file():
-        raise Usage(f"{file}: no such file")
+        raise BadUsage(f"{file}: no such file")
     return compile_protos([file], include)
 
 
@@ -172,13 +172,13 @@ def _overrides(
     )
     if side_effect:
         if side_effect not in _SIDE_EFFECTS:
-            raise Usage(f"--side-effect must be one of {', '.join(_SIDE_EFFECTS)}")
+            raise BadUsage(f"--side-effect must be one of {', '.join(_SIDE_EFFECTS)}")
         spec.side_effect = _SIDE_EFFECTS[side_effect]
     if requires_approval:
         spec.requires_approval = True
     if timeout is not None:
         if timeout < 0:
-            raise Usage("--timeout must not be negative")
+            raise BadUsage("--timeout must not be negative")
         spec.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
     return spec
 
@@ -227,7 +227,7 @@ def register(
             timeout,
             endpoint or from_reflection,
         )
-    except Usage as exc:
+    except BadUsage as exc:
         raise usage_error(str(exc)) from None
 
     async def body(
@@ -241,11 +241,11 @@ def register(
             fds = _compile(file, include)
         methods = list(method) or tool_methods(fds)
         if not methods:
-            raise Usage(
+            raise BadUsage(
                 "no method carries the agentmesh.v1.tool option: name one with --method pkg.Svc/Method"
             )
         if len(methods) > 1 and (name or version):
-            raise Usage("--name/--version apply to one method: pick it with --method")
+            raise BadUsage("--name/--version apply to one method: pick it with --method")
         data = fds.SerializeToString()
         responses = []
         for full_name in methods:
@@ -402,7 +402,7 @@ def diff(
         fds = _compile(Path(first), include)
         methods = [method] if method else tool_methods(fds)
         if len(methods) != 1:
-            raise Usage(f"{first} has {len(methods)} tool methods: pick one with --method")
+            raise BadUsage(f"{first} has {len(methods)} tool methods: pick one with --method")
         candidate = tool_pb2.ToolSpec(
             file_descriptor_set=fds.SerializeToString(), method=methods[0], name=tool_name
         )

@@ -54,7 +54,7 @@ def agent_ports(slugs: Sequence[str]) -> dict[str, int]:
     return ports
 
 
-class Kind(enum.StrEnum):
+class ServiceKind(enum.StrEnum):
     REGISTRY = "registry"
     AGENT = "agent"
     TOOL = "tool"
@@ -68,7 +68,7 @@ class PlannedService:
     """One child process of the local mesh."""
 
     name: str
-    kind: Kind
+    kind: ServiceKind
     argv: Sequence[str]
     env: Mapping[str, str]
     grpc_port: int | None
@@ -88,7 +88,9 @@ class PlannedService:
     @property
     def url(self) -> str | None:
         """Where a person opens it (the console), else None."""
-        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+        return (
+            f"http://{self.http_target}/" if self.kind is ServiceKind.CONSOLE and self.http_target else None
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
     services = [
         PlannedService(
             name="registry",
-            kind=Kind.REGISTRY,
+            kind=ServiceKind.REGISTRY,
             argv=_serve("registry"),
             env={
                 **_base_env(options, "registry", mints=True),
@@ -188,7 +190,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
-                kind=Kind.TOOL,
+                kind=ServiceKind.TOOL,
                 argv=_serve("tool"),
                 env={
                     **_base_env(options, tool),
@@ -208,7 +210,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name="model",
-                kind=Kind.MODEL,
+                kind=ServiceKind.MODEL,
                 argv=_serve("model"),
                 env=env,
                 grpc_port=None,
@@ -220,7 +222,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name="console",
-                kind=Kind.CONSOLE,
+                kind=ServiceKind.CONSOLE,
                 argv=_serve("console"),
                 env={
                     **_base_env(options, "console"),
@@ -241,7 +243,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name=name,
-                kind=Kind.AGENT,
+                kind=ServiceKind.AGENT,
                 argv=_serve("agent"),
                 env={
                     **_base_env(options, domain, mints=True),

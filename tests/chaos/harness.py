@@ -38,9 +38,9 @@ from agentmesh.localmesh.devauth import SERVICE_SCOPES
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DOMAINS_DIR,
-    Kind,
     MeshOptions,
     PlannedService,
+    ServiceKind,
     build_plan,
     service_names,
 )
@@ -151,7 +151,7 @@ class ChaosMesh:
     def replicas(self, domain: str) -> list[str]:
         return [
             n
-            for n in self.mesh.names(Kind.AGENT)
+            for n in self.mesh.names(ServiceKind.AGENT)
             if n == f"agent-{domain}" or n.rsplit("-", 1)[0] == f"agent-{domain}"
         ]
 
@@ -439,9 +439,9 @@ async def chaos_mesh(
     plan: list[PlannedService] = []
     tool_ports: dict[str, int] = {}
     for service in build_plan(options):
-        if service.kind is Kind.AGENT and "registry" in proxies:
+        if service.kind is ServiceKind.AGENT and "registry" in proxies:
             service = _with_env(service, {"AGENTMESH_REGISTRY": proxies["registry"].address})
-        if service.kind is Kind.TOOL:
+        if service.kind is ServiceKind.TOOL:
             tool = service.name.removeprefix("tool-")
             service = _with_env(service, (tool_env or {}).get(tool, {}))
             assert service.grpc_port is not None
