@@ -29,7 +29,7 @@ from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import DEFAULT_REGISTRY, ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
-from agentmesh.kit.process import load_settings, run_process
+from agentmesh.kit.process import EXIT_CONFIG, load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
 from agentmesh.kit.streams import StreamSlots
@@ -250,17 +250,17 @@ def main() -> None:
         log.error(
             "AGENTMESH_DOMAIN_SPEC is required for an agent (the domain spec YAML, see docs/domain-spec.md)"
         )
-        raise SystemExit(2)
+        raise SystemExit(EXIT_CONFIG)
     try:
         spec = load_spec(settings.domain_spec)
     except SpecError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     try:
         model_target(settings, spec)  # fail fast on a missing model setting, before anything starts
     except ConfigError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     run_process(settings, f"agent-{spec.slug}", lambda: _serve(settings, spec))
 
 
@@ -270,5 +270,5 @@ async def _serve(settings: Settings, spec: DomainSpec) -> None:
         process = AgentProcess(settings, spec)
     except ConfigError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     await process.serve()

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
+from agentmesh.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, console, err_console, fail
 from agentmesh.cli.run import _FAILED, _check_domain, follow, model_of_step, print_outcome
 from agentmesh.kit.errors import AgentmeshError, NotFound
 from agentmesh.v1 import task_pb2
@@ -490,7 +490,7 @@ def watch(
     try:
         task = asyncio.run(go())
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _exit_for(task)
 
 
