@@ -66,3 +66,23 @@ async def test_the_scripted_model_runs_on_the_one_bootstrap() -> None:
             async with http.get(f"http://127.0.0.1:{server.port}/readyz") as ready:
                 # the model's own readiness answer (labelled scripted), not the kit's
                 assert ready.status == 200 and ready.headers["x-agentmesh-scripted"] == "boot"
+
+
+async def test_the_console_runs_on_the_one_bootstrap() -> None:
+    from agentmesh.console.server import console_host
+
+    host = console_host(local_settings(role=Role.CONSOLE, registry="127.0.0.1:1"))
+    await host.start()
+    try:
+        assert host.http_only and host.http_port
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{host.http_port}"
+            async with http.get(f"{base}/healthz") as health:
+                assert health.status == 200
+            async with http.get(f"{base}/signin") as signin:
+                assert signin.status == 200 and "csrf" in await signin.text()
+            async with http.get(f"{base}/tasks", allow_redirects=False) as tasks:
+                assert tasks.status == 303 and tasks.headers["location"] == "/signin"
+    finally:
+        await host.stop()
+    assert not host.is_serving()
