@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from google.protobuf import json_format
 
@@ -28,6 +27,7 @@ from examples._common import load
 from tests.chaos.drills import FULFILLMENT, STOCK, TRAINING, Figures, Workload
 from tests.chaos.harness import ChaosMesh, chaos_mesh
 from tests.chaos.proxy import CLEAN, Faults
+from tests.support.http import SessionClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
@@ -50,8 +50,8 @@ async def metric(mesh: ChaosMesh, process: str, name: str, **labels: str) -> flo
     """One sample of a Prometheus metric from the process's HTTP listener (0 when absent)."""
     port = mesh.mesh.planned(process).grpc_port
     assert port is not None
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"http://127.0.0.1:{port + HTTP_PORT_OFFSET}/metrics", timeout=5)).text
+    async with SessionClient(f"http://127.0.0.1:{port + HTTP_PORT_OFFSET}", timeout=5) as http:
+        text = (await http.get("/metrics")).text
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
