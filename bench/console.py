@@ -34,8 +34,8 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 from bench.common import ROOT
 from memory.connection import create_redis
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 from tests.support.agent_mesh import running_mesh
 from tests.support.console import TENANT, Identities, start_console
 from tests.support.http import SessionClient
