@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 import pytest_asyncio
 from a2a.client import Client, ClientConfig, ClientFactory
@@ -66,8 +66,11 @@ async def conformance(
         await mesh.start_agents([SPEC, RELAY])
         grpc_port = int(mesh.agents["conformance"].rsplit(":", 1)[1])
         base_url = f"http://127.0.0.1:{grpc_port + 1000}"
-        async with httpx.AsyncClient() as http:
-            card_json = (await http.get(f"{base_url}/.well-known/agent-card.json")).json()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{base_url}/.well-known/agent-card.json") as card,
+        ):
+            card_json = await card.json()
 
         def factory(streaming: bool) -> ClientFactory:
             return ClientFactory(
