@@ -177,9 +177,8 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
             async with asyncio.timeout(self._wait(context, FOLLOW_UP_WAIT_S)):
                 async for _ in self._follow(task, caller):
                     pass
-        return await self.handler.get_task(
-            agent_service_pb2.GetTaskRequest(task_id=task.task_id, view=task_pb2.TASK_VIEW_BASIC), caller
-        )
+        # The full view: the history shows the question asked and the answer given.
+        return await self.handler.get_task(agent_service_pb2.GetTaskRequest(task_id=task.task_id), caller)
 
     async def _follow_up(self, message: a2a.Message, caller: Caller) -> task_pb2.Task | None:
         """A message naming an existing task: resume it if it waits for input, refuse otherwise."""
@@ -224,6 +223,9 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
     ) -> a2a.ListTasksResponse:
         check_version(context)
         states, session_id = list_filter(request)
+        history = _history(request.history_length, request.HasField("history_length"))
+        # Steps (the full view) only when a history beyond the first message is shown.
+        view = task_pb2.TASK_VIEW_BASIC if history == 0 else task_pb2.TASK_VIEW_FULL
         with a2a_errors():
             page = await self.handler.list_tasks(
                 agent_service_pb2.ListTasksRequest(
@@ -231,11 +233,10 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                     page_token=request.page_token,
                     states=states,
                     session_id=session_id,
-                    view=task_pb2.TASK_VIEW_BASIC,
+                    view=view,
                 ),
                 _caller(),
             )
-        history = _history(request.history_length, request.HasField("history_length"))
         tasks = [task_to_a2a(task, history_length=history) for task in page.tasks]
         if not request.include_artifacts:
             for task in tasks:
