@@ -14,7 +14,9 @@ both protocols.
   that waits for input resumes it (blocking: answered once it settles again).
 - SendStreamingMessage / SubscribeToTask: the task, then its status and
   artifact updates from WatchTask (any replica), ending with a terminal or
-  interrupted state.
+  interrupted state. A new message's stream waits for the model's first turn:
+  a direct message reply streams that one Message instead (A2A: a stream that
+  starts with a Message ends after it).
 - Push notifications and the extended card are not offered (UNIMPLEMENTED),
   as the card says.
 - Errors: the A2A reasons with ErrorInfo domain `a2a-protocol.org` (task not
@@ -164,9 +166,10 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         caller = _caller()
         with a2a_errors(request.message.task_id):
             task = await self._follow_up(request.message, caller)
+            new = task is None
             if task is None:
                 task = await self.handler.submit_task(submit_request(request.message), caller)
-        async for response in self._follow(task, caller):
+        async for response in self._follow(task, caller, may_reply=new):
             yield response
 
     async def _settled(
@@ -269,18 +272,50 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         async for response in self._follow(task, caller):
             yield response
 
-    async def _follow(self, task: task_pb2.Task, caller: Caller) -> AsyncIterator[a2a.StreamResponse]:
-        """The task, then its updates until a terminal or interrupted state."""
-        yield a2a.StreamResponse(task=task_to_a2a(task))
-        if task_to_a2a(task).status.state in FINAL_STATES:
+    async def _follow(
+        self, task: task_pb2.Task, caller: Caller, *, may_reply: bool = False
+    ) -> AsyncIterator[a2a.StreamResponse]:
+        """The task, then its updates until a terminal or interrupted state.
+
+        `may_reply` (a new message's stream): the events wait for the model's first
+        turn. When it is a direct message reply, the stream is that one Message (A2A:
+        a stream that starts with a Message ends after it), as SendMessage answers;
+        anything else releases the held task events in order and the stream goes on.
+        """
+        held: list[a2a.StreamResponse] | None = [] if may_reply else None
+        replying = False
+        first = a2a.StreamResponse(task=task_to_a2a(task))
+        if held is None:
+            yield first
+        else:
+            held.append(first)
+        if first.task.status.state in FINAL_STATES:
+            for response in held or ():
+                yield response
             return
         watch = agent_service_pb2.WatchTaskRequest(task_id=task.task_id, after_event_id=task.last_event_id)
         async for event in self.handler.watch_task(watch, caller):
-            if event.WhichOneof("event") == "status_update" and event.status_update.final_answer:
+            kind = event.WhichOneof("event")
+            if kind == "status_update" and event.status_update.final_answer:
                 task.final_answer = event.status_update.final_answer
-            for response in stream_responses(event, task):
+            responses = list(stream_responses(event, task))
+            if held is not None:
+                turn = _model_turn(event)
+                replying = replying or turn == "message"
+                final = any(_is_final(r) for r in responses)
+                if replying and final and event.status_update.state == task_pb2.TASK_STATE_COMPLETED:
+                    yield a2a.StreamResponse(message=direct_reply(task))
+                    return
+                if kind != "artifact_update" and not final and (replying or turn is None):
+                    held.extend(responses)  # not decided yet
+                    continue
+                # Not a direct message reply: release what was held, in order.
+                for response in held:
+                    yield response
+                held = None
+            for response in responses:
                 yield response
-                if response.HasField("status_update") and response.status_update.status.state in FINAL_STATES:
+                if _is_final(response):
                     return
 
     # -- not offered ------------------------------------------------------------------------
@@ -313,6 +348,18 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         if remaining is None:
             return task_deadline_s + 5.0
         return max(0.05, remaining - self.response_margin_s)
+
+
+def _is_final(response: a2a.StreamResponse) -> bool:
+    return response.HasField("status_update") and response.status_update.status.state in FINAL_STATES
+
+
+def _model_turn(event: task_pb2.TaskEvent) -> str | None:
+    """How a finished model turn was meant (`message`, `task`, …); None for any other event."""
+    if event.WhichOneof("event") != "step_update" or not event.step_update.finished:
+        return None
+    step = event.step_update.step
+    return reply_of([step]) if step.kind == task_pb2.STEP_KIND_MODEL_CALL else None
 
 
 def _no_push() -> AgentmeshError:

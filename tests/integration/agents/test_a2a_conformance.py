@@ -232,6 +232,20 @@ async def test_message_response_is_a_message_and_keeps_a_task_record(conformance
     assert record.state == task_pb2.TASK_STATE_COMPLETED and record.final_answer == "Hello from TCK"
 
 
+async def test_a_streamed_message_response_is_one_message_event(conformance: Conformance) -> None:
+    # A2A v1.0: a stream whose first event is a Message ends after it (no task events).
+    msg = message("tck-message-response")
+    (event,) = await send(conformance.streaming, msg)
+    assert event.WhichOneof("payload") == "message", event
+    assert event.message.role == a2a.ROLE_AGENT and not event.message.task_id
+    assert [p.text for p in event.message.parts] == ["Hello from TCK"]
+    assert event.message.context_id == msg.context_id
+    # The short-lived task record stays, as for the blocking call.
+    listed = await conformance.native.ListTasks(pb.ListTasksRequest(session_id=msg.context_id))
+    (record,) = [t for t in listed.tasks if t.request_id == msg.message_id]
+    assert record.state == task_pb2.TASK_STATE_COMPLETED and record.final_answer == "Hello from TCK"
+
+
 async def test_input_required_then_a_follow_up_resumes_the_task(conformance: Conformance) -> None:
     first = message("tck-input-required")
     (response,) = await send(conformance.blocking, first)
