@@ -200,10 +200,10 @@ def history_of(task: task_pb2.Task) -> list[a2a.Message]:
     for step in task.steps:
         turn = _exchange_turn(step)
         if turn is not None:
-            role, text = turn
+            role, text, message_id = turn
             messages.append(
                 a2a.Message(
-                    message_id=f"{task.task_id}:step-{step.index}",
+                    message_id=message_id or f"{task.task_id}:step-{step.index}",
                     context_id=task.session_id,
                     task_id=task.task_id,
                     role=role,
@@ -215,8 +215,8 @@ def history_of(task: task_pb2.Task) -> list[a2a.Message]:
     return messages
 
 
-def _exchange_turn(step: task_pb2.Step) -> tuple[a2a.Role, str] | None:
-    """(role, text) of a step that is part of the conversation: a question asked, an answer given."""
+def _exchange_turn(step: task_pb2.Step) -> tuple[a2a.Role, str, str] | None:
+    """(role, text, message id if known) of a conversation step: a question asked, an answer given."""
     if step.kind not in (task_pb2.STEP_KIND_MODEL_CALL, task_pb2.STEP_KIND_USER_INPUT):
         return None
     try:
@@ -224,9 +224,9 @@ def _exchange_turn(step: task_pb2.Step) -> tuple[a2a.Role, str] | None:
     except ValueError:
         return None
     if step.kind == task_pb2.STEP_KIND_USER_INPUT:
-        return a2a.ROLE_USER, str(record.get("text", ""))
+        return a2a.ROLE_USER, str(record.get("text", "")), str(record.get("request_id", ""))
     if record.get("reply") == "input_required":
-        return a2a.ROLE_AGENT, str(record.get("content", ""))
+        return a2a.ROLE_AGENT, str(record.get("content", "")), ""
     return None
 
 

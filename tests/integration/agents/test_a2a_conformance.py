@@ -271,6 +271,7 @@ async def test_input_required_then_a_follow_up_resumes_the_task(conformance: Con
     ]
     assert conversation(again.history) == exchange
     assert again.history[0].message_id == first.message_id
+    assert again.history[2].message_id == follow_up.message_id  # the user's reply keeps its own id
     assert len({m.message_id for m in again.history}) == len(exchange)
     assert conversation(resumed.task.history) == exchange
     last_two = await conformance.blocking.get_task(a2a.GetTaskRequest(id=task.id, history_length=2))

@@ -111,7 +111,11 @@ def test_the_history_tells_an_input_required_exchange_in_order() -> None:
             model({"content": "", "tool_calls": [{"id": "c1", "name": "lookup"}]}, 0),
             task_pb2.Step(index=1, kind=task_pb2.STEP_KIND_TOOL_CALL, result_json='{"found": 1}'),
             model({"content": "For whom?", "tool_calls": [], "reply": "input_required"}, 2),
-            task_pb2.Step(index=3, kind=task_pb2.STEP_KIND_USER_INPUT, result_json='{"text": "Ada"}'),
+            task_pb2.Step(
+                index=3,
+                kind=task_pb2.STEP_KIND_USER_INPUT,
+                result_json='{"text": "Ada", "request_id": "m-2"}',
+            ),
             model({"content": "Booked for Ada", "tool_calls": []}, 4),
         ],
     )
@@ -123,7 +127,7 @@ def test_the_history_tells_an_input_required_exchange_in_order() -> None:
         (a2a.ROLE_AGENT, "Booked for Ada"),
     ]
     assert all(m.task_id == "t-2" and m.context_id == "ctx-2" for m in history)
-    assert len({m.message_id for m in history}) == 4
+    assert len({m.message_id for m in history}) == 4 and history[2].message_id == "m-2"
     assert [m.parts[0].text for m in task_to_a2a(task, history_length=3).history] == [
         "For whom?",
         "Ada",
