@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -38,7 +40,8 @@ from a2a.types import a2a_pb2_grpc
 from agentmesh.kit.net import free_port
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
-from bench.common import ROOT, SAMPLES, CURRENT, LoadResult, closed_loop, scaled, scaled_int
+from agents.client import AgentClient
+from bench.common import CURRENT, ROOT, SAMPLES, LoadResult, closed_loop, scaled, scaled_int
 from bench.summary import Row
 from tests.support.agent_mesh import running_mesh
 from tests.support.auth import bearer
@@ -50,10 +53,39 @@ ROUNDS = scaled_int(4, 1)
 ROUND_S = scaled(3.0, 1.0)
 IN_FLIGHT = (1, 32)
 ANSWER = "Hello from TCK"
-SERVERS = ("agentmesh", "reference, in memory", "reference, SQLite")
+SERVERS = ("agentmesh", "reference, in memory", "reference, SQLite", "agentmesh, native Run")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def send(stub: a2a_pb2_grpc.A2AServiceStub, metadata: list[tuple[str, str]]) -> Callable[[], Awaitable[object]]:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def counted(call: Callable[[], Awaitable[object]], count: list[int]) -> Callable[[], Awaitable[object]]:
+    async def wrapped() -> object:
+        count[0] += 1
+        return await call()
+
+    return wrapped
+
+
+def native(agent: AgentClient) -> Callable[[], Awaitable[object]]:
+    """The same task through the native API (Run) of the same agent: what the A2A adapter adds."""
+
+    async def call() -> object:
+        task = await agent.run("Hello")
+        if task.final_answer != ANSWER:
+            raise AssertionError(f"not completed with the answer: {task}")
+        return task
+
+    return call
+
+
+def send(
+    stub: a2a_pb2_grpc.A2AServiceStub, metadata: list[tuple[str, str]]
+) -> Callable[[], Awaitable[object]]:
     """One blocking SendMessage of a new task; checks it completed with the model's answer."""
     counter = itertools.count()
     prefix = f"tck-complete-task-{uuid.uuid4().hex[:8]}"
@@ -99,16 +131,24 @@ def reference(name: str, model_url: str, store: str, sqlite: Path) -> ServicePro
 
 def pooled(label: str, in_flight: int, parts: list[LoadResult]) -> LoadResult:
     latencies = [ms for part in parts for ms in part.latencies_ms]
-    result = LoadResult(label, in_flight, sum(p.calls for p in parts), sum(p.seconds for p in parts), latencies)
+    result = LoadResult(
+        label, in_flight, sum(p.calls for p in parts), sum(p.seconds for p in parts), latencies
+    )
     SAMPLES[f"{CURRENT[0]}: {label} @{in_flight}"] = latencies
     return result
 
 
-async def measure(targets: dict[str, str]) -> dict[tuple[str, int], LoadResult]:
+async def measure(
+    targets: dict[str, str], pids: dict[str, int], agent: AgentClient
+) -> tuple[dict[tuple[str, int], LoadResult], dict[tuple[str, int], float]]:
+    """Pooled closed-loop results and the server process's CPU ms per call, by (server, in flight)."""
     metadata = [*bearer(), ("a2a-version", "1.0")]
     channels = {name: grpc.aio.insecure_channel(target) for name, target in targets.items()}
     calls = {name: send(a2a_pb2_grpc.A2AServiceStub(channel), metadata) for name, channel in channels.items()}
+    calls["agentmesh, native Run"] = native(agent)
+    pids = {**pids, "agentmesh, native Run": pids["agentmesh"]}
     parts: dict[tuple[str, int], list[LoadResult]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     try:
         for call in calls.values():  # warm-up: connections, first task, SQLite schema
             for _ in range(5):
@@ -117,27 +157,42 @@ async def measure(targets: dict[str, str]) -> dict[tuple[str, int], LoadResult]:
             for in_flight in IN_FLIGHT:
                 order = list(calls) if index % 2 == 0 else list(reversed(calls))
                 for name in order:
+                    count = [0]
+                    before = cpu_s(pids[name])
                     result = await closed_loop(
-                        f"A2A SendMessage, {name}", calls[name], in_flight=in_flight, duration_s=ROUND_S,
+                        f"A2A SendMessage, {name}",
+                        counted(calls[name], count),
+                        in_flight=in_flight,
+                        duration_s=ROUND_S,
                         warmup_s=0.2,
+                    )
+                    cpu.setdefault((name, in_flight), []).append(
+                        (cpu_s(pids[name]) - before) * 1000 / count[0]
                     )
                     print(f"  round {index + 1}: {result.line()}", flush=True)
                     parts.setdefault((name, in_flight), []).append(result)
     finally:
         for channel in channels.values():
             await channel.close()
-    return {key: pooled(f"A2A SendMessage, {key[0]}", key[1], value) for key, value in parts.items()}
+    pooled_results = {
+        key: pooled(f"A2A SendMessage, {key[0]}", key[1], value) for key, value in parts.items()
+    }
+    return pooled_results, {key: statistics.median(values) for key, values in cpu.items()}
 
 
-def rows(results: dict[tuple[str, int], LoadResult]) -> list[Row]:
+def rows(results: dict[tuple[str, int], LoadResult], cpu: dict[tuple[str, int], float]) -> list[Row]:
     out: list[Row] = []
     for in_flight in IN_FLIGHT:
         mesh = results["agentmesh", in_flight]
         memory = results["reference, in memory", in_flight]
         sqlite = results["reference, SQLite", in_flight]
+        run = results["agentmesh, native Run", in_flight]
         latency = (
             f"p50/p99 ms: agentmesh {mesh.p50:.1f}/{mesh.p99:.1f}, in memory {memory.p50:.1f}/"
-            f"{memory.p99:.1f}, SQLite {sqlite.p50:.1f}/{sqlite.p99:.1f}"
+            f"{memory.p99:.1f}, SQLite {sqlite.p50:.1f}/{sqlite.p99:.1f}; native Run {run.rate:.0f}/s "
+            f"{run.p50:.1f}/{run.p99:.1f}; server CPU ms/call: agentmesh "
+            f"{cpu['agentmesh', in_flight]:.2f}, in memory {cpu['reference, in memory', in_flight]:.2f}, "
+            f"SQLite {cpu['reference, SQLite', in_flight]:.2f}"
         )
         out.append(
             Row(
@@ -201,20 +256,29 @@ async def run() -> list[Row]:
                     reference("a2a-reference-sqlite", mesh.model_url, "sqlite", Path(tmp) / "tasks.db"),
                 ]
                 await asyncio.gather(*(process.wait_serving(60) for process in references))
-                results = await measure(
-                    {
-                        "agentmesh": mesh.agents["a2abench"],
-                        "reference, in memory": references[0].target,
-                        "reference, SQLite": references[1].target,
-                    }
-                )
+                agent_pid = mesh.processes["agent-a2abench"].pid
+                assert agent_pid is not None and all(p.pid is not None for p in references)
+                async with AgentClient.connect(mesh.agents["a2abench"], metadata=bearer()) as agent:
+                    results, cpu = await measure(
+                        {
+                            "agentmesh": mesh.agents["a2abench"],
+                            "reference, in memory": references[0].target,
+                            "reference, SQLite": references[1].target,
+                        },
+                        {
+                            "agentmesh": agent_pid,
+                            "reference, in memory": references[0].pid or 0,
+                            "reference, SQLite": references[1].pid or 0,
+                        },
+                        agent,
+                    )
         finally:
             for process in references:
                 process.stop()
             redis.cleanup()
     for key in sorted(results, key=lambda k: (k[1], SERVERS.index(k[0]))):
-        print(results[key].line())
-    return rows(results)
+        print(f"{results[key].line()}  server CPU {cpu[key]:.2f} ms/call")
+    return rows(results, cpu)
 
 
 def main() -> list[Row]:

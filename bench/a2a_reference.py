@@ -95,9 +95,7 @@ def card(port: int) -> a2a.AgentCard:
 
 
 async def serve(port: int, model_url: str, store_kind: str, sqlite_path: str) -> None:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256), trust_env=False
-    ) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), trust_env=False) as http:
         handler = DefaultRequestHandler(
             agent_executor=ScriptedModelExecutor(http, model_url),
             task_store=await task_store(store_kind, sqlite_path),
