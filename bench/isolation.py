@@ -2,8 +2,8 @@
 
 Two domains, each with its own tool: A's one step calls `dummy_echo` on a dummy answering
 after 1.9 s (its declared timeout is 2 s); B's tasks make three `inventory_check` steps on a fast
-inventory tool, then
-answer (the scripted model picks the rules by the `x-agentmesh-domain` header). Domain A
+inventory tool, then answer (the scripted model picks the rules by the `x-agentmesh-domain`
+header). Domain A
 gets a backlog of tasks (more than all the workers can run in the round, so its slow
 calls occupy every slot it can get); meanwhile B runs a closed loop of tasks, each
 submitted (SubmitTask, the durable path the workers run) and followed to its end with
