@@ -149,9 +149,7 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         check_version(context)
         caller = _caller()
         config = request.configuration
-        history = _history(
-            config.history_length, config.HasField("history_length"), "configuration.history_length"
-        )
+        history = _history(config.history_length, config.HasField("history_length"))
         with a2a_errors(request.message.task_id):
             follow_up = await self._follow_up(request.message, caller)
             if follow_up is not None:
