@@ -54,7 +54,6 @@ A2A_DOMAIN = "a2a-protocol.org"
 A2A_SERVICE = a2a.DESCRIPTOR.services_by_name["A2AService"]
 VERSION_HEADER = "a2a-version"
 SUPPORTED_MAJOR = "1"
-MAX_PAGE_SIZE = 100  # ListTasks: the spec's page size range is 1-100
 TERMINAL = frozenset(
     {
         task_pb2.TASK_STATE_COMPLETED,
@@ -129,6 +128,9 @@ def _history(length: int, present: bool, field: str = "history_length") -> int |
     if present and length < 0:
         raise invalid_params(field, "must be 0 or more")
     return length if present else None
+
+
+MAX_PAGE_SIZE = 100  # ListTasks: the spec's page size range is 1-100
 
 
 def check_list(request: a2a.ListTasksRequest) -> None:
