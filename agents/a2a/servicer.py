@@ -35,7 +35,14 @@ from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc
 
 from agentmesh.kit.auth import MethodRule, current_principal
-from agentmesh.kit.errors import AgentmeshError, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from agentmesh.kit.errors import (
+    AgentmeshError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.a2a.mapping import (
     FINAL_STATES,
@@ -119,8 +126,25 @@ def _caller() -> Caller:
     return resolve_caller(current_principal())
 
 
-def _history(length: int, present: bool) -> int | None:
+def invalid_params(field: str, description: str) -> AgentmeshError:
+    error = a2a_error(InvalidArgument, f"invalid A2A request: {field} {description}", "INVALID_PARAMS")
+    error.violations = (FieldViolation(field, description),)
+    return error
+
+
+def _history(length: int, present: bool, field: str = "history_length") -> int | None:
+    """The history length asked for (None: all of it); a negative one is refused, as the spec says."""
+    if present and length < 0:
+        raise invalid_params(field, "must be 0 or more")
     return length if present else None
+
+
+MAX_PAGE_SIZE = 100  # ListTasks: the spec's page size range is 1-100
+
+
+def check_list(request: a2a.ListTasksRequest) -> None:
+    if request.HasField("page_size") and not 1 <= request.page_size <= MAX_PAGE_SIZE:
+        raise invalid_params("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
 
 
 class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
@@ -213,18 +237,19 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
 
     async def GetTask(self, request: a2a.GetTaskRequest, context: grpc.aio.ServicerContext) -> a2a.Task:
         check_version(context)
+        history = _history(request.history_length, request.HasField("history_length"))
         with a2a_errors(request.id):
             task = await self.handler.get_task(
                 agent_service_pb2.GetTaskRequest(task_id=request.id), _caller()
             )
-        return task_to_a2a(
-            task, history_length=_history(request.history_length, request.HasField("history_length"))
-        )
+        return task_to_a2a(task, history_length=history)
 
     async def ListTasks(
         self, request: a2a.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> a2a.ListTasksResponse:
         check_version(context)
+        check_list(request)
+        history = _history(request.history_length, request.HasField("history_length"))
         states, session_id = list_filter(request)
         history = _history(request.history_length, request.HasField("history_length"))
         # Steps (the full view) only when a history beyond the first message is shown.
