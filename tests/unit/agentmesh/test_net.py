@@ -22,4 +22,3 @@ def test_no_port_or_partner_is_handed_out_twice() -> None:
         seen += [port, port + 1000]
     seen += [free_port() for _ in range(100)]
     assert len(seen) == len(set(seen))
-
