@@ -33,7 +33,7 @@ import grpc
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import HTTP_PORT_OFFSET
 from agentmesh.kit.errors import AgentmeshError, ResourceExhausted, Unavailable
-from agentmesh.kit.net import free_port_with_partner
+from agentmesh.kit.net import free_port_with_partner, port_bindable
 from agentmesh.localmesh.devauth import SERVICE_SCOPES
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
@@ -402,6 +402,7 @@ async def chaos_mesh(
         redis = redis or EmbeddedRedis(appendonly=True, appendfsync="everysec", data_dir=state_dir / "valkey")
         if redis.port == 0:
             redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
+            await _start_redis(redis)
         redis_url = redis.url
     if redis is None:  # a Redis of the test's own (Sentinel, Cluster): used as it is
         assert "redis" not in proxied, "a proxy sits in front of one plain server only"
@@ -463,6 +464,21 @@ async def chaos_mesh(
 
 # How often chaos_mesh picks new ports when a service could not bind the one it was given.
 START_ATTEMPTS = 3
+
+
+async def _start_redis(redis: EmbeddedRedis) -> None:
+    """Start valkey on the port the harness picked; a new port when someone took that one first."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            await asyncio.to_thread(redis.start)
+            return
+        except RuntimeError as exc:
+            if attempt == START_ATTEMPTS or port_bindable(redis.host, redis.port):
+                raise
+            print(f"chaos mesh: a port was taken before valkey bound it; new port ({exc})")
+            redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
+
+
 _BIND_FAILURES = ("address already in use", "could not bind", "errno 98", "failed to bind")
 
 
