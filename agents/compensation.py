@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmesh.v1 import task_pb2
+from agents.actions import ToolInvocation, ToolOffer
 from agents.caller import Caller, caller_of_task
-from agents.machine import ToolInvocation, ToolOffer
 from agents.model.types import ToolCall
 from agents.observations import ToolObservation, observation
 from agents.runner import ToolGateway

@@ -16,20 +16,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
+from agents.actions import Pricing, RunOutcome, TaskInput, free, render_input
 from agents.caller import caller_of_task
 from agents.compensation import Compensator, Failure, failure_of
 from agents.limits import Budget, LimitReached
-from agents.machine import Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
+from agents.machine import AGENT_REFUSED, RunMachine
 from agents.model.types import ChatModel
 from agents.runner import CONTINUE, ToolBox, Verdict, drive
 from agents.session_context import SessionContext
 from agents.spec import DomainSpec
-from memory.tasks.execution import Canceled, Checkpointer, Completed, Failed, InputRequired, TaskOutcome
+from memory.tasks.execution import (
+    Canceled,
+    Checkpointer,
+    Completed,
+    Failed,
+    InputRequired,
+    Rejected,
+    TaskOutcome,
+)
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 
 log = logging.getLogger(__name__)
@@ -92,9 +102,14 @@ class CheckpointJournal:
         self._recorder: asyncio.Task[None] | None = None
         self._exhausted: LimitReached | None = None
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
+    async def checkpoint(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage,
+        artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+    ) -> Verdict:
         self._enqueue(step_usage(step, self.model))
-        canceled = await self.checkpoint_.save(step, usage=usage)
+        canceled = await self.checkpoint_.save(step, usage=usage, artifacts=artifacts)
         exhausted, self._exhausted = self._exhausted, None
         if not canceled and exhausted is None:
             return CONTINUE
@@ -132,6 +147,19 @@ class CheckpointJournal:
                 )
 
 
+# A request id the model may see as a header (the scripted model's `header` condition matches it;
+# A2A's message id is the task's request id): printable, no separators that could split a header.
+_HEADER_SAFE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def model_headers(domain: str, task: task_pb2.Task) -> dict[str, str]:
+    """The headers of the task's model requests: its domain, and its request id when header-safe."""
+    headers = {"x-agentmesh-domain": domain}
+    if _HEADER_SAFE.match(task.request_id):
+        headers["x-agentmesh-request-id"] = task.request_id
+    return headers
+
+
 def task_outcome(outcome: RunOutcome, usage: task_pb2.Usage) -> TaskOutcome:
     if outcome.state == task_pb2.TASK_STATE_COMPLETED:
         return Completed(final_answer=outcome.final_answer, usage=usage, message=outcome.message)
@@ -144,6 +172,11 @@ def task_outcome(outcome: RunOutcome, usage: task_pb2.Usage) -> TaskOutcome:
         )
     if outcome.state == task_pb2.TASK_STATE_CANCELED:
         return Canceled(message=outcome.message)
+    refused = outcome.error is not None and outcome.error.reason == AGENT_REFUSED
+    if outcome.state == task_pb2.TASK_STATE_REJECTED and outcome.error is not None and refused:
+        return Rejected(
+            stop_reason=outcome.stop_reason, error=outcome.error, message=outcome.message, usage=usage
+        )
     # FAILED, and REJECTED by the sanitizer (the record exists already: it fails with POLICY_DENIED).
     error = outcome.error or task_pb2.TaskError(reason="INTERNAL", message=outcome.message)
     return Failed(stop_reason=outcome.stop_reason, error=error, message=outcome.message, usage=usage)
@@ -202,7 +235,7 @@ class TaskExecutor:
             offers,
             model_name=self.model.model_name,
             pricing=self.pricing,
-            headers={"x-agentmesh-domain": self.spec.slug},
+            headers=model_headers(self.spec.slug, task),
         )
         resumption = checkpoint.resumption
         machine.replay(checkpoint.steps, pending=resumption.action if resumption is not None else None)
@@ -215,6 +248,15 @@ class TaskExecutor:
                 resumption.action.action_id,
                 approve=decision.approve,
                 reason=decision.reason,
+                now=self.clock(),
+            )
+        elif resumption is not None and resumption.request.HasField("input"):
+            parts = resumption.request.input.parts
+            text = "\n".join(p.text for p in parts if p.WhichOneof("kind") == "text")
+            others = [p for p in parts if p.WhichOneof("kind") != "text"]
+            machine.answer(
+                resumption.action.action_id,
+                render_input(text, others) if others else text,
                 now=self.clock(),
             )
         journal = CheckpointJournal(

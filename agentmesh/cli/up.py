@@ -127,7 +127,9 @@ def up(
         DEMO_SCRIPT, "--model-script", help="Script of the scripted model server (ignored with a model URL)."
     ),
     agent_specs: list[Path] = typer.Option(
-        None, "--agent", help="Domain spec to serve (repeatable; default: refunds, fulfillment, training)."
+        None,
+        "--agent",
+        help="Domain spec to serve (repeatable; default: refunds, fulfillment, training, conformance).",
     ),
     tools: list[str] = typer.Option(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."

@@ -32,9 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
 DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
 # What `agentmesh up` runs by default: the example tools of the example stories (the training
-# dummy last) and the demo domains.
+# dummy last), the demo domains and the A2A conformance agent (no tools; any A2A client can run
+# the conformance scenarios against it).
 DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
-DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
+DEFAULT_AGENTS = ("refunds", "fulfillment", "training", "conformance")
 
 
 def default_agents() -> list[tuple[str, Path]]:

@@ -155,6 +155,16 @@ def agent_message(task: task_pb2.Task, text: str) -> a2a.Message:
     )
 
 
+def direct_reply(task: task_pb2.Task) -> a2a.Message:
+    """The model's direct message reply: a message, not a task (no task id)."""
+    return a2a.Message(
+        message_id=f"{task.task_id}:reply",
+        context_id=task.session_id,
+        role=a2a.ROLE_AGENT,
+        parts=[a2a.Part(text=task.final_answer)],
+    )
+
+
 def status_of(task: task_pb2.Task) -> a2a.TaskStatus:
     status = a2a.TaskStatus(state=STATE_TO_A2A.get(task.state, a2a.TASK_STATE_UNSPECIFIED))
     text = (

@@ -8,8 +8,10 @@ both protocols.
 
 - SendMessage: a new message is a SubmitTask keyed by its message id; blocking
   (the default) runs it inline like `Run` and answers with the task as it
-  stands at the deadline; `return_immediately` answers at once (SUBMITTED). A
-  message naming a task that waits for input resumes it.
+  stands at the deadline (or with a message when the model replied with a
+  direct message; the task record stays, short-lived, as for Run);
+  `return_immediately` answers at once (SUBMITTED). A message naming a task
+  that waits for input resumes it (blocking: answered once it settles again).
 - SendStreamingMessage / SubscribeToTask: the task, then its status and
   artifact updates from WatchTask (any replica), ending with a terminal or
   interrupted state.
@@ -22,6 +24,7 @@ both protocols.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -34,6 +37,7 @@ from agentmesh.kit.errors import AgentmeshError, FailedPrecondition, InvalidArgu
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.a2a.mapping import (
     FINAL_STATES,
+    direct_reply,
     list_filter,
     part_from_a2a,
     stream_responses,
@@ -42,11 +46,14 @@ from agents.a2a.mapping import (
 )
 from agents.caller import Caller, resolve_caller
 from agents.handler import AgentHandler
+from agents.machine import reply_of
 
 A2A_DOMAIN = "a2a-protocol.org"
 A2A_SERVICE = a2a.DESCRIPTOR.services_by_name["A2AService"]
 VERSION_HEADER = "a2a-version"
 SUPPORTED_MAJOR = "1"
+# How long a blocking follow-up message waits for the resumed task without a caller deadline.
+FOLLOW_UP_WAIT_S = 60.0
 TERMINAL = frozenset(
     {
         task_pb2.TASK_STATE_COMPLETED,
@@ -131,6 +138,8 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         with a2a_errors(request.message.task_id):
             follow_up = await self._follow_up(request.message, caller)
             if follow_up is not None:
+                if not config.return_immediately:  # blocking: the resumed task as it settles
+                    follow_up = await self._settled(follow_up, caller, context)
                 return a2a.SendMessageResponse(task=task_to_a2a(follow_up, history_length=history))
             submit = submit_request(request.message)
             if config.return_immediately:
@@ -143,6 +152,9 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                     request_id=submit.request_id,
                 )
                 task = await self.handler.run(run, caller, wait_s=lambda budget: self._wait(context, budget))
+                if task.state == task_pb2.TASK_STATE_COMPLETED and reply_of(task.steps) == "message":
+                    # The model answered with a message, not a task (the record stays, as for Run).
+                    return a2a.SendMessageResponse(message=direct_reply(task))
         return a2a.SendMessageResponse(task=task_to_a2a(task, history_length=history))
 
     async def SendStreamingMessage(
@@ -156,6 +168,18 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                 task = await self.handler.submit_task(submit_request(request.message), caller)
         async for response in self._follow(task, caller):
             yield response
+
+    async def _settled(
+        self, task: task_pb2.Task, caller: Caller, context: grpc.aio.ServicerContext
+    ) -> task_pb2.Task:
+        """The task once it ends or is interrupted, or as it stands when the caller's deadline nears."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._wait(context, FOLLOW_UP_WAIT_S)):
+                async for _ in self._follow(task, caller):
+                    pass
+        return await self.handler.get_task(
+            agent_service_pb2.GetTaskRequest(task_id=task.task_id, view=task_pb2.TASK_VIEW_BASIC), caller
+        )
 
     async def _follow_up(self, message: a2a.Message, caller: Caller) -> task_pb2.Task | None:
         """A message naming an existing task: resume it if it waits for input, refuse otherwise."""

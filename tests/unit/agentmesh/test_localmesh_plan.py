@@ -77,8 +77,10 @@ def test_the_default_mesh_serves_the_demo_domains_and_every_example_tool() -> No
         "agent-refunds",
         "agent-fulfillment",
         "agent-training",
+        "agent-conformance",
     }
-    for slug in ("refunds", "fulfillment", "training"):
+    assert plan["agent-conformance"].grpc_port == 50063  # its row of the port table
+    for slug in ("refunds", "fulfillment", "training", "conformance"):
         assert Path(plan[f"agent-{slug}"].env["AGENTMESH_DOMAIN_SPEC"]).is_file()
     # The example tools' standalone ports (examples/_common.py) are the mesh's ports.
     assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == TOOL_PORTS

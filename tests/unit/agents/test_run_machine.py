@@ -8,19 +8,18 @@ from typing import Any
 import pytest
 
 from agentmesh.v1 import task_pb2
-from agents.executor import merge_usage
-from agents.limits import Budget
-from agents.machine import (
+from agents.actions import (
     Finished,
     ModelCall,
-    RunMachine,
     StaleAction,
     TaskInput,
     ToolInvocation,
     ToolOffer,
-    parse_intent,
     render_input,
 )
+from agents.executor import merge_usage
+from agents.limits import Budget
+from agents.machine import RunMachine
 from agents.model.types import (
     ChatRole,
     MalformedResponse,
@@ -32,6 +31,7 @@ from agents.model.types import (
 )
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation, Violation
+from agents.sanitizer import parse_intent
 from agents.spec import DomainSpec, parse_spec
 
 NOW = 1_700_000_000.0
