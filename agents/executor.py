@@ -258,6 +258,7 @@ class TaskExecutor:
                 resumption.action.action_id,
                 render_input(text, others) if others else text,
                 now=self.clock(),
+                request_id=resumption.request.request_id,
             )
         journal = CheckpointJournal(
             checkpoint,

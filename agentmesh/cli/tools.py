@@ -28,7 +28,7 @@ from agentmesh.cli.common import (
     print_id_table,
     usage_error,
 )
-from agentmesh.cli.profile_file import resolve_registry
+from agentmesh.cli.profile_file import resolve_registry, resolve_token
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.errors import AgentmeshError, from_rpc_error
 from agentmesh.v1 import tool_options_pb2, tool_pb2, tool_registry_service_pb2_grpc
@@ -68,16 +68,41 @@ def registry_target(option: str | None) -> str:
     return resolve_registry(option)
 
 
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Every registry call carries the caller's token (the registry verifies it: auth is on)."""
+
+    def __init__(self, token: str) -> None:
+        from agents.client import caller_metadata
+
+        self.metadata = caller_metadata(token=token)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        for key, value in self.metadata:
+            if key not in metadata:
+                metadata.add(key, value)
+        return await continuation(details._replace(metadata=metadata), request)
+
+
 def _run(
-    target: str | None, body: Callable[[tool_registry_service_pb2_grpc.ToolRegistryServiceStub], Awaitable[T]]
+    target: str | None,
+    body: Callable[[tool_registry_service_pb2_grpc.ToolRegistryServiceStub], Awaitable[T]],
+    *,
+    token: str | None = None,
 ) -> T:
+    """`body` against the registry, its calls carrying --token / AGENTMESH_TOKEN / the profile's token."""
+
     async def main() -> T:
         options = [
             ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
         ]
+        bearer = resolve_token(token)
         async with create_channel(
-            registry_target(target), control_plane=True, extra_options=options
+            registry_target(target),
+            control_plane=True,
+            extra_options=options,
+            interceptors=(_Bearer(bearer),) if bearer else (),
         ) as channel:
             return await body(tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel))
 
@@ -447,23 +472,46 @@ def deprecate(
 def bind(
     name: str = typer.Argument(..., help="Tool name."),
     version: str = typer.Argument(..., help="Exact version."),
-    endpoint: str = typer.Argument("", help="HOST:PORT or a gRPC target; empty clears the binding."),
+    endpoint: str | None = typer.Argument(
+        None,
+        help="HOST:PORT or a gRPC target; empty clears the binding "
+        "(omitted with --transfer-to: the current endpoint stays).",
+    ),
+    transfer_to: str = typer.Option(
+        "",
+        "--transfer-to",
+        help="Give the tool name to another owner (a token subject such as `service:billing`); "
+        "needs a token holding registry:admin.",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token (default: AGENTMESH_TOKEN, then the CLI profile)."
+    ),
     registry: str | None = RegistryOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Set or clear the endpoint of a tool version."""
+    """Set or clear the endpoint of a tool version, or transfer the tool's name to another owner."""
 
     async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> tool_pb2.ToolSpec:
-        request = rs.BindToolEndpointRequest(name=name, version=version, endpoint=endpoint)
+        target = endpoint
+        if target is None and transfer_to:
+            current = await stub.GetTool(
+                rs.GetToolRequest(name=name, version=version, view=tool_pb2.TOOL_VIEW_BASIC)
+            )
+            target = current.endpoint
+        request = rs.BindToolEndpointRequest(
+            name=name, version=version, endpoint=target or "", transfer_to=transfer_to
+        )
         return await stub.BindToolEndpoint(request)  # type: ignore[no-any-return]
 
-    tool = _run(registry, body)
+    tool = _run(registry, body, token=token)
     if as_json:
         _print_json(_dict(tool))
     else:
         console.print(
             f"bound {escape(tool.name)} {escape(tool.version)} -> {escape(tool.endpoint or '(none)')}"
         )
+        if transfer_to:
+            console.print(f"transferred {escape(tool.name)} to {escape(transfer_to)}")
 
 
 # -- agents --------------------------------------------------------------------------------
