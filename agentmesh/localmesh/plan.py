@@ -260,7 +260,24 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 tier=2,
             )
         )
+    _check_ports(services, options)
     return services
+
+
+def _check_ports(services: Sequence[PlannedService], options: MeshOptions) -> None:
+    """Every port of the plan (gRPC, HTTP side listener, Redis) belongs to one service only: too many
+    replicas would walk their ports into the tools' (agents 5006x, tools from 50071)."""
+    owner: dict[int, str] = {} if options.redis_url else {options.redis_port: "redis"}
+    clashes = []
+    for service in services:
+        for port in (service.grpc_port, service.http_port):
+            if port is None:
+                continue
+            if port in owner and owner[port] != service.name:
+                clashes.append(f"{service.name} and {owner[port]} on {port}")
+            owner.setdefault(port, service.name)
+    if clashes:
+        raise ValueError(f"the local port table has no room for this plan: {'; '.join(clashes)}")
 
 
 def agent_process_name(domain: str, replica: int, replicas: int) -> str:

@@ -127,6 +127,18 @@ def test_explicit_ports_replace_the_local_port_rules() -> None:
     assert plan["agent-fulfillment"].grpc_port == 50562  # not named: the rules (plus the offset)
 
 
+def test_replicas_that_would_take_the_tools_ports_are_refused() -> None:
+    # Three domains: the replicas after the first take 50065... and reach the tools' 50071 at 4 each.
+    three = [*_options().agents, ("training", Path("training.yaml"))]
+    fits = build_plan(_options(agents=three, replicas={d: 3 for d, _ in three}))
+    ports = ports_in_use(fits)
+    assert (
+        len(ports) == len(set(ports)) and max(s.grpc_port or 0 for s in fits if s.kind is Kind.AGENT) < 50071
+    )
+    with pytest.raises(ValueError, match=r"no room for this plan: agent-training-2 and tool-crm on 50071;"):
+        build_plan(_options(agents=three, replicas={d: 4 for d, _ in three}))
+
+
 def test_a_domain_without_replicas_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one replica"):
         build_plan(_options(replicas={"refunds": 0}))
