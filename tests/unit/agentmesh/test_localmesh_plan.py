@@ -133,7 +133,8 @@ def test_replicas_that_would_take_the_tools_ports_are_refused() -> None:
     fits = build_plan(_options(agents=three, replicas={d: 3 for d, _ in three}))
     ports = ports_in_use(fits)
     assert (
-        len(ports) == len(set(ports)) and max(s.grpc_port or 0 for s in fits if s.kind is Kind.AGENT) < 50071
+        len(ports) == len(set(ports))
+        and max(s.grpc_port or 0 for s in fits if s.kind is ServiceKind.AGENT) < 50071
     )
     with pytest.raises(ValueError, match=r"no room for this plan: agent-training-2 and tool-crm on 50071;"):
         build_plan(_options(agents=three, replicas={d: 4 for d, _ in three}))
