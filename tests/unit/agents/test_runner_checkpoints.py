@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from agentmesh.v1 import task_pb2
+from agents.actions import ToolInvocation
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.machine import ToolInvocation
 from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation
@@ -62,7 +63,9 @@ class GatedJournal:
         self.opened = asyncio.Event()
         self.verdict: Verdict = CONTINUE
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
+    async def checkpoint(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> Verdict:
         await self.opened.wait()
         self.saved.append(step.index)
         return self.verdict
