@@ -205,7 +205,9 @@ class RecordingJournal:
         self.gate = gate
         self.cancelled = False
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
+    async def checkpoint(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> Verdict:
         if self.fail_with is not None:
             raise self.fail_with
         if self.gate is not None:
