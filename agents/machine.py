@@ -315,8 +315,12 @@ class RunMachine:
             )
             self._record_tool_step(call, offer, result, now, 0.0, announce=True)
 
-    def answer(self, action_id: str, text: str, *, now: float) -> None:
-        """The caller's answer to the model's question (ResumeTask with input); the task continues."""
+    def answer(self, action_id: str, text: str, *, now: float, request_id: str = "") -> None:
+        """The caller's answer to the model's question (ResumeTask with input); the task continues.
+
+        `request_id` (the ResumeTask's; over A2A the follow-up message's id) is kept with the
+        step, so the task's A2A history names the user's message by its own id.
+        """
         parked = self._parked
         if (
             parked is None
@@ -330,7 +334,9 @@ class RunMachine:
             task_pb2.Step(
                 kind=task_pb2.STEP_KIND_USER_INPUT,
                 summary=f"the caller answered: {text}"[:200],
-                result_json=json.dumps({"text": text}, ensure_ascii=False),
+                result_json=json.dumps(
+                    {"text": text, **({"request_id": request_id} if request_id else {})}, ensure_ascii=False
+                ),
             ),
             now,
             0.0,

@@ -20,6 +20,7 @@ from rich.text import Text
 # Re-exported: the commands import the exit codes from here.
 from agentmesh.cli.exits import EXIT_CODES_HELP as EXIT_CODES_HELP
 from agentmesh.cli.exits import EXIT_FAILED as EXIT_FAILED
+from agentmesh.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from agentmesh.cli.exits import EXIT_OK as EXIT_OK
 from agentmesh.cli.exits import EXIT_UNREACHABLE as EXIT_UNREACHABLE
 from agentmesh.cli.exits import EXIT_USAGE as EXIT_USAGE

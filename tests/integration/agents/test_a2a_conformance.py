@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 import pytest_asyncio
 from a2a.client import Client, ClientConfig, ClientFactory
@@ -66,8 +66,11 @@ async def conformance(
         await mesh.start_agents([SPEC, RELAY])
         grpc_port = int(mesh.agents["conformance"].rsplit(":", 1)[1])
         base_url = f"http://127.0.0.1:{grpc_port + 1000}"
-        async with httpx.AsyncClient() as http:
-            card_json = (await http.get(f"{base_url}/.well-known/agent-card.json")).json()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{base_url}/.well-known/agent-card.json") as card,
+        ):
+            card_json = await card.json()
 
         def factory(streaming: bool) -> ClientFactory:
             return ClientFactory(
@@ -123,6 +126,10 @@ async def blocking_task(c: Conformance, scenario: str) -> a2a.Task:
     (response,) = await send(c.blocking, message(scenario))
     assert response.HasField("task"), response
     return response.task
+
+
+def conversation(history: Iterable[a2a.Message]) -> list[tuple[int, str]]:
+    return [(m.role, "".join(p.text for p in m.parts)) for m in history]
 
 
 def text_of(status: a2a.TaskStatus) -> str:
@@ -228,6 +235,20 @@ async def test_message_response_is_a_message_and_keeps_a_task_record(conformance
     assert record.state == task_pb2.TASK_STATE_COMPLETED and record.final_answer == "Hello from TCK"
 
 
+async def test_a_streamed_message_response_is_one_message_event(conformance: Conformance) -> None:
+    # A2A v1.0: a stream whose first event is a Message ends after it (no task events).
+    msg = message("tck-message-response")
+    (event,) = await send(conformance.streaming, msg)
+    assert event.WhichOneof("payload") == "message", event
+    assert event.message.role == a2a.ROLE_AGENT and not event.message.task_id
+    assert [p.text for p in event.message.parts] == ["Hello from TCK"]
+    assert event.message.context_id == msg.context_id
+    # The short-lived task record stays, as for the blocking call.
+    listed = await conformance.native.ListTasks(pb.ListTasksRequest(session_id=msg.context_id))
+    (record,) = [t for t in listed.tasks if t.request_id == msg.message_id]
+    assert record.state == task_pb2.TASK_STATE_COMPLETED and record.final_answer == "Hello from TCK"
+
+
 async def test_input_required_then_a_follow_up_resumes_the_task(conformance: Conformance) -> None:
     first = message("tck-input-required")
     (response,) = await send(conformance.blocking, first)
@@ -243,6 +264,26 @@ async def test_input_required_then_a_follow_up_resumes_the_task(conformance: Con
     # GetTask agrees.
     again = await conformance.blocking.get_task(a2a.GetTaskRequest(id=task.id))
     assert again.status.state == a2a.TASK_STATE_COMPLETED
+    # The history tells the whole exchange in order, from the stored steps: the question the agent
+    # asked and the user's reply sit between the first message and the answer.
+    exchange = [
+        (a2a.ROLE_USER, "Hello"),
+        (a2a.ROLE_AGENT, "Please provide more input."),
+        (a2a.ROLE_USER, "Ada"),
+        (a2a.ROLE_AGENT, "Thank you: Ada"),
+    ]
+    assert conversation(again.history) == exchange
+    assert again.history[0].message_id == first.message_id
+    assert again.history[2].message_id == follow_up.message_id  # the user's reply keeps its own id
+    assert len({m.message_id for m in again.history}) == len(exchange)
+    assert conversation(resumed.task.history) == exchange
+    last_two = await conformance.blocking.get_task(a2a.GetTaskRequest(id=task.id, history_length=2))
+    assert conversation(last_two.history) == exchange[-2:]
+    # While it waited, the question was already the last message.
+    assert conversation(task.history) == exchange[:2]
+    listed = await conformance.blocking.list_tasks(a2a.ListTasksRequest(context_id=first.context_id))
+    (row,) = [t for t in listed.tasks if t.id == task.id]
+    assert conversation(row.history) == exchange
 
 
 async def test_reject_task(conformance: Conformance) -> None:

@@ -594,9 +594,10 @@ def test_replay_of_malformed_answers_keeps_the_streak_and_the_correction() -> No
 
 
 def test_usage_of_consecutive_steps_merges_without_mixing_tools() -> None:
+    from memory.prices import Cost
     from memory.usage import StepUsage
 
-    model_step = StepUsage.model_call("m", 10, 5)
+    model_step = StepUsage.model_call(10, 5, Cost(1500, priced=True))
     tool_step = StepUsage.tool_call("inventory_check", attempts=2)
     merged = merge_usage(model_step, tool_step)
     assert merged is not None and (
@@ -604,10 +605,12 @@ def test_usage_of_consecutive_steps_merges_without_mixing_tools() -> None:
         merged.iterations,
         merged.tool_calls,
         merged.tool,
+        merged.cost_nusd,
     ) == (
         10,
         1,
         2,
         "inventory_check",
+        1500,
     )
     assert merge_usage(tool_step, StepUsage.tool_call("email_send")) is None
