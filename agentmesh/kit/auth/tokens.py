@@ -211,6 +211,8 @@ class TokenVerifier:
         if algorithm not in key.algorithms:
             raise _refuse(f"the token's algorithm {str(algorithm)[:16]!r} is not allowed", why="algorithm")
         principal = self._decode(token, key.key.key, algorithm, accepted)
+        if principal.approval is not None or principal.step is not None:
+            return principal  # bound to one task step: presented once, caching it only holds memory
         self._cache[cache_key] = principal
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
