@@ -158,6 +158,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         writer.check(await self.store.owner(owner_field), what)
         return writer
 
+    def _evict(self, name: str, written: Sequence[tool_pb2.ToolSpec]) -> None:
+        """Read-your-writes on this replica: the cache forgets a name this replica just changed."""
+        if written:
+            self.cache.evict(name, max(spec.revision for spec in written))
+
     # -- cached reads ------------------------------------------------------------
 
     async def _versions(
@@ -288,6 +293,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                 )
             try:
                 stored = await self.store.create_tool(spec, candidate.schema_bytes, writer=writer)
+                self.cache.evict(spec.name, stored.revision)
             except VersionTaken:
                 continue
             log.info(
@@ -364,7 +370,9 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             spec.endpoint = endpoint
             return tool_pb2.CHANGE_KIND_ENDPOINT_CHANGED
 
-        return await self.store.update_tools(name, [version], mutate, writer=writer)
+        updated = await self.store.update_tools(name, [version], mutate, writer=writer)
+        self._evict(name, updated)
+        return updated
 
     # -- GetTool -------------------------------------------------------------------
 
@@ -611,6 +619,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return tool_pb2.CHANGE_KIND_TOOL_DEPRECATED
 
         updated = await self.store.update_tools(request.name, targets, mutate, writer=writer)
+        self._evict(request.name, updated)
         return max(updated, key=lambda s: semver.sort_key(s.version))
 
     # -- CheckCompatibility ------------------------------------------------------------
@@ -699,6 +708,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         violations.raise_if_any("invalid agent card")
         writer = await self._writer(agent_owner_field(card.domain), f"agent {card.domain!r}")
         stored = await self.store.put_agent(card, agent_tool, writer=writer)
+        self.cache.evict(names.agent_tool_name(card.domain), stored.revision)
         log.info(
             "agent registered",
             extra={"domain": card.domain, "revision": stored.revision, "registered_by": stored.registered_by},
