@@ -282,10 +282,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         spec = candidate.spec
         writer = await self._writer(tool_owner_field(spec.name), f"tool {spec.name!r}")
         for _ in range(3):  # a concurrent registration of the same version: decide again
-            existing = await self.store.get_tool(spec.name, spec.version)
+            published = await self.store.versions(spec.name)
+            existing = await self.store.get_tool(spec.name, spec.version) if spec.version in published else None
             if existing is not None:
                 return await self._register_existing(existing, candidate, request.validate_only, writer)
-            await self._check_neighbours(candidate)
+            await self._check_neighbours(candidate, published)
             self._export(candidate)
             if request.validate_only:
                 return rs.RegisterToolResponse(
@@ -334,11 +335,12 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             tool=stored, outcome=rs.REGISTRATION_OUTCOME_REBOUND, warnings=candidate.warnings
         )
 
-    async def _check_neighbours(self, candidate: Candidate) -> None:
-        """Compatibility with the nearest versions of the same major, below and above."""
+    async def _check_neighbours(self, candidate: Candidate, versions: dict[str, bool]) -> None:
+        """Compatibility with the nearest versions of the same major, below and above (`versions`:
+        the tool's published versions, just read by the caller)."""
         spec = candidate.spec
         mine = semver.parse_version(spec.version)
-        published = [v for v in await self.store.versions(spec.name) if semver.is_valid_version(v)]
+        published = [v for v in versions if semver.is_valid_version(v)]
         same_major = [v for v in published if semver.parse_version(v).major == mine.major]
         # A new major above every published one has no neighbours, so it is always accepted.
         accepted = f"{max(semver.parse_version(v).major for v in [*published, spec.version]) + 1}.0.0"
