@@ -19,6 +19,13 @@ newest first (docs/compensation.md):
   invoker's own retries; a compensation already recorded is never made again, so a
   task cannot loop on its compensations. A crash between the call and its record
   repeats the call under the same key: the tool's dedupe replays it.
+- Calls *in doubt* (a NON_IDEMPOTENT call whose outcome is unknown, or a call the
+  model asked for whose result was never checkpointed: the worker died after
+  sending it) may or may not have happened. They are compensated only when the
+  compensation declares `in_doubt`: a compensating tool that is safe to call
+  either way (`inventory_release_reserved`: nothing reserved under that key,
+  nothing changes), with arguments from the call's arguments and its idempotency
+  key (there is no result). Otherwise they are listed, not compensated.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmesh.v1 import task_pb2
+from agents.actions import ToolInvocation, ToolOffer
 from agents.caller import Caller, caller_of_task
-from agents.machine import ToolInvocation, ToolOffer
 from agents.model.types import ToolCall
 from agents.observations import ToolObservation, observation
 from agents.runner import ToolGateway
-from agents.spec import Compensation, DomainSpec
+from agents.spec import Compensation, DomainSpec, InDoubtCompensation
+from memory.tasks.effects import unanswered_calls
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +65,59 @@ class Planned:
     version: str
     arguments: dict[str, Any] | None
     problem: str = ""
+    in_doubt: bool = False  # `undoes` may or may not have happened: the in-doubt compensation
 
 
-def plan(spec: DomainSpec, steps: Sequence[task_pb2.Step]) -> list[Planned]:
-    """The compensations still owed for `steps`, newest completed call first."""
+def plan(spec: DomainSpec, steps: Sequence[task_pb2.Step], task_id: str = "") -> list[Planned]:
+    """The compensations still owed for `steps`, newest call first: completed calls of a tool with a
+    compensation, and calls in doubt of a tool whose compensation declares `in_doubt`."""
     declared = {tool.name: tool.compensation for tool in spec.tools if tool.compensation is not None}
     done = {s.compensated_step for s in steps if s.kind == task_pb2.STEP_KIND_COMPENSATION}
     owed = []
-    for step in reversed(steps):
-        if step.kind != task_pb2.STEP_KIND_TOOL_CALL or step.outcome not in _DONE or step.index in done:
+    # Asked for, never answered: the newest calls of all (the worker died after sending the first).
+    unanswered = [
+        task_pb2.Step(
+            index=call.index,
+            kind=task_pb2.STEP_KIND_TOOL_CALL,
+            tool_name=call.tool,
+            arguments_json=call.arguments_json,
+            call_id=call.call_id,
+            outcome=task_pb2.TOOL_OUTCOME_UNKNOWN,
+        )
+        for call in unanswered_calls(list(steps))
+    ]
+    for step in [*reversed(unanswered), *reversed(steps)]:
+        if step.kind != task_pb2.STEP_KIND_TOOL_CALL or step.index in done:
             continue
         compensation = declared.get(step.tool_name)
         if compensation is None:
             continue
-        arguments, problem = compensation_arguments(compensation, step)
-        owed.append(Planned(step, compensation.tool, compensation.version, arguments, problem))
+        if step.outcome in _DONE:
+            arguments, problem = compensation_arguments(compensation, step)
+            owed.append(Planned(step, compensation.tool, compensation.version, arguments, problem))
+        elif step.outcome == task_pb2.TOOL_OUTCOME_UNKNOWN and compensation.in_doubt is not None:
+            undo = compensation.in_doubt
+            arguments, problem = in_doubt_arguments(undo, step, f"{task_id}:{step.index}")
+            owed.append(Planned(step, undo.tool, undo.version, arguments, problem, in_doubt=True))
     return owed
+
+
+def in_doubt_arguments(
+    undo: InDoubtCompensation, step: task_pb2.Step, idempotency_key: str
+) -> tuple[dict[str, Any] | None, str]:
+    """The in-doubt compensation's arguments for `step` (sent with `idempotency_key`), or (None, why not)."""
+    try:
+        arguments = json.loads(step.arguments_json) if step.arguments_json else {}
+    except ValueError as exc:
+        return None, f"step {step.index} holds no JSON to build the arguments from ({exc})"
+    document = {"arguments": arguments, "idempotency_key": idempotency_key}
+    built: dict[str, Any] = {}
+    for name, pointer in undo.arguments.items():
+        found, value = resolve_pointer(document, pointer)
+        if not found:
+            return None, f"{pointer} is not in step {step.index}'s arguments"
+        built[name] = value
+    return built, ""
 
 
 def compensation_arguments(
@@ -168,7 +213,7 @@ class Compensator:
         caller: Caller | None = None,
     ) -> list[task_pb2.Step]:
         """Make the compensations `steps` still owe, recording each as the next step; returns them."""
-        owed = plan(self.spec, steps)
+        owed = plan(self.spec, steps, task.task_id)
         if not owed:
             return []
         who = caller or caller_of_task(task)
@@ -233,7 +278,10 @@ class Compensator:
             arguments_json=raw,
             result_json=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
             outcome=result.outcome,
-            summary=f"undo step {item.undoes.index} ({item.undoes.tool_name}): {summary}"[:200],
+            summary=(
+                f"undo {'in-doubt ' if item.in_doubt else ''}step {item.undoes.index} "
+                f"({item.undoes.tool_name}): {summary}"
+            )[:200],
             attempts=result.attempts,
             call_id=f"compensate-{item.undoes.index}",
             status_code=result.status_code,

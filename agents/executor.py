@@ -7,7 +7,9 @@ a `Checkpointer`; it rebuilds the state machine from the checkpointed steps
 outcome for the task layer to record. Every step is checkpointed and its
 usage recorded (task, session, user, day, domain counters) in one go; the
 usage store's verdict stops the task when a budget beyond the task's own
-limits (the user's daily tokens or cost) runs out. When the task ends, its
+limits (the user's daily tokens or cost) runs out. One usage model: a model
+turn is priced once, by the state machine with the domain's `PriceTable`; the
+usage store adds up the cost the step carries and never prices again. When the task ends, its
 turns are appended to the session.
 """
 
@@ -16,32 +18,45 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentmesh.kit.config import Settings
 from agentmesh.v1 import task_pb2
+from agents.actions import RunOutcome, TaskInput, render_input
 from agents.caller import caller_of_task
 from agents.compensation import Compensator, Failure, failure_of
 from agents.limits import Budget, LimitReached
-from agents.machine import Pricing, RunMachine, RunOutcome, TaskInput, free, render_input
+from agents.machine import AGENT_REFUSED, RunMachine
 from agents.model.types import ChatModel
 from agents.runner import CONTINUE, ToolBox, Verdict, drive
 from agents.session_context import SessionContext
 from agents.spec import DomainSpec
-from memory.tasks.execution import Canceled, Checkpointer, Completed, Failed, InputRequired, TaskOutcome
+from memory.prices import NANO, Cost, PriceTable
+from memory.tasks.execution import (
+    Canceled,
+    Checkpointer,
+    Completed,
+    Failed,
+    InputRequired,
+    Rejected,
+    TaskOutcome,
+)
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 
 log = logging.getLogger(__name__)
 
 
-def step_usage(step: task_pb2.Step, model: str) -> StepUsage:
+def step_usage(step: task_pb2.Step, priced: bool) -> StepUsage:
+    """A checkpointed step's usage for the usage store, with the cost the state machine gave it
+    (`priced`: whether the task's model has a price; if not, its tokens count as unpriced)."""
     wall = step.duration.seconds + step.duration.nanos / 1e9
     if step.kind in (task_pb2.STEP_KIND_MODEL_CALL, task_pb2.STEP_KIND_SANITIZE):
-        return StepUsage(
-            model=model,
-            prompt_tokens=step.usage.prompt_tokens,
-            completion_tokens=step.usage.completion_tokens,
+        return StepUsage.model_call(
+            step.usage.prompt_tokens,
+            step.usage.completion_tokens,
+            Cost(round(step.usage.cost_usd * NANO), priced),
             iterations=step.usage.iterations,
             wall_s=wall,
         )
@@ -53,13 +68,14 @@ def merge_usage(first: StepUsage, second: StepUsage) -> StepUsage | None:
     if first.tool and second.tool and first.tool != second.tool:
         return None
     return StepUsage(
-        model=first.model or second.model,
         prompt_tokens=first.prompt_tokens + second.prompt_tokens,
         completion_tokens=first.completion_tokens + second.completion_tokens,
         iterations=first.iterations + second.iterations,
         tool_calls=first.tool_calls + second.tool_calls,
         tool=first.tool or second.tool,
         wall_s=first.wall_s + second.wall_s,
+        cost_nusd=first.cost_nusd + second.cost_nusd,
+        unpriced_tokens=first.unpriced_tokens + second.unpriced_tokens,
     )
 
 
@@ -81,20 +97,25 @@ class CheckpointJournal:
         usage: UsageStore,
         who: Attribution,
         budgets: Budgets,
-        model: str,
+        priced: bool,
     ) -> None:
         self.checkpoint_ = checkpoint
         self.usage = usage
         self.who = who
         self.budgets = budgets
-        self.model = model
+        self.priced = priced
         self._queue: list[StepUsage] = []
         self._recorder: asyncio.Task[None] | None = None
         self._exhausted: LimitReached | None = None
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
-        self._enqueue(step_usage(step, self.model))
-        canceled = await self.checkpoint_.save(step, usage=usage)
+    async def checkpoint(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage,
+        artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+    ) -> Verdict:
+        self._enqueue(step_usage(step, self.priced))
+        canceled = await self.checkpoint_.save(step, usage=usage, artifacts=artifacts)
         exhausted, self._exhausted = self._exhausted, None
         if not canceled and exhausted is None:
             return CONTINUE
@@ -132,6 +153,19 @@ class CheckpointJournal:
                 )
 
 
+# A request id the model may see as a header (the scripted model's `header` condition matches it;
+# A2A's message id is the task's request id): printable, no separators that could split a header.
+_HEADER_SAFE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def model_headers(domain: str, task: task_pb2.Task) -> dict[str, str]:
+    """The headers of the task's model requests: its domain, and its request id when header-safe."""
+    headers = {"x-agentmesh-domain": domain}
+    if _HEADER_SAFE.match(task.request_id):
+        headers["x-agentmesh-request-id"] = task.request_id
+    return headers
+
+
 def task_outcome(outcome: RunOutcome, usage: task_pb2.Usage) -> TaskOutcome:
     if outcome.state == task_pb2.TASK_STATE_COMPLETED:
         return Completed(final_answer=outcome.final_answer, usage=usage, message=outcome.message)
@@ -144,6 +178,11 @@ def task_outcome(outcome: RunOutcome, usage: task_pb2.Usage) -> TaskOutcome:
         )
     if outcome.state == task_pb2.TASK_STATE_CANCELED:
         return Canceled(message=outcome.message)
+    refused = outcome.error is not None and outcome.error.reason == AGENT_REFUSED
+    if outcome.state == task_pb2.TASK_STATE_REJECTED and outcome.error is not None and refused:
+        return Rejected(
+            stop_reason=outcome.stop_reason, error=outcome.error, message=outcome.message, usage=usage
+        )
     # FAILED, and REJECTED by the sanitizer (the record exists already: it fails with POLICY_DENIED).
     error = outcome.error or task_pb2.TaskError(reason="INTERNAL", message=outcome.message)
     return Failed(stop_reason=outcome.stop_reason, error=error, message=outcome.message, usage=usage)
@@ -161,7 +200,7 @@ class TaskExecutor:
         tools: ToolBox,
         sessions: SessionContext,
         usage: UsageStore,
-        pricing: Pricing = free,
+        prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
         compensator: Compensator | None = None,
     ) -> None:
@@ -172,8 +211,14 @@ class TaskExecutor:
         self.tools = tools
         self.sessions = sessions
         self.usage = usage
-        self.pricing = pricing
+        # The one pricing: the task's model at these prices (none given: unpriced, cost 0).
+        self.prices = prices or PriceTable({}, source="none")
         self.clock = clock
+
+    def _price(self, _reported: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """The machine's `Pricing`: the configured model's price (what the deployment pays for),
+        whatever name the model reports."""
+        return self.prices.cost(self.model.model_name, prompt_tokens, completion_tokens).usd
 
     async def __call__(self, task: task_pb2.Task, checkpoint: Checkpointer, /) -> TaskOutcome:
         caller = caller_of_task(task)
@@ -201,8 +246,8 @@ class TaskExecutor:
             TaskInput(task.task_id, render_input(task.instruction, task.input_parts), context, created),
             offers,
             model_name=self.model.model_name,
-            pricing=self.pricing,
-            headers={"x-agentmesh-domain": self.spec.slug},
+            pricing=self._price,
+            headers=model_headers(self.spec.slug, task),
         )
         resumption = checkpoint.resumption
         machine.replay(checkpoint.steps, pending=resumption.action if resumption is not None else None)
@@ -217,12 +262,22 @@ class TaskExecutor:
                 reason=decision.reason,
                 now=self.clock(),
             )
+        elif resumption is not None and resumption.request.HasField("input"):
+            parts = resumption.request.input.parts
+            text = "\n".join(p.text for p in parts if p.WhichOneof("kind") == "text")
+            others = [p for p in parts if p.WhichOneof("kind") != "text"]
+            machine.answer(
+                resumption.action.action_id,
+                render_input(text, others) if others else text,
+                now=self.clock(),
+                request_id=resumption.request.request_id,
+            )
         journal = CheckpointJournal(
             checkpoint,
             self.usage,
             Attribution(caller.tenant, caller.user, self.spec.slug, task.task_id, session),
             Budgets.from_settings(self.settings),
-            self.model.model_name,
+            self.prices.price(self.model.model_name) is not None,
         )
         outcome = await drive(
             machine, model=self.model, tools=self.tools, journal=journal, caller=caller, clock=self.clock

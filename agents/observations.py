@@ -56,6 +56,9 @@ class ToolObservation:
     version: str = ""
     retryable: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Outputs the tool returned (its response's agentmesh.v1.Artifact fields, a delegated agent's
+    # artifacts): artifacts of the task, saved with the tool's step.
+    artifacts: tuple[task_pb2.ArtifactUpdate, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,9 +29,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2, tool_options_pb2
+from agents.actions import Finished, ModelCall, RunOutcome, ToolInvocation, ToolOffer
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.machine import Finished, ModelCall, RunMachine, RunOutcome, ToolInvocation, ToolOffer
+from agents.machine import RunMachine
 from agents.model.types import ChatModel, ModelError
 from agents.observations import ToolObservation
 from agents.spec import DomainSpec
@@ -78,8 +79,14 @@ class ToolBox(ToolGateway, Protocol):
 class StepJournal(Protocol):
     """Where steps are checkpointed and their usage recorded."""
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
-        """Store a finished step with the task's usage so far; the verdict says whether to stop."""
+    async def checkpoint(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage,
+        artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+    ) -> Verdict:
+        """Store a finished step with the task's usage so far and the artifacts it delivered
+        (stored with the task, streamed as artifact updates); the verdict says whether to stop."""
         ...
 
     async def settle(self) -> Verdict:
@@ -115,7 +122,9 @@ class _Checkpoints:
         while self.saved < len(self.machine.steps):
             step = self.machine.steps[self.saved]
             _count(self.machine, step)
-            verdict = await self.journal.checkpoint(step, self.usage())
+            verdict = await self.journal.checkpoint(
+                step, self.usage(), self.machine.step_artifacts(step.index)
+            )
             self.saved += 1
             if verdict.canceled is not None:
                 self._canceled = verdict.canceled

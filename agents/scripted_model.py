@@ -16,6 +16,8 @@ Script: AGENTMESH_MODEL_SCRIPT, or the packaged demo script
 Port: it serves HTTP only, on AGENTMESH_HTTP_PORT when set, else on
 AGENTMESH_GRPC_PORT, else on the role's default 50099 (the DESIGN.md local
 port of the scripted model); 0 picks a free port (logged as `http_port`).
+It runs on the one bootstrap, `ServiceHost` (agentmesh/kit/server.py) in its
+HTTP-only form, like every other `serve` role.
 """
 
 from __future__ import annotations
@@ -34,32 +36,36 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Role, Settings
 from agentmesh.kit.process import load_settings, run_process
-from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.server import ServiceHost, http_only_port
 from agents.model.script import Conversation, Script, ScriptError, load_script, respond
 from agents.model.wire import SCRIPTED_HEADER, message_from_wire
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+STOP_GRACE_S = 1.0  # in-flight answers (a scripted delay) get this long when a test's server stops
 
 
 def listen_port(settings: Settings) -> int:
     """The HTTP port of the model role (see the module docstring)."""
-    if settings.http_port is not None:
-        return settings.http_port
-    return settings.effective_grpc_port
+    return http_only_port(settings)
 
 
 class ScriptedModelServer:
-    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0) -> None:
+    """`settings` (the model role's) when served as a process; else `host`/`port` (tests, benches)."""
+
+    def __init__(
+        self, script: Script, host: str = "127.0.0.1", port: int = 0, *, settings: Settings | None = None
+    ) -> None:
         self.script = script
-        self._host = host.strip("[]") or "::"
-        self._port = port
         self._fired: Counter[int] = Counter()
         self._lock = asyncio.Lock()
         self.requests = 0
-        self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        if settings is None:
+            settings = Settings.from_env(
+                {}, role=Role.MODEL, bind_host=host, http_port=port, drain_grace_s=STOP_GRACE_S
+            )
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_post("/chat/completions", self._complete)
@@ -67,25 +73,20 @@ class ScriptedModelServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
-        self._app = app
+        self.host = ServiceHost(settings, name="model", http_only=True, http_app=app)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        await self.host.start()
+        assert self.host.http_port is not None
+        self.port = self.host.http_port
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.host.stop()
 
     async def __aenter__(self) -> ScriptedModelServer:
         await self.start()
@@ -164,18 +165,21 @@ DEMO_SCRIPT = Path(__file__).resolve().parent / "scripts" / "demo.yaml"
 
 async def serve(settings: Settings) -> None:
     script = load_script(settings.model_script or DEMO_SCRIPT)
-    server = ScriptedModelServer(script, settings.bind_host, listen_port(settings))
-    await server.start()
-    log.info(
-        "serving scripted model",
-        extra={"http_port": server.port, "script": script.name, "model": script.model_id, "scripted": True},
-    )
-    async with stop_signals() as stop:
-        try:
-            await stop.wait()
-        finally:
-            await server.stop()
-            log.info("stopped")
+    server = ScriptedModelServer(script, settings=settings)
+
+    async def announce() -> None:
+        log.info(
+            "serving scripted model",
+            extra={
+                "http_port": server.host.http_port,
+                "script": script.name,
+                "model": script.model_id,
+                "scripted": True,
+            },
+        )
+
+    server.host.on_start(announce)
+    await server.host.run()  # serves until SIGTERM/SIGINT, then drains and stops
 
 
 def main() -> None:

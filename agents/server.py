@@ -27,9 +27,9 @@ from a2a.types import a2a_pb2_grpc
 
 from agentmesh.kit.auth import MESH_AUDIENCE, mesh_auth
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.config import ConfigError, Role, Settings
+from agentmesh.kit.config import DEFAULT_REGISTRY, ConfigError, Role, Settings
 from agentmesh.kit.logs import configure_logging
-from agentmesh.kit.process import load_settings, run_process
+from agentmesh.kit.process import EXIT_CONFIG, load_settings, run_process
 from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.signals import stop_signals
 from agentmesh.kit.streams import StreamSlots
@@ -47,6 +47,7 @@ from agents.session_context import ModelSummarizer, SessionContext
 from agents.spec import DomainSpec, SpecError, load_spec
 from agents.tools import RegistryToolBox
 from memory.connection import create_redis, describe
+from memory.prices import PriceTable
 from memory.rate_limits import RateLimiter
 from memory.sessions import SessionStore
 from memory.tasks.queue import TaskQueue
@@ -56,8 +57,6 @@ from memory.usage import UsageStore
 from tool_registry.resolver import ToolResolver
 
 log = logging.getLogger(__name__)
-
-DEFAULT_REGISTRY = "localhost:50051"
 
 
 def model_target(settings: Settings, spec: DomainSpec) -> tuple[str, str]:
@@ -124,8 +123,6 @@ class AgentProcess:
         self.sessions = SessionContext(
             SessionStore.from_settings(self.redis, settings), ModelSummarizer(self.model)
         )
-        prices = self.usage.prices
-        model_name = self.model.model_name
         self.executor = TaskExecutor(
             spec,
             settings,
@@ -133,7 +130,7 @@ class AgentProcess:
             tools=self.tools,
             sessions=self.sessions,
             usage=self.usage,
-            pricing=lambda _model, prompt, completion: prices.cost(model_name, prompt, completion).usd,
+            prices=PriceTable.load(settings.price_table),
         )
         compensator = self.executor.compensator
         self.queue = TaskQueue(
@@ -253,17 +250,17 @@ def main() -> None:
         log.error(
             "AGENTMESH_DOMAIN_SPEC is required for an agent (the domain spec YAML, see docs/domain-spec.md)"
         )
-        raise SystemExit(2)
+        raise SystemExit(EXIT_CONFIG)
     try:
         spec = load_spec(settings.domain_spec)
     except SpecError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     try:
         model_target(settings, spec)  # fail fast on a missing model setting, before anything starts
     except ConfigError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     run_process(settings, f"agent-{spec.slug}", lambda: _serve(settings, spec))
 
 
@@ -273,5 +270,5 @@ async def _serve(settings: Settings, spec: DomainSpec) -> None:
         process = AgentProcess(settings, spec)
     except ConfigError as exc:
         log.error("%s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     await process.serve()

@@ -131,6 +131,47 @@ class ModelSettings(_Strict):
 
 
 _POINTER = re.compile(r"^/(arguments|result)(/([^/~]|~[01])*)*$")
+_IN_DOUBT_POINTER = re.compile(r"^(/arguments(/([^/~]|~[01])*)*|/idempotency_key)$")
+
+
+class InDoubtCompensation(_Strict):
+    """The call that undoes a call whose outcome is unknown (it may or may not have happened)."""
+
+    tool: str = Field(
+        description=(
+            "Tool name of a compensating tool that is safe to call whether or not the effect happened "
+            "(`inventory_release_reserved`: nothing reserved under that key, nothing changes)."
+        )
+    )
+    version: str = Field(default="latest", description="Version range of that tool.")
+    arguments: dict[str, str] = Field(
+        description=(
+            "Its arguments: each value a JSON Pointer into "
+            '`{"arguments": <the call\'s arguments>, "idempotency_key": <the key it was sent with>}` '
+            "(there is no result to point into), e.g. `/idempotency_key`."
+        )
+    )
+
+    @field_validator("tool")
+    @classmethod
+    def _tool_name(cls, value: str) -> str:
+        return Compensation._tool_name(value)
+
+    @field_validator("version")
+    @classmethod
+    def _version_range(cls, value: str) -> str:
+        return Compensation._version_range(value)
+
+    @field_validator("arguments")
+    @classmethod
+    def _pointers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pointer in value.items():
+            if not _IN_DOUBT_POINTER.fullmatch(pointer):
+                raise ValueError(
+                    f"arguments.{name}: {pointer!r} is neither a JSON Pointer under /arguments "
+                    "nor /idempotency_key"
+                )
+        return value
 
 
 class Compensation(_Strict):
@@ -146,6 +187,14 @@ class Compensation(_Strict):
             "The compensating call's arguments: each value is a JSON Pointer into "
             '`{"arguments": <the completed call\'s arguments>, "result": <its answer>}`, e.g. '
             "`/result/reservation_id`. Omitted: the completed call's arguments, unchanged."
+        ),
+    )
+    in_doubt: InDoubtCompensation | None = Field(
+        default=None,
+        description=(
+            "How to undo a call whose outcome is unknown (the worker died after sending it, or a "
+            "NON_IDEMPOTENT call failed ambiguously) when the task ends FAILED. Omitted: such a call "
+            "is listed as in doubt and not compensated. See docs/compensation.md."
         ),
     )
 

@@ -39,8 +39,8 @@ from google.protobuf.message import Message
 from agentmesh.kit.auth import Approval, TokenIssuer, arguments_digest
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
+from agents.actions import ToolInvocation, ToolOffer
 from agents.caller import Caller
-from agents.machine import ToolInvocation, ToolOffer
 from agents.observations import ToolObservation, Violation, delegation_result
 from agents.spec import DomainSpec
 from memory.rate_limits import RateLimiter
@@ -84,6 +84,40 @@ def offer_of(tool: ResolvedTool) -> ToolOffer:
     )
 
 
+ARTIFACT_TYPE = task_pb2.Artifact.DESCRIPTOR.full_name
+# How deep artifacts are looked for in a response (RunResponse.task.artifacts is two levels down).
+ARTIFACT_DEPTH = 3
+MAX_TOOL_ARTIFACTS = 16
+
+
+def tool_artifacts(tool: str, response: Message | None) -> tuple[task_pb2.ArtifactUpdate, ...]:
+    """The artifacts in a tool's response: every field of type agentmesh.v1.Artifact (singular or
+    repeated, at most ARTIFACT_DEPTH levels down; a delegated agent's task's artifacts among them).
+    Ids are prefixed with the tool's name, so two tools' artifacts never replace each other."""
+    found: list[Message] = []
+
+    def walk(message: Message, depth: int) -> None:
+        for descriptor, value in message.ListFields():
+            kind = descriptor.message_type
+            if kind is None or kind.GetOptions().map_entry or len(found) >= MAX_TOOL_ARTIFACTS:
+                continue
+            items = list(value) if descriptor.is_repeated else [value]
+            if kind.full_name == ARTIFACT_TYPE:
+                found.extend(items)
+            elif depth < ARTIFACT_DEPTH:
+                for item in items:
+                    walk(item, depth + 1)
+
+    if response is not None:
+        walk(response, 1)
+    updates = []
+    for position, item in enumerate(found[:MAX_TOOL_ARTIFACTS]):
+        artifact = task_pb2.Artifact.FromString(item.SerializeToString())
+        artifact.artifact_id = f"{tool}.{artifact.artifact_id or position + 1}"[:128]
+        updates.append(task_pb2.ArtifactUpdate(artifact=artifact, last_chunk=True))
+    return tuple(updates)
+
+
 def runner_result(result: ToolResult, *, is_agent: bool) -> ToolObservation:
     error = result.error
     response: Any = result.response
@@ -100,6 +134,7 @@ def runner_result(result: ToolResult, *, is_agent: bool) -> ToolObservation:
         version=result.version,
         retryable=result.status_code in RETRYABLE_CODES,
         metadata=dict(error.metadata) if error is not None else {},
+        artifacts=tool_artifacts(result.tool, result.message) if result.ok else (),
     )
 
 

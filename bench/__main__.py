@@ -82,6 +82,12 @@ def main() -> None:
         "--quick", action="store_true", help="short rounds: check it all runs in a few minutes"
     )
     parser.add_argument("--no-write", action="store_true", help="print the summary, do not touch RESULTS.md")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="also rewrite RESULTS.md's summary when only some modules ran (by default only a full run does,"
+        " so the table always comes from one run of everything)",
+    )
     args = parser.parse_args()
     if args.quick:
         os.environ["BENCH_QUICK"] = "1"  # read by bench.common at import, before any module loads it
@@ -121,7 +127,9 @@ def main() -> None:
     facts["modules"] = ", ".join(ran)
     block = summary.render(rows, facts, failures=failures)
     print(block)
-    if not args.no_write:
+    if args.modules and not args.write:
+        print("only some modules ran: RESULTS.md's summary is left as it is (--write to replace it)")
+    elif not args.no_write:
         RESULTS.write_text(summary.replace_summary(RESULTS.read_text(), block))
         plot(common.SAMPLES, PLOT)
         print(f"wrote {RESULTS} and {PLOT}")

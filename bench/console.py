@@ -23,10 +23,9 @@ import re
 import statistics
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import httpx
 
 from agentmesh.kit import metadata as md
 from agentmesh.kit.channels import create_channel
@@ -35,10 +34,11 @@ from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
 from bench.common import ROOT
 from memory.connection import create_redis
-from memory.task_queue import TaskQueue
-from memory.tasks import TaskConfig
+from memory.tasks.queue import TaskQueue
+from memory.tasks.store import TaskConfig
 from tests.support.agent_mesh import running_mesh
 from tests.support.console import TENANT, Identities, start_console
+from tests.support.http import SessionClient
 
 TASKS = 10_000
 PAGE = 50
@@ -133,7 +133,7 @@ async def run() -> list[tuple[float, float]]:
                     assert len(page.tasks) == PAGE
                     return str(page.next_page_token)
 
-                async with httpx.AsyncClient(base_url=console.url, timeout=10) as http:
+                async with SessionClient(console.url, timeout=10) as http:
                     form = await http.get("/signin")
                     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
                     assert csrf is not None
@@ -150,7 +150,7 @@ async def run() -> list[tuple[float, float]]:
                         found = re.search(r'href="/tasks\?[^"]*page_token=([^"&]+)', answer.text)
                         if not found:
                             return ""
-                        return httpx.QueryParams(f"page_token={found.group(1)}")["page_token"]
+                        return urllib.parse.parse_qs(f"page_token={found.group(1)}")["page_token"][0]
 
                     async def floor(_: str) -> str:
                         await http.get("/healthz")

@@ -35,6 +35,7 @@ from memory.connection import AnyRedis, create_redis
 from memory.context import Turn, TurnToolCall, build_packet
 from memory.facts import FactStore
 from memory.idempotency import Claimed, IdempotencyStore
+from memory.prices import builtin_prices
 from memory.rate_limits import Limit, RateLimiter
 from memory.sessions import SessionStore
 from memory.usage import Attribution, StepUsage, UsageStore
@@ -163,6 +164,7 @@ async def measure(url: str, seconds: float) -> dict[str, Any]:
 
     # --- usage record vs HINCRBY ---
     usage = UsageStore(redis)
+    turn = StepUsage.model_call(800, 120, builtin_prices().cost("gpt-4o", 800, 120))  # priced once
     results["usage"] = {
         str(n): await compare(
             lambda i: redis.hincrby("raw:hash", "n", 1),
@@ -170,7 +172,7 @@ async def measure(url: str, seconds: float) -> dict[str, Any]:
                 # tasks of 10 steps: every 10th record starts a task (one more round trip)
                 "record (5 scopes + domain)": lambda i, n=n: usage.record(
                     Attribution("acme", f"u{i // 10 % 50}", "refunds", f"t{n}:{i // 10}", "s-1"),
-                    StepUsage.model_call("gpt-4o", 800, 120),
+                    turn,
                 ),
             },
             seconds,

@@ -1,10 +1,18 @@
 """Usage counters, cost attribution and budgets.
 
-    usage = UsageStore(redis, prices=PriceTable.load(settings.price_table))
+    usage = UsageStore.from_settings(redis, settings)
     who = Attribution(tenant, user, domain="refunds", session_id="s-1", task_id=task_id)
-    status = await usage.record(who, StepUsage.model_call("gpt-4o", 812, 96), budgets=budgets)
+    cost = prices.cost("gpt-4o", 812, 96)       # priced once, by the task's state machine
+    status = await usage.record(who, StepUsage.model_call(812, 96, cost), budgets=budgets)
     if status.exhausted:
         stop(status.exhausted.stop_reason, status.exhausted.message)
+
+One usage model (docs/decisions.md "One usage model"): a model turn is priced
+once, by the agent's state machine with the one `PriceTable` (memory/prices.py);
+the step carries its cost here, and this store only adds it up. The task's own
+caps (iterations, tokens, tool calls, cost: `Limits`) are enforced once, by the
+state machine (agents/limits.py) before every call; this store enforces what
+no single task can see: the user's daily token and cost budgets.
 
 Every step's usage (model tokens and cost, iterations, tool calls, wall time)
 is added to counters for the task, the session in that domain, the user in
@@ -17,7 +25,7 @@ domain total (`{c:<tenant>:<domain>}`) is updated concurrently (a second slot).
 Counters are integers (HINCRBY): cost is kept in nano-USD so sums never drift.
 Each hash carries `v` (format version); counters expire `retention_s` after
 their last update (day counters after two days). Tokens of models without a
-price are counted in `unpriced_tokens` (memory/prices.py).
+price come as `unpriced_tokens` and are counted beside the cost.
 
 Prometheus gets only bounded labels (tokens and cost per domain, tool calls
 per domain and tool); per-session and per-user figures are read here:
@@ -43,7 +51,7 @@ from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis, redis_errors
 from memory.identity import check_owner
-from memory.prices import NANO, PriceTable, builtin_prices
+from memory.prices import NANO, Cost
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
@@ -108,22 +116,37 @@ class Attribution:
 
 @dataclass(frozen=True, slots=True)
 class StepUsage:
-    """What one step consumed. Build with `model_call` / `tool_call`, or directly."""
+    """What one step consumed, already priced. Build with `model_call` / `tool_call`, or directly."""
 
-    model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     iterations: int = 0
     tool_calls: int = 0
     tool: str = ""
     wall_s: float = 0.0
+    cost_nusd: int = 0
+    unpriced_tokens: int = 0
 
     @classmethod
     def model_call(
-        cls, model: str, prompt_tokens: int, completion_tokens: int, wall_s: float = 0.0
+        cls,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: Cost,
+        *,
+        iterations: int = 1,
+        wall_s: float = 0.0,
     ) -> StepUsage:
-        """One model turn (one iteration) with the token counts the model reported."""
-        return cls(model, prompt_tokens, completion_tokens, iterations=1, wall_s=wall_s)
+        """One model turn (one iteration) with the token counts the model reported and their cost
+        (a model without a price: its tokens count as unpriced)."""
+        return cls(
+            prompt_tokens,
+            completion_tokens,
+            iterations=iterations,
+            wall_s=wall_s,
+            cost_nusd=cost.nano_usd,
+            unpriced_tokens=0 if cost.priced else prompt_tokens + completion_tokens,
+        )
 
     @classmethod
     def tool_call(cls, tool: str, *, attempts: int = 1, wall_s: float = 0.0) -> StepUsage:
@@ -210,22 +233,23 @@ def _from_fields(values: Sequence[Any]) -> Counters:
 
 @dataclass(frozen=True, slots=True)
 class Budgets:
-    """Caps checked when usage is recorded: the task's Limits and the user's daily caps (0 = none)."""
+    """Caps checked when usage is recorded: the user's daily caps over all tasks and domains (0 = none).
 
-    task: task_pb2.Limits | None = None
+    A task's own Limits are not here: the state machine enforces them (agents/limits.py)."""
+
     user_daily_tokens: int = 0
     user_daily_cost_usd: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, task: task_pb2.Limits | None = None) -> Budgets:
-        return cls(task, settings.user_daily_token_budget, settings.user_daily_cost_budget_usd)
+    def from_settings(cls, settings: Settings) -> Budgets:
+        return cls(settings.user_daily_token_budget, settings.user_daily_cost_budget_usd)
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetExhausted:
     """Which budget ran out.
 
-    `scope`: task | user_daily; `budget`: iterations | tokens | tool_calls | cost;
+    `scope`: user_daily; `budget`: tokens | cost;
     `stop_reason`: the StopReason to end the task with.
     """
 
@@ -252,16 +276,11 @@ class BudgetExhausted:
 
 @dataclass(frozen=True, slots=True)
 class BudgetStatus:
-    """Totals after a record (or at a check) and the first exhausted budget, if any.
-
-    `remaining_tokens` is the fewest tokens left under any token cap (None: no
-    cap): pass it as the next model call's max_tokens bound.
-    """
+    """Totals after a record (or at a check) and the first exhausted budget, if any."""
 
     task: Counters
     user_today: Counters
     exhausted: BudgetExhausted | None = None
-    remaining_tokens: int | None = None
 
 
 def seconds_to_utc_midnight(now: float) -> float:
@@ -273,50 +292,17 @@ def seconds_to_utc_midnight(now: float) -> float:
 def check_budgets(
     task: Counters, today: Counters, budgets: Budgets, now: float | None = None
 ) -> BudgetStatus:
-    """The first exhausted budget in a fixed order (task iterations, tokens, tool calls, cost; then daily)."""
-    exhausted: BudgetExhausted | None = None
-    remaining: list[int] = []
-    caps: list[tuple[str, str, float, float, int]] = []
-    limits = budgets.task
-    if limits is not None:
-        caps += [
-            (
-                "task",
-                "iterations",
-                limits.max_iterations,
-                task.iterations,
-                task_pb2.STOP_REASON_MAX_ITERATIONS,
-            ),
-            ("task", "tokens", limits.token_cap, task.total_tokens, task_pb2.STOP_REASON_TOKEN_CAP),
-            (
-                "task",
-                "tool_calls",
-                limits.max_tool_calls,
-                task.tool_calls,
-                task_pb2.STOP_REASON_MAX_TOOL_CALLS,
-            ),
-            ("task", "cost", limits.max_cost_usd, task.cost_usd, task_pb2.STOP_REASON_COST_CAP),
-        ]
-        if limits.token_cap:
-            remaining.append(max(0, limits.token_cap - task.total_tokens))
-    caps += [
-        (
-            "user_daily",
-            "tokens",
-            budgets.user_daily_tokens,
-            today.total_tokens,
-            task_pb2.STOP_REASON_TOKEN_CAP,
-        ),
-        ("user_daily", "cost", budgets.user_daily_cost_usd, today.cost_usd, task_pb2.STOP_REASON_COST_CAP),
-    ]
-    if budgets.user_daily_tokens:
-        remaining.append(max(0, budgets.user_daily_tokens - today.total_tokens))
-    for scope, budget, cap, used, reason in caps:
+    """The first exhausted daily budget (tokens, then cost); it retries after the next UTC midnight."""
+    caps = (
+        ("tokens", budgets.user_daily_tokens, today.total_tokens, task_pb2.STOP_REASON_TOKEN_CAP),
+        ("cost", budgets.user_daily_cost_usd, today.cost_usd, task_pb2.STOP_REASON_COST_CAP),
+    )
+    for budget, cap, used, reason in caps:
         if cap and used >= cap:
-            wait = seconds_to_utc_midnight(now or time.time()) if scope == "user_daily" else None
-            exhausted = BudgetExhausted(scope, budget, float(cap), float(used), reason, wait)
-            break
-    return BudgetStatus(task, today, exhausted, min(remaining) if remaining else None)
+            wait = seconds_to_utc_midnight(now or time.time())
+            exhausted = BudgetExhausted("user_daily", budget, float(cap), float(used), reason, wait)
+            return BudgetStatus(task, today, exhausted)
+    return BudgetStatus(task, today)
 
 
 def utc_day(now: float) -> str:
@@ -353,22 +339,18 @@ class UsageStore:
         self,
         redis: AnyRedis,
         *,
-        prices: PriceTable | None = None,
         retention_s: float = DEFAULT_RETENTION_S,
     ) -> None:
         if retention_s <= 0:
             raise ValueError("retention_s must be positive")
         self._redis = redis
-        self.prices = prices or builtin_prices()
         self.retention_ms = int(retention_s * 1000)
         self._record = redis.register_script(_RECORD)
         self._record_domain = redis.register_script(_RECORD_DOMAIN)
 
     @classmethod
     def from_settings(cls, redis: AnyRedis, settings: Settings) -> UsageStore:
-        return cls(
-            redis, prices=PriceTable.load(settings.price_table), retention_s=settings.usage_retention_s
-        )
+        return cls(redis, retention_s=settings.usage_retention_s)
 
     async def record(
         self, who: Attribution, step: StepUsage, *, budgets: Budgets | None = None
@@ -387,19 +369,24 @@ class UsageStore:
             domain=who.domain,
             session_id=who.session_id or None,
         )
-        for name in ("prompt_tokens", "completion_tokens", "iterations", "tool_calls"):
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "iterations",
+            "tool_calls",
+            "cost_nusd",
+            "unpriced_tokens",
+        ):
             violations.in_range(getattr(step, name), name, low=0)
         violations.in_range(step.wall_s, "wall_s", low=0)
         violations.raise_if_any("invalid usage record")
-        cost = self.prices.cost(step.model, step.prompt_tokens, step.completion_tokens)
-        unpriced = 0 if cost.priced else step.prompt_tokens + step.completion_tokens
         deltas = [
             step.iterations,
             step.prompt_tokens,
             step.completion_tokens,
             step.tool_calls,
-            cost.nano_usd,
-            unpriced,
+            step.cost_nusd,
+            step.unpriced_tokens,
             round(step.wall_s * 1000),
         ]
         now = time.time()
@@ -424,7 +411,7 @@ class UsageStore:
             new_task, task_fields, day_fields = answer
             if int(new_task):  # the task's first record: count it in the domain total too
                 await self._record_domain(keys=[domain_key], args=[self.retention_ms, 1, *[0] * len(FIELDS)])
-        self._observe(who.domain, step, cost.usd, unpriced)
+        self._observe(who.domain, step)
         task, today = _from_fields(task_fields), _from_fields(day_fields)
         status = check_budgets(task, today, budgets or Budgets(), now)
         if status.exhausted:
@@ -434,15 +421,15 @@ class UsageStore:
         return status
 
     @staticmethod
-    def _observe(domain: str, step: StepUsage, cost_usd: float, unpriced: int) -> None:
+    def _observe(domain: str, step: StepUsage) -> None:
         if step.prompt_tokens:
             metrics.MODEL_TOKENS.labels(domain, "prompt").inc(step.prompt_tokens)
         if step.completion_tokens:
             metrics.MODEL_TOKENS.labels(domain, "completion").inc(step.completion_tokens)
-        if cost_usd:
-            metrics.MODEL_COST_USD.labels(domain).inc(cost_usd)
-        if unpriced:
-            metrics.UNPRICED_TOKENS.labels(domain).inc(unpriced)
+        if step.cost_nusd:
+            metrics.MODEL_COST_USD.labels(domain).inc(step.cost_nusd / NANO)
+        if step.unpriced_tokens:
+            metrics.UNPRICED_TOKENS.labels(domain).inc(step.unpriced_tokens)
         if step.tool_calls:
             metrics.TOOL_CALLS_COUNTED.labels(domain, step.tool).inc(step.tool_calls)
 

@@ -35,8 +35,7 @@ from google.protobuf.message import Message
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import errors_pb2
-from tool_registry import jsonschema as js
-from tool_registry import patterns
+from tool_registry import field_rules, patterns
 from tool_registry.descriptors import ToolSchema
 
 if TYPE_CHECKING:
@@ -65,11 +64,11 @@ MAX_VIOLATIONS = 50
 
 _INT = patterns.CANONICAL_INT
 _BASE64 = re.compile(patterns.base64_pattern())
-_WKT_PATTERNS = {name: re.compile(p) for name, p in js.JSON_STRING_WKTS.items()}
+_WKT_PATTERNS = {name: re.compile(p) for name, p in field_rules.JSON_STRING_WKTS.items()}
 _WKT_HINTS = {
-    js.TIMESTAMP: "an RFC 3339 timestamp like 2024-05-01T12:00:00Z",
-    js.DURATION: "a duration like 1.5s",
-    js.FIELD_MASK: "comma-separated lowerCamel paths like displayName,address.city",
+    field_rules.TIMESTAMP: "an RFC 3339 timestamp like 2024-05-01T12:00:00Z",
+    field_rules.DURATION: "a duration like 1.5s",
+    field_rules.FIELD_MASK: "comma-separated lowerCamel paths like displayName,address.city",
 }
 
 
@@ -129,7 +128,7 @@ class ArgumentConverter:
         self.schema = schema
         self.max_bytes = max_bytes
         self.max_depth = max_depth
-        self._rules = js.RuleReader(schema.pool)
+        self._rules = field_rules.RuleReader(schema.pool)
         self._numbers_only: dict[str, bool] = {}
         self._direct = {
             fd.name: _DIRECT_TYPES[fd.type]
@@ -202,13 +201,13 @@ class ArgumentConverter:
             ) from None
         return value
 
-    # -- the shape walk (mirrors tool_registry.jsonschema) -----------------------------
+    # -- the shape walk (mirrors tool_registry.jsonschema and scalar_schema) -----------------------------
 
     def _message(
         self, message: descriptor.Descriptor, value: Any, path: str, depth: int, walk: _Walk
     ) -> None:
         name = message.full_name
-        if name in js.WELL_KNOWN:
+        if name in field_rules.WELL_KNOWN:
             self._well_known(name, value, path, depth, walk, nullable=False)
             return
         if not isinstance(value, dict):
@@ -224,7 +223,7 @@ class ArgumentConverter:
                 walk.add(_join(path, str(key)), _unknown_field(message, str(key)), "UNKNOWN_FIELD")
                 continue
             self._field(fd, item, _join(path, key), depth + 1, walk)
-        for oneof in js.real_oneofs(message):
+        for oneof in field_rules.real_oneofs(message):
             present = [fd.name for fd in oneof.fields if fd.name in value]
             if len(present) > 1:
                 walk.add(
@@ -234,7 +233,7 @@ class ArgumentConverter:
                 )
 
     def _field(self, fd: descriptor.FieldDescriptor, value: Any, path: str, depth: int, walk: _Walk) -> None:
-        if js.is_map(fd):
+        if field_rules.is_map(fd):
             self._map(fd, value, path, depth, walk)
         elif fd.is_repeated:
             if not isinstance(value, list):
@@ -252,7 +251,7 @@ class ArgumentConverter:
     def _unique(self, fd: descriptor.FieldDescriptor) -> bool:
         cached = self._numbers_only.get(fd.full_name)
         if cached is None:
-            cached = js.unique_items(self._rules.field(fd))
+            cached = field_rules.unique_items(self._rules.field(fd))
             self._numbers_only[fd.full_name] = cached
         return cached
 
@@ -281,7 +280,7 @@ class ArgumentConverter:
             if key not in ("true", "false"):
                 walk.add(path, 'key must be "true" or "false"', "TYPE")
         else:
-            low, high = js.INT_RANGES[kind]
+            low, high = field_rules.INT_RANGES[kind]
             if not _INT.fullmatch(key) or not low <= int(key) <= high:
                 walk.add(path, f"key must be an integer between {low} and {high}, written in decimal", "TYPE")
 
@@ -299,7 +298,7 @@ class ArgumentConverter:
         if kind in (FD.TYPE_MESSAGE, FD.TYPE_GROUP):
             assert fd.message_type is not None
             name = fd.message_type.full_name
-            if name in js.WELL_KNOWN:
+            if name in field_rules.WELL_KNOWN:
                 self._well_known(name, value, path, depth, walk, nullable=nullable)
             elif value is None:
                 walk.add(path, "must not be null (leave the field out instead)", "NULL")
@@ -319,9 +318,9 @@ class ArgumentConverter:
 
     @staticmethod
     def _scalar(kind: int, value: Any, path: str, walk: _Walk, numbers_only: bool) -> None:
-        if kind in js.INTEGER_KINDS:
-            low, high = js.INT_RANGES[kind]
-            wide = kind in js.WIDE_KINDS
+        if kind in field_rules.INTEGER_KINDS:
+            low, high = field_rules.INT_RANGES[kind]
+            wide = kind in field_rules.WIDE_KINDS
             number = _as_integer(value, allow_string=wide and not numbers_only)
             if number is None:
                 form = "an integer or a decimal string" if wide and not numbers_only else "an integer"
@@ -329,12 +328,12 @@ class ArgumentConverter:
             elif not low <= number <= high:
                 walk.add(path, f"must be between {low} and {high} (got {_short(value)})", "OUT_OF_RANGE")
             return
-        if kind in js.FLOAT_KINDS:
-            limit = js.FLOAT_MAX if kind == FD.TYPE_FLOAT else js.DOUBLE_MAX
+        if kind in field_rules.FLOAT_KINDS:
+            limit = field_rules.FLOAT_MAX if kind == FD.TYPE_FLOAT else field_rules.DOUBLE_MAX
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 walk.add(path, f"must be a number (got {_short(value)})", "TYPE")
             elif isinstance(value, str):
-                if numbers_only or value not in js.SPECIAL_FLOATS:
+                if numbers_only or value not in field_rules.SPECIAL_FLOATS:
                     extra = "" if numbers_only else ' or one of "NaN", "Infinity", "-Infinity"'
                     walk.add(path, f"must be a number{extra} (got {_short(value)})", "TYPE")
             elif isinstance(value, float) and not math.isfinite(value):
@@ -361,36 +360,36 @@ class ArgumentConverter:
     def _well_known(
         self, name: str, value: Any, path: str, depth: int, walk: _Walk, *, nullable: bool
     ) -> None:
-        if name in js.WRAPPERS:
+        if name in field_rules.WRAPPERS:
             if value is None:
                 if not nullable:
                     walk.add(path, "must not be null", "NULL")
                 return
-            self._scalar(js.WRAPPERS[name], value, path, walk, False)
+            self._scalar(field_rules.WRAPPERS[name], value, path, walk, False)
             return
         if name in _WKT_PATTERNS:
             if not isinstance(value, str) or not _WKT_PATTERNS[name].fullmatch(value):
                 walk.add(path, f"must be {_WKT_HINTS[name]} (got {_short(value)})", "TYPE")
             return
-        if name == js.VALUE:
+        if name == field_rules.VALUE:
             if value is None and not nullable:
                 walk.add(path, "must not be null", "NULL")
                 return
             self._json_value(value, path, depth, walk)
             return
-        if name == js.STRUCT:
+        if name == field_rules.STRUCT:
             if not isinstance(value, dict):
                 walk.add(path, f"must be an object, not {_kind_name(value)}", "TYPE")
                 return
             self._json_value(value, path, depth, walk)
             return
-        if name == js.LIST_VALUE:
+        if name == field_rules.LIST_VALUE:
             if not isinstance(value, list):
                 walk.add(path, f"must be an array, not {_kind_name(value)}", "TYPE")
                 return
             self._json_value(value, path, depth, walk)
             return
-        if name == js.EMPTY:
+        if name == field_rules.EMPTY:
             if not isinstance(value, dict):
                 walk.add(path, f"must be an object, not {_kind_name(value)}", "TYPE")
             for key in value if isinstance(value, dict) else ():
@@ -422,7 +421,7 @@ class ArgumentConverter:
         elif isinstance(value, int | float):
             if isinstance(value, float) and not math.isfinite(value):
                 walk.add(path, "must be a finite number", "TYPE")
-            elif not -js.DOUBLE_MAX <= value <= js.DOUBLE_MAX:
+            elif not -field_rules.DOUBLE_MAX <= value <= field_rules.DOUBLE_MAX:
                 walk.add(path, "is outside the range of a double", "OUT_OF_RANGE")
         else:
             walk.add(path, f"is not JSON ({type(value).__name__})", "TYPE")

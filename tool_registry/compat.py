@@ -74,7 +74,7 @@ _TYPE_NAMES: dict[int, str] = {
 
 
 @dataclass(frozen=True, order=True)
-class Violation:
+class Incompatibility:
     """One incompatibility: where (a full name), which rule, and what to do about it."""
 
     path: str
@@ -85,7 +85,7 @@ class Violation:
 # -- entry points --------------------------------------------------------------
 
 
-def check_compatibility(before: ToolSchema, after: ToolSchema) -> list[Violation]:
+def check_compatibility(before: ToolSchema, after: ToolSchema) -> list[Incompatibility]:
     """Every reason `after` cannot be a new version of `before` in the same major version."""
     found = _Collector()
     old, new = before.method, after.method
@@ -120,7 +120,7 @@ def check_compatibility(before: ToolSchema, after: ToolSchema) -> list[Violation
 
 def compare_messages(
     before: descriptor.Descriptor, after: descriptor.Descriptor, *, request_side: bool = True
-) -> list[Violation]:
+) -> list[Incompatibility]:
     """The checker for one message pair and everything it reaches (tests, tooling)."""
     found = _Collector()
     _Walker(found).messages(before, after, request_side=request_side)
@@ -132,12 +132,12 @@ def compare_messages(
 
 class _Collector:
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str], Violation] = {}
+        self._items: dict[tuple[str, str], Incompatibility] = {}
 
     def add(self, path: str, rule: str, message: str) -> None:
-        self._items.setdefault((path, rule), Violation(path, rule, message))
+        self._items.setdefault((path, rule), Incompatibility(path, rule, message))
 
-    def sorted(self) -> list[Violation]:
+    def sorted(self) -> list[Incompatibility]:
         return sorted(self._items.values())
 
 

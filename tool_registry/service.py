@@ -49,7 +49,7 @@ from agentmesh.v1 import (
 )
 from tool_registry import names, semver
 from tool_registry.agent_tool import AGENT_TOOL_VERSION, agent_tool
-from tool_registry.compat import Violation, check_compatibility
+from tool_registry.compat import Incompatibility, check_compatibility
 from tool_registry.content import differences
 from tool_registry.descriptors import ToolSchema, load_tool_schema, parse_descriptor_set
 from tool_registry.feed import ChangeFeed, SpecCache
@@ -95,7 +95,9 @@ def _basic(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
     return view
 
 
-def _breaking(violations: Sequence[Violation], name: str, compared: str, accepted: str) -> FailedPrecondition:
+def _breaking(
+    violations: Sequence[Incompatibility], name: str, compared: str, accepted: str
+) -> FailedPrecondition:
     """The refusal of a breaking change; `accepted` is the version it would be accepted as."""
     listed = "; ".join(f"{v.path}: {v.rule}" for v in violations[:5])
     more = "" if len(violations) <= 5 else f" and {len(violations) - 5} more"
@@ -111,7 +113,7 @@ def _tool_required() -> InvalidArgument:
     return InvalidArgument("tool is required", violations=[FieldViolation("tool", "is required", "REQUIRED")])
 
 
-def to_proto(violations: Sequence[Violation]) -> list[tool_pb2.CompatibilityViolation]:
+def to_proto(violations: Sequence[Incompatibility]) -> list[tool_pb2.CompatibilityViolation]:
     return [tool_pb2.CompatibilityViolation(path=v.path, rule=v.rule, message=v.message) for v in violations]
 
 

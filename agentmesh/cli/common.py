@@ -29,6 +29,7 @@ EXIT_USAGE = 2  # the command is wrong: arguments, configuration, INVALID_ARGUME
 EXIT_UNREACHABLE = (
     3  # the target (registry, agent, Redis) could not be reached: UNAVAILABLE, DEADLINE_EXCEEDED
 )
+EXIT_INTERRUPTED = 130  # Ctrl-C while following a task (the shell's 128 + SIGINT)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done; 1 refused or failed (NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, "

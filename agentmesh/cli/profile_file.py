@@ -15,9 +15,7 @@ from pathlib import Path
 
 import tomli_w
 
-from agentmesh.kit.config import REGISTRY_PORT
-
-DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"
+from agentmesh.kit.config import DEFAULT_REGISTRY, Settings
 
 
 @dataclass
@@ -37,11 +35,11 @@ class Profile:
 
 
 def profile_path() -> Path:
-    explicit = os.environ.get("AGENTMESH_PROFILE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "agentmesh" / "profile.toml"
+    settings = Settings.from_env()
+    if settings.profile is not None:
+        return settings.profile
+    base = settings.xdg_config_home or Path.home() / ".config"
+    return base / "agentmesh" / "profile.toml"
 
 
 class ProfileError(ValueError):
@@ -80,9 +78,9 @@ def save_profile(profile: Profile, path: Path | None = None) -> Path:
 
 def resolve_registry(flag: str | None = None) -> str:
     """--registry, then AGENTMESH_REGISTRY, then the profile, then localhost:50051."""
-    return flag or os.environ.get("AGENTMESH_REGISTRY") or load_profile().registry or DEFAULT_REGISTRY
+    return flag or Settings.from_env().registry or load_profile().registry or DEFAULT_REGISTRY
 
 
 def resolve_token(flag: str | None = None) -> str | None:
     """--token, then AGENTMESH_TOKEN, then the profile."""
-    return flag or os.environ.get("AGENTMESH_TOKEN") or load_profile().token
+    return flag or Settings.from_env().cli_token or load_profile().token

@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console, fail
+from agentmesh.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, console, err_console, fail
 from agentmesh.cli.run import _FAILED, _check_domain, follow, model_of_step, print_outcome
 from agentmesh.kit.errors import AgentmeshError, NotFound
 from agentmesh.v1 import task_pb2
@@ -69,7 +69,7 @@ RESULT_CHARS = 160  # tool arguments and results on the terminal; --json has the
 
 
 @dataclass(frozen=True)
-class Caller:
+class CommandCaller:
     """Who the commands act as and where they find the agents."""
 
     token: str | None
@@ -127,11 +127,11 @@ class Caller:
 
 def _caller(
     token: str | None, registry: str | None, target: str | None, tenant: str | None, user: str | None
-) -> Caller:
-    return Caller(token=token, registry=registry, target=target, tenant=tenant, user=user)
+) -> CommandCaller:
+    return CommandCaller(token=token, registry=registry, target=target, tenant=tenant, user=user)
 
 
-async def _with_client(caller: Caller, domain: str, action: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_client(caller: CommandCaller, domain: str, action: Callable[[Any], Awaitable[T]]) -> T:
     client = await caller.client(domain)
     try:
         return await action(client)
@@ -141,7 +141,7 @@ async def _with_client(caller: Caller, domain: str, action: Callable[[Any], Awai
         await client.close()
 
 
-async def _locate(caller: Caller, task_id: str, domain: str | None) -> tuple[str, task_pb2.Task]:
+async def _locate(caller: CommandCaller, task_id: str, domain: str | None) -> tuple[str, task_pb2.Task]:
     """The task's domain and the task (FULL view): from `domain`'s agent, or the first agent that has it."""
     domains = await caller.domains([domain] if domain else None)
 
@@ -490,7 +490,7 @@ def watch(
     try:
         task = asyncio.run(go())
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _exit_for(task)
 
 
@@ -520,7 +520,7 @@ def cancel(
 
 
 def _answer(
-    caller: Caller,
+    caller: CommandCaller,
     task_id: str,
     domain: str | None,
     *,

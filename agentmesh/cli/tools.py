@@ -28,7 +28,7 @@ from agentmesh.cli.common import (
     print_id_table,
     usage_error,
 )
-from agentmesh.cli.profile_file import resolve_registry
+from agentmesh.cli.profile_file import resolve_registry, resolve_token
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.errors import AgentmeshError, from_rpc_error
 from agentmesh.v1 import tool_options_pb2, tool_pb2, tool_registry_service_pb2_grpc
@@ -59,7 +59,7 @@ _SIDE_EFFECTS = {
 }
 
 
-class Usage(Exception):
+class BadUsage(Exception):
     """Bad command-line input: exit 2."""
 
 
@@ -68,22 +68,47 @@ def registry_target(option: str | None) -> str:
     return resolve_registry(option)
 
 
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Every registry call carries the caller's token (the registry verifies it: auth is on)."""
+
+    def __init__(self, token: str) -> None:
+        from agents.client import caller_metadata
+
+        self.metadata = caller_metadata(token=token)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        for key, value in self.metadata:
+            if key not in metadata:
+                metadata.add(key, value)
+        return await continuation(details._replace(metadata=metadata), request)
+
+
 def _run(
-    target: str | None, body: Callable[[tool_registry_service_pb2_grpc.ToolRegistryServiceStub], Awaitable[T]]
+    target: str | None,
+    body: Callable[[tool_registry_service_pb2_grpc.ToolRegistryServiceStub], Awaitable[T]],
+    *,
+    token: str | None = None,
 ) -> T:
+    """`body` against the registry, its calls carrying --token / AGENTMESH_TOKEN / the profile's token."""
+
     async def main() -> T:
         options = [
             ("grpc.max_send_message_length", REGISTRY_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", REGISTRY_MAX_MESSAGE_BYTES),
         ]
+        bearer = resolve_token(token)
         async with create_channel(
-            registry_target(target), control_plane=True, extra_options=options
+            registry_target(target),
+            control_plane=True,
+            extra_options=options,
+            interceptors=(_Bearer(bearer),) if bearer else (),
         ) as channel:
             return await body(tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel))
 
     try:
         return asyncio.run(main())
-    except Usage as exc:
+    except BadUsage as exc:
         raise usage_error(str(exc)) from None
     except AgentmeshError as exc:
         raise fail(exc, f"registry {registry_target(target)}") from None
@@ -147,7 +172,7 @@ def tool_row(tool: tool_pb2.ToolSpec) -> list[str]:
 
 def _compile(file: Path, include: list[Path]) -> descriptor_pb2.FileDescriptorSet:
     if not file.is_file():
-        raise Usage(f"{file}: no such file")
+        raise BadUsage(f"{file}: no such file")
     return compile_protos([file], include)
 
 
@@ -172,13 +197,13 @@ def _overrides(
     )
     if side_effect:
         if side_effect not in _SIDE_EFFECTS:
-            raise Usage(f"--side-effect must be one of {', '.join(_SIDE_EFFECTS)}")
+            raise BadUsage(f"--side-effect must be one of {', '.join(_SIDE_EFFECTS)}")
         spec.side_effect = _SIDE_EFFECTS[side_effect]
     if requires_approval:
         spec.requires_approval = True
     if timeout is not None:
         if timeout < 0:
-            raise Usage("--timeout must not be negative")
+            raise BadUsage("--timeout must not be negative")
         spec.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout), nanos=int((timeout % 1) * 1e9)))
     return spec
 
@@ -227,7 +252,7 @@ def register(
             timeout,
             endpoint or from_reflection,
         )
-    except Usage as exc:
+    except BadUsage as exc:
         raise usage_error(str(exc)) from None
 
     async def body(
@@ -241,11 +266,11 @@ def register(
             fds = _compile(file, include)
         methods = list(method) or tool_methods(fds)
         if not methods:
-            raise Usage(
+            raise BadUsage(
                 "no method carries the agentmesh.v1.tool option: name one with --method pkg.Svc/Method"
             )
         if len(methods) > 1 and (name or version):
-            raise Usage("--name/--version apply to one method: pick it with --method")
+            raise BadUsage("--name/--version apply to one method: pick it with --method")
         data = fds.SerializeToString()
         responses = []
         for full_name in methods:
@@ -402,7 +427,7 @@ def diff(
         fds = _compile(Path(first), include)
         methods = [method] if method else tool_methods(fds)
         if len(methods) != 1:
-            raise Usage(f"{first} has {len(methods)} tool methods: pick one with --method")
+            raise BadUsage(f"{first} has {len(methods)} tool methods: pick one with --method")
         candidate = tool_pb2.ToolSpec(
             file_descriptor_set=fds.SerializeToString(), method=methods[0], name=tool_name
         )
@@ -447,23 +472,46 @@ def deprecate(
 def bind(
     name: str = typer.Argument(..., help="Tool name."),
     version: str = typer.Argument(..., help="Exact version."),
-    endpoint: str = typer.Argument("", help="HOST:PORT or a gRPC target; empty clears the binding."),
+    endpoint: str | None = typer.Argument(
+        None,
+        help="HOST:PORT or a gRPC target; empty clears the binding "
+        "(omitted with --transfer-to: the current endpoint stays).",
+    ),
+    transfer_to: str = typer.Option(
+        "",
+        "--transfer-to",
+        help="Give the tool name to another owner (a token subject such as `service:billing`); "
+        "needs a token holding registry:admin.",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token (default: AGENTMESH_TOKEN, then the CLI profile)."
+    ),
     registry: str | None = RegistryOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Set or clear the endpoint of a tool version."""
+    """Set or clear the endpoint of a tool version, or transfer the tool's name to another owner."""
 
     async def body(stub: tool_registry_service_pb2_grpc.ToolRegistryServiceStub) -> tool_pb2.ToolSpec:
-        request = rs.BindToolEndpointRequest(name=name, version=version, endpoint=endpoint)
+        target = endpoint
+        if target is None and transfer_to:
+            current = await stub.GetTool(
+                rs.GetToolRequest(name=name, version=version, view=tool_pb2.TOOL_VIEW_BASIC)
+            )
+            target = current.endpoint
+        request = rs.BindToolEndpointRequest(
+            name=name, version=version, endpoint=target or "", transfer_to=transfer_to
+        )
         return await stub.BindToolEndpoint(request)  # type: ignore[no-any-return]
 
-    tool = _run(registry, body)
+    tool = _run(registry, body, token=token)
     if as_json:
         _print_json(_dict(tool))
     else:
         console.print(
             f"bound {escape(tool.name)} {escape(tool.version)} -> {escape(tool.endpoint or '(none)')}"
         )
+        if transfer_to:
+            console.print(f"transferred {escape(tool.name)} to {escape(transfer_to)}")
 
 
 # -- agents --------------------------------------------------------------------------------

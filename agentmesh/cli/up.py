@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.markup import escape
 
 from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
 from agentmesh.kit import health
+from agentmesh.kit.config import Settings
 from agentmesh.kit.net import port_bindable
 from agentmesh.kit.signals import stop_signals
 from agentmesh.localmesh.devauth import DevIssuer, dev_issuer, mesh_issuer
@@ -32,14 +32,14 @@ from agentmesh.localmesh.plan import (
 )
 from agentmesh.localmesh.supervisor import STATE_FILE, LocalMesh, MeshStartError, collect_status
 
-DEFAULT_STATE_DIR = Path(".agentmesh")
+DEFAULT_STATE_DIR: Path = Settings.model_fields["state_dir"].default
 MAX_PORT = 65_535
 DETACH_TIMEOUT_S = 180.0
 TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
-    return value or Path(os.environ.get("AGENTMESH_STATE_DIR", DEFAULT_STATE_DIR))
+    return value or Settings.from_env().state_dir
 
 
 def busy_ports(ports: list[int]) -> list[int]:
@@ -127,7 +127,9 @@ def up(
         DEMO_SCRIPT, "--model-script", help="Script of the scripted model server (ignored with a model URL)."
     ),
     agent_specs: list[Path] = typer.Option(
-        None, "--agent", help="Domain spec to serve (repeatable; default: refunds, fulfillment, training)."
+        None,
+        "--agent",
+        help="Domain spec to serve (repeatable; default: refunds, fulfillment, training, conformance).",
     ),
     tools: list[str] = typer.Option(
         None, "--tool", help=f"Example tool to run (repeatable; default: {', '.join(DEFAULT_TOOLS)})."
@@ -149,6 +151,14 @@ def up(
         "--insecure-no-auth",
         help="Run every service without authentication (callers name themselves in headers). "
         "Local development only: it warns at every start.",
+    ),
+    replicas: int = typer.Option(
+        1,
+        "--replicas",
+        min=1,
+        help="Agent processes per domain (they share the domain's task queue: kill one and another "
+        "resumes its tasks). Replicas after the first are named agent-<domain>-<n> and take the agent "
+        "ports after every domain's (50065, 50066, ...); 3 fit beside the default tools.",
     ),
     port_offset: int = typer.Option(
         0,
@@ -189,8 +199,14 @@ def up(
         model_script=model_script.resolve(),
         agents=agents,
         tools=tuple(tools or DEFAULT_TOOLS),
+        replicas={domain: replicas for domain, _ in agents},
     )
-    ports = ports_in_use(build_plan(options)) + ([] if redis_url else [options.redis_port])
+    try:
+        planned = build_plan(options)
+    except ValueError as exc:
+        err_console.print(f"[red]{escape(str(exc))}[/red] (fewer --replicas, or fewer --agent/--tool)")
+        raise typer.Exit(EXIT_USAGE) from None
+    ports = ports_in_use(planned) + ([] if redis_url else [options.redis_port])
     if max(ports) > MAX_PORT:
         err_console.print(f"[red]--port-offset {port_offset} puts ports above {MAX_PORT}[/red]")
         raise typer.Exit(EXIT_USAGE)
@@ -204,6 +220,7 @@ def up(
     if detach:
         argv = [sys.executable, "-m", "agentmesh", "up", "--state-dir", str(state.resolve())]
         argv += ["--port-offset", str(port_offset), "--model-name", model_name]
+        argv += ["--replicas", str(replicas)]
         argv += ["--model-script", str(options.model_script)]
         argv += ["--redis-url", redis_url] if redis_url else []
         argv += ["--model-url", model_url] if model_url else []

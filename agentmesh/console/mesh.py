@@ -24,7 +24,7 @@ import grpc
 from agentmesh.kit import metadata as md
 from agentmesh.kit.auth import Principal
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.config import Settings
+from agentmesh.kit.config import DEFAULT_REGISTRY, Settings
 from agentmesh.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -35,7 +35,6 @@ from agentmesh.v1 import (
 )
 
 CALL_TIMEOUT_S = 10.0
-DEFAULT_REGISTRY = "localhost:50051"
 # The directory (domain -> endpoint) is cached this long: routing data, not user data.
 DIRECTORY_TTL_S = 5.0
 

@@ -1,51 +1,52 @@
 """`agentmesh serve console`: the operator console's process.
 
-HTTP only, on AGENTMESH_HTTP_PORT, else AGENTMESH_GRPC_PORT, else 50080 (as the
-scripted model does: a role with no gRPC port of its own). SIGTERM/SIGINT stop it.
+HTTP only, on AGENTMESH_HTTP_PORT, else AGENTMESH_GRPC_PORT, else 50080 (as the scripted
+model does: a role with no gRPC port of its own), on the one bootstrap (`ServiceHost` in its
+HTTP-only form, started by `run_process`). SIGTERM/SIGINT stop it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-from aiohttp import web
 
 from agentmesh.console.app import create_app
 from agentmesh.console.auth import Authentication
 from agentmesh.console.mesh import MeshClient
 from agentmesh.kit.config import Role, Settings
-from agentmesh.kit.logs import configure_logging
-from agentmesh.kit.signals import stop_signals
+from agentmesh.kit.process import load_settings, run_process
+from agentmesh.kit.server import ServiceHost, http_only_port
 
 log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def console_port(settings: Settings) -> int:
-    if settings.http_port is not None:
-        return settings.http_port
-    return settings.effective_grpc_port
+    return http_only_port(settings)
 
 
-async def serve(settings: Settings) -> None:
+def console_host(settings: Settings) -> ServiceHost:
+    """The console's application on the one bootstrap (`ServiceHost`, HTTP-only)."""
     auth = Authentication.from_settings(settings)
     if auth.problem:
         log.warning("%s", auth.problem)
     app = create_app(MeshClient(settings), auth)
-    # Open timelines (SSE) would hold a stop for aiohttp's default 60 s: they reconnect anyway.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    host = settings.bind_host.strip("[]")
-    site = web.TCPSite(runner, host, console_port(settings))
-    async with stop_signals() as stop:
-        await site.start()
-        log.info("console serving on %s (registry %s)", site.name, settings.registry)
-        await stop.wait()
-        await runner.cleanup()
+    # Open timelines (SSE) would hold a stop for the whole drain grace: they reconnect anyway.
+    grace = min(settings.drain_grace_s, SHUTDOWN_TIMEOUT_S)
+    host = ServiceHost(
+        settings.model_copy(update={"drain_grace_s": grace}), name="console", http_only=True, http_app=app
+    )
+
+    async def announce() -> None:
+        log.info("console serving on port %s (registry %s)", host.http_port, settings.registry)
+
+    host.on_start(announce)
+    return host
+
+
+async def serve(settings: Settings) -> None:
+    await console_host(settings).run()  # until SIGTERM/SIGINT, then drain and stop
 
 
 def main() -> None:
-    settings = Settings.from_env(None, role=Role.CONSOLE.value)
-    configure_logging(settings.service_name or "console", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    settings = load_settings(Role.CONSOLE)
+    run_process(settings, "console", lambda: serve(settings))

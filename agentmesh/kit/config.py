@@ -69,6 +69,7 @@ TOOL_PORTS: dict[str, int] = {
 MODEL_PORT = 50099  # the scripted model's HTTP port
 CONSOLE_PORT = 50080  # the operator console's HTTP port
 REDIS_PORT = 6390  # the local mesh's embedded valkey
+DEFAULT_REGISTRY = f"localhost:{REGISTRY_PORT}"  # where clients look when nothing else says
 DEFAULT_GRPC_PORTS: dict[Role, int] = {
     Role.REGISTRY: REGISTRY_PORT,
     Role.AGENT: min(AGENT_PORTS.values()),
@@ -210,7 +211,7 @@ class Settings(BaseModel):
         "is the master's), and rediss+cluster:// / rediss+sentinel:// for TLS (`ssl_ca_certs`, "
         "`ssl_cert_reqs` query parameters). Refused credentials fail at once, not after the reconnect "
         "budget.",
-        "redis://localhost:6390/0",
+        f"redis://localhost:{REDIS_PORT}/0",
     )
     jwks: str | None = _env("AGENTMESH_JWKS", "Trusted issuers' JWKS: a file path or an https:// URL.")
     signing_key: Path | None = _env(
@@ -420,6 +421,61 @@ class Settings(BaseModel):
         ge=0,
     )
 
+    # The command line and the local mesh (agentmesh/cli/, agentmesh/localmesh/) ----------------
+    cli_token: str | None = _env(
+        "AGENTMESH_TOKEN",
+        "CLI: bearer token the `agentmesh` commands send (after --token, before the profile's).",
+        repr=False,
+    )
+    profile: Path | None = _env(
+        "AGENTMESH_PROFILE",
+        "CLI: the profile file (TOML) `agentmesh up` writes and `agentmesh profile` edits. Default: "
+        "XDG_CONFIG_HOME/agentmesh/profile.toml.",
+    )
+    xdg_config_home: Path | None = _env(
+        "XDG_CONFIG_HOME", "CLI: the base directory of the default profile (XDG). Default: ~/.config."
+    )
+    state_dir: Path = _env(
+        "AGENTMESH_STATE_DIR",
+        "`agentmesh up`/`down`/`status`/`trace`: the local mesh's state directory (logs, keys, spans).",
+        Path(".agentmesh"),
+    )
+    valkey_server: Path | None = _env(
+        "VALKEY_SERVER",
+        "The valkey-server binary of the embedded Redis (`agentmesh up`, tests). Default: the bundled one.",
+    )
+    # The example tools (examples/; examples/README.md) --------------------------------------
+    inventory_stock: str = _env(
+        "INVENTORY_STOCK", "Example inventory: `SKU=COUNT,...` instead of the seeded stock.", ""
+    )
+    payments_approval_limit_cents: int | None = _env(
+        "PAYMENTS_APPROVAL_LIMIT_CENTS",
+        "Example payments: refunds above this many cents need approval. Default: 10000.",
+        ge=0,
+    )
+    dummy_latency_ms: float = _env(
+        "DUMMY_LATENCY_MS", "Example dummy: every call waits this long first.", 0.0, ge=0
+    )
+    dummy_unavailable_rate: float = _env(
+        "DUMMY_UNAVAILABLE_RATE", "Example dummy: share of calls answered UNAVAILABLE.", 0.0, ge=0
+    )
+    dummy_exhausted_rate: float = _env(
+        "DUMMY_EXHAUSTED_RATE", "Example dummy: share of calls answered RESOURCE_EXHAUSTED.", 0.0, ge=0
+    )
+    dummy_hang_rate: float = _env(
+        "DUMMY_HANG_RATE", "Example dummy: share of calls that hang past the deadline.", 0.0, ge=0
+    )
+    dummy_succeed_then_hang_rate: float = _env(
+        "DUMMY_SUCCEED_THEN_HANG_RATE",
+        "Example dummy: share of calls that do the work, then hang past the deadline.",
+        0.0,
+        ge=0,
+    )
+    dummy_retry_after_ms: float = _env(
+        "DUMMY_RETRY_AFTER_MS", "Example dummy: the RetryInfo delay of its RESOURCE_EXHAUSTED.", 0.0, ge=0
+    )
+    dummy_seed: int = _env("DUMMY_SEED", "Example dummy: seed for reproducible rates (0 = random).", 0)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -509,6 +565,10 @@ def reference_markdown() -> str:
         "Every service reads these environment variables through one loader; the Helm chart sets the",
         "same names. Empty values count as unset. The standard `OTEL_*` variables configure tracing",
         '(see ARCHITECTURE.md, "Cross-cutting concerns").',
+        "",
+        "Read elsewhere, on purpose: `OTEL_*` (by the OpenTelemetry SDK, agentmesh/kit/tracing.py),",
+        "`KUBERNETES_SERVICE_HOST`/`_PORT` (in-cluster detection of the auth bootstrap hook, set by",
+        "Kubernetes), `BENCH_*` (the benchmark harness, bench/). Child processes inherit the environment.",
         "",
         "| Variable | Default | Description |",
         "|---|---|---|",

@@ -1,9 +1,11 @@
-"""The HTTP side listener every service runs next to its gRPC port.
+"""The HTTP listener of every service: beside its gRPC port, or alone for an HTTP-only role.
 
 Serves /metrics (Prometheus), /healthz (the process is alive), /readyz (the
-gRPC services report SERVING) and whatever routes a service adds: the agent
+services report SERVING) and whatever routes a service adds: the agent
 card at /.well-known/agent-card.json, the registry's JWKS at
-/.well-known/jwks.json.
+/.well-known/jwks.json. An HTTP-only role (the scripted model, the console)
+brings its own aiohttp application; the three standard paths are added to it
+where it does not answer them itself.
 """
 
 from __future__ import annotations
@@ -22,14 +24,28 @@ JsonProvider = Callable[[], Awaitable[Any]]
 
 
 class SideListener:
-    def __init__(self, host: str, port: int, *, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[], bool],
+        app: web.Application | None = None,
+        shutdown_timeout: float = 60.0,
+    ) -> None:
         self._host = host.strip("[]") or "::"
         self._port = port
         self._ready = ready
-        self._app = web.Application()
-        self._app.router.add_get("/metrics", self._metrics)
-        self._app.router.add_get("/healthz", self._healthz)
-        self._app.router.add_get("/readyz", self._readyz)
+        self._app = app if app is not None else web.Application()
+        self._shutdown_timeout = shutdown_timeout
+        taken = {route.resource.canonical for route in self._app.router.routes() if route.resource}
+        for path, handler in (
+            ("/metrics", self._metrics),
+            ("/healthz", self._healthz),
+            ("/readyz", self._readyz),
+        ):
+            if path not in taken:
+                self._app.router.add_get(path, handler)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -45,7 +61,9 @@ class SideListener:
         self._app.router.add_get(path, handler)
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+        )
         await self._runner.setup()
         site: web.BaseSite
         if self._host == "::":

@@ -12,6 +12,13 @@ limits and keepalive; a bound port (0 = free port, reported back); the HTTP
 side listener on gRPC port + 1000; a plaintext health-only port when mTLS is
 on; graceful shutdown: health NOT_SERVING first, drain hooks, an optional
 delay for load balancers, then `server.stop(grace)`.
+
+An HTTP-only role (the scripted model, the console) uses the same host with
+`http_only=True` and its own aiohttp application: no gRPC server, the application
+on the role's port (AGENTMESH_HTTP_PORT, else AGENTMESH_GRPC_PORT, else the
+role's default) with /metrics, /healthz and /readyz added where it has none;
+the same start/drain/stop hooks, signals and shutdown (in-flight requests get
+AGENTMESH_DRAIN_GRACE).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -138,6 +146,8 @@ class ServiceHost:
         bounded: bool = True,
         reflection_pool: DescriptorPool | None = None,
         authenticator: Authenticator | None = None,
+        http_only: bool = False,
+        http_app: web.Application | None = None,
     ) -> None:
         self.settings = settings
         self.name = name or settings.service_name or settings.role.value
@@ -157,7 +167,20 @@ class ServiceHost:
         self.edge: ServerEdgeInterceptor | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
-        self._http = SideListener(settings.bind_host, settings.effective_http_port, ready=self.is_serving)
+        self.http_only = http_only
+        if not http_only:
+            self._http = SideListener(
+                settings.bind_host, settings.effective_http_port, ready=self.is_serving, app=http_app
+            )
+        else:
+            self._http = SideListener(
+                settings.bind_host,
+                http_only_port(settings),
+                ready=self.is_serving,
+                app=http_app,
+                shutdown_timeout=settings.drain_grace_s,
+            )
+        self._started = False
         self._serving = False
         # Set when shutdown begins: long-lived streams (WatchTask, WatchTools) end
         # early on it so clients resume on another replica instead of holding the drain.
@@ -205,6 +228,10 @@ class ServiceHost:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
+        self._started = True
+        if self.http_only:
+            await self._start_http_only()
+            return
         settings = self.settings
         self.edge = ServerEdgeInterceptor(
             max_in_flight=settings.max_in_flight if self._bounded else 0,
@@ -255,6 +282,14 @@ class ServiceHost:
             },
         )
 
+    async def _start_http_only(self) -> None:
+        await self._http.start()
+        self._serving = True
+        metrics.SERVING.labels(self.name).set(1)
+        for hook in self._start_hooks:
+            await hook()
+        log.info("serving", extra={"http_port": self.http_port})
+
     async def _start_plaintext_health(self) -> None:
         """Health on a plaintext port so kubelet probes need no client certificate."""
         health_server = grpc.aio.server(options=server_options(self.settings))
@@ -268,8 +303,9 @@ class ServiceHost:
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain hooks, delay, stop(grace), stop hooks."""
-        if self._server is None:
+        if not self._started:
             return
+        self._started = False
         grace = self.settings.drain_grace_s if grace is None else grace
         self._serving = False
         self.draining.set()
@@ -281,8 +317,9 @@ class ServiceHost:
             await _run_hook(hook, "drain")
         if self.settings.drain_delay_s > 0:
             await asyncio.sleep(self.settings.drain_delay_s)
-        await self._server.stop(grace)
-        self._server = None
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
         if self._health_server is not None:
             await self._health_server.stop(0)
             self._health_server = None
@@ -311,6 +348,14 @@ class ServiceHost:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop(grace=0)
+
+
+def http_only_port(settings: Settings) -> int:
+    """The port of an HTTP-only role: AGENTMESH_HTTP_PORT, else AGENTMESH_GRPC_PORT, else the role's
+    default (the scripted model 50099, the console 50080); 0 picks a free port."""
+    if settings.http_port is not None:
+        return settings.http_port
+    return settings.effective_grpc_port
 
 
 async def _run_hook(hook: Hook, phase: str) -> None:

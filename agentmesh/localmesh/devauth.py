@@ -25,6 +25,7 @@ from agentmesh.kit.auth import (
     jwks_document,
     load_issuer_keys,
 )
+from agentmesh.kit.config import Settings
 
 DEMO_TENANT = "default"
 DEMO_USER = "demo"
@@ -91,9 +92,9 @@ def issuer_from_key(key_path: Path) -> DevIssuer:
 def mesh_issuer(state_dir: Path) -> DevIssuer | None:
     """The issuer of the local mesh in `state_dir`: AGENTMESH_SIGNING_KEY (the configuration
     contract), else that mesh's dev issuer; None when it runs with auth off or was never started."""
-    explicit = os.environ.get("AGENTMESH_SIGNING_KEY")
-    if explicit:
-        return issuer_from_key(Path(explicit))
+    explicit = Settings.from_env().signing_key
+    if explicit is not None:
+        return issuer_from_key(explicit)
     state_file = state_dir / "mesh.json"
     if state_file.exists() and json.loads(state_file.read_text()).get("auth") == "off":
         return None

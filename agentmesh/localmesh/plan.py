@@ -32,9 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAINS_DIR = REPO_ROOT / "agents" / "domains"
 DEMO_SCRIPT = REPO_ROOT / "agents" / "scripts" / "demo.yaml"
 # What `agentmesh up` runs by default: the example tools of the example stories (the training
-# dummy last) and the demo domains.
+# dummy last), the demo domains and the A2A conformance agent (no tools; any A2A client can run
+# the conformance scenarios against it).
 DEFAULT_TOOLS = ("crm", "payments", "email", "inventory", "shipping", "dummy")
-DEFAULT_AGENTS = ("refunds", "fulfillment", "training")
+DEFAULT_AGENTS = ("refunds", "fulfillment", "training", "conformance")
 
 
 def default_agents() -> list[tuple[str, Path]]:
@@ -54,7 +55,7 @@ def agent_ports(slugs: Sequence[str]) -> dict[str, int]:
     return ports
 
 
-class Kind(enum.StrEnum):
+class ServiceKind(enum.StrEnum):
     REGISTRY = "registry"
     AGENT = "agent"
     TOOL = "tool"
@@ -68,7 +69,7 @@ class PlannedService:
     """One child process of the local mesh."""
 
     name: str
-    kind: Kind
+    kind: ServiceKind
     argv: Sequence[str]
     env: Mapping[str, str]
     grpc_port: int | None
@@ -88,7 +89,9 @@ class PlannedService:
     @property
     def url(self) -> str | None:
         """Where a person opens it (the console), else None."""
-        return f"http://{self.http_target}/" if self.kind is Kind.CONSOLE and self.http_target else None
+        return (
+            f"http://{self.http_target}/" if self.kind is ServiceKind.CONSOLE and self.http_target else None
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
     services = [
         PlannedService(
             name="registry",
-            kind=Kind.REGISTRY,
+            kind=ServiceKind.REGISTRY,
             argv=_serve("registry"),
             env={
                 **_base_env(options, "registry", mints=True),
@@ -188,7 +191,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name=f"tool-{tool}",
-                kind=Kind.TOOL,
+                kind=ServiceKind.TOOL,
                 argv=_serve("tool"),
                 env={
                     **_base_env(options, tool),
@@ -208,7 +211,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name="model",
-                kind=Kind.MODEL,
+                kind=ServiceKind.MODEL,
                 argv=_serve("model"),
                 env=env,
                 grpc_port=None,
@@ -220,7 +223,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name="console",
-                kind=Kind.CONSOLE,
+                kind=ServiceKind.CONSOLE,
                 argv=_serve("console"),
                 env={
                     **_base_env(options, "console"),
@@ -241,7 +244,7 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
         services.append(
             PlannedService(
                 name=name,
-                kind=Kind.AGENT,
+                kind=ServiceKind.AGENT,
                 argv=_serve("agent"),
                 env={
                     **_base_env(options, domain, mints=True),
@@ -257,7 +260,24 @@ def build_plan(options: MeshOptions) -> list[PlannedService]:
                 tier=2,
             )
         )
+    _check_ports(services, options)
     return services
+
+
+def _check_ports(services: Sequence[PlannedService], options: MeshOptions) -> None:
+    """Every port of the plan (gRPC, HTTP side listener, Redis) belongs to one service only: too many
+    replicas would walk their ports into the tools' (agents 5006x, tools from 50071)."""
+    owner: dict[int, str] = {} if options.redis_url else {options.redis_port: "redis"}
+    clashes = []
+    for service in services:
+        for port in (service.grpc_port, service.http_port):
+            if port is None:
+                continue
+            if port in owner and owner[port] != service.name:
+                clashes.append(f"{service.name} and {owner[port]} on {port}")
+            owner.setdefault(port, service.name)
+    if clashes:
+        raise ValueError(f"the local port table has no room for this plan: {'; '.join(clashes)}")
 
 
 def agent_process_name(domain: str, replica: int, replicas: int) -> str:

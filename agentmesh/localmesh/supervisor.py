@@ -22,7 +22,7 @@ import aiohttp
 
 from agentmesh.kit import health
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
-from agentmesh.localmesh.plan import Kind, PlannedService
+from agentmesh.localmesh.plan import PlannedService, ServiceKind
 from agentmesh.localmesh.proc import ServiceProcess
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class LocalMesh:
         tmp.write_text(json.dumps(self.state(), indent=2))
         tmp.replace(self.state_file)
 
-    def names(self, kind: Kind | None = None) -> list[str]:
+    def names(self, kind: ServiceKind | None = None) -> list[str]:
         """The running services' names (of one kind), in start order."""
         return [n for n, r in self._running.items() if kind is None or r.planned.kind is kind]
 
@@ -247,7 +247,7 @@ async def collect_status(state: dict[str, Any]) -> dict[str, Any]:
     services.append(
         {
             "name": "redis",
-            "kind": Kind.REDIS.value,
+            "kind": ServiceKind.REDIS.value,
             "grpc": None,
             "http": None,
             "pid": state.get("redis_pid"),
@@ -258,7 +258,7 @@ async def collect_status(state: dict[str, Any]) -> dict[str, Any]:
     async def one(entry: dict[str, Any]) -> dict[str, Any]:
         planned = PlannedService(
             name=entry["name"],
-            kind=Kind(entry["kind"]),
+            kind=ServiceKind(entry["kind"]),
             argv=(),
             env={},
             grpc_port=int(entry["grpc"].rsplit(":", 1)[1]) if entry["grpc"] else None,

@@ -208,6 +208,10 @@ class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.Val
     completed side effect, because the task ended FAILED (`compensated_step`
     names the step it undoes). Never shown to the model.
     """
+    STEP_KIND_USER_INPUT: _StepKind.ValueType  # 7
+    """The caller answered the agent's question (ResumeTask with `input` on a
+    task waiting in PENDING_ACTION_KIND_INPUT); `result_json` holds the text.
+    """
 
 class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
     """The kind of a step."""
@@ -228,6 +232,10 @@ STEP_KIND_COMPENSATION: StepKind.ValueType  # 6
 """The runtime called the compensating tool the domain declares for a
 completed side effect, because the task ended FAILED (`compensated_step`
 names the step it undoes). Never shown to the model.
+"""
+STEP_KIND_USER_INPUT: StepKind.ValueType  # 7
+"""The caller answered the agent's question (ResumeTask with `input` on a
+task waiting in PENDING_ACTION_KIND_INPUT); `result_json` holds the text.
 """
 Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 

@@ -10,6 +10,7 @@ structured data ↔ a Struct (a non-object value travels as `{"value": …}`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from a2a.types import a2a_pb2 as a2a
@@ -155,6 +156,16 @@ def agent_message(task: task_pb2.Task, text: str) -> a2a.Message:
     )
 
 
+def direct_reply(task: task_pb2.Task) -> a2a.Message:
+    """The model's direct message reply: a message, not a task (no task id)."""
+    return a2a.Message(
+        message_id=f"{task.task_id}:reply",
+        context_id=task.session_id,
+        role=a2a.ROLE_AGENT,
+        parts=[a2a.Part(text=task.final_answer)],
+    )
+
+
 def status_of(task: task_pb2.Task) -> a2a.TaskStatus:
     status = a2a.TaskStatus(state=STATE_TO_A2A.get(task.state, a2a.TASK_STATE_UNSPECIFIED))
     text = (
@@ -170,7 +181,14 @@ def status_of(task: task_pb2.Task) -> a2a.TaskStatus:
 
 
 def history_of(task: task_pb2.Task) -> list[a2a.Message]:
-    """The conversation A2A shows: the user's message, then the agent's answer when there is one."""
+    """The conversation A2A shows, in order, from the stored steps (so any replica tells the same).
+
+    The user's message; for each input-required exchange, the agent's question
+    (a model turn that replied `input_required`) and the user's answer (a
+    STEP_KIND_USER_INPUT step); then the agent's answer when there is one.
+    Steps come only with TASK_VIEW_FULL: a basic view shows the first and last
+    messages only.
+    """
     user = a2a.Message(
         message_id=task.request_id or f"{task.task_id}:request",
         context_id=task.session_id,
@@ -179,9 +197,37 @@ def history_of(task: task_pb2.Task) -> list[a2a.Message]:
         parts=[a2a.Part(text=task.instruction), *(part_to_a2a(p) for p in task.input_parts)],
     )
     messages = [user]
+    for step in task.steps:
+        turn = _exchange_turn(step)
+        if turn is not None:
+            role, text, message_id = turn
+            messages.append(
+                a2a.Message(
+                    message_id=message_id or f"{task.task_id}:step-{step.index}",
+                    context_id=task.session_id,
+                    task_id=task.task_id,
+                    role=role,
+                    parts=[a2a.Part(text=text)],
+                )
+            )
     if task.final_answer:
         messages.append(agent_message(task, task.final_answer))
     return messages
+
+
+def _exchange_turn(step: task_pb2.Step) -> tuple[a2a.Role, str, str] | None:
+    """(role, text, message id if known) of a conversation step: a question asked, an answer given."""
+    if step.kind not in (task_pb2.STEP_KIND_MODEL_CALL, task_pb2.STEP_KIND_USER_INPUT):
+        return None
+    try:
+        record = json.loads(step.result_json) if step.result_json.startswith("{") else {}
+    except ValueError:
+        return None
+    if step.kind == task_pb2.STEP_KIND_USER_INPUT:
+        return a2a.ROLE_USER, str(record.get("text", "")), str(record.get("request_id", ""))
+    if record.get("reply") == "input_required":
+        return a2a.ROLE_AGENT, str(record.get("content", "")), ""
+    return None
 
 
 def artifact_to_a2a(artifact: task_pb2.Artifact) -> a2a.Artifact:

@@ -8,11 +8,15 @@ both protocols.
 
 - SendMessage: a new message is a SubmitTask keyed by its message id; blocking
   (the default) runs it inline like `Run` and answers with the task as it
-  stands at the deadline; `return_immediately` answers at once (SUBMITTED). A
-  message naming a task that waits for input resumes it.
+  stands at the deadline (or with a message when the model replied with a
+  direct message; the task record stays, short-lived, as for Run);
+  `return_immediately` answers at once (SUBMITTED). A message naming a task
+  that waits for input resumes it (blocking: answered once it settles again).
 - SendStreamingMessage / SubscribeToTask: the task, then its status and
   artifact updates from WatchTask (any replica), ending with a terminal or
-  interrupted state.
+  interrupted state. A new message's stream waits for the model's first turn:
+  a direct message reply streams that one Message instead (A2A: a stream that
+  starts with a Message ends after it).
 - Push notifications and the extended card are not offered (UNIMPLEMENTED),
   as the card says.
 - Errors: the A2A reasons with ErrorInfo domain `a2a-protocol.org` (task not
@@ -22,6 +26,7 @@ both protocols.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -30,10 +35,18 @@ from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc
 
 from agentmesh.kit.auth import MethodRule, current_principal
-from agentmesh.kit.errors import AgentmeshError, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from agentmesh.kit.errors import (
+    AgentmeshError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.a2a.mapping import (
     FINAL_STATES,
+    direct_reply,
     list_filter,
     part_from_a2a,
     stream_responses,
@@ -42,11 +55,14 @@ from agents.a2a.mapping import (
 )
 from agents.caller import Caller, resolve_caller
 from agents.handler import AgentHandler
+from agents.machine import reply_of
 
 A2A_DOMAIN = "a2a-protocol.org"
 A2A_SERVICE = a2a.DESCRIPTOR.services_by_name["A2AService"]
 VERSION_HEADER = "a2a-version"
 SUPPORTED_MAJOR = "1"
+# How long a blocking follow-up message waits for the resumed task without a caller deadline.
+FOLLOW_UP_WAIT_S = 60.0
 TERMINAL = frozenset(
     {
         task_pb2.TASK_STATE_COMPLETED,
@@ -110,8 +126,25 @@ def _caller() -> Caller:
     return resolve_caller(current_principal())
 
 
-def _history(length: int, present: bool) -> int | None:
+def invalid_params(field: str, description: str) -> AgentmeshError:
+    error = a2a_error(InvalidArgument, f"invalid A2A request: {field} {description}", "INVALID_PARAMS")
+    error.violations = (FieldViolation(field, description),)
+    return error
+
+
+def _history(length: int, present: bool, field: str = "history_length") -> int | None:
+    """The history length asked for (None: all of it); a negative one is refused, as the spec says."""
+    if present and length < 0:
+        raise invalid_params(field, "must be 0 or more")
     return length if present else None
+
+
+MAX_PAGE_SIZE = 100  # ListTasks: the spec's page size range is 1-100
+
+
+def check_list(request: a2a.ListTasksRequest) -> None:
+    if request.HasField("page_size") and not 1 <= request.page_size <= MAX_PAGE_SIZE:
+        raise invalid_params("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
 
 
 class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
@@ -131,6 +164,8 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         with a2a_errors(request.message.task_id):
             follow_up = await self._follow_up(request.message, caller)
             if follow_up is not None:
+                if not config.return_immediately:  # blocking: the resumed task as it settles
+                    follow_up = await self._settled(follow_up, caller, context)
                 return a2a.SendMessageResponse(task=task_to_a2a(follow_up, history_length=history))
             submit = submit_request(request.message)
             if config.return_immediately:
@@ -143,6 +178,9 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                     request_id=submit.request_id,
                 )
                 task = await self.handler.run(run, caller, wait_s=lambda budget: self._wait(context, budget))
+                if task.state == task_pb2.TASK_STATE_COMPLETED and reply_of(task.steps) == "message":
+                    # The model answered with a message, not a task (the record stays, as for Run).
+                    return a2a.SendMessageResponse(message=direct_reply(task))
         return a2a.SendMessageResponse(task=task_to_a2a(task, history_length=history))
 
     async def SendStreamingMessage(
@@ -152,10 +190,22 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         caller = _caller()
         with a2a_errors(request.message.task_id):
             task = await self._follow_up(request.message, caller)
+            new = task is None
             if task is None:
                 task = await self.handler.submit_task(submit_request(request.message), caller)
-        async for response in self._follow(task, caller):
+        async for response in self._follow(task, caller, may_reply=new):
             yield response
+
+    async def _settled(
+        self, task: task_pb2.Task, caller: Caller, context: grpc.aio.ServicerContext
+    ) -> task_pb2.Task:
+        """The task once it ends or is interrupted, or as it stands when the caller's deadline nears."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._wait(context, FOLLOW_UP_WAIT_S)):
+                async for _ in self._follow(task, caller):
+                    pass
+        # The full view: the history shows the question asked and the answer given.
+        return await self.handler.get_task(agent_service_pb2.GetTaskRequest(task_id=task.task_id), caller)
 
     async def _follow_up(self, message: a2a.Message, caller: Caller) -> task_pb2.Task | None:
         """A message naming an existing task: resume it if it waits for input, refuse otherwise."""
@@ -187,19 +237,23 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
 
     async def GetTask(self, request: a2a.GetTaskRequest, context: grpc.aio.ServicerContext) -> a2a.Task:
         check_version(context)
+        history = _history(request.history_length, request.HasField("history_length"))
         with a2a_errors(request.id):
             task = await self.handler.get_task(
                 agent_service_pb2.GetTaskRequest(task_id=request.id), _caller()
             )
-        return task_to_a2a(
-            task, history_length=_history(request.history_length, request.HasField("history_length"))
-        )
+        return task_to_a2a(task, history_length=history)
 
     async def ListTasks(
         self, request: a2a.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> a2a.ListTasksResponse:
         check_version(context)
+        check_list(request)
+        history = _history(request.history_length, request.HasField("history_length"))
         states, session_id = list_filter(request)
+        history = _history(request.history_length, request.HasField("history_length"))
+        # Steps (the full view) only when a history beyond the first message is shown.
+        view = task_pb2.TASK_VIEW_BASIC if history == 0 else task_pb2.TASK_VIEW_FULL
         with a2a_errors():
             page = await self.handler.list_tasks(
                 agent_service_pb2.ListTasksRequest(
@@ -207,11 +261,10 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
                     page_token=request.page_token,
                     states=states,
                     session_id=session_id,
-                    view=task_pb2.TASK_VIEW_BASIC,
+                    view=view,
                 ),
                 _caller(),
             )
-        history = _history(request.history_length, request.HasField("history_length"))
         tasks = [task_to_a2a(task, history_length=history) for task in page.tasks]
         if not request.include_artifacts:
             for task in tasks:
@@ -244,18 +297,50 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         async for response in self._follow(task, caller):
             yield response
 
-    async def _follow(self, task: task_pb2.Task, caller: Caller) -> AsyncIterator[a2a.StreamResponse]:
-        """The task, then its updates until a terminal or interrupted state."""
-        yield a2a.StreamResponse(task=task_to_a2a(task))
-        if task_to_a2a(task).status.state in FINAL_STATES:
+    async def _follow(
+        self, task: task_pb2.Task, caller: Caller, *, may_reply: bool = False
+    ) -> AsyncIterator[a2a.StreamResponse]:
+        """The task, then its updates until a terminal or interrupted state.
+
+        `may_reply` (a new message's stream): the events wait for the model's first
+        turn. When it is a direct message reply, the stream is that one Message (A2A:
+        a stream that starts with a Message ends after it), as SendMessage answers;
+        anything else releases the held task events in order and the stream goes on.
+        """
+        held: list[a2a.StreamResponse] | None = [] if may_reply else None
+        replying = False
+        first = a2a.StreamResponse(task=task_to_a2a(task))
+        if held is None:
+            yield first
+        else:
+            held.append(first)
+        if first.task.status.state in FINAL_STATES:
+            for response in held or ():
+                yield response
             return
         watch = agent_service_pb2.WatchTaskRequest(task_id=task.task_id, after_event_id=task.last_event_id)
         async for event in self.handler.watch_task(watch, caller):
-            if event.WhichOneof("event") == "status_update" and event.status_update.final_answer:
+            kind = event.WhichOneof("event")
+            if kind == "status_update" and event.status_update.final_answer:
                 task.final_answer = event.status_update.final_answer
-            for response in stream_responses(event, task):
+            responses = list(stream_responses(event, task))
+            if held is not None:
+                turn = _model_turn(event)
+                replying = replying or turn == "message"
+                final = any(_is_final(r) for r in responses)
+                if replying and final and event.status_update.state == task_pb2.TASK_STATE_COMPLETED:
+                    yield a2a.StreamResponse(message=direct_reply(task))
+                    return
+                if kind != "artifact_update" and not final and (replying or turn is None):
+                    held.extend(responses)  # not decided yet
+                    continue
+                # Not a direct message reply: release what was held, in order.
+                for response in held:
+                    yield response
+                held = None
+            for response in responses:
                 yield response
-                if response.HasField("status_update") and response.status_update.status.state in FINAL_STATES:
+                if _is_final(response):
                     return
 
     # -- not offered ------------------------------------------------------------------------
@@ -288,6 +373,18 @@ class A2AServicer(a2a_pb2_grpc.A2AServiceServicer):
         if remaining is None:
             return task_deadline_s + 5.0
         return max(0.05, remaining - self.response_margin_s)
+
+
+def _is_final(response: a2a.StreamResponse) -> bool:
+    return response.HasField("status_update") and response.status_update.status.state in FINAL_STATES
+
+
+def _model_turn(event: task_pb2.TaskEvent) -> str | None:
+    """How a finished model turn was meant (`message`, `task`, …); None for any other event."""
+    if event.WhichOneof("event") != "step_update" or not event.step_update.finished:
+        return None
+    step = event.step_update.step
+    return reply_of([step]) if step.kind == task_pb2.STEP_KIND_MODEL_CALL else None
 
 
 def _no_push() -> AgentmeshError:

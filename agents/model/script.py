@@ -32,7 +32,16 @@ sent verbatim, e.g. invalid JSON), `answer` (text, templated), `answer_json`
 (an object, templated and serialized), `empty` (an empty choice), `status`
 (+ `retry_after`) to answer with an HTTP error, `delay` seconds before
 answering, `usage` overriding token counts; `times` limits how often a rule
-fires (the server counts).
+fires (the server counts). With an `answer`: `reply` says how it is meant
+(`task`, the default: the task's final answer; `message`: a direct message
+reply; `input_required`: a question, the task waits for the caller's input;
+`reject`: the task is refused). With an answer or tool calls, `artifacts`
+delivers outputs: each an optional `id` (default `artifact-<n>`), `name`,
+`description` and one of `text`, `file` (`name`, `media_type`, content as
+`text` or `base64`), `url` (`uri`, `name`, `media_type`), `data` (an object)
+or `chunks` (texts streamed as appended updates of one artifact, the last
+marked `last_chunk`). They travel on the assistant message's `agentmesh`
+extension (agents.model.wire).
 
 Templates: `{{ path | filter }}` with paths `match.<group>`,
 `result.<tool>.<field>...` (the latest successful observation's `result`),
@@ -47,6 +56,8 @@ conditions, so one server can follow several domains' scripts.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -55,10 +66,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.model.types import ChatMessage, ChatRole
-from agents.model.wire import SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX
+from agentmesh.v1 import task_pb2
+from agents.model.types import ChatMessage, ChatRole, Reply
+from agents.model.wire import EXTENSION, SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX, extension
 from memory.context import estimate_tokens
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}|]+?)\s*(?:\|\s*([a-z]+)\s*)?\}\}")
@@ -128,10 +141,60 @@ class Usage(_Strict):
     completion_tokens: int = Field(ge=0)
 
 
+class ScriptedFile(_Strict):
+    """A file artifact: its bytes given as text (UTF-8) or as base64."""
+
+    name: str = ""
+    media_type: str = "application/octet-stream"
+    text: str | None = None
+    base64: str | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> ScriptedFile:
+        if (self.text is None) == (self.base64 is None):
+            raise ValueError("a file gives exactly one of: text, base64")
+        if self.base64 is not None:
+            try:
+                base64.b64decode(self.base64, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"base64 is not valid: {exc}") from None
+        return self
+
+
+class ScriptedUrl(_Strict):
+    uri: str = Field(min_length=1)
+    name: str = ""
+    media_type: str = ""
+
+
+class ScriptedArtifact(_Strict):
+    """One output of the turn; `chunks` streams a text artifact as several appended updates."""
+
+    id: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
+    name: str = ""
+    description: str = ""
+    text: str | None = None
+    file: ScriptedFile | None = None
+    url: ScriptedUrl | None = None
+    data: dict[str, Any] | None = None
+    chunks: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScriptedArtifact:
+        given = [self.text is not None, self.file, self.url, self.data is not None, bool(self.chunks)]
+        if sum(bool(g) for g in given) != 1:
+            raise ValueError("an artifact gives exactly one of: text, file, url, data, chunks")
+        return self
+
+
 class Then(_Strict):
     tool_calls: tuple[ScriptedCall, ...] = ()
     answer: str | None = None
     answer_json: dict[str, Any] | None = None
+    # How the answer is meant: the task's final answer, a direct message reply, a question
+    # (the task waits in input-required), or a refusal (the task is rejected).
+    reply: Reply = "task"
+    artifacts: tuple[ScriptedArtifact, ...] = ()
     empty: bool = False
     status: int | None = Field(default=None, ge=400, le=599)
     retry_after: float | None = Field(default=None, ge=0)
@@ -149,6 +212,12 @@ class Then(_Strict):
             raise ValueError("give exactly one of: tool_calls and/or answer/answer_json, empty, status")
         if self.answer is not None and self.answer_json is not None:
             raise ValueError("give answer or answer_json, not both")
+        if self.reply != "task" and (self.answer is None or self.tool_calls):
+            raise ValueError(f"reply {self.reply} needs an answer (its text) and no tool calls")
+        if self.artifacts and not (
+            self.answer is not None or self.answer_json is not None or self.tool_calls
+        ):
+            raise ValueError("artifacts come with an answer or tool calls")
         return self
 
 
@@ -473,6 +542,11 @@ def respond(
                 }
             )
         message["tool_calls"] = calls
+    if then.reply != "task" or then.artifacts:
+        updates = [
+            u for position, a in enumerate(then.artifacts) for u in artifact_updates(a, position, scope)
+        ]
+        message[EXTENSION] = extension(then.reply, updates)
     usage = then.usage or script.usage
     prompt_tokens = usage.prompt_tokens if usage else estimate_tokens(prompt_text)
     completion_tokens = usage.completion_tokens if usage else estimate_tokens(completion_text)
@@ -499,6 +573,45 @@ def respond(
         },
     }
     return ScriptedReply(200, body, then.delay, index)
+
+
+def artifact_updates(
+    artifact: ScriptedArtifact, position: int, scope: Mapping[str, Any]
+) -> list[task_pb2.ArtifactUpdate]:
+    """The updates delivering one scripted artifact: one, or one per chunk (append, last_chunk)."""
+    head = task_pb2.Artifact(
+        artifact_id=artifact.id or f"artifact-{position + 1}",
+        name=str(render(artifact.name, scope)),
+        description=artifact.description,
+    )
+    if artifact.chunks:
+        updates = []
+        for index, chunk in enumerate(artifact.chunks):
+            piece = task_pb2.Artifact()
+            piece.CopyFrom(head)
+            piece.parts.add(text=str(render(chunk, scope)))
+            updates.append(
+                task_pb2.ArtifactUpdate(
+                    artifact=piece, append=index > 0, last_chunk=index == len(artifact.chunks) - 1
+                )
+            )
+        return updates
+    if artifact.text is not None:
+        head.parts.add(text=str(render(artifact.text, scope)))
+    elif artifact.file is not None:
+        file = artifact.file
+        content = (
+            str(render(file.text, scope)).encode()
+            if file.text is not None
+            else base64.b64decode(file.base64 or "", validate=True)
+        )
+        head.parts.add(file=task_pb2.FileBytes(name=file.name, media_type=file.media_type, content=content))
+    elif artifact.url is not None:
+        url = artifact.url
+        head.parts.add(file_uri=task_pb2.FileUri(name=url.name, media_type=url.media_type, uri=url.uri))
+    else:
+        json_format.ParseDict(render(artifact.data, scope), head.parts.add().data)
+    return [task_pb2.ArtifactUpdate(artifact=head, last_chunk=True)]
 
 
 def _rule_name(script: Script, index: int | None) -> str:

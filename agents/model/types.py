@@ -14,7 +14,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from agentmesh.v1 import task_pb2
+
+Reply = Literal["task", "message", "input_required", "reject"]
+REPLIES: tuple[Reply, ...] = ("task", "message", "input_required", "reject")
 
 
 class ChatRole(enum.StrEnum):
@@ -74,6 +79,12 @@ class ModelTurn:
     finish_reason: str = ""
     # Set when the answer came from the scripted model server, never a real model.
     scripted: bool = False
+    # How the text is meant (the `agentmesh` extension of the assistant message, see
+    # agents.model.wire): a final answer of the task, a direct message reply, a question
+    # the caller must answer, or a refusal of the task.
+    reply: Reply = "task"
+    # Outputs delivered with this turn, in order (chunks of one artifact share its id).
+    artifacts: tuple[task_pb2.ArtifactUpdate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

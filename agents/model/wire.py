@@ -14,12 +14,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf import json_format
+
+from agentmesh.v1 import task_pb2
 from agents.model.types import (
+    REPLIES,
     ChatMessage,
     ChatRequest,
     ChatRole,
     MalformedResponse,
     ModelTurn,
+    Reply,
     TokenUsage,
     ToolCall,
 )
@@ -31,6 +36,11 @@ SCRIPTED_PREFIX = "scripted:"
 # Longest raw tool-call arguments string kept (a runaway model must not bloat
 # the step records or the next prompt).
 MAX_RAW_ARGUMENTS = 64 * 1024
+# The assistant message's extension field (not part of the OpenAI API; only the scripted
+# model sends it): {"reply": "task" | "message" | "input_required" | "reject",
+# "artifacts": [agentmesh.v1.ArtifactUpdate as protobuf JSON, ...]}.
+EXTENSION = "agentmesh"
+MAX_ARTIFACT_UPDATES = 64
 
 
 def message_to_wire(message: ChatMessage) -> dict[str, Any]:
@@ -168,6 +178,7 @@ def parse_response(
     if not content.strip() and not calls:
         raise MalformedResponse("choices[0] is empty: no text and no tool calls")
     model = body.get("model") if isinstance(body.get("model"), str) else fallback_model
+    reply, artifacts = _extension(message.get(EXTENSION))
     scripted = (
         scripted
         or body.get("system_fingerprint") == SCRIPTED_FINGERPRINT
@@ -180,7 +191,39 @@ def parse_response(
         model=str(model or fallback_model),
         finish_reason=str(choice.get("finish_reason") or ""),
         scripted=bool(scripted),
+        reply=reply,
+        artifacts=artifacts,
     )
+
+
+def extension(reply: Reply, artifacts: Sequence[task_pb2.ArtifactUpdate]) -> dict[str, Any]:
+    """The `agentmesh` extension of an assistant message (what the scripted model sends)."""
+    return {"reply": reply, "artifacts": [json_format.MessageToDict(a) for a in artifacts]}
+
+
+def _extension(raw: Any) -> tuple[Reply, tuple[task_pb2.ArtifactUpdate, ...]]:
+    if raw is None:
+        return "task", ()
+    if not isinstance(raw, Mapping):
+        raise MalformedResponse(f"message.{EXTENSION} is not an object")
+    reply = raw.get("reply", "task")
+    if reply not in REPLIES:
+        raise MalformedResponse(f"message.{EXTENSION}.reply {str(reply)[:40]!r} is not one of {REPLIES}")
+    items = raw.get("artifacts") or []
+    if not isinstance(items, list) or len(items) > MAX_ARTIFACT_UPDATES:
+        raise MalformedResponse(
+            f"message.{EXTENSION}.artifacts is not a list of at most {MAX_ARTIFACT_UPDATES}"
+        )
+    updates: list[task_pb2.ArtifactUpdate] = []
+    for index, item in enumerate(items):
+        try:
+            update = json_format.ParseDict(item, task_pb2.ArtifactUpdate())
+        except (json_format.ParseError, TypeError) as exc:
+            raise MalformedResponse(f"message.{EXTENSION}.artifacts[{index}]: {str(exc)[:200]}") from None
+        if not update.artifact.artifact_id or not update.artifact.parts:
+            raise MalformedResponse(f"message.{EXTENSION}.artifacts[{index}] needs an artifact_id and parts")
+        updates.append(update)
+    return reply, tuple(updates)
 
 
 def _usage(

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 from typing import Any
 
 from google.protobuf import json_format
 
+from agentmesh.kit.config import Role, Settings
 from agentmesh.kit.errors import ResourceExhausted, Unavailable
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
@@ -164,16 +164,14 @@ def behaviour_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    env = os.environ.get
+    env = Settings.from_env(role=Role.TOOL)  # the DUMMY_* variables are Settings fields
     parser = argparse.ArgumentParser(prog="examples.dummy", description="The training dummy tool.")
-    parser.add_argument("--latency-ms", type=float, default=float(env("DUMMY_LATENCY_MS", "0")))
-    parser.add_argument("--unavailable-rate", type=float, default=float(env("DUMMY_UNAVAILABLE_RATE", "0")))
-    parser.add_argument("--exhausted-rate", type=float, default=float(env("DUMMY_EXHAUSTED_RATE", "0")))
-    parser.add_argument("--hang-rate", type=float, default=float(env("DUMMY_HANG_RATE", "0")))
-    parser.add_argument(
-        "--succeed-then-hang-rate", type=float, default=float(env("DUMMY_SUCCEED_THEN_HANG_RATE", "0"))
-    )
-    parser.add_argument("--retry-after-ms", type=float, default=float(env("DUMMY_RETRY_AFTER_MS", "0")))
-    parser.add_argument("--seed", type=int, default=int(env("DUMMY_SEED", "0")))
+    parser.add_argument("--latency-ms", type=float, default=env.dummy_latency_ms)
+    parser.add_argument("--unavailable-rate", type=float, default=env.dummy_unavailable_rate)
+    parser.add_argument("--exhausted-rate", type=float, default=env.dummy_exhausted_rate)
+    parser.add_argument("--hang-rate", type=float, default=env.dummy_hang_rate)
+    parser.add_argument("--succeed-then-hang-rate", type=float, default=env.dummy_succeed_then_hang_rate)
+    parser.add_argument("--retry-after-ms", type=float, default=env.dummy_retry_after_ms)
+    parser.add_argument("--seed", type=int, default=env.dummy_seed)
     args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
     build(behaviour_from(args)).run(settings_for("dummy"))

@@ -1,17 +1,19 @@
-"""Inventory example tool: stock levels and reservations (Reserve and Release are KEYED).
+"""Inventory example tool: stock levels and reservations (Reserve, Release, ReleaseReserved are KEYED).
 
 The ledger is `app.state["reservations"]`: every reservation ever made, in order, each
 with `released` once Release gave its units back (a released reservation stays in the
-ledger, so a compensation is visible, never erased). The seeded stock can be replaced with
+ledger, so a compensation is visible, never erased). ReleaseReserved finds a reservation by the
+idempotency key its Reserve call carried: the compensation of a Reserve whose outcome is unknown
+(docs/compensation.md, "In-doubt calls"). The seeded stock can be replaced with
 `--stock SKU=N,SKU=N` or INVENTORY_STOCK (the chaos and soak runs reserve thousands of items).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import FailedPrecondition, NotFound
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
@@ -34,6 +36,7 @@ def parse_stock(text: str) -> dict[str, int]:
 def build(stock: dict[str, int] | None = None) -> ToolService:
     stock = dict(SEED_STOCK if stock is None else stock)
     reservations: list[dict[str, Any]] = []
+    by_key: dict[str, dict[str, Any]] = {}  # Reserve's idempotency key -> its reservation
     app = load("inventory")
     app.state = {"stock": stock, "reservations": reservations}  # type: ignore[attr-defined]
 
@@ -64,7 +67,15 @@ def build(stock: dict[str, int] | None = None) -> ToolService:
             "released": False,
         }
         reservations.append(entry)
+        if context.idempotency_key:
+            by_key[context.idempotency_key] = entry
         return dict(entry)
+
+    def give_back(found: dict[str, Any]) -> dict[str, Any]:
+        if not found["released"]:
+            stock[found["sku"]] += found["qty"]
+            found["released"] = True
+        return dict(found)
 
     @app.method("Release")
     async def release(request: Any, context: ToolContext) -> dict[str, Any]:
@@ -73,10 +84,14 @@ def build(stock: dict[str, int] | None = None) -> ToolService:
             raise NotFound(
                 f"unknown reservation {request.reservation_id!r}", reason=errors_pb2.ERROR_REASON_UNSPECIFIED
             )
-        if not found["released"]:
-            stock[found["sku"]] += found["qty"]
-            found["released"] = True
-        return dict(found)
+        return give_back(found)
+
+    @app.method("ReleaseReserved")
+    async def release_reserved(request: Any, context: ToolContext) -> dict[str, Any]:
+        found = by_key.get(request.reserve_key)
+        if found is None:  # that Reserve never ran (or reserved nothing): nothing to undo
+            return {"found": False}
+        return {"found": True, "reservation": give_back(found)}
 
     @app.method("ListReservations")
     async def list_reservations(request: Any, context: ToolContext) -> dict[str, Any]:
@@ -88,7 +103,7 @@ def build(stock: dict[str, int] | None = None) -> ToolService:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="examples.inventory")
     parser.add_argument(
-        "--stock", default=os.environ.get("INVENTORY_STOCK", ""), help="SKU=COUNT,... instead of the seed"
+        "--stock", default=Settings.from_env().inventory_stock, help="SKU=COUNT,... instead of the seed"
     )
     args = parser.parse_args([] if argv is None else argv)  # `agentmesh serve tool` passes none
     try:

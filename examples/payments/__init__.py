@@ -14,9 +14,9 @@ approves, calls again with a token carrying the approval (docs/decisions.md,
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import FailedPrecondition, NotFound
 from agentmesh.v1 import errors_pb2
 from examples._common import load, settings_for
@@ -42,7 +42,8 @@ def _seed() -> dict[str, dict[str, Any]]:
 def build(approval_limit_cents: int | None = None) -> ToolService:
     limit = approval_limit_cents
     if limit is None:
-        limit = int(os.environ.get("PAYMENTS_APPROVAL_LIMIT_CENTS", DEFAULT_APPROVAL_LIMIT_CENTS))
+        configured = Settings.from_env().payments_approval_limit_cents
+        limit = DEFAULT_APPROVAL_LIMIT_CENTS if configured is None else configured
     charges = _seed()
     app = load("payments")
     app.state = charges  # type: ignore[attr-defined]  # inspectable in tests

@@ -71,15 +71,49 @@ def result_line(step: task_pb2.Step) -> str:
     return text if len(text) <= MAX_RESULT_CHARS else text[: MAX_RESULT_CHARS - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class UnansweredCall:
+    """A call a checkpointed model turn asked for whose result was never checkpointed."""
+
+    index: int  # the step its result would have been: its idempotency key is `<task id>:<index>`
+    tool: str
+    arguments_json: str
+    call_id: str
+
+
+def unanswered_calls(steps: list[task_pb2.Step]) -> list[UnansweredCall]:
+    """Calls checkpointed model turns asked for with no checkpointed result: the worker stopped
+    before (or while) making them, so each may or may not have run. The first would be the step
+    after the last non-compensation step on resumption (compensations are always the last steps:
+    a compensated task never resumes), so its index is the key it was (or would be) sent with."""
+    answered = {s.call_id for s in steps if s.kind in _CALLS and s.call_id}
+    next_index = sum(1 for s in steps if s.kind != task_pb2.STEP_KIND_COMPENSATION)
+    found: list[UnansweredCall] = []
+    for step in steps:
+        if step.kind != task_pb2.STEP_KIND_MODEL_CALL:
+            continue
+        try:
+            record = json.loads(step.result_json) if step.result_json.startswith("{") else {}
+        except ValueError:
+            continue
+        for call in record.get("tool_calls", []) if isinstance(record, dict) else []:
+            if not isinstance(call, dict) or str(call.get("id", "")) in answered:
+                continue
+            raw = call.get("arguments", "")
+            arguments = raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"))
+            found.append(
+                UnansweredCall(
+                    next_index + len(found), str(call.get("name", "")), arguments, str(call.get("id", ""))
+                )
+            )
+    return found
+
+
 def task_effects(task_id: str, steps: list[task_pb2.Step]) -> list[Effect]:
     """The side effects recorded by `steps` (in step order), with their compensations."""
     compensations = {s.compensated_step: s for s in steps if s.kind == task_pb2.STEP_KIND_COMPENSATION}
-    answered = {s.call_id for s in steps if s.kind in _CALLS and s.call_id}
     effects: list[Effect] = []
     for step in steps:
-        if step.kind == task_pb2.STEP_KIND_MODEL_CALL:
-            effects.extend(_unanswered(task_id, step, answered, len(steps)))
-            continue
         if step.kind not in _CALLS or step.side_effect == tool_options_pb2.SIDE_EFFECT_READ_ONLY:
             continue
         if step.outcome in _DONE:
@@ -88,12 +122,7 @@ def task_effects(task_id: str, steps: list[task_pb2.Step]) -> list[Effect]:
             status = IN_DOUBT
         else:
             continue
-        compensation = ""
-        undo = compensations.get(step.index)
-        if undo is not None:
-            ok = undo.outcome in _DONE
-            status = COMPENSATED if ok else COMPENSATION_FAILED
-            compensation = f"{undo.tool_name} at step {undo.index}: {undo.summary}"
+        status, compensation = _compensation(status, compensations.get(step.index))
         effects.append(
             Effect(
                 step=step.index,
@@ -107,33 +136,28 @@ def task_effects(task_id: str, steps: list[task_pb2.Step]) -> list[Effect]:
                 compensation=compensation,
             )
         )
+    for call in unanswered_calls(steps):
+        status, compensation = _compensation(IN_DOUBT, compensations.get(call.index))
+        effects.append(
+            Effect(
+                step=call.index,
+                tool=call.tool,
+                side_effect="",
+                status=status,
+                arguments_sha256=json_arguments_digest(call.arguments_json),
+                result="asked for by the model; no result was checkpointed (it may have run)",
+                idempotency_key=f"{task_id}:{call.index}",
+                compensation=compensation,
+            )
+        )
     return effects
 
 
-def _unanswered(task_id: str, step: task_pb2.Step, answered: set[str], next_index: int) -> list[Effect]:
-    """Calls a checkpointed model turn asked for whose results were never checkpointed: the worker
-    stopped before (or while) making them, so each may or may not have run. The first one would
-    be step `next_index` on resumption (the same idempotency key)."""
-    try:
-        record = json.loads(step.result_json) if step.result_json.startswith("{") else {}
-    except ValueError:
-        return []
-    found: list[Effect] = []
-    for call in record.get("tool_calls", []) if isinstance(record, dict) else []:
-        if not isinstance(call, dict) or str(call.get("id", "")) in answered:
-            continue
-        raw = call.get("arguments", "")
-        arguments = raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"))
-        index = next_index + len(found)
-        found.append(
-            Effect(
-                step=index,
-                tool=str(call.get("name", "")),
-                side_effect="",
-                status=IN_DOUBT,
-                arguments_sha256=json_arguments_digest(arguments),
-                result="asked for by the model; no result was checkpointed (it may have run)",
-                idempotency_key=f"{task_id}:{index}",
-            )
-        )
-    return found
+def _compensation(status: str, undo: task_pb2.Step | None) -> tuple[str, str]:
+    """The effect's status once its compensation (if any) is counted, and how that went."""
+    if undo is None:
+        return status, ""
+    ok = undo.outcome in _DONE
+    return (
+        COMPENSATED if ok else COMPENSATION_FAILED
+    ), f"{undo.tool_name} at step {undo.index}: {undo.summary}"

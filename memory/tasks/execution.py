@@ -90,6 +90,16 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """The agent refused the task (TASK_STATE_REJECTED): nothing was done."""
+
+    stop_reason: int
+    error: task_pb2.TaskError
+    message: str = ""
+    usage: task_pb2.Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InputRequired:
     """Paused until ResumeTask answers `pending_action` (TASK_STATE_INPUT_REQUIRED)."""
 
@@ -106,7 +116,7 @@ class Canceled:
     message: str = ""
 
 
-TaskOutcome = Completed | Failed | InputRequired | Canceled
+TaskOutcome = Completed | Failed | Rejected | InputRequired | Canceled
 
 
 class Executor(Protocol):
@@ -351,9 +361,10 @@ class Attempt:
             for artifact in outcome.artifacts:
                 _merge_artifact(done, _artifact_update(artifact))
             usage = outcome.usage
-        elif isinstance(outcome, Failed):
+        elif isinstance(outcome, Failed | Rejected):
             message = outcome.message or outcome.error.message or "failed"
-            done = self._ending(states.FAILED, outcome.stop_reason, message, now)
+            state = states.FAILED if isinstance(outcome, Failed) else states.REJECTED
+            done = self._ending(state, outcome.stop_reason, message, now)
             done.error.CopyFrom(outcome.error)
             usage = outcome.usage
         else:  # Canceled, or a pause requested after a cancel
@@ -567,6 +578,7 @@ __all__ = [
     "Failed",
     "InputRequired",
     "LeaseLost",
+    "Rejected",
     "TaskOutcome",
     "run_attempt",
 ]

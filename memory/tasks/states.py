@@ -1,6 +1,6 @@
 """The task state machine (pure): which state may follow which.
 
-    SUBMITTED -> WORKING -> COMPLETED | FAILED | CANCELED
+    SUBMITTED -> WORKING -> COMPLETED | FAILED | CANCELED | REJECTED
     SUBMITTED -> REJECTED | CANCELED
     WORKING  <-> INPUT_REQUIRED -> CANCELED | FAILED
 
@@ -29,7 +29,8 @@ TERMINAL_STATES: frozenset[int] = frozenset({COMPLETED, FAILED, CANCELED, REJECT
 
 TRANSITIONS: Mapping[int, frozenset[int]] = {
     SUBMITTED: frozenset({WORKING, CANCELED, REJECTED}),
-    WORKING: frozenset({INPUT_REQUIRED, COMPLETED, FAILED, CANCELED}),
+    # WORKING -> REJECTED: the agent looked at the task and refused it (an A2A state).
+    WORKING: frozenset({INPUT_REQUIRED, COMPLETED, FAILED, CANCELED, REJECTED}),
     INPUT_REQUIRED: frozenset({WORKING, CANCELED, FAILED}),
     COMPLETED: frozenset(),
     FAILED: frozenset(),

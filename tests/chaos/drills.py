@@ -233,6 +233,17 @@ async def pick_victim(
     return name, domain, task_id, "mid-task"
 
 
+async def _window_hit(mesh: ChaosMesh, domain: str, task_id: str, window: str) -> str:
+    """`in-call:<tool>` if the killed attempt had not checkpointed the call's result, else
+    `after-call:<tool>` (the answer was saved between the pick and the kill)."""
+    tool = window.split(":", 1)[1]
+    task = await mesh.snapshot(domain, task_id, steps=True)
+    saved = task is not None and any(
+        s.kind == task_pb2.STEP_KIND_TOOL_CALL and s.tool_name == tool for s in task.steps
+    )
+    return f"after-call:{tool}" if saved else window
+
+
 async def kill_agents(
     mesh: ChaosMesh,
     workload: Workload,
@@ -274,6 +285,11 @@ async def kill_agents(
         name, domain, task_id, window = victim
         task = await mesh.snapshot(domain, task_id)
         kill = mesh.kill(name, task_id=task_id, window=window, attempt=task.attempt if task else 0)
+        if window.startswith("in-call:"):
+            # The pick saw the call pending at the tool; by the SIGKILL its answer may have been
+            # checkpointed. The victim is dead and nobody reclaims its task before the idle timeout,
+            # so the record read now says which window the kill really hit.
+            kill.window = window = await _window_hit(mesh, domain, task_id, window)
         figures.kills += 1
         figures.kills_in_call += window.startswith("in-call")
         recoveries.append(asyncio.ensure_future(wait_recovered(mesh, kill, domain)))

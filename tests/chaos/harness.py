@@ -33,18 +33,18 @@ import grpc
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import HTTP_PORT_OFFSET
 from agentmesh.kit.errors import AgentmeshError, ResourceExhausted, Unavailable
-from agentmesh.kit.net import free_port_with_partner
+from agentmesh.kit.net import free_port_with_partner, port_bindable
 from agentmesh.localmesh.devauth import SERVICE_SCOPES
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DOMAINS_DIR,
-    Kind,
     MeshOptions,
     PlannedService,
+    ServiceKind,
     build_plan,
     service_names,
 )
-from agentmesh.localmesh.supervisor import LocalMesh
+from agentmesh.localmesh.supervisor import LocalMesh, MeshStartError
 from agentmesh.v1 import task_pb2, tool_pb2
 from agents.client import AgentClient
 from examples._common import load
@@ -151,7 +151,7 @@ class ChaosMesh:
     def replicas(self, domain: str) -> list[str]:
         return [
             n
-            for n in self.mesh.names(Kind.AGENT)
+            for n in self.mesh.names(ServiceKind.AGENT)
             if n == f"agent-{domain}" or n.rsplit("-", 1)[0] == f"agent-{domain}"
         ]
 
@@ -402,6 +402,7 @@ async def chaos_mesh(
         redis = redis or EmbeddedRedis(appendonly=True, appendfsync="everysec", data_dir=state_dir / "valkey")
         if redis.port == 0:
             redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
+            await _start_redis(redis)
         redis_url = redis.url
     if redis is None:  # a Redis of the test's own (Sentinel, Cluster): used as it is
         assert "redis" not in proxied, "a proxy sits in front of one plain server only"
@@ -415,6 +416,102 @@ async def chaos_mesh(
     names = ["registry", "model", *(f"tool-{t}" for t in tools)]
     for domain, count in agents.items():
         names += [f"agent-{domain}"] if count == 1 else [f"agent-{domain}-{n + 1}" for n in range(count)]
+    base_env = {**CHAOS_ENV, "AGENTMESH_QUEUE_SHARDS": str(shards), **(env or {})}
+    chaos: ChaosMesh | None = None
+    try:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            chaos = _planned_mesh(
+                state_dir / f"start-{attempt}" if attempt > 1 else state_dir,
+                names=names,
+                agents=agents,
+                tools=tools,
+                redis=redis,
+                redis_url=redis_url,
+                service_redis_url=service_redis_url,
+                proxied=proxied,
+                proxies=dict(proxies),
+                tool_env=tool_env or {},
+                tool_replicas=tool_replicas or {},
+                env=base_env,
+                shards=shards,
+            )
+            try:
+                await chaos.mesh.start()
+            except MeshStartError as exc:
+                # A port picked for a child was taken before the child bound it (by another
+                # process on this shared machine): new ports, a bounded number of times.
+                await _drop(chaos, keep=proxies)
+                if attempt == START_ATTEMPTS or not _port_taken(str(exc)):
+                    raise
+                print(f"chaos mesh: a port was taken before its service bound it; new ports ({exc})")
+                continue
+            break
+        assert chaos is not None
+        registry = chaos.mesh.planned("registry").grpc_target
+        assert registry is not None
+        await wait_registered(
+            registry, tools=[TOOL_REGISTERED[t] for t in tools], agents=list(agents), timeout=90
+        )
+        yield chaos
+    finally:
+        if chaos is not None:
+            await _drop(chaos, keep={})
+        for proxy in proxies.values():
+            proxy.stop()
+        if redis is not None:
+            redis.cleanup()
+
+
+# How often chaos_mesh picks new ports when a service could not bind the one it was given.
+START_ATTEMPTS = 3
+
+
+async def _start_redis(redis: EmbeddedRedis) -> None:
+    """Start valkey on the port the harness picked; a new port when someone took that one first."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            await asyncio.to_thread(redis.start)
+            return
+        except RuntimeError as exc:
+            if attempt == START_ATTEMPTS or port_bindable(redis.host, redis.port):
+                raise
+            print(f"chaos mesh: a port was taken before valkey bound it; new port ({exc})")
+            redis.port = free_port_with_partner(HTTP_PORT_OFFSET)
+
+
+_BIND_FAILURES = ("address already in use", "could not bind", "errno 98", "failed to bind")
+
+
+def _port_taken(message: str) -> bool:
+    return any(marker in message.lower() for marker in _BIND_FAILURES)
+
+
+async def _drop(chaos: ChaosMesh, *, keep: Mapping[str, FaultProxy]) -> None:
+    """Stop the mesh's processes and the proxies made for this plan (not those in `keep`)."""
+    await chaos.close()
+    await chaos.mesh.stop()
+    for name, proxy in chaos.proxies.items():
+        if name not in keep:
+            proxy.stop()
+
+
+def _planned_mesh(
+    state_dir: Path,
+    *,
+    names: Sequence[str],
+    agents: Mapping[str, int],
+    tools: Sequence[str],
+    redis: EmbeddedRedis | None,
+    redis_url: str,
+    service_redis_url: str,
+    proxied: set[str],
+    proxies: dict[str, FaultProxy],
+    tool_env: Mapping[str, Mapping[str, str]],
+    tool_replicas: Mapping[str, int],
+    env: Mapping[str, str],
+    shards: int,
+) -> ChaosMesh:
+    """The plan on freshly picked ports, its proxies started, its processes not yet."""
     ports = {name: free_port_with_partner(HTTP_PORT_OFFSET) for name in names}
     options = MeshOptions(
         redis_url=service_redis_url,
@@ -423,7 +520,7 @@ async def chaos_mesh(
         console=False,
         replicas=dict(agents),
         ports=ports,
-        extra_env={**CHAOS_ENV, "AGENTMESH_QUEUE_SHARDS": str(shards), **(env or {})},
+        extra_env=env,
         # Auth on, as `agentmesh up` runs it: the session's test issuer signs every service token.
         signing_key=key_path(),
         jwks=jwks_path(),
@@ -439,18 +536,18 @@ async def chaos_mesh(
     plan: list[PlannedService] = []
     tool_ports: dict[str, int] = {}
     for service in build_plan(options):
-        if service.kind is Kind.AGENT and "registry" in proxies:
+        if service.kind is ServiceKind.AGENT and "registry" in proxies:
             service = _with_env(service, {"AGENTMESH_REGISTRY": proxies["registry"].address})
-        if service.kind is Kind.TOOL:
+        if service.kind is ServiceKind.TOOL:
             tool = service.name.removeprefix("tool-")
-            service = _with_env(service, (tool_env or {}).get(tool, {}))
+            service = _with_env(service, tool_env.get(tool, {}))
             assert service.grpc_port is not None
             tool_ports[service.name] = service.grpc_port
             if service.name in proxied:
                 proxy = FaultProxy("127.0.0.1", service.grpc_port, name=f"proxy-{service.name}").start()
                 proxies[service.name] = proxy
                 service = _with_env(service, {"AGENTMESH_ADVERTISE_ADDR": proxy.address})
-            for n in range(2, (tool_replicas or {}).get(tool, 1) + 1):
+            for n in range(2, tool_replicas.get(tool, 1) + 1):
                 port = free_port_with_partner(HTTP_PORT_OFFSET)
                 replica = dataclasses.replace(
                     service,
@@ -463,24 +560,9 @@ async def chaos_mesh(
                 plan.append(replica)
         plan.append(service)
     mesh = LocalMesh(plan, state_dir, redis=redis, redis_url=redis_url, report=lambda _: None, cwd=_root())
-    chaos = ChaosMesh(
+    return ChaosMesh(
         mesh=mesh, redis=redis, redis_url=redis_url, proxies=proxies, tool_ports=tool_ports, shards=shards
     )
-    try:
-        await mesh.start()
-        registry = mesh.planned("registry").grpc_target
-        assert registry is not None
-        await wait_registered(
-            registry, tools=[TOOL_REGISTERED[t] for t in tools], agents=list(agents), timeout=90
-        )
-        yield chaos
-    finally:
-        await chaos.close()
-        await mesh.stop()
-        for proxy in proxies.values():
-            proxy.stop()
-        if redis is not None:
-            redis.cleanup()
 
 
 def _root() -> Path:

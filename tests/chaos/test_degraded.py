@@ -17,41 +17,52 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from google.protobuf import json_format
 
+from agentmesh.kit.auth import Principal
 from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import HTTP_PORT_OFFSET
 from agentmesh.v1 import task_pb2, tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from examples._common import load
 from tests.chaos.drills import FULFILLMENT, STOCK, TRAINING, Figures, Workload
-from tests.chaos.harness import ChaosMesh, chaos_mesh
+from tests.chaos.harness import TENANT, ChaosMesh, chaos_mesh
 from tests.chaos.proxy import CLEAN, Faults
+from tests.support.auth import bearer, issuer
+from tests.support.http import SessionClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
 TOOLS = ("dummy", "inventory", "shipping", "email")
+OPERATOR_SCOPES = ("registry:write", "registry:admin")
 
 
 async def configure_dummy(mesh: ChaosMesh, behaviour: dict[str, Any], process: str = "tool-dummy") -> None:
-    """dummy.v1.Dummy/Configure on the process's own port (an operator control, not a tool)."""
+    """dummy.v1.Dummy/Configure on the process's own port (an operator control, not a tool), with a
+    token whose audience is the method, as the operator's controls send (examples/dummy/control.py)."""
     schema = load("dummy").methods["Configure"].schema
+    method = schema.grpc_path.lstrip("/")
+    operator = Principal(subject="chaos-operator", tenant=TENANT)
+    token = issuer().tool_token(tool=method, principal=operator, scopes=(), actor="operator")
     async with create_channel(f"127.0.0.1:{mesh.tool_ports[process]}") as channel:
         call = channel.unary_unary(
             schema.grpc_path,
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=schema.response_class.FromString,
         )
-        await call(json_format.ParseDict(behaviour, schema.request_class()), timeout=5)
+        await call(
+            json_format.ParseDict(behaviour, schema.request_class()),
+            timeout=5,
+            metadata=[("authorization", f"Bearer {token}")],
+        )
 
 
 async def metric(mesh: ChaosMesh, process: str, name: str, **labels: str) -> float:
     """One sample of a Prometheus metric from the process's HTTP listener (0 when absent)."""
     port = mesh.mesh.planned(process).grpc_port
     assert port is not None
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"http://127.0.0.1:{port + HTTP_PORT_OFFSET}/metrics", timeout=5)).text
+    async with SessionClient(f"http://127.0.0.1:{port + HTTP_PORT_OFFSET}", timeout=5) as http:
+        text = (await http.get("/metrics")).text
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
@@ -173,11 +184,13 @@ async def test_registry_down_agents_serve_from_cache_and_watches_resume(tmp_path
         second = f"127.0.0.1:{mesh.tool_ports['tool-dummy-2']}"
         async with create_channel(mesh.mesh.planned("registry").grpc_target or "") as channel:
             registry = tool_registry_service_pb2_grpc.ToolRegistryServiceStub(channel)
+            # An operator moves the binding the dummy's service registered: write + admin.
             await registry.BindToolEndpoint(
                 tool_registry_service_pb2.BindToolEndpointRequest(
                     name="dummy_act", version="1.0.0", endpoint=second
                 ),
                 timeout=10,
+                metadata=bearer(user="chaos-operator", tenant=TENANT, scopes=OPERATOR_SCOPES),
             )
         deadline = time.monotonic() + 30
         moved = Workload(mesh, prefix="moved")

@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 TOOLS = ("dummy", "inventory", "shipping", "email")
 TOOL_ENV = {"inventory": STOCK, "dummy": {"DUMMY_LATENCY_MS": "100"}}
 FEED = {"acts": 4, "once": 0, "orders": 2}
+# A restart (or kill and start) of valkey ends well within this, or the scenario fails saying so.
+OUTAGE_LIMIT_S = 60.0
 
 
 async def _load_during(mesh: ChaosMesh, workload: Workload, outage: object, figures: Figures) -> None:
@@ -35,6 +37,8 @@ async def _load_during(mesh: ChaosMesh, workload: Workload, outage: object, figu
     down = asyncio.ensure_future(asyncio.to_thread(outage))  # type: ignore[arg-type]
     started = time.monotonic()
     while not down.done():
+        waited = time.monotonic() - started
+        assert waited < OUTAGE_LIMIT_S, f"the Redis outage (restart) had not ended after {waited:.0f} s"
         await workload.batch(acts=1)  # SubmitTask through the outage: retried on UNAVAILABLE
     await down
     figures.extra["outage_s"] = round(time.monotonic() - started, 2)

@@ -39,6 +39,10 @@ RETENTION = {
 }
 
 
+# A drive fails, naming what it waited for, once no task has settled for this long.
+STALL_S = 120.0
+
+
 async def _submit(mesh: ChaosMesh, n: int) -> tuple[str, str, str]:
     """(domain, task id, what to check): every fifth task an order, the rest dummy actions."""
     # Spread over tenants and users: the domains' admission limits (training: 20/s per tenant)
@@ -60,7 +64,13 @@ async def _drive(mesh: ChaosMesh, start: int, stop: int, done: dict[str, str]) -
     """Submit tasks start..stop-1 keeping IN_FLIGHT unsettled; record each one's outcome."""
     outstanding: dict[str, tuple[str, str]] = {}
     n = start
+    progress = time.monotonic()  # the last time a task settled (or the drive began)
     while n < stop or outstanding:
+        stalled = time.monotonic() - progress
+        assert stalled < STALL_S, (
+            f"no task settled for {stalled:.0f} s: {len(outstanding)} outstanding, "
+            f"e.g. {list(outstanding.items())[:5]}"
+        )
         while n < stop and len(outstanding) < IN_FLIGHT:
             domain, task_id, what = await _submit(mesh, n)
             outstanding[task_id] = (domain, what)
@@ -71,6 +81,7 @@ async def _drive(mesh: ChaosMesh, start: int, stop: int, done: dict[str, str]) -
             assert task is not None, f"task {task_id} lost"
             if task.state in (task_pb2.TASK_STATE_COMPLETED, task_pb2.TASK_STATE_FAILED):
                 domain, what = outstanding.pop(task_id)
+                progress = time.monotonic()
                 assert task.state == task_pb2.TASK_STATE_COMPLETED, (what, task.status_message)
                 done[what] = domain
         await asyncio.sleep(0.05)

@@ -108,10 +108,24 @@ def test_the_example_in_values_yaml_is_a_spec_the_agent_accepts() -> None:
     after = lines[lines.index("agents: {}") + 1 :]
     commented = itertools.takewhile(lambda line: line.startswith("#"), after)
     example = yaml.safe_load("\n".join(line.removeprefix("#") for line in commented))
-    assert list(example) == ["refunds"], "the example is the commented-out block under `agents: {}`"
+    assert list(example) == ["refunds", "conformance"], (
+        "the examples are the commented-out block under `agents: {}`"
+    )
     domain = example["refunds"]
     spec = agent_reads(spec_mounted_for(domain.pop("spec"), **domain), "values.yaml example")
     assert spec.slug == "refunds" and spec.tools
+
+
+def test_the_conformance_domain_deploys_from_its_spec_file() -> None:
+    """values.yaml's optional `conformance` example: its spec given as text (--set-file)."""
+    text = (CHART_DIR.parents[1] / "agents" / "domains" / "conformance.yaml").read_text()
+    rendered = render_values({**MODEL, "agents": {"conformance": {"spec": text}}})
+    documents = [d for d in yaml.safe_load_all(rendered["agentmesh/templates/configmap.yaml"]) if d]
+    (config_map,) = [
+        d for d in documents if d["metadata"]["name"] == f"{RELEASE}-agentmesh-agent-conformance"
+    ]
+    spec = agent_reads(str(config_map["data"]["spec.yaml"]), "conformance.yaml")
+    assert spec.slug == "conformance" and not spec.tools and spec.skills
 
 
 def test_a_mapping_spec_without_a_slug_gets_the_key() -> None:

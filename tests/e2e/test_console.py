@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
@@ -36,6 +35,7 @@ from agentmesh.v1 import tool_registry_service_pb2 as rs
 from tests.support.agent_mesh import ROOT, Mesh, running_mesh
 from tests.support.auth import issuer
 from tests.support.console import CHROMIUM_ARGS, TENANT, Console, Identities, chromium_path, start_console
+from tests.support.http import SessionClient
 from tool_registry.protoc import compile_protos
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -175,9 +175,9 @@ def refund(amount: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def signed_in_http(console: Console, user: str, *scopes: str) -> AsyncIterator[httpx.AsyncClient]:
+async def signed_in_http(console: Console, user: str, *scopes: str) -> AsyncIterator[SessionClient]:
     """An HTTP client holding a session cookie, signed in through the form like a browser."""
-    async with httpx.AsyncClient(base_url=console.url, follow_redirects=False, timeout=20) as client:
+    async with SessionClient(console.url, follow_redirects=False, timeout=20) as client:
         page = await client.get("/signin")
         csrf = csrf_of(page.text)
         answer = await client.post("/signin", data={"csrf": csrf, "token": console.token(user, *scopes)})
@@ -195,7 +195,7 @@ def csrf_of(html: str) -> str:
 
 
 async def test_pages_need_a_session_and_carry_a_strict_csp(console: Console) -> None:
-    async with httpx.AsyncClient(base_url=console.url) as client:
+    async with SessionClient(console.url) as client:
         for path in ("/", "/tools", "/tasks", "/approvals", "/usage", "/tasks/refunds/x"):
             answer = await client.get(path, follow_redirects=False)
             assert answer.status_code == 303 and answer.headers["location"] == "/signin", path
@@ -210,7 +210,7 @@ async def test_pages_need_a_session_and_carry_a_strict_csp(console: Console) -> 
 
 
 async def test_sign_in_sets_an_httponly_strict_cookie_and_refuses_bad_tokens(console: Console) -> None:
-    async with httpx.AsyncClient(base_url=console.url, follow_redirects=False) as client:
+    async with SessionClient(console.url, follow_redirects=False) as client:
         page = await client.get("/signin")
         csrf = csrf_of(page.text)
         # Without the form's CSRF token: refused before the token is even looked at.
@@ -230,7 +230,7 @@ async def test_sign_in_sets_an_httponly_strict_cookie_and_refuses_bad_tokens(con
         known = await client.get("/approvals", params={"notice": "approved", "task": "abc-1"})
         assert "task abc-1 approved" in known.text
     assert good.status_code == 303
-    cookie = next(v for v in good.headers.get_list("set-cookie") if v.startswith("am_session="))
+    cookie = next(v for v in good.headers.getall("set-cookie") if v.startswith("am_session="))
     attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert "httponly" in attributes and "samesite=strict" in attributes and "path=/" in attributes
 

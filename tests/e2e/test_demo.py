@@ -22,17 +22,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agentmesh.kit.config import REGISTRY_PORT
-from agentmesh.kit.net import port_bindable
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     MeshOptions,
-    build_plan,
     default_agents,
-    ports_in_use,
 )
-from tests.support.agent_mesh import ROOT, Mesh, running_mesh
+from tests.support.agent_mesh import ROOT, Mesh, free_port_offset, running_mesh
 from tests.support.auth import key_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -105,34 +101,10 @@ async def test_unknown_story_and_missing_mesh_get_clear_errors(mesh: Mesh) -> No
     assert nowhere.returncode == 3 and "agentmesh up" in nowhere.stderr
 
 
-def _offset_above_ephemeral_ports() -> int:
-    """The smallest --port-offset that puts the registry (the lowest mesh port) above the range."""
-    try:
-        _, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        high = 60_999  # Linux's default
-    return max(0, high + 1 - REGISTRY_PORT)
-
-
-def _free_offset() -> int:
-    """The first --port-offset above the ephemeral range (in steps of 100) whose mesh ports all bind."""
-    tried = []
-    for offset in range(_offset_above_ephemeral_ports(), 65_536, 100):
-        options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
-        ports = [*ports_in_use(build_plan(options)), options.redis_port]
-        if max(ports) > 65_535:
-            break
-        if all(port_bindable("127.0.0.1", p) for p in ports):
-            return offset
-        tried.append(offset)
-    raise AssertionError(
-        f"no free range for the local mesh above the ephemeral ports (offsets tried: {tried}); "
-        "free some ports or lower net.ipv4.ip_local_port_range"
-    )
-
-
 async def test_agentmesh_up_demo_starts_plays_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    offset = _free_offset()
+    offset = free_port_offset(
+        lambda o: MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=o)
+    )
     options = MeshOptions(redis_url="", agents=default_agents(), tools=DEFAULT_TOOLS, port_offset=offset)
     output = tmp_path / "up.log"
     profile = tmp_path / "profile.toml"

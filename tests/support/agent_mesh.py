@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,9 @@ import aiohttp
 import grpc
 
 from agentmesh.kit.channels import create_channel
-from agentmesh.kit.net import free_port_with_partner
+from agentmesh.kit.config import REGISTRY_PORT
+from agentmesh.kit.net import ephemeral_range, free_port_with_partner, port_bindable
+from agentmesh.localmesh.plan import MeshOptions, build_plan, ports_in_use
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_registry_service_pb2, tool_registry_service_pb2_grpc
 from agents.spec import load_spec
@@ -216,3 +218,23 @@ async def wait_http(url: str, process: ServiceProcess, timeout: float = 60) -> N
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer after {timeout:.0f}s\n{process.log_tail()}")
             await asyncio.sleep(0.05)
+
+
+def free_port_offset(options_at: Callable[[int], MeshOptions]) -> int:
+    """The first `--port-offset` above the ephemeral range (in steps of 100) at which every port of
+    the mesh `options_at(offset)` describes (Redis included) binds: a whole `agentmesh up` beside
+    the default mesh's ports, out of reach of outgoing connections' local ends."""
+    _, high = ephemeral_range()
+    tried = []
+    for offset in range(max(0, high + 1 - REGISTRY_PORT), 65_536, 100):
+        options = options_at(offset)
+        ports = [*ports_in_use(build_plan(options)), options.redis_port]
+        if max(ports) > 65_535:
+            break
+        if all(port_bindable("127.0.0.1", p) for p in ports):
+            return offset
+        tried.append(offset)
+    raise AssertionError(
+        f"no free range for the local mesh above the ephemeral ports (offsets tried: {tried}); "
+        "free some ports or lower net.ipv4.ip_local_port_range"
+    )

@@ -36,7 +36,7 @@ class AnnotationError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class ToolService:
+class LabelledService:
     """One labelled Service, resolved to where its tools are reached."""
 
     namespace: str
@@ -66,8 +66,8 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
-def parse_service(obj: dict[str, Any], *, cluster_domain: str = "cluster.local") -> ToolService:
-    """The ToolService a labelled Service object describes, or AnnotationError naming every problem."""
+def parse_service(obj: dict[str, Any], *, cluster_domain: str = "cluster.local") -> LabelledService:
+    """The LabelledService a labelled Service object describes, or AnnotationError naming every problem."""
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -88,7 +88,7 @@ def parse_service(obj: dict[str, Any], *, cluster_domain: str = "cluster.local")
         problems.append(f"{RETIRE} must be one of {', '.join(RETIRE_MODES)} (got {retire[:40]!r})")
     if problems:
         raise AnnotationError("; ".join(problems))
-    return ToolService(
+    return LabelledService(
         namespace=namespace,
         name=name,
         uid=str(meta.get("uid", "")),

@@ -33,7 +33,7 @@ from agentmesh.v1 import tool_pb2
 from agentmesh.v1 import tool_registry_service_pb2 as rs
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from tool_registry.descriptors import tool_methods
-from tool_registry.discovery.annotations import AnnotationError, ToolService, object_key, parse_service
+from tool_registry.discovery.annotations import AnnotationError, LabelledService, object_key, parse_service
 from tool_registry.reflection_client import fetch_descriptor_set
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ServiceState:
     """What the reconciler knows about one Service."""
 
     key: str
-    target: ToolService | None = None
+    target: LabelledService | None = None
     tools: list[tuple[str, str]] = field(default_factory=list)  # (name, version) registered
     status: str = "pending"  # registered | failed | pending
     message: str = ""
@@ -177,7 +177,7 @@ class Reconciler:
         )
         self._set_gauges()
 
-    async def _register(self, target: ToolService) -> list[tuple[str, str]]:
+    async def _register(self, target: LabelledService) -> list[tuple[str, str]]:
         fds = await self._descriptors(target)
         methods = [m for m in tool_methods(fds) if target.wants(m)]
         if not methods:
@@ -200,7 +200,7 @@ class Reconciler:
             registered.append((response.tool.name, response.tool.version))
         return registered
 
-    async def _descriptors(self, target: ToolService) -> descriptor_pb2.FileDescriptorSet:
+    async def _descriptors(self, target: LabelledService) -> descriptor_pb2.FileDescriptorSet:
         channel = create_channel(target.endpoint, settings=self.settings)
         try:
             fds, _ = await fetch_descriptor_set(channel, timeout=self.reflection_timeout_s)
@@ -298,7 +298,7 @@ class Reconciler:
                     continue
 
 
-def _same_version(target: ToolService, previous: ToolService | None) -> ToolService | None:
+def _same_version(target: LabelledService, previous: LabelledService | None) -> LabelledService | None:
     """`previous` as it compares with `target`: the resourceVersion alone does not make a change."""
     if previous is None:
         return None

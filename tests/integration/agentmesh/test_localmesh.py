@@ -15,7 +15,7 @@ from agentmesh.kit import health
 from agentmesh.kit.config import HTTP_PORT_OFFSET
 from agentmesh.kit.net import free_port, free_port_with_partner
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
-from agentmesh.localmesh.plan import Kind, PlannedService
+from agentmesh.localmesh.plan import PlannedService, ServiceKind
 from agentmesh.localmesh.supervisor import LocalMesh, collect_status
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def _sample(name: str, tier: int) -> PlannedService:
     port = free_port_with_partner(HTTP_PORT_OFFSET)
     return PlannedService(
         name=name,
-        kind=Kind.TOOL,
+        kind=ServiceKind.TOOL,
         argv=[sys.executable, "-m", "tests.support.sample_service"],
         env={"AGENTMESH_GRPC_PORT": str(port), "AGENTMESH_BIND_HOST": "127.0.0.1"},
         grpc_port=port,
@@ -92,7 +92,7 @@ def _alive(pid: int) -> bool:
 async def test_a_service_that_cannot_start_stops_everything(tmp_path: Path) -> None:
     broken = PlannedService(
         name="broken",
-        kind=Kind.TOOL,
+        kind=ServiceKind.TOOL,
         argv=[sys.executable, "-c", "import sys; print('boom: bad config'); sys.exit(3)"],
         env={},
         grpc_port=free_port(),
@@ -114,7 +114,7 @@ async def test_kill_and_restart_one_service_by_name(tmp_path: Path) -> None:
     mesh = LocalMesh(plan, tmp_path / "state", redis=None, redis_url="redis://unused", report=lambda _: None)
     await mesh.start()
     try:
-        assert mesh.names(Kind.TOOL) == ["steady", "victim"]
+        assert mesh.names(ServiceKind.TOOL) == ["steady", "victim"]
         old_pid = mesh.process("victim").pid
         assert mesh.kill("victim") == -9  # a real SIGKILL, waited for
         assert await health.check(plan[1].grpc_target or "", timeout=0.3) == health.UNKNOWN

@@ -13,11 +13,18 @@ from agentmesh.kit.net import free_port
 from memory.connection import create_redis
 from memory.context import Turn, TurnToolCall
 from memory.facts import FactStore
+from memory.prices import builtin_prices
 from memory.sessions import SessionStore
 from memory.usage import Attribution, StepUsage, UsageStore
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
+
+
+def turn(model: str, prompt_tokens: int, completion_tokens: int, wall_s: float = 0.0) -> StepUsage:
+    """A model turn priced the one way (the built-in prices), as the agent's state machine does."""
+    cost = builtin_prices().cost(model, prompt_tokens, completion_tokens)
+    return StepUsage.model_call(prompt_tokens, completion_tokens, cost, wall_s=wall_s)
 
 
 def populate(url: str) -> None:
@@ -37,8 +44,8 @@ def populate(url: str) -> None:
             await FactStore(redis).put("acme", user, "carrier", "DHL")
             usage = UsageStore(redis)
             who = Attribution("acme", user, "refunds", f"t-{user}", "s-1")
-            await usage.record(who, StepUsage.model_call("gpt-4o", 1000, 200))
-            await usage.record(who, StepUsage.model_call("local-llama", 50, 5))
+            await usage.record(who, turn("gpt-4o", 1000, 200))
+            await usage.record(who, turn("local-llama", 50, 5))
             await usage.record(who, StepUsage.tool_call("orders_get"))
         await redis.aclose()
 

@@ -33,12 +33,18 @@ ORDER = (
 )
 
 # A delegation three agents deep (fulfillment allows 2).
-DEEP_DELEGATION = issuer().delegation_token(
-    domain="fulfillment",
-    principal=Principal(subject="anonymous", tenant="default", depth=2),
-    scopes=(),
-    actor="refunds",
-)
+# Minted when the test runs, not at import: a delegation token lives minutes, and on a loaded
+# machine the CI subset reaches this test later than that (an import-time token had expired).
+DEEP_DELEGATION = "{deep_delegation}"
+
+
+def _deep_delegation() -> str:
+    return issuer().delegation_token(
+        domain="fulfillment",
+        principal=Principal(subject="anonymous", tenant="default", depth=2),
+        scopes=(),
+        actor="refunds",
+    )
 
 
 def error_of(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> Any:
@@ -143,6 +149,7 @@ async def test_bad_input_gets_a_clear_status(
     reason: str,
     fields: set[str],
 ) -> None:
+    metadata = [(key, value.replace(DEEP_DELEGATION, _deep_delegation())) for key, value in metadata]
     async with agent(DOMAINS / "fulfillment.yaml") as (_, stub):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Run(request_, metadata=metadata, timeout=10)

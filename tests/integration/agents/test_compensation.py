@@ -238,12 +238,107 @@ async def test_a_dead_lettered_task_releases_its_reservation_and_shows_its_effec
     ]
 
 
-async def test_a_redriven_task_resumes_with_the_same_idempotency_keys(
+def without_in_doubt() -> DomainSpec:
+    """The shipped fulfillment domain without its in-doubt compensation: a reservation in doubt is
+    left for the operator (listed with its key), not released."""
+    document = yaml.safe_load((DOMAINS / "fulfillment.yaml").read_text())
+    for tool in document["tools"]:
+        if tool["name"] == "inventory_reserve":
+            del tool["compensation"]["in_doubt"]
+    return parse_spec(document)
+
+
+async def test_a_dead_lettered_reservation_in_doubt_is_released_by_its_key(
     fulfillment: AgentProcess, example_tools: dict[str, Any], redis_url: str
 ) -> None:
+    """The worker died after sending the reservation, before its result was checkpointed: the call
+    is in doubt (it did happen). The shipped domain declares an in-doubt compensation, so the
+    dead-lettering releases whatever the reservation's idempotency key reserved."""
+    task_id = await _die_once(
+        fulfillment, "in-doubt-released", tool="inventory_reserve", after_checkpoint=False
+    )
+    task = (await fulfillment.queue.store.snapshot(task_id, steps=True)).task  # type: ignore[union-attr]
+    assert task.stop_reason == task_pb2.STOP_REASON_DEAD_LETTERED
+    assert not [s for s in task.steps if s.tool_name == "inventory_reserve"]  # never checkpointed
+    [undo] = [s for s in task.steps if s.kind == COMPENSATION]
+    in_doubt = undo.compensated_step  # the step the reservation would have been: its key
+    assert (undo.tool_name, undo.outcome) == ("inventory_release_reserved", task_pb2.TOOL_OUTCOME_OK)
+    assert json.loads(undo.arguments_json) == {"reserve_key": f"{task_id}:{in_doubt}"}
+    assert "in-doubt" in undo.summary
+    assert ledger(example_tools) == [("ORD-12345", 2, True)]  # reserved once, released once
+    assert example_tools["inventory"].state["stock"]["ABC-001"] == 10
+    shown = await asyncio.to_thread(_show_json, redis_url, task_id)
+    [effect] = shown["effects"]
+    assert effect["idempotency_key"] == f"{task_id}:{in_doubt}" and effect["status"] == "compensated"
+    assert "inventory_release_reserved" in effect["compensation"]
+
+
+class DiesAfterAsking:
+    """The executor's checkpointer, until the model's turn asking for `tool` is checkpointed: the
+    worker dies before sending the call (in doubt to anyone reading the record, never made)."""
+
+    def __init__(self, inner: Checkpointer, tool: str) -> None:
+        self.inner, self.tool = inner, tool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save(self, step: task_pb2.Step, **kwargs: Any) -> bool:
+        canceled = await self.inner.save(step, **kwargs)
+        if step.kind == task_pb2.STEP_KIND_MODEL_CALL and f'"{self.tool}"' in step.result_json:
+            raise Died(f"died after the model asked for {self.tool}, before calling it")
+        return canceled
+
+
+async def test_an_in_doubt_reservation_that_never_happened_is_released_safely(
+    fulfillment: AgentProcess, example_tools: dict[str, Any]
+) -> None:
+    """In doubt, and in fact never sent: the in-doubt compensation finds nothing under the key and
+    changes nothing (why the compensating tool must be safe to call either way)."""
+    queue = fulfillment.queue
+    await queue.ensure_groups()
+    # Another order's reservation, made before: a safe in-doubt compensation never touches it.
+    other = {
+        "reservation_id": "res_1",
+        "order_id": "ORD-99999",
+        "sku": "DEF-002",
+        "qty": 1,
+        "released": False,
+    }
+    example_tools["inventory"].state["reservations"].append(other)
+    request = pb.SubmitTaskRequest(instruction=ORDER, request_id="in-doubt-never-sent")
+    budget = check_submit_request(fulfillment.spec, request)
+    request.labels.update(Caller(tenant=TENANT, user=OWNER, scopes=frozenset(DEFAULT_SCOPES)).labels())
+    task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
+    attempt = await claim(queue, "doomed-worker")
+    with pytest.raises(Died):
+        await fulfillment.executor(attempt.task, DiesAfterAsking(attempt.checkpointer, "inventory_reserve"))  # type: ignore[arg-type]
+
+    async def dead_lettered() -> task_pb2.Task | None:
+        entry = await reclaim_one(queue, "next-worker")
+        assert await queue.start(entry, "next-worker") is None
+        snapshot = await queue.store.snapshot(task.task_id, steps=True)
+        return snapshot.task if snapshot and snapshot.task.state == task_pb2.TASK_STATE_FAILED else None
+
+    failed = await until(dead_lettered)
+    [undo] = [s for s in failed.steps if s.kind == COMPENSATION]
+    assert (undo.tool_name, undo.outcome) == ("inventory_release_reserved", task_pb2.TOOL_OUTCOME_OK)
+    assert ledger(example_tools) == [("ORD-99999", 1, False)]  # nothing reserved, nothing released
+    assert example_tools["inventory"].state["stock"]["ABC-001"] == 10
+
+
+async def test_a_redriven_task_resumes_with_the_same_idempotency_keys(
+    parts: Parts, example_tools: dict[str, Any], redis_url: str
+) -> None:
     """The worker died after the reservation was made, before its result was checkpointed: the
-    dead letter shows the call in doubt with its key; the redrive sends it again with that key, the
-    tool's dedupe replays it, and the ledger holds one reservation."""
+    dead letter shows the call in doubt with its key (the domain declares no in-doubt
+    compensation); the redrive sends it again with that key, the tool's dedupe replays it, and
+    the ledger holds one reservation."""
+    async with parts(without_in_doubt()) as fulfillment:
+        await _redriven_resumes(fulfillment, example_tools, redis_url)
+
+
+async def _redriven_resumes(fulfillment: AgentProcess, example_tools: dict[str, Any], redis_url: str) -> None:
     queue = fulfillment.queue
     task_id = await _die_once(
         fulfillment, "dies-in-the-window", tool="inventory_reserve", after_checkpoint=False

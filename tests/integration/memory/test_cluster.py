@@ -10,18 +10,24 @@ from redis.asyncio.cluster import RedisCluster
 
 from agentmesh.kit.config import RateSpec
 from agentmesh.localmesh.embedded_redis import EmbeddedCluster
-from agentmesh.v1 import task_pb2
 from agentmesh.v1 import tool_options_pb2 as opts
 from memory.connection import create_redis
 from memory.context import Turn, TurnToolCall
 from memory.facts import FactStore
 from memory.forget import forget_user
+from memory.prices import builtin_prices
 from memory.rate_limits import Limit, RateLimiter
 from memory.sessions import SessionStore
 from memory.summarizer import DeterministicSummarizer
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore
 
 pytestmark = pytest.mark.integration
+
+
+def turn(model: str, prompt_tokens: int, completion_tokens: int, wall_s: float = 0.0) -> StepUsage:
+    """A model turn priced the one way (the built-in prices), as the agent's state machine does."""
+    cost = builtin_prices().cost(model, prompt_tokens, completion_tokens)
+    return StepUsage.model_call(prompt_tokens, completion_tokens, cost, wall_s=wall_s)
 
 
 @pytest.fixture
@@ -85,11 +91,11 @@ async def test_limits_in_one_slot_and_across_slots(client: RedisCluster) -> None
 
 async def test_usage_and_budgets(client: RedisCluster) -> None:
     usage = UsageStore(client)
-    limits = task_pb2.Limits(token_cap=100)
+    daily = Budgets(user_daily_tokens=100)
     for user in USERS:
         who = Attribution("acme", user, "refunds", task_id=f"t-{user}", session_id="s-1")
-        await usage.record(who, StepUsage.model_call("gpt-4o", 60, 10), budgets=Budgets(limits))
-        status = await usage.record(who, StepUsage.model_call("gpt-4o", 30, 10), budgets=Budgets(limits))
+        await usage.record(who, turn("gpt-4o", 60, 10), budgets=daily)
+        status = await usage.record(who, turn("gpt-4o", 30, 10), budgets=daily)
         assert status.exhausted is not None and status.exhausted.budget == "tokens"
         response = await usage.get_usage("acme", user, "refunds", "s-1")
         assert response.tasks == 1 and response.usage.total_tokens == 110
@@ -113,7 +119,7 @@ async def test_forget_scans_every_node(cluster: EmbeddedCluster, client: RedisCl
             await sessions.append("acme", user, session_id, Turn.user("hi"))
         await facts.put("acme", user, "k", "v")
         who = Attribution("acme", user, "refunds", "t-1", "s-1")
-        await usage.record(who, StepUsage.model_call("m", 1, 1))
+        await usage.record(who, turn("m", 1, 1))
     assert all(await node_sizes(cluster)), "the data is spread over every node"
     report = await forget_user(client, "acme", "alice")
     assert report.deleted["sessions"] == 8 and report.deleted["facts"] == 1

@@ -14,12 +14,19 @@ from memory.connection import AnyRedis, create_redis
 from memory.context import Turn
 from memory.facts import FactStore
 from memory.forget import find_user_data, forget_user
+from memory.prices import builtin_prices
 from memory.rate_limits import Limit, RateLimiter
 from memory.sessions import SessionStore
 from memory.usage import Attribution, StepUsage, UsageStore
 
 pytestmark = pytest.mark.integration
 T = "acme"
+
+
+def turn(model: str, prompt_tokens: int, completion_tokens: int, wall_s: float = 0.0) -> StepUsage:
+    """A model turn priced the one way (the built-in prices), as the agent's state machine does."""
+    cost = builtin_prices().cost(model, prompt_tokens, completion_tokens)
+    return StepUsage.model_call(prompt_tokens, completion_tokens, cost, wall_s=wall_s)
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ async def remember(redis: AnyRedis, tenant: str, user: str) -> None:
     await facts.put(tenant, user, "language", "de", ttl_s=0)
     usage = UsageStore(redis)
     in_session = Attribution(tenant, user, "refunds", "t-1", "s-1")
-    await usage.record(in_session, StepUsage.model_call("gpt-4o", 10, 5))
+    await usage.record(in_session, turn("gpt-4o", 10, 5))
     await usage.record(Attribution(tenant, user, "fulfillment", "t-2"), StepUsage.tool_call("crm_get"))
     rate = RateSpec(10, 10)
     await RateLimiter(redis).check(

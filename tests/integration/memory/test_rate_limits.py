@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -36,34 +35,49 @@ def limiter(client: aioredis.Redis) -> RateLimiter:
     return RateLimiter(client)
 
 
+# Time in these tests: the buckets refill at 0.01 token/s, so a stall of the machine between two
+# calls (seconds, on a loaded 2-core box) moves no assertion; time that must pass is made to pass
+# by moving the bucket's stamp into the past (`_let_pass`), the one clock the script reads besides
+# the server's TIME. No test sleeps for a refill.
+SLOW = 0.01  # tokens per second: 100 s per token
+
+
+async def _let_pass(client: aioredis.Redis, key: str, seconds: float) -> None:
+    """As if `seconds` had passed since the bucket was last touched (its stamp moves back)."""
+    stamp = int(await client.hget(key, "ts"))
+    await client.hset(key, "ts", str(stamp - round(seconds * 1000)))
+
+
 async def test_burst_then_refusal_with_the_wait(limiter: RateLimiter, client: aioredis.Redis) -> None:
-    limit = Limit.user("acme", "u1", RateSpec(per_second=2, burst=3))
+    limit = Limit.user("acme", "u1", RateSpec(per_second=SLOW, burst=3))
     for left in (2, 1, 0):
         decision = await limiter.check([limit])
-        assert decision.allowed and decision.remaining == pytest.approx(left, abs=0.1)
+        assert decision.allowed and decision.remaining == pytest.approx(left, abs=0.05)
     refused = await limiter.check([limit])
     assert not refused.allowed and refused.limit == limit
-    assert 0.3 < refused.retry_after <= 0.5  # one token at 2/s
+    assert 95 < refused.retry_after <= 100  # one token at 0.01/s
     ttl = await client.pttl(keys.rate_user("acme", "u1"))
-    assert 0 < ttl <= 2600  # expires once it would be full again
+    assert 290_000 < ttl <= 301_000  # expires once it would be full again (3 tokens, + 1 s)
 
 
-async def test_tokens_come_back_with_time(limiter: RateLimiter) -> None:
-    limit = Limit.tenant("acme", RateSpec(per_second=20, burst=1))
+async def test_tokens_come_back_with_time(limiter: RateLimiter, client: aioredis.Redis) -> None:
+    limit = Limit.tenant("acme", RateSpec(per_second=SLOW, burst=1))
     assert (await limiter.check([limit])).allowed
     refused = await limiter.check([limit])
     assert not refused.allowed
-    await asyncio.sleep(refused.retry_after + 0.02)
+    await _let_pass(client, limit.key, refused.retry_after - 10)  # 0.9 token: not yet
+    assert not (await limiter.check([limit])).allowed
+    await _let_pass(client, limit.key, 10)
     assert (await limiter.check([limit])).allowed
 
 
 async def test_most_restrictive_wins_and_nothing_is_taken_on_refusal(limiter: RateLimiter) -> None:
-    roomy = Limit.tenant("acme", RateSpec(per_second=1, burst=10))
-    tight = Limit.user("acme", "u1", RateSpec(per_second=0.5, burst=1))
+    roomy = Limit.tenant("acme", RateSpec(per_second=SLOW, burst=10))
+    tight = Limit.user("acme", "u1", RateSpec(per_second=SLOW / 2, burst=1))
     assert (await limiter.check([roomy, tight])).allowed
     refused = await limiter.check([roomy, tight])
     assert not refused.allowed and refused.limit == tight
-    assert refused.retry_after > 1.5
+    assert refused.retry_after > 150  # the tight bucket's 200 s, not the roomy one's 100 s
     # the refused call took nothing from the roomy bucket: 9 left
     for _ in range(9):
         assert (await limiter.check([roomy])).allowed
@@ -71,9 +85,9 @@ async def test_most_restrictive_wins_and_nothing_is_taken_on_refusal(limiter: Ra
 
 
 async def test_shared_buckets_in_other_slots_are_all_or_nothing(limiter: RateLimiter) -> None:
-    tenant = Limit.tenant("acme", RateSpec(per_second=1, burst=5))
+    tenant = Limit.tenant("acme", RateSpec(per_second=SLOW, burst=5))
     shared = Limit.tool_calls(
-        "payments_refund", RateSpec(per_second=0.1, burst=1), scope=opts.RATE_LIMIT_SCOPE_GLOBAL
+        "payments_refund", RateSpec(per_second=SLOW, burst=1), scope=opts.RATE_LIMIT_SCOPE_GLOBAL
     )
     assert (await limiter.check([tenant, shared])).allowed
     refused = await limiter.check([tenant, shared])
@@ -85,13 +99,13 @@ async def test_shared_buckets_in_other_slots_are_all_or_nothing(limiter: RateLim
 
 
 async def test_admit_raises_resource_exhausted_with_retry_info(limiter: RateLimiter) -> None:
-    limit = Limit.domain("refunds", RateSpec(per_second=1, burst=1))
+    limit = Limit.domain("refunds", RateSpec(per_second=SLOW, burst=1))
     before = metrics.RATE_LIMITED.labels("domain", "")._value.get()
     await limiter.admit([limit])
     with pytest.raises(ResourceExhausted) as caught:
         await limiter.admit([limit])
     assert caught.value.reason == "RATE_LIMITED" and caught.value.metadata["limit"] == "domain:refunds"
-    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 1.0
+    assert caught.value.retry_after is not None and 95 < caught.value.retry_after <= 100
     assert metrics.RATE_LIMITED.labels("domain", "")._value.get() == before + 1
 
 

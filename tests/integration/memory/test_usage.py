@@ -13,11 +13,17 @@ from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import create_redis
-from memory.prices import builtin_prices
+from memory.prices import Cost, builtin_prices
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore, utc_day
 
 pytestmark = pytest.mark.integration
 T, U = "acme", "u-1"
+
+
+def turn(model: str, prompt_tokens: int, completion_tokens: int, wall_s: float = 0.0) -> StepUsage:
+    """A model turn priced the one way (the built-in prices), as the agent's state machine does."""
+    cost = builtin_prices().cost(model, prompt_tokens, completion_tokens)
+    return StepUsage.model_call(prompt_tokens, completion_tokens, cost, wall_s=wall_s)
 
 
 @pytest.fixture
@@ -29,7 +35,7 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 def usage(client: aioredis.Redis) -> UsageStore:
-    return UsageStore(client, prices=builtin_prices(), retention_s=3600)
+    return UsageStore(client, retention_s=3600)
 
 
 def who(task: str = "t-1", session: str = "s-1", domain: str = "refunds", user: str = U) -> Attribution:
@@ -37,11 +43,11 @@ def who(task: str = "t-1", session: str = "s-1", domain: str = "refunds", user: 
 
 
 async def test_a_step_is_counted_everywhere_it_belongs(usage: UsageStore, client: aioredis.Redis) -> None:
-    await usage.record(who(), StepUsage.model_call("gpt-4o-mini", 1_000_000, 100_000, wall_s=1.5))
+    await usage.record(who(), turn("gpt-4o-mini", 1_000_000, 100_000, wall_s=1.5))
     await usage.record(who(), StepUsage.tool_call("payments_refund", attempts=2))
-    await usage.record(who("t-2"), StepUsage.model_call("gpt-4o-mini", 10, 5))
-    await usage.record(who("t-3", session="s-2"), StepUsage.model_call("gpt-4o-mini", 1, 1))
-    await usage.record(who("t-4", domain="fulfillment"), StepUsage.model_call("gpt-4o-mini", 1, 1))
+    await usage.record(who("t-2"), turn("gpt-4o-mini", 10, 5))
+    await usage.record(who("t-3", session="s-2"), turn("gpt-4o-mini", 1, 1))
+    await usage.record(who("t-4", domain="fulfillment"), turn("gpt-4o-mini", 1, 1))
 
     task = await usage.for_task(T, U, "t-1")
     assert (task.usage.iterations, task.usage.prompt_tokens, task.usage.completion_tokens) == (
@@ -67,8 +73,8 @@ async def test_a_step_is_counted_everywhere_it_belongs(usage: UsageStore, client
 
 
 async def test_get_usage_answers_the_api(usage: UsageStore) -> None:
-    await usage.record(who(), StepUsage.model_call("gpt-4o", 100, 50))
-    await usage.record(who("t-2", session="s-2"), StepUsage.model_call("gpt-4o", 1, 1))
+    await usage.record(who(), turn("gpt-4o", 100, 50))
+    await usage.record(who("t-2", session="s-2"), turn("gpt-4o", 1, 1))
     response = await usage.get_usage(T, U, "refunds", "s-1")
     assert isinstance(response, agent_service_pb2.GetUsageResponse)
     assert response.tasks == 1 and response.usage.total_tokens == 150
@@ -79,7 +85,7 @@ async def test_get_usage_answers_the_api(usage: UsageStore) -> None:
 
 async def test_unpriced_models_are_counted_and_visible(usage: UsageStore) -> None:
     before = metrics.UNPRICED_TOKENS.labels("refunds")._value.get()
-    await usage.record(who(), StepUsage.model_call("scripted", 70, 30))
+    await usage.record(who(), turn("scripted", 70, 30))
     report = await usage.for_user(T, U, "refunds")
     assert report.usage.cost_usd == 0 and report.unpriced_tokens == 100
     assert metrics.UNPRICED_TOKENS.labels("refunds")._value.get() == before + 100
@@ -88,7 +94,7 @@ async def test_unpriced_models_are_counted_and_visible(usage: UsageStore) -> Non
 async def test_metrics_get_only_domain_and_tool(usage: UsageStore) -> None:
     tokens = metrics.MODEL_TOKENS.labels("billing", "prompt")._value.get()
     calls = metrics.TOOL_CALLS_COUNTED.labels("billing", "crm_get")._value.get()
-    await usage.record(who(domain="billing"), StepUsage.model_call("gpt-4o", 40, 2))
+    await usage.record(who(domain="billing"), turn("gpt-4o", 40, 2))
     await usage.record(who(domain="billing"), StepUsage.tool_call("crm_get"))
     assert metrics.MODEL_TOKENS.labels("billing", "prompt")._value.get() == tokens + 40
     assert metrics.TOOL_CALLS_COUNTED.labels("billing", "crm_get")._value.get() == calls + 1
@@ -100,26 +106,31 @@ async def test_metrics_get_only_domain_and_tool(usage: UsageStore) -> None:
     assert label_names == {"domain", "type", "tool"}
 
 
-async def test_budgets_say_which_one_ran_out(usage: UsageStore) -> None:
-    limits = task_pb2.Limits(max_iterations=12, token_cap=1000, max_tool_calls=2)
-    status = await usage.record(who(), StepUsage.model_call("gpt-4o", 600, 100), budgets=Budgets(limits))
-    assert status.exhausted is None and status.remaining_tokens == 300
-    status = await usage.record(who(), StepUsage.model_call("gpt-4o", 250, 60), budgets=Budgets(limits))
+async def test_the_daily_cost_budget_counts_the_cost_each_step_carries(usage: UsageStore) -> None:
+    # The store adds the cost the step was priced at (once, by the state machine) and never
+    # prices again: 0.3 USD carried for tokens the built-in table would price at ~0.000001.
+    carried = StepUsage.model_call(10, 5, Cost(300_000_000, priced=True))
+    daily = Budgets(user_daily_cost_usd=0.5)
+    status = await usage.record(who(), carried, budgets=daily)
+    assert status.exhausted is None and status.task.cost_nusd == 300_000_000
+    status = await usage.record(who("t-2"), carried, budgets=daily)
     assert status.exhausted is not None
-    assert (status.exhausted.scope, status.exhausted.budget) == ("task", "tokens")
-    assert status.exhausted.stop_reason == task_pb2.STOP_REASON_TOKEN_CAP
-    assert status.task.total_tokens == 1010
-    # the read-only check agrees, and another task of the same user is not affected
-    assert (await usage.status(who(), Budgets(limits))).exhausted is not None
-    assert (await usage.status(who("t-2"), Budgets(limits))).exhausted is None
+    assert (status.exhausted.scope, status.exhausted.budget) == ("user_daily", "cost")
+    assert status.exhausted.stop_reason == task_pb2.STOP_REASON_COST_CAP
+    assert status.user_today.cost_usd == pytest.approx(0.6)
+    # the read-only check agrees, and another user is not affected
+    assert (await usage.status(who(), daily)).exhausted is not None
+    assert (await usage.status(who("t-3", user="u-2"), daily)).exhausted is None
+    # a step the model had no price for counts its tokens as unpriced, at no cost
+    unpriced = StepUsage.model_call(7, 3, Cost(0, priced=False))
+    status = await usage.record(who("t-4"), unpriced)
+    assert (status.task.cost_nusd, status.task.unpriced_tokens) == (0, 10)
 
 
 async def test_daily_budget_spans_tasks_and_domains(usage: UsageStore) -> None:
     daily = Budgets(user_daily_tokens=500)
-    await usage.record(who("t-1"), StepUsage.model_call("gpt-4o", 300, 0), budgets=daily)
-    status = await usage.record(
-        who("t-2", domain="fulfillment"), StepUsage.model_call("gpt-4o", 250, 0), budgets=daily
-    )
+    await usage.record(who("t-1"), turn("gpt-4o", 300, 0), budgets=daily)
+    status = await usage.record(who("t-2", domain="fulfillment"), turn("gpt-4o", 250, 0), budgets=daily)
     assert status.exhausted is not None and status.exhausted.scope == "user_daily"
     error = status.exhausted.error()
     assert error.reason == "BUDGET_EXHAUSTED" and error.retry_after is not None and error.retry_after <= 86400
@@ -127,9 +138,9 @@ async def test_daily_budget_spans_tasks_and_domains(usage: UsageStore) -> None:
 
 
 async def test_domain_totals_over_all_tenants(usage: UsageStore) -> None:
-    await usage.record(who(), StepUsage.model_call("gpt-4o", 10, 0))
-    await usage.record(Attribution("globex", "u-9", "refunds", "t-9"), StepUsage.model_call("gpt-4o", 5, 0))
-    await usage.record(Attribution("globex", "u-9", "billing", "t-8"), StepUsage.model_call("gpt-4o", 7, 0))
+    await usage.record(who(), turn("gpt-4o", 10, 0))
+    await usage.record(Attribution("globex", "u-9", "refunds", "t-9"), turn("gpt-4o", 5, 0))
+    await usage.record(Attribution("globex", "u-9", "billing", "t-8"), turn("gpt-4o", 7, 0))
     total = await usage.for_domain("refunds")
     assert total.tasks == 2 and total.usage.prompt_tokens == 15
 

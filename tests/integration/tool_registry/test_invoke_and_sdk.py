@@ -161,10 +161,11 @@ async def test_non_idempotent_call_that_was_never_sent_is_retried(redis_url: str
 async def test_the_remaining_deadline_reaches_the_tool(redis_url: str) -> None:
     async with served(dummy.build(), redis_url) as tools:
         invoker = ToolInvoker()
-        await invoker.invoke(tools.tool("Echo", timeout_s=30), {}, CallContext(deadline=time.time() + 0.8))
-        assert 0 < tools.state.last_remaining < 2  # the task deadline, not the 30 s tool timeout
-        await invoker.invoke(tools.tool("Echo", timeout_s=0.6), {}, CallContext(deadline=time.time() + 60))
-        assert 0 < tools.state.last_remaining < 2  # the tool timeout, not the 60 s task deadline
+        # Seconds apart, so a stalled machine cannot blur which one reached the tool.
+        await invoker.invoke(tools.tool("Echo", timeout_s=30), {}, CallContext(deadline=time.time() + 8))
+        assert 0 < tools.state.last_remaining < 9  # the task deadline, not the 30 s tool timeout
+        await invoker.invoke(tools.tool("Echo", timeout_s=8), {}, CallContext(deadline=time.time() + 60))
+        assert 0 < tools.state.last_remaining < 9  # the tool timeout, not the 60 s task deadline
 
 
 async def test_metadata_reaches_the_tool(redis_url: str) -> None:
@@ -225,7 +226,8 @@ async def test_approval_static_and_dynamic(redis_url: str) -> None:
 
 async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
     async with served(dummy.build({"unavailable_rate": 1.0}), redis_url) as tools:
-        board = BreakerBoard(failure_threshold=3, reset_after_s=0.5)
+        now = [0.0]  # the breakers' clock: time passes only when the test says so
+        board = BreakerBoard(failure_threshold=3, reset_after_s=30, clock=lambda: now[0])
         invoker = ToolInvoker(breakers=board)
         echo = tools.tool("Echo", max_attempts=1)
         for _ in range(3):
@@ -235,7 +237,10 @@ async def test_circuit_breaker_fails_fast_then_probes(redis_url: str) -> None:
         assert fast.reason == "CIRCUIT_OPEN" and fast.retry_after and tools.state.calls == calls
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.OPEN
         tools.state.configure({})
-        await asyncio.sleep(0.6)
+        now[0] = 29.9  # not yet: still failing fast
+        still_open = await invoker.invoke(echo, {}, step(15))
+        assert still_open.reason == "CIRCUIT_OPEN" and tools.state.calls == calls
+        now[0] = 30.0  # the reset time has passed: one probe goes through and closes the breaker
         assert (await invoker.invoke(echo, {}, step(15))).outcome is CallOutcome.OK
         assert board.for_endpoint(echo.endpoint, echo.name).state is BreakerState.CLOSED
 
@@ -261,5 +266,7 @@ async def test_the_tools_rate_limit_waits_within_the_deadline(redis_url: str, re
         results = [await invoker.invoke(echo, {}, call) for _ in range(3)]
         assert all(r.outcome is CallOutcome.OK for r in results)
         assert time.monotonic() - started >= 0.5  # two waits of ~0.5 s for a 2/s bucket of 1
-        short = await invoker.invoke(echo, {}, CallContext(tenant="t", user="u", deadline=time.time() + 0.05))
+        # The bucket is empty now; at 0.01/s no stall of the machine refills it before the next call.
+        echo.spec.rate_limit.requests_per_second = 0.01
+        short = await invoker.invoke(echo, {}, CallContext(tenant="t", user="u", deadline=time.time() + 5))
         assert short.outcome is CallOutcome.ERROR and short.reason == "RATE_LIMITED" and short.retry_after

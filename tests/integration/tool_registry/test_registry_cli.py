@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from agentmesh.cli.main import app
 from agentmesh.kit.net import free_port_with_partner
 from agentmesh.localmesh.proc import ServiceProcess
+from tests.support.auth import issuer, key_path
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def registry_process(redis_url: str, service_process: Callable[..., ServiceProce
             "REDIS_URL": redis_url,
             "AGENTMESH_GRPC_PORT": str(port),
             "AGENTMESH_LOG_FORMAT": "text",
-            "AGENTMESH_INSECURE_NO_AUTH": "true",  # the CLI sends no token yet
+            "AGENTMESH_INSECURE_NO_AUTH": "true",  # these calls send no token (see secured_registry)
         },
     )
     process.wait_serving_sync(60)
@@ -174,3 +175,54 @@ def test_grpcurl_lists_and_describes_the_registry(registry_process: ServiceProce
         grpcurl("agentmesh.v1.ToolRegistryService/ListTools", data='{"include_agents": true}')
     )
     assert listed.get("tools", []) == [] and "revision" not in listed  # empty registry, revision 0
+
+
+@pytest.fixture
+def secured_registry(redis_url: str, service_process: Callable[..., ServiceProcess]) -> ServiceProcess:
+    """The registry process with auth on (tokens verified against the test signing key)."""
+    port = free_port_with_partner(1000)
+    process = service_process(
+        "registry-auth",
+        [str(Path(sys.executable).parent / "agentmesh"), "serve", "registry"],
+        port,
+        env={
+            "REDIS_URL": redis_url,
+            "AGENTMESH_GRPC_PORT": str(port),
+            "AGENTMESH_LOG_FORMAT": "text",
+            "AGENTMESH_SIGNING_KEY": str(key_path()),
+        },
+    )
+    process.wait_serving_sync(60)
+    return process
+
+
+def test_bind_transfers_a_tool_name_with_an_admin_token(secured_registry: ServiceProcess) -> None:
+    payments = issuer().service_token("payments")
+    billing = issuer().service_token("billing")
+    admin = issuer().user_token(user="ops", tenant="acme", scopes=("registry:write", "registry:admin"))
+    register = ["tools", "register", str(INVENTORY), "-I", str(FIXTURES), "--endpoint", "inv:1"]
+    # Every `tools` command sends AGENTMESH_TOKEN (or the profile's token); none: refused.
+    env = {"AGENTMESH_REGISTRY": secured_registry.target, "AGENTMESH_TOKEN": ""}
+    result = runner.invoke(app, register, env=env)
+    assert result.exit_code == 1 and "UNAUTHENTICATED" in result.output, result.output
+    result = runner.invoke(app, register, env={**env, "AGENTMESH_TOKEN": payments})
+    assert result.exit_code == 0, result.output
+
+    def bind(token: str, *args: str) -> tuple[int, str]:
+        return tools(secured_registry, "bind", "inventory_reserve", "1.0.0", *args, "--token", token)
+
+    # The owner cannot give its name away: transfer needs registry:admin.
+    code, out = bind(payments, "--transfer-to", "service:billing")
+    assert code == 1 and "PERMISSION_DENIED" in out and "registry:admin" in out, out
+    code, out = bind(billing, "inv:2")
+    assert code == 1 and "PERMISSION_DENIED" in out, out
+    # An admin transfers it; without ENDPOINT the current binding stays.
+    code, out = bind(admin, "--transfer-to", "service:billing", "--json")
+    assert code == 0, out
+    assert json.loads(out)["endpoint"] == "inv:1"  # unchanged spec: only the owner moved
+    # Now billing owns it and payments does not.
+    code, out = bind(payments, "inv:3")
+    assert code == 1 and "PERMISSION_DENIED" in out, out
+    code, out = bind(billing, "inv:2", "--json")
+    assert code == 0 and json.loads(out)["endpoint"] == "inv:2", out
+    assert "--transfer-to" in runner.invoke(app, ["tools", "bind", "--help"]).output

@@ -127,3 +127,49 @@ def test_memory_settings_have_documented_defaults() -> None:
     assert shown["AGENTMESH_RATE_LIMIT_USER"] is None
     limited = Settings.from_env({"AGENTMESH_RATE_LIMIT_USER": "30/min:10"})
     assert limited.model_dump(mode="json", by_alias=True)["AGENTMESH_RATE_LIMIT_USER"] == "0.5/s:10"
+
+
+# Reading the environment elsewhere, each for a reason the generated reference names (docs/configuration.md):
+# the OpenTelemetry SDK's OTEL_* variables, Kubernetes' in-cluster variables; `serve` hands the role on
+# to the role's own Settings; child processes inherit the environment.
+ENVIRONMENT_READERS = {
+    "agentmesh/kit/config.py",
+    "agentmesh/kit/tracing.py",
+    "agentmesh/cli/auth_bootstrap.py",
+    "agentmesh/cli/serve.py",
+    "agentmesh/localmesh/detached.py",
+    "agentmesh/localmesh/proc.py",
+}
+
+
+def test_configuration_is_read_only_through_settings() -> None:
+    readers = {
+        str(path.relative_to(ROOT))
+        for package in ("agentmesh", "memory", "tool_registry", "agents", "examples")
+        for path in (ROOT / package).rglob("*.py")
+        if "/v1/" not in str(path)
+        and any(marker in path.read_text() for marker in ("os.environ", "os.getenv", "getenv("))
+    }
+    assert readers <= ENVIRONMENT_READERS, (
+        f"read the environment through Settings: {readers - ENVIRONMENT_READERS}"
+    )
+
+
+def test_cli_and_example_variables_are_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "AGENTMESH_STATE_DIR": "/tmp/mesh",
+            "VALKEY_SERVER": "/opt/valkey-server",
+            "AGENTMESH_TOKEN": "s3cr3t-cli-token",
+            "PAYMENTS_APPROVAL_LIMIT_CENTS": "250",
+            "DUMMY_LATENCY_MS": "100",
+            "INVENTORY_STOCK": "ABC-001=5",
+        }
+    )
+    assert settings.state_dir == Path("/tmp/mesh") and settings.valkey_server == Path("/opt/valkey-server")
+    assert settings.cli_token == "s3cr3t-cli-token" and "s3cr3t" not in repr(settings)
+    assert (settings.payments_approval_limit_cents, settings.dummy_latency_ms) == (250, 100.0)
+    assert settings.inventory_stock == "ABC-001=5"
+    assert Settings.from_env({}).state_dir == Path(".agentmesh")
+    with pytest.raises(ConfigError, match="DUMMY_HANG_RATE"):
+        Settings.from_env({"DUMMY_HANG_RATE": "often"})

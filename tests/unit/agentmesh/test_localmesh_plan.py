@@ -8,8 +8,8 @@ from agentmesh.kit.config import TOOL_PORTS
 from agentmesh.localmesh.plan import (
     DEFAULT_TOOLS,
     DEMO_SCRIPT,
-    Kind,
     MeshOptions,
+    ServiceKind,
     agent_ports,
     build_plan,
     default_agents,
@@ -39,7 +39,7 @@ def test_ports_follow_the_local_port_rules() -> None:
 
 
 def test_agents_get_the_configuration_contract() -> None:
-    agent = next(s for s in build_plan(_options()) if s.kind is Kind.AGENT)
+    agent = next(s for s in build_plan(_options()) if s.kind is ServiceKind.AGENT)
     env = agent.env
     assert env["AGENTMESH_DOMAIN_SPEC"] == "refunds.yaml"
     assert env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
@@ -51,14 +51,19 @@ def test_agents_get_the_configuration_contract() -> None:
 
 def test_external_model_means_no_scripted_model() -> None:
     plan = build_plan(_options(model_base_url="http://vllm:8000/v1", model_name="llama"))
-    assert all(s.kind is not Kind.MODEL for s in plan)
-    agent = next(s for s in plan if s.kind is Kind.AGENT)
+    assert all(s.kind is not ServiceKind.MODEL for s in plan)
+    agent = next(s for s in plan if s.kind is ServiceKind.AGENT)
     assert agent.env["MODEL_BASE_URL"] == "http://vllm:8000/v1" and agent.env["MODEL_NAME"] == "llama"
 
 
 def test_tiers_start_registry_then_tools_and_model_then_agents() -> None:
     tiers = {s.kind: s.tier for s in build_plan(_options())}
-    assert tiers[Kind.REGISTRY] < tiers[Kind.TOOL] == tiers[Kind.MODEL] < tiers[Kind.AGENT]
+    assert (
+        tiers[ServiceKind.REGISTRY]
+        < tiers[ServiceKind.TOOL]
+        == tiers[ServiceKind.MODEL]
+        < tiers[ServiceKind.AGENT]
+    )
 
 
 def test_named_domains_keep_their_ports_and_others_follow_them() -> None:
@@ -77,8 +82,10 @@ def test_the_default_mesh_serves_the_demo_domains_and_every_example_tool() -> No
         "agent-refunds",
         "agent-fulfillment",
         "agent-training",
+        "agent-conformance",
     }
-    for slug in ("refunds", "fulfillment", "training"):
+    assert plan["agent-conformance"].grpc_port == 50063  # its row of the port table
+    for slug in ("refunds", "fulfillment", "training", "conformance"):
         assert Path(plan[f"agent-{slug}"].env["AGENTMESH_DOMAIN_SPEC"]).is_file()
     # The example tools' standalone ports (examples/_common.py) are the mesh's ports.
     assert {t: plan[f"tool-{t}"].grpc_port for t in DEFAULT_TOOLS} == TOOL_PORTS
@@ -120,6 +127,19 @@ def test_explicit_ports_replace_the_local_port_rules() -> None:
     assert plan["agent-fulfillment"].grpc_port == 50562  # not named: the rules (plus the offset)
 
 
+def test_replicas_that_would_take_the_tools_ports_are_refused() -> None:
+    # Three domains: the replicas after the first take 50065... and reach the tools' 50071 at 4 each.
+    three = [*_options().agents, ("training", Path("training.yaml"))]
+    fits = build_plan(_options(agents=three, replicas={d: 3 for d, _ in three}))
+    ports = ports_in_use(fits)
+    assert (
+        len(ports) == len(set(ports))
+        and max(s.grpc_port or 0 for s in fits if s.kind is ServiceKind.AGENT) < 50071
+    )
+    with pytest.raises(ValueError, match=r"no room for this plan: agent-training-2 and tool-crm on 50071;"):
+        build_plan(_options(agents=three, replicas={d: 4 for d, _ in three}))
+
+
 def test_a_domain_without_replicas_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one replica"):
         build_plan(_options(replicas={"refunds": 0}))
@@ -149,12 +169,12 @@ def test_insecure_mode_is_explicit_and_reaches_every_process() -> None:
 def test_the_console_serves_http_on_50080_and_finds_the_registry() -> None:
     plan = {s.name: s for s in build_plan(_options())}
     console = plan["console"]
-    assert console.kind is Kind.CONSOLE and console.grpc_port is None and console.http_port == 50080
+    assert console.kind is ServiceKind.CONSOLE and console.grpc_port is None and console.http_port == 50080
     assert console.url == "http://127.0.0.1:50080/"
     assert console.env["AGENTMESH_HTTP_PORT"] == "50080"
     assert console.env["AGENTMESH_REGISTRY"] == "127.0.0.1:50051"
     assert console.argv[-2:] == ["serve", "console"]
-    assert all(s.url is None for s in plan.values() if s.kind is not Kind.CONSOLE)
+    assert all(s.url is None for s in plan.values() if s.kind is not ServiceKind.CONSOLE)
     assert {s.name: s.http_port for s in build_plan(_options(port_offset=1000))}["console"] == 51080
     assert "console" not in {s.name for s in build_plan(_options(console=False))}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from a2a.types import a2a_pb2 as a2a
 from google.protobuf import struct_pb2
@@ -92,6 +94,45 @@ def test_a_task_reads_the_same_over_a2a() -> None:
     assert view.artifacts[0].parts[0].text == "body"
     assert len(task_to_a2a(task, history_length=1).history) == 1
     assert len(task_to_a2a(task, history_length=0).history) == 0
+
+
+def test_the_history_tells_an_input_required_exchange_in_order() -> None:
+    def model(record: dict[str, object], index: int) -> task_pb2.Step:
+        return task_pb2.Step(index=index, kind=task_pb2.STEP_KIND_MODEL_CALL, result_json=json.dumps(record))
+
+    task = task_pb2.Task(
+        task_id="t-2",
+        session_id="ctx-2",
+        state=task_pb2.TASK_STATE_COMPLETED,
+        instruction="book it",
+        final_answer="Booked for Ada",
+        request_id="tck-input-required-1",
+        steps=[
+            model({"content": "", "tool_calls": [{"id": "c1", "name": "lookup"}]}, 0),
+            task_pb2.Step(index=1, kind=task_pb2.STEP_KIND_TOOL_CALL, result_json='{"found": 1}'),
+            model({"content": "For whom?", "tool_calls": [], "reply": "input_required"}, 2),
+            task_pb2.Step(
+                index=3,
+                kind=task_pb2.STEP_KIND_USER_INPUT,
+                result_json='{"text": "Ada", "request_id": "m-2"}',
+            ),
+            model({"content": "Booked for Ada", "tool_calls": []}, 4),
+        ],
+    )
+    history = task_to_a2a(task).history
+    assert [(m.role, m.parts[0].text) for m in history] == [
+        (a2a.ROLE_USER, "book it"),
+        (a2a.ROLE_AGENT, "For whom?"),
+        (a2a.ROLE_USER, "Ada"),
+        (a2a.ROLE_AGENT, "Booked for Ada"),
+    ]
+    assert all(m.task_id == "t-2" and m.context_id == "ctx-2" for m in history)
+    assert len({m.message_id for m in history}) == 4 and history[2].message_id == "m-2"
+    assert [m.parts[0].text for m in task_to_a2a(task, history_length=3).history] == [
+        "For whom?",
+        "Ada",
+        "Booked for Ada",
+    ]
 
 
 def test_events_become_stream_responses() -> None:

@@ -74,6 +74,73 @@ def test_a_pointer_that_finds_nothing_plans_a_failed_compensation() -> None:
     assert owed.arguments is None and "/result/reservation_id" in owed.problem
 
 
+IN_DOUBT = {
+    **RESERVE,
+    "compensation": {
+        **RESERVE["compensation"],  # type: ignore[dict-item]
+        "in_doubt": {"tool": "inventory_release_reserved", "arguments": {"reserve_key": "/idempotency_key"}},
+    },
+}
+
+
+def model(index: int, *calls: tuple[str, str, dict[str, Any]]) -> task_pb2.Step:
+    record = {"tool_calls": [{"id": i, "name": n, "arguments": json.dumps(a)} for i, n, a in calls]}
+    return task_pb2.Step(index=index, kind=task_pb2.STEP_KIND_MODEL_CALL, result_json=json.dumps(record))
+
+
+def test_calls_in_doubt_are_compensated_only_when_the_compensation_declares_in_doubt() -> None:
+    # Step 1: a reservation whose outcome is unknown. Step 4's turn asked for a reservation and an
+    # email and the worker died after sending the first: never answered, it would be step 5 (its
+    # key t:5); the email (step 6) has no compensation.
+    steps = [
+        model(0, ("c1", "inventory_reserve", {"sku": "ABC-001"})),
+        call(1, "inventory_reserve", None, outcome=task_pb2.TOOL_OUTCOME_UNKNOWN, sku="ABC-001"),
+        model(2, ("c2", "inventory_reserve", {"sku": "DEF-002"})),
+        call(3, "inventory_reserve", {"reservation_id": "res_7"}, sku="DEF-002"),
+        model(4, ("c3", "inventory_reserve", {"sku": "XYZ-900"}), ("c4", "email_send", {})),
+    ]
+    steps[1].call_id, steps[3].call_id = "c1", "c2"
+    owed = plan(spec(IN_DOUBT, {"name": "email_send"}), steps, "t")
+    assert [(p.undoes.index, p.tool, p.arguments, p.in_doubt) for p in owed] == [
+        (5, "inventory_release_reserved", {"reserve_key": "t:5"}, True),  # c3: asked, never answered
+        (3, "inventory_release", {"reservation_id": "res_7"}, False),
+        (1, "inventory_release_reserved", {"reserve_key": "t:1"}, True),
+    ]
+    # Without `in_doubt` they stay listed as in doubt, uncompensated.
+    assert [p.undoes.index for p in plan(spec(), steps, "t")] == [3]
+    # Compensated once, never again (the in-doubt one by the index its key names).
+    done = task_pb2.Step(index=5, kind=task_pb2.STEP_KIND_COMPENSATION, compensated_step=5)
+    again = plan(spec(IN_DOUBT, {"name": "email_send"}), [*steps, done], "t")
+    assert [p.undoes.index for p in again] == [3, 1]
+
+
+def test_in_doubt_arguments_come_from_the_call_and_its_key_never_a_result() -> None:
+    tool = {
+        "name": "x_do",
+        "compensation": {
+            "tool": "x_undo",
+            "in_doubt": {
+                "tool": "x_undo_if_done",
+                "arguments": {"key": "/idempotency_key", "a": "/arguments/a"},
+            },
+        },
+    }
+    [owed] = plan(spec(tool), [call(0, "x_do", None, outcome=task_pb2.TOOL_OUTCOME_UNKNOWN, a=7)], "t")
+    assert owed.arguments == {"key": "t:0", "a": 7}
+    [missing] = plan(spec(tool), [call(0, "x_do", None, outcome=task_pb2.TOOL_OUTCOME_UNKNOWN)], "t")
+    assert missing.arguments is None and "/arguments/a" in missing.problem
+    with pytest.raises(SpecError, match="neither a JSON Pointer under /arguments nor /idempotency_key"):
+        spec(
+            {
+                "name": "x_do",
+                "compensation": {
+                    "tool": "x_undo",
+                    "in_doubt": {"tool": "y", "arguments": {"a": "/result/a"}},
+                },
+            }
+        )
+
+
 def test_json_pointers() -> None:
     document = {"result": {"a/b": [1, {"c~d": 2}]}}
     assert resolve_pointer(document, "/result/a~1b/1/c~0d") == (True, 2)

@@ -323,7 +323,7 @@ def test_refund_script_refunds_in_cents() -> None:
 
 def test_includes_append_rules_and_loops_are_refused(tmp_path: Path) -> None:
     demo = load_script(SCRIPTS / "demo.yaml")
-    included = ("refunds.yaml", "delegation.yaml", "training.yaml")
+    included = ("refunds.yaml", "delegation.yaml", "training.yaml", "conformance.yaml")
     assert demo.name == "demo"
     assert len(demo.rules) == sum(len(load_script(SCRIPTS / name).rules) for name in included)
     (tmp_path / "a.yaml").write_text("include: [b.yaml]\nrules: []\n")

@@ -8,19 +8,18 @@ from typing import Any
 import pytest
 
 from agentmesh.v1 import task_pb2
-from agents.executor import merge_usage
-from agents.limits import Budget
-from agents.machine import (
+from agents.actions import (
     Finished,
     ModelCall,
-    RunMachine,
     StaleAction,
     TaskInput,
     ToolInvocation,
     ToolOffer,
-    parse_intent,
     render_input,
 )
+from agents.executor import merge_usage
+from agents.limits import Budget
+from agents.machine import RunMachine
 from agents.model.types import (
     ChatRole,
     MalformedResponse,
@@ -32,6 +31,7 @@ from agents.model.types import (
 )
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation, Violation
+from agents.sanitizer import parse_intent
 from agents.spec import DomainSpec, parse_spec
 
 NOW = 1_700_000_000.0
@@ -594,9 +594,10 @@ def test_replay_of_malformed_answers_keeps_the_streak_and_the_correction() -> No
 
 
 def test_usage_of_consecutive_steps_merges_without_mixing_tools() -> None:
+    from memory.prices import Cost
     from memory.usage import StepUsage
 
-    model_step = StepUsage.model_call("m", 10, 5)
+    model_step = StepUsage.model_call(10, 5, Cost(1500, priced=True))
     tool_step = StepUsage.tool_call("inventory_check", attempts=2)
     merged = merge_usage(model_step, tool_step)
     assert merged is not None and (
@@ -604,10 +605,12 @@ def test_usage_of_consecutive_steps_merges_without_mixing_tools() -> None:
         merged.iterations,
         merged.tool_calls,
         merged.tool,
+        merged.cost_nusd,
     ) == (
         10,
         1,
         2,
         "inventory_check",
+        1500,
     )
     assert merge_usage(tool_step, StepUsage.tool_call("email_send")) is None

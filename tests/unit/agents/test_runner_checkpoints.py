@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from agentmesh.v1 import task_pb2
+from agents.actions import ToolInvocation
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.machine import ToolInvocation
 from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation
 from agents.runner import CONTINUE, Verdict, drive
+from tests.support.waiting import until
 from tests.unit.agents.test_run_machine import NOW, machine, offer
 
 READ_ONLY, KEYED = 1, 3
@@ -41,7 +45,10 @@ class TwoTurns:
             ModelTurn("done", (), TokenUsage(10, 5), "test-model"),
         ]
 
+        self.timeouts: list[float] = []
+
     async def complete(self, request: ChatRequest, *, timeout: float) -> ModelTurn:
+        self.timeouts.append(timeout)
         return self.turns.pop(0)
 
     async def aclose(self) -> None:
@@ -56,7 +63,9 @@ class GatedJournal:
         self.opened = asyncio.Event()
         self.verdict: Verdict = CONTINUE
 
-    async def checkpoint(self, step: task_pb2.Step, usage: task_pb2.Usage) -> Verdict:
+    async def checkpoint(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> Verdict:
         await self.opened.wait()
         self.saved.append(step.index)
         return self.verdict
@@ -84,6 +93,8 @@ async def _run(
     canceled: str | None = None,
     exhausted: LimitReached | None = None,
     outcomes: list[Any] | None = None,
+    elapsed: float = 1.0,
+    model: TwoTurns | None = None,
 ) -> RecordingTools:
     run = machine(offers=[offer("inventory_reserve", side_effect=side_effect)])
     journal = GatedJournal()
@@ -98,11 +109,11 @@ async def _run(
     opener = asyncio.create_task(open_later())
     outcome = await drive(
         run,
-        model=TwoTurns("inventory_reserve"),
+        model=model or TwoTurns("inventory_reserve"),
         tools=tools,
         journal=journal,
         caller=Caller("acme", "ada"),
-        clock=lambda: NOW + 1,  # the task was created at NOW: well within its deadline
+        clock=lambda: NOW + elapsed,  # the task was created at NOW: by default well within its deadline
     )
     await opener
     if outcomes is not None:
@@ -147,3 +158,136 @@ async def test_a_cancel_without_a_reason_says_who_canceled() -> None:
     outcomes: list[Any] = []
     await _run(KEYED, canceled="", outcomes=outcomes)
     assert outcomes[0][0].message == "canceled by its owner"
+
+
+async def test_the_model_gets_its_own_timeout_or_the_time_left_of_the_task_if_shorter() -> None:
+    """The spec's model timeout is 60 s, the task's deadline 120 s after its creation."""
+    early = TwoTurns("inventory_reserve")
+    await _run(KEYED, model=early)  # 1 s in: the model's own timeout
+    assert early.timeouts == [60.0, 60.0]
+    late = TwoTurns("inventory_reserve")
+    tools = await _run(KEYED, model=late, elapsed=100.0)  # 20 s left: the task's deadline
+    assert late.timeouts == [20.0, 20.0]
+    assert [timeout for _, _, timeout in tools.calls] == [20.0]
+
+
+# -- the background saver: every step once and in order, with the usage so far; failures surface --
+
+
+class Turns:
+    """Scripted model turns; each call lets the loop run (as a network call would); `clock` advances
+    2 s per turn; after the last turn it blocks until canceled."""
+
+    model_name = "test-model"
+
+    def __init__(self, turns: list[ModelTurn], clock: list[float]) -> None:
+        self.turns = turns
+        self.clock = clock
+        self.calls = 0
+
+    async def complete(self, request: ChatRequest, *, timeout: float) -> ModelTurn:
+        self.calls += 1
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if not self.turns:
+            await asyncio.Event().wait()
+        self.clock[0] += 2.0
+        return self.turns.pop(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RecordingJournal:
+    def __init__(self, fail_with: Exception | None = None, gate: asyncio.Event | None = None) -> None:
+        self.saved: list[tuple[int, task_pb2.Usage]] = []
+        self.fail_with = fail_with
+        self.gate = gate
+        self.cancelled = False
+
+    async def checkpoint(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> Verdict:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.gate is not None:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        self.saved.append((step.index, usage))
+        return CONTINUE
+
+    async def settle(self) -> Verdict:
+        return CONTINUE
+
+
+def _read_only_turns(count: int) -> list[ModelTurn]:
+    return [
+        *(
+            ModelTurn("", (_call("inventory_check", f"c{n}"),), TokenUsage(10, 5), "test-model")
+            for n in range(count)
+        ),
+        ModelTurn("done", (), TokenUsage(10, 5), "test-model"),
+    ]
+
+
+async def test_every_step_is_saved_once_in_order_with_the_usage_and_wall_time_so_far() -> None:
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    run.tally.wall_time_s = 5.0  # a resumed task: 5 s spent by earlier attempts
+    clock = [NOW + 1]
+    journal = RecordingJournal()
+    outcome = await drive(
+        run,
+        model=Turns(_read_only_turns(2), clock),
+        tools=RecordingTools(GatedJournal()),
+        journal=journal,
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    assert outcome.state == task_pb2.TASK_STATE_COMPLETED
+    assert [index for index, _ in journal.saved] == list(range(len(run.steps)))
+    first = journal.saved[0][1]  # saved after the first turn (2 s of model time)
+    assert first.total_tokens == 15 and first.wall_time.ToTimedelta().total_seconds() == 7.0
+    assert run.tally.wall_time_s == 5.0 + 6.0  # three turns of 2 s on top of the earlier attempts
+
+
+async def test_a_failed_save_stops_the_task_at_the_next_step() -> None:
+    """Saving runs behind read-only work, but its failure (the attempt fenced off, Redis gone)
+    surfaces before the next model call, not after the task did all its work."""
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    model = Turns(_read_only_turns(5), clock)
+    with pytest.raises(RuntimeError, match="fenced"):
+        await drive(
+            run,
+            model=model,
+            tools=RecordingTools(GatedJournal()),
+            journal=RecordingJournal(fail_with=RuntimeError("fenced")),
+            caller=Caller("acme", "ada"),
+            clock=lambda: clock[0],
+        )
+    assert model.calls <= 2
+
+
+async def test_a_canceled_task_cancels_the_save_in_flight() -> None:
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    journal = RecordingJournal(gate=asyncio.Event())  # never opens
+    model = Turns(_read_only_turns(1)[:1], clock)  # one tool-calling turn, then the model hangs
+    running = asyncio.create_task(
+        drive(
+            run,
+            model=model,
+            tools=RecordingTools(GatedJournal()),
+            journal=journal,
+            caller=Caller("acme", "ada"),
+            clock=lambda: clock[0],
+        )
+    )
+    await until(lambda: model.calls == 2, what="the second model call (a save in flight)", timeout=10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await until(lambda: journal.cancelled, what="the save in flight to be canceled", timeout=10)

@@ -11,6 +11,7 @@ from agentmesh.v1 import task_pb2
 from memory.tasks.execution import Checkpointer, Completed, TaskOutcome, run_attempt
 from memory.tasks.queue import TaskQueue
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one, steps_executor, submit
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +54,10 @@ async def test_watch_follows_a_running_task_live(queue: TaskQueue) -> None:
         async for event in queue.events.watch(task.task_id, tenant=TENANT, owner=OWNER):
             received.append(event)
 
+    history = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)  # the watcher is now blocked on the live tail
+    # Past the replay: what comes next can only come from the live tail.
+    await until(lambda: len(received) == len(history), what="the watcher to replay the history", timeout=10)
     await attempt.checkpointer.save(task_pb2.Step(index=0, summary="live step"))
     await attempt.finish(Completed("live answer"))
     await asyncio.wait_for(watcher, 10)
@@ -65,8 +68,15 @@ async def test_watch_follows_a_running_task_live(queue: TaskQueue) -> None:
 async def test_watch_ends_when_the_server_drains(queue: TaskQueue) -> None:
     task = await submit(queue)
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_collect(queue, task.task_id, stop=stop))
-    await asyncio.sleep(0.3)
+    received: list[task_pb2.TaskEvent] = []
+
+    async def watch() -> list[task_pb2.TaskEvent]:
+        async for event in queue.events.watch(task.task_id, tenant=TENANT, owner=OWNER, stop=stop):
+            received.append(event)
+        return received
+
+    watcher = asyncio.create_task(watch())
+    await until(lambda: received, what="the watcher to replay the SUBMITTED event", timeout=10)
     stop.set()
     events = await asyncio.wait_for(watcher, 10)
     assert [e.status_update.state for e in events] == [task_pb2.TASK_STATE_SUBMITTED]
@@ -96,7 +106,18 @@ async def test_a_redriven_task_is_watched_past_its_dead_letter(queue: TaskQueue)
     assert await queue.start(await reclaim_one(queue), "c3") is None  # dead-lettered now
     letters = await queue.dead_letters()
     await queue.redrive([letters[0].entry_id])
-    watcher = asyncio.create_task(_collect(queue, task.task_id))
+    history = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+    received: list[task_pb2.TaskEvent] = []
+
+    async def watch() -> list[task_pb2.TaskEvent]:
+        async for event in queue.events.watch(task.task_id, tenant=TENANT, owner=OWNER):
+            received.append(event)
+        return received
+
+    watcher = asyncio.create_task(watch())
+    await until(lambda: len(received) == len(history), what="the watcher to replay the history", timeout=10)
+    # Give a watch that wrongly ends at FAILED the chance to end (a longer wait only makes that
+    # more visible, never a pass).
     await asyncio.sleep(0.3)
     assert not watcher.done()  # FAILED is no longer the end: the task was redriven
     await run_attempt(await claim(queue), steps_executor(1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from opentelemetry import propagate, trace
@@ -14,7 +15,16 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
-from memory.tasks.execution import Canceled, Checkpointer, Completed, LeaseLost, TaskOutcome, run_attempt
+from memory.tasks.execution import (
+    Canceled,
+    Checkpointer,
+    Completed,
+    Failed,
+    InputRequired,
+    LeaseLost,
+    TaskOutcome,
+    run_attempt,
+)
 from memory.tasks.queue import TaskQueue
 from memory.tasks.records import Field, step_field
 from memory.tasks.sweeper import TaskSweeper
@@ -30,6 +40,7 @@ from tests.support.task_helpers import (
     submit,
     task_key,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -132,12 +143,74 @@ async def test_artifacts_and_usage_are_kept(queue: TaskQueue) -> None:
     await attempt.checkpointer.save(
         task_pb2.Step(index=0), usage=task_pb2.Usage(iterations=1, total_tokens=40), artifacts=[label]
     )
-    await attempt.checkpointer.save(task_pb2.Step(index=1), artifacts=[more])
+    assert (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).usage.total_tokens == 40
+    await attempt.checkpointer.save(
+        task_pb2.Step(index=1), usage=task_pb2.Usage(iterations=2, total_tokens=60)
+    )
+    assert (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).usage.total_tokens == 60
+    await attempt.checkpointer.save(task_pb2.Step(index=2), artifacts=[more])
     await attempt.finish(Completed("ok", usage=task_pb2.Usage(iterations=2, total_tokens=90)))
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert [p.text for p in stored.artifacts[0].parts] == ["part 1", "part 2"]
     assert stored.usage.total_tokens == 90
     assert (await event_kinds(queue, task.task_id)).count("artifact_update") == 2
+
+
+async def test_artifacts_are_replaced_or_appended_as_their_update_says(queue: TaskQueue) -> None:
+    """A plain Artifact is a whole one (replaces the one of its id: append off, last chunk);
+    an ArtifactUpdate with `append` adds its parts and labels to it; another id is a new one."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    first = task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="1")], metadata={"a": "1"})
+    chunk = task_pb2.ArtifactUpdate(
+        artifact=task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="2")], metadata={"b": "2"}),
+        append=True,
+    )
+    await attempt.checkpointer.save(task_pb2.Step(index=0), artifacts=[first])
+    await attempt.checkpointer.save(task_pb2.Step(index=1), artifacts=[chunk])
+    assert [p.text for p in attempt.task.artifacts[0].parts] == ["1", "2"]
+    assert dict(attempt.task.artifacts[0].metadata) == {"a": "1", "b": "2"}
+    again = task_pb2.Artifact(artifact_id="label", parts=[task_pb2.Part(text="3")])
+    receipt = task_pb2.Artifact(artifact_id="receipt", parts=[task_pb2.Part(text="r")])
+    await attempt.checkpointer.save(task_pb2.Step(index=2), artifacts=[again, receipt])
+    final = task_pb2.Artifact(artifact_id="answer", parts=[task_pb2.Part(text="a")])
+    await attempt.finish(Completed("ok", artifacts=[final]))  # the outcome's artifacts join them
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [(a.artifact_id, [p.text for p in a.parts], dict(a.metadata)) for a in stored.artifacts] == [
+        ("label", ["3"], {}),
+        ("receipt", ["r"], {}),
+        ("answer", ["a"], {}),
+    ]
+    events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+    flags = [
+        (e.artifact_update.artifact.artifact_id, e.artifact_update.append, e.artifact_update.last_chunk)
+        for e in events
+        if e.HasField("artifact_update")
+    ]
+    assert flags == [
+        ("label", False, True),
+        ("label", True, False),
+        ("label", False, True),
+        ("receipt", False, True),
+        ("answer", False, True),
+    ]
+    saved = [(e.step_update.step.index, e.step_update.finished) for e in events if e.HasField("step_update")]
+    assert saved == [(0, True), (1, True), (2, True)]  # each save announces its step as finished
+
+
+async def test_a_saved_step_moves_the_update_time_and_a_finished_attempt_saves_nothing(
+    queue: TaskQueue,
+) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    claimed = (await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)).update_time.ToMilliseconds()
+    await until(lambda: time.time() * 1000 > claimed + 1, what="the clock to pass the claim's millisecond")
+    await attempt.checkpointer.save(task_pb2.Step(index=0))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert stored.update_time.ToMilliseconds() > claimed
+    await attempt.finish(Completed("ok"))
+    with pytest.raises(LeaseLost, match="already finished"):
+        await attempt.checkpointer.save(task_pb2.Step(index=1))
 
 
 async def test_steps_are_saved_in_order(queue: TaskQueue) -> None:
@@ -153,6 +226,18 @@ async def test_started_steps_are_announced(queue: TaskQueue) -> None:
     assert not await attempt.checkpointer.started(task_pb2.Step(index=0, tool_name="crm_get_customer"))
     events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
     assert events[-1].step_update.step.tool_name == "crm_get_customer" and not events[-1].step_update.finished
+
+
+async def test_a_started_step_reports_a_cancel_requested_meanwhile(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    assert not await attempt.checkpointer.started(task_pb2.Step(index=0))
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    assert await attempt.checkpointer.started(task_pb2.Step(index=0))  # the executor stops before the tool
+    assert attempt.checkpointer.canceled
+    assert await attempt.heartbeat()  # a heartbeat reports it too
+    await attempt.abandon()  # e.g. the lease was lost: no more heartbeats, no hand-back by the worker
+    assert attempt.finished
 
 
 # -- recovery and fencing ---------------------------------------------------------------------
@@ -177,6 +262,10 @@ async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     # The stale worker can no longer write or finish anything.
     with pytest.raises(LeaseLost):
         await stale.checkpointer.save(task_pb2.Step(index=1, summary="by a, too late"))
+    announced = await client.xlen(events_key(queue, task.task_id))
+    with pytest.raises(LeaseLost):  # nor announce a step to the watchers of b's attempt
+        await stale.checkpointer.started(task_pb2.Step(index=1, summary="by a, too late"))
+    assert await client.xlen(events_key(queue, task.task_id)) == announced
     with pytest.raises(LeaseLost):
         await stale.finish(Completed("a's answer"))
     done = await run_attempt(fresh, steps_executor(3))
@@ -184,6 +273,17 @@ async def test_a_lost_worker_is_resumed_from_its_checkpoint_and_fenced_out(
     stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
     assert [s.summary for s in stored.steps] == ["by a", "step 1", "step 2"]
     assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_an_attempt_whose_task_vanished_has_lost_it(queue: TaskQueue, client: AnyRedis) -> None:
+    """The task's record is gone (e.g. erased for its owner) while an attempt runs: its next write
+    is refused as a lost lease, not an unexpected error."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await client.delete(task_key(queue, task.task_id))
+    with pytest.raises(LeaseLost, match="missing"):
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+    assert attempt.finished
 
 
 async def test_a_busy_task_is_not_started_twice(queue: TaskQueue) -> None:
@@ -196,12 +296,30 @@ async def test_a_busy_task_is_not_started_twice(queue: TaskQueue) -> None:
 
 
 async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
+    """Event-driven, not timed: after each of 4 heartbeats (every third of the idle timeout, so
+    longer than one idle timeout in all) no other worker can take the entry over."""
     task = await submit(queue)
     attempt = await claim(queue, "worker-a")
+    beats: list[float] = []
+    heartbeat = attempt.heartbeat
+
+    async def counted() -> bool:
+        canceled = await heartbeat()
+        beats.append(time.monotonic())
+        return canceled
+
+    attempt.heartbeat = counted  # type: ignore[method-assign]
+    started = time.monotonic()
     attempt.start_heartbeats()
-    await asyncio.sleep(queue.config.claim_idle_timeout_s * 2.5)
-    for shard in queue.shards():
-        assert await queue.reclaim("worker-b", shard, count=5) == []
+    for beat in range(1, 5):
+        await until(lambda beat=beat: len(beats) >= beat, what=f"heartbeat {beat} of the attempt", timeout=15)
+        for shard in queue.shards():
+            assert await queue.reclaim("worker-b", shard, count=5) == [], f"taken over after beat {beat}"
+    # Without the beats the entry would have been reclaimable by now (it was idle past the timeout),
+    # and the lease (one idle timeout long) would have run out.
+    assert beats[-1] - started > queue.config.claim_idle_timeout_s
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.lease_alive
     await attempt.stop_heartbeats()
     done = await attempt.finish(Completed("slow but alive"))
     assert done.attempt == 1 and done.task_id == task.task_id
@@ -307,15 +425,127 @@ async def test_cancel_of_someone_elses_task_is_not_found(queue: TaskQueue) -> No
     assert caught.value.reason == "TASK_NOT_FOUND"
 
 
+async def test_a_pause_stores_the_question_and_ends_the_attempt(queue: TaskQueue) -> None:
+    """InputRequired: the task waits for its pending action with the attempt's usage; the status
+    message is the outcome's, else the action's, else "waiting for input"; the attempt is over."""
+    pending = task_pb2.PendingAction(action_id="act-1", kind=task_pb2.PENDING_ACTION_KIND_INPUT)
+    for request_id, outcome, message in [
+        ("r-1", InputRequired(pending, message="which order?"), "which order?"),
+        ("r-2", InputRequired(task_pb2.PendingAction(action_id="a", message="approve?")), "approve?"),
+        ("r-3", InputRequired(pending, usage=task_pb2.Usage(iterations=3)), "waiting for input"),
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        await attempt.checkpointer.save(task_pb2.Step(index=0))
+        paused = await attempt.finish(outcome)
+        assert attempt.finished and attempt.task is paused
+        assert [s.index for s in paused.steps] == [0]
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.state == task_pb2.TASK_STATE_INPUT_REQUIRED
+        assert (stored.status_message, stored.stop_reason) == (message, outcome.stop_reason)
+        assert stored.pending_action == outcome.pending_action
+        assert stored.usage.iterations == (3 if outcome.usage else 0)
+        snapshot = await queue.store.snapshot(task.task_id)
+        assert snapshot is not None and not snapshot.running and not snapshot.lease_alive
+        events = await queue.events.read(task.task_id, tenant=TENANT, owner=OWNER)
+        assert events[-1].status_update.state == task_pb2.TASK_STATE_INPUT_REQUIRED
+        assert events[-1].event_id == paused.last_event_id
+
+
+async def test_a_failed_attempt_records_why_and_frees_the_task(queue: TaskQueue) -> None:
+    for request_id, error, recorded in [
+        ("r-1", "model endpoint reset", "attempt 1 failed: model endpoint reset"),
+        ("r-2", ConnectionError("reset by peer"), "attempt 1 failed: ConnectionError: reset by peer"),
+        ("r-3", "x" * 2000, ("attempt 1 failed: " + "x" * 2000)[:1000]),  # bounded
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        await attempt.fail(error)
+        assert attempt.finished
+        snapshot = await queue.store.snapshot(task.task_id)
+        assert snapshot is not None and snapshot.fails == 1 and snapshot.error == recorded
+        assert not snapshot.lease_alive and not snapshot.running  # free for the retry
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.status_message == recorded
+
+
+async def test_a_failed_outcome_stores_its_reason_and_error(queue: TaskQueue) -> None:
+    """Failed: the message is the outcome's, else the error's, else "failed"; the error is kept."""
+    error = task_pb2.TaskError(reason="TOOL_FAILED", message="the tool broke")
+    for request_id, outcome, message in [
+        ("r-1", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error, message="gave up"), "gave up"),
+        ("r-2", Failed(task_pb2.STOP_REASON_TOOL_ERROR, error), "the tool broke"),
+        (
+            "r-3",
+            Failed(
+                task_pb2.STOP_REASON_MAX_ITERATIONS, task_pb2.TaskError(), usage=task_pb2.Usage(iterations=12)
+            ),
+            "failed",
+        ),
+    ]:
+        task = await submit(queue, request_id=request_id)
+        attempt = await claim(queue)
+        done = await attempt.finish(outcome)
+        assert attempt.finished
+        stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+        assert stored.usage.iterations == (12 if outcome.usage else 0)
+        for view in (done, stored):
+            assert (view.state, view.stop_reason, view.status_message) == (
+                task_pb2.TASK_STATE_FAILED,
+                outcome.stop_reason,
+                message,
+            )
+            assert view.error == outcome.error and view.update_time.seconds > 0
+
+
+async def test_an_executor_that_stops_on_its_own_ends_the_task_canceled(queue: TaskQueue) -> None:
+    task = await submit(queue)
+    attempt = await claim(queue)
+    done = await attempt.finish(Canceled())  # no reason given, no cancel requested
+    assert attempt.finished and (done.state, done.status_message) == (
+        task_pb2.TASK_STATE_CANCELED,
+        "canceled",
+    )
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert (stored.state, stored.stop_reason) == (task_pb2.TASK_STATE_CANCELED, task_pb2.STOP_REASON_CANCELED)
+
+
+async def test_a_cancel_seen_when_an_attempt_starts_ends_the_task_without_running_it(
+    queue: TaskQueue,
+) -> None:
+    task = await submit(queue)
+    first = await claim(queue, "a")
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    await first.hand_back()  # e.g. the worker drained before it saw the cancel
+    second = await claim(queue, "b")
+    assert second.cancel
+    ran: list[int] = []
+
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        ran.append(checkpoint.attempt)
+        return Completed("should not run")
+
+    done = await run_attempt(second, execute)
+    assert ran == [] and done.state == task_pb2.TASK_STATE_CANCELED and done.status_message == "stop it"
+
+
 # -- hand back --------------------------------------------------------------------------------
 
 
 async def test_hand_back_lets_another_worker_resume_at_once(queue: TaskQueue) -> None:
-    task = await submit(queue)
+    with TracerProvider().get_tracer("test").start_as_current_span("caller"):
+        task = await submit(queue)
     attempt = await claim(queue, "draining")
     await attempt.checkpointer.save(task_pb2.Step(index=0, summary="before drain"))
     await attempt.hand_back()
-    resumed = await claim(queue, "other")  # a fresh entry, no idle timeout to wait for
+    assert attempt.finished  # the worker's drain does not hand it back a second time
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert stored.status_message == "handed back by a stopping worker"
+    assert stored.stop_reason == task_pb2.STOP_REASON_UNSPECIFIED  # a drain is no reason to stop
+    entry = await read_one(queue, "other")  # a fresh entry, no idle timeout to wait for
+    assert entry.carrier["traceparent"].split("-")[1] == task.trace_id  # still in the caller's trace
+    resumed = await queue.start(entry, "other")
+    assert resumed is not None
     assert resumed.number == 2 and [s.summary for s in resumed.checkpointer.steps] == ["before drain"]
     snapshot = await queue.store.snapshot(task.task_id)
     assert snapshot is not None and snapshot.fails == 0  # a hand-back is not a failure

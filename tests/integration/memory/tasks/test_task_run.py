@@ -13,6 +13,7 @@ from memory.tasks.execution import Checkpointer, Completed, InputRequired, TaskO
 from memory.tasks.queue import TaskQueue
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, read_one, steps_executor, task_key
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +99,10 @@ async def test_run_that_needs_approval_returns_the_paused_task(queue: TaskQueue,
     )
     attempt = await claim(queue)
     assert attempt.task_id == task.task_id and [s.index for s in attempt.checkpointer.steps] == [0]
+    assert attempt.checkpointer.resumption is not None  # the approval, read once by the resumed attempt
+    await attempt.checkpointer.save(task_pb2.Step(index=1))
+    snapshot = await queue.store.snapshot(task.task_id)
+    assert snapshot is not None and snapshot.resumption is None  # consumed by the first step after it
     await attempt.finish(Completed("approved and done"))
 
 
@@ -105,8 +110,11 @@ async def test_a_crashed_run_is_recovered_by_the_sweeper(queue: TaskQueue) -> No
     created = await queue._create("run", _run_request(), TENANT, OWNER, None, inline=True)  # then "dies"
     sweeper = TaskSweeper(queue, grace_s=0)
     assert (await sweeper.sweep()).kept == 1  # lease still alive: maybe just slow
-    await asyncio.sleep(queue.config.claim_idle_timeout_s + 0.3)
-    assert (await sweeper.sweep()).enqueued == 1
+
+    async def enqueued() -> bool:
+        return (await sweeper.sweep()).enqueued == 1
+
+    await until(enqueued, what="the sweeper re-enqueuing the run once its lease expired", timeout=15)
     attempt = await claim(queue)
     assert attempt.task_id == created.task.task_id and attempt.number == 2
     snapshot = await queue.store.snapshot(created.task.task_id)
@@ -122,6 +130,7 @@ async def test_a_run_whose_executor_raises_is_retried_on_the_queue(queue: TaskQu
 
     task = await queue.run(_run_request(), flaky, tenant=TENANT, owner=OWNER, timeout_s=10)
     assert task.state == task_pb2.TASK_STATE_WORKING and "model endpoint reset" in task.status_message
+    assert await _outbox_size(queue.redis, queue) == 0  # handed to the queue: no longer an inline run
     done = await run_attempt(await claim(queue), flaky)
     assert done.final_answer == "second time lucky"
 

@@ -12,7 +12,7 @@ import pytest
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import task_pb2
 from memory.connection import create_redis
-from memory.tasks.execution import Canceled, Checkpointer, Completed, TaskOutcome
+from memory.tasks.execution import Canceled, Checkpointer, Completed, Rejected, TaskOutcome
 from memory.tasks.queue import TaskQueue
 from memory.tasks.worker import TaskWorker, start_through_outage
 from tests.integration.memory.conftest import FAST
@@ -61,6 +61,30 @@ async def test_a_worker_runs_queued_tasks_within_its_concurrency(queue: TaskQueu
     await runner
     assert peak == 3
     assert (await queue.store.get(ids[4], tenant=TENANT, owner=OWNER)).final_answer == "TASK 4"
+    assert (await queue.stats()).pending == 0
+
+
+async def test_a_task_the_agent_refuses_ends_rejected_with_its_artifacts_and_error(queue: TaskQueue) -> None:
+    async def execute(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
+        artifact = task_pb2.Artifact(artifact_id="note", parts=[task_pb2.Part(text="why")])
+        await checkpoint.save(task_pb2.Step(index=0), artifacts=[artifact])
+        error = task_pb2.TaskError(reason="AGENT_REFUSED", message="not mine")
+        return Rejected(stop_reason=task_pb2.STOP_REASON_POLICY_DENIED, error=error, message="not mine")
+
+    task_id = (await submit(queue, request_id="refused")).task_id
+    worker = TaskWorker(queue, execute, concurrency=1)
+    runner = asyncio.create_task(worker.run())
+
+    async def rejected() -> bool:
+        return (await _states(queue, [task_id])) == [task_pb2.TASK_STATE_REJECTED]
+
+    await _until(rejected)
+    await worker.drain(1)
+    await runner
+    done = await queue.store.get(task_id, tenant=TENANT, owner=OWNER)
+    assert done.stop_reason == task_pb2.STOP_REASON_POLICY_DENIED and done.status_message == "not mine"
+    assert done.error.reason == "AGENT_REFUSED" and [a.artifact_id for a in done.artifacts] == ["note"]
+    assert done.HasField("end_time") and done.HasField("expire_time")
     assert (await queue.stats()).pending == 0
 
 

@@ -60,14 +60,16 @@ def test_completed_effects_in_doubt_calls_and_compensations() -> None:
     effects = task_effects("t1", steps)
     assert [(e.step, e.tool, e.status) for e in effects] == [
         (2, "inventory_reserve", COMPENSATED),
-        (6, "email_send", IN_DOUBT),  # asked for, never checkpointed: it would be step 6
+        # Asked for, never checkpointed: it was sent as step 5 (the compensation came after it
+        # and takes no index from it), so its key is t1:5.
+        (5, "email_send", IN_DOUBT),
     ]
     reserve, email = effects
     assert reserve.side_effect == "KEYED" and reserve.idempotency_key == "t1:2"
     assert reserve.result == '{"reservation_id":"res_1"}'
     assert reserve.arguments_sha256 == hashlib.sha256(b'{"a":2,"b":1}').hexdigest()
     assert "inventory_release at step 5" in reserve.compensation
-    assert email.idempotency_key == "t1:6" and email.side_effect == ""
+    assert email.idempotency_key == "t1:5" and email.side_effect == ""
     assert email.arguments_sha256 == json_arguments_digest('{"to":"x"}')
 
 

@@ -30,6 +30,7 @@ def test_the_documented_edges_are_allowed() -> None:
         (WORKING, COMPLETED),
         (WORKING, FAILED),
         (WORKING, CANCELED),
+        (WORKING, REJECTED),
         (INPUT_REQUIRED, WORKING),
         (INPUT_REQUIRED, CANCELED),
         (INPUT_REQUIRED, FAILED),
