@@ -285,7 +285,9 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         writer = await self._writer(tool_owner_field(spec.name), f"tool {spec.name!r}")
         for _ in range(3):  # a concurrent registration of the same version: decide again
             published = await self.store.versions(spec.name)
-            existing = await self.store.get_tool(spec.name, spec.version) if spec.version in published else None
+            existing = None
+            if spec.version in published:
+                existing = await self.store.get_tool(spec.name, spec.version)
             if existing is not None:
                 return await self._register_existing(existing, candidate, request.validate_only, writer)
             await self._check_neighbours(candidate, published)
