@@ -20,8 +20,10 @@ to the principal that first wrote it; a write by anyone else is refused inside
 the same transaction (nothing written), unless the writer holds
 `registry:admin`. Every write records its writer in `registered_by`.
 
-Writers WATCH `rev` (every write bumps it) and the keys they read, then
-MULTI/EXEC: concurrent writers on any replica serialize, the loser retries.
+`create_tool` (RegisterTool, the frequent write) is one script that checks and
+writes together and takes the revision with INCR. The other writers WATCH `rev`
+(every write bumps it) and the keys they read, then MULTI/EXEC: concurrent
+writers on any replica serialize, the loser retries.
 A refused write changes nothing. Revisions are strictly increasing and each
 one has exactly one change-log entry, so WatchTools can resume from any
 revision still in the log and knows when one is not (RESYNC_REQUIRED).
