@@ -36,6 +36,9 @@ RUN groupadd --system --gid 10001 agentmesh \
 # Owned by root and not writable by the service user.
 COPY --from=build /opt/agentmesh /opt/agentmesh
 COPY examples /app/examples
+# The examples are not pip-installed: byte-compile them here (read-only at run time, and
+# PYTHONDONTWRITEBYTECODE) so a tool does not compile its modules at every start.
+RUN python -m compileall -q /app/examples
 WORKDIR /app
 USER 10001:10001
 # gRPC: registry 50051, agents 50061, tools 50071; HTTP side listeners (+1000);

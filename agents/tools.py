@@ -12,10 +12,14 @@ tool_registry.invoke.ToolInvoker) to the runner:
   is the step's idempotency key, so a retried delegation returns the same task).
 - `invoke`: arguments → validated request → generic unary call with the
   remaining deadline, retries by side-effect class, idempotency key
-  `<task id>:<step>`. Each call carries a token minted for it (DESIGN.md
-  "Identity"): for a tool, `aud` = the tool name, the caller's scopes ∩ the
-  tool's required scopes, and after a human approved, the `approval` claim
-  bound to the task, step and the digest of the very request sent; for an
+  `<task id>:<step>`. Each call carries a tool token (DESIGN.md "Identity"):
+  for a tool, `aud` = the tool name, the caller's scopes ∩ the tool's required
+  scopes, at most 5 minutes; it is reused for the same (tool, tenant, user,
+  scopes, agent) while less than half its lifetime has passed
+  (`agentmesh.kit.auth.ReusedToolTokens`: one signature here and one
+  verification at the tool instead of one per call). After a human approved,
+  the token is minted for that one call, with the `approval` claim bound to
+  the task, step and the digest of the very request sent; for an
   agent (`agent_<slug>`), a delegation token (`aud` = its domain, `act` =
   this agent, depth + 1). A tool whose required scopes the caller lacks is
   refused here, before anything is sent, and the model sees "not permitted:
@@ -36,7 +40,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from agentmesh.kit.auth import Approval, TokenIssuer, arguments_digest
+from agentmesh.kit.auth import Approval, ReusedToolTokens, TokenIssuer, arguments_digest
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.v1 import task_pb2, tool_pb2
 from agents.actions import ToolInvocation, ToolOffer
@@ -155,8 +159,9 @@ class RegistryToolBox:
             if tool.compensation is not None:
                 self.versions.setdefault(tool.compensation.tool, tool.compensation.version)
         self.domain = spec.slug
-        # The mesh issuer mints each call's token; None only with auth off (insecure mode).
+        # The mesh issuer mints the calls' tokens; None only with auth off (insecure mode).
         self.issuer = issuer
+        self.tokens = ReusedToolTokens(issuer) if issuer is not None else None
 
     @classmethod
     def create(
@@ -224,8 +229,8 @@ class RegistryToolBox:
     def _minter(
         self, invocation: ToolInvocation, caller: Caller, task_id: str, step: int
     ) -> Callable[[tool_pb2.ToolSpec, Message], str]:
-        issuer = self.issuer
-        assert issuer is not None
+        issuer, tokens = self.issuer, self.tokens
+        assert issuer is not None and tokens is not None
         principal = caller.principal()
 
         def mint(spec: tool_pb2.ToolSpec, request: Message) -> str:
@@ -236,19 +241,21 @@ class RegistryToolBox:
                     scopes=caller.scopes,
                     actor=self.domain,
                 )
-            approval = None
-            if invocation.approval:
-                approval = Approval(
-                    action_id=invocation.approval,
-                    task_id=task_id,
-                    step=step,
-                    arguments_sha256=arguments_digest(request),
-                    approver=caller.approver,
-                )
+            scopes = caller.scopes & frozenset(spec.required_scopes)
+            if not invocation.approval:
+                return tokens.token(tool=spec.name, principal=principal, scopes=scopes, actor=self.domain)
+            # An approved call's token binds this task step and this very request: never reused.
+            approval = Approval(
+                action_id=invocation.approval,
+                task_id=task_id,
+                step=step,
+                arguments_sha256=arguments_digest(request),
+                approver=caller.approver,
+            )
             return issuer.tool_token(
                 tool=spec.name,
                 principal=principal,
-                scopes=caller.scopes & frozenset(spec.required_scopes),
+                scopes=scopes,
                 actor=self.domain,
                 task_id=task_id,
                 step=step,

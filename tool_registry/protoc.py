@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2
-from grpc_tools import protoc
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.kit.protos import proto_include_dir, well_known_include_dir
@@ -117,6 +116,10 @@ def _relative_to_include(path: Path, includes: Sequence[Path]) -> Path:
 
 def _run_protoc(args: list[str]) -> tuple[int, str]:
     """Run protoc in this process, capturing what it prints on file descriptor 2."""
+    # protoc's extension (~7 MB) loads at the first compile: agents and tools built from
+    # generated modules never compile.
+    from grpc_tools import protoc
+
     with _stderr_lock, tempfile.TemporaryFile() as captured:
         saved = os.dup(2)
         try:

@@ -17,29 +17,21 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+# Re-exported: the commands import the exit codes from here.
+from agentmesh.cli.exits import EXIT_CODES_HELP as EXIT_CODES_HELP
+from agentmesh.cli.exits import EXIT_FAILED as EXIT_FAILED
+from agentmesh.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from agentmesh.cli.exits import EXIT_OK as EXIT_OK
+from agentmesh.cli.exits import EXIT_UNREACHABLE as EXIT_UNREACHABLE
+from agentmesh.cli.exits import EXIT_USAGE as EXIT_USAGE
 from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, InvalidArgument, Unavailable
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-# The one error -> exit-code table of every `agentmesh` command (README "Exit codes").
-EXIT_OK = 0  # done
-EXIT_FAILED = 1  # refused or failed: NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, a failed check, ...
-EXIT_USAGE = 2  # the command is wrong: arguments, configuration, INVALID_ARGUMENT
-EXIT_UNREACHABLE = (
-    3  # the target (registry, agent, Redis) could not be reached: UNAVAILABLE, DEADLINE_EXCEEDED
-)
-EXIT_INTERRUPTED = 130  # Ctrl-C while following a task (the shell's 128 + SIGINT)
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 refused or failed (NOT_FOUND, FAILED_PRECONDITION, PERMISSION_DENIED, "
-    "a failed check); 2 bad usage (arguments, configuration, INVALID_ARGUMENT); "
-    "3 unreachable (UNAVAILABLE, DEADLINE_EXCEEDED)."
-)
-
 
 def exit_code(error: AgentmeshError) -> int:
-    """The exit code of an error, by its status code (the table above)."""
+    """The exit code of an error, by its status code (the table in cli/exits.py)."""
     if isinstance(error, Unavailable | DeadlineExceeded):
         return EXIT_UNREACHABLE
     if isinstance(error, InvalidArgument):

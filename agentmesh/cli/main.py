@@ -41,7 +41,6 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration contract.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(tools_cli.app, name="tools")
-app.command("serve")(serve_cli.serve)
 app.add_typer(profile_cli.app, name="profile")
 task_commands.mount(tasks_cli.app)
 app.add_typer(auth_cli.keys_app, name="keys")
@@ -57,6 +56,12 @@ app.command("usage")(memory_cli.usage)
 app.command("run")(run_cli.run)
 app.add_typer(run_cli.agent_app, name="agent")
 app.add_typer(chaos_cli.app, name="chaos")
+
+
+@app.command("serve", help=serve_cli.SUMMARY)
+def serve(role: str | None = typer.Argument(None, help=serve_cli.ROLE_HELP)) -> None:
+    # Listed here for `agentmesh --help`; `agentmesh serve` itself runs serve_cli.command without typer.
+    serve_cli.serve(role)
 
 
 @app.command()

@@ -2,9 +2,10 @@
 
 Claims: `iss`, `aud`, `sub` (user, or `service:<name>`), `tid` (tenant),
 `scope` (space-separated), `exp`, `iat`, `nbf`, `jti`; delegation tokens add
-`act: {sub: "agent:<domain>"}` and `depth`; tool tokens are minted per call
-with `aud` = the tool name, the user's scopes ∩ the tool's, `task`/`step`, and
-for an approved call the `approval` claim bound to the call's arguments.
+`act: {sub: "agent:<domain>"}` and `depth`; tool tokens carry `aud` = the tool
+name and the user's scopes ∩ the tool's (reused while fresh, `reuse.py`), and
+an approved call's token, minted for that call, `task`/`step` and the
+`approval` claim bound to the call's arguments.
 
 `TokenVerifier.verify` is the one check: size, structure, a kid the trusted
 keys know, the algorithm that key allows (never `none`, never HS*), signature,
@@ -210,6 +211,8 @@ class TokenVerifier:
         if algorithm not in key.algorithms:
             raise _refuse(f"the token's algorithm {str(algorithm)[:16]!r} is not allowed", why="algorithm")
         principal = self._decode(token, key.key.key, algorithm, accepted)
+        if principal.approval is not None or principal.step is not None:
+            return principal  # bound to one task step: presented once, caching it only holds memory
         self._cache[cache_key] = principal
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

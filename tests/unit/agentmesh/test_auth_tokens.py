@@ -241,3 +241,19 @@ async def test_a_jwks_file_is_trusted_and_reread_when_it_changes(tmp_path: Path)
     verifier.keys._attempted_at = 0.0  # the file is re-checked at most once a second
     fresh = TokenIssuer([rotated], issuer="https://idp.example").user_token(user="u", tenant="t")
     assert (await verifier.verify(fresh, audiences=["agentmesh"])).subject == "u"
+
+
+async def test_reused_tokens_are_cached_but_tokens_bound_to_one_step_are_not() -> None:
+    # A tool token for one task step is presented once: caching it would only hold memory
+    # (a tool's verifier filled up with 10,000 of them in a soak).
+    verifier = TokenVerifier(TrustedKeys(issuer_keys=[KEY]))
+    user = await verifier.verify(ISSUER.user_token(user="dan", tenant="t1"), audiences=["agentmesh"])
+    reused = ISSUER.tool_token(tool="crm_get", principal=user, scopes=[], actor="support")
+    first = await verifier.verify(reused, audiences=["crm_get"])
+    assert await verifier.verify(reused, audiences=["crm_get"]) is first
+    bound = ISSUER.tool_token(
+        tool="crm_get", principal=user, scopes=[], actor="support", task_id="task-9", step=2
+    )
+    once = await verifier.verify(bound, audiences=["crm_get"])
+    again = await verifier.verify(bound, audiences=["crm_get"])
+    assert again is not once and (again.task_id, again.step) == ("task-9", 2)

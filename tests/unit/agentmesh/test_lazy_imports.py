@@ -11,7 +11,8 @@ CHECK = """
 import json, sys
 {setup}
 heavy = ("agentmesh.cli.main", "agentmesh.cli.tools", "agentmesh.cli.up", "agentmesh.localmesh",
-         "protovalidate", "jsonschema", "kubernetes", "matplotlib")
+         "protovalidate", "jsonschema", "kubernetes", "matplotlib",
+         "typer", "click", "rich", "grpc_tools.protoc")
 print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
 """
 
