@@ -26,6 +26,7 @@ from agentmesh.kit.channels import create_channel
 from agentmesh.kit.config import Settings
 from agentmesh.kit.net import free_port_with_partner
 from agentmesh.kit.server import ServiceHost
+from agentmesh.kit.streams import StreamSlots
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2, tool_registry_service_pb2_grpc
@@ -51,7 +52,10 @@ async def _serve() -> None:
     host = ServiceHost(settings, name="registry", bounded=False)
     redis = create_redis(settings.redis_url)
     servicer = ToolRegistryServicer(
-        RegistryStore(redis), draining=host.draining, cache=os.environ.get("BENCH_NO_CACHE") != "1"
+        RegistryStore(redis),
+        draining=host.draining,
+        cache=os.environ.get("BENCH_NO_CACHE") != "1",
+        streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
     )
     host.add_service(SERVICE, register(servicer))
     host.on_stop(servicer.close)
@@ -85,6 +89,7 @@ def _start(name: str, redis_url: str, log_dir: Path, **env: str) -> ServiceProce
             "AGENTMESH_LOG_LEVEL": "WARNING",
             "AGENTMESH_MAX_IN_FLIGHT": "0",
             "AGENTMESH_INSECURE_NO_AUTH": "true",  # auth costs: bench/auth.py
+            "AGENTMESH_MAX_STREAMS_PER_CALLER": "0",  # the fan-out holds 50 watchers from one caller
             **env,
         },
         log_path=log_dir / f"{name}.log",

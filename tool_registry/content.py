@@ -103,7 +103,17 @@ def canonical_schema_bytes(fds: descriptor_pb2.FileDescriptorSet) -> bytes:
     """`canonical_schema(fds)` serialized (deterministic), remembered for the last few sets: a
     deployment registers many tools from one descriptor set, and canonicalizing it was most of
     a RegisterTool's CPU. Keyed by the set's own deterministic bytes, so equal input, equal key."""
-    return _canonical_bytes(fds.SerializeToString(deterministic=True))
+    known = _by_identity.get(id(fds))
+    if known is not None and known[0] is fds:  # the same loaded set (load_tool_schema remembers it)
+        return known[1]
+    canonical = _canonical_bytes(fds.SerializeToString(deterministic=True))
+    if len(_by_identity) >= 16:
+        _by_identity.pop(next(iter(_by_identity)))
+    _by_identity[id(fds)] = (fds, canonical)  # holds `fds`, so its id is not reused meanwhile
+    return canonical
+
+
+_by_identity: dict[int, tuple[descriptor_pb2.FileDescriptorSet, bytes]] = {}
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,6 +10,7 @@ developer can act on.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -242,8 +243,31 @@ class ToolSchema:
         return self.message_class(self.output_type)
 
 
+_LOADED_MAX = 64
+_loaded: dict[tuple[bytes, str], ToolSchema] = {}
+
+
 def load_tool_schema(data: bytes | descriptor_pb2.FileDescriptorSet, method_name: str) -> ToolSchema:
-    """Check and load the method `method_name` of a descriptor set (bytes or parsed)."""
+    """Check and load the method `method_name` of a descriptor set (bytes or parsed).
+
+    Loads from bytes are remembered by (SHA-256 of the bytes, method) for the last few sets: a
+    ToolSchema is a pure function of the two (its pool is never changed after loading), and a
+    deployment registers many tools from one set, so building the pool was a large part of each
+    RegisterTool. A set that does not load raises and is never kept.
+    """
+    if not isinstance(data, bytes):
+        return _load_tool_schema(data, method_name)
+    key = (hashlib.sha256(data).digest(), method_name)
+    schema = _loaded.get(key)
+    if schema is None:
+        schema = _load_tool_schema(data, method_name)
+        if len(_loaded) >= _LOADED_MAX:
+            _loaded.pop(next(iter(_loaded)))
+        _loaded[key] = schema
+    return schema
+
+
+def _load_tool_schema(data: bytes | descriptor_pb2.FileDescriptorSet, method_name: str) -> ToolSchema:
     fds = parse_descriptor_set(data) if isinstance(data, bytes) else data
     service_name, method_short = split_method_name(method_name)
     pool = build_pool(fds)

@@ -83,6 +83,13 @@ class SpecCache(Generic[T]):
             del self._entries[key]
         self.position = max(self.position, revision)
 
+    def evict(self, name: str, revision: int) -> None:
+        """This replica wrote `name` at `revision`: drop it now (read-your-writes), before the feed
+        brings the change; `position` stays (changes of other names may still be on the way)."""
+        self._changed_at[name] = max(self._changed_at.get(name, 0), revision)
+        for key in [k for k in self._entries if k[0] == name]:
+            del self._entries[key]
+
     def clear(self, revision: int) -> None:
         self._entries.clear()
         self._changed_at = {}

@@ -160,6 +160,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         writer.check(await self.store.owner(owner_field), what)
         return writer
 
+    def _evict(self, name: str, written: Sequence[tool_pb2.ToolSpec]) -> None:
+        """Read-your-writes on this replica: the cache forgets a name this replica just changed."""
+        if written:
+            self.cache.evict(name, max(spec.revision for spec in written))
+
     # -- cached reads ------------------------------------------------------------
 
     async def _versions(
@@ -279,10 +284,13 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         spec = candidate.spec
         writer = await self._writer(tool_owner_field(spec.name), f"tool {spec.name!r}")
         for _ in range(3):  # a concurrent registration of the same version: decide again
-            existing = await self.store.get_tool(spec.name, spec.version)
+            published = await self.store.versions(spec.name)
+            existing = None
+            if spec.version in published:
+                existing = await self.store.get_tool(spec.name, spec.version)
             if existing is not None:
                 return await self._register_existing(existing, candidate, request.validate_only, writer)
-            await self._check_neighbours(candidate)
+            await self._check_neighbours(candidate, published)
             self._export(candidate)
             if request.validate_only:
                 return rs.RegisterToolResponse(
@@ -290,6 +298,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                 )
             try:
                 stored = await self.store.create_tool(spec, candidate.schema_bytes, writer=writer)
+                self.cache.evict(spec.name, stored.revision)
             except VersionTaken:
                 continue
             log.info(
@@ -330,11 +339,12 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             tool=stored, outcome=rs.REGISTRATION_OUTCOME_REBOUND, warnings=candidate.warnings
         )
 
-    async def _check_neighbours(self, candidate: Candidate) -> None:
-        """Compatibility with the nearest versions of the same major, below and above."""
+    async def _check_neighbours(self, candidate: Candidate, versions: dict[str, bool]) -> None:
+        """Compatibility with the nearest versions of the same major, below and above (`versions`:
+        the tool's published versions, just read by the caller)."""
         spec = candidate.spec
         mine = semver.parse_version(spec.version)
-        published = [v for v in await self.store.versions(spec.name) if semver.is_valid_version(v)]
+        published = [v for v in versions if semver.is_valid_version(v)]
         same_major = [v for v in published if semver.parse_version(v).major == mine.major]
         # A new major above every published one has no neighbours, so it is always accepted.
         accepted = f"{max(semver.parse_version(v).major for v in [*published, spec.version]) + 1}.0.0"
@@ -366,7 +376,9 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             spec.endpoint = endpoint
             return tool_pb2.CHANGE_KIND_ENDPOINT_CHANGED
 
-        return await self.store.update_tools(name, [version], mutate, writer=writer)
+        updated = await self.store.update_tools(name, [version], mutate, writer=writer)
+        self._evict(name, updated)
+        return updated
 
     # -- GetTool -------------------------------------------------------------------
 
@@ -613,6 +625,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return tool_pb2.CHANGE_KIND_TOOL_DEPRECATED
 
         updated = await self.store.update_tools(request.name, targets, mutate, writer=writer)
+        self._evict(request.name, updated)
         return max(updated, key=lambda s: semver.sort_key(s.version))
 
     # -- CheckCompatibility ------------------------------------------------------------
@@ -701,6 +714,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         violations.raise_if_any("invalid agent card")
         writer = await self._writer(agent_owner_field(card.domain), f"agent {card.domain!r}")
         stored = await self.store.put_agent(card, agent_tool, writer=writer)
+        self.cache.evict(names.agent_tool_name(card.domain), stored.revision)
         log.info(
             "agent registered",
             extra={"domain": card.domain, "revision": stored.revision, "registered_by": stored.registered_by},

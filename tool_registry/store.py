@@ -20,8 +20,10 @@ to the principal that first wrote it; a write by anyone else is refused inside
 the same transaction (nothing written), unless the writer holds
 `registry:admin`. Every write records its writer in `registered_by`.
 
-Writers WATCH `rev` (every write bumps it) and the keys they read, then
-MULTI/EXEC: concurrent writers on any replica serialize, the loser retries.
+`create_tool` (RegisterTool, the frequent write) is one script that checks and
+writes together and takes the revision with INCR. The other writers WATCH `rev`
+(every write bumps it) and the keys they read, then MULTI/EXEC: concurrent
+writers on any replica serialize, the loser retries.
 A refused write changes nothing. Revisions are strictly increasing and each
 one has exactly one change-log entry, so WatchTools can resume from any
 revision still in the log and knows when one is not (RESYNC_REQUIRED).
@@ -53,6 +55,49 @@ _MAX_WRITE_ATTEMPTS = 200  # with jittered backoff: several seconds of contentio
 _WRITE_BACKOFF = Backoff(initial_s=0.001, max_s=0.05)
 
 ToolKey = tuple[str, str]
+
+
+# create_tool in one step. KEYS: rev, changes, names, versions:<name>, tool:<name>:<version>,
+# schema:<name>:<version>, owners. ARGV: name, version, deprecated "0"/"1", the encoded spec and
+# change record (both without their revision), the encoded schema record, the owner field, has a
+# writer "0"/"1", its subject, admin "0"/"1", transfer_to, the change log length.
+# The revision is INCR'd here and appended to the spec (field 22) and to the change (field 1, and
+# its `tool`, field 6, field 22): concatenated protobuf messages merge, so the records decode as if
+# the client had set it. Refusals come before the first write: {"taken", spec} / {"denied", owner}.
+_CREATE = """
+local existing = redis.call('GET', KEYS[5])
+if existing then return {'taken', existing} end
+local owner = false
+if ARGV[8] == '1' then
+  owner = redis.call('HGET', KEYS[7], ARGV[7])
+  if owner and owner ~= '' and owner ~= ARGV[9] and ARGV[10] ~= '1' then return {'denied', owner} end
+end
+local function varint(n)
+  local out = {}
+  while n >= 128 do
+    out[#out + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  out[#out + 1] = string.char(n)
+  return table.concat(out)
+end
+local rev = redis.call('INCR', KEYS[1])
+local spec_rev = '\\176\\001' .. varint(rev)
+if ARGV[8] == '1' then
+  if ARGV[11] ~= '' then
+    redis.call('HSET', KEYS[7], ARGV[7], ARGV[11])
+  elseif not owner or owner == '' then
+    redis.call('HSET', KEYS[7], ARGV[7], ARGV[9])
+  end
+end
+redis.call('SET', KEYS[5], ARGV[4] .. spec_rev)
+redis.call('SET', KEYS[6], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+local change = ARGV[6] .. '\\008' .. varint(rev) .. '\\050' .. string.char(#spec_rev) .. spec_rev
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[12], rev .. '-0', 'c', change)
+return {'ok', rev}
+"""
 
 
 def _part(value: str) -> str:
@@ -183,6 +228,7 @@ class RegistryStore:
     def __init__(self, redis: AnyRedis, *, change_log_length: int = DEFAULT_CHANGE_LOG_LENGTH) -> None:
         self.redis = redis
         self.change_log_length = change_log_length
+        self._create = redis.register_script(_CREATE)
 
     # -- reads ---------------------------------------------------------------
 
@@ -360,52 +406,64 @@ class RegistryStore:
     async def create_tool(
         self, spec: tool_pb2.ToolSpec, schema: bytes, *, writer: Writer | None = None
     ) -> tool_pb2.ToolSpec:
-        """Store a new version; VersionTaken if it exists, PermissionDenied if the name is another's."""
+        """Store a new version; VersionTaken if it exists, PermissionDenied if the name is another's.
+
+        One script, one round trip (`_CREATE`): the existence and ownership checks and every
+        write commit together, and the revision is taken inside it (INCR), so concurrent
+        registrations serialize in Redis instead of retrying a WATCH on `rev`.
+        """
         name, version = spec.name, spec.version
-
-        async def body(pipe: Any, revision: int) -> tool_pb2.ToolSpec:
-            existing = await pipe.get(tool_key(name, version))
-            if existing is not None:
-                raise VersionTaken(_decode_spec(existing, f"tool {name} {version}"))
-            new_owner = await self._owned(pipe, writer, tool_owner_field(name), f"tool {name!r}")
-            stored = self._basic(spec)
-            stamp = now()
-            stored.revision = revision
-            stored.create_time.CopyFrom(stamp)
-            stored.update_time.CopyFrom(stamp)
-            if writer is not None:
-                stored.registered_by = writer.subject
-            pipe.multi()
-            if new_owner is not None:
-                pipe.hset(owners_key(), tool_owner_field(name), new_owner)
-            pipe.set(
-                tool_key(name, version), codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, stored)
-            )
-            pipe.set(
-                schema_key(name, version),
-                codec.encode_message(
-                    codec.Kind.TOOL_SPEC, SPEC_VERSION, tool_pb2.ToolSpec(file_descriptor_set=schema)
-                ),
-            )
-            pipe.hset(versions_key(name), version, "1" if stored.deprecated else "0")
-            pipe.zadd(names_key(), {name: 0})
-            self._log(
-                pipe,
-                revision,
-                tool_pb2.ToolChange(
-                    kind=tool_pb2.CHANGE_KIND_TOOL_REGISTERED,
-                    tool_name=name,
-                    version=version,
-                    tool=stored,
-                    change_time=stamp,
-                ),
-            )
-            return stored
-
-        result: tool_pb2.ToolSpec = await self._transact(
-            [tool_key(name, version), owners_key()], body, f"registering {name} {version}"
+        stored = self._basic(spec)
+        stamp = now()
+        stored.create_time.CopyFrom(stamp)
+        stored.update_time.CopyFrom(stamp)
+        if writer is not None:
+            stored.registered_by = writer.subject
+        # Encoded without the revision (unknown until the script runs); the script appends it.
+        change = tool_pb2.ToolChange(
+            kind=tool_pb2.CHANGE_KIND_TOOL_REGISTERED,
+            tool_name=name,
+            version=version,
+            tool=stored,
+            change_time=stamp,
         )
-        return result
+        what = f"tool {name!r}"
+        with redis_errors(f"registering {name} {version}"):
+            answer = await self._create(
+                keys=[
+                    rev_key(),
+                    changes_key(),
+                    names_key(),
+                    versions_key(name),
+                    tool_key(name, version),
+                    schema_key(name, version),
+                    owners_key(),
+                ],
+                args=[
+                    name,
+                    version,
+                    "1" if stored.deprecated else "0",
+                    codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, stored),
+                    codec.encode_message(
+                        codec.Kind.TOOL_SPEC, SPEC_VERSION, tool_pb2.ToolSpec(file_descriptor_set=schema)
+                    ),
+                    codec.encode_message(codec.Kind.REGISTRY_CHANGE, CHANGE_VERSION, change),
+                    tool_owner_field(name),
+                    "1" if writer is not None else "0",
+                    writer.subject if writer is not None else "",
+                    "1" if writer is not None and writer.admin else "0",
+                    writer.transfer_to if writer is not None else "",
+                    self.change_log_length,
+                ],
+            )
+        outcome = _text(answer[0])
+        if outcome == "taken":
+            raise VersionTaken(_decode_spec(answer[1], f"tool {name} {version}"))
+        if outcome == "denied":
+            assert writer is not None
+            writer.check(_text(answer[1]), what)  # raises PERMISSION_DENIED, as the transaction did
+        stored.revision = int(answer[1])
+        return stored
 
     async def update_tools(
         self,

@@ -458,3 +458,32 @@ async def test_concurrent_registrations_of_one_version_create_it_once(
         outcomes = sorted(r.outcome for r in results)
         assert outcomes.count(rs.REGISTRATION_OUTCOME_CREATED) == 1
         assert await a.store.head() == 1
+
+
+async def test_a_replica_reads_its_own_writes_before_its_change_feed_delivers_them(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Read-your-writes: a write evicts the name from this replica's cache at once.
+
+    The feed tail is detached from the cache after the first read, so a change reaches the cache
+    only through the write itself (under load the tail lags the same way; GetTool right after
+    DeprecateTool used to answer the cached, undeprecated spec).
+    """
+    await registry.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(tool_set(tmp_path, "1.0.0"))))
+    assert not (await registry.stub.GetTool(rs.GetToolRequest(name="payments_refund"))).deprecated
+    assert registry.servicer.cache.get(("payments_refund", "versions")) is not None  # cached
+    registry.servicer.feed.cache = None  # the tail no longer invalidates: only the writes do
+
+    await registry.stub.DeprecateTool(rs.DeprecateToolRequest(name="payments_refund", message="old"))
+    assert (await registry.stub.GetTool(rs.GetToolRequest(name="payments_refund"))).deprecated
+
+    await registry.stub.BindToolEndpoint(
+        rs.BindToolEndpointRequest(name="payments_refund", version="1.0.0", endpoint="dns:///pay:50071")
+    )
+    got = await registry.stub.GetTool(rs.GetToolRequest(name="payments_refund", version="1.0.0"))
+    assert got.endpoint == "dns:///pay:50071"
+
+    await registry.stub.RegisterTool(rs.RegisterToolRequest(tool=spec(tool_set(tmp_path, "1.1.0"))))
+    assert (await registry.stub.GetTool(rs.GetToolRequest(name="payments_refund", version="^1"))).version == (
+        "1.1.0"
+    )
