@@ -28,7 +28,7 @@ from agents.spec import load_spec
 from examples import dummy
 from memory.tasks.execution import InputRequired
 from tests.integration.agents.conftest import DOMAINS, ROOT
-from tests.integration.agents.test_compensation import DiesAt, Died
+from tests.integration.agents.test_compensation import Died, DiesAt
 from tests.support.auth import DEFAULT_SCOPES, issuer, key_path
 from tests.support.registry import Registry
 from tests.support.task_helpers import OWNER, TENANT, claim, reclaim_one
