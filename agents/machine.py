@@ -145,6 +145,9 @@ class RunMachine:
         self._parked: _Parked | None = None
         # The call an earlier attempt had issued (or was about to) when it stopped.
         self._inherited_call: str | None = None
+        # A tool step that parked the task is the last checkpoint, but its pause (the pending
+        # action) was never recorded: the attempt that parked died or lost its lease in between.
+        self._lost_pause = False
         self._expect: ModelCall | ToolInvocation | None = None
         # Artifacts the model delivered with a step (by step index), saved with that step.
         self._artifacts: dict[int, list[task_pb2.ArtifactUpdate]] = {}
@@ -196,6 +199,8 @@ class RunMachine:
             return self._finish(_budget_stop(late, self.tally))
         if self._intent is None:
             return self._issue(ModelCall(self._sanitize_request(), len(self.steps), sanitize=True))
+        if self._lost_pause:
+            return self._park_again(now)
         while self._pending:
             call = self._pending[0]
             offer = self.offers.get(call.name)
@@ -375,8 +380,13 @@ class RunMachine:
                 )
             reason = stop_reason or task_pb2.StopReason.ValueType(task_pb2.STOP_REASON_AWAITING_APPROVAL)
             self._outcome = parked_outcome(pending, task_pb2.StopReason.ValueType(reason))
+        elif self._parked is not None and self._parked.call_id:
+            # The attempt that parked on this call saved the step, then stopped before its
+            # pause was stored: park again on the same action. Running the call now would
+            # send it under a new step index, hence a new idempotency key.
+            self._lost_pause = True
         elif self._parked is not None:
-            self._parked = None  # the task was resumed already; the call runs again
+            self._parked = None  # an unanswered question whose pause was lost: ask the model again
         elif self._pending:
             self._inherited_call = self._pending[0].call_id
 
@@ -682,6 +692,17 @@ class RunMachine:
         return self._park(
             call, task_pb2.PENDING_ACTION_KIND_APPROVAL, task_pb2.STOP_REASON_AWAITING_APPROVAL, why, now
         )
+
+    def _park_again(self, now: float) -> Finished:
+        parked, step = self._parked, self.steps[-1]
+        assert parked is not None and self._pending and self._pending[0].call_id == parked.call_id
+        self._lost_pause = False
+        stop = (
+            task_pb2.STOP_REASON_OUTCOME_UNKNOWN
+            if parked.kind == task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN
+            else task_pb2.STOP_REASON_AWAITING_APPROVAL
+        )
+        return self._park(self._pending.popleft(), parked.kind, stop, step.summary, now)
 
     def _park(
         self,

@@ -548,6 +548,44 @@ def test_resumed_task_does_not_repeat_an_unguarded_call_blindly() -> None:
     assert expect_tool(second).call.call_id == "c1"
 
 
+def test_task_parked_outcome_unknown_whose_pause_was_lost_parks_again_without_calling() -> None:
+    # The attempt that parked saved its OUTCOME_UNKNOWN step, then died (or lost its lease)
+    # before the pause (the pending action) was recorded: the next attempt finds the parked
+    # step last and no pending action. It must park again, not send the call as a fresh one
+    # (a new step index, hence a new idempotency key: the tool would run it a second time).
+    offers = [offer("dummy_act_once", side_effect=4)]
+    first = machine(offers=offers)
+    expect_model(first)
+    answer(first, turn(call("dummy_act_once", {"action": "x"})))
+    expect_tool(first)  # the worker dies with the call in flight
+    second = machine(offers=offers)
+    second.replay(first.steps)
+    parked = expect_finished(second).outcome.pending
+    assert parked is not None  # second saved its steps, then died before its pause was stored
+    third = machine(offers=offers)
+    third.replay(second.steps)
+    done = expect_finished(third)
+    assert done.outcome.stop_reason == task_pb2.STOP_REASON_OUTCOME_UNKNOWN
+    assert done.outcome.pending is not None
+    assert done.outcome.pending.action_id == parked.action_id
+    assert done.outcome.pending.kind == task_pb2.PENDING_ACTION_KIND_OUTCOME_UNKNOWN
+    assert len(third.steps) == len(second.steps)  # nothing new: the same park, the same action
+    third.decide(parked.action_id, approve=True, now=NOW)  # a human says: retry it
+    assert expect_tool(third).call.call_id == "c1"
+
+
+def test_task_parked_for_approval_whose_pause_was_lost_parks_again() -> None:
+    m, action_id = parked_on_approval()
+    restored = machine(
+        offers=[offer("inventory_check"), offer("inventory_reserve", requires_approval=True, side_effect=3)]
+    )
+    restored.replay(m.steps)  # the pause was never recorded
+    done = expect_finished(restored)
+    assert done.outcome.pending is not None and done.outcome.pending.action_id == action_id
+    assert done.outcome.stop_reason == task_pb2.STOP_REASON_AWAITING_APPROVAL
+    assert len(restored.steps) == len(m.steps)
+
+
 def test_resumed_parked_task_waits_then_continues_on_approval() -> None:
     m, action_id = parked_on_approval()
     restored = machine(
