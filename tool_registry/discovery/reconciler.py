@@ -121,11 +121,15 @@ class Reconciler:
     async def removed(self, obj: dict[str, Any]) -> None:
         key = object_key(obj)
         async with self._lock:
-            state = self.services.pop(key, None)
+            state = self.services.get(key)
             if state is not None:
                 if state.retry is not None:
                     state.retry.cancel()
                 await self._retire(state)
+                # Only now: `status()` reads without the lock, and a Service it no longer lists
+                # must have its tools retired already.
+                self.services.pop(key, None)
+                self._set_gauges()
         await self._notify()
 
     def status(self) -> list[dict[str, Any]]:

@@ -136,8 +136,23 @@ async def test_a_labelled_service_registers_its_tools_and_deletion_unbinds_them(
             )
         assert result.outcome is CallOutcome.OK and result.response["order_id"] == "ORD-12345"
 
+        # What status() lists while each unbind is in flight: a Service it no longer lists must
+        # have its tools retired already (a waiter on status() read the registry too early).
+        listed_during_unbind: list[list[str]] = []
+        real = discovery.reconciler.registry
+
+        class Watched:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            async def BindToolEndpoint(self, request: Any, **options: Any) -> Any:  # noqa: N802
+                listed_during_unbind.append([s["service"] for s in discovery.status()["services"]])
+                return await real.BindToolEndpoint(request, **options)
+
+        discovery.reconciler.registry = Watched()  # type: ignore[assignment]
         await asyncio.to_thread(api.delete_namespaced_service, "crm", NS)
         await discovery.reconciler.wait_for(lambda: not discovery.status()["services"], 20)
+        assert listed_during_unbind and all(f"{NS}/crm" in listed for listed in listed_during_unbind)
         spec = await get_tool(registry, "crm_get_order")
         assert spec.endpoint == "" and not spec.deprecated  # unbound, not deprecated (the default)
 
