@@ -145,11 +145,11 @@ async def test_a_labelled_service_registers_its_tools_and_deletion_unbinds_them(
             def __getattr__(self, name: str) -> Any:
                 return getattr(real, name)
 
-            async def BindToolEndpoint(self, request: Any, **options: Any) -> Any:  # noqa: N802
+            async def BindToolEndpoint(self, request: Any, **options: Any) -> Any:
                 listed_during_unbind.append([s["service"] for s in discovery.status()["services"]])
                 return await real.BindToolEndpoint(request, **options)
 
-        discovery.reconciler.registry = Watched()  # type: ignore[assignment]
+        discovery.reconciler.registry = Watched()
         await asyncio.to_thread(api.delete_namespaced_service, "crm", NS)
         await discovery.reconciler.wait_for(lambda: not discovery.status()["services"], 20)
         assert listed_during_unbind and all(f"{NS}/crm" in listed for listed in listed_during_unbind)
