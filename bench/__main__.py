@@ -108,10 +108,15 @@ def main() -> None:
         name = module.name
         if name.startswith("_") or name in HELPERS or (args.modules and name not in args.modules):
             continue
-        entry = getattr(importlib.import_module(f"bench.{name}"), "main", None)
+        print(f"== bench.{name}", flush=True)
+        try:
+            entry = getattr(importlib.import_module(f"bench.{name}"), "main", None)
+        except Exception as error:  # a module that cannot even load is a failed row, not a crash
+            traceback.print_exc()
+            failures[name] = f"{type(error).__name__}: {error}"[:120]
+            continue
         if not callable(entry):
             continue
-        print(f"== bench.{name}", flush=True)
         common.CURRENT[0] = name
         ran.append(name)
         sys.argv = [f"bench.{name}"]  # modules with their own argument parsers see no bench arguments

@@ -48,7 +48,7 @@ from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import tool_pb2
 from bench.common import LoadResult, closed_loop
 from tests.support.certs import CertificateAuthority
-from tool_registry.invoke import CallContext, Outcome, ResolvedTool, ToolInvoker
+from tool_registry.invoke import CallContext, CallOutcome, ResolvedTool, ToolInvoker
 from tool_registry.registration import prepare
 from tool_registry.sdk import ToolService
 
@@ -119,7 +119,7 @@ async def _measure(
             result = await invoker.invoke(
                 tool, ARGUMENTS, CallContext(task_id="bench", step=1, deadline=time.time() + 30, mint=mint)
             )
-            assert result.outcome is Outcome.OK, result.observation
+            assert result.outcome is CallOutcome.OK, result.observation
             calls[0] += 1
             return result
 
