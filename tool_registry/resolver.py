@@ -226,6 +226,9 @@ class ToolResolver:
             stream.cancel()
 
     def _apply(self, change: tool_pb2.ToolChange) -> None:
+        if change.kind == tool_pb2.CHANGE_KIND_PROGRESS:  # nothing changed up to its revision
+            self.revision = max(self.revision, change.revision)
+            return
         self.changes_seen += 1
         if change.kind == tool_pb2.CHANGE_KIND_RESYNC_REQUIRED:
             self.invalidate()

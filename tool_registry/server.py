@@ -65,6 +65,7 @@ async def serve(settings: Settings, *, schema_exporter: SchemaExporter | None = 
         schema_exporter=schema_exporter,
         draining=host.draining,
         streams=StreamSlots(settings.max_streams, settings.max_streams_per_caller),
+        progress_s=settings.watch_progress_s,
     )
     host.add_service(SERVICE, register(servicer))
 

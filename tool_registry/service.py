@@ -75,6 +75,8 @@ RULES: dict[str, MethodRule] = {
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_WATCH_NAMES = 1000
+# An idle WatchTools stream sends PROGRESS this often (AGENTMESH_WATCH_PROGRESS_S).
+DEFAULT_PROGRESS_S = 30.0
 CATCH_UP_BATCH = 500
 MAX_MESSAGE_BYTES = 1024
 
@@ -126,9 +128,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         draining: asyncio.Event | None = None,
         cache: bool = True,
         streams: StreamSlots | None = None,
+        progress_s: float = DEFAULT_PROGRESS_S,
     ) -> None:
         self.store = store
         self.streams = streams or StreamSlots()
+        self.progress_s = progress_s
         self.schema_exporter = schema_exporter
         self.draining = draining or asyncio.Event()
         self.cache: SpecCache[Any] = SpecCache()
@@ -562,15 +566,23 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                         getter = asyncio.ensure_future(subscription.queue.get())
                         try:
                             done, _ = await asyncio.wait(
-                                {getter, draining}, return_when=asyncio.FIRST_COMPLETED
+                                {getter, draining},
+                                timeout=self.progress_s,
+                                return_when=asyncio.FIRST_COMPLETED,
                             )
                         finally:
                             # Also when the caller goes away (the stream is canceled mid-wait): a
                             # getter left pending is destroyed later ("Task was destroyed but it is
                             # pending!", once per closed stream).
                             getter.cancel()
-                        if getter not in done:
+                        if getter not in done and draining in done:
                             return  # draining: the client resumes on another replica
+                        if getter not in done:
+                            # Idle: say where the watcher may resume. The write also ends a stream
+                            # whose caller left without its cancellation reaching this replica
+                            # (grpcio loses some when many streams of a connection end at once).
+                            yield tool_pb2.ToolChange(revision=position, kind=tool_pb2.CHANGE_KIND_PROGRESS)
+                            continue
                         change = getter.result()
                         if change.revision <= position:
                             continue

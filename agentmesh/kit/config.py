@@ -291,6 +291,14 @@ class Settings(BaseModel):
         DEFAULT_MAX_STREAMS_PER_CALLER,
         ge=0,
     )
+    watch_progress_s: float = _env(
+        "AGENTMESH_WATCH_PROGRESS_S",
+        "Seconds an idle WatchTools stream waits before the registry sends a PROGRESS change (its current "
+        "revision). It tells the watcher where to resume, and the write frees the replica's stream slot when "
+        "the caller is gone but its cancellation never arrived.",
+        30.0,
+        gt=0,
+    )
     redis_max_connections: int = _env(
         "AGENTMESH_REDIS_MAX_CONNECTIONS",
         "Redis connections one process opens at most (per node on a Cluster). A command that finds none "

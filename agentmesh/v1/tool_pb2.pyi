@@ -100,6 +100,13 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """The watcher fell too far behind: the change log no longer reaches back to
     its revision. Re-list everything, then watch from `revision`.
     """
+    CHANGE_KIND_PROGRESS: _ChangeKind.ValueType  # 6
+    """Nothing changed: the stream is idle and the registry is at `revision` (no
+    other field is set). Sent every AGENTMESH_WATCH_PROGRESS_S on an idle
+    stream; a watcher may resume from `revision`. Writing it is also how a
+    replica finds streams whose caller went away without a cancellation
+    reaching it.
+    """
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """What changed in the registry."""
@@ -119,6 +126,13 @@ CHANGE_KIND_AGENT_REGISTERED: ChangeKind.ValueType  # 4
 CHANGE_KIND_RESYNC_REQUIRED: ChangeKind.ValueType  # 5
 """The watcher fell too far behind: the change log no longer reaches back to
 its revision. Re-list everything, then watch from `revision`.
+"""
+CHANGE_KIND_PROGRESS: ChangeKind.ValueType  # 6
+"""Nothing changed: the stream is idle and the registry is at `revision` (no
+other field is set). Sent every AGENTMESH_WATCH_PROGRESS_S on an idle
+stream; a watcher may resume from `revision`. Writing it is also how a
+replica finds streams whose caller went away without a cancellation
+reaching it.
 """
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
