@@ -53,6 +53,13 @@ def as_bytes(value: object) -> bytes | None:
     return str(value).encode()
 
 
+def as_text(value: object) -> str:
+    """A Redis reply as str (None, a missing value, is empty)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def decode(data: bytes | None, kind: Kind, accepted: Collection[int], what: str) -> tuple[int, bytes]:
     """(version, payload); DataLoss if `data` is not a record of `kind` in an accepted version."""
     if data is None:

@@ -29,8 +29,9 @@ from agentmesh.kit.errors import AgentmeshError
 from agentmesh.kit.validation import DOMAIN_SLUG
 from agentmesh.v1 import task_pb2
 from memory.connection import create_redis, describe
+from memory.tasks.dead_letters import DeadLetter, RedriveResult
 from memory.tasks.effects import task_effects
-from memory.tasks.queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks.queue import TaskQueue
 from memory.tasks.records import TaskSnapshot
 from memory.tasks.store import TaskConfig
 

@@ -9,9 +9,9 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import codec
 from memory.codec import Kind
 from memory.tasks import scripts
+from memory.tasks.admission import request_fingerprint, task_id_for
 from memory.tasks.entries import decode_entry_payload, encode_entry
 from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
-from memory.tasks.queue import request_fingerprint, task_id_for
 from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
 
 
