@@ -237,7 +237,7 @@ class Compensator:
     async def settle_failed(
         self, task: task_pb2.Task, stop_reason: int, error: task_pb2.TaskError, message: str, record: Record
     ) -> None:
-        """memory.tasks.queue's `settle_failed`: compensate a task the task layer is about to fail
+        """memory.tasks.settlement's `settle_failed` hook: compensate a task the task layer is about to fail
         (dead-lettered, or its pending action expired)."""
         await self.run(task, task.steps, Failure(stop_reason, error, message), record)
 

@@ -23,9 +23,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
@@ -34,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentmesh.kit.file_models import FileModel
 from agentmesh.kit.validation import DOMAIN_SLUG, TOOL_NAME
 
 AGENT_TOOL_PREFIX = "agent_"
@@ -97,11 +96,7 @@ Duration = Annotated[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Skill(_Strict):
+class Skill(FileModel):
     """A capability the agent advertises on its card (A2A "skill")."""
 
     id: str = Field(description="Stable id, e.g. `issue-refund` (lower case, digits, hyphens).")
@@ -118,7 +113,7 @@ class Skill(_Strict):
         return value
 
 
-class ModelSettings(_Strict):
+class ModelSettings(FileModel):
     """How the domain calls its language model. MODEL_NAME in the environment overrides `name`."""
 
     name: str | None = Field(default=None, description="Model name sent to the API; MODEL_NAME overrides it.")
@@ -134,7 +129,7 @@ _POINTER = re.compile(r"^/(arguments|result)(/([^/~]|~[01])*)*$")
 _IN_DOUBT_POINTER = re.compile(r"^(/arguments(/([^/~]|~[01])*)*|/idempotency_key)$")
 
 
-class InDoubtCompensation(_Strict):
+class InDoubtCompensation(FileModel):
     """The call that undoes a call whose outcome is unknown (it may or may not have happened)."""
 
     tool: str = Field(
@@ -174,7 +169,7 @@ class InDoubtCompensation(_Strict):
         return value
 
 
-class Compensation(_Strict):
+class Compensation(FileModel):
     """The tool that undoes a completed call of a side-effecting tool when its task ends FAILED."""
 
     tool: str = Field(description="Tool name of the compensating tool (`inventory_release`).")
@@ -225,7 +220,7 @@ class Compensation(_Strict):
         return value
 
 
-class ToolRef(_Strict):
+class ToolRef(FileModel):
     """A tool the domain may call: its name and the accepted versions."""
 
     name: str = Field(description="Tool name (`inventory_reserve`), or `agent_<slug>` to delegate.")
@@ -259,7 +254,7 @@ class ToolRef(_Strict):
         return self.name.startswith(AGENT_TOOL_PREFIX)
 
 
-class LimitSet(_Strict):
+class LimitSet(FileModel):
     """Budgets of one task. As `caps`: the most a request may ask for; as `defaults`: what it gets."""
 
     max_iterations: int = Field(default=12, ge=1, le=1000, description="Model turns.")
@@ -278,14 +273,14 @@ class LimitSet(_Strict):
         return value
 
 
-class RateLimit(_Strict):
+class RateLimit(FileModel):
     """A token bucket: sustained calls per second and burst size."""
 
     requests_per_second: float = Field(gt=0, description="Sustained Run calls per second.")
     burst: int = Field(default=0, ge=0, description="Bucket size; 0 = max(1, ceil(requests_per_second)).")
 
 
-class RateLimits(_Strict):
+class RateLimits(FileModel):
     """Run admission limits; all that are set apply and the most restrictive wins."""
 
     tenant: RateLimit | None = Field(default=None, description="Per tenant.")
@@ -293,7 +288,7 @@ class RateLimits(_Strict):
     domain: RateLimit | None = Field(default=None, description="For the whole domain.")
 
 
-class Sanitizer(_Strict):
+class Sanitizer(FileModel):
     """A tool-less model call that turns untrusted input into structured intent.
 
     The acting loop then sees only the sanitizer's JSON output, never the raw
@@ -318,7 +313,7 @@ class Sanitizer(_Strict):
         return value
 
 
-class DomainSpec(_Strict):
+class DomainSpec(FileModel):
     """One reasoning domain of the mesh."""
 
     slug: str = Field(description="Domain slug, DNS-safe: ^[a-z][a-z0-9-]{0,30}$ (e.g. `refunds`).")

@@ -1,6 +1,6 @@
 """Versioned record encoding for everything stored in Redis.
 
-A stored record is `AM` + one byte kind + one byte format version + payload
+A stored record is `AM` + one byte `RecordKind` + one byte format version + payload
 (usually a serialized protobuf message). Readers accept the current and the
 previous version of each kind, so a rolling upgrade never strands a record
 (DESIGN.md, "Upgrades"). Data under our keys that does not carry this header
@@ -21,7 +21,7 @@ MAGIC = b"AM"
 M = TypeVar("M", bound=Message)
 
 
-class Kind(enum.IntEnum):
+class RecordKind(enum.IntEnum):
     """Record kinds; never renumber (they are on disk)."""
 
     TASK = 1
@@ -40,7 +40,7 @@ class Kind(enum.IntEnum):
     PENDING_ACTION = 22
 
 
-def encode(kind: Kind, version: int, payload: bytes) -> bytes:
+def encode(kind: RecordKind, version: int, payload: bytes) -> bytes:
     if not 0 < version < 256:
         raise ValueError("format version must be 1..255")
     return MAGIC + bytes((kind, version)) + payload
@@ -53,7 +53,14 @@ def as_bytes(value: object) -> bytes | None:
     return str(value).encode()
 
 
-def decode(data: bytes | None, kind: Kind, accepted: Collection[int], what: str) -> tuple[int, bytes]:
+def as_text(value: object) -> str:
+    """A Redis reply as str (None, a missing value, is empty)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode(data: bytes | None, kind: RecordKind, accepted: Collection[int], what: str) -> tuple[int, bytes]:
     """(version, payload); DataLoss if `data` is not a record of `kind` in an accepted version."""
     if data is None:
         raise DataLoss(f"{what}: record missing")
@@ -70,12 +77,12 @@ def decode(data: bytes | None, kind: Kind, accepted: Collection[int], what: str)
     return version, data[4:]
 
 
-def encode_message(kind: Kind, version: int, message: Message) -> bytes:
+def encode_message(kind: RecordKind, version: int, message: Message) -> bytes:
     return encode(kind, version, message.SerializeToString(deterministic=True))
 
 
 def decode_message(
-    data: bytes | None, kind: Kind, accepted: Collection[int], message_type: type[M], what: str
+    data: bytes | None, kind: RecordKind, accepted: Collection[int], message_type: type[M], what: str
 ) -> M:
     _, payload = decode(data, kind, accepted, what)
     try:

@@ -31,7 +31,7 @@ from agentmesh.kit.errors import DataLoss, ResourceExhausted
 from agentmesh.kit.validation import Violations
 from agentmesh.v1 import errors_pb2
 from memory import codec, keys
-from memory.codec import Kind
+from memory.codec import RecordKind
 from memory.connection import AnyRedis, redis_errors
 from memory.identity import check_owner, require_owner
 
@@ -89,11 +89,11 @@ def encode_fact(fact: Fact) -> bytes:
         body["s"] = fact.step
     if fact.expires_at is not None:
         body["x"] = fact.expires_at
-    return codec.encode(Kind.FACT, FORMAT_VERSION, json.dumps(body, separators=(",", ":")).encode())
+    return codec.encode(RecordKind.FACT, FORMAT_VERSION, json.dumps(body, separators=(",", ":")).encode())
 
 
 def decode_fact(data: object, what: str = "fact") -> Fact:
-    _, payload = codec.decode(codec.as_bytes(data), Kind.FACT, READABLE_VERSIONS, what)
+    _, payload = codec.decode(codec.as_bytes(data), RecordKind.FACT, READABLE_VERSIONS, what)
     try:
         body = json.loads(payload)
         return Fact(

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from agentmesh.kit.config import ConfigError
+from agentmesh.kit.file_models import FileModel
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,14 @@ PER_TOKENS = 1_000_000
 NANO = 1_000_000_000
 
 
-class Price(BaseModel):
+class Price(FileModel):
     """USD per 1M tokens."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: float = Field(ge=0)
     completion: float = Field(ge=0)
 
 
-class _TableFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _TableFile(FileModel):
     models: dict[str, Price] = Field(default_factory=dict)
     default: Price | None = None
 

@@ -39,7 +39,7 @@ from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import DataLoss
 from agentmesh.kit.validation import Violations
 from memory import codec, keys
-from memory.codec import Kind
+from memory.codec import RecordKind
 from memory.connection import AnyRedis, redis_errors
 from memory.context import (
     DEFAULT_POLICY,
@@ -141,11 +141,11 @@ def encode_turn(turn: Turn) -> bytes:
     if turn.compacted:
         body["x"] = 1
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return codec.encode(Kind.SESSION_TURN, TURN_VERSION, payload)
+    return codec.encode(RecordKind.SESSION_TURN, TURN_VERSION, payload)
 
 
 def decode_turn(data: object, what: str = "session turn") -> Turn:
-    _, payload = codec.decode(codec.as_bytes(data), Kind.SESSION_TURN, READABLE_TURN_VERSIONS, what)
+    _, payload = codec.decode(codec.as_bytes(data), RecordKind.SESSION_TURN, READABLE_TURN_VERSIONS, what)
     try:
         body = json.loads(payload)
         return Turn(
@@ -167,13 +167,13 @@ def decode_turn(data: object, what: str = "session turn") -> Turn:
 
 def encode_summary(text: str, tokens: int, at: float) -> bytes:
     payload = json.dumps({"text": text, "k": tokens, "at": at}, separators=(",", ":"), ensure_ascii=False)
-    return codec.encode(Kind.SESSION_META, META_VERSION, payload.encode())
+    return codec.encode(RecordKind.SESSION_META, META_VERSION, payload.encode())
 
 
 def decode_summary(data: object, what: str = "session summary") -> str:
     if data is None:
         return ""
-    _, payload = codec.decode(codec.as_bytes(data), Kind.SESSION_META, READABLE_META_VERSIONS, what)
+    _, payload = codec.decode(codec.as_bytes(data), RecordKind.SESSION_META, READABLE_META_VERSIONS, what)
     try:
         return str(json.loads(payload)["text"])
     except (ValueError, KeyError, TypeError) as exc:

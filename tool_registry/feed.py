@@ -6,8 +6,9 @@ polling) and hands each change to every local subscriber and to the
 connection each, and every replica sees every change no matter which replica
 (or process) wrote it.
 
-A subscriber whose queue overflows is cut off (`overflowed`); its watcher
-catches up from the store and subscribes again. While the tail cannot read
+`ChangeFeed.changes` is a WatchTools stream: it catches up from the log, then
+follows the feed. A subscriber whose queue overflows is cut off (`overflowed`);
+its watcher catches up from the store and subscribes again. While the tail cannot read
 (Redis down), the cache is bypassed; once it reads again it continues from
 its last revision, and if the log was trimmed past that point it clears the
 cache instead.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,6 +31,7 @@ from tool_registry.store import RegistryStore
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 5_000
+CATCH_UP_BATCH = 500
 SUBSCRIBER_QUEUE = 1_000
 T = TypeVar("T")
 
@@ -167,6 +169,71 @@ class ChangeFeed:
             self.cache.clear(batch.head)
             self.cache.enabled = True
         return batch.head
+
+    async def changes(
+        self, wanted: set[str], position: int, draining: asyncio.Event, progress_s: float
+    ) -> AsyncGenerator[tool_pb2.ToolChange, None]:
+        """The changes after revision `position` of the tools named in `wanted` (empty: all) —
+        WatchTools: caught up from the log, then live from this feed, RESYNC_REQUIRED where the log
+        was trimmed past a position; an overflowed subscription catches up again; PROGRESS with the
+        current position after `progress_s` idle. Ends when `draining` is set (the client resumes
+        on another replica)."""
+        await self.start()
+        drained = asyncio.ensure_future(draining.wait())
+        try:
+            while not draining.is_set():
+                subscription = self.subscribe()
+                try:
+                    # Catch up from the log (the subscription buffers what arrives meanwhile).
+                    while True:
+                        batch = await self.store.changes_after(position, CATCH_UP_BATCH)
+                        if position > batch.head or (
+                            batch.head > position
+                            and (batch.first_retained == 0 or batch.first_retained > position + 1)
+                        ):
+                            position = batch.head
+                            yield tool_pb2.ToolChange(
+                                revision=batch.head, kind=tool_pb2.CHANGE_KIND_RESYNC_REQUIRED
+                            )
+                            continue
+                        for change in batch.changes:
+                            position = change.revision
+                            if not wanted or change.tool_name in wanted:
+                                yield change
+                        if len(batch.changes) < CATCH_UP_BATCH:
+                            break
+                    # Live.
+                    while not subscription.overflowed:
+                        getter = asyncio.ensure_future(subscription.queue.get())
+                        try:
+                            done, _ = await asyncio.wait(
+                                {getter, drained}, timeout=progress_s, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            # Also when the caller goes away (the stream is canceled mid-wait): a
+                            # getter left pending is destroyed later ("Task was destroyed but it is
+                            # pending!", once per closed stream).
+                            getter.cancel()
+                        if getter not in done and drained in done:
+                            return  # draining: the client resumes on another replica
+                        if getter not in done:
+                            # Idle: say where the watcher may resume. The write also ends a stream
+                            # whose caller left without its cancellation reaching this replica
+                            # (grpcio loses some when many streams of a connection end at once).
+                            yield tool_pb2.ToolChange(revision=position, kind=tool_pb2.CHANGE_KIND_PROGRESS)
+                            continue
+                        change = getter.result()
+                        if change.revision <= position:
+                            continue
+                        position = change.revision
+                        if not wanted or change.tool_name in wanted:
+                            yield change
+                finally:
+                    self.unsubscribe(subscription)
+        finally:
+            drained.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drained
 
     def _publish(self, change: tool_pb2.ToolChange) -> None:
         self.position = max(self.position, change.revision)

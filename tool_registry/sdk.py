@@ -445,12 +445,16 @@ async def _run(method: _Method, request: Message, ctx: ToolContext) -> Message:
 
 
 def _encode(status: status_pb2.Status) -> bytes:
-    return codec.encode_message(codec.Kind.IDEMPOTENT_RESULT, RESULT_FORMAT, status)
+    return codec.encode_message(codec.RecordKind.IDEMPOTENT_RESULT, RESULT_FORMAT, status)
 
 
 def _replayed(schema: ToolSchema, stored: bytes) -> Message:
     status = codec.decode_message(
-        stored, codec.Kind.IDEMPOTENT_RESULT, {RESULT_FORMAT}, status_pb2.Status, "idempotent tool result"
+        stored,
+        codec.RecordKind.IDEMPOTENT_RESULT,
+        {RESULT_FORMAT},
+        status_pb2.Status,
+        "idempotent tool result",
     )
     if status.code != 0:
         raise from_status_proto(status)

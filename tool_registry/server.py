@@ -25,7 +25,8 @@ from agentmesh.kit.server import ServiceHost
 from agentmesh.kit.streams import StreamSlots
 from agentmesh.v1 import tool_registry_service_pb2_grpc as rs_grpc
 from memory.connection import AnyRedis, create_redis, describe
-from tool_registry.service import AUDIENCES, RULES, SERVICE, SchemaExporter, ToolRegistryServicer, register
+from tool_registry.catalog import SchemaExporter
+from tool_registry.service import AUDIENCES, RULES, SERVICE, ToolRegistryServicer, register
 from tool_registry.store import RegistryStore
 
 log = logging.getLogger(__name__)

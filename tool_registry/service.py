@@ -11,20 +11,17 @@ a tool name or agent domain belongs to whoever first wrote it, and only
 `registry:admin` writes (or transfers) another's. Every write records its
 writer's subject in `registered_by`.
 
-Per replica the servicer keeps one ChangeFeed (a tail of the change log) that
-serves every WatchTools stream and invalidates the read cache (`cache=True`):
-GetTool and ListTools answer from memory for versions already read, and a
-change written by any replica evicts its tool within one XREAD round trip.
+Reads go through the replica's `ToolCatalog` (tool_registry/catalog.py: the cache that
+one ChangeFeed per replica keeps current, `cache=True`); WatchTools streams are the feed's
+(`ChangeFeed.changes`, tool_registry/feed.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
@@ -49,16 +46,15 @@ from agentmesh.v1 import (
 )
 from tool_registry import names, semver
 from tool_registry.agent_tool import AGENT_TOOL_VERSION, agent_tool
+from tool_registry.catalog import SchemaExporter, ToolCatalog, basic_view, tool_not_found
 from tool_registry.compat import Incompatibility, check_compatibility
 from tool_registry.content import differences
-from tool_registry.descriptors import ToolSchema, load_tool_schema, parse_descriptor_set
-from tool_registry.feed import ChangeFeed, SpecCache
+from tool_registry.descriptors import parse_descriptor_set
 from tool_registry.registration import Candidate, prepare
 from tool_registry.store import RegistryStore, VersionTaken, Writer, agent_owner_field, tool_owner_field
 
 log = logging.getLogger(__name__)
 
-SchemaExporter = Callable[[ToolSchema], tuple[str, str]]
 rs = tool_registry_service_pb2
 WRITE_SCOPE = "registry:write"
 ADMIN_SCOPE = "registry:admin"
@@ -77,24 +73,7 @@ MAX_PAGE_SIZE = 1000
 MAX_WATCH_NAMES = 1000
 # An idle WatchTools stream sends PROGRESS this often (AGENTMESH_WATCH_PROGRESS_S).
 DEFAULT_PROGRESS_S = 30.0
-CATCH_UP_BATCH = 500
 MAX_MESSAGE_BYTES = 1024
-
-
-def _not_found(name: str, detail: str = "") -> NotFound:
-    return NotFound(
-        f"tool {echo(name)} not found{detail}",
-        reason=errors_pb2.ERROR_REASON_TOOL_NOT_FOUND,
-        metadata={"tool": name},
-    )
-
-
-def _basic(spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
-    view = tool_pb2.ToolSpec()
-    view.CopyFrom(spec)
-    for name in ("file_descriptor_set", "input_schema_json", "output_schema_json"):
-        view.ClearField(name)
-    return view
 
 
 def _breaking(
@@ -133,15 +112,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         self.store = store
         self.streams = streams or StreamSlots()
         self.progress_s = progress_s
-        self.schema_exporter = schema_exporter
         self.draining = draining or asyncio.Event()
-        self.cache: SpecCache[Any] = SpecCache()
-        self.feed = ChangeFeed(store, self.cache if cache else None)
-        self._exported: dict[tuple[str, str, str], tuple[str, str]] = {}
-        # Exports by (SHA-256 of the descriptor set as sent, method): the JSON Schemas are a pure
-        # function of the two, and many tools of one deployment share one set; exporting (the
-        # protovalidate zero-value check above all) was most of a RegisterTool's CPU.
-        self._exports_by_schema: dict[tuple[bytes, str], tuple[str, str]] = {}
+        self.catalog = ToolCatalog(store, schema_exporter=schema_exporter, cache=cache)
+        self.cache = self.catalog.cache
+        self.feed = self.catalog.feed
 
     async def close(self) -> None:
         await self.feed.close()
@@ -164,117 +138,6 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         writer.check(await self.store.owner(owner_field), what)
         return writer
 
-    def _evict(self, name: str, written: Sequence[tool_pb2.ToolSpec]) -> None:
-        """Read-your-writes on this replica: the cache forgets a name this replica just changed."""
-        if written:
-            self.cache.evict(name, max(spec.revision for spec in written))
-
-    # -- cached reads ------------------------------------------------------------
-
-    async def _versions(
-        self, name: str, prefetched: dict[str, dict[str, bool]] | None = None
-    ) -> dict[str, bool]:
-        await self.feed.start()
-        if prefetched is not None and name in prefetched:
-            return dict(prefetched[name])
-        cached = self.cache.get((name, "versions"))
-        if cached is not None:
-            return dict(cached)
-        began = self.cache.position
-        versions = await self.store.versions(name)
-        self.cache.put((name, "versions"), versions, began)
-        return versions
-
-    async def _prefetch_versions(self, tool_names: Sequence[str], into: dict[str, dict[str, bool]]) -> None:
-        """Read the versions of several tools in one round trip (ListTools), for this request only."""
-        missing = [n for n in tool_names if self.cache.get((n, "versions")) is None]
-        began = self.cache.position
-        for name, versions in zip(missing, await self.store.versions_many(missing), strict=True):
-            into[name] = versions
-            self.cache.put((name, "versions"), versions, began)
-
-    async def _spec(self, name: str, version: str) -> tool_pb2.ToolSpec | None:
-        cached = self.cache.get((name, "spec", version))
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        began = self.cache.position
-        spec = await self.store.get_tool(name, version)
-        if spec is not None:
-            self.cache.put((name, "spec", version), spec, began)
-        return spec
-
-    async def _specs(self, pairs: Sequence[tuple[str, str]]) -> list[tool_pb2.ToolSpec | None]:
-        found: dict[tuple[str, str], tool_pb2.ToolSpec | None] = {}
-        missing = []
-        for pair in pairs:
-            cached = self.cache.get((pair[0], "spec", pair[1]))
-            if cached is None:
-                missing.append(pair)
-            else:
-                found[pair] = cached
-        if missing:
-            began = self.cache.position
-            for pair, spec in zip(missing, await self.store.get_tools(missing), strict=True):
-                found[pair] = spec
-                if spec is not None:
-                    self.cache.put((pair[0], "spec", pair[1]), spec, began)
-        return [found[pair] for pair in pairs]
-
-    async def _schema_bytes(self, name: str, version: str) -> bytes:
-        # Schemas are immutable per version: cache without invalidation concerns.
-        cached = self.cache.get((name, "schema", version))
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        began = self.cache.position
-        data = await self.store.get_schema(name, version)
-        if data is None:
-            raise _not_found(name, f" (version {version} has no stored schema)")
-        self.cache.put((name, "schema", version), data, began)
-        return data
-
-    async def _full(self, spec: tool_pb2.ToolSpec) -> tool_pb2.ToolSpec:
-        full = tool_pb2.ToolSpec()
-        full.CopyFrom(spec)
-        if spec.kind != tool_pb2.TOOL_KIND_AGENT:
-            full.file_descriptor_set = await self._schema_bytes(spec.name, spec.version)
-        if self.schema_exporter is not None:
-            key = (spec.name, spec.version, spec.content_digest)
-            exported = self._exported.get(key)
-            if exported is None:
-                exported = self.schema_exporter(load_tool_schema(full.file_descriptor_set, full.method))
-                if len(self._exported) > 10_000:
-                    self._exported.clear()
-                self._exported[key] = exported
-            full.input_schema_json, full.output_schema_json = exported
-        return full
-
-    def _export(self, candidate: Candidate) -> None:
-        """Refuse at registration a schema the model cannot be given (google.protobuf.Any in the
-        request, protovalidate rules that do not compile) instead of failing every later read."""
-        if self.schema_exporter is None:
-            return
-        spec = candidate.spec
-        schema_key = (hashlib.sha256(candidate.schema_bytes).digest(), spec.method)
-        exported = self._exports_by_schema.get(schema_key)
-        if exported is None:
-            exported = self.schema_exporter(candidate.schema)  # raises for a schema it refuses: not kept
-            if len(self._exports_by_schema) >= 256:
-                self._exports_by_schema.pop(next(iter(self._exports_by_schema)))
-            self._exports_by_schema[schema_key] = exported
-        self._exported[(spec.name, spec.version, spec.content_digest)] = exported
-
-    async def _agent(self, domain: str) -> agent_service_pb2.AgentCard | None:
-        await self.feed.start()
-        tool_name = names.agent_tool_name(domain)
-        cached = self.cache.get((tool_name, "card"))
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        began = self.cache.position
-        card = await self.store.get_agent(domain)
-        if card is not None:
-            self.cache.put((tool_name, "card"), card, began)
-        return card
-
     # -- RegisterTool ------------------------------------------------------------
 
     async def RegisterTool(
@@ -295,7 +158,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             if existing is not None:
                 return await self._register_existing(existing, candidate, request.validate_only, writer)
             await self._check_neighbours(candidate, published)
-            self._export(candidate)
+            self.catalog.export(candidate)
             if request.validate_only:
                 return rs.RegisterToolResponse(
                     tool=spec, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
@@ -319,7 +182,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
     ) -> rs.RegisterToolResponse:
         spec = candidate.spec
         if existing.content_digest != spec.content_digest:
-            existing_fds = parse_descriptor_set(await self._schema_bytes(spec.name, spec.version))
+            existing_fds = parse_descriptor_set(await self.catalog.schema_bytes(spec.name, spec.version))
             differing = differences(existing, existing_fds, spec, candidate.schema.file_set) or ["content"]
             raise AlreadyExists(
                 f"{spec.name} {spec.version} is already registered with a different "
@@ -333,7 +196,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             )
             return rs.RegisterToolResponse(tool=existing, outcome=outcome, warnings=candidate.warnings)
         if validate_only:
-            rebound = _basic(existing)
+            rebound = basic_view(existing)
             rebound.endpoint = spec.endpoint
             return rs.RegisterToolResponse(
                 tool=rebound, outcome=rs.REGISTRATION_OUTCOME_VALIDATED, warnings=candidate.warnings
@@ -356,20 +219,14 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         higher = [v for v in same_major if semver.parse_version(v) > mine]
         if lower:
             previous = max(lower, key=semver.sort_key)
-            violations = check_compatibility(await self._load(spec.name, previous), candidate.schema)
+            violations = check_compatibility(await self.catalog.load(spec.name, previous), candidate.schema)
             if violations:
                 raise _breaking(violations, spec.name, previous, accepted)
         if higher:
             following = min(higher, key=semver.sort_key)
-            violations = check_compatibility(candidate.schema, await self._load(spec.name, following))
+            violations = check_compatibility(candidate.schema, await self.catalog.load(spec.name, following))
             if violations:
                 raise _breaking(violations, spec.name, following, accepted)
-
-    async def _load(self, name: str, version: str) -> ToolSchema:
-        spec = await self._spec(name, version)
-        if spec is None:
-            raise _not_found(name, f" (version {version})")
-        return load_tool_schema(await self._schema_bytes(name, version), spec.method)
 
     async def _set_endpoint(
         self, name: str, version: str, endpoint: str, writer: Writer | None
@@ -381,7 +238,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return tool_pb2.CHANGE_KIND_ENDPOINT_CHANGED
 
         updated = await self.store.update_tools(name, [version], mutate, writer=writer)
-        self._evict(name, updated)
+        self.catalog.evict(name, updated)
         return updated
 
     # -- GetTool -------------------------------------------------------------------
@@ -402,31 +259,31 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         full = request.view != tool_pb2.TOOL_VIEW_BASIC
         if names.is_agent_tool(request.name):
             return await self._get_agent_tool(request.name, query, full)
-        versions = await self._versions(request.name)
+        versions = await self.catalog.versions(request.name)
         if not versions:
-            raise _not_found(request.name)
+            raise tool_not_found(request.name)
         version = semver.select(query, versions)
         if version is None:
             shown = ", ".join(semver.sorted_versions(versions)[-10:])
-            raise _not_found(
+            raise tool_not_found(
                 request.name, f" in a version matching {echo(request.version)} (registered: {shown})"
             )
-        spec = await self._spec(request.name, version)
+        spec = await self.catalog.spec(request.name, version)
         if spec is None:  # deleted between the two reads is impossible: versions are never removed
-            raise _not_found(request.name, f" (version {version})")
-        return await self._full(spec) if full else spec
+            raise tool_not_found(request.name, f" (version {version})")
+        return await self.catalog.full(spec) if full else spec
 
     async def _get_agent_tool(self, name: str, query: semver.VersionQuery, full: bool) -> tool_pb2.ToolSpec:
         domain = names.agent_domain(name)
-        card = await self._agent(domain) if DOMAIN_SLUG.fullmatch(domain) else None
+        card = await self.catalog.agent(domain) if DOMAIN_SLUG.fullmatch(domain) else None
         if card is None:
-            raise _not_found(name, f" (no agent {echo(domain)} in the directory)")
+            raise tool_not_found(name, f" (no agent {echo(domain)} in the directory)")
         if semver.select(query, {AGENT_TOOL_VERSION: False}) is None:
-            raise _not_found(
+            raise tool_not_found(
                 name, f" in a version matching {echo(query.text)} (agent tools are {AGENT_TOOL_VERSION})"
             )
         spec = agent_tool(card, with_schema=full)
-        return await self._full(spec) if full else spec
+        return await self.catalog.full(spec) if full else spec
 
     # -- ListTools -----------------------------------------------------------------
 
@@ -475,7 +332,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         for index, name in enumerate(ordered):
             if index % page_size == 0:
                 chunk = [n for n in ordered[index : index + page_size] if n not in agent_names]
-                await self._prefetch_versions(chunk, prefetched)
+                await self.catalog.prefetch_versions(chunk, prefetched)
             if name in agent_names:
                 candidates = await self._list_agent(agent_names[name], mode)
             else:
@@ -494,7 +351,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
                     last = out[-1]
                     next_token = encode_page_token("tools", fingerprint, f"{last.name}\0{last.version}")
                     break
-                out.append(await self._full(spec) if full else _basic(spec))
+                out.append(await self.catalog.full(spec) if full else basic_view(spec))
             if next_token:
                 break
         return rs.ListToolsResponse(tools=out, next_page_token=next_token, revision=revision)
@@ -502,7 +359,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
     async def _list_versions(
         self, name: str, mode: int, all_versions: bool, prefetched: dict[str, dict[str, bool]]
     ) -> list[tool_pb2.ToolSpec]:
-        versions = await self._versions(name, prefetched)
+        versions = await self.catalog.versions(name, prefetched)
         if mode == rs.DEPRECATION_FILTER_EXCLUDE:
             versions = {v: d for v, d in versions.items() if not d}
         elif mode == rs.DEPRECATION_FILTER_ONLY:
@@ -511,12 +368,12 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return []
         chosen = semver.sorted_versions(versions) if all_versions else [semver.select("latest", versions)]
         pairs = [(name, v) for v in chosen if v is not None]
-        return [spec for spec in await self._specs(pairs) if spec is not None]
+        return [spec for spec in await self.catalog.specs(pairs) if spec is not None]
 
     async def _list_agent(self, domain: str, mode: int) -> list[tool_pb2.ToolSpec]:
         if mode == rs.DEPRECATION_FILTER_ONLY:
             return []  # agent tools are never deprecated
-        card = await self._agent(domain)
+        card = await self.catalog.agent(domain)
         return [] if card is None else [agent_tool(card)]
 
     # -- WatchTools ------------------------------------------------------------------
@@ -532,69 +389,10 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         violations.raise_if_any("invalid WatchTools request")
         wanted = set(request.names)
         with self.streams.hold(_stream_caller(context)):
-            async with contextlib.aclosing(self._watch(wanted, request.after_revision)) as changes:
+            changes_after = self.feed.changes(wanted, request.after_revision, self.draining, self.progress_s)
+            async with contextlib.aclosing(changes_after) as changes:
                 async for change in changes:
                     yield change
-
-    async def _watch(self, wanted: set[str], position: int) -> AsyncGenerator[tool_pb2.ToolChange, None]:
-        await self.feed.start()
-        draining = asyncio.ensure_future(self.draining.wait())
-        try:
-            while not self.draining.is_set():
-                subscription = self.feed.subscribe()
-                try:
-                    # Catch up from the log (the subscription buffers what arrives meanwhile).
-                    while True:
-                        batch = await self.store.changes_after(position, CATCH_UP_BATCH)
-                        if position > batch.head or (
-                            batch.head > position
-                            and (batch.first_retained == 0 or batch.first_retained > position + 1)
-                        ):
-                            position = batch.head
-                            yield tool_pb2.ToolChange(
-                                revision=batch.head, kind=tool_pb2.CHANGE_KIND_RESYNC_REQUIRED
-                            )
-                            continue
-                        for change in batch.changes:
-                            position = change.revision
-                            if not wanted or change.tool_name in wanted:
-                                yield change
-                        if len(batch.changes) < CATCH_UP_BATCH:
-                            break
-                    # Live.
-                    while not subscription.overflowed:
-                        getter = asyncio.ensure_future(subscription.queue.get())
-                        try:
-                            done, _ = await asyncio.wait(
-                                {getter, draining},
-                                timeout=self.progress_s,
-                                return_when=asyncio.FIRST_COMPLETED,
-                            )
-                        finally:
-                            # Also when the caller goes away (the stream is canceled mid-wait): a
-                            # getter left pending is destroyed later ("Task was destroyed but it is
-                            # pending!", once per closed stream).
-                            getter.cancel()
-                        if getter not in done and draining in done:
-                            return  # draining: the client resumes on another replica
-                        if getter not in done:
-                            # Idle: say where the watcher may resume. The write also ends a stream
-                            # whose caller left without its cancellation reaching this replica
-                            # (grpcio loses some when many streams of a connection end at once).
-                            yield tool_pb2.ToolChange(revision=position, kind=tool_pb2.CHANGE_KIND_PROGRESS)
-                            continue
-                        change = getter.result()
-                        if change.revision <= position:
-                            continue
-                        position = change.revision
-                        if not wanted or change.tool_name in wanted:
-                            yield change
-                finally:
-                    self.feed.unsubscribe(subscription)
-        finally:
-            draining.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await draining
 
     # -- DeprecateTool ---------------------------------------------------------------
 
@@ -620,11 +418,11 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         writer = await self._writer(tool_owner_field(request.name), f"tool {request.name!r}")
         versions = await self.store.versions(request.name)
         if not versions:
-            raise _not_found(request.name)
+            raise tool_not_found(request.name)
         if request.version:
             target = semver.select(request.version, versions)
             if target is None:
-                raise _not_found(request.name, f" in version {request.version}")
+                raise tool_not_found(request.name, f" in version {request.version}")
             targets = [target]
         else:
             targets = semver.sorted_versions(versions)
@@ -637,7 +435,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             return tool_pb2.CHANGE_KIND_TOOL_DEPRECATED
 
         updated = await self.store.update_tools(request.name, targets, mutate, writer=writer)
-        self._evict(request.name, updated)
+        self.catalog.evict(request.name, updated)
         return max(updated, key=lambda s: semver.sort_key(s.version))
 
     # -- CheckCompatibility ------------------------------------------------------------
@@ -663,7 +461,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if request.against_version:
             against = semver.select(request.against_version, versions)
             if against is None:
-                raise _not_found(candidate.spec.name, f" in version {request.against_version}")
+                raise tool_not_found(candidate.spec.name, f" in version {request.against_version}")
         else:
             major = semver.major(candidate.spec.version)
             same_major = {
@@ -672,7 +470,9 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
             against = max(same_major, key=semver.sort_key) if same_major else None
         if against is None:
             return rs.CheckCompatibilityResponse(compatible=True)
-        violations = check_compatibility(await self._load(candidate.spec.name, against), candidate.schema)
+        violations = check_compatibility(
+            await self.catalog.load(candidate.spec.name, against), candidate.schema
+        )
         return rs.CheckCompatibilityResponse(
             compatible=not violations, violations=to_proto(violations), compared_version=against
         )
@@ -703,7 +503,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         )
         version = str(semver.parse_version(request.version))
         if version not in await self.store.versions(request.name):
-            raise _not_found(request.name, f" in version {version}")
+            raise tool_not_found(request.name, f" in version {version}")
         (spec,) = await self._set_endpoint(request.name, version, request.endpoint, writer)
         return spec
 
@@ -740,7 +540,7 @@ class ToolRegistryServicer(tool_registry_service_pb2_grpc.ToolRegistryServiceSer
         if violations.required(request.domain, "domain"):
             violations.matches(request.domain, DOMAIN_SLUG, "domain", "domain slug")
         violations.raise_if_any("invalid GetAgent request")
-        card = await self._agent(request.domain)
+        card = await self.catalog.agent(request.domain)
         if card is None:
             raise NotFound(
                 f"agent {echo(request.domain)} not found",

@@ -204,15 +204,19 @@ def _raw(data: Any) -> bytes | None:
 
 
 def _decode_spec(data: Any, what: str) -> tool_pb2.ToolSpec:
-    return codec.decode_message(_raw(data), codec.Kind.TOOL_SPEC, READS, tool_pb2.ToolSpec, what)
+    return codec.decode_message(_raw(data), codec.RecordKind.TOOL_SPEC, READS, tool_pb2.ToolSpec, what)
 
 
 def _decode_card(data: Any, what: str) -> agent_service_pb2.AgentCard:
-    return codec.decode_message(_raw(data), codec.Kind.AGENT_CARD, READS, agent_service_pb2.AgentCard, what)
+    return codec.decode_message(
+        _raw(data), codec.RecordKind.AGENT_CARD, READS, agent_service_pb2.AgentCard, what
+    )
 
 
 def _decode_change(data: Any, what: str) -> tool_pb2.ToolChange:
-    return codec.decode_message(_raw(data), codec.Kind.REGISTRY_CHANGE, READS, tool_pb2.ToolChange, what)
+    return codec.decode_message(
+        _raw(data), codec.RecordKind.REGISTRY_CHANGE, READS, tool_pb2.ToolChange, what
+    )
 
 
 def _text(value: Any) -> str:
@@ -374,7 +378,7 @@ class RegistryStore:
         pipe.set(rev_key(), revision)
         pipe.xadd(
             changes_key(),
-            {"c": codec.encode_message(codec.Kind.REGISTRY_CHANGE, CHANGE_VERSION, record)},
+            {"c": codec.encode_message(codec.RecordKind.REGISTRY_CHANGE, CHANGE_VERSION, record)},
             id=f"{revision}-0",
             maxlen=self.change_log_length,
             approximate=True,
@@ -443,11 +447,13 @@ class RegistryStore:
                     name,
                     version,
                     "1" if stored.deprecated else "0",
-                    codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, stored),
+                    codec.encode_message(codec.RecordKind.TOOL_SPEC, SPEC_VERSION, stored),
                     codec.encode_message(
-                        codec.Kind.TOOL_SPEC, SPEC_VERSION, tool_pb2.ToolSpec(file_descriptor_set=schema)
+                        codec.RecordKind.TOOL_SPEC,
+                        SPEC_VERSION,
+                        tool_pb2.ToolSpec(file_descriptor_set=schema),
                     ),
-                    codec.encode_message(codec.Kind.REGISTRY_CHANGE, CHANGE_VERSION, change),
+                    codec.encode_message(codec.RecordKind.REGISTRY_CHANGE, CHANGE_VERSION, change),
                     tool_owner_field(name),
                     "1" if writer is not None else "0",
                     writer.subject if writer is not None else "",
@@ -506,7 +512,7 @@ class RegistryStore:
                     spec.registered_by = writer.subject
                 pipe.set(
                     tool_key(name, spec.version),
-                    codec.encode_message(codec.Kind.TOOL_SPEC, SPEC_VERSION, spec),
+                    codec.encode_message(codec.RecordKind.TOOL_SPEC, SPEC_VERSION, spec),
                 )
                 pipe.hset(versions_key(name), spec.version, "1" if spec.deprecated else "0")
                 self._log(
@@ -545,7 +551,8 @@ class RegistryStore:
             if new_owner is not None:
                 pipe.hset(owners_key(), field, new_owner)
             pipe.set(
-                agent_key(card.domain), codec.encode_message(codec.Kind.AGENT_CARD, CARD_VERSION, stored)
+                agent_key(card.domain),
+                codec.encode_message(codec.RecordKind.AGENT_CARD, CARD_VERSION, stored),
             )
             pipe.zadd(agents_key(), {card.domain: 0})
             self._log(

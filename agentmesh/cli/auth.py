@@ -25,7 +25,7 @@ from typing import Any
 
 import typer
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, current_settings, err_console
 from agentmesh.kit.auth import MESH_AUDIENCE, TokenIssuer, generate_issuer_key, jwks_document
 from agentmesh.kit.auth.keys import SIGNING_ALGORITHMS, KeyFileError, load_issuer_keys, parse_issuer_keys
 from agentmesh.kit.validation import OPAQUE_ID
@@ -33,9 +33,7 @@ from agentmesh.kit.validation import OPAQUE_ID
 keys_app = typer.Typer(help="The mesh issuer's signing keys.", no_args_is_help=True)
 token_app = typer.Typer(help="Mint and inspect the mesh's tokens.", no_args_is_help=True)
 
-KEY_OPTION = typer.Option(
-    None, "--key", help="Signing key (PEM). Default: AGENTMESH_SIGNING_KEY.", envvar="AGENTMESH_SIGNING_KEY"
-)
+KEY_OPTION = typer.Option(None, "--key", help="Signing key (PEM). Default: AGENTMESH_SIGNING_KEY.")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -73,6 +71,7 @@ def generate(
 
 
 def _issuer(key: Path | None) -> TokenIssuer:
+    key = key or current_settings().signing_key
     if key is None:
         err_console.print("[red]no signing key: pass --key or set AGENTMESH_SIGNING_KEY[/red]")
         raise typer.Exit(EXIT_USAGE)

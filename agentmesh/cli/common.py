@@ -24,6 +24,7 @@ from agentmesh.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from agentmesh.cli.exits import EXIT_OK as EXIT_OK
 from agentmesh.cli.exits import EXIT_UNREACHABLE as EXIT_UNREACHABLE
 from agentmesh.cli.exits import EXIT_USAGE as EXIT_USAGE
+from agentmesh.kit.config import ConfigError, Settings
 from agentmesh.kit.errors import AgentmeshError, DeadlineExceeded, InvalidArgument, Unavailable
 
 console = Console(stderr=False, highlight=False)
@@ -61,6 +62,15 @@ def usage_error(message: str) -> typer.Exit:
     """Print a usage problem (escaped) and return the Exit for it (2)."""
     err_console.print(f"[red]{escape(message)}[/red]")
     return typer.Exit(EXIT_USAGE)
+
+
+def current_settings() -> Settings:
+    """This environment's Settings, where the commands' defaults come from (an option never reads
+    the environment itself); a bad variable is a usage error (2) naming it."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise usage_error(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

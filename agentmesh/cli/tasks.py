@@ -23,14 +23,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agentmesh.cli.common import EXIT_FAILED, console, err_console, fail, usage_error
-from agentmesh.kit.config import ConfigError, Settings
+from agentmesh.cli.common import EXIT_FAILED, console, current_settings, err_console, fail, usage_error
 from agentmesh.kit.errors import AgentmeshError
 from agentmesh.kit.validation import DOMAIN_SLUG
 from agentmesh.v1 import task_pb2
 from memory.connection import create_redis, describe
+from memory.tasks.dead_letters import DeadLetter, RedriveResult
 from memory.tasks.effects import task_effects
-from memory.tasks.queue import DeadLetter, RedriveResult, TaskQueue
+from memory.tasks.queue import TaskQueue
 from memory.tasks.records import TaskSnapshot
 from memory.tasks.store import TaskConfig
 
@@ -40,7 +40,7 @@ app = typer.Typer(help="Operate the durable task queue.", no_args_is_help=True)
 dead_letters_app = typer.Typer(help="Inspect and redrive dead-lettered tasks.", no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
 
-RedisOption = typer.Option(None, "--redis", envvar="REDIS_URL", help="Redis URL (default: REDIS_URL).")
+RedisOption = typer.Option(None, "--redis", help="Redis URL (default: REDIS_URL).")
 DomainOption = typer.Option(..., "--domain", "-d", help="Agent domain, e.g. refunds.")
 ShardsOption = typer.Option(
     None,
@@ -57,10 +57,7 @@ def _queue_call(
 ) -> T:
     if not DOMAIN_SLUG.fullmatch(domain):
         raise usage_error(f"--domain {domain!r} is not a domain slug ({DOMAIN_SLUG.pattern})")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise usage_error(str(exc)) from None
+    settings = current_settings()
     url = redis_url or settings.redis_url
     config = TaskConfig.from_settings(settings, **({"shards": shards} if shards else {}))
 

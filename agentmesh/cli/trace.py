@@ -19,7 +19,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import EXIT_FAILED, EXIT_USAGE, console, current_settings, err_console
 from agentmesh.kit.span_files import SpanRecord, read_spans, span_tree, task_trace
 
 # Attributes worth a glance on a terminal (the rest are in --json).
@@ -66,7 +66,7 @@ def trace(
     task_id: str = typer.Argument(..., help="The task's id."),
     state_dir: Path = typer.Option(None, help="State directory of the local mesh (default ./.agentmesh)."),
     traces_dir: Path = typer.Option(
-        None, "--dir", envvar="AGENTMESH_TRACE_DIR", help="Span files directory (default <state-dir>/traces)."
+        None, "--dir", help="Span files directory (default: AGENTMESH_TRACE_DIR, else <state-dir>/traces)."
     ),
     trace_id: str = typer.Option("", "--trace-id", help="Also show this trace (e.g. the task's trace_id)."),
     as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
@@ -74,7 +74,8 @@ def trace(
     """Print a task's spans as a tree: durations, GenAI attributes, errors (`agentmesh up`'s span files)."""
     from agentmesh.cli.up import TRACES_DIR, _state_dir
 
-    directory = traces_dir or _state_dir(state_dir) / TRACES_DIR
+    configured = current_settings().trace_dir
+    directory = traces_dir or (Path(configured) if configured else _state_dir(state_dir) / TRACES_DIR)
     if not directory.is_dir():
         err_console.print(
             Text(

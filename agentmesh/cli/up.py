@@ -12,7 +12,14 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from agentmesh.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, console, err_console
+from agentmesh.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    console,
+    current_settings,
+    err_console,
+)
 from agentmesh.kit import health
 from agentmesh.kit.config import Settings
 from agentmesh.kit.net import port_bindable
@@ -39,7 +46,7 @@ TRACES_DIR = "traces"
 
 
 def _state_dir(value: Path | None) -> Path:
-    return value or Settings.from_env().state_dir
+    return value or current_settings().state_dir
 
 
 def busy_ports(ports: list[int]) -> list[int]:
@@ -116,13 +123,17 @@ async def _play_demo(registry: str, stories: tuple[str, ...], issuer: DevIssuer 
 
 def up(
     state_dir: Path = typer.Option(None, help="Where logs and mesh.json go (default ./.agentmesh)."),
-    redis_url: str = typer.Option(
-        None, envvar="REDIS_URL", help="Use this Redis instead of starting an embedded valkey on port 6390."
+    redis_url: str | None = typer.Option(
+        None,
+        help="Use this Redis instead of starting an embedded valkey on port 6390 (default: REDIS_URL).",
     ),
-    model_url: str = typer.Option(
-        None, envvar="MODEL_BASE_URL", help="OpenAI-compatible model API; default: the scripted model server."
+    model_url: str | None = typer.Option(
+        None,
+        help="OpenAI-compatible model API (default: MODEL_BASE_URL, else the scripted model server).",
     ),
-    model_name: str = typer.Option("scripted", envvar="MODEL_NAME", help="Model name sent to the model API."),
+    model_name: str | None = typer.Option(
+        None, help="Model name sent to the model API (default: MODEL_NAME, else scripted)."
+    ),
     model_script: Path = typer.Option(
         DEMO_SCRIPT, "--model-script", help="Script of the scripted model server (ignored with a model URL)."
     ),
@@ -160,17 +171,24 @@ def up(
         "resumes its tasks). Replicas after the first are named agent-<domain>-<n> and take the agent "
         "ports after every domain's (50065, 50066, ...); 3 fit beside the default tools.",
     ),
-    port_offset: int = typer.Option(
-        0,
+    port_offset: int | None = typer.Option(
+        None,
         "--port-offset",
-        envvar="AGENTMESH_PORT_OFFSET",
         min=0,
         help="Add this to every port (registry 50051, agents 5006x, tools 5007x, model 50099, valkey 6390), "
-        "e.g. to run a second mesh beside the first.",
+        "e.g. to run a second mesh beside the first (default: AGENTMESH_PORT_OFFSET, else 0).",
     ),
 ) -> None:
     """Start the local mesh in the foreground (Redis, registry, example tools, scripted model, agents)."""
     from agents.spec import SpecError, load_spec
+
+    # Unset options take their defaults from Settings (the same variables the services read).
+    settings = current_settings()
+    if redis_url is None and "redis_url" in settings.model_fields_set:  # else: the embedded valkey
+        redis_url = settings.redis_url
+    model_url = model_url or settings.model_base_url
+    model_name = model_name or settings.model_name or "scripted"
+    port_offset = settings.port_offset if port_offset is None else port_offset
 
     try:
         agents = (

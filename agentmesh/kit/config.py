@@ -448,6 +448,13 @@ class Settings(BaseModel):
         "`agentmesh up`/`down`/`status`/`trace`: the local mesh's state directory (logs, keys, spans).",
         Path(".agentmesh"),
     )
+    port_offset: int = _env(
+        "AGENTMESH_PORT_OFFSET",
+        "`agentmesh up`: add this to every port of the local mesh (registry 50051, agents 5006x, tools "
+        "5007x, model 50099, valkey 6390), e.g. to run a second mesh beside the first.",
+        0,
+        ge=0,
+    )
     valkey_server: Path | None = _env(
         "VALKEY_SERVER",
         "The valkey-server binary of the embedded Redis (`agentmesh up`, tests). Default: the bundled one.",

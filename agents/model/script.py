@@ -67,8 +67,9 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from agentmesh.kit.file_models import FileModel
 from agentmesh.v1 import task_pb2
 from agents.model.types import ChatMessage, ChatRole, Reply
 from agents.model.wire import EXTENSION, SCRIPTED_FINGERPRINT, SCRIPTED_PREFIX, extension
@@ -81,10 +82,6 @@ class ScriptError(ValueError):
     """A script file is unreadable or invalid; the message names the file and field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _compile(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -94,12 +91,12 @@ def _compile(value: str | None) -> str | None:
     return value
 
 
-class StepRange(_Strict):
+class StepRange(FileModel):
     min: int = 0
     max: int | None = None
 
 
-class LastResult(_Strict):
+class LastResult(FileModel):
     tool: str | None = None
     status: str | None = None
     contains: str | None = None
@@ -107,7 +104,7 @@ class LastResult(_Strict):
     _check = field_validator("status", "contains")(_compile)
 
 
-class When(_Strict):
+class When(FileModel):
     last_user: str | None = None
     any_user: str | None = None
     system: str | None = None
@@ -130,18 +127,18 @@ class When(_Strict):
         return {name.lower(): pattern for name, pattern in value.items()}
 
 
-class ScriptedCall(_Strict):
+class ScriptedCall(FileModel):
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     raw_arguments: str | None = None
 
 
-class Usage(_Strict):
+class Usage(FileModel):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
 
 
-class ScriptedFile(_Strict):
+class ScriptedFile(FileModel):
     """A file artifact: its bytes given as text (UTF-8) or as base64."""
 
     name: str = ""
@@ -161,13 +158,13 @@ class ScriptedFile(_Strict):
         return self
 
 
-class ScriptedUrl(_Strict):
+class ScriptedUrl(FileModel):
     uri: str = Field(min_length=1)
     name: str = ""
     media_type: str = ""
 
 
-class ScriptedArtifact(_Strict):
+class ScriptedArtifact(FileModel):
     """One output of the turn; `chunks` streams a text artifact as several appended updates."""
 
     id: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
@@ -187,7 +184,7 @@ class ScriptedArtifact(_Strict):
         return self
 
 
-class Then(_Strict):
+class Then(FileModel):
     tool_calls: tuple[ScriptedCall, ...] = ()
     answer: str | None = None
     answer_json: dict[str, Any] | None = None
@@ -221,14 +218,14 @@ class Then(_Strict):
         return self
 
 
-class Rule(_Strict):
+class Rule(FileModel):
     name: str = ""
     when: When = Field(default_factory=When)
     then: Then
     times: int | None = Field(default=None, ge=1)
 
 
-class Script(_Strict):
+class Script(FileModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
     usage: Usage | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from agentmesh.kit.errors import DataLoss
 from memory import codec
-from memory.codec import Kind
+from memory.codec import RecordKind
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,14 @@ class QueueEntry:
 
 
 def encode_entry(payload: dict[str, Any]) -> bytes:
-    return codec.encode(Kind.QUEUE_ENTRY, ENTRY_FORMAT, json.dumps(payload, separators=(",", ":")).encode())
+    return codec.encode(
+        RecordKind.QUEUE_ENTRY, ENTRY_FORMAT, json.dumps(payload, separators=(",", ":")).encode()
+    )
 
 
 def decode_entry_payload(data: bytes | None, what: str, *, needs_task: bool = True) -> dict[str, Any]:
     """A queue entry's (or dead letter's) payload; DataLoss for foreign or corrupt data."""
-    _, payload = codec.decode(data, Kind.QUEUE_ENTRY, {ENTRY_FORMAT}, what)
+    _, payload = codec.decode(data, RecordKind.QUEUE_ENTRY, {ENTRY_FORMAT}, what)
     try:
         decoded = json.loads(payload)
     except ValueError:

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
 from agentmesh.v1 import task_pb2
 from memory import codec
-from memory.codec import Kind
+from memory.codec import RecordKind
 from memory.tasks.states import is_terminal
 
 EVENT_FORMAT = 1
@@ -36,14 +36,14 @@ def encode_event(event: task_pb2.TaskEvent) -> bytes:
         stored.ClearField("task_id")
         stored.ClearField("create_time")
         event = stored
-    return codec.encode_message(Kind.TASK_EVENT, EVENT_FORMAT, event)
+    return codec.encode_message(RecordKind.TASK_EVENT, EVENT_FORMAT, event)
 
 
 def decode_event(task_id: str, event_id: str | bytes, fields: dict[Any, Any]) -> task_pb2.TaskEvent:
     entry_id = event_id.decode() if isinstance(event_id, bytes) else event_id
     data = fields.get(b"e", fields.get("e"))
     event = codec.decode_message(
-        data, Kind.TASK_EVENT, {EVENT_FORMAT}, task_pb2.TaskEvent, f"event {entry_id} of task {task_id}"
+        data, RecordKind.TASK_EVENT, {EVENT_FORMAT}, task_pb2.TaskEvent, f"event {entry_id} of task {task_id}"
     )
     event.event_id = entry_id
     event.task_id = task_id

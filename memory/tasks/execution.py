@@ -187,7 +187,8 @@ class Checkpointer:
 
 
 class AttemptQueue(Protocol):
-    """What an attempt needs of the queue that started it (memory/tasks/queue.py's TaskQueue)."""
+    """What an attempt needs of the part that started it (memory/tasks/delivery.py's TaskDelivery,
+    or memory/tasks/admission.py's TaskAdmission for an inline Run)."""
 
     domain: str
     config: TaskConfig
@@ -195,7 +196,8 @@ class AttemptQueue(Protocol):
 
 
 class Attempt:
-    """One process's hold on one task. Created by TaskQueue.start (a queue entry) or TaskQueue.run."""
+    """One process's hold on one task. Created by TaskDelivery.start (a queue entry) or
+    TaskAdmission.run (inline)."""
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.kit.errors import DataLoss
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import codec
-from memory.codec import Kind
+from memory.codec import RecordKind
 from memory.tasks import scripts
 from memory.tasks.states import check_transition
 
@@ -183,11 +183,11 @@ def encode_task(task: task_pb2.Task) -> bytes:
         stored.ClearField("steps")
         stored.ClearField("last_event_id")
         task = stored
-    return codec.encode_message(Kind.TASK, TASK_FORMAT, task)
+    return codec.encode_message(RecordKind.TASK, TASK_FORMAT, task)
 
 
 def encode_step(step: task_pb2.Step) -> bytes:
-    return codec.encode_message(Kind.STEP, STEP_FORMAT, step)
+    return codec.encode_message(RecordKind.STEP, STEP_FORMAT, step)
 
 
 def record_fields(task: task_pb2.Task) -> dict[str, str | bytes | int]:
@@ -257,7 +257,7 @@ def decode_snapshot(task_id: str, fields: Mapping[bytes, bytes], clock_ms: int |
             "(foreign or corrupt data under an agentmesh key)"
         )
     task = codec.decode_message(
-        fields.get(Field.RECORD.encode()), Kind.TASK, {TASK_FORMAT}, task_pb2.Task, what
+        fields.get(Field.RECORD.encode()), RecordKind.TASK, {TASK_FORMAT}, task_pb2.Task, what
     )
     if task.task_id != task_id:
         raise DataLoss(f"{what}: the record belongs to task {task.task_id!r}")
@@ -272,7 +272,7 @@ def decode_snapshot(task_id: str, fields: Mapping[bytes, bytes], clock_ms: int |
     steps = [(name, data) for name, data in fields.items() if name.startswith(_STEP_PREFIX)]
     if steps:
         decoded = [
-            codec.decode_message(data, Kind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} {name!r}")
+            codec.decode_message(data, RecordKind.STEP, {STEP_FORMAT}, task_pb2.Step, f"{what} {name!r}")
             for name, data in steps
         ]
         task.steps.extend(sorted(decoded, key=lambda s: s.index))
@@ -306,11 +306,11 @@ def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumptio
         return None
     what = f"task {task_id} resumption"
     request = codec.decode_message(
-        raw, Kind.RESUMPTION, {RESUMPTION_FORMAT}, agent_service_pb2.ResumeTaskRequest, what
+        raw, RecordKind.RESUMPTION, {RESUMPTION_FORMAT}, agent_service_pb2.ResumeTaskRequest, what
     )
     action = codec.decode_message(
         fields.get(Field.RESUME_ACTION.encode()),
-        Kind.PENDING_ACTION,
+        RecordKind.PENDING_ACTION,
         {RESUMPTION_FORMAT},
         task_pb2.PendingAction,
         what,
@@ -320,8 +320,10 @@ def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumptio
 
 def resumption_fields(resumption: Resumption) -> dict[str, str | bytes | int]:
     return {
-        Field.RESUME: codec.encode_message(Kind.RESUMPTION, RESUMPTION_FORMAT, resumption.request),
-        Field.RESUME_ACTION: codec.encode_message(Kind.PENDING_ACTION, RESUMPTION_FORMAT, resumption.action),
+        Field.RESUME: codec.encode_message(RecordKind.RESUMPTION, RESUMPTION_FORMAT, resumption.request),
+        Field.RESUME_ACTION: codec.encode_message(
+            RecordKind.PENDING_ACTION, RESUMPTION_FORMAT, resumption.action
+        ),
         Field.RESUME_BY: resumption.approver,
     }
 

@@ -6,7 +6,7 @@
 
 COMPLETED, FAILED, CANCELED and REJECTED are terminal. The one edge out of a
 terminal state is the operator's *redrive* of a dead-lettered task (FAILED with
-STOP_REASON_DEAD_LETTERED -> SUBMITTED), and only `TaskQueue.redrive` takes it.
+STOP_REASON_DEAD_LETTERED -> SUBMITTED), and only a redrive (memory/tasks/dead_letters.py) takes it.
 Staying in WORKING (a recovered attempt, a checkpoint) is not a transition.
 """
 

@@ -47,7 +47,7 @@ from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import Aborted, DataLoss, FailedPrecondition, NotFound, echo
 from agentmesh.kit.pages import decode_page_token, encode_page_token, filter_fingerprint
 from agentmesh.v1 import errors_pb2, task_pb2
-from memory import keys
+from memory import codec, keys
 from memory.connection import AnyRedis, redis_errors
 from memory.tasks import ids, pages, scripts
 from memory.tasks.events import encode_event, status_event
@@ -79,7 +79,8 @@ from memory.tasks.states import (
 
 log = logging.getLogger(__name__)
 
-_CAS_RETRIES = 16
+# How often a read-modify-write guarded by the record's revision is tried before it gives up.
+CAS_RETRIES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +228,14 @@ class TaskStore:
                 cancel=cancel.decode() if cancel else "",
                 entry_id=entry.decode() if entry else "",
             )
-        status = _s(reply[0])
+        status = codec.as_text(reply[0])
         if status == "corrupt":
-            which = _s(reply[1]) if len(reply) > 1 else "record"
+            which = codec.as_text(reply[1]) if len(reply) > 1 else "record"
             raise DataLoss(
                 f"task {task_id}: its {which} key holds data this release cannot read (foreign or corrupt); "
                 "nothing was written"
             )
-        return CommitResult(status, detail=tuple(_s(x) for x in reply[1:]))
+        return CommitResult(status, detail=tuple(codec.as_text(x) for x in reply[1:]))
 
     async def snapshot(self, task_id: str, *, steps: bool = False) -> TaskSnapshot | None:
         """The stored task (None if absent), regardless of who may see it."""
@@ -356,7 +357,11 @@ class TaskStore:
                 replies: Any = await pipe.execute()
             # The next `batch_size` members of the merged order are among each index's next ones.
             merged = sorted(
-                ((_s(m), index) for index, members in zip(indexes, replies, strict=True) for m in members),
+                (
+                    (codec.as_text(m), index)
+                    for index, members in zip(indexes, replies, strict=True)
+                    for m in members
+                ),
                 reverse=True,
             )[:batch_size]
             if not merged:
@@ -417,7 +422,7 @@ class TaskStore:
         A finished task is FAILED_PRECONDITION (INVALID_STATE).
         """
         why = reason or "canceled by its owner"
-        for _ in range(_CAS_RETRIES):
+        for _ in range(CAS_RETRIES):
             snapshot = await self.snapshot(task_id)
             if snapshot is None or not self.visible(snapshot.task, tenant, owner):
                 raise not_found(task_id)
@@ -517,7 +522,7 @@ class TaskStore:
     async def expire_pending(self, task_id: str, now: int | None = None) -> task_pb2.Task | None:
         """Fail a paused task whose pending action expired (STOP_REASON_EXPIRED); None if it is not
         (or no longer) such a task."""
-        for _ in range(_CAS_RETRIES):
+        for _ in range(CAS_RETRIES):
             snapshot = await self.snapshot(task_id)
             if snapshot is None:
                 return None
@@ -584,12 +589,6 @@ def _named(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
     """An HMGET of SNAPSHOT_FIELDS as a hash (absent fields left out)."""
     named = zip(_SNAPSHOT_FIELD_NAMES, values, strict=True)
     return {name: value for name, value in named if value is not None}
-
-
-def _s(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def refuse_state(task: task_pb2.Task, what: str) -> FailedPrecondition:

@@ -1,7 +1,8 @@
 """TaskSweeper: queues inline runs whose process died, expires pending actions.
 
 Submitting, resuming and redriving a task queue it in the same script that
-changes it (memory/tasks/queue.py), so nothing is left half-done there. What
+changes it (memory/tasks/admission.py, answers.py, dead_letters.py), so nothing is
+left half-done there. What
 still needs a sweeper:
 
 - An inline Run registers its task in the shard's outbox when it is created
@@ -27,8 +28,10 @@ from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss
 from agentmesh.v1 import task_pb2
 from memory import keys
+from memory.codec import as_text
 from memory.connection import redis_errors
-from memory.tasks import states
+from memory.tasks import scripts, states
+from memory.tasks.entries import entry_record
 from memory.tasks.queue import TaskQueue
 from memory.tasks.records import millis_of, now_ms
 from memory.tasks.store import expiry_failure
@@ -55,6 +58,7 @@ class TaskSweeper:
         self.queue = queue
         self.store = queue.store
         self.grace_ms = int((queue.config.claim_idle_timeout_s if grace_s is None else grace_s) * 1000)
+        self._recover = queue.redis.register_script(scripts.RECOVER)
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -81,7 +85,7 @@ class TaskSweeper:
                     await self.queue.redis.zrem(outbox, task_id)
                 report.dropped += 1
                 continue
-            outcome = await self.queue.recover_inline(task_id, snapshot.carrier)
+            outcome = await self._recover_inline(task_id, snapshot.carrier)
             if outcome == "enqueued":
                 report.enqueued += 1
                 metrics.TASK_OUTBOX_REPAIRS.labels(domain=self.queue.domain).inc()
@@ -91,12 +95,30 @@ class TaskSweeper:
             elif outcome == "dropped":
                 report.dropped += 1
 
+    async def _recover_inline(self, task_id: str, carrier: dict[str, str]) -> str:
+        """An inline run in the outbox (scripts.RECOVER): 'enqueued' if its process died before it
+        ended; 'kept' (lease alive), 'dropped' or 'gone' otherwise."""
+        task_keys = self.store.task_keys(task_id)
+        if task_keys is None:
+            return "dropped"
+        shard = self.queue.shard_of(task_id)
+        with redis_errors(f"recovering task {task_id}"):
+            outcome = await self._recover(
+                keys=[
+                    keys.outbox(self.queue.domain, shard),
+                    keys.queue(self.queue.domain, shard),
+                    task_keys[0],
+                ],
+                args=[task_id, now_ms(), entry_record(carrier)],
+            )
+        return as_text(outcome)
+
     async def _settle_expired(self, task_id: str, now: int) -> None:
         """Before failing an expired pause: the queue's `settle_failed` (the agent runtime's
         compensations). Once expired, a pause can only fail (ResumeTask refuses it), so what the
         settlement records stands; a sweeper on another replica doing the same concurrently makes
         the same calls under the same idempotency keys, and one record of each step wins."""
-        if self.queue.settle_failed is None:
+        if self.queue.settlement.hook is None:
             return
         snapshot = await self.store.snapshot(task_id)
         if snapshot is None:
@@ -108,7 +130,7 @@ class TaskSweeper:
         if millis_of(pending.expire_time) > now:
             return
         message, error = expiry_failure(task)
-        await self.queue.settle(snapshot, task_pb2.STOP_REASON_EXPIRED, error, message)
+        await self.queue.settlement.settle(snapshot, task_pb2.STOP_REASON_EXPIRED, error, message)
 
     async def _expire_pending(self, report: SweepReport) -> None:
         index = keys.pending_expiry(self.queue.domain)

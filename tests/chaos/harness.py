@@ -50,7 +50,8 @@ from agents.client import AgentClient
 from examples._common import load
 from memory import keys
 from memory.connection import AnyRedis, create_redis
-from memory.tasks.queue import QueueStats, TaskQueue
+from memory.tasks.queue import TaskQueue
+from memory.tasks.stats import QueueStats
 from memory.tasks.store import TaskConfig
 from tests.chaos.proxy import FaultProxy
 from tests.support.agent_mesh import wait_registered

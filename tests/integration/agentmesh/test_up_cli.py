@@ -64,3 +64,19 @@ def test_up_refuses_an_offset_that_leaves_the_port_range(tmp_path: Path) -> None
     assert "above 65535" in result.output
     negative = runner.invoke(app, ["up", "--port-offset", "-1"])
     assert negative.exit_code == 2
+
+
+def test_up_takes_its_defaults_from_the_settings_variables(tmp_path: Path) -> None:
+    # AGENTMESH_PORT_OFFSET is read through Settings: the same checks as the option, before anything starts.
+    env = {"AGENTMESH_PORT_OFFSET": "20000", "REDIS_URL": ""}
+    result = runner.invoke(app, ["up", "--state-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "--port-offset 20000 puts ports above 65535" in result.output
+    bad = runner.invoke(app, ["up", "--state-dir", str(tmp_path)], env={"AGENTMESH_PORT_OFFSET": "-1"})
+    assert bad.exit_code == 2 and "AGENTMESH_PORT_OFFSET" in bad.output, bad.output
+    # The option still wins over the variable.
+    with _held_port_from(REGISTRY_PORT) as held:
+        env = {"AGENTMESH_PORT_OFFSET": "20000", "REDIS_URL": "redis://x"}
+        argv = ["up", "--state-dir", str(tmp_path), "--port-offset", str(held - REGISTRY_PORT)]
+        taken = runner.invoke(app, argv, env=env)
+    assert taken.exit_code == 1 and str(held) in taken.output, taken.output

@@ -142,17 +142,44 @@ ENVIRONMENT_READERS = {
 }
 
 
-def test_configuration_is_read_only_through_settings() -> None:
-    readers = {
+def _sources_with(markers: tuple[str, ...]) -> set[str]:
+    return {
         str(path.relative_to(ROOT))
         for package in ("agentmesh", "memory", "tool_registry", "agents", "examples")
         for path in (ROOT / package).rglob("*.py")
-        if "/v1/" not in str(path)
-        and any(marker in path.read_text() for marker in ("os.environ", "os.getenv", "getenv("))
+        if "/v1/" not in str(path) and any(marker in path.read_text() for marker in markers)
     }
+
+
+def test_configuration_is_read_only_through_settings() -> None:
+    readers = _sources_with(("os.environ", "os.getenv", "getenv("))
     assert readers <= ENVIRONMENT_READERS, (
         f"read the environment through Settings: {readers - ENVIRONMENT_READERS}"
     )
+    # A CLI option that names a variable (typer/click `envvar=`, or click's automatic variables)
+    # reads the environment past Settings too: its default comes from Settings instead. No exceptions.
+    option_readers = _sources_with(("envvar=", "auto_envvar_prefix"))
+    assert not option_readers, f"take CLI defaults from Settings, not `envvar=`: {option_readers}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "variables"),
+    [
+        (["up"], ["REDIS_URL", "MODEL_BASE_URL", "MODEL_NAME", "AGENTMESH_PORT_OFFSET"]),
+        (["tasks", "dead-letters", "list"], ["REDIS_URL"]),
+        (["token", "mint"], ["AGENTMESH_SIGNING_KEY"]),
+        (["trace"], ["AGENTMESH_TRACE_DIR"]),
+    ],
+)
+def test_cli_help_names_the_variables_behind_the_defaults(argv: list[str], variables: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from agentmesh.cli.main import app
+
+    result = CliRunner().invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for variable in variables:
+        assert f"default: {variable}" in result.output or f"Default: {variable}" in result.output, variable
 
 
 def test_cli_and_example_variables_are_settings() -> None:

@@ -76,3 +76,8 @@ def test_agentmesh_trace_prints_the_tree(tmp_path: Path) -> None:
     assert missing.exit_code == 1
     nowhere = runner.invoke(app, ["trace", "t-1", "--dir", str(tmp_path / "none")])
     assert nowhere.exit_code == 2
+    # Without --dir: AGENTMESH_TRACE_DIR (through Settings), as `agentmesh up` sets it for its services.
+    from_env = runner.invoke(
+        app, ["trace", "t-1"], env={"AGENTMESH_TRACE_DIR": str(tmp_path), "COLUMNS": "200"}
+    )
+    assert from_env.exit_code == 0 and "invoke_agent refunds" in from_env.output, from_env.output

@@ -596,13 +596,13 @@ async def test_a_claim_re_sent_after_a_lost_reply_returns_the_same_task(
     for n in range(2):
         await submit(queue, request_id=f"r{n}")
     sent: list[tuple[list[str], list[object]]] = []
-    script = queue._claim
+    script = queue.delivery._claim
 
     async def recording(keys: list[str], args: list[object]) -> object:
         sent.append((keys, args))
         return await script(keys=keys, args=args)
 
-    queue._claim = recording  # type: ignore[method-assign]
+    queue.delivery._claim = recording  # type: ignore[method-assign]
     attempt = None
     for shard in queue.shards():
         attempt = attempt or await queue.claim("c1", shard)

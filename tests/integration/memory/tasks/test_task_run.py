@@ -107,7 +107,8 @@ async def test_run_that_needs_approval_returns_the_paused_task(queue: TaskQueue,
 
 
 async def test_a_crashed_run_is_recovered_by_the_sweeper(queue: TaskQueue) -> None:
-    created = await queue._create("run", _run_request(), TENANT, OWNER, None, inline=True)  # then "dies"
+    # Created, then its process "dies".
+    created = await queue.admission._create("run", _run_request(), TENANT, OWNER, None, inline=True)
     sweeper = TaskSweeper(queue, grace_s=0)
     assert (await sweeper.sweep()).kept == 1  # lease still alive: maybe just slow
 

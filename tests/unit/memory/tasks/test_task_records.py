@@ -7,11 +7,11 @@ import pytest
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import codec
-from memory.codec import Kind
+from memory.codec import RecordKind
 from memory.tasks import scripts
+from memory.tasks.admission import request_fingerprint, task_id_for
 from memory.tasks.entries import decode_entry_payload, encode_entry
 from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
-from memory.tasks.queue import request_fingerprint, task_id_for
 from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
 
 
@@ -47,9 +47,9 @@ def test_queue_entries_round_trip_and_reject_foreign_data() -> None:
     with pytest.raises(DataLoss, match="not an agentmesh record"):
         decode_entry_payload(b'{"t": "x"}', "e")
     with pytest.raises(DataLoss, match="names no task"):
-        decode_entry_payload(codec.encode(Kind.QUEUE_ENTRY, 1, b'{"x": 1}'), "e")
+        decode_entry_payload(codec.encode(RecordKind.QUEUE_ENTRY, 1, b'{"x": 1}'), "e")
     with pytest.raises(DataLoss, match="not JSON"):
-        decode_entry_payload(codec.encode(Kind.QUEUE_ENTRY, 1, b"\xff"), "e")
+        decode_entry_payload(codec.encode(RecordKind.QUEUE_ENTRY, 1, b"\xff"), "e")
 
 
 def _fields(task: task_pb2.Task, **extra: bytes) -> dict[bytes, bytes]:
@@ -68,7 +68,7 @@ def test_snapshot_overlays_the_hot_fields_on_the_record() -> None:
     )
     steps = [task_pb2.Step(index=i, summary=f"step {i}") for i in range(12)]
     for step in reversed(steps):
-        fields[step_field(step.index).encode()] = codec.encode_message(Kind.STEP, 1, step)
+        fields[step_field(step.index).encode()] = codec.encode_message(RecordKind.STEP, 1, step)
     fields[b"lease"], fields[b"until"] = b"3:abc", b"5000"
     snapshot = decode_snapshot("t1", fields, clock_ms=4000)
     assert snapshot.task.state == task_pb2.TASK_STATE_WORKING
