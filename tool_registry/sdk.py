@@ -100,8 +100,8 @@ from memory import codec
 from memory.connection import AnyRedis, create_redis
 from memory.idempotency import Claimed, IdempotencyStore, Replay
 from tool_registry.arguments import validate_message
+from tool_registry.descriptor_files import load_or_compile
 from tool_registry.descriptors import ToolSchema, build_pool, load_tool_schema
-from tool_registry.protoc import compile_protos
 from tool_registry.self_registration import MetadataProvider, Registration, service_token_metadata
 
 log = logging.getLogger(__name__)
@@ -223,8 +223,10 @@ class ToolService:
     def from_proto(
         cls, path: str | Path, *, include_dirs: Sequence[str | Path] = (), service: str | None = None
     ) -> ToolService:
-        """Compile `path` in-process (agentmesh and buf/validate protos on the include path)."""
-        return cls(compile_protos([path], include_dirs), service=service)
+        """The service of `path`: its shipped descriptor set (`<name>.binpb`, see
+        tool_registry/descriptor_files.py) while current, else `path` compiled in process
+        (agentmesh and buf/validate protos on the include path)."""
+        return cls(load_or_compile(path, include_dirs), service=service)
 
     # -- composition --------------------------------------------------------------------
 
