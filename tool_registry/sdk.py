@@ -99,7 +99,7 @@ from agentmesh.v1 import (
 )
 from memory import codec
 from memory.redis_url import parse_redis_url
-from tool_registry.arguments import validate_message
+from tool_registry.arguments import validate_request
 from tool_registry.descriptor_files import load_or_compile
 from tool_registry.descriptors import ToolSchema, build_pool, load_tool_schema
 from tool_registry.self_registration import MetadataProvider, Registration, service_token_metadata
@@ -301,7 +301,7 @@ class ToolService:
                 )
             if self.authorize is not None:
                 await self.authorize(ctx)
-            violations = validate_message(request, method.schema.validator)
+            violations = validate_request(request, method.schema)
             if violations:
                 fields = ", ".join(v.field or "(request)" for v in violations[:5])
                 raise InvalidArgument(f"invalid request: {fields}", violations=violations)
