@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlparse
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -40,6 +39,9 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from agentmesh.kit.errors import DataLoss, Unavailable
 from agentmesh.v1 import errors_pb2
+from memory.redis_url import CLUSTER_SCHEMES, PLAIN_SCHEMES, SENTINEL_SCHEMES, describe, parse_redis_url
+
+__all__ = ["AnyRedis", "create_redis", "describe", "redis_errors"]
 
 AnyRedis = aioredis.Redis | RedisCluster
 
@@ -121,27 +123,6 @@ def _with_hiredis_packing(cls: type[C]) -> type[C]:
     return packing
 
 
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    hosts = []
-    for item in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-        hosts.append((host or "localhost", int(port) if port else default_port))
-    return hosts
-
-
-def _credentials(netloc: str) -> dict[str, Any]:
-    if "@" not in netloc:
-        return {}
-    userinfo = netloc.rsplit("@", 1)[0]
-    user, _, password = userinfo.partition(":")
-    creds: dict[str, Any] = {}
-    if user:
-        creds["username"] = unquote(user)
-    if password:
-        creds["password"] = unquote(password)
-    return creds
-
-
 def _tls(scheme: str, query: dict[str, list[str]]) -> dict[str, Any]:
     """TLS options of a rediss+cluster:// or rediss+sentinel:// URL (none for the plain schemes)."""
     if not scheme.startswith("rediss+"):
@@ -161,27 +142,27 @@ def create_redis(
     max_connections: int = MAX_CONNECTIONS,
 ) -> AnyRedis:
     """A client for `url` (see module doc). Connections are made lazily, on first use."""
-    parsed = urlparse(url)
-    scheme = parsed.scheme.lower()
+    parsed = parse_redis_url(url)
+    scheme = parsed.scheme
     options: dict[str, Any] = {**_common(), "decode_responses": decode_responses}
     if client_name:
         options["client_name"] = client_name
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in PLAIN_SCHEMES:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=POOL_TIMEOUT_S, **options
         )
         # connections are made lazily: swap the class before any is
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
         return aioredis.Redis.from_pool(pool)
-    query = parse_qs(parsed.query)
-    if scheme in {"redis+cluster", "rediss+cluster"}:
-        nodes = [ClusterNode(host, port) for host, port in _hosts(parsed.netloc, 6379)]
+    query = parsed.query
+    if scheme in CLUSTER_SCHEMES:
+        nodes = [ClusterNode(host, port) for host, port in parsed.hosts(6379)]
         options.pop("health_check_interval")
         tls = _tls(scheme, query)
         cluster = RedisCluster(
             startup_nodes=nodes,
             max_connections=max_connections,
-            **_credentials(parsed.netloc),
+            **parsed.credentials(),
             **options,
             **tls,
         )
@@ -192,21 +173,16 @@ def create_redis(
         for node in cluster.startup_nodes:
             node.connection_class = packing
         return cluster
-    if scheme in {"redis+sentinel", "rediss+sentinel"}:
-        path = [p for p in parsed.path.split("/") if p]
-        if not path:
-            raise ValueError(
-                "redis+sentinel:// URLs need the service name: redis+sentinel://host:26379/mymaster/0"
-            )
-        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+    if scheme in SENTINEL_SCHEMES:
+        service, db = parsed.sentinel_service()
         tls = _tls(scheme, query)
         sentinel_kwargs: dict[str, Any] = {"socket_timeout": CONNECT_TIMEOUT_S, "retry": _retry(), **tls}
         if "sentinel_password" in query:
             sentinel_kwargs["password"] = query["sentinel_password"][-1]
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            _hosts(parsed.netloc, 26379),
+            parsed.hosts(26379),
             sentinel_kwargs=sentinel_kwargs,
-            **_credentials(parsed.netloc),
+            **parsed.credentials(),
             **tls,
         )
         master: aioredis.Redis = sentinel.master_for(
@@ -216,20 +192,7 @@ def create_redis(
             master.connection_pool.connection_class
         )
         return master
-    raise ValueError(
-        f"unsupported REDIS_URL scheme {scheme!r}: use redis://, rediss://, unix://, "
-        "redis+sentinel://, redis+cluster:// (or rediss+sentinel://, rediss+cluster:// for TLS)"
-    )
-
-
-def describe(url: str) -> str:
-    """The URL without credentials, for logs and status output."""
-    parsed = urlparse(url)
-    netloc = parsed.netloc.rsplit("@", 1)[-1]
-    query = "&".join(
-        part for part in parsed.query.split("&") if part and not part.startswith("sentinel_password=")
-    )
-    return parsed._replace(netloc=netloc, query=query).geturl()
+    raise AssertionError(f"parse_redis_url let through the scheme {scheme!r}")
 
 
 class redis_errors:  # a context manager named like the function it replaced (`with redis_errors(...)`)

@@ -157,7 +157,7 @@ class ArgumentConverter:
             raise _invalid(
                 [FieldViolation("", f"does not convert: {str(exc)[:200]}", "INVALID_JSON")]
             ) from None
-        violations = validate_message(request, self.schema.validator)
+        violations = validate_request(request, self.schema)
         if violations:
             raise _invalid(violations)
         return request
@@ -505,6 +505,14 @@ def protovalidate_violations(violations: list[protovalidate.Violation]) -> list[
             where += " (key)"
         out.append(FieldViolation(where, proto.message or proto.rule_id, proto.rule_id))
     return out
+
+
+def validate_request(message: Message, schema: ToolSchema) -> list[FieldViolation]:
+    """protovalidate a request of `schema`: nothing to check (and protovalidate is not loaded)
+    when its descriptor set declares no rule."""
+    if not schema.has_rules:
+        return []
+    return validate_message(message, schema.validator)
 
 
 def validate_message(message: Message, validator: protovalidate.Validator) -> list[FieldViolation]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message_factory, unknown_fields
 from google.protobuf.message import DecodeError, Message
 
 from agentmesh.kit.errors import FieldViolation, InvalidArgument
@@ -37,6 +37,12 @@ MAX_TOOL_FIELDS = 2000
 MAX_MESSAGE_DEPTH = 64
 DESCRIPTOR_SET_FIELD = "tool.file_descriptor_set"
 METHOD_FIELD = "tool.method"
+
+# protovalidate's options (buf/validate/validate.proto): `message`, `oneof` and `field` are
+# extension 1159 of MessageOptions, OneofOptions and FieldOptions. Every rule protovalidate
+# enforces (CEL expressions included) is declared under one of them; `predefined` (1160)
+# only defines rules that a `field` rule then uses.
+VALIDATE_OPTION = 1159
 
 # SourceCodeInfo path components (descriptor.proto field numbers).
 _FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
@@ -216,6 +222,12 @@ class ToolSchema:
         return merged
 
     @functools.cached_property
+    def has_rules(self) -> bool:
+        """Whether any message of the set declares a protovalidate rule. Without one there is
+        nothing to validate, and protovalidate (~13 MB) need not be loaded at all."""
+        return set_has_rules(self.file_set)
+
+    @functools.cached_property
     def validator(self) -> protovalidate.Validator:
         """protovalidate for this version's messages: a validator keeps the descriptors it saw by
         full name, so two versions of one message in the same validator collide."""
@@ -314,6 +326,36 @@ def _load_tool_schema(data: bytes | descriptor_pb2.FileDescriptorSet, method_nam
     service_proto = next(s for s in file_proto.service if s.name == service.name)
     method_proto = next(m for m in service_proto.method if m.name == method_short)
     return ToolSchema(fds, pool, method, file_proto, method_proto)
+
+
+def _has_validate_option(options: Message) -> bool:
+    """Whether these options carry a buf.validate option: as a known extension, or (the usual
+    case, as protovalidate registers none in the default pool) as an unknown field."""
+    if not options.ByteSize():
+        return False
+    if any(fd.is_extension and fd.number == VALIDATE_OPTION for fd, _ in options.ListFields()):
+        return True
+    unknown = unknown_fields.UnknownFieldSet(options)
+    return any(unknown[i].field_number == VALIDATE_OPTION for i in range(len(unknown)))
+
+
+def _message_has_rules(message: descriptor_pb2.DescriptorProto) -> bool:
+    return (
+        _has_validate_option(message.options)
+        or any(_has_validate_option(f.options) for f in (*message.field, *message.extension))
+        or any(_has_validate_option(o.options) for o in message.oneof_decl)
+        or any(_message_has_rules(nested) for nested in message.nested_type)
+    )
+
+
+def set_has_rules(fds: descriptor_pb2.FileDescriptorSet) -> bool:
+    """Whether any message, field or oneof of the set (every file, not only what one method
+    reaches: an over-estimate is safe) declares a protovalidate rule."""
+    return any(
+        any(_message_has_rules(m) for m in file.message_type)
+        or any(_has_validate_option(f.options) for f in file.extension)
+        for file in fds.file
+    )
 
 
 def check_tool_size(method: descriptor.MethodDescriptor) -> None:

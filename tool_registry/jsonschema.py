@@ -449,6 +449,8 @@ def zero_value_violations(schema: ToolSchema, message: descriptor.Descriptor) ->
 
     Raises INVALID_ARGUMENT when the rules do not compile (a broken schema).
     """
+    if not schema.has_rules:  # no rule refuses anything
+        return []
     import protovalidate  # loaded at the first validation (see ToolSchema.validator)
 
     instance = schema.message_class(message)()

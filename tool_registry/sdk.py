@@ -18,7 +18,8 @@ What it does for every method:
   (INVALID_ARGUMENT with BadRequest field violations);
 - deduplicates calls that carry `idempotency-key` metadata through
   memory.idempotency.IdempotencyStore (scope: tool name + version; payload:
-  the deterministic serialized request): the first call runs, repeats replay
+  the deterministic serialized request; the Redis client is made at the
+  first keyed call, so a tool that gets none never loads redis-py): the first call runs, repeats replay
   the stored status and response (with `x-agentmesh-replayed` trailing
   metadata), a concurrent duplicate gets ABORTED + RetryInfo. Final outcomes
   are stored (OK and the errors that would repeat: INVALID_ARGUMENT, NOT_FOUND,
@@ -61,7 +62,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2, json_format
@@ -97,12 +98,15 @@ from agentmesh.v1 import (
     tool_options_pb2,
 )
 from memory import codec
-from memory.connection import AnyRedis, create_redis
-from memory.idempotency import Claimed, IdempotencyStore, Replay
-from tool_registry.arguments import validate_message
+from memory.redis_url import parse_redis_url
+from tool_registry.arguments import validate_request
+from tool_registry.descriptor_files import load_or_compile
 from tool_registry.descriptors import ToolSchema, build_pool, load_tool_schema
-from tool_registry.protoc import compile_protos
 from tool_registry.self_registration import MetadataProvider, Registration, service_token_metadata
+
+if TYPE_CHECKING:
+    from memory.connection import AnyRedis
+    from memory.idempotency import Claimed, IdempotencyStore
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +219,8 @@ class ToolService:
         self.registry_metadata: MetadataProvider | None = None
         self.registration: Registration | None = None
         self.host: ServiceHost | None = None
-        self._redis: AnyRedis | None = None
+        self._settings: Settings | None = None
+        self._redis: AnyRedis | None = None  # the idempotency stores' client, made at first use
         self._owns_redis = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -223,8 +228,10 @@ class ToolService:
     def from_proto(
         cls, path: str | Path, *, include_dirs: Sequence[str | Path] = (), service: str | None = None
     ) -> ToolService:
-        """Compile `path` in-process (agentmesh and buf/validate protos on the include path)."""
-        return cls(compile_protos([path], include_dirs), service=service)
+        """The service of `path`: its shipped descriptor set (`<name>.binpb`, see
+        tool_registry/descriptor_files.py) while current, else `path` compiled in process
+        (agentmesh and buf/validate protos on the include path)."""
+        return cls(load_or_compile(path, include_dirs), service=service)
 
     # -- composition --------------------------------------------------------------------
 
@@ -294,12 +301,12 @@ class ToolService:
                 )
             if self.authorize is not None:
                 await self.authorize(ctx)
-            violations = validate_message(request, method.schema.validator)
+            violations = validate_request(request, method.schema)
             if violations:
                 fields = ", ".join(v.field or "(request)" for v in violations[:5])
                 raise InvalidArgument(f"invalid request: {fields}", violations=violations)
-            if ctx.idempotency_key and method.store is not None:
-                return await self._deduplicated(method, request, ctx, method.store)
+            if ctx.idempotency_key:
+                return await self._deduplicated(method, request, ctx, self._store(method))
             return await _run(method, request, ctx)
 
         return handle
@@ -307,6 +314,8 @@ class ToolService:
     async def _deduplicated(
         self, method: _Method, request: Message, ctx: ToolContext, store: IdempotencyStore
     ) -> Message:
+        from memory.idempotency import Replay
+
         claim = await store.begin(ctx.idempotency_key, request.SerializeToString(deterministic=True))
         if isinstance(claim, Replay):
             metrics.TOOL_REPLAYS.labels(method.tool_name).inc()
@@ -361,12 +370,14 @@ class ToolService:
         self, settings: Settings | None = None, *, redis: AnyRedis | None = None, register: bool = True
     ) -> ServiceHost:
         settings = settings or Settings.from_env(role=Role.TOOL)
-        self._redis = (
-            redis if redis is not None else create_redis(settings.redis_url, client_name="agentmesh-tool")
-        )
-        self._owns_redis = redis is None
+        self._settings = settings
+        self._redis, self._owns_redis = redis, False
+        if redis is None:
+            # The client is made at the first keyed call (`_store`); a bad REDIS_URL still stops
+            # the start here, without loading redis-py.
+            parse_redis_url(settings.redis_url)
         for method in self.methods.values():
-            method.store = IdempotencyStore.from_settings(self._redis, settings, scope=method.scope)
+            method.store = None
         auth = mesh_auth(settings)
         host = ServiceHost(
             settings,
@@ -395,6 +406,22 @@ class ToolService:
             log.info("AGENTMESH_REGISTRY is not set: the tools are served but not registered")
         return host
 
+    def _store(self, method: _Method) -> IdempotencyStore:
+        """The idempotency store of `method`, made at its first keyed call with the Redis client
+        shared by all methods (redis-py loads then: a tool whose calls carry no idempotency key,
+        e.g. one that only serves reads, never loads it). Nothing is awaited in here, so
+        concurrent first calls share one client."""
+        if method.store is None:
+            from memory.connection import create_redis
+            from memory.idempotency import IdempotencyStore
+
+            settings = self._settings or Settings.from_env(role=Role.TOOL)
+            if self._redis is None:
+                self._redis = create_redis(settings.redis_url, client_name="agentmesh-tool")
+                self._owns_redis = True
+            method.store = IdempotencyStore.from_settings(self._redis, settings, scope=method.scope)
+        return method.store
+
     async def _registration_report(self) -> dict[str, Any]:
         if self.registration is None:
             return {"registry": None, "tools": {}}
@@ -409,6 +436,7 @@ class ToolService:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
+            self._redis, self._owns_redis = None, False
 
     async def serve(self, settings: Settings | None = None) -> None:
         """Serve until SIGTERM/SIGINT, then drain (what `run` does inside asyncio.run)."""
