@@ -10,7 +10,7 @@ usage store's verdict stops the task when a budget beyond the task's own
 limits (the user's daily tokens or cost) runs out. One usage model: a model
 turn is priced once, by the state machine with the domain's `PriceTable`; the
 usage store adds up the cost the step carries and never prices again. When the task ends, its
-turns are appended to the session.
+turns are appended to the session; its last model turn is checkpointed with the outcome.
 """
 
 from __future__ import annotations
@@ -120,6 +120,17 @@ class CheckpointJournal:
         if not canceled and exhausted is None:
             return CONTINUE
         return Verdict(canceled=self.checkpoint_.cancel_reason if canceled else None, exhausted=exhausted)
+
+    async def checkpoint_last(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage,
+        artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+    ) -> None:
+        """The task's last step: written with the outcome (`Checkpointer.save_last`), its usage
+        recorded like any step's."""
+        self._enqueue(step_usage(step, self.priced))
+        self.checkpoint_.save_last(step, usage=usage, artifacts=artifacts)
 
     async def settle(self) -> Verdict:
         if self._recorder is not None:

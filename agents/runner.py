@@ -11,7 +11,10 @@ the task was canceled meanwhile or a budget beyond its own ran out (checked
 between steps). Checkpoints are written in order in the background while the
 next model call or read-only tool call runs; before a call with a side effect
 (and at the end) the loop waits until every earlier step is durable, so a
-resumed task repeats the same decision under the same idempotency key. Metrics and
+resumed task repeats the same decision under the same idempotency key. At the end, a last step
+that is a model turn (the final answer, as a rule) is not saved on its own: it is handed to the
+journal's `checkpoint_last`, and the task layer writes it with the outcome (one round trip per
+task less). A step of a tool call is always saved on its own before the task ends. Metrics and
 spans follow the GenAI conventions (`invoke_agent`, `chat`, `execute_tool`).
 """
 
@@ -89,6 +92,16 @@ class StepJournal(Protocol):
         (stored with the task, streamed as artifact updates); the verdict says whether to stop."""
         ...
 
+    async def checkpoint_last(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage,
+        artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+    ) -> None:
+        """The task's last step (a model turn; the task ends next): stored with the outcome, or
+        like `checkpoint` by a journal that cannot wait for it."""
+        ...
+
     async def settle(self) -> Verdict:
         """Wait for bookkeeping still in flight (the task is ending)."""
         ...
@@ -109,17 +122,26 @@ class _Checkpoints:
         self.journal = journal
         self.usage = usage
         self.saved = machine.replayed
+        self.ending = False  # the task ends: the background saver leaves a last model turn alone
         self._task: asyncio.Task[None] | None = None
         self._canceled: str | None = None
         self._exhausted: LimitReached | None = None
 
     def kick(self) -> None:
-        if (self._task is None or self._task.done()) and self.saved < len(self.machine.steps):
+        if (self._task is None or self._task.done()) and self.saved < self._end():
             self._check()
             self._task = asyncio.create_task(self._save(), name="checkpoints")
 
+    def _end(self) -> int:
+        """How many steps the background saver saves: all of them, except a last model turn once
+        the task ends (`finish` hands it to the journal's `checkpoint_last`)."""
+        steps = self.machine.steps
+        if self.ending and steps and len(steps) > self.saved and _with_outcome(steps[-1]):
+            return len(steps) - 1
+        return len(steps)
+
     async def _save(self) -> None:
-        while self.saved < len(self.machine.steps):
+        while self.saved < self._end():
             step = self.machine.steps[self.saved]
             _count(self.machine, step)
             verdict = await self.journal.checkpoint(
@@ -140,9 +162,21 @@ class _Checkpoints:
         while True:
             if self._task is not None:
                 await self._task
-            if self.saved >= len(self.machine.steps):
+            if self.saved >= self._end():
                 return
             self.kick()
+
+    async def finish(self) -> None:
+        """The task ends: save every step but a last model turn, which goes to the journal's
+        `checkpoint_last` (written with the outcome)."""
+        self.ending = True
+        await self.drain()
+        self._check()
+        if self.saved < len(self.machine.steps):
+            step = self.machine.steps[self.saved]
+            _count(self.machine, step)
+            await self.journal.checkpoint_last(step, self.usage(), self.machine.step_artifacts(step.index))
+            self.saved += 1
 
     def verdict(self) -> Verdict:
         """What the saved steps learned (cancel, budget), once; raises if saving failed."""
@@ -197,7 +231,7 @@ async def drive(
                 apply(checkpoints.verdict())
                 action = machine.next_action(clock())
                 if isinstance(action, Finished):
-                    await checkpoints.drain()
+                    await checkpoints.finish()
                     await journal.settle()
                     outcome = action.outcome
                     break
@@ -226,6 +260,12 @@ async def drive(
         span.set_attribute("agentmesh.task.stop_reason", reason)
         metrics.AGENT_TASKS.labels(domain, state, reason).inc()
         return outcome
+
+
+def _with_outcome(step: task_pb2.Step) -> bool:
+    """Whether the task's last step may wait to be written with its outcome: a model turn, whose
+    loss in a crash only repeats the turn (a tool call's step is saved on its own, always)."""
+    return step.kind == task_pb2.STEP_KIND_MODEL_CALL
 
 
 def _has_effects(action: ModelCall | ToolInvocation) -> bool:

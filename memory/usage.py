@@ -20,7 +20,8 @@ that domain, the user over all domains, the user's UTC day, and the tenant's
 domain total. All but the last share the user's hash tag `{u:<tenant>:<user>}`,
 so one Lua script adds them atomically and returns the task's and the day's
 totals; the budget verdict comes back with the same round trip. The tenant's
-domain total (`{c:<tenant>:<domain>}`) is updated concurrently (a second slot).
+domain total (`{c:<tenant>:<domain>}`, a second slot) is updated by a second script sent
+in the same pipeline (concurrently on a Cluster).
 
 Counters are integers (HINCRBY): cost is kept in nano-USD so sums never drift.
 Each hash carries `v` (format version); counters expire `retention_s` after
@@ -41,7 +42,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio as aioredis
 from google.protobuf import duration_pb2
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
@@ -357,8 +361,9 @@ class UsageStore:
     ) -> BudgetStatus:
         """Add one step's usage everywhere it is attributed; returns the totals and the budget verdict.
 
-        One atomic script for the user's counters (plus one concurrent call for
-        the tenant's domain total), so it costs about one round trip.
+        One atomic script for the user's counters and one for the tenant's domain total (another
+        slot), sent together: one round trip (two concurrent calls on a Cluster), and one more
+        at the task's first record (it counts the task in the domain total).
         """
         violations = Violations()
         check_owner(
@@ -401,12 +406,13 @@ class UsageStore:
             record_keys.append(keys.usage_session(tenant, user, who.session_id, who.domain))
         domain_key = keys.usage_domain(tenant, who.domain)
         with redis_errors("recording usage"):
-            answer, _ = await asyncio.gather(
-                self._record(
-                    keys=record_keys,
-                    args=[who.domain, who.session_id, self.retention_ms, DAY_RETENTION_MS, *deltas],
+            answer, _ = await self._together(
+                (
+                    self._record,
+                    record_keys,
+                    [who.domain, who.session_id, self.retention_ms, DAY_RETENTION_MS, *deltas],
                 ),
-                self._record_domain(keys=[domain_key], args=[self.retention_ms, 0, *deltas]),
+                (self._record_domain, [domain_key], [self.retention_ms, 0, *deltas]),
             )
             new_task, task_fields, day_fields = answer
             if int(new_task):  # the task's first record: count it in the domain total too
@@ -419,6 +425,26 @@ class UsageStore:
                 who.domain, f"{status.exhausted.scope}.{status.exhausted.budget}"
             ).inc()
         return status
+
+    async def _together(self, *calls: tuple[AsyncScript, list[str], list[Any]]) -> list[Any]:
+        """Scripts whose keys lie in different slots, in one pipeline (one round trip) on a single
+        server or a Sentinel master; concurrently on a Cluster (its pipeline neither loads scripts
+        nor keeps replies apart per slot). A script the server does not know yet (restarted, failed
+        over) did not run: it alone is loaded and sent again, so nothing is counted twice."""
+        if not isinstance(self._redis, aioredis.Redis):
+            return list(await asyncio.gather(*(script(keys=k, args=a) for script, k, a in calls)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, k, a in calls:
+                pipe.evalsha(script.sha, len(k), *k, *a)
+            replies = await pipe.execute(raise_on_error=False)
+        answers = []
+        for (script, k, a), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await script(keys=k, args=a)  # loads it, then runs it
+            elif isinstance(reply, Exception):
+                raise reply
+            answers.append(reply)
+        return answers
 
     @staticmethod
     def _observe(domain: str, step: StepUsage) -> None:

@@ -13,7 +13,9 @@ The agent runtime implements one coroutine:
 a step with a checkpoint must never run again, so the idempotency key of a
 side effect is (task id, step index) and a resumed attempt starts at
 `checkpoint.next_index`. `checkpoint.resumption` holds the answer to a pause
-(ResumeTask) until the next checkpoint.
+(ResumeTask) until the next checkpoint. The task's last step may instead be handed over with
+`checkpoint.save_last(step)`: it is then written by the script that records the outcome (one
+Redis round trip per task less); see `Checkpointer.save_last`.
 
 An `Attempt` is the hold of one process on one task: its attempt number is the
 fencing token every write is checked against (memory/tasks/store.py), and a
@@ -138,11 +140,12 @@ class Checkpointer:
 
     @property
     def steps(self) -> Sequence[task_pb2.Step]:
-        return self._attempt.task.steps
+        """The checkpointed steps, and the last step handed over with `save_last` if any."""
+        return self._attempt.steps
 
     @property
     def next_index(self) -> int:
-        return len(self._attempt.task.steps)
+        return len(self.steps)
 
     @property
     def resumption(self) -> Resumption | None:
@@ -178,6 +181,24 @@ class Checkpointer:
         """
         return await self._attempt.save(step, usage=usage, artifacts=artifacts)
 
+    def save_last(
+        self,
+        step: task_pb2.Step,
+        *,
+        usage: task_pb2.Usage | None = None,
+        artifacts: Sequence[task_pb2.Artifact | task_pb2.ArtifactUpdate] = (),
+    ) -> None:
+        """Hand over the task's last step: it is checkpointed by the script that records the
+        outcome the executor returns next (the step, its events and the outcome in one fenced
+        script: one round trip instead of two), with the same checks as `save`.
+
+        Nothing is written yet: until the outcome is recorded the step is not durable (a crash
+        repeats it), so hand over only a step after which nothing with a side effect runs. If
+        the executor writes anything else first (`save`), raises, or the attempt is handed
+        back, the step is checkpointed on its own before that.
+        """
+        self._attempt.hold(step, usage=usage, artifacts=artifacts)
+
     async def started(self, step: task_pb2.Step) -> bool:
         """Announce a step that starts (an event for watchers; nothing is checkpointed)."""
         return await self._attempt.announce(step)
@@ -195,9 +216,23 @@ class AttemptQueue(Protocol):
     store: TaskStore
 
 
+@dataclass(frozen=True, slots=True)
+class _LastStep:
+    """A step handed over with `Checkpointer.save_last`, not written yet."""
+
+    step: task_pb2.Step
+    usage: task_pb2.Usage | None
+    updates: tuple[task_pb2.ArtifactUpdate, ...]
+
+
 class Attempt:
     """One process's hold on one task. Created by TaskDelivery.start (a queue entry) or
-    TaskAdmission.run (inline)."""
+    TaskAdmission.run (inline).
+
+    `task` is the task as this attempt has written it, steps included (changed in place as steps
+    are saved); `_record` is the same without the steps — what a commit encodes — so saving a
+    step never copies the steps before it.
+    """
 
     def __init__(
         self,
@@ -212,6 +247,8 @@ class Attempt:
         self.queue = queue
         self.store = queue.store
         self.task = snapshot.task
+        self._record = _without_steps(snapshot.task)
+        self._last: _LastStep | None = None
         self.task_id = snapshot.task.task_id
         self.number = snapshot.task.attempt
         self.start_id = start_id
@@ -267,6 +304,13 @@ class Attempt:
         patch.lease_ms = self.queue.config.lease_ms
         return patch
 
+    @property
+    def steps(self) -> Sequence[task_pb2.Step]:
+        """The checkpointed steps, and the step handed over with `hold` if any."""
+        if self._last is None:
+            return self.task.steps
+        return [*self.task.steps, self._last.step]
+
     async def save(
         self,
         step: task_pb2.Step,
@@ -274,34 +318,112 @@ class Attempt:
         usage: task_pb2.Usage | None,
         artifacts: Sequence[task_pb2.Artifact | task_pb2.ArtifactUpdate],
     ) -> bool:
+        if self._last is not None:
+            await self._save_last_now()
+        return await self._save(step, usage, tuple(_artifact_update(a) for a in artifacts))
+
+    async def _save(
+        self,
+        step: task_pb2.Step,
+        usage: task_pb2.Usage | None,
+        updates: tuple[task_pb2.ArtifactUpdate, ...],
+    ) -> bool:
+        self._check_next(step)
+        now = now_ms()
+        events = [step_event(step, finished=True), *(artifact_event(u) for u in updates)]
+        patch = Patch(guard="fence", step=step, events=events, fields={Field.UPDATED: now})
+        record = None
+        if usage is not None or updates:  # the record changes: encode it (without the steps)
+            record = self._changed(now, usage, updates)
+            patch.task = record
+        if self.resumption is not None:
+            patch.delete = RESUMPTION_FIELDS
+        await self._commit(self._renew(patch))
+        self.resumption = None
+        if record is not None:
+            self._record = record
+        else:
+            set_millis(self._record.update_time, now)
+        task = self.task
+        task.steps.append(step)
+        set_millis(task.update_time, now)
+        if usage is not None:
+            task.usage.CopyFrom(usage)
+        for update in updates:
+            _merge_artifact(task, update)
+        return bool(self.cancel)
+
+    def _check_next(self, step: task_pb2.Step) -> None:
         expected = len(self.task.steps)
         if step.index != expected:
             raise ValueError(f"task {self.task_id}: step {step.index} saved, expected step {expected}")
         if self.finished:
             raise LeaseLost(f"task {self.task_id}: attempt {self.number} has already finished")
-        updated = task_pb2.Task()
-        updated.CopyFrom(self.task)
-        updated.ClearField("steps")
-        now = now_ms()
-        set_millis(updated.update_time, now)
+
+    def _changed(
+        self, now: int, usage: task_pb2.Usage | None, updates: Sequence[task_pb2.ArtifactUpdate]
+    ) -> task_pb2.Task:
+        """A copy of the record (no steps: small) with a step's usage and artifacts applied."""
+        record = task_pb2.Task()
+        record.CopyFrom(self._record)
+        set_millis(record.update_time, now)
         if usage is not None:
-            updated.usage.CopyFrom(usage)
-        updates = [_artifact_update(a) for a in artifacts]
+            record.usage.CopyFrom(usage)
         for update in updates:
-            _merge_artifact(updated, update)
-        events = [step_event(step, finished=True), *(artifact_event(u) for u in updates)]
-        patch = Patch(guard="fence", step=step, events=events, fields={Field.UPDATED: now})
-        if usage is not None or updates:
-            patch.task = updated
-        if self.resumption is not None:
-            patch.delete = RESUMPTION_FIELDS
-        await self._commit(self._renew(patch))
-        self.resumption = None
-        updated.steps.extend(self.task.steps)
-        updated.steps.append(step)
-        updated.last_event_id = self.task.last_event_id
-        self.task = updated
-        return bool(self.cancel)
+            _merge_artifact(record, update)
+        return record
+
+    def hold(
+        self,
+        step: task_pb2.Step,
+        *,
+        usage: task_pb2.Usage | None,
+        artifacts: Sequence[task_pb2.Artifact | task_pb2.ArtifactUpdate],
+    ) -> None:
+        """Keep the task's last step for the script that records the outcome (Checkpointer.save_last)."""
+        if self._last is not None:
+            raise ValueError(
+                f"task {self.task_id}: step {self._last.step.index} was already handed over last"
+            )
+        self._check_next(step)
+        self._last = _LastStep(step, usage, tuple(_artifact_update(a) for a in artifacts))
+
+    async def _save_last_now(self) -> None:
+        """Checkpoint the step handed over with `hold` on its own (something else is written first)."""
+        last, self._last = self._last, None
+        if last is not None:
+            await self._save(last.step, last.usage, last.updates)
+
+    async def _save_last_before(self, what: str) -> None:
+        """`_save_last_now` before a failure or a hand-back, which must be written all the same: only
+        a lost lease stops them."""
+        try:
+            await self._save_last_now()
+        except LeaseLost:
+            raise
+        except Exception:
+            log.warning(
+                "could not checkpoint the last step before %s",
+                what,
+                exc_info=True,
+                extra={"task_id": self.task_id},
+            )
+
+    def _with_last(
+        self, record: task_pb2.Task, usage: task_pb2.Usage | None, patch: Patch
+    ) -> tuple[task_pb2.Step | None, list[task_pb2.TaskEvent]]:
+        """Put the step handed over with `hold` into the ending `patch` of `record`: its checkpoint,
+        its events, its artifacts and (unless the outcome brings its own) its usage. Returns the
+        step and its events (to go before the outcome's)."""
+        last, self._last = self._last, None
+        if last is None:
+            return None, []
+        if usage is None and last.usage is not None:
+            record.usage.CopyFrom(last.usage)
+        for update in last.updates:
+            _merge_artifact(record, update)
+        patch.step = last.step  # the ending patches clear the resumption fields anyway
+        return last.step, [step_event(last.step, finished=True), *(artifact_event(u) for u in last.updates)]
 
     async def announce(self, step: task_pb2.Step) -> bool:
         await self._commit(self._renew(Patch(guard="fence", events=[step_event(step, finished=False)])))
@@ -353,15 +475,14 @@ class Attempt:
     # -- endings ---------------------------------------------------------------------------
 
     async def finish(self, outcome: TaskOutcome) -> task_pb2.Task:
-        """Record the outcome and acknowledge the queue entry, in one fenced script. Returns the task."""
+        """Record the outcome (with the last step handed over by `save_last`, if any) and
+        acknowledge the queue entry, in one fenced script. Returns the task."""
         if isinstance(outcome, InputRequired) and not self.cancel:
             return await self._pause(outcome)
         now = now_ms()
         if isinstance(outcome, Completed):
             done = self._ending(states.COMPLETED, task_pb2.STOP_REASON_FINAL_ANSWER, outcome.message, now)
             done.final_answer = outcome.final_answer
-            for artifact in outcome.artifacts:
-                _merge_artifact(done, _artifact_update(artifact))
             usage = outcome.usage
         elif isinstance(outcome, Failed | Rejected):
             message = outcome.message or outcome.error.message or "failed"
@@ -373,31 +494,31 @@ class Attempt:
             message = outcome.message or self.cancel or "canceled"
             done = self._ending(states.CANCELED, task_pb2.STOP_REASON_CANCELED, message, now)
             usage = outcome.usage if isinstance(outcome, InputRequired) else None
-        if usage is not None:
-            done.usage.CopyFrom(usage)
-        events = [status_event(done)]
-        if isinstance(outcome, Completed) and outcome.artifacts:
-            events[:0] = [artifact_event(_artifact_update(a)) for a in outcome.artifacts]
         patch = Patch(
             guard="fence",
             task=done,
             delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
-            events=events,
             lease="release",
             ttl_ms=self.retention_ms,
         )
+        last, events = self._with_last(done, usage, patch)
+        if isinstance(outcome, Completed) and outcome.artifacts:
+            for artifact in outcome.artifacts:
+                _merge_artifact(done, _artifact_update(artifact))
+            events += [artifact_event(_artifact_update(a)) for a in outcome.artifacts]
+        if usage is not None:
+            done.usage.CopyFrom(usage)
+        patch.events = [*events, status_event(done)]
         await self._commit(self._release(patch))
         self.finished = True
         await self.stop_heartbeats()
         record_finished(self.queue.domain, done.state)
-        done.steps.extend(self.task.steps)
-        done.last_event_id = self.task.last_event_id
-        self.task = done
+        self._ended(done, last)
         return done
 
     def _ending(self, state: int, stop_reason: int, message: str, now: int) -> task_pb2.Task:
         return finish(
-            self.task,
+            self._record,
             state,
             stop_reason=stop_reason,
             message=message,
@@ -405,38 +526,42 @@ class Attempt:
             retention_ms=self.retention_ms,
         )
 
+    def _ended(self, record: task_pb2.Task, last: task_pb2.Step | None) -> None:
+        """The attempt wrote its last change, `record`: it becomes the task (with its steps). Nothing
+        is written after it, so `_record` is left as it was."""
+        record.steps.extend(self.task.steps)
+        if last is not None:
+            record.steps.append(last)
+        record.last_event_id = self.task.last_event_id
+        self.task = record
+
     async def _pause(self, outcome: InputRequired) -> task_pb2.Task:
-        states.check_transition(self.task_id, self.task.state, states.INPUT_REQUIRED)
+        states.check_transition(self.task_id, self._record.state, states.INPUT_REQUIRED)
         paused = task_pb2.Task()
-        paused.CopyFrom(self.task)
-        paused.ClearField("steps")
+        paused.CopyFrom(self._record)
         paused.state = states.INPUT_REQUIRED
         paused.stop_reason = outcome.stop_reason  # type: ignore[assignment]
         paused.status_message = outcome.message or outcome.pending_action.message or "waiting for input"
         paused.pending_action.CopyFrom(outcome.pending_action)
         set_millis(paused.update_time, now_ms())
-        if outcome.usage is not None:
-            paused.usage.CopyFrom(outcome.usage)
-        await self.store.remember_pause(paused)
         # A paused Run task lives on the durable path now: give it the durable retention.
         retention = max(self.retention_ms, self.queue.config.retention_ms)
-        await self._commit(
-            self._release(
-                Patch(
-                    guard="fence",
-                    task=paused,
-                    fields={Field.RETENTION: retention},
-                    delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
-                    events=[status_event(paused)],
-                    lease="release",
-                )
-            )
+        patch = Patch(
+            guard="fence",
+            task=paused,
+            fields={Field.RETENTION: retention},
+            delete=(Field.RUNNING, Field.CANCEL, *RESUMPTION_FIELDS),
+            lease="release",
         )
+        last, events = self._with_last(paused, outcome.usage, patch)
+        if outcome.usage is not None:
+            paused.usage.CopyFrom(outcome.usage)
+        patch.events = [*events, status_event(paused)]
+        await self.store.remember_pause(paused)
+        await self._commit(self._release(patch))
         self.finished = True
         await self.stop_heartbeats()
-        paused.steps.extend(self.task.steps)
-        paused.last_event_id = self.task.last_event_id
-        self.task = paused
+        self._ended(paused, last)
         return paused
 
     async def fail(self, error: BaseException | str) -> None:
@@ -446,6 +571,7 @@ class Attempt:
         entry stays pending and is retried after the claim idle timeout (the backoff); an
         inline Run is handed to the queue at once (in the same script).
         """
+        await self._save_last_before("counting a failed attempt")
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         reason = f"attempt {self.number} failed: {reason}"[:1000]
         now = now_ms()
@@ -474,6 +600,7 @@ class Attempt:
     ) -> None:
         """Give the task up without counting a failure (drain, Run deadline): another worker resumes
         it from the last checkpoint at once."""
+        await self._save_last_before("handing the task back")
         now = now_ms()
         self.task.status_message = message
         self.task.stop_reason = stop_reason  # type: ignore[assignment]
@@ -494,6 +621,7 @@ class Attempt:
 
     async def abandon(self) -> None:
         """Stop heartbeating without writing (the lease was lost)."""
+        self._last = None
         self.finished = True
         await self.stop_heartbeats()
 
@@ -533,6 +661,16 @@ async def run_attempt(attempt: Attempt, execute: Executor) -> task_pb2.Task:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _without_steps(task: task_pb2.Task) -> task_pb2.Task:
+    """A copy of `task` without its steps and last event id: the record as stored (once per
+    attempt)."""
+    record = task_pb2.Task()
+    record.CopyFrom(task)
+    record.ClearField("steps")
+    record.ClearField("last_event_id")
+    return record
 
 
 def _artifact_update(item: task_pb2.Artifact | task_pb2.ArtifactUpdate) -> task_pb2.ArtifactUpdate:

@@ -26,7 +26,8 @@ from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import load_spec
 from examples import dummy
-from memory.tasks.execution import InputRequired
+from memory.tasks.execution import Attempt, InputRequired
+from memory.tasks.queue import TaskQueue
 from tests.integration.agents.conftest import DOMAINS, ROOT
 from tests.integration.agents.test_compensation import Died, DiesAt
 from tests.support.auth import DEFAULT_SCOPES, issuer, key_path
@@ -73,6 +74,17 @@ async def training(registry: Registry, redis_url: str) -> AsyncIterator[tuple[Ag
     await client.aclose()
 
 
+async def _take_over(queue: TaskQueue, consumer: str) -> Attempt:
+    """The dead worker's task, once its entry is idle and its lease expired: a checkpoint renews the
+    lease after the entry was delivered, so the entry can be idle long enough while the lease still
+    holds ("busy": the start leaves it, and it comes back after another idle timeout)."""
+    for _ in range(10):
+        attempt = await queue.start(await reclaim_one(queue, consumer), consumer)
+        if attempt is not None:
+            return attempt
+    raise AssertionError("the dead worker's task was never taken over")
+
+
 async def test_a_lost_pause_parks_the_task_again_without_repeating_the_call(
     training: tuple[AgentProcess, Any],
 ) -> None:
@@ -94,8 +106,7 @@ async def test_a_lost_pause_parks_the_task_again_without_repeating_the_call(
         )  # type: ignore[arg-type]
     assert effects() == 1
 
-    second = await queue.start(await reclaim_one(queue, "second"), "second")
-    assert second is not None
+    second = await _take_over(queue, "second")
     with pytest.raises(Died):  # parks OUTCOME_UNKNOWN: the parked step saved, the pause never stored
         await process.executor(
             second.task, DiesAt(second.checkpointer, "dummy_act_once", after_checkpoint=True)
@@ -103,8 +114,7 @@ async def test_a_lost_pause_parks_the_task_again_without_repeating_the_call(
     parked_step = second.task.steps[-1]
     assert parked_step.outcome == task_pb2.TOOL_OUTCOME_UNKNOWN
 
-    third = await queue.start(await reclaim_one(queue, "third"), "third")
-    assert third is not None
+    third = await _take_over(queue, "third")
     outcome = await process.executor(third.task, third.checkpointer)
     assert effects() == 1, "the NON_IDEMPOTENT call was sent again"
     assert isinstance(outcome, InputRequired), outcome

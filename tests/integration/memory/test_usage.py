@@ -12,6 +12,7 @@ from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
+from memory import usage as usage_module
 from memory.connection import create_redis
 from memory.prices import Cost, builtin_prices
 from memory.usage import Attribution, Budgets, StepUsage, UsageStore, utc_day
@@ -152,3 +153,28 @@ async def test_bad_records_and_foreign_counters(usage: UsageStore, client: aiore
     await client.hset(keys.usage_user(T, U), mapping={"v": "99", "iterations": "1"})
     with pytest.raises(DataLoss):
         await usage.for_user(T, U)
+
+
+async def test_one_round_trip_per_record_and_nothing_counted_twice_after_a_script_flush(
+    usage: UsageStore, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's and the domain's scripts go in one pipeline; a server that lost its scripts
+    (restart, failover: NOSCRIPT) runs each exactly once all the same."""
+    await usage.record(who(), turn("gpt-4o-mini", 10, 5))  # the task's first record (+1 call)
+    sent: list[int] = []
+    execute = aioredis.client.Pipeline.execute
+
+    async def counted(self: aioredis.client.Pipeline, raise_on_error: bool = True) -> list[object]:
+        sent.append(len(self.command_stack))
+        return await execute(self, raise_on_error)
+
+    monkeypatch.setattr(aioredis.client.Pipeline, "execute", counted)
+    await usage.record(who(), turn("gpt-4o-mini", 10, 5))
+    assert sent == [2]
+    await client.script_flush()
+    await client.script_load(usage_module._RECORD)  # only the domain's script is missing: it alone runs again
+    await usage.record(who(), turn("gpt-4o-mini", 10, 5))
+    task = await usage.for_task(T, U, "t-1")
+    assert task.usage.iterations == 3 and task.usage.total_tokens == 45
+    domain = await usage.for_domain("refunds", T)
+    assert domain.tasks == 1 and domain.usage.iterations == 3 and domain.usage.total_tokens == 45

@@ -70,6 +70,11 @@ class GatedJournal:
         self.saved.append(step.index)
         return self.verdict
 
+    async def checkpoint_last(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> None:
+        await self.checkpoint(step, usage, artifacts)
+
     async def settle(self) -> Verdict:
         return CONTINUE
 
@@ -199,8 +204,15 @@ class Turns:
 
 
 class RecordingJournal:
-    def __init__(self, fail_with: Exception | None = None, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        fail_with: Exception | None = None,
+        gate: asyncio.Event | None = None,
+        verdict: Verdict = CONTINUE,
+    ) -> None:
         self.saved: list[tuple[int, task_pb2.Usage]] = []
+        self.verdict = verdict
+        self.last: list[int] = []  # the steps handed over with checkpoint_last
         self.fail_with = fail_with
         self.gate = gate
         self.cancelled = False
@@ -217,7 +229,14 @@ class RecordingJournal:
                 self.cancelled = True
                 raise
         self.saved.append((step.index, usage))
-        return CONTINUE
+        verdict, self.verdict = self.verdict, CONTINUE  # once
+        return verdict
+
+    async def checkpoint_last(
+        self, step: task_pb2.Step, usage: task_pb2.Usage, artifacts: Sequence[task_pb2.ArtifactUpdate] = ()
+    ) -> None:
+        self.last.append(step.index)
+        await self.checkpoint(step, usage, artifacts)
 
     async def settle(self) -> Verdict:
         return CONTINUE
@@ -248,9 +267,42 @@ async def test_every_step_is_saved_once_in_order_with_the_usage_and_wall_time_so
     )
     assert outcome.state == task_pb2.TASK_STATE_COMPLETED
     assert [index for index, _ in journal.saved] == list(range(len(run.steps)))
+    # The final answer, a model turn, is handed over to be written with the outcome.
+    assert journal.last == [len(run.steps) - 1]
+    assert run.steps[-1].kind == task_pb2.STEP_KIND_MODEL_CALL
     first = journal.saved[0][1]  # saved after the first turn (2 s of model time)
     assert first.total_tokens == 15 and first.wall_time.ToTimedelta().total_seconds() == 7.0
     assert run.tally.wall_time_s == 5.0 + 6.0  # three turns of 2 s on top of the earlier attempts
+
+
+async def test_a_task_that_ends_after_a_tool_call_saves_that_step_on_its_own() -> None:
+    """Only a model turn waits to be written with the outcome: a task stopped right after a tool
+    call (a budget ran out while saving) saves the call's step like any other."""
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    exhausted = LimitReached(task_pb2.STOP_REASON_TOKEN_CAP, "tokens", "the user's daily tokens are spent")
+    journal = RecordingJournal(verdict=Verdict(exhausted=exhausted))
+
+    class SlowTool(RecordingTools):
+        async def invoke(
+            self, invocation: ToolInvocation, *, caller: Caller, timeout: float
+        ) -> ToolObservation:
+            # The save of the turn that asked for the call lands (with its verdict) meanwhile.
+            await until(lambda: journal.saved, what="the first save", timeout=10)
+            return await super().invoke(invocation, caller=caller, timeout=timeout)
+
+    outcome = await drive(
+        run,
+        model=Turns(_read_only_turns(3), clock),
+        tools=SlowTool(GatedJournal()),
+        journal=journal,
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    assert outcome.stop_reason == task_pb2.STOP_REASON_TOKEN_CAP
+    assert run.steps[-1].kind == task_pb2.STEP_KIND_TOOL_CALL
+    assert [index for index, _ in journal.saved] == [0, 1]
+    assert journal.last == []
 
 
 async def test_a_failed_save_stops_the_task_at_the_next_step() -> None:
