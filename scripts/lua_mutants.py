@@ -7,7 +7,7 @@ the mutant applied there, and the tests that guard that script run against it (r
 mutant must turn them red ("killed"). A survivor is listed with its reason in tests/MUTATION.md
 under "Lua mutants"; the driver fails on any survivor not listed there.
 
-    python scripts/lua_mutants.py [--only NAME ...] [--list]
+    python scripts/lua_mutants.py [--only NAME ...] [--list] [--tests PYTEST_ID ...]
 """
 
 from __future__ import annotations
@@ -548,7 +548,7 @@ def _listed_equivalent() -> set[str]:
     return {word.removeprefix("`lua:").rstrip("`") for word in text.split() if word.startswith("`lua:")}
 
 
-def run(mutant: Mutant) -> tuple[str, float]:
+def run(mutant: Mutant, tests: list[str] | None = None) -> tuple[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"lua-mutant-{mutant.name}-") as tmp:
         work = Path(tmp)
         _copy(work)
@@ -560,7 +560,7 @@ def run(mutant: Mutant) -> tuple[str, float]:
         env = {**os.environ, "PYTHONPATH": str(work)}
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *(tests or mutant.tests)],
             cwd=work,
             env=env,
             capture_output=True,
@@ -579,6 +579,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--tests", nargs="*", default=[], help="run these tests instead (check that one test kills a mutant)"
+    )
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
     if args.list:
@@ -588,7 +591,7 @@ def main() -> int:
     equivalent = _listed_equivalent()
     bad = []
     for mutant in chosen:
-        outcome, elapsed = run(mutant)
+        outcome, elapsed = run(mutant, args.tests)
         print(f"{outcome:10.60} {mutant.name:24} {elapsed:6.1f} s  {mutant.what}", flush=True)
         if outcome != "killed" and not (outcome == "SURVIVED" and mutant.name in equivalent):
             bad.append(mutant.name)
