@@ -320,6 +320,14 @@ MUTANTS = [
         TASK_TESTS,
         "COMMIT: the owner index never gets its expiry",
     ),
+    Mutant(
+        "commit-index-renewal",
+        "memory/tasks/scripts.py",
+        "  if redis.call('PTTL', KEYS[6]) < tonumber(op.index[2]) / 2 then\n",
+        "  if true then\n",
+        TASK_TESTS,
+        "COMMIT: the owner index's expiry is written by every creation (one write more each)",
+    ),
     # -- memory/tasks/scripts.py: begin (shared by CLAIM and START) ---------------------------
     Mutant(
         "begin-corrupt",

@@ -384,6 +384,38 @@ async def test_an_unreadable_task_record_parks_its_entry(queue: TaskQueue, clien
     assert (await TaskSweeper(queue, grace_s=0).sweep()).dropped == 1  # the sweep goes on
 
 
+@pytest.mark.parametrize("how", ["claim", "start"])
+@pytest.mark.parametrize("damage", ["a string", "another layout", "vanished"])
+async def test_an_entry_whose_task_is_foreign_or_gone_is_settled_without_touching_the_key(
+    queue: TaskQueue, client: AnyRedis, damage: str, how: str
+) -> None:
+    """Both ways of beginning an attempt (CLAIM: read and begin in one script; START: an entry
+    already read) check the task key before writing: foreign data or a record of another layout
+    parks the entry in the dead letters and leaves the key as it was; a vanished task's entry is
+    only acknowledged (nothing to report)."""
+    task = await submit(queue)
+    key = task_key(queue, task.task_id)
+    if damage == "a string":
+        await client.delete(key)
+        await client.set(key, "someone else's data")
+    elif damage == "another layout":
+        await client.hset(key, Field.LAYOUT, "99")
+    else:
+        await client.delete(key)
+    before = await client.dump(key)
+    if how == "claim":
+        assert await queue.claim("c1", queue.shard_of(task.task_id)) is None
+    else:
+        assert await queue.start(await read_one(queue), "c1") is None
+    letters = await queue.dead_letters()
+    if damage == "vanished":
+        assert letters == []
+    else:
+        assert [d.task_id for d in letters] == [task.task_id] and "corrupt" in letters[0].reason
+    assert await client.dump(key) == before
+    assert await _stream_state(client, queue) == (0, 0)
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 

@@ -141,6 +141,24 @@ async def test_expired_tasks_drop_out_of_the_listing(queue: TaskQueue, client: A
     assert sum(indexed) == 1  # cleaned up lazily
 
 
+async def test_an_owner_index_expires_and_is_renewed_only_past_half_its_time(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """The owner's index of a shard lives `index_ttl_s` after its last renewal (an owner who stops
+    submitting leaves no index behind); a creation renews it only when less than half is left."""
+    queue = TaskQueue(single_queue.redis, domain="indexed", config=TaskConfig(shards=1))  # one index
+    await submit(queue, request_id="a")
+    index = keys.owner_tasks(queue.domain, 0, TENANT, OWNER)
+    full = int(queue.config.index_ttl_s * 1000)
+    assert full // 2 < await redis_client.pttl(index) <= full
+    await redis_client.pexpire(index, full // 2 + 60_000)  # more than half left: no renewal
+    await submit(queue, request_id="b")
+    assert await redis_client.pttl(index) <= full // 2 + 60_000
+    await redis_client.pexpire(index, full // 2 - 60_000)  # less than half left: renewed
+    await submit(queue, request_id="c")
+    assert full // 2 < await redis_client.pttl(index) <= full
+
+
 async def test_a_sparse_filter_returns_short_pages_with_a_token(single_queue: TaskQueue) -> None:
     queue = single_queue
     target = await submit(queue, request_id="needle", session_id="rare")
