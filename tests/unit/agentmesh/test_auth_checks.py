@@ -5,6 +5,7 @@ and a remote JWKS (served over HTTP on localhost)."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from agentmesh.kit.auth import (
     Authenticator,
@@ -409,3 +411,91 @@ def test_a_remote_jwks_that_cannot_be_loaded_at_start_is_a_configuration_error(
     jwks_server.status = 404
     with pytest.raises(JwksError, match=r"^cannot fetch AGENTMESH_JWKS http://127\.0\.0\.1"):
         TrustedKeys(jwks=jwks_server.url)
+
+
+# -- what a JWKS may hold -------------------------------------------------------------------------
+
+
+def _rsa(kid: str, alg: str | None = None) -> tuple[Any, dict[str, Any]]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = {**RSAAlgorithm.to_jwk(private.public_key(), as_dict=True), "kid": kid}
+    if alg:
+        jwk["alg"] = alg
+    return private, jwk
+
+
+def _rsa_token(private: Any, kid: str, alg: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "https://idp.example",
+        "sub": "u",
+        "tid": "t",
+        "aud": "agentmesh",
+        "iat": now,
+        "exp": now + 60,
+    }
+    return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid})
+
+
+async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(tmp_path: Path) -> None:
+    def public(kid: str | None = None, **extra: Any) -> dict[str, Any]:
+        key = generate_issuer_key().public()
+        if kid is not None:
+            key["kid"] = kid
+        return {**key, **extra}
+
+    without_kid = public()
+    del without_kid["kid"]
+    signer = generate_issuer_key()  # published by mistake with its private member `d`
+    raw = signer.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    kept = {**signer.public(), "kid": "kept", "d": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+    kept_too = public("kept-too")
+    del kept_too["use"]
+    pinned_private, pinned = _rsa("rsa-pinned", alg="RS256")
+    any_private, any_alg = _rsa("rsa-any")
+    document = {
+        "keys": [
+            "not a key",
+            public("for-encryption", use="enc"),
+            without_kid,
+            public(""),
+            {**public(), "kid": 7},
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            public("wrong-alg", alg="ES256"),
+            public("broken", x="!!"),
+            public("mismatched", d="bm90IHRoZSBwcml2YXRlIGtleSBvZiB4IGF0IGFsbCEhIQ"),
+            kept,
+            kept_too,
+            pinned,
+            any_alg,
+        ]
+    }
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(document))
+    keys = TrustedKeys(jwks=str(jwks))
+    assert keys.kids() == ["kept", "kept-too", "rsa-any", "rsa-pinned"]
+    served = {key["kid"]: key for key in keys.document()["keys"]}
+    assert "d" not in served["kept"] and served["kept"]["x"] == kept["x"]  # never served on
+    verifier = TokenVerifier(keys, issuers=["https://idp.example"])
+    assert (
+        await verifier.verify(_rsa_token(pinned_private, "rsa-pinned", "RS256"), audiences=["agentmesh"])
+    ).subject
+    assert (await _refused(_rsa_token(pinned_private, "rsa-pinned", "PS256"), verifier)).metadata[
+        "cause"
+    ] == "algorithm"  # the JWKS pins RS256 for this key
+    assert (
+        await verifier.verify(_rsa_token(any_private, "rsa-any", "PS256"), audiences=["agentmesh"])
+    ).subject
+
+
+@pytest.mark.parametrize("document", [[], {"keys": "not a list"}, {"no": "keys"}])
+def test_a_document_that_is_not_a_jwks_is_refused_naming_its_source(tmp_path: Path, document: Any) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(document))
+    with pytest.raises(JwksError, match=f"{jwks}: not a JWKS"):
+        TrustedKeys(jwks=str(jwks))
