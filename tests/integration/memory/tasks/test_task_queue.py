@@ -15,6 +15,7 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
+from memory.tasks.entries import entry_record
 from memory.tasks.execution import (
     Canceled,
     Checkpointer,
@@ -27,6 +28,7 @@ from memory.tasks.execution import (
 )
 from memory.tasks.queue import TaskQueue
 from memory.tasks.records import Field, step_field
+from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import (
     OWNER,
@@ -414,6 +416,38 @@ async def test_an_entry_whose_task_is_foreign_or_gone_is_settled_without_touchin
         assert [d.task_id for d in letters] == [task.task_id] and "corrupt" in letters[0].reason
     assert await client.dump(key) == before
     assert await _stream_state(client, queue) == (0, 0)
+
+
+@pytest.mark.parametrize("named", ["no task id", "a task of another shard"])
+async def test_a_claimed_entry_that_names_no_task_of_its_shard_goes_to_the_dead_letters(
+    queue: TaskQueue, client: AnyRedis, named: str
+) -> None:
+    """CLAIM checks the task id of the entry it read (a task id, of this shard) before beginning
+    anything: an entry naming something else is parked where an operator sees it, not dropped."""
+    other_shard = next(t for t in iter(lambda: ids.random_id(shards=2), None) if ids.shard_of(t) == 1)
+    task_id = "not-a-task-id" if named == "no task id" else other_shard
+    await client.xadd(keys.queue("refunds", 0), {"t": task_id, "e": entry_record({})})
+    assert await queue.claim("c1", 0) is None
+    letters = await queue.dead_letters()
+    assert len(letters) == 1 and "names no task" in letters[0].reason
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_a_consumer_claims_task_after_task(single_queue: TaskQueue) -> None:
+    """The claim memo answers only a re-sent claim (same start id): the consumer's next claim
+    takes the next entry, while the first attempt still runs and after it ended."""
+    queue = TaskQueue(single_queue.redis, domain="claims", config=TaskConfig(shards=1))
+    await queue.ensure_groups()
+    tasks = [await submit(queue, request_id=f"r{n}") for n in range(3)]
+    first = await queue.claim("c1", 0)
+    assert first is not None and first.task_id == tasks[0].task_id
+    second = await queue.claim("c1", 0)  # the first attempt still holds its task
+    assert second is not None and second.task_id == tasks[1].task_id
+    await first.finish(Completed("done"))
+    await second.finish(Completed("done"))
+    third = await queue.claim("c1", 0)
+    assert third is not None and third.task_id == tasks[2].task_id
+    assert await queue.claim("c1", 0) is None
 
 
 # -- cancel -----------------------------------------------------------------------------------
