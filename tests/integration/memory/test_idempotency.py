@@ -178,6 +178,9 @@ async def test_window_comes_from_settings(redis_url: str) -> None:
     settings = Settings.from_env({"AGENTMESH_IDEMPOTENCY_WINDOW": "120"})
     store = IdempotencyStore.from_settings(client, settings, scope="submit:refunds")
     assert store.window_ms == 120_000 and store.scope == "submit:refunds"
+    assert store.lease_ms == 30_000  # the default lease
+    short = IdempotencyStore.from_settings(client, settings, scope="tool:x", lease_s=5)
+    assert short.lease_ms == 5_000 and short.window_ms == 120_000
     await client.aclose()
 
 

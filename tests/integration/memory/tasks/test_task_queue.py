@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from opentelemetry import propagate, trace
@@ -325,6 +326,33 @@ async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
     await attempt.stop_heartbeats()
     done = await attempt.finish(Completed("slow but alive"))
     assert done.attempt == 1 and done.task_id == task.task_id
+
+
+async def test_heartbeats_are_one_timer_every_third_of_the_idle_timeout(
+    queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The beat interval is a third of the idle timeout (so the entry is touched well before it
+    could be reclaimed), one timer per attempt however often heartbeats are started, and none
+    once the attempt ended. Read from the timers scheduled, not from the clock."""
+    await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    loop = asyncio.get_running_loop()
+    delays: list[float] = []
+    schedule = loop.call_later
+
+    def recorded(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__self__", None) is attempt:
+            delays.append(delay)
+        return schedule(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", recorded)
+    attempt.start_heartbeats()
+    attempt.start_heartbeats()  # already beating: no second timer
+    assert delays == [queue.config.claim_idle_timeout_s / 3]
+    await attempt.stop_heartbeats()
+    await attempt.finish(Completed("done"))
+    attempt.start_heartbeats()  # ended: never beats again
+    assert len(delays) == 1
 
 
 # -- failures, dead letters, redrive ---------------------------------------------------------
