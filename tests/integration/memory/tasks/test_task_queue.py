@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.exceptions as redis_exceptions
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -353,6 +354,53 @@ async def test_heartbeats_are_one_timer_every_third_of_the_idle_timeout(
     await attempt.finish(Completed("done"))
     attempt.start_heartbeats()  # ended: never beats again
     assert len(delays) == 1
+
+
+async def test_stopping_heartbeats_cancels_a_beat_in_flight_quietly(queue: TaskQueue) -> None:
+    """An attempt that ends while a heartbeat is on its way to Redis cancels that beat; the
+    cancellation stays inside `stop_heartbeats` (the attempt still records its outcome)."""
+    await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    beating, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> bool:
+        beating.set()
+        await never.wait()
+        return False
+
+    attempt.heartbeat = stuck  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await asyncio.wait_for(beating.wait(), timeout=15)  # the first beat is in flight
+    await attempt.stop_heartbeats()
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED
+
+
+async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQueue) -> None:
+    """An attempt retries a write when Redis does not answer (Unavailable). When the write was
+    applied and only its reply lost, the retry carries the same commit id and is answered from
+    it: the step is announced once, the revision moves once."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    script = attempt.store._commit
+    lost = [True]
+
+    async def reply_lost_once(**kwargs: Any) -> Any:
+        reply = await script(**kwargs)
+        if lost and lost.pop():
+            raise redis_exceptions.ConnectionError("connection reset after the write (reply lost)")
+        return reply
+
+    attempt.store._commit = reply_lost_once  # type: ignore[assignment]
+    before = await single_queue.store.snapshot(task.task_id)
+    await attempt.checkpointer.save(task_pb2.Step(index=0, summary="looked up the order"))
+    after_lost = await single_queue.store.snapshot(task.task_id)
+    await attempt.checkpointer.save(task_pb2.Step(index=1, summary="checked the refund"))
+    after_normal = await single_queue.store.snapshot(task.task_id)
+    assert before is not None and after_lost is not None and after_normal is not None and not lost
+    assert after_lost.rev - before.rev == after_normal.rev - after_lost.rev == 1
+    kinds = await event_kinds(single_queue, task.task_id)
+    assert kinds.count("step_update") == 2  # one per step, none repeated
 
 
 # -- failures, dead letters, redrive ---------------------------------------------------------
