@@ -526,6 +526,24 @@ async def test_a_consumer_claims_task_after_task(single_queue: TaskQueue) -> Non
     assert await queue.claim("c1", 0) is None
 
 
+@pytest.mark.parametrize("ended", ["completed", "vanished"])
+async def test_recovering_an_inline_run_whose_task_ended_drops_it(
+    queue: TaskQueue, client: AnyRedis, ended: str
+) -> None:
+    """The sweeper's look at an outbox entry whose task is no longer queued or working (it ended,
+    or expired): the entry leaves the outbox and nothing is queued."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await attempt.finish(Completed("done"))
+    if ended == "vanished":
+        await client.delete(task_key(queue, task.task_id))
+    outbox = keys.outbox("refunds", queue.shard_of(task.task_id))
+    await client.zadd(outbox, {task.task_id: 1})
+    assert await queue.recover_inline(task.task_id, {}) == "dropped"
+    assert await client.zscore(outbox, task.task_id) is None
+    assert await _stream_state(client, queue) == (0, 0)
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 
