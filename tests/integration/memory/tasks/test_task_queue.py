@@ -544,6 +544,20 @@ async def test_recovering_an_inline_run_whose_task_ended_drops_it(
     assert await _stream_state(client, queue) == (0, 0)
 
 
+async def test_handing_back_an_entry_no_longer_pending_adds_nothing(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    """REQUEUE hands back only an entry still pending: once its task's attempt acknowledged it,
+    a late hand-back adds no copy."""
+    await submit(queue)
+    entry = await read_one(queue, "c1")
+    attempt = await queue.start(entry, "c1")
+    assert attempt is not None
+    await attempt.finish(Completed("done"))
+    assert await queue.requeue(entry) is False
+    assert await _stream_state(client, queue) == (0, 0)
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 
