@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import redis.exceptions as redis_exceptions
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -556,6 +557,22 @@ async def test_handing_back_an_entry_no_longer_pending_adds_nothing(
     await attempt.finish(Completed("done"))
     assert await queue.requeue(entry) is False
     assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_an_entry_is_not_lost_when_the_dead_letters_hold_foreign_data(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """DEAD_LETTER checks the dead-letter key before acknowledging the entry: with foreign data
+    there, parking an unreadable entry fails and the entry stays pending (an operator sees both)."""
+    queue = TaskQueue(single_queue.redis, domain="parked", config=TaskConfig(shards=1))
+    await queue.ensure_groups()
+    await redis_client.set(keys.dead_letters("parked", 0), "someone else's data")
+    await redis_client.xadd(keys.queue("parked", 0), {"e": b"not ours"})
+    with pytest.raises(DataLoss):
+        await queue.read("c1", 0, count=5)
+    assert await redis_client.xlen(keys.queue("parked", 0)) == 1
+    assert (await redis_client.xpending(keys.queue("parked", 0), queue.group))["pending"] == 1
+    assert await redis_client.get(keys.dead_letters("parked", 0)) == b"someone else's data"
 
 
 # -- cancel -----------------------------------------------------------------------------------
