@@ -7,7 +7,7 @@ the mutant applied there, and the tests that guard that script run against it (r
 mutant must turn them red ("killed"). A survivor is listed with its reason in tests/MUTATION.md
 under "Lua mutants"; the driver fails on any survivor not listed there.
 
-    python scripts/lua_mutants.py [--only NAME ...] [--list]
+    python scripts/lua_mutants.py [--only NAME ...] [--list] [--tests PYTEST_ID ...]
 """
 
 from __future__ import annotations
@@ -104,6 +104,57 @@ MUTANTS = [
         TOKEN_GUARD.replace("~=", "==") + EXTEND_BODY,
         IDEMPOTENCY_TESTS,
         "EXTEND: only strangers renew",
+    ),
+    # -- memory/idempotency.py: the rest of each script ----------------------------------------
+    Mutant(
+        "idem-begin-lease",
+        "memory/idempotency.py",
+        "  redis.call('PEXPIRE', KEYS[1], ARGV[3])\n  return {'claimed'}",
+        "  return {'claimed'}",
+        IDEMPOTENCY_TESTS,
+        "BEGIN: a claim has no lease (a caller that dies holds the key forever)",
+    ),
+    Mutant(
+        "idem-begin-done",
+        "memory/idempotency.py",
+        "return {'done', version, redis.call('HGET', KEYS[1], 'result') or ''}",
+        "return {'in_flight', version, tostring(redis.call('PTTL', KEYS[1]))}",
+        IDEMPOTENCY_TESTS,
+        "BEGIN: a finished call is never replayed (answered as in flight)",
+    ),
+    Mutant(
+        "idem-complete-inverted",
+        "memory/idempotency.py",
+        "if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end\n"
+        "redis.call('HSET', KEYS[1], 'state', 'done'",
+        "if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return 0 end\n"
+        "redis.call('HSET', KEYS[1], 'state', 'done'",
+        IDEMPOTENCY_TESTS,
+        "COMPLETE: only strangers store a result",
+    ),
+    Mutant(
+        "idem-complete-keeps-token",
+        "memory/idempotency.py",
+        "redis.call('HDEL', KEYS[1], 'token')\n",
+        "",
+        IDEMPOTENCY_TESTS,
+        "COMPLETE: the holder's token survives completion (it can still release or renew the result)",
+    ),
+    Mutant(
+        "idem-complete-window",
+        "memory/idempotency.py",
+        "redis.call('HDEL', KEYS[1], 'token')\nredis.call('PEXPIRE', KEYS[1], ARGV[3])\n",
+        "redis.call('HDEL', KEYS[1], 'token')\n",
+        IDEMPOTENCY_TESTS,
+        "COMPLETE: a stored result expires with the claim's lease instead of the window",
+    ),
+    Mutant(
+        "idem-release-inverted",
+        "memory/idempotency.py",
+        TOKEN_GUARD + "return redis.call('DEL', KEYS[1])",
+        TOKEN_GUARD.replace("~=", "==") + "return redis.call('DEL', KEYS[1])",
+        IDEMPOTENCY_TESTS,
+        "RELEASE: only strangers release",
     ),
     # -- memory/tasks/scripts.py: COMMIT ------------------------------------------------------
     Mutant(
@@ -204,6 +255,279 @@ MUTANTS = [
         TASK_TESTS,
         "COMMIT: a foreign key under the queue's name fails half-way instead of before the first write",
     ),
+    Mutant(
+        "commit-foreign-outbox",
+        "memory/tasks/scripts.py",
+        "if op.outbox and foreign(KEYS[4], 'zset') then return {'corrupt', 'outbox'} end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: foreign data under the outbox fails half-way instead of before the first write",
+    ),
+    Mutant(
+        "commit-foreign-dead",
+        "memory/tasks/scripts.py",
+        "if (op.dead or op.undead) and foreign(KEYS[5], 'stream') then "
+        "return {'corrupt', 'dead letters'} end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: foreign data under the dead letters fails half-way instead of before the first write",
+    ),
+    Mutant(
+        "commit-foreign-index",
+        "memory/tasks/scripts.py",
+        "if op.index and foreign(KEYS[6], 'zset') then return {'corrupt', 'owner index'} end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: foreign data under the owner index fails half-way instead of before the first write",
+    ),
+    Mutant(
+        "commit-foreign-events",
+        "memory/tasks/scripts.py",
+        "    if j == 1 then return {'corrupt', 'events'} end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: foreign data under the events key is a script error instead of a clean refusal",
+    ),
+    Mutant(
+        "commit-rev-bump",
+        "memory/tasks/scripts.py",
+        "if nset > 0 or nclear > 0 then rev = rev + 1 end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: a change does not move the revision (compare-and-set sees no change)",
+    ),
+    Mutant(
+        "commit-heartbeat-cid",
+        "memory/tasks/scripts.py",
+        "if nset > 0 or nclear > 0 or nev > 0 or op.step then\n",
+        "if true then\n",
+        TASK_TESTS,
+        "COMMIT: a pure lease renewal records a commit id (hides a re-sent change, bumps nothing)",
+    ),
+    Mutant(
+        "commit-cancel-reported",
+        "memory/tasks/scripts.py",
+        "if cancel == nil then cancel = h[8] or '' end\n",
+        "",
+        TASK_TESTS,
+        "COMMIT: a cancel requested meanwhile is not reported to the writer",
+    ),
+    Mutant(
+        "commit-index-expiry",
+        "memory/tasks/scripts.py",
+        "  if redis.call('PTTL', KEYS[6]) < tonumber(op.index[2]) / 2 then\n",
+        "  if false then\n",
+        TASK_TESTS,
+        "COMMIT: the owner index never gets its expiry",
+    ),
+    Mutant(
+        "commit-index-renewal",
+        "memory/tasks/scripts.py",
+        "  if redis.call('PTTL', KEYS[6]) < tonumber(op.index[2]) / 2 then\n",
+        "  if true then\n",
+        TASK_TESTS,
+        "COMMIT: the owner index's expiry is written by every creation (one write more each)",
+    ),
+    # -- memory/tasks/scripts.py: begin (shared by CLAIM and START) ---------------------------
+    Mutant(
+        "begin-corrupt",
+        "memory/tasks/scripts.py",
+        "  if failed(all) then return {'corrupt'} end\n",
+        "",
+        TASK_TESTS,
+        "begin: foreign data under the task key is a script error instead of 'corrupt'",
+    ),
+    Mutant(
+        "begin-missing",
+        "memory/tasks/scripts.py",
+        "  if #all == 0 then return {'missing'} end\n",
+        "",
+        TASK_TESTS,
+        "begin: a vanished task is 'corrupt' (dead-lettered) instead of 'missing' (acknowledged)",
+    ),
+    Mutant(
+        "begin-layout",
+        "memory/tasks/scripts.py",
+        "  if h.v ~= LAYOUT then return {'corrupt'} end\n",
+        "",
+        TASK_TESTS,
+        "begin: a record of another layout is started (and written over)",
+    ),
+    Mutant(
+        "begin-same-start",
+        "memory/tasks/scripts.py",
+        "    if sep and string.sub(h.lease, sep + 1) == p[1] then return {'started', all, {}, '0'} end\n",
+        "",
+        TASK_TESTS,
+        "begin: a start re-sent after a lost reply is 'busy' (the task is stuck until its lease ends)",
+    ),
+    Mutant(
+        "begin-same-start-any",
+        "memory/tasks/scripts.py",
+        "    if sep and string.sub(h.lease, sep + 1) == p[1] then return {'started', all, {}, '0'} end\n",
+        "    if sep then return {'started', all, {}, '0'} end\n",
+        TASK_TESTS,
+        "begin: any start joins the live attempt (two workers run one task)",
+    ),
+    Mutant(
+        "begin-lost",
+        "memory/tasks/scripts.py",
+        "  local lost = h.run == '1'\n",
+        "  local lost = false\n",
+        TASK_TESTS,
+        "begin: an attempt whose worker died is not counted as failed (never dead-lettered)",
+    ),
+    Mutant(
+        "begin-poison-bound",
+        "memory/tasks/scripts.py",
+        "  if fails >= tonumber(p[3]) then\n",
+        "  if fails > tonumber(p[3]) then\n",
+        TASK_TESTS,
+        "begin: one lost attempt more than allowed",
+    ),
+    Mutant(
+        "begin-lease-length",
+        "memory/tasks/scripts.py",
+        "  over[n + 17], over[n + 18] = 'until', int(now + tonumber(p[2]))\n",
+        "  over[n + 17], over[n + 18] = 'until', int(now)\n",
+        TASK_TESTS,
+        "begin: the new attempt's lease is already over",
+    ),
+    # -- memory/tasks/scripts.py: CLAIM -------------------------------------------------------
+    Mutant(
+        "claim-memo",
+        "memory/tasks/scripts.py",
+        "  if sid == ARGV[3] then  -- this very claim was applied before; its reply was lost\n",
+        "  if false then\n",
+        TASK_TESTS,
+        "CLAIM: a claim re-sent after a lost reply takes another entry (the first stays pending)",
+    ),
+    Mutant(
+        "claim-memo-any",
+        "memory/tasks/scripts.py",
+        "  if sid == ARGV[3] then  -- this very claim was applied before; its reply was lost\n",
+        "  if sid then\n",
+        TASK_TESTS,
+        "CLAIM: every later claim of the consumer answers the memo'd task again",
+    ),
+    Mutant(
+        "claim-task-id",
+        "memory/tasks/scripts.py",
+        "  if not tid or string.sub(tid, 35) ~= ARGV[12] or not string.match(tid, TASK_ID) then\n",
+        "  if not tid then\n",
+        TASK_TESTS,
+        "CLAIM: an entry naming no task of this shard is begun instead of dead-lettered",
+    ),
+    Mutant(
+        "claim-task-shard",
+        "memory/tasks/scripts.py",
+        "  if not tid or string.sub(tid, 35) ~= ARGV[12] or not string.match(tid, TASK_ID) then\n",
+        "  if not tid or not string.match(tid, TASK_ID) then\n",
+        TASK_TESTS,
+        "CLAIM: an entry naming a task of another shard is begun instead of dead-lettered",
+    ),
+    Mutant(
+        "claim-ack-settled",
+        "memory/tasks/scripts.py",
+        "  if r[1] == 'missing' or r[1] == 'idle' then\n"
+        "    redis.call('XACK', KEYS[1], ARGV[1], id)\n"
+        "    redis.call('XDEL', KEYS[1], id)\n"
+        "  else\n",
+        "  if r[1] == 'missing' or r[1] == 'idle' then\n  else\n",
+        TASK_TESTS,
+        "CLAIM: entries of finished or vanished tasks stay pending (reclaimed again and again)",
+    ),
+    Mutant(
+        "claim-memo-write",
+        "memory/tasks/scripts.py",
+        "      redis.call('SET', KEYS[2], ARGV[3] .. ' ' .. id .. ' ' .. tid, 'PX', ARGV[4])\n",
+        "",
+        TASK_TESTS,
+        "CLAIM: no memo of the claim (a re-sent claim takes another entry)",
+    ),
+    # -- memory/tasks/scripts.py: START, RECOVER, REQUEUE, DEAD_LETTER --------------------------
+    Mutant(
+        "start-ack-settled",
+        "memory/tasks/scripts.py",
+        "if r[1] == 'missing' or r[1] == 'idle' then\n  redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])\n",
+        "if false then\n  redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])\n",
+        TASK_TESTS,
+        "START: the entry of a finished or vanished task stays pending",
+    ),
+    Mutant(
+        "recover-foreign",
+        "memory/tasks/scripts.py",
+        "if foreign(KEYS[1], 'zset') or foreign(KEYS[2], 'stream') then\n",
+        "if false then\n",
+        TASK_TESTS,
+        "RECOVER: foreign data under the outbox or the queue is written over or half-written",
+    ),
+    Mutant(
+        "recover-gone",
+        "memory/tasks/scripts.py",
+        "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'gone' end\n",
+        "",
+        TASK_TESTS,
+        "RECOVER: a run no longer registered (finished, handed over) is queued again",
+    ),
+    Mutant(
+        "recover-dropped",
+        "memory/tasks/scripts.py",
+        "if failed(h) or (h[1] ~= '1' and h[1] ~= '2') then\n",
+        "if failed(h) then\n",
+        TASK_TESTS,
+        "RECOVER: a finished or paused task is queued again",
+    ),
+    Mutant(
+        "recover-alive",
+        "memory/tasks/scripts.py",
+        "if alive(h[2], h[3], clock()) then\n",
+        "if false then\n",
+        TASK_TESTS,
+        "RECOVER: a live inline run is queued (two processes run one task)",
+    ),
+    Mutant(
+        "recover-dead",
+        "memory/tasks/scripts.py",
+        "if alive(h[2], h[3], clock()) then\n",
+        "if true then\n",
+        TASK_TESTS,
+        "RECOVER: a run whose process died is never queued",
+    ),
+    Mutant(
+        "requeue-pending",
+        "memory/tasks/scripts.py",
+        "if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end\n"
+        "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+        "return redis.call('XADD', KEYS[1], '*', 't', ARGV[3], 'e', ARGV[4])",
+        "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+        "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+        "return redis.call('XADD', KEYS[1], '*', 't', ARGV[3], 'e', ARGV[4])",
+        TASK_TESTS,
+        "REQUEUE: an entry no longer pending (taken over, acknowledged) is queued once more",
+    ),
+    Mutant(
+        "dead-letter-pending",
+        "memory/tasks/scripts.py",
+        "if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end\n"
+        "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+        "return redis.call('XADD', KEYS[2]",
+        "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+        "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+        "return redis.call('XADD', KEYS[2]",
+        TASK_TESTS,
+        "DEAD_LETTER: an entry no longer pending is dead-lettered (again)",
+    ),
+    Mutant(
+        "dead-letter-foreign",
+        "memory/tasks/scripts.py",
+        "if foreign(KEYS[2], 'stream') then "
+        "return redis.error_reply('WRONGTYPE foreign data under a queue key') end\n"
+        "if redis.call('XACK'",
+        "if redis.call('XACK'",
+        TASK_TESTS,
+        "DEAD_LETTER: foreign data under the dead letters: the entry is acknowledged and lost",
+    ),
 ]
 
 
@@ -232,7 +556,7 @@ def _listed_equivalent() -> set[str]:
     return {word.removeprefix("`lua:").rstrip("`") for word in text.split() if word.startswith("`lua:")}
 
 
-def run(mutant: Mutant) -> tuple[str, float]:
+def run(mutant: Mutant, tests: list[str] | None = None) -> tuple[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"lua-mutant-{mutant.name}-") as tmp:
         work = Path(tmp)
         _copy(work)
@@ -244,7 +568,7 @@ def run(mutant: Mutant) -> tuple[str, float]:
         env = {**os.environ, "PYTHONPATH": str(work)}
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *(tests or mutant.tests)],
             cwd=work,
             env=env,
             capture_output=True,
@@ -263,6 +587,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--tests", nargs="*", default=[], help="run these tests instead (check that one test kills a mutant)"
+    )
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
     if args.list:
@@ -272,7 +599,7 @@ def main() -> int:
     equivalent = _listed_equivalent()
     bad = []
     for mutant in chosen:
-        outcome, elapsed = run(mutant)
+        outcome, elapsed = run(mutant, args.tests)
         print(f"{outcome:10.60} {mutant.name:24} {elapsed:6.1f} s  {mutant.what}", flush=True)
         if outcome != "killed" and not (outcome == "SURVIVED" and mutant.name in equivalent):
             bad.append(mutant.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import InvalidKeyError, PyJWKError
 
 from agentmesh.kit.auth.keys import IssuerKey
 
@@ -70,7 +70,7 @@ def _parse_jwks(document: Any, source: str) -> dict[str, TrustedKey]:
             allowed = (entry["alg"],)
         try:
             keys[kid] = TrustedKey(kid, PyJWK(entry, algorithm=allowed[0]), allowed, _public_only(entry))
-        except PyJWKError as exc:
+        except (PyJWKError, InvalidKeyError) as exc:  # bad key material: InvalidKeyError, not PyJWKError
             log.warning("ignoring JWKS key %s: %s", kid, exc)
     return keys
 

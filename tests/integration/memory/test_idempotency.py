@@ -78,12 +78,15 @@ async def test_dead_first_caller_lease_expires(redis_url: str) -> None:
 
 async def test_completed_keys_expire_after_the_window(redis_url: str, redis_client: aioredis.Redis) -> None:
     client = create_redis(redis_url)
-    store = IdempotencyStore(client, scope="s", window_s=30)
+    # The window (120 s) and the lease (30 s, the default) differ, so the stored result's expiry
+    # shows which one it got.
+    store = IdempotencyStore(client, scope="s", window_s=120)
     claim = await store.begin("k1", b"p")
     assert isinstance(claim, Claimed)
+    assert 0 < await redis_client.pttl(claim.key) <= 30_000  # pending: the lease
     await store.complete(claim, b"r")
     ttl = await redis_client.pttl(claim.key)
-    assert 25_000 < ttl <= 30_000
+    assert 100_000 < ttl <= 120_000
     await client.aclose()
 
 
@@ -175,6 +178,9 @@ async def test_window_comes_from_settings(redis_url: str) -> None:
     settings = Settings.from_env({"AGENTMESH_IDEMPOTENCY_WINDOW": "120"})
     store = IdempotencyStore.from_settings(client, settings, scope="submit:refunds")
     assert store.window_ms == 120_000 and store.scope == "submit:refunds"
+    assert store.lease_ms == 30_000  # the default lease
+    short = IdempotencyStore.from_settings(client, settings, scope="tool:x", lease_s=5)
+    assert short.lease_ms == 5_000 and short.window_ms == 120_000
     await client.aclose()
 
 
@@ -233,3 +239,18 @@ async def test_release_by_a_former_holder_leaves_the_new_claim(store: Idempotenc
     with pytest.raises(Aborted):  # still in flight: the holder's claim stands
         await store.begin("k-release", b"p")
     assert await store.complete(claim, b"r")
+
+
+async def test_a_completed_claim_can_no_longer_be_released_or_renewed(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    """Completing consumes the holder's token: a late release (a cleanup path that still holds
+    the claim) cannot delete the stored result, and a late renewal cannot cut the window down
+    to a lease."""
+    claim = await store.begin("k-done", b"p")
+    assert isinstance(claim, Claimed)
+    assert await store.complete(claim, b"r")
+    assert not await store.extend(claim)
+    assert await redis_client.pttl(claim.key) > 2_000  # still the window (60 s), not the lease (2 s)
+    await store.release(claim)
+    assert await store.begin("k-done", b"p") == Replay(b"r")

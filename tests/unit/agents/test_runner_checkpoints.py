@@ -343,3 +343,32 @@ async def test_a_canceled_task_cancels_the_save_in_flight() -> None:
     with pytest.raises(asyncio.CancelledError):
         await running
     await until(lambda: journal.cancelled, what="the save in flight to be canceled", timeout=10)
+
+
+class BrokenModel:
+    """Fails in a way the runner does not handle (not a ModelError): the error must reach the caller."""
+
+    model_name = "test-model"
+
+    async def complete(self, request: ChatRequest, *, timeout: float) -> ModelTurn:
+        raise RuntimeError("the model client is broken")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_run_that_fails_before_any_step_raises_its_own_error() -> None:
+    """Nothing was kicked for saving yet when the first model call fails: ending the run then
+    (there is no save to cancel) must not hide the failure."""
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    journal = GatedJournal()
+    with pytest.raises(RuntimeError, match="the model client is broken"):
+        await drive(
+            run,
+            model=BrokenModel(),
+            tools=RecordingTools(journal),
+            journal=journal,
+            caller=Caller("acme", "ada"),
+            clock=lambda: NOW + 1,
+        )
+    assert journal.saved == []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+import redis.exceptions as redis_exceptions
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -15,6 +18,7 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
+from memory.tasks.entries import entry_record
 from memory.tasks.execution import (
     Canceled,
     Checkpointer,
@@ -27,6 +31,7 @@ from memory.tasks.execution import (
 )
 from memory.tasks.queue import TaskQueue
 from memory.tasks.records import Field, step_field
+from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import (
     OWNER,
@@ -325,6 +330,80 @@ async def test_heartbeats_keep_a_slow_attempt_alive(queue: TaskQueue) -> None:
     assert done.attempt == 1 and done.task_id == task.task_id
 
 
+async def test_heartbeats_are_one_timer_every_third_of_the_idle_timeout(
+    queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The beat interval is a third of the idle timeout (so the entry is touched well before it
+    could be reclaimed), one timer per attempt however often heartbeats are started, and none
+    once the attempt ended. Read from the timers scheduled, not from the clock."""
+    await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    loop = asyncio.get_running_loop()
+    delays: list[float] = []
+    schedule = loop.call_later
+
+    def recorded(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__self__", None) is attempt:
+            delays.append(delay)
+        return schedule(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", recorded)
+    attempt.start_heartbeats()
+    attempt.start_heartbeats()  # already beating: no second timer
+    assert delays == [queue.config.claim_idle_timeout_s / 3]
+    await attempt.stop_heartbeats()
+    await attempt.finish(Completed("done"))
+    attempt.start_heartbeats()  # ended: never beats again
+    assert len(delays) == 1
+
+
+async def test_stopping_heartbeats_cancels_a_beat_in_flight_quietly(queue: TaskQueue) -> None:
+    """An attempt that ends while a heartbeat is on its way to Redis cancels that beat; the
+    cancellation stays inside `stop_heartbeats` (the attempt still records its outcome)."""
+    await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    beating, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> bool:
+        beating.set()
+        await never.wait()
+        return False
+
+    attempt.heartbeat = stuck  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await asyncio.wait_for(beating.wait(), timeout=15)  # the first beat is in flight
+    await attempt.stop_heartbeats()
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED
+
+
+async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQueue) -> None:
+    """An attempt retries a write when Redis does not answer (Unavailable). When the write was
+    applied and only its reply lost, the retry carries the same commit id and is answered from
+    it: the step is announced once, the revision moves once."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    script = attempt.store._commit
+    lost = [True]
+
+    async def reply_lost_once(**kwargs: Any) -> Any:
+        reply = await script(**kwargs)
+        if lost and lost.pop():
+            raise redis_exceptions.ConnectionError("connection reset after the write (reply lost)")
+        return reply
+
+    attempt.store._commit = reply_lost_once  # type: ignore[assignment]
+    before = await single_queue.store.snapshot(task.task_id)
+    await attempt.checkpointer.save(task_pb2.Step(index=0, summary="looked up the order"))
+    after_lost = await single_queue.store.snapshot(task.task_id)
+    await attempt.checkpointer.save(task_pb2.Step(index=1, summary="checked the refund"))
+    after_normal = await single_queue.store.snapshot(task.task_id)
+    assert before is not None and after_lost is not None and after_normal is not None and not lost
+    assert after_lost.rev - before.rev == after_normal.rev - after_lost.rev == 1
+    kinds = await event_kinds(single_queue, task.task_id)
+    assert kinds.count("step_update") == 2  # one per step, none repeated
+
+
 # -- failures, dead letters, redrive ---------------------------------------------------------
 
 
@@ -382,6 +461,118 @@ async def test_an_unreadable_task_record_parks_its_entry(queue: TaskQueue, clien
     assert await _stream_state(client, queue) == (0, 0)
     await client.zadd(keys.outbox("refunds", queue.shard_of(task.task_id)), {task.task_id: 1})
     assert (await TaskSweeper(queue, grace_s=0).sweep()).dropped == 1  # the sweep goes on
+
+
+@pytest.mark.parametrize("how", ["claim", "start"])
+@pytest.mark.parametrize("damage", ["a string", "another layout", "vanished"])
+async def test_an_entry_whose_task_is_foreign_or_gone_is_settled_without_touching_the_key(
+    queue: TaskQueue, client: AnyRedis, damage: str, how: str
+) -> None:
+    """Both ways of beginning an attempt (CLAIM: read and begin in one script; START: an entry
+    already read) check the task key before writing: foreign data or a record of another layout
+    parks the entry in the dead letters and leaves the key as it was; a vanished task's entry is
+    only acknowledged (nothing to report)."""
+    task = await submit(queue)
+    key = task_key(queue, task.task_id)
+    if damage == "a string":
+        await client.delete(key)
+        await client.set(key, "someone else's data")
+    elif damage == "another layout":
+        await client.hset(key, Field.LAYOUT, "99")
+    else:
+        await client.delete(key)
+    before = await client.dump(key)
+    if how == "claim":
+        assert await queue.claim("c1", queue.shard_of(task.task_id)) is None
+    else:
+        assert await queue.start(await read_one(queue), "c1") is None
+    letters = await queue.dead_letters()
+    if damage == "vanished":
+        assert letters == []
+    else:
+        assert [d.task_id for d in letters] == [task.task_id] and "corrupt" in letters[0].reason
+    assert await client.dump(key) == before
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+@pytest.mark.parametrize("named", ["no task id", "a task of another shard"])
+async def test_a_claimed_entry_that_names_no_task_of_its_shard_goes_to_the_dead_letters(
+    queue: TaskQueue, client: AnyRedis, named: str
+) -> None:
+    """CLAIM checks the task id of the entry it read (a task id, of this shard) before beginning
+    anything: an entry naming something else is parked where an operator sees it, not dropped."""
+    other_shard = next(t for t in iter(lambda: ids.random_id(shards=2), None) if ids.shard_of(t) == 1)
+    task_id = "not-a-task-id" if named == "no task id" else other_shard
+    await client.xadd(keys.queue("refunds", 0), {"t": task_id, "e": entry_record({})})
+    assert await queue.claim("c1", 0) is None
+    letters = await queue.dead_letters()
+    assert len(letters) == 1 and "names no task" in letters[0].reason
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_a_consumer_claims_task_after_task(single_queue: TaskQueue) -> None:
+    """The claim memo answers only a re-sent claim (same start id): the consumer's next claim
+    takes the next entry, while the first attempt still runs and after it ended."""
+    queue = TaskQueue(single_queue.redis, domain="claims", config=TaskConfig(shards=1))
+    await queue.ensure_groups()
+    tasks = [await submit(queue, request_id=f"r{n}") for n in range(3)]
+    first = await queue.claim("c1", 0)
+    assert first is not None and first.task_id == tasks[0].task_id
+    second = await queue.claim("c1", 0)  # the first attempt still holds its task
+    assert second is not None and second.task_id == tasks[1].task_id
+    await first.finish(Completed("done"))
+    await second.finish(Completed("done"))
+    third = await queue.claim("c1", 0)
+    assert third is not None and third.task_id == tasks[2].task_id
+    assert await queue.claim("c1", 0) is None
+
+
+@pytest.mark.parametrize("ended", ["completed", "vanished"])
+async def test_recovering_an_inline_run_whose_task_ended_drops_it(
+    queue: TaskQueue, client: AnyRedis, ended: str
+) -> None:
+    """The sweeper's look at an outbox entry whose task is no longer queued or working (it ended,
+    or expired): the entry leaves the outbox and nothing is queued."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await attempt.finish(Completed("done"))
+    if ended == "vanished":
+        await client.delete(task_key(queue, task.task_id))
+    outbox = keys.outbox("refunds", queue.shard_of(task.task_id))
+    await client.zadd(outbox, {task.task_id: 1})
+    assert await TaskSweeper(queue, grace_s=0)._recover_inline(task.task_id, {}) == "dropped"
+    assert await client.zscore(outbox, task.task_id) is None
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_handing_back_an_entry_no_longer_pending_adds_nothing(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    """REQUEUE hands back only an entry still pending: once its task's attempt acknowledged it,
+    a late hand-back adds no copy."""
+    await submit(queue)
+    entry = await read_one(queue, "c1")
+    attempt = await queue.start(entry, "c1")
+    assert attempt is not None
+    await attempt.finish(Completed("done"))
+    assert await queue.requeue(entry) is False
+    assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_an_entry_is_not_lost_when_the_dead_letters_hold_foreign_data(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """DEAD_LETTER checks the dead-letter key before acknowledging the entry: with foreign data
+    there, parking an unreadable entry fails and the entry stays pending (an operator sees both)."""
+    queue = TaskQueue(single_queue.redis, domain="parked", config=TaskConfig(shards=1))
+    await queue.ensure_groups()
+    await redis_client.set(keys.dead_letters("parked", 0), "someone else's data")
+    await redis_client.xadd(keys.queue("parked", 0), {"e": b"not ours"})
+    with pytest.raises(DataLoss):
+        await queue.read("c1", 0, count=5)
+    assert await redis_client.xlen(keys.queue("parked", 0)) == 1
+    assert (await redis_client.xpending(keys.queue("parked", 0), queue.group))["pending"] == 1
+    assert await redis_client.get(keys.dead_letters("parked", 0)) == b"someone else's data"
 
 
 # -- cancel -----------------------------------------------------------------------------------

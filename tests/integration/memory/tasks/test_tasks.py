@@ -141,6 +141,24 @@ async def test_expired_tasks_drop_out_of_the_listing(queue: TaskQueue, client: A
     assert sum(indexed) == 1  # cleaned up lazily
 
 
+async def test_an_owner_index_expires_and_is_renewed_only_past_half_its_time(
+    single_queue: TaskQueue, redis_client: aioredis.Redis
+) -> None:
+    """The owner's index of a shard lives `index_ttl_s` after its last renewal (an owner who stops
+    submitting leaves no index behind); a creation renews it only when less than half is left."""
+    queue = TaskQueue(single_queue.redis, domain="indexed", config=TaskConfig(shards=1))  # one index
+    await submit(queue, request_id="a")
+    index = keys.owner_tasks(queue.domain, 0, TENANT, OWNER)
+    full = int(queue.config.index_ttl_s * 1000)
+    assert full // 2 < await redis_client.pttl(index) <= full
+    await redis_client.pexpire(index, full // 2 + 60_000)  # more than half left: no renewal
+    await submit(queue, request_id="b")
+    assert await redis_client.pttl(index) <= full // 2 + 60_000
+    await redis_client.pexpire(index, full // 2 - 60_000)  # less than half left: renewed
+    await submit(queue, request_id="c")
+    assert full // 2 < await redis_client.pttl(index) <= full
+
+
 async def test_a_sparse_filter_returns_short_pages_with_a_token(single_queue: TaskQueue) -> None:
     queue = single_queue
     target = await submit(queue, request_id="needle", session_id="rare")
@@ -346,6 +364,41 @@ async def test_no_half_written_task_when_a_write_is_refused(
     with pytest.raises(DataLoss, match="events key holds data this release cannot read"):
         await attempt.checkpointer.save(task_pb2.Step(index=0))
     assert await redis_client.hgetall(record) == before  # no step, no lease renewal, nothing
+
+
+@pytest.mark.parametrize("which", ["outbox", "dead letters", "owner index"])
+async def test_foreign_data_under_a_queue_key_is_refused_before_the_first_write(
+    single_queue: TaskQueue, redis_client: aioredis.Redis, which: str
+) -> None:
+    """The same for the keys a change writes after the task: the outbox, the dead letters, the
+    owner's index. Their types are checked first, so the refused change leaves the task, its
+    events and the queue as they were."""
+    task = await submit(single_queue)
+    snapshot = await single_queue.store.snapshot(task.task_id)
+    assert snapshot is not None
+    shard = single_queue.shard_of(task.task_id)
+    domain = single_queue.domain
+    foreign_key, op = {
+        "outbox": (keys.outbox(domain, shard), {"outbox": "add"}),
+        "dead letters": (keys.dead_letters(domain, shard), {"dead_letter": b"a dead letter"}),
+        "owner index": (keys.owner_tasks(domain, shard, TENANT, OWNER), {"index": (TENANT, OWNER, "m")}),
+    }[which]
+    await redis_client.delete(foreign_key)
+    await redis_client.set(foreign_key, "someone else's data")
+    record = await redis_client.hgetall(task_key(single_queue, task.task_id))
+    events = await redis_client.xlen(events_key(single_queue, task.task_id))
+    patch = Patch(
+        guard="rev",
+        guard_value=str(snapshot.rev),
+        fields={Field.UPDATED: 1},
+        events=[task_pb2.TaskEvent(task_id=task.task_id)],
+        **op,  # type: ignore[arg-type]
+    )
+    with pytest.raises(DataLoss, match=f"its {which} key holds data"):
+        await single_queue.store.commit(task.task_id, patch)
+    assert await redis_client.hgetall(task_key(single_queue, task.task_id)) == record
+    assert await redis_client.xlen(events_key(single_queue, task.task_id)) == events
+    assert await redis_client.get(foreign_key) == b"someone else's data"
 
 
 async def test_a_record_of_another_layout_is_never_written_over(
