@@ -263,25 +263,25 @@ class TaskExecutor:
         resumption = checkpoint.resumption
         machine.replay(checkpoint.steps, pending=resumption.action if resumption is not None else None)
         machine.tally.wall_time_s = task.usage.wall_time.ToNanoseconds() / 1e9
-        if resumption is not None and resumption.request.HasField("decision"):
+        if resumption is not None and resumption.answer.HasField("decision"):
             # The approved call's tool token names who approved it (their verified `sub`).
             caller = dataclasses.replace(caller, approver=resumption.approver or task.owner)
-            decision = resumption.request.decision
+            decision = resumption.answer.decision
             machine.decide(
                 resumption.action.action_id,
                 approve=decision.approve,
                 reason=decision.reason,
                 now=self.clock(),
             )
-        elif resumption is not None and resumption.request.HasField("input"):
-            parts = resumption.request.input.parts
+        elif resumption is not None and resumption.answer.HasField("input"):
+            parts = resumption.answer.input.parts
             text = "\n".join(p.text for p in parts if p.WhichOneof("kind") == "text")
             others = [p for p in parts if p.WhichOneof("kind") != "text"]
             machine.answer(
                 resumption.action.action_id,
                 render_input(text, others) if others else text,
                 now=self.clock(),
-                request_id=resumption.request.request_id,
+                request_id=resumption.answer.request_id,
             )
         journal = CheckpointJournal(
             checkpoint,

@@ -27,7 +27,14 @@ from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
 from agents.admission import RunAdmission
 from agents.caller import Caller
 from agents.executor import TaskExecutor
-from agents.requests import check_list_request, check_run_request, check_session_id, check_submit_request
+from agents.requests import (
+    check_list_request,
+    check_run_request,
+    check_session_id,
+    check_submit_request,
+    new_task,
+    pending_action_answer,
+)
 from agents.session_context import SessionContext
 from agents.spec import DomainSpec
 from memory.connection import AnyRedis
@@ -140,7 +147,7 @@ class AgentHandler:
         await self.admission.admit(caller)
         _label(request.labels, caller.labels())
         return await self.queue.run(
-            request,
+            new_task(request),
             self.executor,
             tenant=caller.tenant,
             owner=caller.user,
@@ -157,24 +164,23 @@ class AgentHandler:
         await self.admission.admit(caller)
         _label(request.labels, caller.labels())
         return await self.queue.submit(
-            request, tenant=caller.tenant, owner=caller.user, limits=budget.to_proto()
+            new_task(request), tenant=caller.tenant, owner=caller.user, limits=budget.to_proto()
         )
 
     async def resume_task(
         self, request: agent_service_pb2.ResumeTaskRequest, caller: Caller
     ) -> task_pb2.Task:
+        answer = pending_action_answer(request)
         if not request.HasField("decision"):
-            return await self.queue.resume(request, tenant=caller.tenant, owner=caller.user)
+            return await self.queue.resume(answer, tenant=caller.tenant, owner=caller.user)
         own = await self._own_task(request.task_id, caller)
         if own is not None:
             if not caller.authenticated or self._may_approve_own(caller):
                 # Insecure mode (the dev identity decides, as before auth), or a domain that lets an
                 # approver approve their own tasks: recorded with the caller as the approver.
                 if not caller.authenticated:
-                    return await self.queue.resume(request, tenant=caller.tenant, owner=caller.user)
-                return await self.queue.resume_as_approver(
-                    request, tenant=caller.tenant, approver=caller.user
-                )
+                    return await self.queue.resume(answer, tenant=caller.tenant, owner=caller.user)
+                return await self.queue.resume_as_approver(answer, tenant=caller.tenant, approver=caller.user)
             awaits_decision = own.state == INPUT_REQUIRED and own.pending_action.kind in APPROVAL_KINDS
             if awaits_decision and request.decision.approve:  # rejecting grants nothing: owners may
                 if not caller.has_scope(self.access.approve):
@@ -186,10 +192,10 @@ class AgentHandler:
                     metadata={"scope": self.access.approve, "task_id": own.task_id},
                 )
             # Not awaiting an approval: the task layer refuses it with the reason its state gives.
-            return await self.queue.resume(request, tenant=caller.tenant, owner=caller.user)
+            return await self.queue.resume(answer, tenant=caller.tenant, owner=caller.user)
         if not caller.has_scope(self.access.approve):
             raise not_found(request.task_id)  # someone else's task: no hint that it exists
-        return await self.queue.resume_as_approver(request, tenant=caller.tenant, approver=caller.user)
+        return await self.queue.resume_as_approver(answer, tenant=caller.tenant, approver=caller.user)
 
     def _may_approve_own(self, caller: Caller) -> bool:
         return self.spec.allow_self_approval and caller.has_scope(self.access.approve)
@@ -283,7 +289,8 @@ class AgentHandler:
         self, request: agent_service_pb2.GetUsageRequest, caller: Caller
     ) -> agent_service_pb2.GetUsageResponse:
         check_session_id(request.session_id, required=False)
-        return await self.usage.get_usage(caller.tenant, caller.user, self.spec.slug, request.session_id)
+        report = await self.usage.get_usage(caller.tenant, caller.user, self.spec.slug, request.session_id)
+        return agent_service_pb2.GetUsageResponse(usage=report.usage, tasks=report.tasks)
 
     async def forget_user(
         self, request: agent_service_pb2.ForgetUserRequest, caller: Caller

@@ -1,4 +1,5 @@
-"""Checks on Run's input (pure): sizes, ids, labels, parts, limits against the caps.
+"""Checks on Run's input (pure): sizes, ids, labels, parts, limits against the caps; and the
+requests as the task layer takes them (`new_task`, `pending_action_answer`).
 
 One `Violations` collector names every bad field at once (INVALID_ARGUMENT,
 reason INVALID_REQUEST); limits above the domain's caps are checked after the
@@ -8,6 +9,7 @@ LIMIT_ABOVE_CAP naming the cap (`agents.limits.effective_budget`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
@@ -16,6 +18,7 @@ from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.caller import RESERVED_LABEL_PREFIX
 from agents.limits import Budget, effective_budget
 from agents.spec import DomainSpec
+from memory.tasks.admission import NewTask
 
 MAX_INSTRUCTION_BYTES = 32 * 1024
 MAX_PARTS = 32
@@ -127,3 +130,39 @@ def check_session_id(session_id: str, field: str = "session_id", *, required: bo
     if (session_id or required) and violations.required(session_id, field):
         violations.matches(session_id, OPAQUE_ID, field, "session id")
     violations.raise_if_any("invalid session id")
+
+
+# --- from requests to the task layer's types ------------------------------------------------
+
+
+def request_fingerprint(
+    mode: str, request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest
+) -> str:
+    """What must match for a repeated request id to be a replay: the request as sent, without
+    the requested view (stored with the task; unchanged since the first release)."""
+    body = request.SerializeToString(deterministic=True)
+    if isinstance(request, agent_service_pb2.RunRequest) and request.view:
+        copy = agent_service_pb2.RunRequest()
+        copy.CopyFrom(request)
+        copy.ClearField("view")
+        body = copy.SerializeToString(deterministic=True)
+    return hashlib.sha256(mode.encode() + b"\0" + body).hexdigest()
+
+
+def new_task(request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest) -> NewTask:
+    """What the task layer keeps of a Run or SubmitTask request."""
+    mode = "run" if isinstance(request, agent_service_pb2.RunRequest) else "submit"
+    return NewTask(
+        instruction=request.instruction,
+        fingerprint=request_fingerprint(mode, request),
+        parts=list(request.parts),
+        session_id=request.session_id,
+        request_id=request.request_id,
+        labels=dict(request.labels),
+        limits=request.limits,
+    )
+
+
+def pending_action_answer(request: agent_service_pb2.ResumeTaskRequest) -> task_pb2.PendingActionAnswer:
+    """ResumeTask's answer as the task keeps it (the same fields, so the same bytes)."""
+    return task_pb2.PendingActionAnswer.FromString(request.SerializeToString())

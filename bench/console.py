@@ -32,6 +32,7 @@ from agentmesh.kit.channels import create_channel
 from agentmesh.kit.errors import FailedPrecondition
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
+from agents.requests import new_task
 from bench.common import ROOT
 from memory.connection import create_redis
 from memory.tasks.queue import TaskQueue
@@ -59,9 +60,11 @@ async def seed(redis_url: str) -> None:
         async with semaphore:
             n = next(numbers)
             task = await queue.submit(
-                agent_service_pb2.SubmitTaskRequest(
-                    instruction=f"Customer C-{n:05d} asks about order ORD-{n:05d} <b>{n}</b>",
-                    request_id=f"console-bench-{n}",
+                new_task(
+                    agent_service_pb2.SubmitTaskRequest(
+                        instruction=f"Customer C-{n:05d} asks about order ORD-{n:05d} <b>{n}</b>",
+                        request_id=f"console-bench-{n}",
+                    )
                 ),
                 tenant=TENANT,
                 owner=USER,

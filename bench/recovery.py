@@ -16,7 +16,9 @@ from pathlib import Path
 
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory.connection import create_redis
+from memory.tasks.admission import NewTask
 from memory.tasks.execution import Checkpointer, Completed, TaskOutcome
 from memory.tasks.queue import TaskQueue
 from memory.tasks.store import TaskConfig
@@ -30,8 +32,8 @@ async def _one(url: str, domain: str) -> float:
     queue = TaskQueue(redis, domain=domain, config=TaskConfig(shards=2, claim_idle_timeout_s=IDLE_S))
     await queue.ensure_groups()
 
-    def request(request_id: str) -> agent_service_pb2.SubmitTaskRequest:
-        return agent_service_pb2.SubmitTaskRequest(instruction="x", request_id=request_id)
+    def request(request_id: str) -> NewTask:
+        return new_task(agent_service_pb2.SubmitTaskRequest(instruction="x", request_id=request_id))
 
     crashed = await queue.submit(request("crashed"), tenant="t", owner="o")
     lost = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from bench.common import LoadResult, closed_loop, scaled, scaled_int
 from bench.summary import Row
 from memory.connection import AnyRedis, create_redis
@@ -102,7 +103,7 @@ async def run(rounds: int = ROUNDS) -> list[tuple[Side, Side, float]]:
             request = agent_service_pb2.SubmitTaskRequest(
                 instruction="bench", request_id=f"b-{next(numbers)}"
             )
-            task = await queue.submit(request, tenant="bench", owner="bench")
+            task = await queue.submit(new_task(request), tenant="bench", owner="bench")
             shard = queue.shard_of(task.task_id)
             attempt = await queue.claim("bench", shard)
             if attempt is None:  # another worker took this shard's entry: wait for the next one

@@ -51,7 +51,7 @@ from agentmesh.kit import metrics
 from agentmesh.kit.config import Settings
 from agentmesh.kit.errors import DataLoss, ResourceExhausted
 from agentmesh.kit.validation import DOMAIN_SLUG, Violations
-from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
+from agentmesh.v1 import errors_pb2, task_pb2
 from memory import keys
 from memory.connection import AnyRedis, redis_errors
 from memory.identity import check_owner
@@ -334,9 +334,6 @@ class UsageReport:
     def unpriced_tokens(self) -> int:
         return self.counters.unpriced_tokens
 
-    def to_response(self) -> agent_service_pb2.GetUsageResponse:
-        return agent_service_pb2.GetUsageResponse(usage=self.usage, tasks=self.tasks)
-
 
 class UsageStore:
     def __init__(
@@ -514,19 +511,15 @@ class UsageStore:
                 total = total + counters_from_hash(await self._redis.hgetall(key), f"usage {key!r}")
         return UsageReport(total)
 
-    async def get_usage(
-        self, tenant: str, user: str, domain: str, session_id: str = ""
-    ) -> agent_service_pb2.GetUsageResponse:
-        """AgentService.GetUsage: the caller's usage in this domain, for one session or all of them.
+    async def get_usage(self, tenant: str, user: str, domain: str, session_id: str = "") -> UsageReport:
+        """What AgentService.GetUsage answers: the caller's usage in this domain, for one session or
+        all of them.
 
         Unknown sessions (or another user's) read as zero: nothing is revealed.
         """
-        report = (
-            await self.for_session(tenant, user, session_id, domain)
-            if session_id
-            else await self.for_user(tenant, user, domain)
-        )
-        return report.to_response()
+        if session_id:
+            return await self.for_session(tenant, user, session_id, domain)
+        return await self.for_user(tenant, user, domain)
 
 
 def _require(**owner: Any) -> None:

@@ -1144,6 +1144,99 @@ class ArtifactUpdate(_message.Message):
 Global___ArtifactUpdate: _TypeAlias = ArtifactUpdate  # noqa: Y015
 
 @_typing.final
+class PendingActionAnswer(_message.Message):
+    """The answer to a task's pending action as the task keeps it until its next
+    attempt reads it: what ResumeTask sent. Its fields have the numbers of
+    ResumeTaskRequest's, so each reads the other's bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Decision(_message.Message):
+        """A decision on an approval (fields as in ApprovalDecision)."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        APPROVE_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        approve: _builtins.bool
+        """True to approve (run the tool call), false to reject it."""
+        reason: _builtins.str
+        """The approver's explanation, if any."""
+        def __init__(
+            self,
+            *,
+            approve: _builtins.bool = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "reason", b"reason"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Input(_message.Message):
+        """Input the agent asked for (fields as in UserInput)."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        PARTS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]:
+            """The answer, as text and/or other parts."""
+
+        def __init__(
+            self,
+            *,
+            parts: _abc.Iterable[Global___Part] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task answered."""
+    action_id: _builtins.str
+    """The pending action answered (`Task.pending_action.action_id`)."""
+    request_id: _builtins.str
+    """The idempotency key of the answer, if any."""
+    @_builtins.property
+    def decision(self) -> Global___PendingActionAnswer.Decision:
+        """For PENDING_ACTION_KIND_APPROVAL and PENDING_ACTION_KIND_OUTCOME_UNKNOWN."""
+
+    @_builtins.property
+    def input(self) -> Global___PendingActionAnswer.Input:
+        """For PENDING_ACTION_KIND_INPUT."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        decision: Global___PendingActionAnswer.Decision | None = ...,
+        input: Global___PendingActionAnswer.Input | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "decision", b"decision", "input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "answer", b"answer", "decision", b"decision", "input", b"input", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_answer: _TypeAlias = _typing.Literal["decision", "input"]  # noqa: Y015
+    _WhichOneofArgType_answer: _TypeAlias = _typing.Literal["answer", b"answer"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_answer) -> _WhichOneofReturnType_answer | None: ...
+
+Global___PendingActionAnswer: _TypeAlias = PendingActionAnswer  # noqa: Y015
+
+@_typing.final
 class ApprovalRecord(_message.Message):
     """The decision taken on a pending action, recorded as an event."""
 

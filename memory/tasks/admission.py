@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from agentmesh.kit.errors import DataLoss, FieldViolation, InvalidArgument, echo
-from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
+from agentmesh.v1 import errors_pb2, task_pb2
 from memory.tasks import ids, pages, scripts, states
 from memory.tasks.entries import entry_record
 from memory.tasks.events import status_event
@@ -44,17 +44,20 @@ def task_id_for(tenant: str, owner: str, domain: str, request_id: str, *, shards
     return ids.for_request(tenant, owner, domain, request_id, shards=shards)
 
 
-def request_fingerprint(
-    mode: str, request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest
-) -> str:
-    """What must match for a repeated request id to be a replay (not the requested view)."""
-    body = request.SerializeToString(deterministic=True)
-    if isinstance(request, agent_service_pb2.RunRequest) and request.view:
-        copy = agent_service_pb2.RunRequest()
-        copy.CopyFrom(request)
-        copy.ClearField("view")
-        body = copy.SerializeToString(deterministic=True)
-    return hashlib.sha256(mode.encode() + b"\0" + body).hexdigest()
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a caller asks of a new task (SubmitTask, Run): what the task keeps of the request.
+
+    `fingerprint` is what must match for a repeated request id to be a replay; the layer that
+    decoded the request computes it from the request as sent (agents/requests.py)."""
+
+    instruction: str
+    fingerprint: str
+    parts: Sequence[task_pb2.Part] = ()
+    session_id: str = ""
+    request_id: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    limits: task_pb2.Limits | None = None
 
 
 class TaskAdmission:
@@ -67,7 +70,7 @@ class TaskAdmission:
 
     async def submit(
         self,
-        request: agent_service_pb2.SubmitTaskRequest,
+        request: NewTask,
         *,
         tenant: str,
         owner: str,
@@ -89,7 +92,7 @@ class TaskAdmission:
 
     async def run(
         self,
-        request: agent_service_pb2.RunRequest,
+        request: NewTask,
         execute: Executor,
         *,
         tenant: str,
@@ -145,7 +148,7 @@ class TaskAdmission:
     async def _create(
         self,
         mode: str,
-        request: agent_service_pb2.RunRequest | agent_service_pb2.SubmitTaskRequest,
+        request: NewTask,
         tenant: str,
         owner: str,
         limits: task_pb2.Limits | None,
@@ -162,7 +165,7 @@ class TaskAdmission:
             if request.request_id
             else ids.random_id(shards=shards)
         )
-        fingerprint = request_fingerprint(mode, request)
+        fingerprint = request.fingerprint
         now = now_ms()
         carrier = current_carrier()
         task = task_pb2.Task(
@@ -176,10 +179,11 @@ class TaskAdmission:
             instruction=request.instruction,
             input_parts=request.parts,
             request_id=request.request_id,
-            labels=request.labels,
+            labels=dict(request.labels),
             trace_id=current_trace_id(),
         )
-        task.limits.CopyFrom(limits if limits is not None else request.limits)
+        in_force = limits if limits is not None else request.limits
+        task.limits.CopyFrom(in_force if in_force is not None else task_pb2.Limits())
         set_millis(task.create_time, now)
         set_millis(task.update_time, now)
         retention = self.config.run_retention_ms if inline else self.config.retention_ms

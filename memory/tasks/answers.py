@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agentmesh.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, echo
-from agentmesh.v1 import agent_service_pb2, errors_pb2, task_pb2
+from agentmesh.v1 import errors_pb2, task_pb2
 from memory.tasks import states
 from memory.tasks.entries import entry_record
 from memory.tasks.events import approval_event, status_event
@@ -40,16 +40,12 @@ class TaskAnswers:
         self.domain = store.domain
         self.config = store.config
 
-    async def resume(
-        self, request: agent_service_pb2.ResumeTaskRequest, *, tenant: str, owner: str
-    ) -> task_pb2.Task:
+    async def resume(self, answer: task_pb2.PendingActionAnswer, *, tenant: str, owner: str) -> task_pb2.Task:
         """Answer the owner's paused task (INPUT_REQUIRED -> WORKING, queued again)."""
-        return await self._resume(
-            request, approver="", visible=lambda t: self.store.visible(t, tenant, owner)
-        )
+        return await self._resume(answer, approver="", visible=lambda t: self.store.visible(t, tenant, owner))
 
     async def resume_as_approver(
-        self, request: agent_service_pb2.ResumeTaskRequest, *, tenant: str, approver: str
+        self, answer: task_pb2.PendingActionAnswer, *, tenant: str, approver: str
     ) -> task_pb2.Task:
         """Answer a task awaiting approval in this domain and tenant (the caller checked the
         approver's `<domain>:approve` scope); the approver is recorded with the decision."""
@@ -57,23 +53,23 @@ class TaskAnswers:
         def visible(task: task_pb2.Task) -> bool:
             return task.tenant == tenant and task.domain == self.domain
 
-        return await self._resume(request, approver=approver, visible=visible)
+        return await self._resume(answer, approver=approver, visible=visible)
 
     async def _resume(
         self,
-        request: agent_service_pb2.ResumeTaskRequest,
+        answer: task_pb2.PendingActionAnswer,
         *,
         approver: str,
         visible: Callable[[task_pb2.Task], bool],
     ) -> task_pb2.Task:
-        _check_resume_request(request)
-        task_id = request.task_id
+        _check_resume_request(answer)
+        task_id = answer.task_id
         for _ in range(CAS_RETRIES):
             snapshot = await self.store.snapshot(task_id)
             if snapshot is None or not visible(snapshot.task):
                 raise not_found(task_id)
             task = snapshot.task
-            if _replayed_resume(snapshot, request, approver):
+            if _replayed_resume(snapshot, answer, approver):
                 return task
             if approver and not (
                 task.state == states.INPUT_REQUIRED and task.pending_action.kind in APPROVAL_KINDS
@@ -82,27 +78,27 @@ class TaskAnswers:
             if task.state != states.INPUT_REQUIRED:
                 raise refuse_state(task, "only a task waiting for input or approval can be resumed")
             pending = task.pending_action
-            _check_answer(task, request)
+            _check_answer(task, answer)
             if pending.HasField("expire_time") and millis_of(pending.expire_time) <= now_ms():
                 await self.store.expire_pending(task_id)
                 raise _stale(task, f"pending action {pending.action_id} expired")
-            resumed = _resumed(task, request, approver or task.owner)
+            resumed = _resumed(task, answer, approver or task.owner)
             events: list[task_pb2.TaskEvent] = []
-            if request.HasField("decision"):
+            if answer.HasField("decision"):
                 events.append(
                     approval_event(
                         task_pb2.ApprovalRecord(
                             action_id=pending.action_id,
-                            approved=request.decision.approve,
+                            approved=answer.decision.approve,
                             approver=approver or task.owner,
-                            reason=request.decision.reason,
+                            reason=answer.decision.reason,
                         )
                     )
                 )
             events.append(status_event(resumed))
             fields = {
                 Field.RETENTION: max(snapshot.retention_ms, self.config.retention_ms),
-                **resumption_fields(Resumption(action=pending, request=request, approver=approver)),
+                **resumption_fields(Resumption(action=pending, answer=answer, approver=approver)),
             }
             # The answer and the new queue entry in one script: a resumed task is always queued.
             result = await self.store.commit(
@@ -130,29 +126,29 @@ class TaskAnswers:
         )
 
 
-def _check_resume_request(request: agent_service_pb2.ResumeTaskRequest) -> None:
+def _check_resume_request(answer: task_pb2.PendingActionAnswer) -> None:
     violations = []
-    if not request.task_id:
+    if not answer.task_id:
         violations.append(FieldViolation("task_id", "is required", "REQUIRED"))
-    if not request.action_id:
+    if not answer.action_id:
         violations.append(FieldViolation("action_id", "is required", "REQUIRED"))
-    if request.WhichOneof("answer") is None:
+    if answer.WhichOneof("answer") is None:
         violations.append(FieldViolation("decision", "an answer (decision or input) is required", "REQUIRED"))
     if violations:
-        raise InvalidArgument("invalid ResumeTask request", violations=violations)
+        raise InvalidArgument("invalid answer to a pending action", violations=violations)
 
 
-def _check_answer(task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest) -> None:
+def _check_answer(task: task_pb2.Task, answer: task_pb2.PendingActionAnswer) -> None:
     pending = task.pending_action
-    if request.action_id != pending.action_id:
-        raise _stale(task, f"action {echo(request.action_id)} is not the pending action")
+    if answer.action_id != pending.action_id:
+        raise _stale(task, f"action {echo(answer.action_id)} is not the pending action")
     if pending.kind == task_pb2.PENDING_ACTION_KIND_INPUT:
-        if not request.HasField("input") or not request.input.parts:
+        if not answer.HasField("input") or not answer.input.parts:
             raise InvalidArgument(
                 "this task waits for input: send `input` with at least one part",
                 violations=[FieldViolation("input", "required for a pending input request", "REQUIRED")],
             )
-    elif not request.HasField("decision"):
+    elif not answer.HasField("decision"):
         raise InvalidArgument(
             "this task waits for a decision: send `decision`",
             violations=[FieldViolation("decision", "required for a pending approval", "REQUIRED")],
@@ -167,23 +163,18 @@ def _stale(task: task_pb2.Task, why: str) -> FailedPrecondition:
     )
 
 
-def _replayed_resume(
-    snapshot: TaskSnapshot, request: agent_service_pb2.ResumeTaskRequest, approver: str
-) -> bool:
+def _replayed_resume(snapshot: TaskSnapshot, answer: task_pb2.PendingActionAnswer, approver: str) -> bool:
     """A repeated ResumeTask (same request id, same answer) after it was applied."""
     done = snapshot.resumption
     return bool(
-        request.request_id
+        answer.request_id
         and done is not None
         and done.approver == approver
-        and done.request.SerializeToString(deterministic=True)
-        == request.SerializeToString(deterministic=True)
+        and done.answer.SerializeToString(deterministic=True) == answer.SerializeToString(deterministic=True)
     )
 
 
-def _resumed(
-    task: task_pb2.Task, request: agent_service_pb2.ResumeTaskRequest, answered_by: str
-) -> task_pb2.Task:
+def _resumed(task: task_pb2.Task, answer: task_pb2.PendingActionAnswer, answered_by: str) -> task_pb2.Task:
     states.check_transition(task.task_id, task.state, states.WORKING)
     resumed = task_pb2.Task()
     resumed.CopyFrom(task)
@@ -191,8 +182,8 @@ def _resumed(
     resumed.ClearField("pending_action")
     resumed.state = states.WORKING
     resumed.stop_reason = task_pb2.STOP_REASON_UNSPECIFIED
-    if request.HasField("decision"):
-        verdict = "approved" if request.decision.approve else "rejected"
+    if answer.HasField("decision"):
+        verdict = "approved" if answer.decision.approve else "rejected"
         resumed.status_message = f"{verdict} by {answered_by}; queued to continue"
     else:
         resumed.status_message = "input received; queued to continue"

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.kit.errors import DataLoss
-from agentmesh.v1 import agent_service_pb2, task_pb2
+from agentmesh.v1 import task_pb2
 from memory import codec
 from memory.codec import RecordKind
 from memory.tasks import scripts
@@ -78,12 +78,12 @@ class Resumption:
     """The answer ResumeTask gave to a paused task, for the executor of the next attempt.
 
     Present from the resume until the next checkpoint: `action` is what the task
-    waited for, `request` carries the decision or the input, `approver` is who
+    waited for, `answer` carries the decision or the input, `approver` is who
     answered (empty when the owner did).
     """
 
     action: task_pb2.PendingAction
-    request: agent_service_pb2.ResumeTaskRequest
+    answer: task_pb2.PendingActionAnswer
     approver: str = ""
 
 
@@ -305,8 +305,9 @@ def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumptio
     if not raw:
         return None
     what = f"task {task_id} resumption"
-    request = codec.decode_message(
-        raw, RecordKind.RESUMPTION, {RESUMPTION_FORMAT}, agent_service_pb2.ResumeTaskRequest, what
+    # Records written before PendingActionAnswer hold ResumeTaskRequest bytes: the same fields.
+    answer = codec.decode_message(
+        raw, RecordKind.RESUMPTION, {RESUMPTION_FORMAT}, task_pb2.PendingActionAnswer, what
     )
     action = codec.decode_message(
         fields.get(Field.RESUME_ACTION.encode()),
@@ -315,12 +316,12 @@ def _decode_resumption(task_id: str, fields: Mapping[bytes, bytes]) -> Resumptio
         task_pb2.PendingAction,
         what,
     )
-    return Resumption(action=action, request=request, approver=_text(fields, Field.RESUME_BY))
+    return Resumption(action=action, answer=answer, approver=_text(fields, Field.RESUME_BY))
 
 
 def resumption_fields(resumption: Resumption) -> dict[str, str | bytes | int]:
     return {
-        Field.RESUME: codec.encode_message(RecordKind.RESUMPTION, RESUMPTION_FORMAT, resumption.request),
+        Field.RESUME: codec.encode_message(RecordKind.RESUMPTION, RESUMPTION_FORMAT, resumption.answer),
         Field.RESUME_ACTION: codec.encode_message(
             RecordKind.PENDING_ACTION, RESUMPTION_FORMAT, resumption.action
         ),

@@ -19,6 +19,7 @@ import pytest
 from agentmesh.localmesh.embedded_redis import EmbeddedRedis
 from agentmesh.localmesh.proc import ServiceProcess
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory import keys
 from memory.connection import AnyRedis, create_redis
 from memory.tasks.queue import TaskQueue
@@ -52,7 +53,7 @@ class Run:
             request = agent_service_pb2.SubmitTaskRequest(
                 instruction=f"chaos task {n}", request_id=f"chaos-{n}"
             )
-            self.ids.append((await self.queue.submit(request, tenant=TENANT, owner=OWNER)).task_id)
+            self.ids.append((await self.queue.submit(new_task(request), tenant=TENANT, owner=OWNER)).task_id)
 
     async def executions(self, task_id: str) -> list[tuple[int, int, int]]:
         """(step, attempt, pid) of every step execution, in the order they happened."""

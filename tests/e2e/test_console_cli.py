@@ -136,22 +136,25 @@ def test_chaos_changes_the_dummy_at_run_time(mesh: Cli) -> None:
     assert task["state"] == "TASK_STATE_COMPLETED", task
     act = next(s for s in task["steps"] if s.get("toolName") == "dummy_act")
     assert float(act["duration"].rstrip("s")) >= 0.4, act  # the latency set a moment ago
-    # `agentmesh up` recorded every service's spans: the task's trace, across the queue.
-    deadline = time.monotonic() + 10
-    while True:
-        traced = mesh("trace", task["taskId"], "--state-dir", str(mesh.state))
-        if (traced.returncode == 0 and "/dummy.v1.Dummy/Act" in traced.stdout) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert traced.returncode == 0, traced.stdout + traced.stderr
-    for name in (
+    # `agentmesh up` recorded every service's spans: the task's trace, across the queue. Each
+    # process writes its spans when they end (the attempt's last), so wait for all of them.
+    wanted = (
         "SubmitTask",
         "task.attempt",
         "invoke_agent training",
         "chat scripted",
         "execute_tool dummy_act",
-    ):
-        assert name in traced.stdout, traced.stdout
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        traced = mesh("trace", task["taskId"], "--state-dir", str(mesh.state))
+        complete = traced.returncode == 0 and all(name in traced.stdout for name in wanted)
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    for name in wanted:
+        assert name in traced.stdout, f"waited 30 s for span {name!r} in the trace:\n{traced.stdout}"
     assert "input_tokens=" in traced.stdout
     assert mesh.json("chaos", "reset", "--stats") == {}
     shown = mesh.json("chaos", "show")

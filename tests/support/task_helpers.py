@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory import keys
 from memory.tasks.entries import QueueEntry
 from memory.tasks.execution import Attempt, Checkpointer, Completed, TaskOutcome
@@ -24,7 +25,9 @@ def submit_request(
 async def submit(
     queue: TaskQueue, request_id: str = "req-1", owner: str = OWNER, **kw: object
 ) -> task_pb2.Task:
-    return await queue.submit(submit_request(request_id=request_id, **kw), tenant=TENANT, owner=owner)
+    return await queue.submit(
+        new_task(submit_request(request_id=request_id, **kw)), tenant=TENANT, owner=owner
+    )
 
 
 def task_key(queue: TaskQueue, task_id: str) -> str:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from agentmesh.cli.main import app
 from agentmesh.kit.net import free_port
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory.connection import create_redis
 from memory.tasks.execution import Checkpointer, TaskOutcome, run_attempt
 from memory.tasks.queue import TaskQueue
@@ -28,7 +29,7 @@ async def _dead_letter(url: str) -> str:
     queue = TaskQueue(redis, domain="refunds", config=CONFIG)
     await queue.ensure_groups()
     request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="poison")
-    task = await queue.submit(request, tenant=TENANT, owner=OWNER)
+    task = await queue.submit(new_task(request), tenant=TENANT, owner=OWNER)
 
     async def explode(task: task_pb2.Task, checkpoint: Checkpointer) -> TaskOutcome:
         raise RuntimeError("bad input")

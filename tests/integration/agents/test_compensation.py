@@ -25,7 +25,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
 from agents.model.script import Script
-from agents.requests import check_submit_request
+from agents.requests import check_submit_request, new_task
 from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import DomainSpec, load_spec, parse_spec
@@ -126,7 +126,7 @@ async def _die_once(process: AgentProcess, request_id: str, *, tool: str, after_
     # Submitted straight to the queue: the task keeps its caller's authority in its labels, as the
     # handler writes them (the worker's tool calls are checked against these scopes).
     request.labels.update(Caller(tenant=TENANT, user=OWNER, scopes=frozenset(DEFAULT_SCOPES)).labels())
-    task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
+    task = await queue.submit(new_task(request), tenant=TENANT, owner=OWNER, limits=budget.to_proto())
     attempt = await claim(queue, "doomed-worker")
     with pytest.raises(Died):
         await process.executor(
@@ -309,7 +309,7 @@ async def test_an_in_doubt_reservation_that_never_happened_is_released_safely(
     request = pb.SubmitTaskRequest(instruction=ORDER, request_id="in-doubt-never-sent")
     budget = check_submit_request(fulfillment.spec, request)
     request.labels.update(Caller(tenant=TENANT, user=OWNER, scopes=frozenset(DEFAULT_SCOPES)).labels())
-    task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
+    task = await queue.submit(new_task(request), tenant=TENANT, owner=OWNER, limits=budget.to_proto())
     attempt = await claim(queue, "doomed-worker")
     with pytest.raises(Died):
         await fulfillment.executor(attempt.task, DiesAfterAsking(attempt.checkpointer, "inventory_reserve"))  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from agentmesh.v1 import agent_service_pb2 as pb
 from agentmesh.v1 import task_pb2
 from agents.caller import Caller
 from agents.model.script import load_script
-from agents.requests import check_submit_request
+from agents.requests import check_submit_request, new_task
 from agents.scripted_model import ScriptedModelServer
 from agents.server import AgentProcess
 from agents.spec import load_spec
@@ -94,7 +94,7 @@ async def test_a_lost_pause_parks_the_task_again_without_repeating_the_call(
     request = pb.SubmitTaskRequest(instruction="Act once on lost-pause", request_id="lost-pause-1")
     budget = check_submit_request(process.spec, request)
     request.labels.update(Caller(tenant=TENANT, user=OWNER, scopes=frozenset(DEFAULT_SCOPES)).labels())
-    task = await queue.submit(request, tenant=TENANT, owner=OWNER, limits=budget.to_proto())
+    task = await queue.submit(new_task(request), tenant=TENANT, owner=OWNER, limits=budget.to_proto())
 
     def effects() -> int:
         return int(tool.state.effects_by_action.get("lost-pause", 0))

@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 from agentmesh.kit.errors import DataLoss, Unavailable
 from agentmesh.kit.net import free_port
 from agentmesh.v1.agent_service_pb2 import SubmitTaskRequest
+from agents.requests import new_task
 from memory import connection
 from memory.connection import create_redis, describe, redis_errors
 from memory.tasks.queue import TaskQueue
@@ -74,7 +75,7 @@ async def test_sentinel_url_finds_the_master_with_both_passwords() -> None:
         queue = TaskQueue(client, domain="refunds", config=TaskConfig(shards=1))
         await queue.ensure_groups()
         task = await queue.submit(
-            SubmitTaskRequest(instruction="hi", request_id="r-1"), tenant="t", owner="u"
+            new_task(SubmitTaskRequest(instruction="hi", request_id="r-1")), tenant="t", owner="u"
         )
         attempt = await queue.claim("w", 0)
         assert attempt is not None and attempt.task.task_id == task.task_id

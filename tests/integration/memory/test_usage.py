@@ -10,12 +10,12 @@ import redis.asyncio as aioredis
 
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss, InvalidArgument
-from agentmesh.v1 import agent_service_pb2, task_pb2
+from agentmesh.v1 import task_pb2
 from memory import keys
 from memory import usage as usage_module
 from memory.connection import create_redis
 from memory.prices import Cost, builtin_prices
-from memory.usage import Attribution, Budgets, StepUsage, UsageStore, utc_day
+from memory.usage import Attribution, Budgets, StepUsage, UsageReport, UsageStore, utc_day
 
 pytestmark = pytest.mark.integration
 T, U = "acme", "u-1"
@@ -77,7 +77,7 @@ async def test_get_usage_answers_the_api(usage: UsageStore) -> None:
     await usage.record(who(), turn("gpt-4o", 100, 50))
     await usage.record(who("t-2", session="s-2"), turn("gpt-4o", 1, 1))
     response = await usage.get_usage(T, U, "refunds", "s-1")
-    assert isinstance(response, agent_service_pb2.GetUsageResponse)
+    assert isinstance(response, UsageReport)
     assert response.tasks == 1 and response.usage.total_tokens == 150
     assert (await usage.get_usage(T, U, "refunds")).tasks == 2
     # someone else's session, or an unknown one, reads as zero

@@ -83,10 +83,14 @@ async def test_a_tool_at_the_limits_registers_and_exports_its_schema(backend_url
         MAX_MESSAGE_DEPTH, fields_per_type=MAX_TOOL_FIELDS // MAX_MESSAGE_DEPTH - 1, cycle=True
     )
     async with registry_at(backend_url, schema_exporter=export_tool_schemas) as registry:
-        await registry.stub.RegisterTool(rs.RegisterToolRequest(tool=deep_spec(data)))
-        full = await registry.stub.GetTool(rs.GetToolRequest(name="deep_call", view=tool_pb2.TOOL_VIEW_FULL))
+        # Deadlines: a call stuck on the store fails here with its status instead of at the
+        # suite's timeout (0.1 s on an idle machine).
+        await registry.stub.RegisterTool(rs.RegisterToolRequest(tool=deep_spec(data)), timeout=60)
+        full = await registry.stub.GetTool(
+            rs.GetToolRequest(name="deep_call", view=tool_pb2.TOOL_VIEW_FULL), timeout=60
+        )
         compatible = await registry.stub.CheckCompatibility(
-            rs.CheckCompatibilityRequest(tool=deep_spec(data))
+            rs.CheckCompatibilityRequest(tool=deep_spec(data)), timeout=60
         )
     assert '"next"' in full.input_schema_json
     assert compatible.compatible

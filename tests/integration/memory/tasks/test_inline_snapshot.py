@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from agentmesh.v1 import agent_service_pb2
+from agents.requests import new_task
 from memory.tasks.queue import TaskQueue
 from tests.support.task_helpers import OWNER, TENANT
 
@@ -23,7 +24,7 @@ async def test_the_inline_snapshot_is_what_the_store_holds(queue: TaskQueue, wit
     request.labels["team"] = "ops"
     if with_parts:
         request.parts.add(text="attached")
-    created = await queue.admission._create("run", request, TENANT, OWNER, None, inline=True)
+    created = await queue.admission._create("run", new_task(request), TENANT, OWNER, None, inline=True)
     assert created.new and created.snapshot is not None
     stored = await queue.store.snapshot(created.task.task_id, steps=True)
     assert stored is not None

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from agentmesh.kit import metrics
 from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory import keys
 from memory.connection import AnyRedis
 from memory.tasks import ids
@@ -107,7 +108,9 @@ async def test_same_request_id_with_another_request_is_refused(queue: TaskQueue)
 
 async def test_submit_needs_a_request_id(queue: TaskQueue) -> None:
     with pytest.raises(InvalidArgument, match="request_id"):
-        await queue.submit(agent_service_pb2.SubmitTaskRequest(instruction="x"), tenant=TENANT, owner=OWNER)
+        await queue.submit(
+            new_task(agent_service_pb2.SubmitTaskRequest(instruction="x")), tenant=TENANT, owner=OWNER
+        )
 
 
 # -- the happy path -------------------------------------------------------------------------
@@ -749,7 +752,7 @@ async def test_hand_back_lets_another_worker_resume_at_once(queue: TaskQueue) ->
 async def test_creation_and_its_queue_entry_are_one_step(queue: TaskQueue, client: AnyRedis) -> None:
     """The record, its event, its owner-index entry and its queue entry are written by one script:
     when one of them cannot be written, none is."""
-    request = agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="blocked")
+    request = new_task(agent_service_pb2.SubmitTaskRequest(instruction="x", request_id="blocked"))
     task_id = ids.for_request(TENANT, OWNER, "refunds", "blocked", shards=queue.config.shards)
     stream = keys.queue("refunds", queue.shard_of(task_id))
     await client.delete(stream)

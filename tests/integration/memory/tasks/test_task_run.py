@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import new_task
 from memory import keys
 from memory.connection import AnyRedis
+from memory.tasks.admission import NewTask
 from memory.tasks.execution import Checkpointer, Completed, InputRequired, TaskOutcome, run_attempt
 from memory.tasks.queue import TaskQueue
 from memory.tasks.sweeper import TaskSweeper
@@ -18,8 +20,8 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.integration
 
 
-def _run_request(request_id: str = "") -> agent_service_pb2.RunRequest:
-    return agent_service_pb2.RunRequest(instruction="where is order 7?", request_id=request_id)
+def _run_request(request_id: str = "") -> NewTask:
+    return new_task(agent_service_pb2.RunRequest(instruction="where is order 7?", request_id=request_id))
 
 
 async def _outbox_size(client: AnyRedis, queue: TaskQueue) -> int:
@@ -91,9 +93,9 @@ async def test_run_that_needs_approval_returns_the_paused_task(queue: TaskQueue,
     assert await _outbox_size(client, queue) == 0
     snapshot = await queue.store.snapshot(task.task_id)
     assert snapshot is not None and snapshot.retention_ms == queue.config.retention_ms
-    decision = agent_service_pb2.ApprovalDecision(approve=True)
+    decision = task_pb2.PendingActionAnswer.Decision(approve=True)
     await queue.resume(
-        agent_service_pb2.ResumeTaskRequest(task_id=task.task_id, action_id="a1", decision=decision),
+        task_pb2.PendingActionAnswer(task_id=task.task_id, action_id="a1", decision=decision),
         tenant=TENANT,
         owner=OWNER,
     )

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from agentmesh.v1 import agent_service_pb2, task_pb2
+from agentmesh.v1 import task_pb2
 from memory import connection, keys
 from memory.connection import AnyRedis, create_redis
 from memory.tasks import ids
@@ -195,10 +195,10 @@ async def test_approvers_see_tasks_awaiting_approval(queue: TaskQueue) -> None:
 
 async def test_approver_resume_records_the_decision_and_requeues(queue: TaskQueue) -> None:
     task_id = await _paused(queue)
-    request = agent_service_pb2.ResumeTaskRequest(
+    request = task_pb2.PendingActionAnswer(
         task_id=task_id,
         action_id="act-1",
-        decision=agent_service_pb2.ApprovalDecision(approve=True, reason="customer is known"),
+        decision=task_pb2.PendingActionAnswer.Decision(approve=True, reason="customer is known"),
         request_id="resume-1",
     )
     resumed = await queue.resume_as_approver(request, tenant=TENANT, approver="carol")
@@ -217,7 +217,7 @@ async def test_approver_resume_records_the_decision_and_requeues(queue: TaskQueu
     attempt = await claim(queue)
     resumption = attempt.checkpointer.resumption
     assert resumption is not None and resumption.approver == "carol"
-    assert resumption.action.tool_name == "payments_refund" and resumption.request.decision.approve
+    assert resumption.action.tool_name == "payments_refund" and resumption.answer.decision.approve
     assert [s.index for s in attempt.checkpointer.steps] == [0]
     await attempt.checkpointer.save(task_pb2.Step(index=1, summary="refunded"))
     assert attempt.checkpointer.resumption is None
@@ -233,27 +233,27 @@ async def test_owner_resume_with_input(queue: TaskQueue) -> None:
     assert (await queue.store.list_awaiting_approval(tenant=TENANT)).tasks == []  # input is not an approval
     with pytest.raises(InvalidArgument, match="input"):
         await queue.resume(
-            agent_service_pb2.ResumeTaskRequest(
-                task_id=task_id, action_id="q-1", decision=agent_service_pb2.ApprovalDecision(approve=True)
+            task_pb2.PendingActionAnswer(
+                task_id=task_id, action_id="q-1", decision=task_pb2.PendingActionAnswer.Decision(approve=True)
             ),
             tenant=TENANT,
             owner=OWNER,
         )
     with pytest.raises(FailedPrecondition) as caught:
         await queue.resume(
-            agent_service_pb2.ResumeTaskRequest(
+            task_pb2.PendingActionAnswer(
                 task_id=task_id,
                 action_id="q-0",
-                input=agent_service_pb2.UserInput(parts=[task_pb2.Part(text="ORD-1")]),
+                input=task_pb2.PendingActionAnswer.Input(parts=[task_pb2.Part(text="ORD-1")]),
             ),
             tenant=TENANT,
             owner=OWNER,
         )
     assert caught.value.reason == "STALE_ACTION"
-    answer = agent_service_pb2.ResumeTaskRequest(
+    answer = task_pb2.PendingActionAnswer(
         task_id=task_id,
         action_id="q-1",
-        input=agent_service_pb2.UserInput(parts=[task_pb2.Part(text="ORD-1")]),
+        input=task_pb2.PendingActionAnswer.Input(parts=[task_pb2.Part(text="ORD-1")]),
     )
     resumed = await queue.resume(answer, tenant=TENANT, owner=OWNER)
     assert resumed.state == task_pb2.TASK_STATE_WORKING
@@ -262,19 +262,17 @@ async def test_owner_resume_with_input(queue: TaskQueue) -> None:
     assert again.value.reason == "INVALID_STATE"
     attempt = await claim(queue)
     assert attempt.checkpointer.resumption is not None
-    assert attempt.checkpointer.resumption.request.input.parts[0].text == "ORD-1"
+    assert attempt.checkpointer.resumption.answer.input.parts[0].text == "ORD-1"
     await attempt.finish(Completed("ok"))
 
 
 async def test_resume_is_checked(queue: TaskQueue) -> None:
     task = await submit(queue)
     with pytest.raises(InvalidArgument) as caught:
-        await queue.resume(
-            agent_service_pb2.ResumeTaskRequest(task_id=task.task_id), tenant=TENANT, owner=OWNER
-        )
+        await queue.resume(task_pb2.PendingActionAnswer(task_id=task.task_id), tenant=TENANT, owner=OWNER)
     assert {v.field for v in caught.value.violations} == {"action_id", "decision"}
-    decision = agent_service_pb2.ApprovalDecision(approve=True)
-    request = agent_service_pb2.ResumeTaskRequest(task_id=task.task_id, action_id="a", decision=decision)
+    decision = task_pb2.PendingActionAnswer.Decision(approve=True)
+    request = task_pb2.PendingActionAnswer(task_id=task.task_id, action_id="a", decision=decision)
     with pytest.raises(FailedPrecondition) as state:
         await queue.resume(request, tenant=TENANT, owner=OWNER)
     assert state.value.reason == "INVALID_STATE" and state.value.metadata["state"] == "SUBMITTED"
@@ -287,8 +285,8 @@ async def test_expired_pending_actions_fail_the_task(queue: TaskQueue) -> None:
     pending.CopyFrom(APPROVAL)
     pending.expire_time.CopyFrom(timestamp(int(time.time() * 1000) - 1))  # expired: no waiting for it
     task_id = await _paused(queue, pending=pending)
-    request = agent_service_pb2.ResumeTaskRequest(
-        task_id=task_id, action_id="act-1", decision=agent_service_pb2.ApprovalDecision(approve=True)
+    request = task_pb2.PendingActionAnswer(
+        task_id=task_id, action_id="act-1", decision=task_pb2.PendingActionAnswer.Decision(approve=True)
     )
     with pytest.raises(FailedPrecondition) as caught:
         await queue.resume(request, tenant=TENANT, owner=OWNER)

@@ -6,10 +6,11 @@ import pytest
 
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
+from agents.requests import request_fingerprint
 from memory import codec
 from memory.codec import RecordKind
 from memory.tasks import scripts
-from memory.tasks.admission import request_fingerprint, task_id_for
+from memory.tasks.admission import task_id_for
 from memory.tasks.entries import decode_entry_payload, encode_entry
 from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
 from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
