@@ -6,14 +6,23 @@ import pytest
 
 from agentmesh.kit.errors import DataLoss, InvalidArgument
 from agentmesh.v1 import agent_service_pb2, task_pb2
-from agents.requests import request_fingerprint
+from agents.requests import pending_action_answer, request_fingerprint
 from memory import codec
 from memory.codec import RecordKind
 from memory.tasks import scripts
 from memory.tasks.admission import task_id_for
 from memory.tasks.entries import decode_entry_payload, encode_entry
 from memory.tasks.events import check_event_id, decode_event, encode_event, event_time, status_event
-from memory.tasks.records import Field, decode_snapshot, encode_task, record_fields, step_field, timestamp
+from memory.tasks.records import (
+    RESUMPTION_FORMAT,
+    Field,
+    _decode_resumption,
+    decode_snapshot,
+    encode_task,
+    record_fields,
+    step_field,
+    timestamp,
+)
 
 
 def test_task_ids_follow_the_request_id_per_owner() -> None:
@@ -121,3 +130,40 @@ def test_event_ids_are_checked(bad: str) -> None:
     assert check_event_id("1700000000000-0") == "1700000000000-0"
     with pytest.raises(InvalidArgument):
         check_event_id(bad)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        agent_service_pb2.ResumeTaskRequest(
+            task_id="t-1",
+            action_id="a-1",
+            request_id="r-1",
+            decision=agent_service_pb2.ApprovalDecision(approve=True, reason="known customer"),
+        ),
+        agent_service_pb2.ResumeTaskRequest(
+            task_id="t-1",
+            action_id="a-2",
+            input=agent_service_pb2.UserInput(parts=[task_pb2.Part(text="ORD-1")]),
+        ),
+    ],
+)
+def test_an_answer_stored_as_resume_task_request_bytes_still_reads(
+    request_: agent_service_pb2.ResumeTaskRequest,
+) -> None:
+    """Tasks paused before the task layer had its own answer type hold ResumeTaskRequest bytes;
+    PendingActionAnswer has the same fields, so they decode, and the agent layer's conversion
+    keeps every byte (a replayed resume compares them)."""
+    answer = pending_action_answer(request_)
+    assert answer.SerializeToString(deterministic=True) == request_.SerializeToString(deterministic=True)
+    stored = {
+        Field.RESUME.encode(): codec.encode_message(RecordKind.RESUMPTION, RESUMPTION_FORMAT, request_),
+        Field.RESUME_ACTION.encode(): codec.encode_message(
+            RecordKind.PENDING_ACTION, RESUMPTION_FORMAT, task_pb2.PendingAction(action_id=request_.action_id)
+        ),
+        Field.RESUME_BY.encode(): b"carol",
+    }
+    resumption = _decode_resumption("t-1", stored)
+    assert resumption is not None and resumption.approver == "carol"
+    assert resumption.answer == answer
+    assert resumption.answer.WhichOneof("answer") == request_.WhichOneof("answer")
