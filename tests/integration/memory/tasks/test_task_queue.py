@@ -866,3 +866,23 @@ async def test_field_names_are_stable(queue: TaskQueue, client: AnyRedis) -> Non
     for name in (Field.LEASE, Field.LEASE_UNTIL, Field.RUNNING, step_field(0)):
         assert name.encode() in stored
     await attempt.finish(Completed("ok"))
+
+
+async def test_an_unreadable_entry_parked_by_two_consumers_is_one_dead_letter(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    """DEAD_LETTER moves an entry only while it is pending: when a consumer stalls on an
+    unreadable entry, another takes it over (XCLAIM, as the reclaim does) and parks it, the first
+    one's late park finds it acknowledged and adds no second dead letter."""
+    await queue.ensure_groups()
+    stream = keys.queue(queue.domain, 0)
+    entry_id = _s(await client.xadd(stream, {"t": "not-a-task-id", "e": b"\xff garbage"}))
+    read = await client.xreadgroup(queue.group, "c1", {stream: ">"}, count=1)
+    assert _s(read[0][1][0][0]) == entry_id
+    taken = await client.xclaim(stream, queue.group, "c2", 0, [entry_id])
+    assert [_s(e[0]) for e in taken] == [entry_id]
+    await queue.letters.park_unreadable(0, entry_id, b"\xff garbage")  # c2
+    await queue.letters.park_unreadable(0, entry_id, b"\xff garbage")  # c1, late
+    letters = await queue.dead_letters()
+    assert len(letters) == 1, [(d.entry_id, d.reason) for d in letters]
+    assert await _stream_state(client, queue) == (0, 0)
