@@ -147,7 +147,16 @@ class Workload:
                     f"act {action} ended {task_pb2.TaskState.Name(task.state)}: {task.status_message}"
                 )
             if effects.get(action, 0) != 1:
-                problems.append(f"act {action}: {effects.get(action, 0)} effects, want exactly 1")
+                calls = [
+                    f"{s.tool_name} {task_pb2.ToolOutcome.Name(s.outcome)} {s.status_code} x{s.attempts}: "
+                    f"{s.summary[:160]}"
+                    for s in task.steps
+                    if s.tool_name
+                ]
+                problems.append(
+                    f"act {action}: {effects.get(action, 0)} effects, want exactly 1 "
+                    f"(task {task_id}: {task.final_answer!r}; tool steps: {calls})"
+                )
                 figures.duplicated += effects.get(action, 0) > 1
         for task_id, action in self.once.items():
             task = tasks[task_id]
