@@ -301,7 +301,7 @@ async def test_insecure_mesh_auth_reads_headers_but_still_verifies_and_mints(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.gate"):
         auth = mesh_auth(Settings(insecure_no_auth=True, signing_key=key_file), need_issuer=True)
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "agentmesh.kit.auth.gate"] == [
         "AUTHENTICATION IS OFF (AGENTMESH_INSECURE_NO_AUTH): callers name themselves in headers; "
         "never run like this outside local development"
     ]
@@ -508,7 +508,9 @@ async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(
         keys = TrustedKeys(jwks=str(jwks))
     assert keys.kids() == ["kept", "kept-too", "rsa-any", "rsa-crv", "rsa-pinned"]
     unsupported = ("ignoring a JWKS key without kid or of an unsupported type", str(jwks))
-    assert [(r.getMessage(), getattr(r, "source", None)) for r in caplog.records] == [
+    assert [
+        (r.getMessage(), getattr(r, "source", None)) for r in caplog.records if r.name == trust.__name__
+    ] == [
         unsupported,  # no kid
         unsupported,  # an empty kid
         unsupported,  # a kid that is not a string
@@ -715,7 +717,7 @@ async def test_a_jwks_file_is_checked_once_a_second_and_a_broken_one_keeps_the_p
             assert keys.key_for(rotated.kid) is not None  # the previous keys are kept
             assert len(keys.document()["keys"]) == 2
     # parsed once (the file did not change again), and the warning says why
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name == trust.__name__] == [
         "keeping the previous JWKS: "
         "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
     ]
@@ -739,7 +741,7 @@ async def test_a_remote_jwks_is_fetched_again_after_five_minutes_and_for_an_unkn
     jwks_server.status = 500
     with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.trust"):
         assert await keys.fetch_for(IDP.kid) is not None and jwks_server.fetches == 3  # stale: fetched
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name == trust.__name__] == [
         "keeping the previous JWKS (1 keys): HTTP Error 500: Internal Server Error"
     ]
 
