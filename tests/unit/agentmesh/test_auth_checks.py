@@ -6,8 +6,11 @@ and a remote JWKS (served over HTTP on localhost)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import struct_pb2
 
 from agentmesh.kit.auth import (
     Authenticator,
@@ -24,12 +28,15 @@ from agentmesh.kit.auth import (
     TokenIssuer,
     TokenVerifier,
     TrustedKeys,
+    arguments_digest,
     generate_issuer_key,
     jwks_document,
     require_scopes,
+    tokens,
+    trust,
 )
 from agentmesh.kit.auth.gate import dev_principal, mesh_auth
-from agentmesh.kit.auth.tokens import MAX_DEPTH, bearer_token
+from agentmesh.kit.auth.tokens import MAX_DEPTH, MAX_TOKEN_BYTES, bearer_token
 from agentmesh.kit.auth.trust import MAX_JWKS_BYTES, JwksError
 from agentmesh.kit.config import ConfigError, Settings
 from agentmesh.kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
@@ -187,7 +194,7 @@ async def test_a_missing_token_and_a_missing_scope_say_what_is_needed() -> None:
     with pytest.raises(PermissionDenied) as denied:
         require_scopes(Principal(subject="u", tenant="t", scopes=frozenset({"a"})), ["a", "b", "c"])
     assert denied.value.reason == "MISSING_SCOPE" and denied.value.message == "this call needs the 'b' scope"
-    with pytest.raises(ValueError, match="an Authenticator without a verifier must be insecure"):
+    with pytest.raises(ValueError, match=r"^an Authenticator without a verifier must be insecure$"):
         Authenticator(None, audiences=["agentmesh"])
 
 
@@ -234,6 +241,9 @@ def test_insecure_identity_headers_out_of_bounds_are_invalid_arguments() -> None
     assert user.value.violations[0].description.startswith(repr("u" * 80) + " must match")
     with pytest.raises(InvalidArgument):
         dev_principal([("x-agentmesh-delegation-depth", "one")])
+    with pytest.raises(InvalidArgument) as long_depth:
+        dev_principal([("x-agentmesh-delegation-depth", "9" * 30)])
+    assert long_depth.value.violations[0].description == f"{'9' * 20!r} is not a depth (0-64)"
 
 
 # -- mesh_auth: what a process builds from its settings ----------------------------------------
@@ -258,7 +268,7 @@ IDP = generate_issuer_key("ES256")
 
 async def test_mesh_auth_with_a_signing_key_mints_and_verifies(key_file: Path) -> None:
     auth = mesh_auth(Settings(signing_key=key_file, jwt_issuers="https://idp.example"), need_issuer=True)
-    assert not auth.insecure and auth.issuer is not None and auth.keys[0].kid == KEY.kid
+    assert auth.insecure is False and auth.issuer is not None and auth.keys[0].kid == KEY.kid
     assert auth.verifier is not None and auth.verifier.issuers == {"agentmesh", "https://idp.example"}
     token = auth.issuer.user_token(user="u", tenant="t")
     principal = await auth.authenticator(audiences=["agentmesh"]).authenticate(
@@ -276,16 +286,25 @@ async def test_mesh_auth_with_a_jwks_only_verifies_and_cannot_mint(jwks_file: Pa
     assert auth.verifier is not None
     assert (await auth.verifier.verify(token, audiences=["agentmesh"])).issuer == "https://idp.example"
     assert [k["kid"] for k in auth.jwks()["keys"]] == [IDP.kid]
-    with pytest.raises(ConfigError, match=r"^AGENTMESH_SIGNING_KEY is required: this service mints tokens"):
+    with pytest.raises(ConfigError) as no_issuer:
         mesh_auth(settings, need_issuer=True)
+    assert str(no_issuer.value) == (
+        "AGENTMESH_SIGNING_KEY is required: this service mints tokens (generate one with "
+        "`agentmesh keys generate`), or set AGENTMESH_INSECURE_NO_AUTH=true for local development"
+    )
     with pytest.raises(ConfigError, match=r"^cannot read AGENTMESH_JWKS .*missing\.json"):
         mesh_auth(Settings(jwks=str(jwks_file.parent / "missing.json")))
 
 
 async def test_insecure_mesh_auth_reads_headers_but_still_verifies_and_mints(
-    key_file: Path, jwks_file: Path
+    key_file: Path, jwks_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    auth = mesh_auth(Settings(insecure_no_auth=True, signing_key=key_file), need_issuer=True)
+    with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.gate"):
+        auth = mesh_auth(Settings(insecure_no_auth=True, signing_key=key_file), need_issuer=True)
+    assert [r.getMessage() for r in caplog.records if r.name == "agentmesh.kit.auth.gate"] == [
+        "AUTHENTICATION IS OFF (AGENTMESH_INSECURE_NO_AUTH): callers name themselves in headers; "
+        "never run like this outside local development"
+    ]
     assert auth.insecure and auth.issuer is not None and auth.keys[0].kid == KEY.kid
     assert auth.verifier is not None  # tokens it mints for tools still verify
     principal = await auth.authenticator(audiences=["agentmesh"]).authenticate(
@@ -322,11 +341,13 @@ class _JwksServer:
         self.document: Any = jwks_document([IDP])
         self.fetches = 0
         self.status = 200
+        self.accept: str | None = None
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
+                outer.accept = self.headers.get("accept")
                 body = (
                     outer.document
                     if isinstance(outer.document, bytes)
@@ -366,6 +387,7 @@ def _idp_token(key: Any) -> str:
 async def test_a_remote_jwks_is_fetched_once_and_again_for_an_unknown_kid(jwks_server: _JwksServer) -> None:
     keys = TrustedKeys(jwks=jwks_server.url, min_refresh_s=0.0)
     assert keys.is_remote and jwks_server.fetches == 1 and keys.kids() == [IDP.kid]
+    assert jwks_server.accept == "application/json"
     verifier = TokenVerifier(keys, issuers=["https://idp.example"])
     assert (await verifier.verify(_idp_token(IDP), audiences=["agentmesh"])).subject == "u"
     assert jwks_server.fetches == 1  # a known kid of a fresh JWKS: no fetch
@@ -440,7 +462,9 @@ def _rsa_token(private: Any, kid: str, alg: str) -> str:
     return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid})
 
 
-async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(tmp_path: Path) -> None:
+async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def public(kid: str | None = None, **extra: Any) -> dict[str, Any]:
         key = generate_issuer_key().public()
         if kid is not None:
@@ -458,6 +482,8 @@ async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(tmp_path: Path) -
     del kept_too["use"]
     pinned_private, pinned = _rsa("rsa-pinned", alg="RS256")
     any_private, any_alg = _rsa("rsa-any")
+    _, stray_curve = _rsa("rsa-crv")
+    stray_curve["crv"] = "P-256"  # an RSA key is known by its type alone
     document = {
         "keys": [
             "not a key",
@@ -473,12 +499,26 @@ async def test_a_jwks_keeps_only_the_signing_keys_it_can_check(tmp_path: Path) -
             kept_too,
             pinned,
             any_alg,
+            stray_curve,
         ]
     }
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(document))
-    keys = TrustedKeys(jwks=str(jwks))
-    assert keys.kids() == ["kept", "kept-too", "rsa-any", "rsa-pinned"]
+    with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.trust"):
+        keys = TrustedKeys(jwks=str(jwks))
+    assert keys.kids() == ["kept", "kept-too", "rsa-any", "rsa-crv", "rsa-pinned"]
+    unsupported = ("ignoring a JWKS key without kid or of an unsupported type", str(jwks))
+    assert [
+        (r.getMessage(), getattr(r, "source", None)) for r in caplog.records if r.name == trust.__name__
+    ] == [
+        unsupported,  # no kid
+        unsupported,  # an empty kid
+        unsupported,  # a kid that is not a string
+        unsupported,  # an HMAC secret
+        ("ignoring JWKS key wrong-alg: alg ES256 does not fit its key type", None),
+        ("ignoring JWKS key broken: Invalid key parameter", None),
+        ("ignoring JWKS key mismatched: Invalid key parameter", None),
+    ]
     served = {key["kid"]: key for key in keys.document()["keys"]}
     assert "d" not in served["kept"] and served["kept"]["x"] == kept["x"]  # never served on
     verifier = TokenVerifier(keys, issuers=["https://idp.example"])
@@ -499,3 +539,289 @@ def test_a_document_that_is_not_a_jwks_is_refused_naming_its_source(tmp_path: Pa
     jwks.write_text(json.dumps(document))
     with pytest.raises(JwksError, match=f"{jwks}: not a JWKS"):
         TrustedKeys(jwks=str(jwks))
+
+
+# -- every refusal names its cause ----------------------------------------------------------------
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    def b64(part: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+
+    return f"{b64(header)}.{b64(claims)}.c2ln"
+
+
+def _claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": "agentmesh",
+        "sub": "u",
+        "tid": "t",
+        "aud": "agentmesh",
+        "iat": now,
+        "exp": now + 300,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("token", "cause", "message"),
+    [
+        ("x" * (MAX_TOKEN_BYTES + 1), "oversized", f"the token is larger than {MAX_TOKEN_BYTES} bytes"),
+        ("x" * MAX_TOKEN_BYTES, "malformed", "the bearer token is not a JWT"),  # at the bound: parsed
+        (_unsigned({"alg": "EdDSA"}, _claims()), "no_kid", "the token names no signing key (kid)"),
+        (_unsigned({"alg": "EdDSA", "kid": ""}, _claims()), "no_kid", "the token names no signing key (kid)"),
+        (_unsigned({"alg": "EdDSA", "kid": 7}, _claims()), "malformed", "the bearer token is not a JWT"),
+        (_token(generate_issuer_key()), "unknown_kid", "the token is signed by an unknown key"),
+        (
+            _unsigned({"alg": "none-" + "x" * 30, "kid": KEY.kid}, _claims()),
+            "algorithm",
+            "the token's algorithm 'none-xxxxxxxxxxx' is not allowed",  # the echo is cut at 16
+        ),
+        (
+            _token(nbf=int(time.time()) + 600),
+            "not_yet_valid",
+            "the token is not valid yet (nbf/iat in the future)",
+        ),
+        (
+            _unsigned({"alg": KEY.algorithm, "kid": KEY.kid}, _claims()),
+            "signature",
+            "the token's signature does not verify",
+        ),
+        (_token(iat="soon"), "invalid", "the bearer token is not valid"),
+    ],
+)
+async def test_every_refusal_says_its_cause(token: str, cause: str, message: str) -> None:
+    refused = await _refused(token)
+    assert (refused.metadata["cause"], refused.message) == (cause, message)
+
+
+async def test_a_token_for_another_service_names_the_audiences_it_needs() -> None:
+    with pytest.raises(Unauthenticated) as info:
+        await VERIFIER.verify(_token(), audiences=["payments_refund", "crm_get"])
+    assert info.value.metadata["cause"] == "audience"
+    assert info.value.message == (
+        "the token is not for this service (audience must be one of crm_get, payments_refund)"
+    )
+
+
+# -- the result cache -----------------------------------------------------------------------------
+
+
+class _Clock:
+    """Stands in for the `time` module of one auth module: the test moves `now`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_a_result_is_cached_exactly_as_long_as_the_token_verifies_with_the_leeway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # jwt.decode refuses a token once `now >= exp + leeway`; the cache must not answer longer.
+    verifier = TokenVerifier(TrustedKeys(issuer_keys=[KEY]), leeway_s=30)
+    exp = int(time.time()) + 300
+    token = _token(exp=exp)
+    clock = _Clock(exp - 100.0)
+    monkeypatch.setattr(tokens, "time", clock)
+    first = await verifier.verify(token, audiences=["agentmesh"])
+    clock.now = exp + 29.5  # within the leeway: from the cache
+    assert await verifier.verify(token, audiences=["agentmesh"]) is first
+    clock.now = exp + 30.0  # at exp + leeway: no longer from the cache, verified again
+    assert await verifier.verify(token, audiences=["agentmesh"]) is not first
+
+
+async def test_the_result_cache_keeps_the_most_recently_used_up_to_its_size() -> None:
+    verifier = TokenVerifier(TrustedKeys(issuer_keys=[KEY]), cache_size=2)
+    a, b, c = _token(jti="a"), _token(jti="b"), _token(jti="c")
+    first = {t: await verifier.verify(t, audiences=["agentmesh"]) for t in (a, b)}
+    assert await verifier.verify(a, audiences=["agentmesh"]) is first[a]  # two fit; `a` used last
+    first[c] = await verifier.verify(c, audiences=["agentmesh"])  # evicts `b`, the least recent
+    assert await verifier.verify(c, audiences=["agentmesh"]) is first[c]
+    assert await verifier.verify(a, audiences=["agentmesh"]) is first[a]
+    assert await verifier.verify(b, audiences=["agentmesh"]) is not first[b]
+
+
+# -- issued tokens ----------------------------------------------------------------------------------
+
+
+def test_an_issued_token_carries_its_time_claims_and_a_unique_id() -> None:
+    issuer = TokenIssuer([KEY])
+    claims = jwt.decode(
+        issuer.user_token(user="u", tenant="t", ttl_s=0.4), options={"verify_signature": False}
+    )
+    assert set(claims) == {"iss", "iat", "nbf", "exp", "jti", "sub", "tid", "aud", "scope"}
+    assert claims["nbf"] == claims["iat"] and claims["exp"] == claims["iat"] + 1  # one second at least
+    other = jwt.decode(issuer.user_token(user="u", tenant="t"), options={"verify_signature": False})
+    assert len(claims["jti"]) == 32 and other["jti"] != claims["jti"]
+    with pytest.raises(ValueError, match=r"^the mesh issuer needs at least one signing key$"):
+        TokenIssuer([])
+
+
+# -- what an approval is bound to -------------------------------------------------------------------
+
+
+def test_the_arguments_digest_does_not_depend_on_the_order_map_entries_were_set() -> None:
+    # The agent builds the request from the model's arguments, the tool reads it off the wire:
+    # a map field (here a Struct's) may hold the same entries in another order.
+    built, received = struct_pb2.Struct(), struct_pb2.Struct()
+    names = [f"field_{i}" for i in range(12)]
+    for name in names:
+        built[name] = name
+    for name in reversed(names):
+        received[name] = name
+    assert built == received and built.SerializeToString() != received.SerializeToString()
+    assert arguments_digest(built) == arguments_digest(received)
+    assert arguments_digest(built) == hashlib.sha256(built.SerializeToString(deterministic=True)).hexdigest()
+
+
+# -- when trusted keys are read again ---------------------------------------------------------------
+
+
+async def test_keys_without_a_jwks_source_never_read_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stranger = generate_issuer_key()
+    (tmp_path / "None").write_text(json.dumps(jwks_document([stranger])))  # str(None) as a path
+    keys = TrustedKeys(issuer_keys=[KEY])
+    assert (await _refused(_token(stranger), TokenVerifier(keys))).metadata["cause"] == "unknown_kid"
+    assert [key["kid"] for key in keys.document()["keys"]] == [KEY.kid]
+
+
+async def test_a_jwks_file_is_checked_once_a_second_and_a_broken_one_keeps_the_previous_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(trust, "time", clock)
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks_document([IDP])))
+    keys = TrustedKeys(jwks=str(path))
+    rotated = generate_issuer_key()
+    path.write_text(json.dumps(jwks_document([IDP, rotated])))
+    clock.now += 0.5
+    assert keys.key_for(rotated.kid) is None  # not checked again within a second
+    assert [key["kid"] for key in keys.document()["keys"]] == [IDP.kid]
+    clock.now += 0.5
+    assert {key["kid"] for key in keys.document()["keys"]} == {IDP.kid, rotated.kid}  # a second later
+    path.write_text("{broken")
+    with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.trust"):
+        for _ in range(3):
+            clock.now += 1.0
+            assert keys.key_for(rotated.kid) is not None  # the previous keys are kept
+            assert len(keys.document()["keys"]) == 2
+    # parsed once (the file did not change again), and the warning says why
+    assert [r.getMessage() for r in caplog.records if r.name == trust.__name__] == [
+        "keeping the previous JWKS: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+
+
+async def test_a_remote_jwks_is_fetched_again_after_five_minutes_and_for_an_unknown_kid_after_thirty_seconds(
+    jwks_server: _JwksServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(trust, "time", clock)
+    keys = TrustedKeys(jwks=jwks_server.url)  # the defaults, as mesh_auth builds it
+    stranger = generate_issuer_key()
+    clock.now += 29.5
+    assert await keys.fetch_for(stranger.kid) is None and jwks_server.fetches == 1
+    clock.now += 0.5  # 30 s after the last fetch
+    assert await keys.fetch_for(stranger.kid) is None and jwks_server.fetches == 2
+    clock.now += 300.0  # 5 minutes after it: not stale yet
+    assert await keys.fetch_for(IDP.kid) is not None and jwks_server.fetches == 2
+    clock.now += 0.5
+    assert len(keys.document()["keys"]) == 1 and jwks_server.fetches == 2  # serving it never fetches
+    jwks_server.status = 500
+    with caplog.at_level(logging.WARNING, logger="agentmesh.kit.auth.trust"):
+        assert await keys.fetch_for(IDP.kid) is not None and jwks_server.fetches == 3  # stale: fetched
+    assert [r.getMessage() for r in caplog.records if r.name == trust.__name__] == [
+        "keeping the previous JWKS (1 keys): HTTP Error 500: Internal Server Error"
+    ]
+
+
+def test_a_jwks_not_a_jwks_is_refused_naming_its_url(jwks_server: _JwksServer) -> None:
+    jwks_server.document = {"no": "keys"}
+    with pytest.raises(JwksError) as info:
+        TrustedKeys(jwks=jwks_server.url)
+    assert str(info.value) == (
+        f"cannot fetch AGENTMESH_JWKS {jwks_server.url}: "
+        f"{jwks_server.url}: not a JWKS (an object with a 'keys' list)"
+    )
+
+
+def test_a_remote_jwks_of_exactly_the_largest_size_loads(jwks_server: _JwksServer) -> None:
+    body = json.dumps(jwks_document([IDP])).encode()
+    jwks_server.document = body + b" " * (MAX_JWKS_BYTES - len(body))
+    assert TrustedKeys(jwks=jwks_server.url).kids() == [IDP.kid]
+
+
+class _StallingServer:
+    """A TCP server on localhost that answers every request with `head` and then sends nothing."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/jwks.json"
+        self.connections: list[socket.socket] = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections.append(connection)
+            connection.recv(65536)
+            if self.head:
+                connection.sendall(self.head)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(timeout=10)
+        for connection in self.connections:
+            connection.close()
+        self.sock.close()
+
+
+def test_an_oversized_jwks_is_refused_without_waiting_for_the_rest_of_it() -> None:
+    body = b" " * (MAX_JWKS_BYTES + 1)
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (10 * MAX_JWKS_BYTES)
+    server = _StallingServer(head + body)  # announces 2.5 MB, sends 256 KiB + 1, then stalls
+    try:
+        started = time.monotonic()
+        with pytest.raises(JwksError, match=f"the JWKS is larger than {MAX_JWKS_BYTES} bytes"):
+            TrustedKeys(jwks=server.url)
+        assert time.monotonic() - started < 4.0
+    finally:
+        server.close()
+
+
+def test_a_jwks_server_that_never_answers_fails_the_fetch_after_five_seconds() -> None:
+    server = _StallingServer(b"")
+    outcome: list[JwksError] = []
+
+    def load() -> None:
+        try:
+            TrustedKeys(jwks=server.url)
+        except JwksError as exc:
+            outcome.append(exc)
+
+    loader = threading.Thread(target=load, daemon=True)
+    try:
+        loader.start()
+        loader.join(timeout=15)
+        assert not loader.is_alive(), "the fetch has no timeout"
+        assert "timed out" in str(outcome[0])
+    finally:
+        server.close()

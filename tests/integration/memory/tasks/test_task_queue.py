@@ -13,7 +13,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentmesh.kit import metrics
-from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from agentmesh.kit.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from agentmesh.v1 import agent_service_pb2, task_pb2
 from agents.requests import new_task
 from memory import keys
@@ -28,10 +28,11 @@ from memory.tasks.execution import (
     InputRequired,
     LeaseLost,
     TaskOutcome,
+    _with_retries,
     run_attempt,
 )
 from memory.tasks.queue import TaskQueue
-from memory.tasks.records import Field, step_field
+from memory.tasks.records import CommitResult, Field, step_field
 from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import (
@@ -405,6 +406,36 @@ async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQu
     assert after_lost.rev - before.rev == after_normal.rev - after_lost.rev == 1
     kinds = await event_kinds(single_queue, task.task_id)
     assert kinds.count("step_update") == 2  # one per step, none repeated
+
+
+async def test_a_write_that_stays_unavailable_is_retried_with_pauses_until_its_budget() -> None:
+    """The retry loop of every attempt write (no Redis needed): only Unavailable is retried, with a
+    pause between tries, until the budget is spent; then the last Unavailable is raised as it was."""
+    tries: list[float] = []
+
+    async def unavailable() -> CommitResult:
+        tries.append(time.monotonic())
+        raise Unavailable(f"redis is down ({len(tries)})")
+
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        await asyncio.wait_for(_with_retries(0.5, unavailable), timeout=10)
+    elapsed = time.monotonic() - started
+    assert info.value.message == f"redis is down ({len(tries)})"  # the last error, not a RetryError
+    assert 0.5 <= elapsed < 5.0 and 3 <= len(tries) < 100
+
+    calls = 0
+
+    async def then_broken() -> CommitResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("redis is down")
+        raise ValueError("not an outage")
+
+    with pytest.raises(ValueError, match=r"^not an outage$"):
+        await asyncio.wait_for(_with_retries(2.0, then_broken), timeout=10)
+    assert calls == 2  # any other error ends the retries
 
 
 # -- failures, dead letters, redrive ---------------------------------------------------------
