@@ -5,8 +5,9 @@ import itertools
 import grpc
 import pytest
 
+from agentmesh.kit.metrics import REGISTRY
 from agentmesh.v1 import tool_options_pb2, tool_pb2
-from tool_registry.breaker import BreakerState, CircuitBreaker
+from tool_registry.breaker import BreakerBoard, BreakerState, CircuitBreaker
 from tool_registry.retry import RetryDecision, ToolBackoff, retry_decision
 
 C = grpc.StatusCode
@@ -192,3 +193,32 @@ def test_a_closed_breaker_counts_failures_from_zero_again() -> None:
         assert breaker.state is BreakerState.CLOSED
     breaker.record(grpc.StatusCode.UNAVAILABLE)
     assert breaker.state is BreakerState.OPEN
+
+
+def _gauge(tool: str) -> float | None:
+    return REGISTRY.get_sample_value("agentmesh_tool_breaker_state", {"tool": tool})
+
+
+def test_one_breaker_per_endpoint_shared_by_its_tools_with_the_board_settings() -> None:
+    """The board keeps one breaker per endpoint: failures through one tool open it for every tool
+    served there (and for the next call of the same tool), never for another endpoint; it is built
+    with the board's threshold, reset time and clock; each tool's gauge shows its endpoint's state."""
+    clock = Clock()
+    board = BreakerBoard(failure_threshold=2, reset_after_s=7, clock=clock)
+    first = board.for_endpoint("10.0.0.1:50071", "board_refund")
+    assert board.for_endpoint("10.0.0.1:50071", "board_refund") is first
+    assert board.for_endpoint("10.0.0.1:50071", "board_lookup") is first
+    other = board.for_endpoint("10.0.0.2:50071", "board_ship")
+    assert other is not first
+    assert _gauge("board_refund") == _gauge("board_lookup") == _gauge("board_ship") == 0
+    for _ in range(2):
+        assert first.allow()
+        first.record(C.UNAVAILABLE)
+    assert board.for_endpoint("10.0.0.1:50071", "board_lookup").state is BreakerState.OPEN
+    assert first.retry_after() == 7  # the board's reset time, on the board's clock
+    assert other.state is BreakerState.CLOSED and other.allow()
+    assert _gauge("board_refund") == _gauge("board_lookup") == 2 and _gauge("board_ship") == 0
+    clock.now += 7
+    assert first.state is BreakerState.HALF_OPEN
+    late = board.for_endpoint("10.0.0.1:50071", "board_late")  # a tool seen first while open
+    assert late is first and _gauge("board_late") == int(BreakerState.HALF_OPEN)
