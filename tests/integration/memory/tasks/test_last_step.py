@@ -168,3 +168,15 @@ async def test_a_pause_carries_the_last_step(queue: TaskQueue, monkeypatch: pyte
         ]
     )
     assert stored.usage.total_tokens == 5
+
+
+async def test_a_hand_back_after_the_last_step_writes_it_first_with_its_usage(queue: TaskQueue) -> None:
+    """A hand-back (drain, Run deadline) cannot carry the step: it is saved on its own first, with
+    the usage handed over with it, so the next attempt starts from both."""
+    task, attempt = await _first_step_saved(queue)
+    attempt.checkpointer.save_last(ANSWER, usage=task_pb2.Usage(total_tokens=42))
+    await attempt.hand_back()
+    snapshot = await queue.store.snapshot(task.task_id, steps=True)
+    assert snapshot is not None
+    assert [s.summary for s in snapshot.task.steps] == ["looked up the order", "the answer"]
+    assert snapshot.task.usage.total_tokens == 42
