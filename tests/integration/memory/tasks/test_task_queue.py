@@ -917,3 +917,14 @@ async def test_an_unreadable_entry_parked_by_two_consumers_is_one_dead_letter(
     letters = await queue.dead_letters()
     assert len(letters) == 1, [(d.entry_id, d.reason) for d in letters]
     assert await _stream_state(client, queue) == (0, 0)
+
+
+async def test_recovering_a_run_no_longer_in_the_outbox_queues_nothing(
+    queue: TaskQueue, client: AnyRedis
+) -> None:
+    """RECOVER acts only on a run still registered in the outbox: one that finished or was handed
+    over meanwhile (another sweeper got there first) is 'gone', and no second queue entry appears."""
+    task = await submit(queue)  # queued, never registered as an inline run
+    before = await _stream_state(client, queue)
+    assert await TaskSweeper(queue, grace_s=0)._recover_inline(task.task_id, {}) == "gone"
+    assert await _stream_state(client, queue) == before
