@@ -408,6 +408,33 @@ async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQu
     assert kinds.count("step_update") == 2  # one per step, none repeated
 
 
+async def test_a_heartbeat_between_a_lost_reply_and_its_retry_does_not_hide_the_write(
+    single_queue: TaskQueue,
+) -> None:
+    """A lease renewal records no commit id: when a heartbeat lands between a write whose reply
+    was lost and the write's retry, the retry is still answered from the write's commit id — the
+    step is announced once and the revision moves once."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    script = attempt.store._commit
+    lost = [True]
+
+    async def reply_lost_once(**kwargs: Any) -> Any:
+        reply = await script(**kwargs)
+        if lost and lost.pop():
+            await attempt.heartbeat()  # renewed before the retry of the write
+            raise redis_exceptions.ConnectionError("connection reset after the write (reply lost)")
+        return reply
+
+    attempt.store._commit = reply_lost_once  # type: ignore[assignment]
+    before = await single_queue.store.snapshot(task.task_id)
+    await attempt.checkpointer.save(task_pb2.Step(index=0, summary="looked up the order"))
+    after = await single_queue.store.snapshot(task.task_id)
+    assert before is not None and after is not None and not lost
+    assert after.rev - before.rev == 1
+    assert (await event_kinds(single_queue, task.task_id)).count("step_update") == 1
+
+
 async def test_a_write_that_stays_unavailable_is_retried_with_pauses_until_its_budget() -> None:
     """The retry loop of every attempt write (no Redis needed): only Unavailable is retried, with a
     pause between tries, until the budget is spent; then the last Unavailable is raised as it was."""
