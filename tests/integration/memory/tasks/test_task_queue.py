@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from memory.connection import AnyRedis
 from memory.tasks import ids
 from memory.tasks.entries import entry_record
 from memory.tasks.execution import (
+    Attempt,
     Canceled,
     Checkpointer,
     Completed,
@@ -381,22 +383,33 @@ async def test_stopping_heartbeats_cancels_a_beat_in_flight_quietly(queue: TaskQ
     assert done.state == task_pb2.TASK_STATE_COMPLETED
 
 
-async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQueue) -> None:
-    """An attempt retries a write when Redis does not answer (Unavailable). When the write was
-    applied and only its reply lost, the retry carries the same commit id and is answered from
-    it: the step is announced once, the revision moves once."""
-    task = await submit(single_queue)
-    attempt = await claim(single_queue)
+def _lose_the_next_reply(
+    attempt: Attempt, *, meanwhile: Callable[[], Awaitable[object]] | None = None
+) -> list[bool]:
+    """Make the attempt's next commit apply in Redis but lose its reply (a connection reset), after
+    `meanwhile` ran; the list returned is empty once that happened."""
     script = attempt.store._commit
     lost = [True]
 
     async def reply_lost_once(**kwargs: Any) -> Any:
         reply = await script(**kwargs)
         if lost and lost.pop():
+            if meanwhile is not None:
+                await meanwhile()
             raise redis_exceptions.ConnectionError("connection reset after the write (reply lost)")
         return reply
 
     attempt.store._commit = reply_lost_once  # type: ignore[assignment]
+    return lost
+
+
+async def test_a_write_whose_reply_was_lost_is_applied_once(single_queue: TaskQueue) -> None:
+    """An attempt retries a write when Redis does not answer (Unavailable). When the write was
+    applied and only its reply lost, the retry carries the same commit id and is answered from
+    it: the step is announced once, the revision moves once."""
+    task = await submit(single_queue)
+    attempt = await claim(single_queue)
+    lost = _lose_the_next_reply(attempt)
     before = await single_queue.store.snapshot(task.task_id)
     await attempt.checkpointer.save(task_pb2.Step(index=0, summary="looked up the order"))
     after_lost = await single_queue.store.snapshot(task.task_id)
@@ -416,17 +429,7 @@ async def test_a_heartbeat_between_a_lost_reply_and_its_retry_does_not_hide_the_
     step is announced once and the revision moves once."""
     task = await submit(single_queue)
     attempt = await claim(single_queue)
-    script = attempt.store._commit
-    lost = [True]
-
-    async def reply_lost_once(**kwargs: Any) -> Any:
-        reply = await script(**kwargs)
-        if lost and lost.pop():
-            await attempt.heartbeat()  # renewed before the retry of the write
-            raise redis_exceptions.ConnectionError("connection reset after the write (reply lost)")
-        return reply
-
-    attempt.store._commit = reply_lost_once  # type: ignore[assignment]
+    lost = _lose_the_next_reply(attempt, meanwhile=attempt.heartbeat)  # renewed before the retry
     before = await single_queue.store.snapshot(task.task_id)
     await attempt.checkpointer.save(task_pb2.Step(index=0, summary="looked up the order"))
     after = await single_queue.store.snapshot(task.task_id)
