@@ -7,7 +7,10 @@ SERVING (the model: HTTP /healthz); after the whole mesh has registered and sett
 second, every process's resident set (VmRSS) and peak (VmHWM) are read from /proc.
 
 Targets (issue 19): RSS after start <= 80 MB for an agent, <= 60 MB for an SDK tool; time to
-SERVING <= 1 s per service. `python -X importtime -m agentmesh serve ROLE` shows where it goes.
+SERVING <= 1 s per service. `python -X importtime -m agentmesh serve ROLE` shows where the time
+goes; the import costs below show where the memory goes: in a fresh interpreter, each library a
+service loads is imported in turn (in the order a service loads them) and the growth of the
+resident set it causes is recorded (context, no target).
 
     python -m bench footprint
 """
@@ -15,8 +18,11 @@ SERVING <= 1 s per service. `python -X importtime -m agentmesh serve ROLE` shows
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +38,47 @@ from tests.support.agent_mesh import Mesh
 from tests.support.auth import bearer, key_path
 
 STARTS = scaled_int(3, 1)
+# What every service imports, in the order it loads them; each is measured after those above it.
+# The last entry is the rest of the serving code (all roles' shared start path).
+IMPORTS = (
+    ("asyncio, ssl", "asyncio, ssl"),
+    ("grpc", "grpc, grpc.aio"),
+    ("protobuf JSON", "google.protobuf.json_format"),
+    ("pydantic + Settings", "pydantic, agentmesh.kit.config"),
+    ("prometheus-client", "prometheus_client"),
+    ("aiohttp (HTTP listener, model client)", "aiohttp, aiohttp.web"),
+    ("PyJWT + cryptography (auth)", "jwt, cryptography.hazmat.primitives.asymmetric.ec"),
+    ("redis-py (loads the OTel metrics SDK)", "redis.asyncio"),
+    ("the rest of `agentmesh serve` and the agent runtime", "agentmesh.cli.serve, agents.handler"),
+)
+_MEASURE_IMPORTS = """
+import importlib, json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+steps, before = [["bare interpreter", rss()]], rss()
+for label, modules in json.loads(sys.argv[1]):
+    for name in modules.split(", "):
+        importlib.import_module(name)
+    steps.append([label, rss() - before])
+    before = rss()
+print(json.dumps(steps))
+"""
+
+
+def import_costs() -> list[tuple[str, float]]:
+    """(what, MB of resident set it adds) for IMPORTS, measured in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE_IMPORTS, json.dumps(IMPORTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return [(label, float(mb)) for label, mb in json.loads(out)]
+
+
 RSS_TARGET_MB = {"agent": 80.0, "tool": 60.0}
 SERVING_TARGET_S = 1.0
 
@@ -158,8 +205,20 @@ async def run() -> list[Row]:
     return rows
 
 
+def import_rows() -> list[Row]:
+    costs = import_costs()
+    total = sum(mb for _, mb in costs)
+    print("RSS added by each import, in a fresh interpreter (in this order):")
+    rows = []
+    for label, mb in costs:
+        print(f"  {mb:6.1f} MB  {label}")
+        rows.append(Row("footprint", f"import cost: {label}", mb, "MB", "-", None))
+    print(f"  {total:6.1f} MB  in all (before any service object exists)")
+    return rows
+
+
 def main() -> list[Row]:
-    return asyncio.run(run())
+    return asyncio.run(run()) + import_rows()
 
 
 if __name__ == "__main__":
