@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -254,3 +257,119 @@ async def test_a_completed_claim_can_no_longer_be_released_or_renewed(
     assert await redis_client.pttl(claim.key) > 2_000  # still the window (60 s), not the lease (2 s)
     await store.release(claim)
     assert await store.begin("k-done", b"p") == Replay(b"r")
+
+
+async def test_a_lease_or_window_that_is_not_positive_is_refused(redis_client: aioredis.Redis) -> None:
+    """A zero lease would expire every claim at once (two callers both run the side effect)."""
+    for lease_s, window_s in [(0, 60), (-1, 60), (2, 0), (2, -1), (0, 0)]:
+        with pytest.raises(ValueError, match=r"^lease and window must be positive$"):
+            IdempotencyStore(redis_client, scope="s", lease_s=lease_s, window_s=window_s)
+    short = IdempotencyStore(redis_client, scope="s", lease_s=0.5, window_s=0.5)  # any positive length
+    assert (short.lease_ms, short.window_ms) == (500, 500)
+
+
+async def test_a_foreign_value_under_the_key_is_data_loss_naming_the_step(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    """Something not ours put under the key meanwhile: every step answers DATA_LOSS saying what
+    it was doing, and leaves the value alone."""
+    claim = await store.begin("k-foreign", b"p")
+    assert isinstance(claim, Claimed)
+    await redis_client.set(claim.key, "not a hash")
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("checking idempotency key 'k-foreign'", lambda: store.begin("k-foreign", b"p")),
+        ("storing an idempotent result", lambda: store.complete(claim, b"r")),
+        ("extending an idempotency lease", lambda: store.extend(claim)),
+        ("releasing an idempotency key", lambda: store.release(claim)),
+    ]
+    for what, step in steps:
+        with pytest.raises(DataLoss, match=f"^unexpected data type under an agentmesh key while {what};"):
+            await step()
+    assert await redis_client.get(claim.key) == b"not a hash"
+
+
+async def test_refusals_say_why_and_name_the_key_and_the_scope(store: IdempotencyStore) -> None:
+    claim = await store.begin("k-refused", b"refund 10 EUR")
+    assert isinstance(claim, Claimed)
+    named = {"idempotency_key": "k-refused", "scope": "tool:payments_refund"}
+    with pytest.raises(InvalidArgument) as conflict:
+        await store.begin("k-refused", b"refund 5000 EUR")
+    assert str(conflict.value) == "idempotency key 'k-refused' was already used for a different request"
+    assert conflict.value.metadata == named
+    with pytest.raises(Aborted) as in_flight:
+        await store.begin("k-refused", b"refund 10 EUR")
+    assert str(in_flight.value) == (
+        "a request with idempotency key 'k-refused' is still in flight; retry shortly"
+    )
+    assert (in_flight.value.reason, in_flight.value.metadata) == ("IN_FLIGHT", named)
+
+
+async def test_an_unreadable_record_names_its_format_and_the_key(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    """The DATA_LOSS message names the stored format (even one that is not text, or none: a
+    foreign hash) and what this release reads."""
+    key = store._key("k-format")
+    named = {"idempotency_key": "k-format", "scope": "tool:payments_refund"}
+    for stored, shown in [(b"9", "9"), (b"\xff", "\ufffd"), (None, "unknown")]:
+        await redis_client.delete(key)
+        if stored is None:
+            await redis_client.hset(key, "something", "else")
+        else:
+            await redis_client.hset(key, mapping={"v": stored, "state": "done", "fp": "x", "result": "r"})
+        with pytest.raises(DataLoss) as caught:
+            await store.begin("k-format", b"p")
+        assert f"(format {shown}; reads ['1'])" in str(caught.value)
+        assert caught.value.metadata == named
+
+
+async def test_the_in_flight_retry_hint_is_the_time_left_on_the_lease(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    """Under a second left, the hint is the lease's remaining milliseconds (PTTL / 1000)."""
+    claim = await store.begin("k-hint", b"p")
+    assert isinstance(claim, Claimed)
+    await redis_client.pexpire(claim.key, 900)
+    with pytest.raises(Aborted) as caught:
+        await store.begin("k-hint", b"p")
+    left_after = await redis_client.pttl(claim.key)
+    assert caught.value.retry_after is not None
+    hint_ms = caught.value.retry_after * 1000
+    assert hint_ms == pytest.approx(round(hint_ms), abs=1e-6)  # whole milliseconds, as PTTL gives them
+    assert left_after <= round(hint_ms) <= 900
+
+
+async def test_a_release_that_fails_does_not_hide_the_error_of_the_work(
+    store: IdempotencyStore, redis_client: aioredis.Redis
+) -> None:
+    """run() releases the key when the work fails; if that release fails too (here foreign data
+    put under the key meanwhile), the caller still gets the work's own error: it is what a retry
+    decision reads."""
+
+    async def work() -> bytes:
+        await redis_client.set(store._key("k-lost"), "not a hash")
+        raise ConnectionError("gateway timeout")
+
+    with pytest.raises(ConnectionError, match="gateway timeout"):
+        await store.run("k-lost", b"p", work)
+
+
+async def test_run_leaves_no_failed_lease_keeper_behind(store: IdempotencyStore) -> None:
+    """The task renewing the lease ends canceled when the work is done, not with an exception
+    nobody retrieves (asyncio would report one per call)."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+
+    async def work() -> bytes:
+        await asyncio.sleep(0)  # the keeper, created just before, runs to its first sleep
+        return b"r"
+
+    try:
+        assert await store.run("k-keeper", b"p", work) == b"r"
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert unhandled == []

@@ -222,3 +222,21 @@ def test_one_breaker_per_endpoint_shared_by_its_tools_with_the_board_settings() 
     assert first.state is BreakerState.HALF_OPEN
     late = board.for_endpoint("10.0.0.1:50071", "board_late")  # a tool seen first while open
     assert late is first and _gauge("board_late") == int(BreakerState.HALF_OPEN)
+
+
+def test_a_board_by_default_opens_an_endpoint_after_five_failures_for_ten_seconds() -> None:
+    """The invoker's board (`BreakerBoard()` in tool_registry/invoke.py) uses the defaults:
+    five consecutive unhealthy answers open the endpoint, a probe goes out ten seconds later."""
+    clock = Clock()
+    breaker = BreakerBoard(clock=clock).for_endpoint("10.0.0.9:50071", "board_default")
+    for _ in range(4):
+        assert breaker.allow()
+        breaker.record(C.UNAVAILABLE)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record(C.DEADLINE_EXCEEDED)
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert breaker.retry_after() == 10.0
+    clock.now += 9.5
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 0.5
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allow()
