@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from agentmesh.kit import metrics
 from agentmesh.v1 import task_pb2
 from agents.actions import RunOutcome, ToolInvocation
 from agents.caller import Caller
@@ -185,3 +186,37 @@ async def test_a_model_call_that_fails_just_before_the_deadline_is_a_model_error
     model = ScriptedModel(clock, [(19.5, ModelUnavailable("upstream 503", status=503))])
     outcome = await _drive(run, model, clock, Journal())
     assert outcome.stop_reason == task_pb2.STOP_REASON_MODEL_ERROR
+
+
+def _tool_labels() -> dict[str, float]:
+    """The `tool` label of every sample of the tool-calls counter, with its count."""
+    counts: dict[str, float] = {}
+    for family in metrics.AGENT_TOOL_CALLS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                tool = sample.labels["tool"]
+                counts[tool] = counts.get(tool, 0.0) + sample.value
+    return counts
+
+
+async def test_a_tool_name_the_model_invents_is_counted_as_unknown_not_as_a_new_label() -> None:
+    """A model under prompt injection can ask for any name; the metric's label set must stay the
+    domain's allowed tools (plus "unknown"), or each invented name grows the agent's memory."""
+    run = machine(offers=[offer("inventory_check", side_effect=1)])
+    clock = [NOW + 1]
+    invented = "tool_the_model_made_up_7f3a"
+    model = ScriptedModel(
+        clock,
+        [
+            (1.0, ModelTurn("", (_call(invented, "c1"),), TokenUsage(10, 5), "test-model")),
+            (1.0, ModelTurn("", (_call("inventory_check", "c2"),), TokenUsage(10, 5), "test-model")),
+            (1.0, ModelTurn("done", (), TokenUsage(10, 5), "test-model")),
+        ],
+    )
+    before = _tool_labels()
+    outcome = await _drive(run, model, clock, Journal())
+    after = _tool_labels()
+    assert outcome.final_answer == "done"
+    assert invented not in after
+    assert after.get("unknown", 0.0) == before.get("unknown", 0.0) + 1
+    assert after.get("inventory_check", 0.0) == before.get("inventory_check", 0.0) + 1
