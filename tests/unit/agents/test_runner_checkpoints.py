@@ -211,6 +211,7 @@ class RecordingJournal:
         verdict: Verdict = CONTINUE,
     ) -> None:
         self.saved: list[tuple[int, task_pb2.Usage]] = []
+        self.artifacts: dict[int, Sequence[task_pb2.ArtifactUpdate]] = {}  # as handed over, by step
         self.verdict = verdict
         self.last: list[int] = []  # the steps handed over with checkpoint_last
         self.fail_with = fail_with
@@ -229,6 +230,7 @@ class RecordingJournal:
                 self.cancelled = True
                 raise
         self.saved.append((step.index, usage))
+        self.artifacts[step.index] = artifacts
         verdict, self.verdict = self.verdict, CONTINUE  # once
         return verdict
 
@@ -372,3 +374,134 @@ async def test_a_run_that_fails_before_any_step_raises_its_own_error() -> None:
             clock=lambda: NOW + 1,
         )
     assert journal.saved == []
+
+
+# -- what the tool gets and what its step records; saves that lag behind the whole run --
+
+
+class ClockedTool:
+    """Answers with `result` after `takes` seconds of the test's clock."""
+
+    def __init__(self, clock: list[float], result: ToolObservation, takes: float = 0.0) -> None:
+        self.clock = clock
+        self.result = result
+        self.takes = takes
+        self.timeouts: list[float] = []
+
+    async def invoke(self, invocation: ToolInvocation, *, caller: Caller, timeout: float) -> ToolObservation:
+        self.timeouts.append(timeout)
+        self.clock[0] += self.takes
+        return self.result
+
+
+async def test_a_tool_called_after_the_deadline_passed_gets_no_time() -> None:
+    """The deadline (120 s after the task's creation) passes while the turn that asked for a
+    side-effecting call is saved: the call is made with a timeout of 0 s, not a moment more (with
+    no time left the tool invoker refuses to start the call: nothing is sent past the deadline)."""
+    run = machine(offers=[offer("inventory_reserve", side_effect=KEYED)])
+    clock = [NOW + 1]
+
+    class SlowJournal(RecordingJournal):
+        async def checkpoint(
+            self,
+            step: task_pb2.Step,
+            usage: task_pb2.Usage,
+            artifacts: Sequence[task_pb2.ArtifactUpdate] = (),
+        ) -> Verdict:
+            clock[0] += 200.0  # a save that took 200 s of the task's time
+            return await super().checkpoint(step, usage, artifacts)
+
+    tool = ClockedTool(clock, ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True}))
+    outcome = await drive(
+        run,
+        model=TwoTurns("inventory_reserve"),
+        tools=tool,
+        journal=SlowJournal(),
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    assert tool.timeouts == [0.0]
+    assert outcome.stop_reason == task_pb2.STOP_REASON_DEADLINE
+
+
+async def test_a_tool_step_records_how_long_the_call_took() -> None:
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    tool = ClockedTool(clock, ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True}), takes=3.0)
+    await drive(
+        run,
+        model=TwoTurns("inventory_check"),
+        tools=tool,
+        journal=RecordingJournal(),
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    step = run.steps[1]
+    assert step.kind == task_pb2.STEP_KIND_TOOL_CALL
+    assert step.start_time.ToDatetime().timestamp() == NOW + 1
+    assert step.duration.ToTimedelta().total_seconds() == 3.0
+
+
+async def test_a_failed_tool_call_is_told_to_the_model_and_the_task_goes_on() -> None:
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    failed = ToolObservation(task_pb2.TOOL_OUTCOME_ERROR, status_code="UNAVAILABLE", message="inventory down")
+    outcome = await drive(
+        run,
+        model=TwoTurns("inventory_check"),
+        tools=ClockedTool(clock, failed),
+        journal=RecordingJournal(),
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    assert outcome.state == task_pb2.TASK_STATE_COMPLETED
+    assert [step.outcome for step in run.steps if step.kind == task_pb2.STEP_KIND_TOOL_CALL] == [
+        task_pb2.TOOL_OUTCOME_ERROR
+    ]
+
+
+def _artifact(artifact_id: str) -> task_pb2.ArtifactUpdate:
+    return task_pb2.ArtifactUpdate(artifact=task_pb2.Artifact(artifact_id=artifact_id), last_chunk=True)
+
+
+async def test_saves_lagging_behind_the_whole_run_keep_every_step_with_its_artifacts() -> None:
+    """No save completes before the task has its outcome: then every step but the final answer
+    is saved with the artifacts it delivered, and the final answer is handed over with its own
+    artifacts and the task's whole usage."""
+    run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
+    clock = [NOW + 1]
+    listed, answered = _artifact("inventory_check.1"), _artifact("answer.1")
+    turns = _read_only_turns(1)
+    turns[-1] = ModelTurn("done", (), TokenUsage(10, 5), "test-model", artifacts=(answered,))
+    tool_result = ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True}, artifacts=(listed,))
+    gate = asyncio.Event()
+    journal = RecordingJournal(gate=gate)
+
+    async def open_once_finished() -> None:
+        # The outcome is set by the final answer, and the runner goes on to its end without
+        # yielding: the gate opens while the runner waits for the saves in flight.
+        await until(lambda: run.outcome is not None, what="the task's outcome", timeout=10)
+        gate.set()
+
+    opener = asyncio.create_task(open_once_finished())
+    outcome = await drive(
+        run,
+        model=Turns(turns, clock),
+        tools=ClockedTool(clock, tool_result),
+        journal=journal,
+        caller=Caller("acme", "ada"),
+        clock=lambda: clock[0],
+    )
+    await opener
+    assert outcome.state == task_pb2.TASK_STATE_COMPLETED
+    assert [step.kind for step in run.steps] == [
+        task_pb2.STEP_KIND_MODEL_CALL,
+        task_pb2.STEP_KIND_TOOL_CALL,
+        task_pb2.STEP_KIND_MODEL_CALL,
+    ]
+    assert [index for index, _ in journal.saved] == [0, 1, 2]
+    assert journal.last == [2]
+    assert journal.artifacts == {0: [], 1: [listed], 2: [answered]}
+    last_usage = journal.saved[-1][1]
+    assert isinstance(last_usage, task_pb2.Usage)
+    assert last_usage.total_tokens == 30 and last_usage.wall_time.ToTimedelta().total_seconds() == 4.0
