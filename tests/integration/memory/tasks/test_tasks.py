@@ -20,6 +20,7 @@ from memory.tasks.records import Field, Patch, timestamp
 from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -441,6 +442,31 @@ async def test_an_attempt_that_finished_announces_nothing(
     with pytest.raises(LeaseLost):
         await attempt.checkpointer.started(task_pb2.Step(index=0))
     assert await redis_client.xlen(events) == before
+
+
+async def test_a_failed_heartbeat_is_not_fatal_the_next_one_still_renews_the_lease(queue: TaskQueue) -> None:
+    """A heartbeat that fails (Redis still unavailable after the write's retries) only costs that
+    beat: the next one is scheduled all the same and renews the lease, and the attempt goes on."""
+    task = await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    heartbeat = attempt.heartbeat
+    tries: list[str] = []
+
+    async def first_one_fails() -> bool:
+        if not tries:
+            tries.append("failed")
+            raise Unavailable("redis is down")
+        canceled = await heartbeat()
+        tries.append("renewed")
+        return canceled
+
+    attempt.heartbeat = first_one_fails  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await until(lambda: "renewed" in tries, what="a heartbeat after the failed one", timeout=5)
+    assert tries[:2] == ["failed", "renewed"]
+    await attempt.stop_heartbeats()
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED and done.task_id == task.task_id
 
 
 async def test_a_change_based_on_an_old_revision_is_refused(
