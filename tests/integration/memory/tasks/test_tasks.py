@@ -469,6 +469,50 @@ async def test_a_failed_heartbeat_is_not_fatal_the_next_one_still_renews_the_lea
     assert done.state == task_pb2.TASK_STATE_COMPLETED and done.task_id == task.task_id
 
 
+async def test_an_attempt_that_ends_cancels_its_heartbeat_in_flight_before_returning(
+    queue: TaskQueue,
+) -> None:
+    """Nothing of an attempt keeps running after its outcome is recorded: a heartbeat on its way to
+    Redis is canceled, and `finish` returns only once that beat has stopped."""
+    await submit(queue)
+    attempt = await claim(queue)
+    beating, never = asyncio.Event(), asyncio.Event()
+    canceled: list[bool] = []
+
+    async def stuck() -> bool:
+        beating.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            canceled.append(True)
+            raise
+        return False
+
+    attempt.heartbeat = stuck  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await asyncio.wait_for(beating.wait(), timeout=15)  # the first beat is in flight
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED
+    assert canceled == [True]
+
+
+async def test_a_pause_asked_for_after_a_cancel_ends_the_task_canceled_with_its_usage(
+    queue: TaskQueue,
+) -> None:
+    """An executor that asks for input once a cancel was requested is not paused: the task ends
+    canceled with the cancel's reason, and the usage the executor reported is kept (spent all the
+    same)."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    assert await attempt.checkpointer.started(task_pb2.Step(index=0))  # the attempt learns of it
+    done = await attempt.finish(InputRequired(APPROVAL, usage=task_pb2.Usage(total_tokens=42)))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert done.state == stored.state == task_pb2.TASK_STATE_CANCELED
+    assert stored.status_message == "stop it" and not stored.HasField("pending_action")
+    assert done.usage.total_tokens == stored.usage.total_tokens == 42
+
+
 async def test_a_change_based_on_an_old_revision_is_refused(
     single_queue: TaskQueue, redis_client: aioredis.Redis
 ) -> None:
