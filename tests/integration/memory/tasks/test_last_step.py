@@ -3,6 +3,7 @@ both, with every check `save` has, nothing written when it is refused, and every
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -126,7 +127,8 @@ async def test_a_conflicting_last_step_is_refused_before_anything_is_written(
     before = await redis_client.hgetall(record)
     events = await redis_client.xlen(events_key(single_queue, task.task_id))
     attempt.checkpointer.save_last(task_pb2.Step(index=0, summary="something else"))
-    with pytest.raises(ValueError, match="already checkpointed with different content"):
+    refusal = f"task {task.task_id}: step 0 was already checkpointed with different content"
+    with pytest.raises(ValueError, match=rf"^{re.escape(refusal)}$"):  # names the step
         await attempt.finish(Completed("done"))
     assert await redis_client.hgetall(record) == before
     assert await redis_client.xlen(events_key(single_queue, task.task_id)) == events
