@@ -3,6 +3,7 @@ both, with every check `save` has, nothing written when it is refused, and every
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -70,6 +71,23 @@ async def test_the_last_step_and_the_outcome_are_one_script_and_watchers_see_bot
     assert events[-1].status_update.usage.total_tokens == 42
 
 
+async def test_the_last_step_and_its_artifacts_come_before_the_outcome_artifacts(queue: TaskQueue) -> None:
+    """A Completed outcome with artifacts of its own adds them after the last step's events: the
+    watchers see the step, its artifact, the outcome's artifact, then the status."""
+    task, attempt = await _first_step_saved(queue)
+    attempt.checkpointer.save_last(ANSWER, artifacts=[ARTIFACT])
+    summary = task_pb2.Artifact(artifact_id="a-2", name="summary", parts=[task_pb2.Part(text="50 EUR")])
+    await attempt.finish(Completed("refunded", artifacts=[summary]))
+    events = await _watch_all(queue, task.task_id)
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[-4:] == ["step_update", "artifact_update", "artifact_update", "status_update"]
+    assert events[-4].step_update.step.summary == "the answer" and events[-4].step_update.finished
+    assert [e.artifact_update.artifact.artifact_id for e in events[-3:-1]] == ["a-1", "a-2"]
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert [s.summary for s in stored.steps] == ["looked up the order", "the answer"]
+    assert [a.artifact_id for a in stored.artifacts] == ["a-1", "a-2"]
+
+
 async def test_the_outcome_usage_wins_over_the_last_step_usage(queue: TaskQueue) -> None:
     task, attempt = await _first_step_saved(queue)
     attempt.checkpointer.save_last(ANSWER, usage=task_pb2.Usage(total_tokens=1))
@@ -109,7 +127,8 @@ async def test_a_conflicting_last_step_is_refused_before_anything_is_written(
     before = await redis_client.hgetall(record)
     events = await redis_client.xlen(events_key(single_queue, task.task_id))
     attempt.checkpointer.save_last(task_pb2.Step(index=0, summary="something else"))
-    with pytest.raises(ValueError, match="already checkpointed with different content"):
+    refusal = f"task {task.task_id}: step 0 was already checkpointed with different content"
+    with pytest.raises(ValueError, match=rf"^{re.escape(refusal)}$"):  # names the step
         await attempt.finish(Completed("done"))
     assert await redis_client.hgetall(record) == before
     assert await redis_client.xlen(events_key(single_queue, task.task_id)) == events

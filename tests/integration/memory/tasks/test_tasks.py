@@ -20,6 +20,7 @@ from memory.tasks.records import Field, Patch, timestamp
 from memory.tasks.store import TaskConfig
 from memory.tasks.sweeper import TaskSweeper
 from tests.support.task_helpers import OWNER, TENANT, claim, events_key, steps_executor, submit, task_key
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -441,6 +442,75 @@ async def test_an_attempt_that_finished_announces_nothing(
     with pytest.raises(LeaseLost):
         await attempt.checkpointer.started(task_pb2.Step(index=0))
     assert await redis_client.xlen(events) == before
+
+
+async def test_a_failed_heartbeat_is_not_fatal_the_next_one_still_renews_the_lease(queue: TaskQueue) -> None:
+    """A heartbeat that fails (Redis still unavailable after the write's retries) only costs that
+    beat: the next one is scheduled all the same and renews the lease, and the attempt goes on."""
+    task = await submit(queue)
+    attempt = await claim(queue, "worker-a")
+    heartbeat = attempt.heartbeat
+    tries: list[str] = []
+
+    async def first_one_fails() -> bool:
+        if not tries:
+            tries.append("failed")
+            raise Unavailable("redis is down")
+        canceled = await heartbeat()
+        tries.append("renewed")
+        return canceled
+
+    attempt.heartbeat = first_one_fails  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await until(lambda: "renewed" in tries, what="a heartbeat after the failed one", timeout=5)
+    assert tries[:2] == ["failed", "renewed"]
+    await attempt.stop_heartbeats()
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED and done.task_id == task.task_id
+
+
+async def test_an_attempt_that_ends_cancels_its_heartbeat_in_flight_before_returning(
+    queue: TaskQueue,
+) -> None:
+    """Nothing of an attempt keeps running after its outcome is recorded: a heartbeat on its way to
+    Redis is canceled, and `finish` returns only once that beat has stopped."""
+    await submit(queue)
+    attempt = await claim(queue)
+    beating, never = asyncio.Event(), asyncio.Event()
+    canceled: list[bool] = []
+
+    async def stuck() -> bool:
+        beating.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            canceled.append(True)
+            raise
+        return False
+
+    attempt.heartbeat = stuck  # type: ignore[method-assign]
+    attempt.start_heartbeats()
+    await asyncio.wait_for(beating.wait(), timeout=15)  # the first beat is in flight
+    done = await attempt.finish(Completed("done"))
+    assert done.state == task_pb2.TASK_STATE_COMPLETED
+    assert canceled == [True]
+
+
+async def test_a_pause_asked_for_after_a_cancel_ends_the_task_canceled_with_its_usage(
+    queue: TaskQueue,
+) -> None:
+    """An executor that asks for input once a cancel was requested is not paused: the task ends
+    canceled with the cancel's reason, and the usage the executor reported is kept (spent all the
+    same)."""
+    task = await submit(queue)
+    attempt = await claim(queue)
+    await queue.store.cancel(task.task_id, tenant=TENANT, owner=OWNER, reason="stop it")
+    assert await attempt.checkpointer.started(task_pb2.Step(index=0))  # the attempt learns of it
+    done = await attempt.finish(InputRequired(APPROVAL, usage=task_pb2.Usage(total_tokens=42)))
+    stored = await queue.store.get(task.task_id, tenant=TENANT, owner=OWNER)
+    assert done.state == stored.state == task_pb2.TASK_STATE_CANCELED
+    assert stored.status_message == "stop it" and not stored.HasField("pending_action")
+    assert done.usage.total_tokens == stored.usage.total_tokens == 42
 
 
 async def test_a_change_based_on_an_old_revision_is_refused(
