@@ -87,10 +87,10 @@ chaos: $(STAMP) ## The full chaos suite: real agent/tool/Redis kills, failovers,
 	AGENTMESH_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) $(BIN)/pytest -m chaos -p no:cacheprovider
 	@echo "figures: $(CHAOS_REPORT)" && cat $(CHAOS_REPORT)
 
-mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants (tests/MUTATION.md; 20-40 min on 2 cores, niced)
+mutate: $(STAMP) ## Mutation testing of the safety code: mutmut 3 + hand-written Lua mutants, checked against tests/MUTATION.md (40-70 min on 2 cores, niced)
 	nice -n 15 $(BIN)/mutmut run --max-children 2
-	$(BIN)/mutmut results
-	nice -n 15 $(PY) scripts/lua_mutants.py
+	nice -n 15 $(PY) scripts/lua_mutants.py; lua=$$?; $(PY) scripts/mutation_ledger.py; ledger=$$?; \
+	  test $$lua -eq 0 && test $$ledger -eq 0
 
 soak: $(STAMP) ## 10,000 tasks through the local mesh: RSS and Redis memory (AGENTMESH_SOAK_TASKS=n)
 	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
