@@ -59,6 +59,9 @@ if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then
   return {'conflict', version}
 end
 if state == 'pending' then
+  -- This very claim, sent again after its reply was lost (the client retries a reset connection
+  -- with the same token): it is the caller's own, not someone else's call in flight.
+  if redis.call('HGET', KEYS[1], 'token') == ARGV[2] then return {'claimed'} end
   return {'in_flight', version, tostring(redis.call('PTTL', KEYS[1]))}
 end
 return {'done', version, redis.call('HGET', KEYS[1], 'result') or ''}

@@ -73,6 +73,14 @@ MUTANTS = [
         "BEGIN: in flight and done swapped",
     ),
     Mutant(
+        "idem-begin-resent",
+        "memory/idempotency.py",
+        "  if redis.call('HGET', KEYS[1], 'token') == ARGV[2] then return {'claimed'} end\n",
+        "",
+        IDEMPOTENCY_TESTS,
+        "BEGIN: a claim re-sent after a lost reply is refused as in flight (its own claim blocks it)",
+    ),
+    Mutant(
         "idem-complete-token",
         "memory/idempotency.py",
         "if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end\n"

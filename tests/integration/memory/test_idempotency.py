@@ -57,6 +57,27 @@ async def test_in_flight_is_aborted_with_retry_info(store: IdempotencyStore) -> 
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 1.0
 
 
+async def test_a_claim_re_sent_after_its_reply_was_lost_is_the_callers_own(store: IdempotencyStore) -> None:
+    """redis-py re-sends a command whose connection was reset, with the same arguments: when the
+    first BEGIN was applied and only its reply lost, the caller must get its claim, not an
+    "in flight" refusal from its own orphaned claim (which would block every retry of the call
+    for the whole lease, and the effect would never happen)."""
+    script = store._begin
+
+    async def reply_lost_once(keys: list[str], args: list[object]) -> object:
+        await script(keys=keys, args=args)  # applied; the reply never arrives
+        return await script(keys=keys, args=args)  # what redis-py does after the reset
+
+    store._begin = reply_lost_once  # type: ignore[method-assign]
+    claim = await store.begin("k1", b"refund 10 EUR")
+    store._begin = script  # type: ignore[method-assign]
+    assert isinstance(claim, Claimed)
+    with pytest.raises(Aborted):  # anyone else still finds it in flight
+        await store.begin("k1", b"refund 10 EUR")
+    assert await store.complete(claim, b"refund-id-7")
+    assert await store.begin("k1", b"refund 10 EUR") == Replay(b"refund-id-7")
+
+
 async def test_release_lets_a_retry_run(store: IdempotencyStore) -> None:
     claim = await store.begin("k1", b"p")
     assert isinstance(claim, Claimed)
