@@ -38,6 +38,8 @@ from tests.support.agent_mesh import Mesh
 from tests.support.auth import bearer, key_path
 
 STARTS = scaled_int(3, 1)
+RSS_TARGET_MB = {"agent": 80.0, "tool": 60.0}
+SERVING_TARGET_S = 1.0
 # What every service imports, in the order it loads them; each is measured after those above it.
 # The last entry is the rest of the serving code (all roles' shared start path).
 IMPORTS = (
@@ -77,10 +79,6 @@ def import_costs() -> list[tuple[str, float]]:
         cwd=ROOT,
     ).stdout
     return [(label, float(mb)) for label, mb in json.loads(out)]
-
-
-RSS_TARGET_MB = {"agent": 80.0, "tool": 60.0}
-SERVING_TARGET_S = 1.0
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
