@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 from agentmesh.v1 import task_pb2
-from agents.actions import ToolInvocation
+from agents.actions import RunOutcome, ToolInvocation
 from agents.caller import Caller
 from agents.limits import LimitReached
-from agents.model.types import ChatRequest, ModelTurn, TokenUsage, ToolCall
+from agents.machine import RunMachine
+from agents.model.types import ChatModel, ChatRequest, ModelTurn, TokenUsage, ToolCall
 from agents.model.wire import parse_arguments
 from agents.observations import ToolObservation
-from agents.runner import CONTINUE, Verdict, drive
+from agents.runner import CONTINUE, StepJournal, ToolGateway, Verdict, drive
 from tests.support.waiting import until
 from tests.unit.agents.test_run_machine import NOW, machine, offer
 
@@ -89,6 +90,15 @@ class RecordingTools:
         self.durable_at_call.append(list(self.journal.saved))
         self.calls.append((invocation.call.name, caller, timeout))
         return ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True})
+
+
+async def _drive(
+    run: RunMachine, clock: list[float], *, model: ChatModel, tools: ToolGateway, journal: StepJournal
+) -> RunOutcome:
+    """`drive` for ("acme", "ada") on the clock the test moves (`clock[0]`)."""
+    return await drive(
+        run, model=model, tools=tools, journal=journal, caller=Caller("acme", "ada"), clock=lambda: clock[0]
+    )
 
 
 async def _run(
@@ -259,13 +269,12 @@ async def test_every_step_is_saved_once_in_order_with_the_usage_and_wall_time_so
     run.tally.wall_time_s = 5.0  # a resumed task: 5 s spent by earlier attempts
     clock = [NOW + 1]
     journal = RecordingJournal()
-    outcome = await drive(
+    outcome = await _drive(
         run,
+        clock,
         model=Turns(_read_only_turns(2), clock),
         tools=RecordingTools(GatedJournal()),
         journal=journal,
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
     )
     assert outcome.state == task_pb2.TASK_STATE_COMPLETED
     assert [index for index, _ in journal.saved] == list(range(len(run.steps)))
@@ -293,13 +302,8 @@ async def test_a_task_that_ends_after_a_tool_call_saves_that_step_on_its_own() -
             await until(lambda: journal.saved, what="the first save", timeout=10)
             return await super().invoke(invocation, caller=caller, timeout=timeout)
 
-    outcome = await drive(
-        run,
-        model=Turns(_read_only_turns(3), clock),
-        tools=SlowTool(GatedJournal()),
-        journal=journal,
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
+    outcome = await _drive(
+        run, clock, model=Turns(_read_only_turns(3), clock), tools=SlowTool(GatedJournal()), journal=journal
     )
     assert outcome.stop_reason == task_pb2.STOP_REASON_TOKEN_CAP
     assert run.steps[-1].kind == task_pb2.STEP_KIND_TOOL_CALL
@@ -314,13 +318,12 @@ async def test_a_failed_save_stops_the_task_at_the_next_step() -> None:
     clock = [NOW + 1]
     model = Turns(_read_only_turns(5), clock)
     with pytest.raises(RuntimeError, match="fenced"):
-        await drive(
+        await _drive(
             run,
+            clock,
             model=model,
             tools=RecordingTools(GatedJournal()),
             journal=RecordingJournal(fail_with=RuntimeError("fenced")),
-            caller=Caller("acme", "ada"),
-            clock=lambda: clock[0],
         )
     assert model.calls <= 2
 
@@ -412,14 +415,7 @@ async def test_a_tool_called_after_the_deadline_passed_gets_no_time() -> None:
             return await super().checkpoint(step, usage, artifacts)
 
     tool = ClockedTool(clock, ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True}))
-    outcome = await drive(
-        run,
-        model=TwoTurns("inventory_reserve"),
-        tools=tool,
-        journal=SlowJournal(),
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
-    )
+    outcome = await _drive(run, clock, model=TwoTurns("inventory_reserve"), tools=tool, journal=SlowJournal())
     assert tool.timeouts == [0.0]
     assert outcome.stop_reason == task_pb2.STOP_REASON_DEADLINE
 
@@ -428,14 +424,7 @@ async def test_a_tool_step_records_how_long_the_call_took() -> None:
     run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
     clock = [NOW + 1]
     tool = ClockedTool(clock, ToolObservation(task_pb2.TOOL_OUTCOME_OK, result={"ok": True}), takes=3.0)
-    await drive(
-        run,
-        model=TwoTurns("inventory_check"),
-        tools=tool,
-        journal=RecordingJournal(),
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
-    )
+    await _drive(run, clock, model=TwoTurns("inventory_check"), tools=tool, journal=RecordingJournal())
     step = run.steps[1]
     assert step.kind == task_pb2.STEP_KIND_TOOL_CALL
     assert step.start_time.ToDatetime().timestamp() == NOW + 1
@@ -446,13 +435,12 @@ async def test_a_failed_tool_call_is_told_to_the_model_and_the_task_goes_on() ->
     run = machine(offers=[offer("inventory_check", side_effect=READ_ONLY)])
     clock = [NOW + 1]
     failed = ToolObservation(task_pb2.TOOL_OUTCOME_ERROR, status_code="UNAVAILABLE", message="inventory down")
-    outcome = await drive(
+    outcome = await _drive(
         run,
+        clock,
         model=TwoTurns("inventory_check"),
         tools=ClockedTool(clock, failed),
         journal=RecordingJournal(),
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
     )
     assert outcome.state == task_pb2.TASK_STATE_COMPLETED
     assert [step.outcome for step in run.steps if step.kind == task_pb2.STEP_KIND_TOOL_CALL] == [
@@ -484,13 +472,8 @@ async def test_saves_lagging_behind_the_whole_run_keep_every_step_with_its_artif
         gate.set()
 
     opener = asyncio.create_task(open_once_finished())
-    outcome = await drive(
-        run,
-        model=Turns(turns, clock),
-        tools=ClockedTool(clock, tool_result),
-        journal=journal,
-        caller=Caller("acme", "ada"),
-        clock=lambda: clock[0],
+    outcome = await _drive(
+        run, clock, model=Turns(turns, clock), tools=ClockedTool(clock, tool_result), journal=journal
     )
     await opener
     assert outcome.state == task_pb2.TASK_STATE_COMPLETED
